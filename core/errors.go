@@ -35,9 +35,8 @@ var (
 	// ErrInvalidMessage means a message is malformed: unknown type, wrong
 	// recipient, impossible indexes.
 	ErrInvalidMessage = errors.New("core: invalid message")
-	// ErrStaleMessage means a message was ignored because its term is
-	// behind ours; it is informational and harmless.
-	ErrStaleMessage = errors.New("core: stale message")
+	// ErrNotVoter means this node cannot campaign: it is not a voter.
+	ErrNotVoter = errors.New("core: not a voter")
 	// ErrCompacted means an index is at or below the last compaction.
 	ErrCompacted = errors.New("core: index compacted")
 	// ErrUnavailable means an index is beyond what the node can use.

@@ -1,0 +1,1210 @@
+package core
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/forge-consensus/consensus/core/quorum"
+	"github.com/forge-consensus/consensus/core/tracker"
+)
+
+// peer is one member of the configuration (this node included) with the
+// leader's and candidate's bookkeeping about it.
+type peer struct {
+	id         uint64
+	pr         *tracker.Progress
+	vote       int8   // this election: 0 no answer, 1 granted, -1 rejected
+	sentCommit uint64 // commit index last sent in an append
+	readAck    uint64 // highest read round acknowledged
+	snapTicks  int    // heartbeat intervals spent waiting in StateSnapshot
+}
+
+// pendingRead is a ReadIndex request waiting for its read round to be
+// confirmed by a quorum.
+type pendingRead struct {
+	index uint64
+	round uint64
+	from  uint64 // None for a local request
+	ctx   []byte
+}
+
+// confAt is the configuration in force from an index on.
+type confAt struct {
+	index uint64
+	conf  ConfState
+}
+
+// readyInflight remembers what the outstanding Ready handed out.
+type readyInflight struct {
+	active    bool
+	lastIndex uint64 // last entry handed out for persistence (0: none)
+	lastTerm  uint64
+	applyTo   uint64 // last committed entry handed out
+	snapIndex uint64 // snapshot handed out (0: none)
+}
+
+// raft is the protocol state machine behind Node.
+type raft struct {
+	cfg  Config
+	id   uint64
+	term uint64
+	vote uint64
+	role Role
+	lead uint64
+	log  raftLog
+	rng  splitMix
+
+	conf   ConfState
+	voters quorum.Joint
+	peers  []*peer // every voter and learner, sorted by ID
+	confs  []confAt
+
+	electionElapsed           int
+	heartbeatElapsed          int
+	randomizedElectionTimeout int
+
+	// Leader state.
+	pendingConfIndex uint64
+	uncommittedBytes uint64
+	leadTransferee   uint64
+	transferElapsed  int
+	readRound        uint64
+	needReadRound    bool
+	pendingReads     []pendingRead
+	termReads        []pendingRead // wait for the first commit of the term
+
+	msgs       []Message
+	readStates []ReadState
+
+	// Persistence and application.
+	unstableFrom    uint64    // first log index not yet handed out for persistence
+	stableIndex     uint64    // last log index known durable
+	pendingSnapshot *Snapshot // received snapshot not yet handed out
+	snapshot        *Snapshot // latest snapshot, sent to lagging followers
+	applying        uint64    // last committed index handed out
+	applied         uint64    // last index the host has applied
+	prevHard        HardState
+	prevSoft        SoftState
+	inflight        readyInflight
+}
+
+func newRaft(cfg Config, st Persisted) (*raft, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &raft{cfg: cfg, id: cfg.ID}
+	r.rng.seed(cfg.Seed ^ (cfg.ID * 0x9e3779b97f4a7c15))
+	if err := r.restore(st); err != nil {
+		return nil, err
+	}
+	r.prevHard = r.hardState()
+	if st.IsEmpty() && len(cfg.Voters) > 0 {
+		r.bootstrap(cfg.Voters)
+	}
+	r.becomeFollower(r.term, None)
+	r.prevSoft = r.softState()
+	return r, nil
+}
+
+// restore loads persisted state, checking that it is consistent.
+func (r *raft) restore(st Persisted) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: persisted state: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	var conf ConfState
+	if !st.Snapshot.IsEmpty() {
+		if err := validateSnapshot(st.Snapshot); err != nil {
+			return bad("snapshot: %v", err)
+		}
+		r.log.restore(st.Snapshot.Meta.Index, st.Snapshot.Meta.Term)
+		conf = cloneConfState(st.Snapshot.Meta.Config)
+		r.snapshot = st.Snapshot
+	}
+	prev := r.log.lastIndex()
+	prevTerm := r.log.lastTerm()
+	for i := range st.Entries {
+		e := &st.Entries[i]
+		if e.Index != prev+1 || e.Term < prevTerm {
+			return bad("entry %d (term %d) does not follow index %d (term %d)", e.Index, e.Term, prev, prevTerm)
+		}
+		if err := validateEntry(e); err != nil {
+			return bad("entry %d: %v", e.Index, err)
+		}
+		prev, prevTerm = e.Index, e.Term
+	}
+	r.log.entries = slices.Clip(st.Entries)
+	hs := st.HardState
+	if hs.Commit > r.log.lastIndex() {
+		return bad("commit index %d beyond last index %d", hs.Commit, r.log.lastIndex())
+	}
+	if r.log.lastTerm() > hs.Term {
+		return bad("last entry term %d above hard state term %d", r.log.lastTerm(), hs.Term)
+	}
+	r.term, r.vote = hs.Term, hs.Vote
+	r.log.commitTo(hs.Commit)
+	r.confs = []confAt{{index: r.log.offset, conf: conf}}
+	r.setConf(conf)
+	r.applyCommittedConfChanges(r.log.offset, r.log.committed)
+	r.stableIndex = r.log.lastIndex()
+	r.unstableFrom = r.stableIndex + 1
+	applied := r.cfg.Applied
+	if applied < r.log.offset {
+		applied = r.log.offset
+	}
+	if applied > r.log.committed {
+		return bad("Config.Applied %d beyond commit index %d", applied, r.log.committed)
+	}
+	r.applying, r.applied = applied, applied
+	return nil
+}
+
+// bootstrap writes the founding configuration as the first log entry.
+func (r *raft) bootstrap(voters []uint64) {
+	cc := ConfChange{}
+	for _, id := range slices.Sorted(slices.Values(voters)) {
+		cc.Changes = append(cc.Changes, ConfChangeSingle{Type: AddVoter, NodeID: id})
+	}
+	r.term = 1
+	r.log.entries = []Entry{{Term: 1, Index: 1, Type: EntryConfChange, Data: EncodeConfChange(cc)}}
+	r.log.commitTo(1)
+	r.applyCommittedConfChanges(0, 1)
+}
+
+func (r *raft) hardState() HardState {
+	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
+}
+
+func (r *raft) softState() SoftState { return SoftState{Lead: r.lead, Role: r.role} }
+
+// ---- configuration ----
+
+// setConf installs cs as the configuration in force and reconciles peers.
+func (r *raft) setConf(cs ConfState) {
+	r.conf = cs
+	r.voters = quorum.Joint{
+		Incoming: quorum.NewMajority(cs.Voters...),
+		Outgoing: quorum.NewMajority(cs.VotersOutgoing...),
+	}
+	ids := r.voters.IDs(nil)
+	for _, id := range cs.Learners {
+		ids = insertID(ids, id)
+	}
+	old := r.peers
+	r.peers = make([]*peer, 0, len(ids))
+	for _, id := range ids {
+		learner := slices.Contains(cs.Learners, id)
+		p := findPeer(old, id)
+		if p == nil {
+			p = &peer{id: id, pr: r.newProgress(learner)}
+			if r.role == Leader && id == r.id {
+				p.pr.Match = r.stableIndex
+			}
+		}
+		p.pr.IsLearner = learner
+		r.peers = append(r.peers, p)
+	}
+}
+
+func (r *raft) newProgress(learner bool) *tracker.Progress {
+	pr := tracker.NewProgress(r.log.lastIndex()+1, r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes, learner)
+	return pr
+}
+
+func findPeer(ps []*peer, id uint64) *peer {
+	for _, p := range ps {
+		if p.id == id {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *raft) peer(id uint64) *peer { return findPeer(r.peers, id) }
+
+// promotable reports whether this node may campaign: it is a voter.
+func (r *raft) promotable() bool { return r.voters.Contains(r.id) }
+
+// applyCommittedConfChanges makes every configuration change in (lo, hi]
+// take effect. A change that turns out invalid is skipped on every node
+// alike, so all nodes still agree on the configuration.
+func (r *raft) applyCommittedConfChanges(lo, hi uint64) {
+	if lo < r.log.offset {
+		lo = r.log.offset
+	}
+	for i := lo + 1; i <= hi; i++ {
+		e := r.log.at(i)
+		if e.Type != EntryConfChange {
+			continue
+		}
+		cc, err := DecodeConfChange(e.Data)
+		if err != nil {
+			continue
+		}
+		cs, err := applyConfChange(r.conf, cc)
+		if err != nil {
+			continue
+		}
+		r.confs = append(r.confs, confAt{index: i, conf: cs})
+		r.setConf(cs)
+		r.afterConfChange()
+	}
+}
+
+// afterConfChange reacts, as leader, to a configuration that just took
+// effect.
+func (r *raft) afterConfChange() {
+	if r.role != Leader {
+		return
+	}
+	if r.leadTransferee != None && !r.voters.Incoming.Contains(r.leadTransferee) {
+		r.abortTransfer()
+	}
+	if !r.voters.Contains(r.id) {
+		// Removed (or demoted): tell the others the commit, hand over to
+		// the best-placed voter, and step down.
+		r.flushAppends()
+		if p := r.bestVoter(); p != nil && p.pr.Match == r.log.lastIndex() {
+			r.send(Message{Type: MsgTimeoutNow, To: p.id})
+		}
+		r.becomeFollower(r.term, None)
+		return
+	}
+}
+
+// maybeAutoLeave proposes, as leader, to leave a joint configuration that
+// asked for it once it is in force and nothing else is pending.
+func (r *raft) maybeAutoLeave() {
+	if r.role == Leader && r.conf.Joint() && r.conf.AutoLeave && r.pendingConfIndex <= r.log.committed {
+		r.appendEntry(EntryConfChange, EncodeConfChange(ConfChange{}))
+		r.pendingConfIndex = r.log.lastIndex()
+	}
+}
+
+// confAtIndex returns the configuration in force at index i (i at or above
+// the compaction point).
+func (r *raft) confAtIndex(i uint64) ConfState {
+	cs := r.confs[0].conf
+	for _, c := range r.confs {
+		if c.index > i {
+			break
+		}
+		cs = c.conf
+	}
+	return cs
+}
+
+// ---- role transitions ----
+
+func (r *raft) reset(term uint64) {
+	if r.term != term {
+		r.term = term
+		r.vote = None
+	}
+	r.lead = None
+	r.electionElapsed = 0
+	r.heartbeatElapsed = 0
+	r.randomizedElectionTimeout = r.cfg.ElectionTick + int(r.rng.intn(uint64(r.cfg.ElectionTick)))
+	r.abortTransfer()
+	r.pendingReads = nil
+	r.termReads = nil
+	r.needReadRound = false
+	r.uncommittedBytes = 0
+	for _, p := range r.peers {
+		p.vote = 0
+		p.readAck = 0
+		p.sentCommit = 0
+		p.snapTicks = 0
+		p.pr = r.newProgress(p.pr.IsLearner)
+	}
+}
+
+func (r *raft) becomeFollower(term, lead uint64) {
+	r.reset(term)
+	r.role = Follower
+	r.lead = lead
+}
+
+func (r *raft) becomePreCandidate() {
+	// The term does not change: a pre-vote round must not disturb anyone.
+	r.reset(r.term)
+	r.role = PreCandidate
+}
+
+func (r *raft) becomeCandidate() {
+	r.reset(r.term + 1)
+	r.role = Candidate
+	r.vote = r.id
+}
+
+func (r *raft) becomeLeader() {
+	r.reset(r.term)
+	r.role = Leader
+	r.lead = r.id
+	for _, p := range r.peers {
+		if p.id == r.id {
+			p.pr.Match = r.stableIndex
+			p.pr.BecomeReplicate()
+		}
+		p.pr.RecentActive = true
+	}
+	// Changes already in the log may not have taken effect yet; allow none
+	// before the leader's first entry commits.
+	r.pendingConfIndex = r.log.lastIndex()
+	r.appendEntry(EntryNormal, nil)
+}
+
+// ---- ticking ----
+
+func (r *raft) tick() {
+	if r.role == Leader {
+		r.tickLeader()
+		return
+	}
+	r.electionElapsed++
+	if r.promotable() && r.electionElapsed >= r.randomizedElectionTimeout {
+		r.electionElapsed = 0
+		r.hup(false)
+	}
+}
+
+func (r *raft) tickLeader() {
+	r.heartbeatElapsed++
+	r.electionElapsed++
+	if r.electionElapsed >= r.cfg.ElectionTick {
+		r.electionElapsed = 0
+		if r.cfg.CheckQuorum && !r.quorumActive() {
+			r.becomeFollower(r.term, None)
+			return
+		}
+		for _, p := range r.peers {
+			if p.id != r.id {
+				p.pr.RecentActive = false
+			}
+		}
+	}
+	if r.leadTransferee != None {
+		r.transferElapsed++
+		if r.transferElapsed >= r.cfg.TransferTimeoutTicks {
+			r.abortTransfer()
+		}
+	}
+	if r.heartbeatElapsed >= r.cfg.HeartbeatTick {
+		r.heartbeatElapsed = 0
+		r.bcastHeartbeat()
+		snapTimeout := r.cfg.ElectionTick / r.cfg.HeartbeatTick
+		for _, p := range r.peers {
+			if p.pr.State != tracker.StateSnapshot {
+				continue
+			}
+			// A snapshot that neither arrived nor failed visibly: try again.
+			if p.snapTicks++; p.snapTicks > snapTimeout {
+				p.snapTicks = 0
+				p.pr.BecomeProbe()
+			}
+		}
+	}
+}
+
+// quorumActive reports whether a quorum was heard from in this election
+// timeout.
+func (r *raft) quorumActive() bool {
+	res := r.voters.VoteResult(func(id uint64) (bool, bool) {
+		if id == r.id {
+			return true, true
+		}
+		p := r.peer(id)
+		return p != nil && p.pr.RecentActive, true
+	})
+	return res == quorum.VoteWon
+}
+
+// ---- elections ----
+
+// hup starts an election: a pre-vote round first when configured, unless
+// forced by a leadership transfer.
+func (r *raft) hup(transfer bool) {
+	if r.role == Leader || !r.promotable() {
+		return
+	}
+	if r.cfg.PreVote && !transfer {
+		r.campaign(true, false)
+		return
+	}
+	r.campaign(false, transfer)
+}
+
+func (r *raft) campaign(pre, transfer bool) {
+	var typ MessageType
+	var term uint64
+	if pre {
+		r.becomePreCandidate()
+		typ, term = MsgPreVote, r.term+1
+	} else {
+		r.becomeCandidate()
+		typ, term = MsgVote, r.term
+	}
+	if r.recordVote(r.id, true) {
+		return
+	}
+	for _, p := range r.peers {
+		if p.id == r.id || !r.voters.Contains(p.id) {
+			continue
+		}
+		r.send(Message{Type: typ, To: p.id, Term: term, Index: r.log.lastIndex(),
+			LogTerm: r.log.lastTerm(), Force: transfer})
+	}
+}
+
+// recordVote records a (pre-)vote and acts on the result; it reports
+// whether the election was decided.
+func (r *raft) recordVote(id uint64, granted bool) bool {
+	if p := r.peer(id); p != nil && p.vote == 0 {
+		p.vote = -1
+		if granted {
+			p.vote = 1
+		}
+	}
+	switch r.voters.VoteResult(func(id uint64) (bool, bool) {
+		p := r.peer(id)
+		if p == nil || p.vote == 0 {
+			return false, false
+		}
+		return p.vote > 0, true
+	}) {
+	case quorum.VoteWon:
+		if r.role == PreCandidate {
+			r.campaign(false, false)
+		} else {
+			r.becomeLeader()
+		}
+		return true
+	case quorum.VoteLost:
+		r.becomeFollower(r.term, None)
+		return true
+	}
+	return false
+}
+
+// ---- sending ----
+
+func (r *raft) send(m Message) {
+	m.From = r.id
+	if m.Term == 0 {
+		switch m.Type {
+		case MsgProp, MsgReadIndex, MsgTransferLeader:
+			// Forwarded requests carry no term.
+		default:
+			m.Term = r.term
+		}
+	}
+	r.msgs = append(r.msgs, m)
+}
+
+// sendAppend sends p one append (or a snapshot when the entries it needs
+// are compacted). With empty set it may carry no entries, to update the
+// follower's commit index. It reports whether something was sent.
+func (r *raft) sendAppend(p *peer, empty bool) bool {
+	pr := p.pr
+	if pr.IsPaused() {
+		return false
+	}
+	prevIndex := pr.Next - 1
+	prevTerm, err := r.log.term(prevIndex)
+	if err != nil {
+		return r.sendSnapshot(p)
+	}
+	last := r.log.lastIndex()
+	var ents []Entry
+	if pr.Next <= last {
+		ents = r.log.slice(pr.Next, last+1, r.cfg.MaxSizePerMsg)
+	}
+	if len(ents) == 0 && !empty {
+		return false
+	}
+	var bytes uint64
+	for i := range ents {
+		bytes += ents[i].size()
+	}
+	r.send(Message{Type: MsgApp, To: p.id, Index: prevIndex, LogTerm: prevTerm,
+		Entries: ents, Commit: r.log.committed})
+	pr.SentEntries(len(ents), prevIndex+uint64(len(ents)), bytes)
+	p.sentCommit = r.log.committed
+	return true
+}
+
+func (r *raft) sendSnapshot(p *peer) bool {
+	if r.snapshot.IsEmpty() {
+		return false
+	}
+	r.send(Message{Type: MsgSnap, To: p.id, Snapshot: r.snapshot})
+	p.pr.BecomeSnapshot(r.snapshot.Meta.Index)
+	p.snapTicks = 0
+	return true
+}
+
+// flushAppends sends every follower what it lacks, as far as flow control
+// allows: new entries (batched up to MaxSizePerMsg per message and
+// pipelined up to MaxInflightMsgs), or an empty append carrying a newer
+// commit index. Sends are deferred to here so that many proposals leave in
+// one message.
+func (r *raft) flushAppends() {
+	if r.role != Leader {
+		return
+	}
+	last := r.log.lastIndex()
+	for _, p := range r.peers {
+		if p.id == r.id {
+			continue
+		}
+		for p.pr.Next <= last && r.sendAppend(p, false) {
+		}
+		if p.sentCommit < r.log.committed {
+			r.sendAppend(p, true)
+		}
+	}
+	if r.needReadRound {
+		r.needReadRound = false
+		r.readRound++
+		r.bcastHeartbeat()
+	}
+}
+
+// needsFlush reports whether flushAppends would send anything.
+func (r *raft) needsFlush() bool {
+	if r.role != Leader {
+		return false
+	}
+	if r.needReadRound {
+		return true
+	}
+	last := r.log.lastIndex()
+	for _, p := range r.peers {
+		if p.id == r.id || p.pr.IsPaused() {
+			continue
+		}
+		if p.pr.Next <= last || p.sentCommit < r.log.committed {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *raft) bcastHeartbeat() {
+	for _, p := range r.peers {
+		if p.id == r.id {
+			continue
+		}
+		commit := min(p.pr.Match, r.log.committed)
+		r.send(Message{Type: MsgHeartbeat, To: p.id, Commit: commit, Index: r.readRound})
+	}
+	if r.self() != nil {
+		r.self().readAck = r.readRound
+	}
+}
+
+func (r *raft) self() *peer { return r.peer(r.id) }
+
+// ---- proposals ----
+
+// appendEntry appends one entry of the leader's term.
+func (r *raft) appendEntry(typ EntryType, data []byte) {
+	idx := r.log.lastIndex() + 1
+	r.log.entries = append(r.log.entries, Entry{Term: r.term, Index: idx, Type: typ, Data: data})
+	r.uncommittedBytes += uint64(len(data))
+}
+
+// propose appends proposals as leader, or forwards them.
+func (r *raft) propose(ents []Entry) error {
+	if r.role != Leader {
+		return r.forward(Message{Type: MsgProp, Entries: ents})
+	}
+	if r.leadTransferee != None {
+		return fmt.Errorf("%w: transferring leadership to %d", ErrTransferInProgress, r.leadTransferee)
+	}
+	var total uint64
+	for i := range ents {
+		n := uint64(len(ents[i].Data))
+		if n > r.cfg.MaxEntryBytes {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, n, r.cfg.MaxEntryBytes)
+		}
+		total += n
+	}
+	if lim := r.cfg.MaxUncommittedBytes; lim > 0 && r.uncommittedBytes > 0 && r.uncommittedBytes+total > lim {
+		return fmt.Errorf("%w: %d uncommitted + %d proposed > %d", ErrUncommittedLimit, r.uncommittedBytes, total, lim)
+	}
+	for i := range ents {
+		if ents[i].Type == EntryConfChange {
+			if err := r.checkConfChange(ents[i].Data); err != nil {
+				return err
+			}
+			if len(ents) > 1 {
+				return fmt.Errorf("%w: a membership change must be proposed alone", ErrInvalidConfChange)
+			}
+		}
+	}
+	for i := range ents {
+		r.appendEntry(ents[i].Type, ents[i].Data)
+		if ents[i].Type == EntryConfChange {
+			r.pendingConfIndex = r.log.lastIndex()
+		}
+	}
+	return nil
+}
+
+// proposeData is the allocation-free path for one normal proposal.
+func (r *raft) proposeData(data []byte) error {
+	if r.role != Leader {
+		return r.propose([]Entry{{Data: data}})
+	}
+	if r.leadTransferee != None {
+		return fmt.Errorf("%w: transferring leadership to %d", ErrTransferInProgress, r.leadTransferee)
+	}
+	n := uint64(len(data))
+	if n > r.cfg.MaxEntryBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, n, r.cfg.MaxEntryBytes)
+	}
+	if lim := r.cfg.MaxUncommittedBytes; lim > 0 && r.uncommittedBytes > 0 && r.uncommittedBytes+n > lim {
+		return fmt.Errorf("%w: %d uncommitted + %d proposed > %d", ErrUncommittedLimit, r.uncommittedBytes, n, lim)
+	}
+	r.appendEntry(EntryNormal, data)
+	return nil
+}
+
+// checkConfChange validates a proposed membership change against the
+// configuration in force.
+func (r *raft) checkConfChange(data []byte) error {
+	if r.pendingConfIndex > r.log.committed {
+		return fmt.Errorf("%w: change at index %d not yet committed", ErrConfChangePending, r.pendingConfIndex)
+	}
+	cc, err := DecodeConfChange(data)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfChange, err)
+	}
+	if _, err := applyConfChange(r.conf, cc); err != nil {
+		return err
+	}
+	return nil
+}
+
+// forward sends a request to the leader, or explains why it cannot.
+func (r *raft) forward(m Message) error {
+	if r.lead == None || r.cfg.DisableProposalForwarding {
+		return &NotLeaderError{Leader: r.lead}
+	}
+	m.To = r.lead
+	r.send(m)
+	return nil
+}
+
+// ---- commit ----
+
+// maybeCommit advances the commit index to what a quorum has durably
+// stored, counting only entries of the current term (Raft §5.4.2).
+func (r *raft) maybeCommit() bool {
+	ci := r.voters.CommittedIndex(func(id uint64) (uint64, bool) {
+		p := r.peer(id)
+		if p == nil {
+			return 0, false
+		}
+		return p.pr.Match, true
+	})
+	if ci <= r.log.committed || ci > r.log.lastIndex() {
+		return false
+	}
+	if t, _ := r.log.term(ci); t != r.term {
+		return false
+	}
+	r.commitTo(ci)
+	return true
+}
+
+// commitTo raises the commit index and lets committed configuration
+// changes and term-start reads take effect.
+func (r *raft) commitTo(ci uint64) {
+	old := r.log.committed
+	if ci <= old {
+		return
+	}
+	r.log.commitTo(ci)
+	if r.role == Leader {
+		var freed uint64
+		for i := old + 1; i <= ci; i++ {
+			freed += uint64(len(r.log.at(i).Data))
+		}
+		r.uncommittedBytes -= min(freed, r.uncommittedBytes)
+	}
+	r.applyCommittedConfChanges(old, ci)
+	r.maybeAutoLeave()
+	if r.role == Leader && len(r.termReads) > 0 && r.committedInTerm() {
+		reads := r.termReads
+		r.termReads = nil
+		for _, rd := range reads {
+			r.handleRead(rd.from, rd.ctx)
+		}
+	}
+}
+
+// committedInTerm reports whether an entry of the current term is committed.
+func (r *raft) committedInTerm() bool {
+	t, err := r.log.term(r.log.committed)
+	return err == nil && t == r.term
+}
+
+// ---- reads ----
+
+// handleRead serves a ReadIndex request as leader.
+func (r *raft) handleRead(from uint64, ctx []byte) {
+	if !r.committedInTerm() {
+		r.termReads = append(r.termReads, pendingRead{from: from, ctx: ctx})
+		return
+	}
+	alone := len(r.voters.Incoming) == 1 && r.voters.Incoming[0] == r.id && !r.voters.IsJoint()
+	if r.cfg.ReadMode == ReadLease || alone {
+		// A lease, or a single voter: no confirmation round needed.
+		r.answerRead(pendingRead{index: r.log.committed, from: from, ctx: ctx})
+		return
+	}
+	r.pendingReads = append(r.pendingReads, pendingRead{
+		index: r.log.committed, round: r.readRound + 1, from: from, ctx: ctx,
+	})
+	r.needReadRound = true
+}
+
+func (r *raft) answerRead(rd pendingRead) {
+	if rd.from == None || rd.from == r.id {
+		r.readStates = append(r.readStates, ReadState{Index: rd.index, Context: rd.ctx})
+		return
+	}
+	r.send(Message{Type: MsgReadIndexResp, To: rd.from, Index: rd.index, Context: rd.ctx})
+}
+
+// releaseReads answers the reads whose round a quorum has confirmed.
+func (r *raft) releaseReads() {
+	if len(r.pendingReads) == 0 {
+		return
+	}
+	confirmed := r.voters.CommittedIndex(func(id uint64) (uint64, bool) {
+		p := r.peer(id)
+		if p == nil {
+			return 0, false
+		}
+		return p.readAck, true
+	})
+	n := 0
+	for n < len(r.pendingReads) && r.pendingReads[n].round <= confirmed {
+		r.answerRead(r.pendingReads[n])
+		n++
+	}
+	r.pendingReads = r.pendingReads[n:]
+}
+
+// ---- leadership transfer ----
+
+func (r *raft) transferLeadership(to uint64) error {
+	if r.role != Leader {
+		return r.forward(Message{Type: MsgTransferLeader, Index: to})
+	}
+	if to == r.id || !r.voters.Incoming.Contains(to) {
+		return fmt.Errorf("%w: %d is not a voter other than the leader", ErrInvalidTransferTarget, to)
+	}
+	if r.leadTransferee != None {
+		if r.leadTransferee == to {
+			return nil
+		}
+		return fmt.Errorf("%w: to %d", ErrTransferInProgress, r.leadTransferee)
+	}
+	r.leadTransferee = to
+	r.transferElapsed = 0
+	r.electionElapsed = 0
+	if p := r.peer(to); p.pr.Match == r.log.lastIndex() {
+		r.send(Message{Type: MsgTimeoutNow, To: to})
+	}
+	return nil
+}
+
+func (r *raft) abortTransfer() {
+	r.leadTransferee = None
+	r.transferElapsed = 0
+}
+
+// bestVoter returns the voter other than this node with the highest match
+// (lowest ID on ties), or nil.
+func (r *raft) bestVoter() *peer {
+	var best *peer
+	for _, p := range r.peers {
+		if p.id == r.id || !r.voters.Incoming.Contains(p.id) {
+			continue
+		}
+		if best == nil || p.pr.Match > best.pr.Match {
+			best = p
+		}
+	}
+	return best
+}
+
+// ---- stepping ----
+
+// step handles one message that passed validation.
+func (r *raft) step(m Message) error {
+	switch {
+	case m.Term == 0:
+		switch m.Type {
+		case MsgProp, MsgReadIndex, MsgTransferLeader:
+		default:
+			return fmt.Errorf("%w: %v without a term", ErrInvalidMessage, m.Type)
+		}
+	case m.Term > r.term:
+		if m.Type == MsgVote || m.Type == MsgPreVote {
+			inLease := r.cfg.CheckQuorum && r.lead != None && r.electionElapsed < r.cfg.ElectionTick
+			if inLease && !m.Force {
+				// We heard from a live leader recently: a disruptive
+				// candidate (say, one rejoining after a partition) is ignored.
+				return nil
+			}
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// Never raise our term for a pre-vote.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// The term is the one we would campaign in; handled below.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap:
+			r.becomeFollower(m.Term, m.From)
+		default:
+			r.becomeFollower(m.Term, None)
+		}
+	case m.Term < r.term:
+		switch {
+		case (r.cfg.CheckQuorum || r.cfg.PreVote) && (m.Type == MsgHeartbeat || m.Type == MsgApp):
+			// A stale leader: tell it our term so it steps down, since
+			// with these options we may never vote for it to learn it.
+			r.send(Message{Type: MsgAppResp, To: m.From})
+		case m.Type == MsgPreVote:
+			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		}
+		return nil
+	}
+
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		r.handleVote(m)
+		return nil
+	}
+	switch r.role {
+	case Leader:
+		return r.stepLeader(m)
+	case Candidate, PreCandidate:
+		return r.stepCandidate(m)
+	default:
+		return r.stepFollower(m)
+	}
+}
+
+func (r *raft) handleVote(m Message) {
+	canVote := r.vote == m.From ||
+		(r.vote == None && r.lead == None) ||
+		(m.Type == MsgPreVote && m.Term > r.term)
+	resp := MsgVoteResp
+	if m.Type == MsgPreVote {
+		resp = MsgPreVoteResp
+	}
+	if canVote && r.log.isUpToDate(m.Index, m.LogTerm) {
+		// A granted vote answers in the requested term, so a pre-candidate
+		// can count it.
+		r.send(Message{Type: resp, To: m.From, Term: m.Term})
+		if m.Type == MsgVote {
+			r.electionElapsed = 0
+			r.vote = m.From
+		}
+		return
+	}
+	r.send(Message{Type: resp, To: m.From, Reject: true})
+}
+
+func (r *raft) stepLeader(m Message) error {
+	switch m.Type {
+	case MsgProp:
+		return r.propose(m.Entries)
+	case MsgReadIndex:
+		if r.peer(m.From) == nil {
+			return fmt.Errorf("%w: read request from %d", ErrUnknownNode, m.From)
+		}
+		r.handleRead(m.From, m.Context)
+		return nil
+	case MsgTransferLeader:
+		return r.transferLeadership(m.Index)
+	case MsgApp, MsgHeartbeat, MsgSnap, MsgVoteResp, MsgPreVoteResp, MsgTimeoutNow, MsgReadIndexResp:
+		// Another leader in our term is impossible; stale answers are harmless.
+		return nil
+	}
+	p := r.peer(m.From)
+	if p == nil || p.id == r.id {
+		return fmt.Errorf("%w: %v from %d", ErrUnknownNode, m.Type, m.From)
+	}
+	pr := p.pr
+	pr.RecentActive = true
+	switch m.Type {
+	case MsgAppResp:
+		if m.Index > r.log.lastIndex() {
+			return fmt.Errorf("%w: %v for index %d beyond last index %d", ErrInvalidMessage, m.Type, m.Index, r.log.lastIndex())
+		}
+		if m.Reject {
+			hint := min(m.RejectHint, r.log.lastIndex())
+			if m.LogTerm > 0 {
+				// Skip every entry of a term the follower does not have.
+				hint, _ = r.log.findConflictByTerm(hint, m.LogTerm)
+			}
+			if pr.MaybeDecrTo(m.Index, hint) && pr.State == tracker.StateReplicate {
+				pr.BecomeProbe()
+			}
+			return nil
+		}
+		if pr.MaybeUpdate(m.Index) || pr.State == tracker.StateSnapshot && pr.Match >= pr.PendingSnapshot {
+			switch {
+			case pr.State == tracker.StateProbe:
+				pr.BecomeReplicate()
+			case pr.State == tracker.StateSnapshot && pr.Match >= pr.PendingSnapshot:
+				pr.BecomeProbe()
+				pr.BecomeReplicate()
+			}
+			r.maybeCommit()
+			if r.leadTransferee == m.From && pr.Match == r.log.lastIndex() {
+				r.send(Message{Type: MsgTimeoutNow, To: m.From})
+			}
+		}
+	case MsgHeartbeatResp:
+		pr.MsgAppProbesPaused = false
+		if m.Index > p.readAck && m.Index <= r.readRound {
+			p.readAck = m.Index
+			r.releaseReads()
+		}
+	}
+	return nil
+}
+
+func (r *raft) stepCandidate(m Message) error {
+	switch m.Type {
+	case MsgProp:
+		return fmt.Errorf("%w: election in progress", ErrProposalDropped)
+	case MsgReadIndex, MsgTransferLeader:
+		return &NotLeaderError{}
+	case MsgApp, MsgHeartbeat, MsgSnap:
+		// A leader of our term exists.
+		r.becomeFollower(m.Term, m.From)
+		return r.stepFollower(m)
+	case MsgPreVoteResp:
+		if r.role == PreCandidate && (m.Reject || m.Term == r.term+1) {
+			r.recordVote(m.From, !m.Reject)
+		}
+	case MsgVoteResp:
+		if r.role == Candidate && m.Term == r.term {
+			r.recordVote(m.From, !m.Reject)
+		}
+	}
+	return nil
+}
+
+func (r *raft) stepFollower(m Message) error {
+	switch m.Type {
+	case MsgProp, MsgReadIndex, MsgTransferLeader:
+		// Requests are forwarded once, by the node they were made on.
+		return &NotLeaderError{Leader: r.lead}
+	case MsgApp:
+		r.electionElapsed = 0
+		r.lead = m.From
+		return r.handleAppend(m)
+	case MsgHeartbeat:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.commitTo(min(m.Commit, r.log.lastIndex()))
+		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Index: m.Index})
+	case MsgSnap:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.handleSnapshot(m)
+	case MsgTimeoutNow:
+		r.hup(true)
+	case MsgReadIndexResp:
+		r.readStates = append(r.readStates, ReadState{Index: m.Index, Context: m.Context})
+	}
+	return nil
+}
+
+func (r *raft) handleAppend(m Message) error {
+	if m.Index < r.log.committed {
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		return nil
+	}
+	if !r.log.matchTerm(m.Index, m.LogTerm) {
+		hint, hintTerm := r.log.findConflictByTerm(min(m.Index, r.log.lastIndex()), m.LogTerm)
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: m.Index, Reject: true,
+			RejectHint: hint, LogTerm: hintTerm})
+		return nil
+	}
+	lastNew := m.Index + uint64(len(m.Entries))
+	if ci := r.log.findConflict(m.Entries); ci != 0 {
+		if ci <= r.log.committed {
+			return fmt.Errorf("%w: append from %d conflicts at committed index %d", ErrInvalidMessage, m.From, ci)
+		}
+		if at := r.log.truncateAndAppend(m.Entries[ci-m.Index-1:]); at != 0 {
+			r.unstableFrom = min(r.unstableFrom, at)
+			r.stableIndex = min(r.stableIndex, at-1)
+		}
+	}
+	r.commitTo(min(m.Commit, lastNew))
+	r.send(Message{Type: MsgAppResp, To: m.From, Index: lastNew})
+	return nil
+}
+
+func (r *raft) handleSnapshot(m Message) {
+	s := m.Snapshot
+	idx, term := s.Meta.Index, s.Meta.Term
+	if idx <= r.log.committed {
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		return
+	}
+	if r.log.matchTerm(idx, term) {
+		// We already have the entries: just learn that they are committed.
+		r.commitTo(idx)
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: r.log.lastIndex()})
+		return
+	}
+	r.log.restore(idx, term)
+	r.unstableFrom = idx + 1
+	r.stableIndex = min(r.stableIndex, idx)
+	r.pendingSnapshot = s
+	r.snapshot = s
+	r.applying = idx
+	conf := cloneConfState(s.Meta.Config)
+	r.confs = []confAt{{index: idx, conf: conf}}
+	r.setConf(conf)
+	r.send(Message{Type: MsgAppResp, To: m.From, Index: idx})
+}
+
+// ---- Ready and Advance ----
+
+func (r *raft) hasReady() bool {
+	if r.inflight.active {
+		return false
+	}
+	if len(r.msgs) > 0 || len(r.readStates) > 0 || r.pendingSnapshot != nil ||
+		r.unstableFrom <= r.log.lastIndex() || r.log.committed > r.applying ||
+		r.softState() != r.prevSoft || r.hardState() != r.prevHard {
+		return true
+	}
+	return r.needsFlush()
+}
+
+func (r *raft) ready() Ready {
+	var rd Ready
+	if r.inflight.active {
+		return rd
+	}
+	r.flushAppends()
+	if ss := r.softState(); ss != r.prevSoft {
+		rd.SoftState = &ss
+		r.prevSoft = ss
+	}
+	if hs := r.hardState(); hs != r.prevHard {
+		rd.HardState = hs
+		rd.MustSync = hs.Term != r.prevHard.Term || hs.Vote != r.prevHard.Vote
+		r.prevHard = hs
+	}
+	fl := readyInflight{active: true}
+	if r.pendingSnapshot != nil {
+		rd.Snapshot = r.pendingSnapshot
+		rd.MustSync = true
+		fl.snapIndex = r.pendingSnapshot.Meta.Index
+		r.pendingSnapshot = nil
+	}
+	if last := r.log.lastIndex(); r.unstableFrom <= last {
+		rd.Entries = r.log.slice(r.unstableFrom, last+1, 0)
+		rd.MustSync = true
+		fl.lastIndex, fl.lastTerm = last, r.log.lastTerm()
+		r.unstableFrom = last + 1
+	}
+	rd.Messages = r.msgs
+	r.msgs = nil
+	if r.log.committed > r.applying {
+		rd.CommittedEntries = r.log.slice(r.applying+1, r.log.committed+1, r.cfg.MaxCommittedBytesPerReady)
+		r.applying += uint64(len(rd.CommittedEntries))
+	}
+	fl.applyTo = r.applying
+	rd.ReadStates = r.readStates
+	r.readStates = nil
+	r.inflight = fl
+	return rd
+}
+
+func (r *raft) advance() error {
+	fl := r.inflight
+	if !fl.active {
+		return ErrNoReady
+	}
+	r.inflight = readyInflight{}
+	if fl.snapIndex > 0 {
+		r.stableIndex = max(r.stableIndex, fl.snapIndex)
+		r.applied = max(r.applied, fl.snapIndex)
+	}
+	if fl.lastIndex > 0 && r.log.matchTerm(fl.lastIndex, fl.lastTerm) {
+		r.stableIndex = max(r.stableIndex, fl.lastIndex)
+	}
+	r.applied = max(r.applied, fl.applyTo)
+	if r.role == Leader {
+		if p := r.self(); p != nil && p.pr.MaybeUpdate(r.stableIndex) {
+			r.maybeCommit()
+		}
+	}
+	return nil
+}
+
+// ---- compaction ----
+
+func (r *raft) compact(index uint64, data []byte) error {
+	if index <= r.log.offset {
+		return fmt.Errorf("%w: index %d, log starts after %d", ErrCompacted, index, r.log.offset)
+	}
+	if index > r.applied {
+		return fmt.Errorf("%w: index %d not yet applied (applied %d)", ErrUnavailable, index, r.applied)
+	}
+	t, _ := r.log.term(index)
+	snap := &Snapshot{
+		Meta: SnapshotMeta{Index: index, Term: t, Config: cloneConfState(r.confAtIndex(index))},
+		Data: data,
+	}
+	r.log.compact(index)
+	r.snapshot = snap
+	// Keep the configuration in force at the compaction point as the base.
+	k := 0
+	for k+1 < len(r.confs) && r.confs[k+1].index <= index {
+		k++
+	}
+	r.confs = append([]confAt{{index: index, conf: r.confs[k].conf}}, r.confs[k+1:]...)
+	return nil
+}
+
+// ---- status ----
+
+func (r *raft) basicStatus() BasicStatus {
+	return BasicStatus{
+		ID: r.id, Role: r.role, Term: r.term, Vote: r.vote, Lead: r.lead,
+		Commit: r.log.committed, Applied: r.applied,
+		FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
+		LeadTransferee: r.leadTransferee,
+	}
+}
+
+func (r *raft) status() Status {
+	s := Status{BasicStatus: r.basicStatus(), Config: cloneConfState(r.conf)}
+	if r.role == Leader {
+		s.Progress = make([]PeerProgress, 0, len(r.peers))
+		for _, p := range r.peers {
+			s.Progress = append(s.Progress, PeerProgress{
+				ID: p.id, Match: p.pr.Match, Next: p.pr.Next, State: ProgressState(p.pr.State),
+				Learner: p.pr.IsLearner, RecentActive: p.pr.RecentActive,
+				Inflight: p.pr.Inflights.Count(), PendingSnapshot: p.pr.PendingSnapshot,
+			})
+		}
+	}
+	return s
+}
