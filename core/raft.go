@@ -847,13 +847,27 @@ func (r *raft) bestVoter() *peer {
 
 // step handles one message that passed validation.
 func (r *raft) step(m Message) error {
-	switch {
-	case m.Term == 0:
-		switch m.Type {
-		case MsgProp, MsgReadIndex, MsgTransferLeader:
-		default:
+	// Checks first: a message refused with an error changes nothing.
+	switch m.Type {
+	case MsgProp, MsgReadIndex, MsgTransferLeader:
+		if m.Term != 0 {
+			return fmt.Errorf("%w: forwarded %v with term %d", ErrInvalidMessage, m.Type, m.Term)
+		}
+	default:
+		if m.Term == 0 {
 			return fmt.Errorf("%w: %v without a term", ErrInvalidMessage, m.Type)
 		}
+	}
+	if m.Type.IsResponse() && r.peer(m.From) == nil {
+		return fmt.Errorf("%w: %v from %d", ErrUnknownNode, m.Type, m.From)
+	}
+	if m.Type == MsgApp && m.Term >= r.term {
+		if err := r.checkAppend(m); err != nil {
+			return err
+		}
+	}
+	switch {
+	case m.Term == 0:
 	case m.Term > r.term:
 		if m.Type == MsgVote || m.Type == MsgPreVote {
 			inLease := r.cfg.CheckQuorum && r.lead != None && r.electionElapsed < r.cfg.ElectionTick
@@ -1043,9 +1057,6 @@ func (r *raft) handleAppend(m Message) error {
 	}
 	lastNew := m.Index + uint64(len(m.Entries))
 	if ci := r.log.findConflict(m.Entries); ci != 0 {
-		if ci <= r.log.committed {
-			return fmt.Errorf("%w: append from %d conflicts at committed index %d", ErrInvalidMessage, m.From, ci)
-		}
 		if at := r.log.truncateAndAppend(m.Entries[ci-m.Index-1:]); at != 0 {
 			r.unstableFrom = min(r.unstableFrom, at)
 			r.stableIndex = min(r.stableIndex, at-1)
@@ -1053,6 +1064,18 @@ func (r *raft) handleAppend(m Message) error {
 	}
 	r.commitTo(min(m.Commit, lastNew))
 	r.send(Message{Type: MsgAppResp, To: m.From, Index: lastNew})
+	return nil
+}
+
+// checkAppend refuses an append that would overwrite a committed entry: no
+// leader can send one, so the message is corrupt or forged.
+func (r *raft) checkAppend(m Message) error {
+	if m.Index < r.log.committed || !r.log.matchTerm(m.Index, m.LogTerm) {
+		return nil
+	}
+	if ci := r.log.findConflict(m.Entries); ci != 0 && ci <= r.log.committed {
+		return fmt.Errorf("%w: append from %d conflicts with committed index %d", ErrInvalidMessage, m.From, ci)
+	}
 	return nil
 }
 
