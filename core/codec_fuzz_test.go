@@ -19,7 +19,7 @@ type codecPtr[T any] interface {
 	encoding.BinaryUnmarshaler
 }
 
-func checkDecode[T any, P codecPtr[T]](t *testing.T, data []byte, validate func(P) error, equal func(a, b P) bool) {
+func codecCheckDecode[T any, P codecPtr[T]](t *testing.T, data []byte, validate func(P) error, equal func(a, b P) bool) {
 	in := bytes.Clone(data)
 	var v T
 	p := P(&v)
@@ -54,8 +54,8 @@ func checkDecode[T any, P codecPtr[T]](t *testing.T, data []byte, validate func(
 	}
 }
 
-// addSeeds adds valid encodings plus a few generic malformed inputs.
-func addSeeds(f *testing.F, kind byte, valid [][]byte) {
+// codecAddSeeds adds valid encodings plus a few generic malformed inputs.
+func codecAddSeeds(f *testing.F, kind byte, valid [][]byte) {
 	for _, b := range valid {
 		f.Add(b)
 		if len(b) > 3 {
@@ -63,75 +63,75 @@ func addSeeds(f *testing.F, kind byte, valid [][]byte) {
 		}
 	}
 	f.Add([]byte{})
-	f.Add(hdr(kind))
-	f.Add(cat(hdr(kind), uv(1<<60), uv(1<<60), uv(1<<60)))
-	f.Add(cat(hdr(kind), bytes.Repeat([]byte{0xFF}, 12)))
+	f.Add(codecHdr(kind))
+	f.Add(codecCat(codecHdr(kind), codecUv(1<<60), codecUv(1<<60), codecUv(1<<60)))
+	f.Add(codecCat(codecHdr(kind), bytes.Repeat([]byte{0xFF}, 12)))
 }
 
-func encodings[T any, P interface {
+func codecEncodings[T any, P interface {
 	*T
 	encoding.BinaryMarshaler
 }](vs []T) [][]byte {
 	var out [][]byte
 	for i := range vs {
-		out = append(out, must(P(&vs[i]).MarshalBinary()))
+		out = append(out, codecMust(P(&vs[i]).MarshalBinary()))
 	}
 	return out
 }
 
 func FuzzDecodeMessage(f *testing.F) {
-	addSeeds(f, kindMessage, encodings(sampleMessages()))
-	f.Add(cat(hdr(kindMessage), []byte{byte(MsgApp), 0, 1, 2, 0, 0, 0, 0, 0}, uv(1<<60), []byte{0, 0}))
+	codecAddSeeds(f, kindMessage, codecEncodings(codecSampleMessages()))
+	f.Add(codecCat(codecHdr(kindMessage), []byte{byte(MsgApp), 0, 1, 2, 0, 0, 0, 0, 0}, codecUv(1<<60), []byte{0, 0}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, validateMessage, messageEqual)
+		codecCheckDecode(t, data, validateMessage, codecEqMessage)
 	})
 }
 
 func FuzzDecodeEntry(f *testing.F) {
-	addSeeds(f, kindEntry, encodings(sampleEntries()))
+	codecAddSeeds(f, kindEntry, codecEncodings(codecSampleEntries()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, validateEntry, entryEqual)
+		codecCheckDecode(t, data, validateEntry, codecEqEntry)
 	})
 }
 
 func FuzzDecodeHardState(f *testing.F) {
-	addSeeds(f, kindHardState, encodings(sampleHardStates()))
+	codecAddSeeds(f, kindHardState, codecEncodings(codecSampleHardStates()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, func(*HardState) error { return nil },
+		codecCheckDecode(t, data, func(*HardState) error { return nil },
 			func(a, b *HardState) bool { return *a == *b })
 	})
 }
 
 func FuzzDecodeConfState(f *testing.F) {
-	addSeeds(f, kindConfState, encodings(sampleConfStates()))
+	codecAddSeeds(f, kindConfState, codecEncodings(codecSampleConfStates()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, validateConfState, confStateEqual)
+		codecCheckDecode(t, data, validateConfState, codecEqConfState)
 	})
 }
 
 func FuzzDecodeSnapshotMeta(f *testing.F) {
-	addSeeds(f, kindSnapshotMeta, encodings(sampleSnapshotMetas()))
+	codecAddSeeds(f, kindSnapshotMeta, codecEncodings(codecSampleSnapshotMetas()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, validateSnapshotMeta, snapshotMetaEqual)
+		codecCheckDecode(t, data, validateSnapshotMeta, codecEqSnapshotMeta)
 	})
 }
 
 func FuzzDecodeSnapshot(f *testing.F) {
-	addSeeds(f, kindSnapshot, encodings(sampleSnapshots()))
+	codecAddSeeds(f, kindSnapshot, codecEncodings(codecSampleSnapshots()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, validateSnapshot, snapshotEqual)
+		codecCheckDecode(t, data, validateSnapshot, codecEqSnapshot)
 	})
 }
 
 func FuzzDecodeConfChange(f *testing.F) {
-	addSeeds(f, kindConfChange, encodings(sampleConfChanges()))
+	codecAddSeeds(f, kindConfChange, codecEncodings(codecSampleConfChanges()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		checkDecode(t, data, validateConfChange, confChangeEqual)
+		codecCheckDecode(t, data, validateConfChange, codecEqConfChange)
 		// The convenience wrapper agrees with UnmarshalBinary.
 		cc, err := DecodeConfChange(data)
 		var want ConfChange
 		if err2 := want.UnmarshalBinary(data); (err == nil) != (err2 == nil) ||
-			(err == nil && !confChangeEqual(&cc, &want)) {
+			(err == nil && !codecEqConfChange(&cc, &want)) {
 			t.Fatalf("DecodeConfChange(%x) = %v, %v; UnmarshalBinary: %v", data, cc, err, err2)
 		}
 	})

@@ -31,69 +31,69 @@ var (
 
 // ---- equality helpers (nil and empty slices compare equal) ----
 
-func entryEqual(a, b *Entry) bool {
+func codecEqEntry(a, b *Entry) bool {
 	return a.Term == b.Term && a.Index == b.Index && a.Type == b.Type && bytes.Equal(a.Data, b.Data)
 }
 
-func entriesEqual(a, b []Entry) bool {
-	return slices.EqualFunc(a, b, func(x, y Entry) bool { return entryEqual(&x, &y) })
+func codecEqEntries(a, b []Entry) bool {
+	return slices.EqualFunc(a, b, func(x, y Entry) bool { return codecEqEntry(&x, &y) })
 }
 
-func confStateEqual(a, b *ConfState) bool {
+func codecEqConfState(a, b *ConfState) bool {
 	return slices.Equal(a.Voters, b.Voters) && slices.Equal(a.Learners, b.Learners) &&
 		slices.Equal(a.VotersOutgoing, b.VotersOutgoing) &&
 		slices.Equal(a.LearnersNext, b.LearnersNext) && a.AutoLeave == b.AutoLeave
 }
 
-func snapshotMetaEqual(a, b *SnapshotMeta) bool {
-	return a.Index == b.Index && a.Term == b.Term && confStateEqual(&a.Config, &b.Config)
+func codecEqSnapshotMeta(a, b *SnapshotMeta) bool {
+	return a.Index == b.Index && a.Term == b.Term && codecEqConfState(&a.Config, &b.Config)
 }
 
-func snapshotEqual(a, b *Snapshot) bool {
+func codecEqSnapshot(a, b *Snapshot) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	return snapshotMetaEqual(&a.Meta, &b.Meta) && bytes.Equal(a.Data, b.Data)
+	return codecEqSnapshotMeta(&a.Meta, &b.Meta) && bytes.Equal(a.Data, b.Data)
 }
 
-func confChangeEqual(a, b *ConfChange) bool {
+func codecEqConfChange(a, b *ConfChange) bool {
 	return a.Transition == b.Transition && slices.Equal(a.Changes, b.Changes) &&
 		bytes.Equal(a.Context, b.Context)
 }
 
-func messageEqual(a, b *Message) bool {
+func codecEqMessage(a, b *Message) bool {
 	return a.Type == b.Type && a.From == b.From && a.To == b.To && a.Term == b.Term &&
 		a.LogTerm == b.LogTerm && a.Index == b.Index && a.Commit == b.Commit &&
 		a.Reject == b.Reject && a.Force == b.Force && a.RejectHint == b.RejectHint &&
-		entriesEqual(a.Entries, b.Entries) && snapshotEqual(a.Snapshot, b.Snapshot) &&
+		codecEqEntries(a.Entries, b.Entries) && codecEqSnapshot(a.Snapshot, b.Snapshot) &&
 		bytes.Equal(a.Context, b.Context)
 }
 
 // ---- representative valid values ----
 
-const maxU = math.MaxUint64
+const codecMaxU = math.MaxUint64
 
-func sampleEntries() []Entry {
+func codecSampleEntries() []Entry {
 	return []Entry{
 		{},
 		{Term: 1, Index: 1, Type: EntryNormal, Data: []byte("hello")},
 		{Term: 7, Index: 12345, Type: EntryConfChange, Data: EncodeConfChange(ConfChange{
 			Changes: []ConfChangeSingle{{Type: AddVoter, NodeID: 4}}})},
-		{Term: maxU, Index: maxU, Type: EntryNormal, Data: bytes.Repeat([]byte{0xAB}, 300)},
+		{Term: codecMaxU, Index: codecMaxU, Type: EntryNormal, Data: bytes.Repeat([]byte{0xAB}, 300)},
 		{Term: 3, Index: 0, Type: EntryNormal},
 	}
 }
 
-func sampleHardStates() []HardState {
+func codecSampleHardStates() []HardState {
 	return []HardState{
 		{},
 		{Term: 1, Vote: 2, Commit: 3},
-		{Term: maxU, Vote: maxU, Commit: maxU},
+		{Term: codecMaxU, Vote: codecMaxU, Commit: codecMaxU},
 		{Term: 128, Vote: 0, Commit: 1 << 63},
 	}
 }
 
-func sampleConfStates() []ConfState {
+func codecSampleConfStates() []ConfState {
 	return []ConfState{
 		{},
 		{Voters: []uint64{1}},
@@ -106,22 +106,22 @@ func sampleConfStates() []ConfState {
 			LearnersNext:   []uint64{3},
 			AutoLeave:      true,
 		},
-		{Voters: []uint64{1, maxU - 1, maxU}, VotersOutgoing: []uint64{maxU}},
+		{Voters: []uint64{1, codecMaxU - 1, codecMaxU}, VotersOutgoing: []uint64{codecMaxU}},
 	}
 }
 
-func sampleSnapshotMetas() []SnapshotMeta {
+func codecSampleSnapshotMetas() []SnapshotMeta {
 	var out []SnapshotMeta
-	for i, cs := range sampleConfStates() {
+	for i, cs := range codecSampleConfStates() {
 		out = append(out, SnapshotMeta{Index: uint64(i) * 1000, Term: uint64(i), Config: cs})
 	}
-	out = append(out, SnapshotMeta{Index: maxU, Term: maxU, Config: ConfState{Voters: []uint64{1}}})
+	out = append(out, SnapshotMeta{Index: codecMaxU, Term: codecMaxU, Config: ConfState{Voters: []uint64{1}}})
 	return out
 }
 
-func sampleSnapshots() []Snapshot {
+func codecSampleSnapshots() []Snapshot {
 	var out []Snapshot
-	for i, m := range sampleSnapshotMetas() {
+	for i, m := range codecSampleSnapshotMetas() {
 		s := Snapshot{Meta: m}
 		if i%2 == 1 {
 			s.Data = bytes.Repeat([]byte{byte(i)}, 10*i)
@@ -131,7 +131,7 @@ func sampleSnapshots() []Snapshot {
 	return out
 }
 
-func sampleConfChanges() []ConfChange {
+func codecSampleConfChanges() []ConfChange {
 	return []ConfChange{
 		{}, // leave joint
 		{Changes: []ConfChangeSingle{{Type: AddVoter, NodeID: 1}}},
@@ -139,7 +139,7 @@ func sampleConfChanges() []ConfChange {
 			Transition: TransitionJointExplicit,
 			Changes: []ConfChangeSingle{
 				{Type: AddVoter, NodeID: 4}, {Type: AddLearner, NodeID: 3},
-				{Type: RemoveNode, NodeID: maxU},
+				{Type: RemoveNode, NodeID: codecMaxU},
 			},
 			Context: []byte("10.0.0.4:7000"),
 		},
@@ -147,8 +147,8 @@ func sampleConfChanges() []ConfChange {
 	}
 }
 
-func sampleMessages() []Message {
-	snap := sampleSnapshots()[3]
+func codecSampleMessages() []Message {
+	snap := codecSampleSnapshots()[3]
 	return []Message{
 		{Type: MsgHeartbeat, From: 1, To: 2, Term: 5, Commit: 10, Index: 3},
 		{Type: MsgHeartbeatResp, From: 2, To: 1, Term: 5, Index: 3},
@@ -156,14 +156,14 @@ func sampleMessages() []Message {
 			Type: MsgApp, From: 1, To: 2, Term: 5, LogTerm: 4, Index: 100, Commit: 99,
 			Entries: []Entry{
 				{Term: 4, Index: 101, Data: []byte("a")},
-				{Term: 5, Index: 102, Type: EntryConfChange, Data: EncodeConfChange(sampleConfChanges()[2])},
+				{Term: 5, Index: 102, Type: EntryConfChange, Data: EncodeConfChange(codecSampleConfChanges()[2])},
 				{Term: 5, Index: 103},
 			},
 		},
 		{Type: MsgApp, From: 1, To: 2, Term: 5, LogTerm: 5, Index: 103, Commit: 103},
 		{
-			Type: MsgApp, From: maxU, To: maxU - 1, Term: maxU, LogTerm: maxU, Index: maxU - 2,
-			Commit: maxU, Entries: []Entry{{Term: maxU, Index: maxU - 1}, {Term: maxU, Index: maxU}},
+			Type: MsgApp, From: codecMaxU, To: codecMaxU - 1, Term: codecMaxU, LogTerm: codecMaxU, Index: codecMaxU - 2,
+			Commit: codecMaxU, Entries: []Entry{{Term: codecMaxU, Index: codecMaxU - 1}, {Term: codecMaxU, Index: codecMaxU}},
 		},
 		{Type: MsgAppResp, From: 2, To: 1, Term: 5, Index: 100, Reject: true, RejectHint: 90, LogTerm: 3},
 		{Type: MsgAppResp, From: 2, To: 1, Term: 5, Index: 103},
@@ -198,82 +198,82 @@ type codecCase struct {
 
 // must returns b, or panics on an encoding error (encoding a non-nil value
 // never fails).
-func must(b []byte, err error) []byte {
+func codecMust(b []byte, err error) []byte {
 	if err != nil {
 		panic(err)
 	}
 	return b
 }
 
-func allCases() []codecCase {
+func codecCases() []codecCase {
 	var cs []codecCase
-	for _, v := range sampleEntries() {
+	for _, v := range codecSampleEntries() {
 		cs = append(cs, codecCase{"entry", kindEntry,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				var got Entry
 				err := got.UnmarshalBinary(data)
-				return func() bool { return entryEqual(&got, &v) }, err
+				return func() bool { return codecEqEntry(&got, &v) }, err
 			}})
 	}
-	for _, v := range sampleHardStates() {
+	for _, v := range codecSampleHardStates() {
 		cs = append(cs, codecCase{"hardstate", kindHardState,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				var got HardState
 				err := got.UnmarshalBinary(data)
 				return func() bool { return got == v }, err
 			}})
 	}
-	for _, v := range sampleConfStates() {
+	for _, v := range codecSampleConfStates() {
 		cs = append(cs, codecCase{"confstate", kindConfState,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				var got ConfState
 				err := got.UnmarshalBinary(data)
-				return func() bool { return confStateEqual(&got, &v) }, err
+				return func() bool { return codecEqConfState(&got, &v) }, err
 			}})
 	}
-	for _, v := range sampleSnapshotMetas() {
+	for _, v := range codecSampleSnapshotMetas() {
 		cs = append(cs, codecCase{"snapshotmeta", kindSnapshotMeta,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				var got SnapshotMeta
 				err := got.UnmarshalBinary(data)
-				return func() bool { return snapshotMetaEqual(&got, &v) }, err
+				return func() bool { return codecEqSnapshotMeta(&got, &v) }, err
 			}})
 	}
-	for _, v := range sampleSnapshots() {
+	for _, v := range codecSampleSnapshots() {
 		cs = append(cs, codecCase{"snapshot", kindSnapshot,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				var got Snapshot
 				err := got.UnmarshalBinary(data)
-				return func() bool { return snapshotEqual(&got, &v) }, err
+				return func() bool { return codecEqSnapshot(&got, &v) }, err
 			}})
 	}
-	for _, v := range sampleConfChanges() {
+	for _, v := range codecSampleConfChanges() {
 		cs = append(cs, codecCase{"confchange", kindConfChange,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				got, err := DecodeConfChange(data)
-				return func() bool { return confChangeEqual(&got, &v) }, err
+				return func() bool { return codecEqConfChange(&got, &v) }, err
 			}})
 	}
-	for _, v := range sampleMessages() {
+	for _, v := range codecSampleMessages() {
 		cs = append(cs, codecCase{"message " + v.Type.String(), kindMessage,
-			func() []byte { return must(v.MarshalBinary()) },
+			func() []byte { return codecMust(v.MarshalBinary()) },
 			func(data []byte) (func() bool, error) {
 				got, err := DecodeMessage(data)
-				return func() bool { return messageEqual(&got, &v) }, err
+				return func() bool { return codecEqMessage(&got, &v) }, err
 			}})
 	}
 	return cs
 }
 
-// decodeAny decodes data as the type of the given kind and returns the
+// codecDecodeAny decodes data as the type of the given kind and returns the
 // canonical re-encoding of the result.
-func decodeAny(kind byte, data []byte) ([]byte, error) {
+func codecDecodeAny(kind byte, data []byte) ([]byte, error) {
 	var v interface {
 		encoding.BinaryUnmarshaler
 		encoding.BinaryMarshaler
@@ -302,13 +302,13 @@ func decodeAny(kind byte, data []byte) ([]byte, error) {
 	return v.MarshalBinary()
 }
 
-var allKinds = []byte{kindEntry, kindHardState, kindConfState, kindSnapshotMeta, kindSnapshot,
+var codecKinds = []byte{kindEntry, kindHardState, kindConfState, kindSnapshotMeta, kindSnapshot,
 	kindConfChange, kindMessage}
 
 // ---- round trips ----
 
 func TestCodecRoundTrip(t *testing.T) {
-	for _, c := range allCases() {
+	for _, c := range codecCases() {
 		data := c.encode()
 		if data[0] != codecVersion || data[1] != c.kind {
 			t.Errorf("%s: header %x, want %x %x", c.name, data[:2], codecVersion, c.kind)
@@ -322,7 +322,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Errorf("%s: round trip of %x changed the value", c.name, data)
 		}
 		// Canonical: re-encoding gives the same bytes.
-		again, err := decodeAny(c.kind, data)
+		again, err := codecDecodeAny(c.kind, data)
 		if err != nil || !bytes.Equal(again, data) {
 			t.Errorf("%s: re-encoding %x gave %x, %v", c.name, data, again, err)
 		}
@@ -330,7 +330,7 @@ func TestCodecRoundTrip(t *testing.T) {
 }
 
 func TestCodecMarshalSizeExact(t *testing.T) {
-	for _, c := range allCases() {
+	for _, c := range codecCases() {
 		data := c.encode()
 		if len(data) != cap(data) {
 			t.Errorf("%s: len %d cap %d: size precomputation is off", c.name, len(data), cap(data))
@@ -340,24 +340,24 @@ func TestCodecMarshalSizeExact(t *testing.T) {
 
 func TestCodecAppendBinaryAppends(t *testing.T) {
 	prefix := []byte("prefix")
-	for _, m := range sampleMessages() {
-		want := must(m.MarshalBinary())
-		got := must(m.AppendBinary(bytes.Clone(prefix)))
+	for _, m := range codecSampleMessages() {
+		want := codecMust(m.MarshalBinary())
+		got := codecMust(m.AppendBinary(bytes.Clone(prefix)))
 		if !bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want) {
 			t.Errorf("%v: AppendBinary = %x, want prefix + %x", m.Type, got, want)
 		}
 	}
-	e := sampleEntries()[1]
-	got := must(e.AppendBinary(bytes.Clone(prefix)))
-	if want := must(e.MarshalBinary()); !bytes.Equal(got[len(prefix):], want) {
+	e := codecSampleEntries()[1]
+	got := codecMust(e.AppendBinary(bytes.Clone(prefix)))
+	if want := codecMust(e.MarshalBinary()); !bytes.Equal(got[len(prefix):], want) {
 		t.Errorf("entry: AppendBinary = %x, want prefix + %x", got, want)
 	}
 }
 
 func TestCodecEncodeConfChange(t *testing.T) {
-	for _, cc := range sampleConfChanges() {
+	for _, cc := range codecSampleConfChanges() {
 		got := EncodeConfChange(cc)
-		if want := must(cc.MarshalBinary()); !bytes.Equal(got, want) {
+		if want := codecMust(cc.MarshalBinary()); !bytes.Equal(got, want) {
 			t.Errorf("EncodeConfChange = %x, MarshalBinary = %x", got, want)
 		}
 	}
@@ -365,26 +365,26 @@ func TestCodecEncodeConfChange(t *testing.T) {
 
 func TestCodecNilSnapshotRoundTrip(t *testing.T) {
 	m := Message{Type: MsgHeartbeat, From: 1, To: 2}
-	got, err := DecodeMessage(must(m.MarshalBinary()))
+	got, err := DecodeMessage(codecMust(m.MarshalBinary()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.Snapshot != nil {
 		t.Errorf("nil snapshot decoded as %+v", got.Snapshot)
 	}
-	m = sampleMessages()[11] // MsgSnap
-	got, err = DecodeMessage(must(m.MarshalBinary()))
+	m = codecSampleMessages()[11] // MsgSnap
+	got, err = DecodeMessage(codecMust(m.MarshalBinary()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Snapshot == nil || !snapshotEqual(got.Snapshot, m.Snapshot) {
+	if got.Snapshot == nil || !codecEqSnapshot(got.Snapshot, m.Snapshot) {
 		t.Errorf("snapshot decoded as %+v, want %+v", got.Snapshot, m.Snapshot)
 	}
 }
 
 func TestCodecEmptyDecodesAsNil(t *testing.T) {
 	m := Message{Type: MsgProp, From: 1, To: 2, Entries: []Entry{}, Context: []byte{}}
-	got, err := DecodeMessage(must(m.MarshalBinary()))
+	got, err := DecodeMessage(codecMust(m.MarshalBinary()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +392,7 @@ func TestCodecEmptyDecodesAsNil(t *testing.T) {
 		t.Errorf("empty slices decoded as non-nil: %#v", got)
 	}
 	m = Message{Type: MsgProp, From: 1, To: 2, Entries: []Entry{{Data: []byte{}}}}
-	got, err = DecodeMessage(must(m.MarshalBinary()))
+	got, err = DecodeMessage(codecMust(m.MarshalBinary()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +401,7 @@ func TestCodecEmptyDecodesAsNil(t *testing.T) {
 	}
 	cs := ConfState{Voters: []uint64{}, Learners: []uint64{}}
 	var gotCS ConfState
-	if err := gotCS.UnmarshalBinary(must(cs.MarshalBinary())); err != nil {
+	if err := gotCS.UnmarshalBinary(codecMust(cs.MarshalBinary())); err != nil {
 		t.Fatal(err)
 	}
 	if gotCS.Voters != nil || gotCS.Learners != nil {
@@ -420,11 +420,11 @@ func TestCodecMsgAppEntriesAreCompact(t *testing.T) {
 	// In a well-formed MsgApp each entry costs 4 bytes plus its data, however
 	// large its index and term.
 	m := Message{Type: MsgApp, From: 1, To: 2, Term: 1 << 40, Index: 1 << 50, LogTerm: 1 << 40}
-	base := len(must(m.MarshalBinary()))
+	base := len(codecMust(m.MarshalBinary()))
 	for i := range 10 {
 		m.Entries = append(m.Entries, Entry{Term: 1 << 40, Index: 1<<50 + 1 + uint64(i), Data: []byte("ab")})
 	}
-	if got, want := len(must(m.MarshalBinary())), base+10*(4+2); got != want {
+	if got, want := len(codecMust(m.MarshalBinary())), base+10*(4+2); got != want {
 		t.Errorf("MsgApp with 10 entries: %d bytes, want %d", got, want)
 	}
 }
@@ -453,7 +453,7 @@ func TestCodecEncodeNilReceiver(t *testing.T) {
 // ---- malformed input ----
 
 func TestCodecRejectsEveryPrefix(t *testing.T) {
-	for _, c := range allCases() {
+	for _, c := range codecCases() {
 		data := c.encode()
 		for n := range len(data) {
 			if _, err := c.decode(data[:n]); err == nil {
@@ -466,7 +466,7 @@ func TestCodecRejectsEveryPrefix(t *testing.T) {
 }
 
 func TestCodecRejectsTrailingBytes(t *testing.T) {
-	for _, c := range allCases() {
+	for _, c := range codecCases() {
 		data := append(c.encode(), 0)
 		if _, err := c.decode(data); !errors.Is(err, ErrInvalidMessage) {
 			t.Errorf("%s: trailing byte: err = %v", c.name, err)
@@ -475,7 +475,7 @@ func TestCodecRejectsTrailingBytes(t *testing.T) {
 }
 
 func TestCodecRejectsWrongVersionAndKind(t *testing.T) {
-	for _, c := range allCases() {
+	for _, c := range codecCases() {
 		data := c.encode()
 		for _, v := range []byte{0, 2, 0xFF} {
 			bad := bytes.Clone(data)
@@ -484,7 +484,7 @@ func TestCodecRejectsWrongVersionAndKind(t *testing.T) {
 				t.Errorf("%s: version %d: err = %v", c.name, v, err)
 			}
 		}
-		for _, k := range append(allKinds, 0, 8, 0xFF) {
+		for _, k := range append(codecKinds, 0, 8, 0xFF) {
 			if k == c.kind {
 				continue
 			}
@@ -495,8 +495,8 @@ func TestCodecRejectsWrongVersionAndKind(t *testing.T) {
 			}
 		}
 		// Nor may the bytes decode as the type of another kind.
-		for _, k := range allKinds {
-			if _, err := decodeAny(k, data); k != c.kind && !errors.Is(err, ErrInvalidMessage) {
+		for _, k := range codecKinds {
+			if _, err := codecDecodeAny(k, data); k != c.kind && !errors.Is(err, ErrInvalidMessage) {
 				t.Errorf("%s: decoding as kind %d: err = %v", c.name, k, err)
 			}
 		}
@@ -504,26 +504,26 @@ func TestCodecRejectsWrongVersionAndKind(t *testing.T) {
 }
 
 func TestCodecRejectsEmptyInput(t *testing.T) {
-	for _, k := range allKinds {
+	for _, k := range codecKinds {
 		for _, in := range [][]byte{nil, {}, {codecVersion}} {
-			if _, err := decodeAny(k, in); !errors.Is(err, ErrInvalidMessage) {
+			if _, err := codecDecodeAny(k, in); !errors.Is(err, ErrInvalidMessage) {
 				t.Errorf("kind %d: input %x: err = %v", k, in, err)
 			}
 		}
 	}
 }
 
-func hdr(kind byte) []byte { return []byte{codecVersion, kind} }
+func codecHdr(kind byte) []byte { return []byte{codecVersion, kind} }
 
-func uv(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+func codecUv(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 
-func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+func codecCat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func TestCodecMalformed(t *testing.T) {
 	// A valid heartbeat body after the header, for reference:
 	// type, flags, from, to, term, logterm, index, commit, hint, #entries, context.
 	hb := func(typ, flags byte) []byte {
-		return cat(hdr(kindMessage), []byte{typ, flags, 1, 2, 0, 0, 0, 0, 0, 0, 0})
+		return codecCat(codecHdr(kindMessage), []byte{typ, flags, 1, 2, 0, 0, 0, 0, 0, 0, 0})
 	}
 	if _, err := DecodeMessage(hb(byte(MsgHeartbeat), 0)); err != nil {
 		t.Fatalf("reference heartbeat: %v", err)
@@ -533,63 +533,63 @@ func TestCodecMalformed(t *testing.T) {
 		kind byte
 		in   []byte
 	}{
-		{"overlong varint", kindHardState, cat(hdr(kindHardState), []byte{0x81, 0x00, 0, 0})},
-		{"overlong zero", kindHardState, cat(hdr(kindHardState), []byte{0x80, 0x00, 0, 0})},
-		{"varint 11 bytes", kindHardState, cat(hdr(kindHardState),
+		{"overlong varint", kindHardState, codecCat(codecHdr(kindHardState), []byte{0x81, 0x00, 0, 0})},
+		{"overlong zero", kindHardState, codecCat(codecHdr(kindHardState), []byte{0x80, 0x00, 0, 0})},
+		{"varint 11 bytes", kindHardState, codecCat(codecHdr(kindHardState),
 			bytes.Repeat([]byte{0xFF}, 10), []byte{0x01, 0, 0})},
-		{"varint overflows", kindHardState, cat(hdr(kindHardState),
+		{"varint overflows", kindHardState, codecCat(codecHdr(kindHardState),
 			bytes.Repeat([]byte{0xFF}, 9), []byte{0x02, 0, 0})},
-		{"truncated varint", kindHardState, cat(hdr(kindHardState), []byte{0, 0, 0x80})},
+		{"truncated varint", kindHardState, codecCat(codecHdr(kindHardState), []byte{0, 0, 0x80})},
 		{"unknown message type 0", kindMessage, hb(0, 0)},
 		{"unknown message type 15", kindMessage, hb(15, 0)},
 		{"unknown message type 255", kindMessage, hb(255, 0)},
 		{"unknown message flag", kindMessage, hb(byte(MsgHeartbeat), 0x08)},
 		{"snapshot flag without snapshot", kindMessage, hb(byte(MsgHeartbeat), msgFlagSnapshot)},
 		{"reject on heartbeat", kindMessage, hb(byte(MsgHeartbeat), msgFlagReject)},
-		{"unknown entry type", kindEntry, cat(hdr(kindEntry), []byte{1, 1, 2, 0})},
-		{"unknown conf flag", kindConfState, cat(hdr(kindConfState), []byte{2, 0, 0, 0, 0})},
-		{"unknown transition", kindConfChange, cat(hdr(kindConfChange), []byte{3, 0, 0})},
-		{"unknown change type", kindConfChange, cat(hdr(kindConfChange), []byte{0, 1, 3, 1, 0})},
-		{"zero node ID in change", kindConfChange, cat(hdr(kindConfChange), []byte{0, 1, 0, 0, 0})},
-		{"data length past end", kindEntry, cat(hdr(kindEntry), []byte{1, 1, 0, 5, 'a', 'b'})},
-		{"data length huge", kindEntry, cat(hdr(kindEntry), []byte{1, 1, 0}, uv(maxU))},
-		{"snapshot index without term", kindSnapshot, cat(hdr(kindSnapshot), []byte{5, 0, 0, 0, 0, 0, 0, 0})},
-		{"unsorted voters", kindConfState, cat(hdr(kindConfState), []byte{0, 2, 2, 1, 0, 0, 0})},
-		{"duplicate voters", kindConfState, cat(hdr(kindConfState), []byte{0, 2, 1, 1, 0, 0, 0})},
-		{"zero voter", kindConfState, cat(hdr(kindConfState), []byte{0, 1, 0, 0, 0, 0})},
-		{"auto leave not joint", kindConfState, cat(hdr(kindConfState), []byte{1, 1, 1, 0, 0, 0})},
+		{"unknown entry type", kindEntry, codecCat(codecHdr(kindEntry), []byte{1, 1, 2, 0})},
+		{"unknown conf flag", kindConfState, codecCat(codecHdr(kindConfState), []byte{2, 0, 0, 0, 0})},
+		{"unknown transition", kindConfChange, codecCat(codecHdr(kindConfChange), []byte{3, 0, 0})},
+		{"unknown change type", kindConfChange, codecCat(codecHdr(kindConfChange), []byte{0, 1, 3, 1, 0})},
+		{"zero node ID in change", kindConfChange, codecCat(codecHdr(kindConfChange), []byte{0, 1, 0, 0, 0})},
+		{"data length past end", kindEntry, codecCat(codecHdr(kindEntry), []byte{1, 1, 0, 5, 'a', 'b'})},
+		{"data length huge", kindEntry, codecCat(codecHdr(kindEntry), []byte{1, 1, 0}, codecUv(codecMaxU))},
+		{"snapshot index without term", kindSnapshot, codecCat(codecHdr(kindSnapshot), []byte{5, 0, 0, 0, 0, 0, 0, 0})},
+		{"unsorted voters", kindConfState, codecCat(codecHdr(kindConfState), []byte{0, 2, 2, 1, 0, 0, 0})},
+		{"duplicate voters", kindConfState, codecCat(codecHdr(kindConfState), []byte{0, 2, 1, 1, 0, 0, 0})},
+		{"zero voter", kindConfState, codecCat(codecHdr(kindConfState), []byte{0, 1, 0, 0, 0, 0})},
+		{"auto leave not joint", kindConfState, codecCat(codecHdr(kindConfState), []byte{1, 1, 1, 0, 0, 0})},
 	}
 	for _, tt := range tests {
-		if _, err := decodeAny(tt.kind, tt.in); !errors.Is(err, ErrInvalidMessage) {
+		if _, err := codecDecodeAny(tt.kind, tt.in); !errors.Is(err, ErrInvalidMessage) {
 			t.Errorf("%s: decode %x: err = %v", tt.name, tt.in, err)
 		}
 	}
 }
 
 func TestCodecHugeCountsFailFast(t *testing.T) {
-	huge := uv(1 << 60)
+	huge := codecUv(1 << 60)
 	inputs := []struct {
 		kind byte
 		in   []byte
 	}{
 		// Heartbeat-shaped message claiming 2^60 entries.
-		{kindMessage, cat(hdr(kindMessage), []byte{byte(MsgApp), 0, 1, 2, 0, 0, 0, 0, 0}, huge, []byte{0, 0})},
-		{kindConfState, cat(hdr(kindConfState), []byte{0}, huge, []byte{1, 2, 3})},
-		{kindConfState, cat(hdr(kindConfState), []byte{0, 0, 0, 0}, huge)},
-		{kindConfChange, cat(hdr(kindConfChange), []byte{0}, huge, []byte{0, 1})},
-		{kindSnapshot, cat(hdr(kindSnapshot), []byte{1, 1, 0}, huge)},
+		{kindMessage, codecCat(codecHdr(kindMessage), []byte{byte(MsgApp), 0, 1, 2, 0, 0, 0, 0, 0}, huge, []byte{0, 0})},
+		{kindConfState, codecCat(codecHdr(kindConfState), []byte{0}, huge, []byte{1, 2, 3})},
+		{kindConfState, codecCat(codecHdr(kindConfState), []byte{0, 0, 0, 0}, huge)},
+		{kindConfChange, codecCat(codecHdr(kindConfChange), []byte{0}, huge, []byte{0, 1})},
+		{kindSnapshot, codecCat(codecHdr(kindSnapshot), []byte{1, 1, 0}, huge)},
 		// Counts just one too many for the bytes that follow.
-		{kindMessage, cat(hdr(kindMessage), []byte{byte(MsgProp), 0, 1, 2, 0, 0, 0, 0, 0, 3},
+		{kindMessage, codecCat(codecHdr(kindMessage), []byte{byte(MsgProp), 0, 1, 2, 0, 0, 0, 0, 0, 3},
 			bytes.Repeat([]byte{0}, 3*minEncodedEntrySize-1))},
-		{kindConfState, cat(hdr(kindConfState), []byte{0, 4, 1, 2, 3})},
-		{kindConfChange, cat(hdr(kindConfChange), []byte{0, 3, 0, 1, 0, 2})},
+		{kindConfState, codecCat(codecHdr(kindConfState), []byte{0, 4, 1, 2, 3})},
+		{kindConfChange, codecCat(codecHdr(kindConfChange), []byte{0, 3, 0, 1, 0, 2})},
 	}
 	for _, in := range inputs {
-		if _, err := decodeAny(in.kind, in.in); !errors.Is(err, ErrInvalidMessage) {
+		if _, err := codecDecodeAny(in.kind, in.in); !errors.Is(err, ErrInvalidMessage) {
 			t.Fatalf("%x: err = %v", in.in, err)
 		}
 		var err error
-		allocs := testing.AllocsPerRun(20, func() { _, err = decodeAny(in.kind, in.in) })
+		allocs := testing.AllocsPerRun(20, func() { _, err = codecDecodeAny(in.kind, in.in) })
 		if err == nil {
 			t.Fatalf("%x decoded", in.in)
 		}
@@ -601,7 +601,7 @@ func TestCodecHugeCountsFailFast(t *testing.T) {
 }
 
 func TestCodecDecodeAllocations(t *testing.T) {
-	hb := must((&Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 3, Commit: 4}).MarshalBinary())
+	hb := codecMust((&Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 3, Commit: 4}).MarshalBinary())
 	if n := testing.AllocsPerRun(100, func() {
 		if _, err := DecodeMessage(hb); err != nil {
 			t.Fatal(err)
@@ -609,12 +609,12 @@ func TestCodecDecodeAllocations(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("heartbeat decode: %v allocations, want 0", n)
 	}
-	app := sampleMessages()[2]
+	app := codecSampleMessages()[2]
 	for range 50 {
 		app.Entries = append(app.Entries, Entry{Term: 5, Index: app.Index + 1 + uint64(len(app.Entries)),
 			Data: []byte("payload")})
 	}
-	data := must(app.MarshalBinary())
+	data := codecMust(app.MarshalBinary())
 	if n := testing.AllocsPerRun(100, func() {
 		if _, err := DecodeMessage(data); err != nil {
 			t.Fatal(err)
@@ -625,7 +625,7 @@ func TestCodecDecodeAllocations(t *testing.T) {
 }
 
 func TestCodecDecodedValuesDoNotAliasInput(t *testing.T) {
-	for _, c := range allCases() {
+	for _, c := range codecCases() {
 		data := c.encode()
 		equal, err := c.decode(data)
 		if err != nil {
@@ -641,24 +641,24 @@ func TestCodecDecodedValuesDoNotAliasInput(t *testing.T) {
 	// Appending to one decoded byte slice must not clobber the next.
 	m := Message{Type: MsgProp, From: 1, To: 2,
 		Entries: []Entry{{Data: []byte("aa")}, {Data: []byte("bb")}}, Context: []byte("cc")}
-	got, err := DecodeMessage(must(m.MarshalBinary()))
+	got, err := DecodeMessage(codecMust(m.MarshalBinary()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = append(got.Entries[0].Data, "XXXXXXXX"...)
 	_ = append(got.Entries[1].Data, "XXXXXXXX"...)
-	if !messageEqual(&got, &m) {
+	if !codecEqMessage(&got, &m) {
 		t.Errorf("append to a decoded slice clobbered a neighbour: %+v", got)
 	}
 }
 
 func TestCodecUnmarshalErrorLeavesValue(t *testing.T) {
-	m := sampleMessages()[2]
+	m := codecSampleMessages()[2]
 	orig := m
 	if err := m.UnmarshalBinary([]byte{codecVersion, kindMessage, 0xFF}); err == nil {
 		t.Fatal("garbage decoded")
 	}
-	if !messageEqual(&m, &orig) {
+	if !codecEqMessage(&m, &orig) {
 		t.Errorf("failed UnmarshalBinary changed the value to %+v", m)
 	}
 }
@@ -668,7 +668,7 @@ func TestCodecEncodesInvalidValuesFaithfully(t *testing.T) {
 	// rejected on decode, not corrupted into valid ones.
 	bad := []Message{
 		{Type: MsgApp, From: 1, To: 2, Term: 5, Index: 10, Entries: []Entry{{Term: 5, Index: 12}}},
-		{Type: MsgApp, From: 1, To: 2, Term: 5, Index: maxU, Entries: []Entry{{Term: 5, Index: 0}}},
+		{Type: MsgApp, From: 1, To: 2, Term: 5, Index: codecMaxU, Entries: []Entry{{Term: 5, Index: 0}}},
 		{Type: 0, From: 1, To: 2},
 		{Type: MsgHeartbeat, From: 1, To: 1},
 	}
@@ -685,14 +685,14 @@ func TestCodecEncodesInvalidValuesFaithfully(t *testing.T) {
 
 // ---- validation ----
 
-func TestValidateMessage(t *testing.T) {
-	for _, m := range sampleMessages() {
+func TestCodecValidateMessage(t *testing.T) {
+	for _, m := range codecSampleMessages() {
 		if err := validateMessage(&m); err != nil {
 			t.Errorf("valid %v rejected: %v", m.Type, err)
 		}
 	}
-	app := func() Message { return sampleMessages()[2] } // MsgApp Index 100, Term 5, entries 101..103
-	snap := sampleSnapshots()[1]
+	app := func() Message { return codecSampleMessages()[2] } // MsgApp Index 100, Term 5, entries 101..103
+	snap := codecSampleSnapshots()[1]
 	emptySnap := Snapshot{}
 	badSnap := Snapshot{Meta: SnapshotMeta{Index: 5, Term: 1, Config: ConfState{Voters: []uint64{2, 1}}}}
 	tests := []struct {
@@ -729,7 +729,7 @@ func TestValidateMessage(t *testing.T) {
 			return Message{Type: MsgProp, From: 1, To: 2, Entries: []Entry{{Type: 9}}}
 		}},
 		{"index overflow", func() Message {
-			return Message{Type: MsgProp, From: 1, To: 2, Index: maxU, Entries: []Entry{{}}}
+			return Message{Type: MsgProp, From: 1, To: 2, Index: codecMaxU, Entries: []Entry{{}}}
 		}},
 	}
 	for _, tt := range tests {
@@ -740,7 +740,7 @@ func TestValidateMessage(t *testing.T) {
 			continue
 		}
 		// The decoder applies the same check.
-		data := must(m.MarshalBinary())
+		data := codecMust(m.MarshalBinary())
 		if _, err := DecodeMessage(data); !errors.Is(err, ErrInvalidMessage) {
 			t.Errorf("%s: DecodeMessage = %v", tt.name, err)
 		}
@@ -755,14 +755,14 @@ func TestValidateMessage(t *testing.T) {
 		t.Errorf("MsgProp with arbitrary entry indexes rejected: %v", err)
 	}
 	// Index + len(Entries) may reach MaxUint64 exactly.
-	p = Message{Type: MsgApp, From: 1, To: 2, Term: 1, Index: maxU - 1, Entries: []Entry{{Term: 1, Index: maxU}}}
+	p = Message{Type: MsgApp, From: 1, To: 2, Term: 1, Index: codecMaxU - 1, Entries: []Entry{{Term: 1, Index: codecMaxU}}}
 	if err := validateMessage(&p); err != nil {
 		t.Errorf("MsgApp ending at MaxUint64 rejected: %v", err)
 	}
 }
 
-func TestValidateConfState(t *testing.T) {
-	for _, cs := range sampleConfStates() {
+func TestCodecValidateConfState(t *testing.T) {
+	for _, cs := range codecSampleConfStates() {
 		if err := validateConfState(&cs); err != nil {
 			t.Errorf("valid %+v rejected: %v", cs, err)
 		}
@@ -788,14 +788,14 @@ func TestValidateConfState(t *testing.T) {
 			t.Errorf("%+v: validateConfState = %v", cs, err)
 		}
 		var got ConfState
-		if err := got.UnmarshalBinary(must(cs.MarshalBinary())); !errors.Is(err, ErrInvalidMessage) {
+		if err := got.UnmarshalBinary(codecMust(cs.MarshalBinary())); !errors.Is(err, ErrInvalidMessage) {
 			t.Errorf("%+v: decode err = %v", cs, err)
 		}
 	}
 }
 
-func TestValidateConfChange(t *testing.T) {
-	for _, cc := range sampleConfChanges() {
+func TestCodecValidateConfChange(t *testing.T) {
+	for _, cc := range codecSampleConfChanges() {
 		if err := validateConfChange(&cc); err != nil {
 			t.Errorf("valid %+v rejected: %v", cc, err)
 		}
@@ -815,8 +815,8 @@ func TestValidateConfChange(t *testing.T) {
 	}
 }
 
-func TestValidateSnapshotAndEntry(t *testing.T) {
-	for _, s := range sampleSnapshots() {
+func TestCodecValidateSnapshotAndEntry(t *testing.T) {
+	for _, s := range codecSampleSnapshots() {
 		if err := validateSnapshot(&s); err != nil {
 			t.Errorf("valid snapshot %+v rejected: %v", s.Meta, err)
 		}
@@ -830,7 +830,7 @@ func TestValidateSnapshotAndEntry(t *testing.T) {
 			t.Errorf("%+v: validateSnapshot = %v", s, err)
 		}
 	}
-	for _, e := range sampleEntries() {
+	for _, e := range codecSampleEntries() {
 		if err := validateEntry(&e); err != nil {
 			t.Errorf("valid entry rejected: %v", err)
 		}
@@ -840,20 +840,20 @@ func TestValidateSnapshotAndEntry(t *testing.T) {
 	}
 }
 
-func TestZigzag(t *testing.T) {
-	for _, v := range []uint64{0, 1, 2, maxU, maxU - 1, 1 << 63, 1<<63 - 1, 12345} {
+func TestCodecZigzag(t *testing.T) {
+	for _, v := range []uint64{0, 1, 2, codecMaxU, codecMaxU - 1, 1 << 63, 1<<63 - 1, 12345} {
 		if got := unzigzag(zigzag(v)); got != v {
 			t.Errorf("unzigzag(zigzag(%d)) = %d", v, got)
 		}
 	}
-	if zigzag(maxU) != 1 || zigzag(1) != 2 {
-		t.Errorf("zigzag(-1) = %d, zigzag(1) = %d", zigzag(maxU), zigzag(1))
+	if zigzag(codecMaxU) != 1 || zigzag(1) != 2 {
+		t.Errorf("zigzag(-1) = %d, zigzag(1) = %d", zigzag(codecMaxU), zigzag(1))
 	}
 }
 
-func TestUvarintSize(t *testing.T) {
-	for _, v := range []uint64{0, 1, 127, 128, 16383, 16384, 1<<63 - 1, 1 << 63, maxU} {
-		if got, want := uvarintSize(v), len(uv(v)); got != want {
+func TestCodecUvarintSize(t *testing.T) {
+	for _, v := range []uint64{0, 1, 127, 128, 16383, 16384, 1<<63 - 1, 1 << 63, codecMaxU} {
+		if got, want := uvarintSize(v), len(codecUv(v)); got != want {
 			t.Errorf("uvarintSize(%d) = %d, want %d", v, got, want)
 		}
 	}

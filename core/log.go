@@ -109,6 +109,7 @@ func (l *raftLog) findConflictByTerm(index, term uint64) (uint64, uint64) {
 func (l *raftLog) truncateAndAppend(ents []Entry) uint64 {
 	after := ents[0].Index
 	if after == l.lastIndex()+1 {
+		l.reserve(len(ents))
 		l.entries = append(l.entries, ents...)
 		return 0
 	}
@@ -118,6 +119,18 @@ func (l *raftLog) truncateAndAppend(ents []Entry) uint64 {
 	copy(fresh, l.entries[:keep])
 	l.entries = append(fresh, ents...)
 	return after
+}
+
+// reserve makes room for n more entries, doubling the capacity when it
+// grows: a long log is copied about once in all rather than the several
+// times that append's gentler growth of large slices costs.
+func (l *raftLog) reserve(n int) {
+	if cap(l.entries)-len(l.entries) >= n {
+		return
+	}
+	grown := make([]Entry, len(l.entries), max(2*cap(l.entries), len(l.entries)+n, 64))
+	copy(grown, l.entries)
+	l.entries = grown
 }
 
 // commitTo raises the commit index to i (never lowers it).

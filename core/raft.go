@@ -610,6 +610,7 @@ func (r *raft) self() *peer { return r.peer(r.id) }
 // appendEntry appends one entry of the leader's term.
 func (r *raft) appendEntry(typ EntryType, data []byte) {
 	idx := r.log.lastIndex() + 1
+	r.log.reserve(1)
 	r.log.entries = append(r.log.entries, Entry{Term: r.term, Index: idx, Type: typ, Data: data})
 	r.uncommittedBytes += uint64(len(data))
 }
