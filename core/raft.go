@@ -17,6 +17,9 @@ type peer struct {
 	sentCommit uint64 // commit index last sent in an append
 	readAck    uint64 // highest read round acknowledged
 	snapTicks  int    // heartbeat intervals spent waiting in StateSnapshot
+	// resend asks for an append even without new entries, to learn where
+	// a follower that answers heartbeats but lags actually stands.
+	resend bool
 }
 
 // pendingRead is a ReadIndex request waiting for its read round to be
@@ -311,11 +314,7 @@ func (r *raft) reset(term uint64) {
 	r.needReadRound = false
 	r.uncommittedBytes = 0
 	for _, p := range r.peers {
-		p.vote = 0
-		p.readAck = 0
-		p.sentCommit = 0
-		p.snapTicks = 0
-		p.pr = r.newProgress(p.pr.IsLearner)
+		*p = peer{id: p.id, pr: r.newProgress(p.pr.IsLearner)}
 	}
 }
 
@@ -498,6 +497,10 @@ func (r *raft) send(m Message) {
 			m.Term = r.term
 		}
 	}
+	if r.msgs == nil {
+		// One allocation per Ready in the common case: a message per peer.
+		r.msgs = make([]Message, 0, max(4, len(r.peers)))
+	}
 	r.msgs = append(r.msgs, m)
 }
 
@@ -559,8 +562,8 @@ func (r *raft) flushAppends() {
 		}
 		for p.pr.Next <= last && r.sendAppend(p, false) {
 		}
-		if p.sentCommit < r.log.committed {
-			r.sendAppend(p, true)
+		if (p.sentCommit < r.log.committed || p.resend) && r.sendAppend(p, true) {
+			p.resend = false
 		}
 	}
 	if r.needReadRound {
@@ -583,7 +586,7 @@ func (r *raft) needsFlush() bool {
 		if p.id == r.id || p.pr.IsPaused() {
 			continue
 		}
-		if p.pr.Next <= last || p.sentCommit < r.log.committed {
+		if p.pr.Next <= last || p.sentCommit < r.log.committed || p.resend {
 			return true
 		}
 	}
@@ -989,6 +992,13 @@ func (r *raft) stepLeader(m Message) error {
 		}
 	case MsgHeartbeatResp:
 		pr.MsgAppProbesPaused = false
+		if pr.State == tracker.StateReplicate && pr.Inflights.Full() {
+			pr.Inflights.FreeFirstOne()
+		}
+		if pr.Match < r.log.lastIndex() {
+			// Appends or their answers may have been lost: send one more.
+			p.resend = true
+		}
 		if m.Index > p.readAck && m.Index <= r.readRound {
 			p.readAck = m.Index
 			r.releaseReads()
@@ -1126,7 +1136,7 @@ func (r *raft) ready() Ready {
 	}
 	r.flushAppends()
 	if ss := r.softState(); ss != r.prevSoft {
-		rd.SoftState = &ss
+		rd.SoftState = &SoftState{Lead: ss.Lead, Role: ss.Role}
 		r.prevSoft = ss
 	}
 	if hs := r.hardState(); hs != r.prevHard {

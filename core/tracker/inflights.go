@@ -103,6 +103,16 @@ func (in *Inflights) FreeLE(index uint64) {
 	in.start = 0
 }
 
+// FreeFirstOne frees the oldest message in flight, if any. A leader uses it
+// when a follower answers a heartbeat while the buffer is full: the
+// follower is alive, so something was lost, and one more append may go.
+func (in *Inflights) FreeFirstOne() {
+	if in.count == 0 {
+		return
+	}
+	in.FreeLE(in.buffer[in.start].index)
+}
+
 // Full reports whether no more messages may be added: either size messages
 // are in flight, or a byte limit is set and the bytes in flight reach it.
 func (in *Inflights) Full() bool {

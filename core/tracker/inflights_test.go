@@ -245,3 +245,25 @@ func TestInflightsAllocs(t *testing.T) {
 		t.Errorf("Add/FreeLE allocate %v times per run after warm-up", allocs)
 	}
 }
+
+func TestInflightsFreeFirstOne(t *testing.T) {
+	in := NewInflights(3, 0)
+	in.FreeFirstOne() // empty: nothing to do
+	if in.Count() != 0 {
+		t.Fatalf("count = %d, want 0", in.Count())
+	}
+	in.Add(5, 10)
+	in.Add(7, 20)
+	in.Add(9, 30)
+	if !in.Full() {
+		t.Fatal("want full after 3 adds")
+	}
+	in.FreeFirstOne()
+	if in.Full() || in.Count() != 2 || in.Bytes() != 50 {
+		t.Fatalf("after FreeFirstOne: full=%v count=%d bytes=%d, want false 2 50", in.Full(), in.Count(), in.Bytes())
+	}
+	in.FreeLE(7)
+	if in.Count() != 1 || in.Bytes() != 30 {
+		t.Fatalf("after FreeLE(7): count=%d bytes=%d, want 1 30", in.Count(), in.Bytes())
+	}
+}
