@@ -97,7 +97,7 @@ func newRaft(cfg Config, st Persisted) (*raft, error) {
 		return nil, err
 	}
 	r := &raft{cfg: cfg, id: cfg.ID}
-	r.rng.seed(cfg.Seed ^ (cfg.ID * 0x9e3779b97f4a7c15))
+	r.rng.seed(cfg.Seed, cfg.ID)
 	if err := r.restore(st); err != nil {
 		return nil, err
 	}
