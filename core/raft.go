@@ -941,12 +941,16 @@ func (r *raft) handleVote(m Message) {
 
 func (r *raft) stepLeader(m Message) error {
 	switch m.Type {
+	case MsgProp, MsgReadIndex, MsgTransferLeader:
+		// Forwarded requests are taken from members only.
+		if r.peer(m.From) == nil {
+			return fmt.Errorf("%w: forwarded %v from %d", ErrUnknownNode, m.Type, m.From)
+		}
+	}
+	switch m.Type {
 	case MsgProp:
 		return r.propose(m.Entries)
 	case MsgReadIndex:
-		if r.peer(m.From) == nil {
-			return fmt.Errorf("%w: read request from %d", ErrUnknownNode, m.From)
-		}
 		r.handleRead(m.From, m.Context)
 		return nil
 	case MsgTransferLeader:
