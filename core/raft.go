@@ -626,6 +626,9 @@ func (r *raft) propose(ents []Entry) error {
 	if r.leadTransferee != None {
 		return fmt.Errorf("%w: transferring leadership to %d", ErrTransferInProgress, r.leadTransferee)
 	}
+	if r.leaving() {
+		return fmt.Errorf("%w: the leader is leaving the voters", ErrProposalDropped)
+	}
 	var total uint64
 	for i := range ents {
 		n := uint64(len(ents[i].Data))
@@ -664,6 +667,9 @@ func (r *raft) proposeData(data []byte) error {
 	if r.leadTransferee != None {
 		return fmt.Errorf("%w: transferring leadership to %d", ErrTransferInProgress, r.leadTransferee)
 	}
+	if r.leaving() {
+		return fmt.Errorf("%w: the leader is leaving the voters", ErrProposalDropped)
+	}
 	n := uint64(len(data))
 	if n > r.cfg.MaxEntryBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, n, r.cfg.MaxEntryBytes)
@@ -673,6 +679,30 @@ func (r *raft) proposeData(data []byte) error {
 	}
 	r.appendEntry(EntryNormal, data)
 	return nil
+}
+
+// leaving reports whether a membership change not yet committed takes this
+// leader out of the incoming voters. Such a leader takes no more proposals,
+// so that when the change commits its log ends with entries that a quorum
+// of the remaining voters holds: one of them can then take over, and win
+// an election without this node's vote, even if every message the leader
+// sends after the commit is lost.
+func (r *raft) leaving() bool {
+	if r.pendingConfIndex <= r.log.committed {
+		return false
+	}
+	cs := r.conf
+	for i := r.log.committed + 1; i <= min(r.pendingConfIndex, r.log.lastIndex()); i++ {
+		if e := r.log.at(i); e.Type == EntryConfChange {
+			if cc, err := DecodeConfChange(e.Data); err == nil {
+				if next, err := applyConfChange(cs, cc); err == nil {
+					cs = next
+				}
+			}
+		}
+	}
+	_, in := slices.BinarySearch(cs.Voters, r.id)
+	return !in
 }
 
 // checkConfChange validates a proposed membership change against the
@@ -764,7 +794,11 @@ func (r *raft) handleRead(from uint64, ctx []byte) {
 		return
 	}
 	alone := len(r.voters.Incoming) == 1 && r.voters.Incoming[0] == r.id && !r.voters.IsJoint()
-	if r.cfg.ReadMode == ReadLease || alone {
+	// The lease holds only while a quorum was heard from in the current
+	// quorum-check window: each of them then ignores candidates (and will
+	// not campaign) for an election timeout from that contact, which lasts
+	// beyond the window. Otherwise confirm with a round as in ReadSafe.
+	if (r.cfg.ReadMode == ReadLease && r.quorumActive()) || alone {
 		// A lease, or a single voter: no confirmation round needed.
 		r.answerRead(pendingRead{index: r.log.committed, from: from, ctx: ctx})
 		return
@@ -1085,11 +1119,24 @@ func (r *raft) handleAppend(m Message) error {
 // checkAppend refuses an append that would overwrite a committed entry: no
 // leader can send one, so the message is corrupt or forged.
 func (r *raft) checkAppend(m Message) error {
-	if m.Index < r.log.committed || !r.log.matchTerm(m.Index, m.LogTerm) {
+	committed := r.log.committed
+	if m.Index >= committed {
+		// Everything it carries lies past the commit index.
 		return nil
 	}
-	if ci := r.log.findConflict(m.Entries); ci != 0 && ci <= r.log.committed {
-		return fmt.Errorf("%w: append from %d conflicts with committed index %d", ErrInvalidMessage, m.From, ci)
+	// The preceding entry and the entries up to the commit index must be
+	// ours where we still hold them (compacted ones are settled anyway).
+	if t, err := r.log.term(m.Index); err == nil && t != m.LogTerm {
+		return fmt.Errorf("%w: append from %d contradicts committed index %d", ErrInvalidMessage, m.From, m.Index)
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Index > committed {
+			break
+		}
+		if t, err := r.log.term(e.Index); err == nil && t != e.Term {
+			return fmt.Errorf("%w: append from %d conflicts with committed index %d", ErrInvalidMessage, m.From, e.Index)
+		}
 	}
 	return nil
 }
