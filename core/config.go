@@ -13,8 +13,11 @@ const (
 	// every batch of read requests.
 	ReadSafe ReadMode = iota
 	// ReadLease trusts the leader lease that CheckQuorum maintains: no
-	// round trip, but only correct while clock drift between nodes is
-	// bounded well below the election timeout. Requires CheckQuorum.
+	// round trip while a quorum was heard from in the current check
+	// window (otherwise a round as in ReadSafe). Requires CheckQuorum, and
+	// is only correct while clock drift between nodes is bounded well below
+	// the election timeout and a restarted node waits an election timeout
+	// before it starts (a fresh node honours no lease it granted before).
 	ReadLease
 )
 
