@@ -498,8 +498,13 @@ func (r *raft) send(m Message) {
 		}
 	}
 	if r.msgs == nil {
-		// One allocation per Ready in the common case: a message per peer.
-		r.msgs = make([]Message, 0, max(4, len(r.peers)))
+		// One allocation per Ready in the common case: a leader writes to
+		// every other member, anyone else mostly answers one.
+		n := 1
+		if r.role == Leader {
+			n = max(1, len(r.peers)-1)
+		}
+		r.msgs = make([]Message, 0, n)
 	}
 	r.msgs = append(r.msgs, m)
 }
@@ -768,6 +773,7 @@ func (r *raft) commitTo(ci uint64) {
 		}
 		r.uncommittedBytes -= min(freed, r.uncommittedBytes)
 	}
+	confs := len(r.confs)
 	r.applyCommittedConfChanges(old, ci)
 	r.maybeAutoLeave()
 	if r.role == Leader && len(r.termReads) > 0 && r.committedInTerm() {
@@ -776,6 +782,11 @@ func (r *raft) commitTo(ci uint64) {
 		for _, rd := range reads {
 			r.handleRead(rd.from, rd.ctx)
 		}
+	}
+	if r.role == Leader && len(r.confs) != confs {
+		// The voters changed: entries already acknowledged may now have
+		// a quorum, and no acknowledgement may come to say so.
+		r.maybeCommit()
 	}
 }
 

@@ -228,14 +228,14 @@ func (t MessageType) IsResponse() bool {
 //   - MsgTransferLeader: Index is the transferee's ID.
 type Message struct {
 	Type       MessageType
+	Reject     bool
+	Force      bool
 	From       uint64
 	To         uint64
 	Term       uint64
 	LogTerm    uint64
 	Index      uint64
 	Commit     uint64
-	Reject     bool
-	Force      bool
 	RejectHint uint64
 	Entries    []Entry
 	Snapshot   *Snapshot
