@@ -938,12 +938,17 @@ func (r *raft) step(m Message) error {
 		}
 	case m.Term < r.term:
 		switch {
-		case (r.cfg.CheckQuorum || r.cfg.PreVote) && (m.Type == MsgHeartbeat || m.Type == MsgApp):
+		case (r.cfg.CheckQuorum || r.cfg.PreVote || !r.promotable()) && (m.Type == MsgHeartbeat || m.Type == MsgApp):
 			// A stale leader: tell it our term so it steps down, since
-			// with these options we may never vote for it to learn it.
+			// with these options we may never vote for it to learn it,
+			// and a node that cannot campaign will never ask it to.
 			r.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
 			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		case m.Type == MsgVote && !r.promotable():
+			// A candidate behind our term: it learns the term from the
+			// refusal, as we will never campaign to spread it.
+			r.send(Message{Type: MsgVoteResp, To: m.From, Reject: true})
 		}
 		return nil
 	}
@@ -1161,8 +1166,10 @@ func (r *raft) handleSnapshot(m Message) {
 	}
 	if r.log.matchTerm(idx, term) {
 		// We already have the entries: just learn that they are committed.
+		// Acknowledge no further: entries past idx may be a deposed
+		// leader's, unlike the sender's at the same indexes.
 		r.commitTo(idx)
-		r.send(Message{Type: MsgAppResp, To: m.From, Index: r.log.lastIndex()})
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: idx})
 		return
 	}
 	r.log.restore(idx, term)
