@@ -230,7 +230,8 @@ func TestRegressionLearnerWithHigherTermCatchesUp(t *testing.T) {
 // so node 2 could only count its term up one election at a time (in the
 // run that found it, removed nodes kept raising node 1's term faster than
 // that: no leader, ever). Found by TestPropertyRaft. A node that cannot
-// campaign now answers a vote request from a lower term with its term.
+// campaign now answers a vote request from a lower term with its term when
+// it would vote for the candidate's log.
 func TestRegressionCandidateLearnsTermFromLearner(t *testing.T) {
 	c := newCluster(t, []uint64{1, 2}, nil)
 	c.deliver()
@@ -258,6 +259,66 @@ func TestRegressionCandidateLearnsTermFromLearner(t *testing.T) {
 	for i := 0; c.leader() != 2; i++ {
 		if i == 100 {
 			t.Fatalf("no leader after %d ticks; node 1: %+v, node 2: %+v", i, c.nodes[1].BasicStatus(), c.nodes[2].BasicStatus())
+		}
+		c.tick(1)
+	}
+}
+
+// TestRegressionCandidateLearnsTermFromStaleVoter: node 3 was added as a
+// voter and node 1 demoted itself, but node 2 missed both commits: it still
+// ran the configuration {1,2}, where it could not win (node 1's log was
+// longer) and where it never asked node 3 for anything. Node 3, with the
+// longest log, needed node 2's vote, but its term was lower, and a vote
+// request from a lower term went unanswered: node 3 could only count its
+// term up one election at a time while node 2 kept raising its own, so the
+// two raced without end. Found by TestPropertyRaft. A node now answers a
+// vote request from a lower term with its term when it would vote for the
+// candidate's log and would not itself bring the candidate its term (it
+// cannot campaign, or the candidate is not among its voters).
+func TestRegressionCandidateLearnsTermFromStaleVoter(t *testing.T) {
+	c := newCluster(t, []uint64{1, 2}, nil)
+	c.ids = append(c.ids, 3)
+	c.cfgs[3] = Config{ID: 3, ElectionTick: 10, HeartbeatTick: 1, Seed: 42}
+	c.stores[3] = &memStore{}
+	n3, err := New(c.cfgs[3], Persisted{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[3] = n3
+	c.deliver()
+	c.campaign(1)
+	// Node 1 adds node 3, then demotes itself; node 2 learns neither
+	// commit, nor does node 3 get a MsgTimeoutNow.
+	c.drop = func(m Message) bool { return m.To == 2 && m.Commit >= 3 || m.Type == MsgTimeoutNow }
+	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: AddVoter, NodeID: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.deliver()
+	c.drop = func(m Message) bool { return m.To == 2 || m.Type == MsgTimeoutNow }
+	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: AddLearner, NodeID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.deliver()
+	c.drop = nil
+	if st := c.nodes[2].Status(); len(st.Config.Voters) != 2 || st.Config.Voters[1] != 2 || st.Commit >= 3 {
+		t.Fatalf("setup: node 2 has configuration %+v and commit %d, want {1,2} and no commit of the changes", st.Config, st.Commit)
+	}
+	if st := c.nodes[3].Status(); len(st.Config.Voters) != 2 || st.Config.Voters[1] != 3 || st.Role == Leader {
+		t.Fatalf("setup: node 3 is %v with configuration %+v, want a follower with voters {2,3}", st.Role, st.Config)
+	}
+	// Node 2 has been far ahead in terms: a node with a shorter log asked
+	// it for a vote in term 50.
+	if err := c.nodes[2].Step(Message{Type: MsgVote, From: 9, To: 2, Term: 50}); err != nil {
+		t.Fatal(err)
+	}
+	c.deliver()
+	// Node 3 must now win a race against node 2's own campaigns, which it
+	// learns the term of from each refusal; counting up to term 50 alone
+	// would take it some 45 elections (450 ticks), while node 2 goes on
+	// raising its term.
+	for i := 0; c.leader() != 3; i++ {
+		if i == 300 {
+			t.Fatalf("no leader after %d ticks; node 2: %+v, node 3: %+v", i, c.nodes[2].BasicStatus(), c.nodes[3].BasicStatus())
 		}
 		c.tick(1)
 	}

@@ -18,14 +18,34 @@ import (
 var propRuns = flag.Int("core.runs", 1000, "number of random runs of TestPropertyRaft (e.g. -core.runs=100000)")
 
 // TestPropertyRaft drives 3–5 cores over an adversarial in-memory network
-// where rapid chooses every action: tick a node, handle (or hold) its Ready,
-// deliver, drop, duplicate or reorder a message, crash a node (also halfway
-// through a Ready) and restart it from what it persisted, propose, change
-// membership, compact, transfer leadership, read. After every action it
-// checks election safety, log matching, leader completeness, state machine
-// safety, monotonic commit, durability of term/vote/commit and the
-// linearizability of ReadIndex answers. A final heal phase checks that a
-// leader is elected and a new proposal commits within a bound.
+// where rapid chooses every action: tick one node or all, handle a node's
+// Ready (or take it and hold it while the node goes on), deliver any
+// message in flight (reordering), drop or duplicate one, cut a node off,
+// crash a node (also after taking a Ready and before persisting, sending or
+// applying it) and restart it from what it persisted, propose, change
+// membership (single steps and joint changes), compact, transfer
+// leadership, request a read index, campaign. The configuration is drawn
+// too: PreVote, CheckQuorum, election tick 3–10, small message, inflight
+// and apply batches, an uncommitted-bytes limit, hosts that compact after
+// every Ready.
+//
+// After every action it checks, over the whole run: at most one leader per
+// term; no voter grants two votes in a term; log matching between live
+// nodes; leader completeness (a leader holds every entry known committed
+// in its term or before); committed entries never change; state machine
+// safety (one entry per applied index, on every node and in every
+// snapshot); commit, persisted term/vote/commit and applied indexes never
+// go back, and a restart restores them; Ready follows its contract
+// (entries follow the stored log, MustSync when needed, applied index as
+// the host applied it); ReadIndex answers cover everything committed before
+// the request; no node rejects a message from another as malformed. Then a
+// heal phase handles held Readies, restarts crashed nodes and delivers
+// everything: a leader must be elected and a new proposal applied by every
+// member within 50 election timeouts.
+//
+// It runs 1000 cases; -core.runs=N runs N (an explicit -rapid.checks wins,
+// so the command rapid prints to replay a failure works as is). With -v it
+// logs what the runs exercised.
 func TestPropertyRaft(t *testing.T) {
 	setRapidChecks(t, *propRuns)
 	var total propStats

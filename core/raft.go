@@ -628,22 +628,14 @@ func (r *raft) propose(ents []Entry) error {
 	if r.role != Leader {
 		return r.forward(Message{Type: MsgProp, Entries: ents})
 	}
-	if r.leadTransferee != None {
-		return fmt.Errorf("%w: transferring leadership to %d", ErrTransferInProgress, r.leadTransferee)
-	}
-	if r.leaving() {
-		return fmt.Errorf("%w: the leader is leaving the voters", ErrProposalDropped)
-	}
-	var total uint64
+	var largest, total uint64
 	for i := range ents {
 		n := uint64(len(ents[i].Data))
-		if n > r.cfg.MaxEntryBytes {
-			return fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, n, r.cfg.MaxEntryBytes)
-		}
+		largest = max(largest, n)
 		total += n
 	}
-	if lim := r.cfg.MaxUncommittedBytes; lim > 0 && r.uncommittedBytes > 0 && r.uncommittedBytes+total > lim {
-		return fmt.Errorf("%w: %d uncommitted + %d proposed > %d", ErrUncommittedLimit, r.uncommittedBytes, total, lim)
+	if err := r.checkProposal(largest, total); err != nil {
+		return err
 	}
 	for i := range ents {
 		if ents[i].Type == EntryConfChange {
@@ -669,20 +661,29 @@ func (r *raft) proposeData(data []byte) error {
 	if r.role != Leader {
 		return r.propose([]Entry{{Data: data}})
 	}
+	n := uint64(len(data))
+	if err := r.checkProposal(n, n); err != nil {
+		return err
+	}
+	r.appendEntry(EntryNormal, data)
+	return nil
+}
+
+// checkProposal says whether the leader takes proposals now whose largest
+// entry has largest bytes of data, total bytes in all.
+func (r *raft) checkProposal(largest, total uint64) error {
 	if r.leadTransferee != None {
 		return fmt.Errorf("%w: transferring leadership to %d", ErrTransferInProgress, r.leadTransferee)
 	}
 	if r.leaving() {
 		return fmt.Errorf("%w: the leader is leaving the voters", ErrProposalDropped)
 	}
-	n := uint64(len(data))
-	if n > r.cfg.MaxEntryBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, n, r.cfg.MaxEntryBytes)
+	if largest > r.cfg.MaxEntryBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrEntryTooLarge, largest, r.cfg.MaxEntryBytes)
 	}
-	if lim := r.cfg.MaxUncommittedBytes; lim > 0 && r.uncommittedBytes > 0 && r.uncommittedBytes+n > lim {
-		return fmt.Errorf("%w: %d uncommitted + %d proposed > %d", ErrUncommittedLimit, r.uncommittedBytes, n, lim)
+	if lim := r.cfg.MaxUncommittedBytes; lim > 0 && r.uncommittedBytes > 0 && r.uncommittedBytes+total > lim {
+		return fmt.Errorf("%w: %d uncommitted + %d proposed > %d", ErrUncommittedLimit, r.uncommittedBytes, total, lim)
 	}
-	r.appendEntry(EntryNormal, data)
 	return nil
 }
 
@@ -945,9 +946,14 @@ func (r *raft) step(m Message) error {
 			r.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
 			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
-		case m.Type == MsgVote && !r.promotable():
-			// A candidate behind our term: it learns the term from the
-			// refusal, as we will never campaign to spread it.
+		case m.Type == MsgVote && (!r.promotable() || !r.voters.Contains(m.From)) &&
+			r.log.isUpToDate(m.Index, m.LogTerm):
+			// A candidate behind our term, with a log we would vote for,
+			// that our own campaigns would never reach (we cannot
+			// campaign, or it is not among our voters): tell it our term,
+			// or it may never reach one we can vote in. One whose log is
+			// behind gets no answer: our vote could not help it, and a
+			// node removed long ago stays harmless in its old term.
 			r.send(Message{Type: MsgVoteResp, To: m.From, Reject: true})
 		}
 		return nil
