@@ -45,8 +45,12 @@ func (n *Node) Step(m Message) error {
 
 // Propose proposes data to be appended to the log. On a follower the
 // proposal is forwarded to the leader, unless forwarding is disabled or no
-// leader is known, in which case a *NotLeaderError names the leader. A nil
-// error does not mean the entry will commit: watch CommittedEntries.
+// leader is known, in which case a *NotLeaderError names the leader. A
+// leader refuses proposals during a leadership transfer
+// (ErrTransferInProgress) and while a pending membership change removes or
+// demotes it (ErrProposalDropped), so that its successor holds its whole
+// log. A nil error does not mean the entry will commit: watch
+// CommittedEntries.
 func (n *Node) Propose(data []byte) error { return n.r.proposeData(data) }
 
 // ProposeConfChange proposes a membership change. A change is refused while

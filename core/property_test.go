@@ -30,7 +30,9 @@ var propRuns = flag.Int("core.runs", 1000, "number of random runs of TestPropert
 // every Ready.
 //
 // After every action it checks, over the whole run: at most one leader per
-// term; no voter grants two votes in a term; log matching between live
+// term (never two at once, and none besides one that sent a leader's
+// message or persisted its vote in the term); no voter grants two votes in
+// a term; log matching between live
 // nodes; leader completeness (a leader holds every entry known committed
 // in its term or before); committed entries never change; state machine
 // safety (one entry per applied index, on every node and in every
@@ -38,10 +40,12 @@ var propRuns = flag.Int("core.runs", 1000, "number of random runs of TestPropert
 // go back, and a restart restores them; Ready follows its contract
 // (entries follow the stored log, MustSync when needed, applied index as
 // the host applied it); ReadIndex answers cover everything committed before
-// the request; no node rejects a message from another as malformed. Then a
+// the request; an acknowledgement to a leader never claims entries the
+// follower does not hold as the leader does; no node rejects a message
+// from another as malformed. Then a
 // heal phase handles held Readies, restarts crashed nodes and delivers
 // everything: a leader must be elected and a new proposal applied by every
-// member within 50 election timeouts.
+// member within 250 election timeouts.
 //
 // It runs 1000 cases; -core.runs=N runs N (an explicit -rapid.checks wins,
 // so the command rapid prints to replay a failure works as is). With -v it
@@ -637,9 +641,13 @@ func (w *propWorld) deliver(m Message, report bool) {
 			}
 		}
 	}
+	sent := len(pn.n.r.msgs)
 	err := pn.n.Step(m)
 	w.stats.delivered++
 	w.tracef("deliver %s: %v", msgFmt(m), err)
+	for _, ack := range pn.n.r.msgs[sent:] {
+		w.checkAck(pn, ack)
+	}
 	if errors.Is(err, ErrInvalidMessage) {
 		w.fail("node %d rejected %s as malformed: %v", m.To, msgString(m), err)
 	}
@@ -647,6 +655,33 @@ func (w *propWorld) deliver(m Message, report bool) {
 		if from := w.nodes[m.From-1]; from.n != nil {
 			from.n.ReportSnapshot(m.To, true)
 			w.tracef("report snapshot to %d delivered at %d", m.To, m.From)
+		}
+	}
+}
+
+// checkAck: an acknowledgement to the leader of its term claims that the
+// follower's log matches the leader's up to its index (which the leader
+// then counts toward commitment). Check it against both logs as they are
+// when it is made.
+func (w *propWorld) checkAck(f *propNode, ack Message) {
+	if ack.Type != MsgAppResp || ack.Reject || ack.Index == 0 {
+		return
+	}
+	l := w.nodes[ack.To-1]
+	if l.n == nil || l.n.r.role != Leader || l.n.r.term != ack.Term {
+		return
+	}
+	fl, ll := &f.n.r.log, &l.n.r.log
+	if ack.Index > fl.lastIndex() || ack.Index > ll.lastIndex() {
+		w.fail("node %d acknowledges index %d to leader %d, but their logs end at %d and %d",
+			f.id, ack.Index, l.id, fl.lastIndex(), ll.lastIndex())
+	}
+	for i := max(fl.offset, ll.offset); i <= ack.Index; i++ {
+		ft, _ := fl.term(i)
+		lt, _ := ll.term(i)
+		if ft != lt {
+			w.fail("node %d acknowledges index %d to leader %d of term %d, but holds term %d at %d where the leader holds %d",
+				f.id, ack.Index, l.id, ack.Term, ft, i, lt)
 		}
 	}
 }
@@ -726,6 +761,10 @@ func (w *propWorld) persist(pn *propNode, rd *Ready) {
 // send queues rd's messages, recording every vote granted.
 func (w *propWorld) send(rd *Ready) {
 	for _, m := range rd.Messages {
+		switch m.Type {
+		case MsgApp, MsgHeartbeat, MsgSnap, MsgTimeoutNow:
+			w.leads(m.From, m.Term)
+		}
 		if m.Type == MsgVoteResp && !m.Reject {
 			key := [2]uint64{m.From, m.Term}
 			if c, ok := w.votes[key]; ok && c != m.To {
@@ -948,10 +987,14 @@ func (w *propWorld) check() {
 			w.fail("node %d: applied %d, commit %d, last index %d out of order", pn.id, st.Applied, st.Commit, st.LastIndex)
 		}
 		if st.Role == Leader {
-			if l, ok := w.leaders[st.Term]; ok && l != pn.id {
-				w.fail("election safety: nodes %d and %d both lead term %d", l, pn.id, st.Term)
+			for _, l := range leaders {
+				if l.n.r.term == st.Term {
+					w.fail("election safety: nodes %d and %d lead term %d at once", l.id, pn.id, st.Term)
+				}
 			}
-			w.leaders[st.Term] = pn.id
+			if hs := pn.store.hs; hs.Term == st.Term && hs.Vote == pn.id {
+				w.leads(pn.id, st.Term)
+			}
 			leaders = append(leaders, pn)
 		}
 		// Record the newly committed entries.
@@ -974,6 +1017,20 @@ func (w *propWorld) check() {
 	for _, l := range leaders {
 		w.checkLeaderCompleteness(l)
 	}
+}
+
+// leads records that node id led term, and checks that no other node did.
+// Leadership counts once it can have had an effect: once the leader has
+// sent a leader's message in the term, or made its vote for itself
+// durable. (A node that wins an election and crashes before persisting the
+// Ready that follows loses its term and vote with it; nothing it did as
+// leader left it, so it may vote for another candidate in that term after
+// restarting.)
+func (w *propWorld) leads(id, term uint64) {
+	if l, ok := w.leaders[term]; ok && l != id {
+		w.fail("election safety: nodes %d and %d both led term %d", l, id, term)
+	}
+	w.leaders[term] = id
 }
 
 // recordCommitted notes that e is committed, as seen by node id in term
@@ -1072,7 +1129,12 @@ func (w *propWorld) heal() {
 	}
 	w.check()
 	w.settle()
-	bound := 50 * w.cfg.base.ElectionTick
+	// Elections are randomized, so the bound is generous: when only one
+	// node can win (the others' logs are behind it) and a joint
+	// configuration needs every vote, the losers' campaigns (without
+	// PreVote) keep resetting its timer, and with ElectionTick 3 it comes
+	// first alone in only about one election in five or nine.
+	bound := 250 * w.cfg.base.ElectionTick
 	var want []string // heal proposals accepted by a leader
 	var proposedTerm uint64
 	for tick := 0; tick < bound; tick++ {
