@@ -210,8 +210,7 @@ func (r *raft) setConf(cs ConfState) {
 }
 
 func (r *raft) newProgress(learner bool) *tracker.Progress {
-	pr := tracker.NewProgress(r.log.lastIndex()+1, r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes, learner)
-	return pr
+	return tracker.NewProgress(r.log.lastIndex()+1, r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes, learner)
 }
 
 func findPeer(ps []*peer, id uint64) *peer {
@@ -284,17 +283,14 @@ func (r *raft) maybeAutoLeave() {
 	}
 }
 
-// confAtIndex returns the configuration in force at index i (i at or above
-// the compaction point).
-func (r *raft) confAtIndex(i uint64) ConfState {
-	cs := r.confs[0].conf
-	for _, c := range r.confs {
-		if c.index > i {
-			break
-		}
-		cs = c.conf
+// confPosAt returns the position in r.confs of the configuration in force
+// at index i (i at or above the compaction point).
+func (r *raft) confPosAt(i uint64) int {
+	k := 0
+	for k+1 < len(r.confs) && r.confs[k+1].index <= i {
+		k++
 	}
-	return cs
+	return k
 }
 
 // ---- role transitions ----
@@ -1277,17 +1273,13 @@ func (r *raft) compact(index uint64, data []byte) error {
 		return fmt.Errorf("%w: index %d not yet applied (applied %d)", ErrUnavailable, index, r.applied)
 	}
 	t, _ := r.log.term(index)
-	snap := &Snapshot{
-		Meta: SnapshotMeta{Index: index, Term: t, Config: cloneConfState(r.confAtIndex(index))},
+	k := r.confPosAt(index)
+	r.snapshot = &Snapshot{
+		Meta: SnapshotMeta{Index: index, Term: t, Config: cloneConfState(r.confs[k].conf)},
 		Data: data,
 	}
 	r.log.compact(index)
-	r.snapshot = snap
 	// Keep the configuration in force at the compaction point as the base.
-	k := 0
-	for k+1 < len(r.confs) && r.confs[k+1].index <= index {
-		k++
-	}
 	r.confs = append([]confAt{{index: index, conf: r.confs[k].conf}}, r.confs[k+1:]...)
 	return nil
 }
