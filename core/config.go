@@ -87,6 +87,10 @@ type Config struct {
 	// entries up to it are not handed out again. Zero means the snapshot
 	// index of the persisted state.
 	Applied uint64
+	// TestBugs plants known bugs (a set of Bug values) to prove that tests
+	// catch them. Only builds with the simbugs tag accept it; others
+	// refuse a non-zero value.
+	TestBugs uint64
 }
 
 // Defaults for zero Config fields.
@@ -106,6 +110,9 @@ var ErrInvalidConfig = errors.New("core: invalid config")
 func (c Config) withDefaults() (Config, error) {
 	bad := func(format string, args ...any) (Config, error) {
 		return c, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	if c.TestBugs != 0 && (!BugsEnabled || c.TestBugs&^uint64(AllBugs) != 0) {
+		return bad("TestBugs %#x: planted bugs need the simbugs build tag", c.TestBugs)
 	}
 	if c.ID == None {
 		return bad("ID must not be zero")

@@ -79,6 +79,15 @@ func (n *Node) ReadIndex(ctx []byte) error {
 	return &NotLeaderError{Leader: r.lead}
 }
 
+// LeaseRead requests a read point on the leader's lease, without a
+// confirmation round while a quorum was heard from within the current
+// CheckQuorum window. It needs CheckQuorum and is sound only while clock
+// drift is bounded and the process is not paused (a paused leader still
+// believes its lease). Not on the leader it returns a *NotLeaderError; when
+// the lease does not hold it falls back to a confirmation round. The answer
+// comes in Ready.ReadStates like ReadIndex's.
+func (n *Node) LeaseRead(ctx []byte) error { return n.r.leaseRead(ctx) }
+
 // TransferLeadership starts handing leadership to the voter to: the leader
 // stops accepting proposals, brings to up to date, then tells it to
 // campaign at once. The transfer is abandoned after
@@ -113,7 +122,16 @@ func (n *Node) Campaign() error {
 // which must be applied, and discards the log up to it. The snapshot is
 // what the leader sends to followers too far behind. The host deletes the
 // same entries from its storage after saving the snapshot.
-func (n *Node) Compact(index uint64, data []byte) error { return n.r.compact(index, data) }
+func (n *Node) Compact(index uint64, data []byte) error { return n.r.compact(index, data, 0) }
+
+// CompactKeep is Compact that keeps the keep entries at or below index in
+// the log, so that a follower slightly behind still catches up from the log
+// instead of a snapshot. The host saves the snapshot and deletes stored
+// entries up to index-keep. On a restart, stored entries the snapshot covers
+// are skipped.
+func (n *Node) CompactKeep(index uint64, data []byte, keep uint64) error {
+	return n.r.compact(index, data, keep)
+}
 
 // Snapshot returns the latest snapshot (from Compact, from the leader, or
 // restored at start), or nil.

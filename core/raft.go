@@ -70,6 +70,7 @@ type raft struct {
 	pendingConfIndex uint64
 	uncommittedBytes uint64
 	leadTransferee   uint64
+	leaseVoid        bool // a MsgTimeoutNow went out this term: no lease
 	transferElapsed  int
 	readRound        uint64
 	needReadRound    bool
@@ -101,7 +102,9 @@ func newRaft(cfg Config, st Persisted) (*raft, error) {
 	if err := r.restore(st); err != nil {
 		return nil, err
 	}
-	r.prevHard = r.hardState()
+	// Compare with what is on disk: a term raised over a torn write is
+	// then persisted by the first Ready.
+	r.prevHard = st.HardState
 	if st.IsEmpty() && len(cfg.Voters) > 0 {
 		r.bootstrap(cfg.Voters)
 	}
@@ -124,6 +127,10 @@ func (r *raft) restore(st Persisted) error {
 		conf = cloneConfState(st.Snapshot.Meta.Config)
 		r.snapshot = st.Snapshot
 	}
+	// Entries a compaction kept behind the snapshot are covered by it.
+	for len(st.Entries) > 0 && st.Entries[0].Index <= r.log.offset {
+		st.Entries = st.Entries[1:]
+	}
 	prev := r.log.lastIndex()
 	prevTerm := r.log.lastTerm()
 	for i := range st.Entries {
@@ -141,8 +148,11 @@ func (r *raft) restore(st Persisted) error {
 	if hs.Commit > r.log.lastIndex() {
 		return bad("commit index %d beyond last index %d", hs.Commit, r.log.lastIndex())
 	}
-	if r.log.lastTerm() > hs.Term {
-		return bad("last entry term %d above hard state term %d", r.log.lastTerm(), hs.Term)
+	if lt := r.log.lastTerm(); lt > hs.Term {
+		// A torn write: entries of a newer term reached the disk but the
+		// hard state written with them did not. The node was in term lt,
+		// yet never voted in it (a vote is durable before it is sent).
+		hs.Term, hs.Vote = lt, None
 	}
 	r.term, r.vote = hs.Term, hs.Vote
 	r.log.commitTo(hs.Commit)
@@ -175,6 +185,9 @@ func (r *raft) bootstrap(voters []uint64) {
 }
 
 func (r *raft) hardState() HardState {
+	if BugVoteNotPersisted.In(r.cfg.TestBugs) {
+		return HardState{Term: r.term, Commit: r.log.committed}
+	}
 	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
 }
 
@@ -267,7 +280,7 @@ func (r *raft) afterConfChange() {
 		// the best-placed voter, and step down.
 		r.flushAppends()
 		if p := r.bestVoter(); p != nil && p.pr.Match == r.log.lastIndex() {
-			r.send(Message{Type: MsgTimeoutNow, To: p.id})
+			r.sendTimeoutNow(p.id)
 		}
 		r.becomeFollower(r.term, None)
 		return
@@ -298,7 +311,9 @@ func (r *raft) confPosAt(i uint64) int {
 func (r *raft) reset(term uint64) {
 	if r.term != term {
 		r.term = term
-		r.vote = None
+		if !BugKeepVoteOnNewTerm.In(r.cfg.TestBugs) {
+			r.vote = None
+		}
 	}
 	r.lead = None
 	r.electionElapsed = 0
@@ -336,6 +351,7 @@ func (r *raft) becomeLeader() {
 	r.reset(r.term)
 	r.role = Leader
 	r.lead = r.id
+	r.leaseVoid = false
 	for _, p := range r.peers {
 		if p.id == r.id {
 			p.pr.Match = r.stableIndex
@@ -748,7 +764,7 @@ func (r *raft) maybeCommit() bool {
 	if ci <= r.log.committed || ci > r.log.lastIndex() {
 		return false
 	}
-	if t, _ := r.log.term(ci); t != r.term {
+	if t, _ := r.log.term(ci); t != r.term && !BugCommitOldTerm.In(r.cfg.TestBugs) {
 		return false
 	}
 	r.commitTo(ci)
@@ -795,6 +811,37 @@ func (r *raft) committedInTerm() bool {
 
 // ---- reads ----
 
+// sendTimeoutNow tells the transferee to campaign at once. Its campaign
+// overrides the followers' leader stickiness, on which the lease rests, so
+// this leader trusts no lease for the rest of its term: the message may be
+// delayed arbitrarily, even past an abandoned transfer.
+func (r *raft) sendTimeoutNow(to uint64) {
+	r.leaseVoid = true
+	r.send(Message{Type: MsgTimeoutNow, To: to})
+}
+
+// leaseValid reports whether the CheckQuorum lease holds.
+func (r *raft) leaseValid() bool {
+	return !r.leaseVoid && r.leadTransferee == None && r.quorumActive()
+}
+
+// leaseRead serves a read on the leader's CheckQuorum lease when it holds,
+// and otherwise as a ReadSafe request.
+func (r *raft) leaseRead(ctx []byte) error {
+	if !r.cfg.CheckQuorum {
+		return fmt.Errorf("%w: lease reads need CheckQuorum", ErrInvalidConfig)
+	}
+	if r.role != Leader {
+		return &NotLeaderError{Leader: r.lead}
+	}
+	if r.committedInTerm() && r.leaseValid() {
+		r.answerRead(pendingRead{index: r.log.committed, from: None, ctx: ctx})
+		return nil
+	}
+	r.handleRead(None, ctx)
+	return nil
+}
+
 // handleRead serves a ReadIndex request as leader.
 func (r *raft) handleRead(from uint64, ctx []byte) {
 	if !r.committedInTerm() {
@@ -806,7 +853,7 @@ func (r *raft) handleRead(from uint64, ctx []byte) {
 	// quorum-check window: each of them then ignores candidates (and will
 	// not campaign) for an election timeout from that contact, which lasts
 	// beyond the window. Otherwise confirm with a round as in ReadSafe.
-	if (r.cfg.ReadMode == ReadLease && r.quorumActive()) || alone {
+	if (r.cfg.ReadMode == ReadLease && r.leaseValid()) || alone {
 		// A lease, or a single voter: no confirmation round needed.
 		r.answerRead(pendingRead{index: r.log.committed, from: from, ctx: ctx})
 		return
@@ -864,7 +911,7 @@ func (r *raft) transferLeadership(to uint64) error {
 	r.transferElapsed = 0
 	r.electionElapsed = 0
 	if p := r.peer(to); p.pr.Match == r.log.lastIndex() {
-		r.send(Message{Type: MsgTimeoutNow, To: to})
+		r.sendTimeoutNow(to)
 	}
 	return nil
 }
@@ -1043,7 +1090,7 @@ func (r *raft) stepLeader(m Message) error {
 			}
 			r.maybeCommit()
 			if r.leadTransferee == m.From && pr.Match == r.log.lastIndex() {
-				r.send(Message{Type: MsgTimeoutNow, To: m.From})
+				r.sendTimeoutNow(m.From)
 			}
 		}
 	case MsgHeartbeatResp:
@@ -1230,8 +1277,12 @@ func (r *raft) ready() Ready {
 	}
 	rd.Messages = r.msgs
 	r.msgs = nil
-	if r.log.committed > r.applying {
-		rd.CommittedEntries = r.log.slice(r.applying+1, r.log.committed+1, r.cfg.MaxCommittedBytesPerReady)
+	hi := r.log.committed
+	if BugApplyUncommitted.In(r.cfg.TestBugs) {
+		hi = max(hi, min(r.stableIndex, r.log.lastIndex()))
+	}
+	if hi > r.applying {
+		rd.CommittedEntries = r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
 		r.applying += uint64(len(rd.CommittedEntries))
 	}
 	fl.applyTo = r.applying
@@ -1265,8 +1316,8 @@ func (r *raft) advance() error {
 
 // ---- compaction ----
 
-func (r *raft) compact(index uint64, data []byte) error {
-	if index <= r.log.offset {
+func (r *raft) compact(index uint64, data []byte, keep uint64) error {
+	if index <= r.log.offset || (r.snapshot != nil && index <= r.snapshot.Meta.Index) {
 		return fmt.Errorf("%w: index %d, log starts after %d", ErrCompacted, index, r.log.offset)
 	}
 	if index > r.applied {
@@ -1278,7 +1329,9 @@ func (r *raft) compact(index uint64, data []byte) error {
 		Meta: SnapshotMeta{Index: index, Term: t, Config: cloneConfState(r.confs[k].conf)},
 		Data: data,
 	}
-	r.log.compact(index)
+	if cut := index - min(index, keep); cut > r.log.offset {
+		r.log.compact(cut)
+	}
 	// Keep the configuration in force at the compaction point as the base.
 	r.confs = append([]confAt{{index: index, conf: r.confs[k].conf}}, r.confs[k+1:]...)
 	return nil

@@ -1,0 +1,65 @@
+package main
+
+import "github.com/forge-consensus/consensus/sim"
+
+// Exit codes of simrun (see the package documentation).
+const (
+	exitPass            = 0
+	exitError           = 1
+	exitSafety          = 2
+	exitLinearizability = 3
+	exitLiveness        = 4
+	exitPanic           = 5
+	exitNonDeterminism  = 6
+)
+
+// verdictExit maps a run's verdict to its exit code. Inconclusive is not a
+// failure: it exits 0.
+func verdictExit(v sim.Verdict) int {
+	switch v {
+	case sim.VerdictPass, sim.VerdictInconclusive:
+		return exitPass
+	case sim.VerdictSafety:
+		return exitSafety
+	case sim.VerdictLinearizability:
+		return exitLinearizability
+	case sim.VerdictLiveness:
+		return exitLiveness
+	case sim.VerdictPanic:
+		return exitPanic
+	case sim.VerdictNonDeterminism:
+		return exitNonDeterminism
+	}
+	return exitError
+}
+
+// severity ranks exit codes: pass < error < liveness < linearizability <
+// safety < panic < non-determinism. A found failure outranks an internal
+// error, so a failed bundle write does not hide what the run found.
+func severity(code int) int {
+	switch code {
+	case exitPass:
+		return 0
+	case exitError:
+		return 1
+	case exitLiveness:
+		return 2
+	case exitLinearizability:
+		return 3
+	case exitSafety:
+		return 4
+	case exitPanic:
+		return 5
+	case exitNonDeterminism:
+		return 6
+	}
+	return 1
+}
+
+// worstExit returns the more severe of two exit codes.
+func worstExit(a, b int) int {
+	if severity(b) > severity(a) {
+		return b
+	}
+	return a
+}

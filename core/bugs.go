@@ -1,0 +1,54 @@
+package core
+
+// Bug is a classic Raft bug that can be planted, to prove that the
+// simulator finds it. Bugs exist only in builds with the simbugs build tag;
+// other builds refuse a Config that asks for one.
+type Bug uint64
+
+// Plantable bugs. The core's are acted on by the core, the host loop's by
+// package node (they share Config.TestBugs).
+const (
+	// BugVoteNotPersisted grants votes without ever persisting them: after
+	// a crash the node may vote again in the same term.
+	BugVoteNotPersisted Bug = 1 << iota
+	// BugCommitOldTerm commits entries of earlier terms by counting
+	// replicas (Raft §5.4.2, Figure 8).
+	BugCommitOldTerm
+	// BugKeepVoteOnNewTerm forgets to reset the vote when the term moves.
+	BugKeepVoteOnNewTerm
+	// BugApplyUncommitted hands out entries to apply once they are
+	// persisted locally, before they are committed.
+	BugApplyUncommitted
+	// BugReadLocal (node) serves linearizable reads from local state.
+	BugReadLocal
+	// BugAckBeforeDurable (node) sends a Ready's messages before its
+	// writes are durable.
+	BugAckBeforeDurable
+	bugEnd
+)
+
+// AllBugs is every plantable bug.
+const AllBugs = bugEnd - 1
+
+// String names the bug.
+func (b Bug) String() string {
+	switch b {
+	case BugVoteNotPersisted:
+		return "vote-not-persisted"
+	case BugCommitOldTerm:
+		return "commit-old-term"
+	case BugKeepVoteOnNewTerm:
+		return "keep-vote-on-new-term"
+	case BugApplyUncommitted:
+		return "apply-uncommitted"
+	case BugReadLocal:
+		return "read-local"
+	case BugAckBeforeDurable:
+		return "ack-before-durable"
+	}
+	return "bug?"
+}
+
+// In reports whether the planted-bug set bugs includes b. It is always
+// false in builds without the simbugs tag.
+func (b Bug) In(bugs uint64) bool { return BugsEnabled && bugs&uint64(b) != 0 }

@@ -1,0 +1,114 @@
+package kv
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+)
+
+func cmdGet(key string, client, seq uint64) []byte {
+	return EncodeCommand(Command{Op: OpGet, Key: key, ClientID: client, Seq: seq})
+}
+
+func cmdSet(key, value string, client, seq uint64) []byte {
+	return EncodeCommand(Command{Op: OpSet, Key: key, Value: []byte(value), ClientID: client, Seq: seq})
+}
+
+func cmdDel(key string, client, seq uint64) []byte {
+	return EncodeCommand(Command{Op: OpDelete, Key: key, ClientID: client, Seq: seq})
+}
+
+func cmdCAS(key, expected, value string, client, seq uint64) []byte {
+	return EncodeCommand(Command{Op: OpCAS, Key: key, Expected: []byte(expected), Value: []byte(value), ClientID: client, Seq: seq})
+}
+
+// mustApply applies cmd and returns the Result, failing if Apply returned
+// another type.
+func mustApply(t testing.TB, s *Store, index uint64, cmd []byte) Result {
+	t.Helper()
+	v := s.Apply(index, cmd)
+	r, ok := v.(Result)
+	if !ok {
+		t.Fatalf("Apply(%d) returned %T, want Result", index, v)
+	}
+	return r
+}
+
+func mustSnapshot(t testing.TB, s *Store) []byte {
+	t.Helper()
+	b, err := s.Snapshot()
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	return b
+}
+
+func wantValue(t testing.TB, s *Store, key, want string, wantFound bool) {
+	t.Helper()
+	v, ok := s.Get(key)
+	if ok != wantFound || string(v) != want {
+		t.Fatalf("Get(%q) = %q, %v; want %q, %v", key, v, ok, want, wantFound)
+	}
+}
+
+func resultEqual(a, b Result) bool {
+	return a.Status == b.Status && bytes.Equal(a.Value, b.Value) && a.Found == b.Found &&
+		a.OK == b.OK && a.Deduplicated == b.Deduplicated
+}
+
+// recomputeHash computes the state hash from scratch, independently of the
+// incremental bookkeeping.
+func recomputeHash(s *Store) uint64 {
+	var h uint64
+	for k, e := range s.data {
+		h += dataHash([]byte(k), e.value)
+	}
+	for _, sess := range s.sessions {
+		h += sessionHash(sess)
+	}
+	return h
+}
+
+// checkInvariants verifies the incremental hash, the cached item hashes and
+// the session heap.
+func checkInvariants(t testing.TB, s *Store) {
+	t.Helper()
+	if got, want := s.Hash(), recomputeHash(s); got != want {
+		t.Fatalf("incremental hash %#x, recomputed %#x", got, want)
+	}
+	for k, e := range s.data {
+		if e.hash != dataHash([]byte(k), e.value) {
+			t.Fatalf("stale item hash for key %q", k)
+		}
+		if e.value != nil && len(e.value) == 0 {
+			t.Fatalf("key %q stores a non-nil empty value", k)
+		}
+	}
+	if len(s.lru) != len(s.sessions) {
+		t.Fatalf("heap has %d sessions, map %d", len(s.lru), len(s.sessions))
+	}
+	for i, sess := range s.lru {
+		if sess.pos != i {
+			t.Fatalf("session %d at heap position %d records %d", sess.id, i, sess.pos)
+		}
+		if s.sessions[sess.id] != sess {
+			t.Fatalf("session %d in heap but not in map", sess.id)
+		}
+		if i > 0 && sessionLess(sess, s.lru[(i-1)/2]) {
+			t.Fatalf("heap order violated at %d", i)
+		}
+		if sess.hash != sessionHash(sess) {
+			t.Fatalf("stale session hash for client %d", sess.id)
+		}
+	}
+}
+
+// sessionIDs returns the clients with a session, sorted.
+func sessionIDs(s *Store) []uint64 {
+	var ids []uint64
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}

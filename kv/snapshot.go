@@ -1,0 +1,162 @@
+package kv
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"slices"
+	"strings"
+)
+
+// Minimum encoded sizes of snapshot list elements, used to bound a decoded
+// count by the bytes remaining before anything is allocated.
+const (
+	minEncodedDataSize    = 2 // key length, value length
+	minEncodedSessionSize = 6 // client ID, seq, index, status, flags, value length
+	checksumSize          = 4
+)
+
+// Snapshot returns the whole replicated state (data, sessions and applied
+// index) as deterministic bytes: equal states at the same applied index give
+// equal bytes. The format is in the package documentation. The error is
+// always nil.
+func (s *Store) Snapshot() ([]byte, error) {
+	type item struct {
+		key   string
+		value []byte
+	}
+	items := make([]item, 0, len(s.data))
+	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(len(s.data))) +
+		uvarintLen(uint64(len(s.sessions))) + checksumSize
+	for k, e := range s.data {
+		items = append(items, item{k, e.value})
+		size += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(e.value))) + len(e.value)
+	}
+	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.key, b.key) })
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		sessions = append(sessions, sess)
+		size += uvarintLen(sess.id) + uvarintLen(sess.lastSeq) + uvarintLen(sess.index) + 2 +
+			uvarintLen(uint64(len(sess.result.Value))) + len(sess.result.Value)
+	}
+	slices.SortFunc(sessions, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
+
+	b := make([]byte, 0, size)
+	b = append(b, encodingVersion)
+	b = binary.AppendUvarint(b, s.applied)
+	b = binary.AppendUvarint(b, uint64(len(items)))
+	for _, it := range items {
+		b = appendString(b, it.key)
+		b = appendBytes(b, it.value)
+	}
+	b = binary.AppendUvarint(b, uint64(len(sessions)))
+	for _, sess := range sessions {
+		b = binary.AppendUvarint(b, sess.id)
+		b = binary.AppendUvarint(b, sess.lastSeq)
+		b = binary.AppendUvarint(b, sess.index)
+		b = append(b, byte(sess.result.Status), sess.result.flags())
+		b = appendBytes(b, sess.result.Value)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	return b, nil
+}
+
+// Restore replaces the whole replicated state (data, sessions, applied
+// index) with a snapshot made by Snapshot. It checks the checksum and the
+// canonical form, and on any error (wrapping ErrInvalidSnapshot) leaves the
+// Store unchanged. The Store keeps no reference to data.
+//
+// If the snapshot holds more sessions than Config.MaxSessions, the excess
+// is evicted (oldest first) when the next new session is created, not at
+// Restore, so that Restore(Snapshot()) reproduces the state exactly.
+func (s *Store) Restore(data []byte) error {
+	if len(data) < 1+checksumSize {
+		return fmt.Errorf("kv: restore: %w: truncated", ErrInvalidSnapshot)
+	}
+	body := data[:len(data)-checksumSize]
+	sum := binary.LittleEndian.Uint32(data[len(body):])
+	if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != sum {
+		return fmt.Errorf("kv: restore: %w: checksum mismatch", ErrInvalidSnapshot)
+	}
+
+	r := reader{data: body}
+	if r.u8("version") != encodingVersion && !r.failed() {
+		r.fail("version", "unknown version")
+	}
+	applied := r.uvarint("applied index")
+	var hash uint64
+
+	n := r.count("data count", minEncodedDataSize)
+	kv := make(map[string]entry, n)
+	var prev []byte
+	for i := 0; i < n && !r.failed(); i++ {
+		k := r.bytes("key", MaxKeyLen)
+		v := r.bytes("value", MaxValueLen)
+		if r.failed() {
+			break
+		}
+		if i > 0 && bytes.Compare(prev, k) >= 0 {
+			r.fail("key", "keys not in strictly ascending order")
+			break
+		}
+		prev = k
+		e := entry{value: cloneBytes(v), hash: dataHash(k, v)}
+		kv[string(k)] = e
+		hash += e.hash
+	}
+
+	m := r.count("session count", minEncodedSessionSize)
+	sessions := make(map[uint64]*session, m)
+	lru := make(sessionHeap, 0, m)
+	for i := 0; i < m && !r.failed(); i++ {
+		sess := &session{id: r.uvarint("client ID")}
+		sess.lastSeq = r.uvarint("session seq")
+		sess.index = r.uvarint("session index")
+		res, flags := r.result()
+		if r.failed() {
+			break
+		}
+		switch {
+		case i > 0 && lru[i-1].id >= sess.id:
+			r.fail("client ID", "sessions not in strictly ascending order")
+		case sess.lastSeq == 0:
+			r.fail("session seq", "zero")
+		case res.Status != StatusOK:
+			r.fail("session result", "status not OK")
+		case flags&flagDeduplicated != 0:
+			r.fail("session result", "deduplicated")
+		}
+		if r.failed() {
+			break
+		}
+		res.Value = cloneBytes(res.Value)
+		sess.result = res
+		sess.hash = sessionHash(sess)
+		hash += sess.hash
+		sessions[sess.id] = sess
+		lru = append(lru, sess)
+	}
+	r.finish()
+	if err := r.err("restore", ErrInvalidSnapshot); err != nil {
+		return err
+	}
+
+	// A slice sorted by (index, id) is a valid heap.
+	slices.SortFunc(lru, func(a, b *session) int {
+		switch {
+		case sessionLess(a, b):
+			return -1
+		case sessionLess(b, a):
+			return 1
+		}
+		return 0
+	})
+	for i, sess := range lru {
+		sess.pos = i
+	}
+	s.data, s.sessions, s.lru = kv, sessions, lru
+	s.applied, s.hash = applied, hash
+	return nil
+}

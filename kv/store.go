@@ -1,0 +1,312 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// DefaultMaxSessions is the session bound used when Config.MaxSessions is 0.
+const DefaultMaxSessions = 4096
+
+// Config configures a Store. Every replica must use the same Config: the
+// session bound is part of the deterministic behaviour.
+type Config struct {
+	// MaxSessions is the number of client sessions kept; 0 (or a negative
+	// value) means DefaultMaxSessions. When a command of a new client
+	// arrives with the bound reached, the session with the oldest last
+	// applied index is evicted (ties: lower ClientID). A client evicted
+	// this way loses exactly-once for a retry in flight: the retry is
+	// applied again as a new command.
+	MaxSessions int
+}
+
+// Store is the key-value state machine. It is not safe for concurrent use
+// (the host loop is single-threaded).
+type Store struct {
+	maxSessions int
+	data        map[string]entry
+	sessions    map[uint64]*session
+	lru         sessionHeap // the sessions, by (index, id): lru[0] is evicted first
+	applied     uint64
+	hash        uint64 // sum of the item hashes of data and sessions
+	dedup       uint64
+}
+
+// entry is a stored value with its item hash. Stored values are never
+// modified in place, so results may share them.
+type entry struct {
+	value []byte
+	hash  uint64
+}
+
+// session is the exactly-once state of one client.
+type session struct {
+	id      uint64
+	lastSeq uint64
+	index   uint64 // log index of the last applied command
+	result  Result // result of lastSeq, Deduplicated false
+	hash    uint64 // sessionHash
+	pos     int    // position in Store.lru
+}
+
+// New returns an empty Store.
+func New(cfg Config) *Store {
+	maxSessions := cfg.MaxSessions
+	if maxSessions <= 0 {
+		maxSessions = DefaultMaxSessions
+	}
+	return &Store{
+		maxSessions: maxSessions,
+		data:        make(map[string]entry),
+		sessions:    make(map[uint64]*session),
+	}
+}
+
+// Apply applies the committed command cmd at log index and returns its
+// Result (as any; the concrete type is Result). Indexes must increase from
+// one call to the next; gaps (entries that are not commands) are fine.
+//
+// cmd may share memory with the Raft log: nothing of it is retained. An
+// undecodable or invalid cmd gives Result{Status: StatusBadCommand} and
+// leaves the state unchanged; index is still recorded as applied.
+//
+// With c.Seq > 0 the command belongs to the session of c.ClientID: if c.Seq
+// equals the session's last Seq, the cached Result is returned with
+// Deduplicated set and nothing changes; if it is lower, the result is
+// StatusStaleSeq and nothing changes; otherwise the command is applied and
+// the session records (Seq, Result, index). OpGet through the log returns
+// the value and is session-tracked too when Seq > 0.
+//
+// The Value of the returned Result may share memory with the Store and must
+// not be modified.
+func (s *Store) Apply(index uint64, cmd []byte) any {
+	return s.apply(index, cmd)
+}
+
+func (s *Store) apply(index uint64, cmd []byte) Result {
+	s.applied = index
+	var r reader
+	c := decodeCommandView(cmd, &r)
+	if r.failed() {
+		return Result{Status: StatusBadCommand}
+	}
+	var sess *session
+	if c.seq > 0 {
+		sess = s.sessions[c.clientID]
+		if sess != nil {
+			switch {
+			case c.seq == sess.lastSeq:
+				s.dedup++
+				res := sess.result
+				res.Deduplicated = true
+				return res
+			case c.seq < sess.lastSeq:
+				return Result{Status: StatusStaleSeq}
+			}
+		}
+	}
+	res := s.exec(&c)
+	if c.seq > 0 {
+		s.record(sess, c.clientID, c.seq, index, res)
+	}
+	return res
+}
+
+// exec applies a decoded command to the data.
+func (s *Store) exec(c *commandView) Result {
+	old, found := s.data[string(c.key)]
+	switch c.op {
+	case OpGet:
+		return Result{Value: old.value, Found: found, OK: true}
+	case OpSet:
+		s.put(c.key, c.value, old, found)
+		return Result{Value: old.value, Found: found, OK: true}
+	case OpDelete:
+		if found {
+			delete(s.data, string(c.key))
+			s.hash -= old.hash
+		}
+		return Result{Value: old.value, Found: found, OK: true}
+	case OpCAS:
+		if !found {
+			return Result{}
+		}
+		if !bytes.Equal(old.value, c.expected) {
+			return Result{Value: old.value, Found: true}
+		}
+		s.put(c.key, c.value, old, true)
+		return Result{Value: old.value, Found: true, OK: true}
+	}
+	// Unreachable: decodeCommandView validates the op.
+	return Result{Status: StatusBadCommand}
+}
+
+// put stores a copy of value under key, replacing old if found.
+func (s *Store) put(key, value []byte, old entry, found bool) {
+	if found {
+		s.hash -= old.hash
+	}
+	e := entry{value: cloneBytes(value), hash: dataHash(key, value)}
+	s.data[string(key)] = e
+	s.hash += e.hash
+}
+
+// record stores the outcome of an applied command in the client's session
+// (sess, or a new session if nil).
+func (s *Store) record(sess *session, clientID, seq, index uint64, res Result) {
+	if sess == nil {
+		s.evictFor(1)
+		sess = &session{id: clientID}
+		s.sessions[clientID] = sess
+		s.lru.push(sess)
+	} else {
+		s.hash -= sess.hash
+	}
+	sess.lastSeq, sess.index, sess.result = seq, index, res
+	sess.hash = sessionHash(sess)
+	s.hash += sess.hash
+	s.lru.fix(sess.pos)
+}
+
+// evictFor evicts sessions, oldest first, until n more fit.
+func (s *Store) evictFor(n int) {
+	for len(s.lru) > 0 && len(s.lru)+n > s.maxSessions {
+		old := s.lru.popMin()
+		delete(s.sessions, old.id)
+		s.hash -= old.hash
+	}
+}
+
+// Query answers a read-only command, which must be an OpGet encoded with
+// EncodeCommand, against the current state. It returns a Result (as any;
+// the concrete type is Result) whose Value the caller owns, or an error
+// wrapping ErrInvalidCommand or ErrNotReadOnly. ClientID and Seq are
+// ignored: queries are not session-tracked.
+func (s *Store) Query(q []byte) (any, error) {
+	var r reader
+	c := decodeCommandView(q, &r)
+	if err := r.err("query", ErrInvalidCommand); err != nil {
+		return nil, err
+	}
+	if c.op != OpGet {
+		return nil, fmt.Errorf("kv: query: %w: op %s", ErrNotReadOnly, c.op)
+	}
+	e, found := s.data[string(c.key)]
+	return Result{Value: cloneBytes(e.value), Found: found, OK: true}, nil
+}
+
+// Hash returns a 64-bit hash of the state (data and sessions, not the
+// applied index), maintained incrementally, so that replicas at the same
+// applied index can be compared cheaply. Equal states have equal hashes;
+// Restore(Snapshot()) preserves it. The hash is not cryptographic.
+func (s *Store) Hash() uint64 { return s.hash }
+
+// Applied returns the last index given to Apply, or the applied index of a
+// snapshot restored since.
+func (s *Store) Applied() uint64 { return s.applied }
+
+// Get returns a copy of the value of key and whether it is present: a local
+// read, with no consistency guarantee.
+func (s *Store) Get(key string) ([]byte, bool) {
+	e, ok := s.data[key]
+	return cloneBytes(e.value), ok
+}
+
+// Len returns the number of keys.
+func (s *Store) Len() int { return len(s.data) }
+
+// Sessions returns the number of client sessions kept.
+func (s *Store) Sessions() int { return len(s.sessions) }
+
+// Session returns the last applied Seq of a client and the log index it was
+// applied at, and whether the client has a session.
+func (s *Store) Session(clientID uint64) (lastSeq, index uint64, ok bool) {
+	sess := s.sessions[clientID]
+	if sess == nil {
+		return 0, 0, false
+	}
+	return sess.lastSeq, sess.index, true
+}
+
+// Deduplicated returns how many Apply calls were answered from a session
+// cache. It is a local counter, not part of the replicated state: Snapshot
+// does not include it and Restore does not change it.
+func (s *Store) Deduplicated() uint64 { return s.dedup }
+
+// ---- session heap ----
+
+// sessionHeap is a binary min-heap of sessions by (index, id).
+type sessionHeap []*session
+
+func sessionLess(a, b *session) bool {
+	if a.index != b.index {
+		return a.index < b.index
+	}
+	return a.id < b.id
+}
+
+func (h *sessionHeap) push(s *session) {
+	s.pos = len(*h)
+	*h = append(*h, s)
+	h.up(s.pos)
+}
+
+func (h *sessionHeap) popMin() *session {
+	old := *h
+	n := len(old) - 1
+	first := old[0]
+	h.swap(0, n)
+	old[n] = nil
+	*h = old[:n]
+	if n > 0 {
+		h.down(0)
+	}
+	first.pos = -1
+	return first
+}
+
+// fix restores the heap order after the session at i changed.
+func (h sessionHeap) fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+func (h sessionHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].pos = i
+	h[j].pos = j
+}
+
+func (h sessionHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !sessionLess(h[i], h[p]) {
+			return
+		}
+		h.swap(i, p)
+		i = p
+	}
+}
+
+// down sifts the session at i down and reports whether it moved.
+func (h sessionHeap) down(i int) bool {
+	start := i
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && sessionLess(h[r], h[l]) {
+			m = r
+		}
+		if !sessionLess(h[m], h[i]) {
+			break
+		}
+		h.swap(i, m)
+		i = m
+	}
+	return i > start
+}

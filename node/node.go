@@ -1,0 +1,676 @@
+// Package node is the host loop shared by the simulator and production: a
+// deterministic, single-threaded driver around a core.Node that turns its
+// output into ordered calls on Storage, Transport and StateMachine, and
+// gives proposals and reads futures.
+//
+// A Node is driven by events — Tick, Receive, Propose, Read, and the
+// completion of a storage write (the done callback of Storage.Save) — all
+// from one goroutine. It keeps the core's contract: a Ready's messages are
+// sent only once its writes are durable, only committed entries are
+// applied, and a proposal's future resolves with its result only after the
+// entry is committed and applied on this node.
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/forge-consensus/consensus/core"
+)
+
+// ReadLevel is the consistency of a read.
+type ReadLevel uint8
+
+// Read levels.
+const (
+	// ReadLinearizable takes a read point with ReadIndex (confirmed by a
+	// quorum, forwarded to the leader from a follower), waits until it is
+	// applied locally, then queries. Works on any node.
+	ReadLinearizable ReadLevel = iota
+	// ReadLease is answered by the leader on its CheckQuorum lease without
+	// a confirmation round. Only with Config.LeaseReads, only on the
+	// leader, and only sound while clock drift is bounded and the leader is
+	// not paused.
+	ReadLease
+	// ReadStale queries local state at once. No guarantee: the state may be
+	// arbitrarily old, and may go back after a restart.
+	ReadStale
+)
+
+// String names the level.
+func (l ReadLevel) String() string {
+	switch l {
+	case ReadLinearizable:
+		return "linearizable"
+	case ReadLease:
+		return "lease"
+	case ReadStale:
+		return "stale"
+	}
+	return fmt.Sprintf("ReadLevel(%d)", uint8(l))
+}
+
+// Config configures a Node.
+type Config struct {
+	// Core configures the Raft core. Core.Applied is set by the node.
+	Core core.Config
+	// Storage, Transport and StateMachine are required.
+	Storage      Storage
+	Transport    Transport
+	StateMachine StateMachine
+	// Incarnation tells this run of the node from earlier ones, so that an
+	// old proposal or read answer is never mistaken for a new one. It must
+	// differ across restarts; 0 derives it from Core.Seed (which then must
+	// differ across restarts — production draws it at random).
+	Incarnation uint64
+	// ProposalTimeoutTicks and ReadTimeoutTicks bound how long a request
+	// waits, in ticks (0: 5 election timeouts).
+	ProposalTimeoutTicks int
+	ReadTimeoutTicks     int
+	// LeaseReads allows ReadLease (needs Core.CheckQuorum).
+	LeaseReads bool
+	// SnapshotThreshold takes a snapshot and compacts the log once this
+	// many entries were applied since the last snapshot (0: never).
+	SnapshotThreshold uint64
+	// SnapshotKeep is how many applied entries compaction keeps in the log
+	// behind the snapshot, for followers slightly behind.
+	SnapshotKeep uint64
+	// PeerAddress returns a node's address for NotLeaderError (optional).
+	PeerAddress func(id uint64) string
+	// ConfChangeApplied is called for each membership change as it is
+	// applied, with the context its proposer gave (optional).
+	ConfChangeApplied func(index uint64, cc core.ConfChange)
+	// Logger receives role changes and failures (optional).
+	Logger *slog.Logger
+	// Observer sees every applied entry and snapshot restore (optional:
+	// simulators, tests, metrics).
+	Observer Observer
+}
+
+// Observer watches what a node applies. Its methods run on the driving
+// goroutine and must not call back into the node.
+type Observer interface {
+	// Applied is called for every committed entry as it is applied,
+	// including a new leader's empty entries and membership changes.
+	Applied(e *core.Entry)
+	// Restored is called when the state machine is restored from the
+	// snapshot at index (on start or when a leader sends one).
+	Restored(index uint64)
+}
+
+// Node is a Raft node bound to its storage, transport and state machine.
+// It is not safe for concurrent use.
+type Node struct {
+	cfg  Config
+	raft *core.Node
+	inc  uint64
+
+	now     uint64 // ticks since start
+	applied uint64 // last index applied to the state machine
+	snapIdx uint64 // index of the latest snapshot
+
+	driving bool
+	writing bool
+	wseq    uint64 // sequence of the outstanding write
+	wdone   bool   // the outstanding write completed during drive
+	werr    error
+	ready   *core.Ready // the Ready whose write is outstanding; nil for a compaction write
+	compact *Update     // a compaction write waiting its turn
+	rdBuf   core.Ready  // the Ready being handled
+	updBuf  Update      // its write
+
+	stopped error // why the node stopped; nil while running
+
+	seq       uint64
+	proposals map[uint64]*Future
+	propQueue []deadline
+	reads     map[uint64]*pendingRead
+	readQueue []deadline
+	waiting   []*pendingRead // read points known, waiting for applied to reach them
+
+	role core.Role
+	lead uint64
+}
+
+type deadline struct {
+	seq uint64
+	at  uint64
+}
+
+type pendingRead struct {
+	seq     uint64
+	index   uint64
+	pointed bool // index is known
+	query   []byte
+	f       *Future
+}
+
+// New loads the node's durable state from cfg.Storage, restores the state
+// machine from the latest snapshot and starts the core.
+func New(cfg Config) (*Node, error) {
+	if cfg.Storage == nil || cfg.Transport == nil || cfg.StateMachine == nil {
+		return nil, fmt.Errorf("%w: node needs Storage, Transport and StateMachine", core.ErrInvalidConfig)
+	}
+	if cfg.LeaseReads && !cfg.Core.CheckQuorum {
+		return nil, fmt.Errorf("%w: LeaseReads needs Core.CheckQuorum", core.ErrInvalidConfig)
+	}
+	et := cfg.Core.ElectionTick
+	if et <= 0 {
+		et = 10
+	}
+	if cfg.ProposalTimeoutTicks <= 0 {
+		cfg.ProposalTimeoutTicks = 5 * et
+	}
+	if cfg.ReadTimeoutTicks <= 0 {
+		cfg.ReadTimeoutTicks = 5 * et
+	}
+	st, err := cfg.Storage.Load()
+	if err != nil {
+		return nil, fmt.Errorf("node %d: load storage: %w", cfg.Core.ID, err)
+	}
+	n := &Node{
+		cfg:       cfg,
+		inc:       cfg.Incarnation,
+		proposals: make(map[uint64]*Future),
+		reads:     make(map[uint64]*pendingRead),
+	}
+	if n.inc == 0 {
+		n.inc = mix64(cfg.Core.Seed ^ 0x9e3779b97f4a7c15*cfg.Core.ID)
+	}
+	if s := st.Snapshot; !s.IsEmpty() {
+		if err := cfg.StateMachine.Restore(s.Data); err != nil {
+			return nil, fmt.Errorf("node %d: restore snapshot at %d: %w", cfg.Core.ID, s.Meta.Index, err)
+		}
+		n.applied, n.snapIdx = s.Meta.Index, s.Meta.Index
+		if cfg.Observer != nil {
+			cfg.Observer.Restored(s.Meta.Index)
+		}
+	}
+	cc := cfg.Core
+	cc.Applied = n.applied
+	r, err := core.New(cc, st)
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.Core.ID, err)
+	}
+	n.raft = r
+	n.drive()
+	return n, nil
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() uint64 { return n.cfg.Core.ID }
+
+// Core returns the core node, for status and tests. Do not drive it
+// directly.
+func (n *Node) Core() *core.Node { return n.raft }
+
+// Status returns the core's basic status, with Applied as the state
+// machine has it.
+func (n *Node) Status() core.BasicStatus {
+	s := n.raft.BasicStatus()
+	s.Applied = n.applied
+	return s
+}
+
+// Applied returns the last index applied to the state machine.
+func (n *Node) Applied() uint64 { return n.applied }
+
+// Stopped returns why the node stopped, or nil while it runs.
+func (n *Node) Stopped() error { return n.stopped }
+
+// Writing reports whether a storage write is outstanding.
+func (n *Node) Writing() bool { return n.writing }
+
+// Tick advances logical time by one tick and times out requests.
+func (n *Node) Tick() {
+	if n.stopped != nil {
+		return
+	}
+	n.now++
+	n.raft.Tick()
+	n.expire()
+	n.drive()
+}
+
+// Receive feeds a message from a peer. A malformed message or one from an
+// unknown node returns an error and changes nothing.
+func (n *Node) Receive(m core.Message) error {
+	if n.stopped != nil {
+		return n.stopped
+	}
+	err := n.raft.Step(m)
+	n.drive()
+	return err
+}
+
+// ReportUnreachable tells the core a peer could not be reached.
+func (n *Node) ReportUnreachable(id uint64) {
+	if n.stopped == nil {
+		n.raft.ReportUnreachable(id)
+		n.drive()
+	}
+}
+
+// ReportSnapshot tells the core whether a snapshot reached a peer.
+func (n *Node) ReportSnapshot(id uint64, ok bool) {
+	if n.stopped == nil {
+		n.raft.ReportSnapshot(id, ok)
+		n.drive()
+	}
+}
+
+// Propose proposes a command for the state machine. The future resolves
+// with the result of StateMachine.Apply once the command is committed and
+// applied on this node, or with an error: *NotLeaderError, ErrDropped (no
+// effect), ErrTimeout or ErrStopped (outcome unknown).
+func (n *Node) Propose(cmd []byte) *Future {
+	if n.stopped != nil {
+		return resolved(nil, n.stopped)
+	}
+	n.seq++
+	seq := n.seq
+	data := make([]byte, 0, len(cmd)+2*binary.MaxVarintLen64)
+	data = binary.AppendUvarint(data, n.inc)
+	data = binary.AppendUvarint(data, seq)
+	data = append(data, cmd...)
+	if err := n.raft.Propose(data); err != nil {
+		return resolved(nil, n.requestError(err))
+	}
+	f := &Future{}
+	n.proposals[seq] = f
+	n.propQueue = append(n.propQueue, deadline{seq: seq, at: n.now + uint64(n.cfg.ProposalTimeoutTicks)})
+	n.drive()
+	return f
+}
+
+// ProposeConfChange proposes a membership change. Its future resolves with
+// the index at which the change was applied, or an error as for Propose.
+// cc.Context reaches ConfChangeApplied on every node.
+func (n *Node) ProposeConfChange(cc core.ConfChange) *Future {
+	if n.stopped != nil {
+		return resolved(nil, n.stopped)
+	}
+	n.seq++
+	seq := n.seq
+	ctx := make([]byte, 0, len(cc.Context)+2*binary.MaxVarintLen64)
+	ctx = binary.AppendUvarint(ctx, n.inc)
+	ctx = binary.AppendUvarint(ctx, seq)
+	cc.Context = append(ctx, cc.Context...)
+	if err := n.raft.ProposeConfChange(cc); err != nil {
+		return resolved(nil, n.requestError(err))
+	}
+	f := &Future{}
+	n.proposals[seq] = f
+	n.propQueue = append(n.propQueue, deadline{seq: seq, at: n.now + uint64(n.cfg.ProposalTimeoutTicks)})
+	n.drive()
+	return f
+}
+
+// Read answers query at the given consistency level with the result of
+// StateMachine.Query. Errors: *NotLeaderError, ErrDropped,
+// ErrLeaseReadsDisabled, ErrTimeout, ErrStopped, or the query's own error.
+func (n *Node) Read(level ReadLevel, query []byte) *Future {
+	if n.stopped != nil {
+		return resolved(nil, n.stopped)
+	}
+	if level == ReadLinearizable && core.BugReadLocal.In(n.cfg.Core.TestBugs) {
+		level = ReadStale
+	}
+	switch level {
+	case ReadStale:
+		return resolved(n.cfg.StateMachine.Query(query))
+	case ReadLinearizable, ReadLease:
+	default:
+		return resolved(nil, fmt.Errorf("%w: unknown read level %d", ErrDropped, level))
+	}
+	if level == ReadLease && !n.cfg.LeaseReads {
+		return resolved(nil, ErrLeaseReadsDisabled)
+	}
+	n.seq++
+	seq := n.seq
+	var ctx [16]byte
+	binary.BigEndian.PutUint64(ctx[:8], n.inc)
+	binary.BigEndian.PutUint64(ctx[8:], seq)
+	var err error
+	if level == ReadLease {
+		err = n.raft.LeaseRead(ctx[:])
+	} else {
+		err = n.raft.ReadIndex(ctx[:])
+	}
+	if err != nil {
+		return resolved(nil, n.requestError(err))
+	}
+	rd := &pendingRead{seq: seq, query: query, f: &Future{}}
+	n.reads[seq] = rd
+	n.readQueue = append(n.readQueue, deadline{seq: seq, at: n.now + uint64(n.cfg.ReadTimeoutTicks)})
+	n.drive()
+	return rd.f
+}
+
+// TransferLeadership asks the leader to hand leadership to the voter to.
+func (n *Node) TransferLeadership(to uint64) error {
+	if n.stopped != nil {
+		return n.stopped
+	}
+	err := n.raft.TransferLeadership(to)
+	n.drive()
+	if err != nil {
+		return n.requestError(err)
+	}
+	return nil
+}
+
+// Campaign makes this node start an election at once (tests, operators).
+func (n *Node) Campaign() error {
+	if n.stopped != nil {
+		return n.stopped
+	}
+	err := n.raft.Campaign()
+	n.drive()
+	return err
+}
+
+// Stop stops the node: every pending request resolves with ErrStopped and
+// later events are ignored. A write in flight may still complete in
+// storage; its completion is ignored. Stop is idempotent.
+func (n *Node) Stop() { n.fail(ErrStopped) }
+
+func (n *Node) fail(err error) {
+	if n.stopped != nil {
+		return
+	}
+	n.stopped = err
+	for _, d := range n.propQueue {
+		if f, ok := n.proposals[d.seq]; ok {
+			f.resolve(nil, err)
+		}
+	}
+	for _, d := range n.readQueue {
+		if rd, ok := n.reads[d.seq]; ok {
+			rd.f.resolve(nil, err)
+		}
+	}
+	n.propQueue, n.readQueue, n.waiting = nil, nil, nil
+	clear(n.proposals)
+	clear(n.reads)
+}
+
+// requestError turns a core refusal into the node's typed errors.
+func (n *Node) requestError(err error) error {
+	var nl *core.NotLeaderError
+	if errors.As(err, &nl) {
+		e := &NotLeaderError{LeaderID: nl.Leader}
+		if nl.Leader != 0 && n.cfg.PeerAddress != nil {
+			e.Address = n.cfg.PeerAddress(nl.Leader)
+		}
+		return e
+	}
+	return fmt.Errorf("%w: %w", ErrDropped, err)
+}
+
+// expire times out requests whose deadline passed.
+func (n *Node) expire() {
+	i := 0
+	for ; i < len(n.propQueue) && n.propQueue[i].at <= n.now; i++ {
+		seq := n.propQueue[i].seq
+		if f, ok := n.proposals[seq]; ok {
+			delete(n.proposals, seq)
+			f.resolve(nil, ErrTimeout)
+		}
+	}
+	n.propQueue = n.propQueue[i:]
+	i = 0
+	for ; i < len(n.readQueue) && n.readQueue[i].at <= n.now; i++ {
+		seq := n.readQueue[i].seq
+		if rd, ok := n.reads[seq]; ok {
+			delete(n.reads, seq)
+			rd.f.resolve(nil, ErrTimeout)
+		}
+	}
+	n.readQueue = n.readQueue[i:]
+	if len(n.waiting) > 0 {
+		k := 0
+		for _, rd := range n.waiting {
+			if !rd.f.done {
+				n.waiting[k] = rd
+				k++
+			}
+		}
+		clear(n.waiting[k:])
+		n.waiting = n.waiting[:k]
+	}
+}
+
+// drive carries out the core's output until it has none or a write is
+// outstanding.
+func (n *Node) drive() {
+	if n.driving {
+		return
+	}
+	n.driving = true
+	defer func() { n.driving = false }()
+	for n.stopped == nil {
+		if n.writing {
+			if !n.wdone {
+				return
+			}
+			n.writing, n.wdone = false, false
+			if n.werr != nil {
+				n.storageFailed(n.werr)
+				return
+			}
+			if rd := n.ready; rd != nil {
+				n.ready = nil
+				n.finish(rd)
+			}
+			continue
+		}
+		if u := n.compact; u != nil {
+			n.compact = nil
+			n.save(u, nil)
+			continue
+		}
+		if !n.raft.HasReady() {
+			return
+		}
+		// One Ready and one Update are in flight at a time: reuse them.
+		n.rdBuf = n.raft.Ready()
+		rd := &n.rdBuf
+		n.updBuf = Update{Snapshot: rd.Snapshot, Entries: rd.Entries, HardState: rd.HardState, Sync: rd.MustSync}
+		u := &n.updBuf
+		if core.BugAckBeforeDurable.In(n.cfg.Core.TestBugs) && len(rd.Messages) > 0 && !u.IsEmpty() {
+			n.cfg.Transport.Send(rd.Messages)
+			rd.Messages = nil
+		}
+		if u.IsEmpty() {
+			n.finish(rd)
+			continue
+		}
+		n.save(u, rd)
+	}
+}
+
+// save starts a write; its completion resumes drive.
+func (n *Node) save(u *Update, rd *core.Ready) {
+	n.writing, n.wdone, n.werr, n.ready = true, false, nil, rd
+	n.wseq++
+	seq := n.wseq
+	n.cfg.Storage.Save(u, func(err error) {
+		if seq != n.wseq || !n.writing || n.wdone || n.stopped != nil {
+			return // a stale or repeated completion
+		}
+		n.wdone, n.werr = true, err
+		n.drive()
+	})
+}
+
+func (n *Node) storageFailed(err error) {
+	if n.cfg.Logger != nil {
+		n.cfg.Logger.Error("storage write failed; node stops", "node", n.ID(), "err", err)
+	}
+	n.fail(fmt.Errorf("%w: %w", ErrStorage, err))
+}
+
+// finish does what follows a Ready's durable write: send, apply, answer
+// reads, advance, and maybe compact.
+func (n *Node) finish(rd *core.Ready) {
+	if ss := rd.SoftState; ss != nil {
+		if n.cfg.Logger != nil && (ss.Role != n.role || ss.Lead != n.lead) {
+			n.cfg.Logger.Info("role changed", "node", n.ID(), "role", ss.Role.String(), "leader", ss.Lead,
+				"term", n.raft.BasicStatus().Term)
+		}
+		n.role, n.lead = ss.Role, ss.Lead
+	}
+	if len(rd.Messages) > 0 {
+		n.cfg.Transport.Send(rd.Messages)
+	}
+	if s := rd.Snapshot; s != nil && s.Meta.Index > n.applied {
+		if err := n.cfg.StateMachine.Restore(s.Data); err != nil {
+			n.fail(fmt.Errorf("node %d: restore snapshot at %d: %w", n.ID(), s.Meta.Index, err))
+			return
+		}
+		n.applied, n.snapIdx = s.Meta.Index, s.Meta.Index
+		if n.cfg.Observer != nil {
+			n.cfg.Observer.Restored(s.Meta.Index)
+		}
+	}
+	for i := range rd.CommittedEntries {
+		n.apply(&rd.CommittedEntries[i])
+	}
+	for _, rs := range rd.ReadStates {
+		n.readPoint(rs)
+	}
+	n.serveReads()
+	if err := n.raft.Advance(); err != nil {
+		n.fail(fmt.Errorf("node %d: advance: %w", n.ID(), err))
+		return
+	}
+	n.maybeSnapshot()
+}
+
+// apply applies one committed entry and resolves its proposer's future.
+func (n *Node) apply(e *core.Entry) {
+	if e.Index <= n.applied {
+		return
+	}
+	n.applied = e.Index
+	if n.cfg.Observer != nil {
+		n.cfg.Observer.Applied(e)
+	}
+	switch e.Type {
+	case core.EntryNormal:
+		if len(e.Data) == 0 {
+			return // a new leader's empty entry
+		}
+		inc, seq, cmd, ok := splitHeader(e.Data)
+		if !ok {
+			cmd = e.Data
+		}
+		res := n.cfg.StateMachine.Apply(e.Index, cmd)
+		if ok && inc == n.inc {
+			if f, found := n.proposals[seq]; found {
+				delete(n.proposals, seq)
+				f.resolve(res, nil)
+			}
+		}
+	case core.EntryConfChange:
+		cc, err := core.DecodeConfChange(e.Data)
+		if err != nil {
+			return // the core skipped it too
+		}
+		inc, seq, ctx, ok := splitHeader(cc.Context)
+		if ok {
+			cc.Context = ctx
+		}
+		if n.cfg.ConfChangeApplied != nil {
+			n.cfg.ConfChangeApplied(e.Index, cc)
+		}
+		if ok && inc == n.inc {
+			if f, found := n.proposals[seq]; found {
+				delete(n.proposals, seq)
+				f.resolve(e.Index, nil)
+			}
+		}
+	}
+}
+
+func splitHeader(b []byte) (inc, seq uint64, rest []byte, ok bool) {
+	inc, k := binary.Uvarint(b)
+	if k <= 0 {
+		return 0, 0, b, false
+	}
+	seq, j := binary.Uvarint(b[k:])
+	if j <= 0 {
+		return 0, 0, b, false
+	}
+	return inc, seq, b[k+j:], true
+}
+
+// readPoint records the read index the core gave a read request.
+func (n *Node) readPoint(rs core.ReadState) {
+	if len(rs.Context) != 16 || binary.BigEndian.Uint64(rs.Context[:8]) != n.inc {
+		return // an earlier run's read
+	}
+	seq := binary.BigEndian.Uint64(rs.Context[8:])
+	rd, ok := n.reads[seq]
+	if !ok || rd.pointed {
+		return // timed out already, or a duplicate answer
+	}
+	rd.index, rd.pointed = rs.Index, true
+	n.waiting = append(n.waiting, rd)
+}
+
+// serveReads answers the reads whose read point is applied.
+func (n *Node) serveReads() {
+	if len(n.waiting) == 0 {
+		return
+	}
+	k := 0
+	for _, rd := range n.waiting {
+		if rd.f.done {
+			continue
+		}
+		if rd.index <= n.applied {
+			delete(n.reads, rd.seq)
+			rd.f.resolve(n.cfg.StateMachine.Query(rd.query))
+			continue
+		}
+		n.waiting[k] = rd
+		k++
+	}
+	clear(n.waiting[k:])
+	n.waiting = n.waiting[:k]
+}
+
+// maybeSnapshot snapshots the state machine and compacts the log once
+// enough entries were applied since the last snapshot.
+func (n *Node) maybeSnapshot() {
+	t := n.cfg.SnapshotThreshold
+	if t == 0 || n.applied < n.snapIdx+t || n.compact != nil {
+		return
+	}
+	data, err := n.cfg.StateMachine.Snapshot()
+	if err != nil {
+		n.fail(fmt.Errorf("node %d: snapshot at %d: %w", n.ID(), n.applied, err))
+		return
+	}
+	idx := n.applied
+	if err := n.raft.CompactKeep(idx, data, n.cfg.SnapshotKeep); err != nil {
+		return // e.g. the core's log moved past idx with a snapshot: retry later
+	}
+	n.snapIdx = idx
+	s := n.raft.Snapshot()
+	n.compact = &Update{LocalSnapshot: s, CompactTo: idx - min(idx, n.cfg.SnapshotKeep), Sync: true}
+}
+
+// mix64 derives the incarnation from a seed (SplitMix64's finalizer).
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

@@ -1,0 +1,414 @@
+package sim
+
+import (
+	"slices"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/node"
+)
+
+// proc is one simulated process slot: a disk that survives crashes and,
+// while the process is up, a node and its state machine.
+type proc struct {
+	c       *cluster
+	id      uint64
+	disk    *Disk
+	n       *node.Node // nil while down
+	sm      *kv.Store
+	up      bool
+	removed bool // removed from the configuration: never restarted
+	paused  bool
+	queued  []func() // work that arrived while paused
+	boots   uint64
+	epoch   uint64 // bumped on crash: stale timers of an old run stop
+	drift   float64
+	status  core.BasicStatus
+	logLast uint64 // last index the process has written (or is writing)
+	// crashOnWrite makes the next Save of this process crash it while the
+	// write is in flight.
+	crashOnWrite bool
+}
+
+// storage wraps the disk of one process lifetime to tell the checker what
+// the node writes and when it becomes durable.
+type storage struct {
+	p      *proc
+	inner  node.Storage
+	epoch  uint64
+	loaded *core.Persisted // what start read, handed to the node once
+	// unsynced are completed writes that no fsync covers yet.
+	unsynced []node.Update
+}
+
+func (s *storage) Load() (core.Persisted, error) {
+	if st := s.loaded; st != nil {
+		s.loaded = nil
+		return *st, nil
+	}
+	return s.inner.Load()
+}
+
+func (s *storage) Save(u *node.Update, done func(error)) {
+	p, c := s.p, s.p.c
+	c.chk.Write(c.s.Now(), p.id, u)
+	if u.Snapshot != nil {
+		c.counters.SnapshotsInstalled++
+	}
+	if u.LocalSnapshot != nil {
+		c.counters.SnapshotsTaken++
+	}
+	if u.Snapshot != nil {
+		p.logLast = u.Snapshot.Meta.Index
+	}
+	if n := len(u.Entries); n > 0 {
+		if u.Entries[0].Index <= p.logLast {
+			c.counters.Truncations++
+		}
+		p.logLast = u.Entries[n-1].Index
+	}
+	s.inner.Save(u, func(err error) {
+		if s.epoch != p.epoch {
+			return
+		}
+		if err == nil {
+			if u.Sync {
+				// An fsync makes the writes completed before it durable too.
+				for i := range s.unsynced {
+					c.chk.Durable(c.s.Now(), p.id, &s.unsynced[i])
+				}
+				s.unsynced = s.unsynced[:0]
+				c.chk.Durable(c.s.Now(), p.id, u)
+			} else {
+				// Written, not durable: the node may reuse u, so keep a copy.
+				s.unsynced = append(s.unsynced, *u)
+			}
+		}
+		p.run(func() { done(err) })
+	})
+	if p.crashOnWrite && s.epoch == p.epoch && p.disk.WriteInFlight() {
+		p.crashOnWrite = false
+		epoch := p.epoch
+		c.s.After(c.rng.Exp(max(c.o.Disk.WriteMean, Microsecond)), func() {
+			if p.epoch == epoch && p.up {
+				if p.disk.WriteInFlight() {
+					c.counters.CrashDuringWrite++
+				}
+				c.crash(p, c.rng.Range(Millisecond, max(c.o.RestartMax, Millisecond)))
+			}
+		})
+	}
+}
+
+// transport hands a node's messages to the checker and the network.
+type transport struct{ p *proc }
+
+func (t transport) Send(msgs []core.Message) {
+	c := t.p.c
+	now := c.s.Now()
+	for i := range msgs {
+		c.chk.Send(now, &msgs[i])
+	}
+	c.net.Send(msgs)
+}
+
+// observer tells the checker what a node applies.
+type observer struct{ p *proc }
+
+func (o observer) Applied(e *core.Entry) {
+	c := o.p.c
+	c.chk.Apply(c.s.Now(), o.p.id, e)
+}
+
+func (o observer) Restored(index uint64) {
+	c := o.p.c
+	c.chk.Restore(c.s.Now(), o.p.id, index)
+}
+
+// run runs fn now, or when the process resumes if it is paused.
+func (p *proc) run(fn func()) {
+	if p.paused {
+		p.queued = append(p.queued, fn)
+		return
+	}
+	fn()
+	p.after()
+}
+
+// after observes the process after an event and handles a fail-stop.
+func (p *proc) after() {
+	p.observe()
+	if p.n != nil && p.n.Stopped() != nil {
+		// Fail-stop after a storage error: the process exits and restarts.
+		c := p.c
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvDiskError, Node: p.id, Text: "fail-stop"})
+		c.crash(p, c.rng.Range(Millisecond, max(c.o.RestartMax, Millisecond)))
+	}
+}
+
+// observe reports the node's status to the checker and traces changes.
+func (p *proc) observe() {
+	if p.n == nil {
+		return
+	}
+	c := p.c
+	st := p.n.Status()
+	old := p.status
+	p.status = st
+	now := c.s.Now()
+	c.chk.Status(now, p.id, st)
+	if st.Role != old.Role || st.Term != old.Term || st.Lead != old.Lead {
+		c.tr.Add(Event{At: now, Kind: EvRole, Node: p.id, Peer: st.Lead, A: st.Term, B: uint64(st.Role)})
+		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
+			c.counters.LeaderChanges++
+			c.leaderSince(p.id, st.Term)
+		}
+	}
+	if st.Commit != old.Commit {
+		c.tr.Add(Event{At: now, Kind: EvCommit, Node: p.id, A: st.Commit, B: st.Applied})
+	}
+	if st.Applied != old.Applied && p.sm != nil {
+		c.chk.StateHash(now, p.id, st.Applied, p.sm.Hash())
+	}
+}
+
+// start boots the process from its disk.
+func (c *cluster) start(p *proc) {
+	if p.removed || p.up {
+		return
+	}
+	p.boots++
+	p.epoch++
+	p.sm = kv.New(kv.Config{})
+	inner := p.disk.Open()
+	loaded, err := inner.Load()
+	if err != nil {
+		// A read error: the process cannot start; try again later.
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvDiskError, Node: p.id, Text: "load"})
+		c.s.After(100*Millisecond, func() { c.start(p) })
+		return
+	}
+	st := &storage{p: p, inner: inner, epoch: p.epoch, loaded: &loaded}
+	p.logLast = 0
+	if s := loaded.Snapshot; s != nil {
+		p.logLast = s.Meta.Index
+	}
+	if n := len(loaded.Entries); n > 0 {
+		p.logLast = max(p.logLast, loaded.Entries[n-1].Index)
+	}
+	var voters []uint64
+	if p.boots == 1 && p.id <= uint64(c.o.Nodes) {
+		for i := 1; i <= c.o.Nodes; i++ {
+			voters = append(voters, uint64(i))
+		}
+	}
+	cfg := node.Config{
+		Core: core.Config{
+			ID: p.id, Voters: voters,
+			ElectionTick: c.o.ElectionTick, HeartbeatTick: c.o.HeartbeatTick,
+			Seed:    c.o.Seed ^ mix64(p.id<<32|p.boots),
+			PreVote: c.o.PreVote, CheckQuorum: c.o.CheckQuorum,
+			MaxSizePerMsg: c.o.MaxSizePerMsg, MaxInflightMsgs: c.o.MaxInflightMsgs,
+			TestBugs: c.o.Bugs,
+		},
+		Storage: st, Transport: transport{p}, StateMachine: p.sm, Observer: observer{p},
+		Incarnation:          mix64(c.o.Seed ^ p.id<<40 ^ p.boots),
+		ProposalTimeoutTicks: 3 * c.o.ElectionTick,
+		ReadTimeoutTicks:     3 * c.o.ElectionTick,
+		LeaseReads:           c.o.LeaseReads,
+		SnapshotThreshold:    c.o.SnapshotThreshold,
+		SnapshotKeep:         c.o.SnapshotKeep,
+		ConfChangeApplied:    func(index uint64, cc core.ConfChange) { c.confChangeApplied(p, index, cc) },
+	}
+	c.chk.Restart(c.s.Now(), p.id, loaded)
+	p.up, p.paused, p.queued = true, false, nil
+	p.status = core.BasicStatus{}
+	n, err := node.New(cfg)
+	if err != nil {
+		c.fail(VerdictSafety, p.id, "start", err.Error())
+		return
+	}
+	p.n = n
+	if p.boots > 1 {
+		c.counters.Restarts++
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvRestart, Node: p.id, A: p.boots})
+	}
+	p.observe()
+	c.scheduleTick(p, p.epoch)
+}
+
+// scheduleTick drives the process's logical clock at its drifted rate.
+func (c *cluster) scheduleTick(p *proc, epoch uint64) {
+	d := Time(float64(c.o.TickInterval) * (1 + p.drift))
+	c.s.After(d, func() {
+		if p.epoch != epoch || !p.up {
+			return
+		}
+		if !p.paused {
+			p.n.Tick()
+			p.observe()
+		}
+		c.scheduleTick(p, epoch)
+	})
+}
+
+// crash kills the process: unsynced writes are lost; it restarts after
+// down (unless removed or the run is healing, which restarts it anyway).
+func (c *cluster) crash(p *proc, down Time) {
+	if !p.up {
+		return
+	}
+	now := c.s.Now()
+	c.counters.Crashes++
+	c.tr.Add(Event{At: now, Kind: EvCrash, Node: p.id})
+	c.hist.Annotate(annotation(now, now+down, "crash", p.id))
+	p.disk.Crash()
+	c.chk.Crash(now, p.id)
+	p.up, p.n, p.sm, p.paused, p.queued, p.crashOnWrite = false, nil, nil, false, nil, false
+	p.epoch++
+	c.dropClientAttempts(p.id)
+	epoch := p.epoch
+	c.s.After(down, func() {
+		if p.epoch == epoch {
+			c.start(p)
+		}
+	})
+}
+
+// pause stops the process's ticks and I/O for d; work queues up.
+func (c *cluster) pause(p *proc, d Time) {
+	if !p.up || p.paused {
+		return
+	}
+	now := c.s.Now()
+	c.counters.Pauses++
+	p.paused = true
+	c.tr.Add(Event{At: now, Kind: EvPause, Node: p.id, A: uint64(d)})
+	c.hist.Annotate(annotation(now, now+d, "pause", p.id))
+	epoch := p.epoch
+	c.s.After(d, func() {
+		if p.epoch == epoch {
+			c.resume(p)
+		}
+	})
+}
+
+func (c *cluster) resume(p *proc) {
+	if !p.paused {
+		return
+	}
+	p.paused = false
+	c.tr.Add(Event{At: c.s.Now(), Kind: EvResume, Node: p.id})
+	q := p.queued
+	p.queued = nil
+	for _, fn := range q {
+		if p.paused || !p.up {
+			break
+		}
+		p.run(fn)
+	}
+}
+
+// deliver hands a message from the network to its receiver.
+func (c *cluster) deliver(m core.Message) {
+	p := c.proc(m.To)
+	if p == nil || !p.up {
+		return
+	}
+	if p.paused {
+		p.queued = append(p.queued, func() {
+			if p.n != nil {
+				_ = p.n.Receive(m) // a refused message changes nothing
+			}
+		})
+		return
+	}
+	_ = p.n.Receive(m) // a refused message changes nothing
+	p.after()
+}
+
+func (c *cluster) proc(id uint64) *proc {
+	if id == 0 || id > uint64(len(c.procs)) {
+		return nil
+	}
+	return c.procs[id-1]
+}
+
+// leader returns the process that leads in the highest term, or nil.
+func (c *cluster) leader() *proc {
+	var best *proc
+	for _, p := range c.procs {
+		if p.up && p.n != nil && p.status.Role == core.Leader && (best == nil || p.status.Term > best.status.Term) {
+			best = p
+		}
+	}
+	return best
+}
+
+// members returns the IDs of the voters and learners as the leader (or,
+// without one, the most advanced live node) sees them.
+func (c *cluster) members() (voters, learners []uint64) {
+	p := c.leader()
+	if p == nil {
+		for _, q := range c.procs {
+			if q.up && q.n != nil && (p == nil || q.status.Commit > p.status.Commit) {
+				p = q
+			}
+		}
+	}
+	if p == nil {
+		return nil, nil
+	}
+	cs := p.n.Core().Status().Config
+	voters = append(append(voters, cs.Voters...), cs.VotersOutgoing...)
+	slices.Sort(voters)
+	voters = slices.Compact(voters)
+	learners = append(append(learners, cs.Learners...), cs.LearnersNext...)
+	slices.Sort(learners)
+	return voters, slices.Compact(learners)
+}
+
+// confChangeApplied stops a removed process once the leader applied its
+// removal (after an election timeout, so that it can learn of it).
+func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
+	if p.status.Role != core.Leader {
+		return
+	}
+	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
+	for _, ch := range cc.Changes {
+		if ch.Type != core.RemoveNode {
+			continue
+		}
+		q := c.proc(ch.NodeID)
+		if q == nil || q.removed {
+			continue
+		}
+		q.removed = true
+		c.s.After(Time(c.o.ElectionTick)*c.o.TickInterval, func() {
+			if q.up {
+				q.disk.Crash()
+				c.chk.Crash(c.s.Now(), q.id)
+				q.up, q.n, q.sm = false, nil, nil
+				q.epoch++
+				c.dropClientAttempts(q.id)
+			}
+		})
+	}
+}
+
+// addProc adds a process slot for a new node ID (it starts empty and waits
+// to be contacted by the leader).
+func (c *cluster) addProc() *proc {
+	id := uint64(len(c.procs) + 1)
+	p := &proc{c: c, id: id, drift: c.drawDrift()}
+	p.disk = NewDisk(id, c.o.Disk, NewRand(c.o.Seed, "disk").Split(string(rune('a'+id))), c.s, c.tr)
+	c.procs = append(c.procs, p)
+	return p
+}
+
+func (c *cluster) drawDrift() float64 {
+	if c.o.Drift == 0 {
+		return 0
+	}
+	return (2*c.clock.Float64() - 1) * c.o.Drift
+}

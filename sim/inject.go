@@ -1,0 +1,219 @@
+package sim
+
+import (
+	"slices"
+
+	"github.com/forge-consensus/consensus/core"
+)
+
+// inject carries out one scheduled fault against the cluster as it is now.
+func (c *cluster) inject(f Fault) {
+	if c.healing || c.failed {
+		return
+	}
+	r := NewRand(f.R, "target")
+	now := c.s.Now()
+	live := c.liveProcs()
+	switch f.Kind {
+	case FaultCrash:
+		if len(live) > 0 {
+			c.crash(live[r.Intn(len(live))], f.Dur)
+		}
+	case FaultCrashOnWrite:
+		if len(live) > 0 {
+			live[r.Intn(len(live))].crashOnWrite = true
+		}
+	case FaultPause:
+		if len(live) > 0 {
+			c.pause(live[r.Intn(len(live))], f.Dur)
+		}
+	case FaultPartition:
+		c.partitionNet(f, r)
+	case FaultClog:
+		ids := c.memberIDs()
+		if len(ids) >= 2 {
+			a := ids[r.Intn(len(ids))]
+			b := ids[r.Intn(len(ids))]
+			if a != b {
+				c.counters.Clogs++
+				c.net.Clog(a, b, now+f.Dur)
+			}
+		}
+	case FaultMembership:
+		c.changeMembership(r)
+	case FaultTransfer:
+		l := c.leader()
+		voters, _ := c.members()
+		if l == nil || len(voters) < 2 {
+			return
+		}
+		to := voters[r.Intn(len(voters))]
+		if to == l.id {
+			return
+		}
+		c.counters.Transfers++
+		c.tr.Add(Event{At: now, Kind: EvTransfer, Node: l.id, Peer: to})
+		_ = l.n.TransferLeadership(to) // refusals (a transfer under way) are fine
+		l.observe()
+	}
+}
+
+func (c *cluster) liveProcs() []*proc {
+	var ps []*proc
+	for _, p := range c.procs {
+		if p.up && !p.removed {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// memberIDs returns every process that is not removed, sorted.
+func (c *cluster) memberIDs() []uint64 {
+	var ids []uint64
+	for _, p := range c.procs {
+		if !p.removed {
+			ids = append(ids, p.id)
+		}
+	}
+	return ids
+}
+
+// partitionNet cuts the network into the fault's shape for its duration,
+// possibly one way only and possibly flapping. One partition at a time.
+func (c *cluster) partitionNet(f Fault, r *Rand) {
+	if c.partition {
+		return
+	}
+	ids := c.memberIDs()
+	if len(ids) < 2 {
+		return
+	}
+	var a, bridge []uint64
+	shuffled := slices.Clone(ids)
+	for i := len(shuffled) - 1; i > 0; i-- {
+		j := r.Intn(i + 1)
+		shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
+	}
+	switch f.Shape {
+	case ShapeIsolateOne:
+		a = shuffled[:1]
+	case ShapeIsolateLeader:
+		if l := c.leader(); l != nil {
+			a = []uint64{l.id}
+			c.counters.LeaderIsolated++
+		} else {
+			a = shuffled[:1]
+		}
+	case ShapeSplit:
+		a = shuffled[:1+r.Intn(len(ids)-1)]
+	case ShapeMinority:
+		a = shuffled[:max(1, (len(ids)-1)/2)]
+	case ShapeBridge:
+		if len(ids) < 3 {
+			a = shuffled[:1]
+			break
+		}
+		bridge = shuffled[:1]
+		rest := shuffled[1:]
+		a = rest[:len(rest)/2]
+	}
+	inA := func(id uint64) bool { return slices.Contains(a, id) }
+	var links [][2]uint64
+	for _, x := range ids {
+		for _, y := range ids {
+			if x == y || !inA(x) || inA(y) || slices.Contains(bridge, y) {
+				continue
+			}
+			// x in A, y on the other side (not the bridge).
+			if !f.OneWay || f.R&1 == 0 {
+				links = append(links, [2]uint64{x, y})
+			}
+			if !f.OneWay || f.R&1 == 1 {
+				links = append(links, [2]uint64{y, x})
+			}
+		}
+	}
+	if len(links) == 0 {
+		return
+	}
+	c.partition = true
+	c.counters.Partitions++
+	now := c.s.Now()
+	text := "partition"
+	if f.OneWay {
+		text = "one-way partition"
+	}
+	c.tr.Add(Event{At: now, Kind: EvPartition, A: uint64(f.Shape), B: uint64(len(links)), Text: text})
+	for _, id := range a {
+		c.hist.Annotate(annotation(now, now+f.Dur, "partition", id))
+	}
+	set := func(blocked bool) {
+		for _, l := range links {
+			c.net.SetBlocked(l[0], l[1], blocked)
+		}
+	}
+	set(true)
+	end := now + f.Dur
+	if f.Flap {
+		period := r.Range(50*Millisecond, 300*Millisecond)
+		on := true
+		var flap func()
+		flap = func() {
+			if !c.partition || c.healing {
+				return
+			}
+			on = !on
+			set(on)
+			if c.s.Now()+period < end {
+				c.s.After(period, flap)
+			}
+		}
+		c.s.After(period, flap)
+	}
+	c.s.At(end, func() {
+		if c.healing || !c.partition {
+			return
+		}
+		set(false)
+		c.partition = false
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvHeal})
+	})
+}
+
+// changeMembership removes a voter, adds a new learner, or promotes one.
+func (c *cluster) changeMembership(r *Rand) {
+	l := c.leader()
+	if l == nil {
+		return
+	}
+	voters, learners := c.members()
+	var cc core.ConfChange
+	switch {
+	case len(learners) > 0:
+		cc.Changes = []core.ConfChangeSingle{{Type: core.AddVoter, NodeID: learners[r.Intn(len(learners))]}}
+	case len(voters) > 3 && r.Chance(0.6), len(c.procs) >= 2*c.o.Nodes+2 && len(voters) > 1:
+		cc.Changes = []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: voters[r.Intn(len(voters))]}}
+	case len(c.procs) < 2*c.o.Nodes+2:
+		p := c.addProc()
+		c.start(p)
+		cc.Changes = []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: p.id}}
+	default:
+		return
+	}
+	if r.Chance(0.3) {
+		cc.Transition = core.TransitionJointImplicit
+	}
+	f := l.n.ProposeConfChange(cc)
+	l.observe()
+	if f.Resolved() && f.Err() != nil {
+		if ch := cc.Changes[0]; ch.Type == core.AddLearner {
+			p := c.proc(ch.NodeID)
+			p.removed = true // never joined: retire the slot
+		}
+		return
+	}
+	c.counters.MembershipChanges++
+	ch := cc.Changes[0]
+	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: l.id, Peer: ch.NodeID, A: uint64(ch.Type)})
+}

@@ -1,0 +1,452 @@
+// Package sim is a deterministic discrete-event simulator for the Raft core
+// and host loop: virtual time, a seeded network, disks and clocks, process
+// crashes and pauses, membership churn and client workloads, with Raft's
+// safety invariants checked after every event, liveness checked after the
+// faults heal, and the client history checked for linearizability.
+//
+// Every choice comes from one root seed, split per subsystem. The same
+// Options give the same trace, byte for byte.
+package sim
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/linearizability"
+)
+
+// Verdict is the outcome of a run.
+type Verdict uint8
+
+// Verdicts, from best to worst. simrun maps each to its own exit code.
+const (
+	VerdictPass Verdict = iota
+	VerdictInconclusive
+	VerdictSafety
+	VerdictLinearizability
+	VerdictLiveness
+	VerdictPanic
+	VerdictNonDeterminism
+)
+
+// String names the verdict.
+func (v Verdict) String() string {
+	switch v {
+	case VerdictPass:
+		return "pass"
+	case VerdictInconclusive:
+		return "inconclusive"
+	case VerdictSafety:
+		return "safety"
+	case VerdictLinearizability:
+		return "linearizability"
+	case VerdictLiveness:
+		return "liveness"
+	case VerdictPanic:
+		return "panic"
+	case VerdictNonDeterminism:
+		return "nondeterminism"
+	}
+	return "verdict(" + strconv.Itoa(int(v)) + ")"
+}
+
+// MarshalText names the verdict in JSON.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+// Failed reports whether the verdict is a failure (inconclusive is not).
+func (v Verdict) Failed() bool { return v >= VerdictSafety }
+
+// Counters say which situations a run reached ("did we ever get there").
+type Counters struct {
+	LeaderChanges      uint64 `json:"leader_changes"`
+	Terms              uint64 `json:"terms"`
+	SplitVotes         uint64 `json:"split_votes"` // terms in which no leader was elected
+	Truncations        uint64 `json:"truncations"`
+	SnapshotsTaken     uint64 `json:"snapshots_taken"`
+	SnapshotsInstalled uint64 `json:"snapshots_installed"`
+	Crashes            uint64 `json:"crashes"`
+	CrashDuringWrite   uint64 `json:"crash_during_write"`
+	Restarts           uint64 `json:"restarts"`
+	Pauses             uint64 `json:"pauses"`
+	Partitions         uint64 `json:"partitions"`
+	LeaderIsolated     uint64 `json:"leader_isolated"`
+	Clogs              uint64 `json:"clogs"`
+	MembershipChanges  uint64 `json:"membership_changes"`
+	Transfers          uint64 `json:"transfers"`
+	ClientOps          uint64 `json:"client_ops"`
+	ClientOK           uint64 `json:"client_ok"`
+	ClientUnknown      uint64 `json:"client_unknown"`
+	Retries            uint64 `json:"retries"`
+	Deduplicated       uint64 `json:"deduplicated"`
+	Messages           uint64 `json:"messages"`
+	MessagesDropped    uint64 `json:"messages_dropped"`
+	DiskTorn           uint64 `json:"disk_torn"`
+}
+
+// Add adds o to c.
+func (c *Counters) Add(o *Counters) {
+	c.LeaderChanges += o.LeaderChanges
+	c.Terms += o.Terms
+	c.SplitVotes += o.SplitVotes
+	c.Truncations += o.Truncations
+	c.SnapshotsTaken += o.SnapshotsTaken
+	c.SnapshotsInstalled += o.SnapshotsInstalled
+	c.Crashes += o.Crashes
+	c.CrashDuringWrite += o.CrashDuringWrite
+	c.Restarts += o.Restarts
+	c.Pauses += o.Pauses
+	c.Partitions += o.Partitions
+	c.LeaderIsolated += o.LeaderIsolated
+	c.Clogs += o.Clogs
+	c.MembershipChanges += o.MembershipChanges
+	c.Transfers += o.Transfers
+	c.ClientOps += o.ClientOps
+	c.ClientOK += o.ClientOK
+	c.ClientUnknown += o.ClientUnknown
+	c.Retries += o.Retries
+	c.Deduplicated += o.Deduplicated
+	c.Messages += o.Messages
+	c.MessagesDropped += o.MessagesDropped
+	c.DiskTorn += o.DiskTorn
+}
+
+// Config says what a run keeps and how it checks, beyond its Options.
+type Config struct {
+	Trace TraceOptions
+	// CheckTimeout bounds the linearizability check (wall time); a time-out
+	// is inconclusive. 0 means 10 s.
+	CheckTimeout time.Duration
+	// SkipLinearizability skips the history check (determinism runs).
+	SkipLinearizability bool
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Options   Options  `json:"options"`
+	Verdict   Verdict  `json:"verdict"`
+	Check     string   `json:"check,omitempty"`  // the failed check
+	Detail    string   `json:"detail,omitempty"` // what failed
+	FailNode  uint64   `json:"fail_node,omitempty"`
+	FailAt    Time     `json:"fail_at,omitempty"`
+	EventHash uint64   `json:"event_hash"`
+	Events    uint64   `json:"events"`
+	SimTime   Time     `json:"sim_time"`
+	Counters  Counters `json:"counters"`
+	Faults    []Fault  `json:"faults"`
+	// CheckWall is the wall time the linearizability check took.
+	CheckWall time.Duration `json:"check_wall"`
+
+	History linearizability.History `json:"-"`
+	Lin     *linearizability.Result `json:"-"`
+	Trace   *Trace                  `json:"-"`
+}
+
+// cluster is the state of one run.
+type cluster struct {
+	o        Options
+	cfg      Config
+	s        *Scheduler
+	tr       *Trace
+	net      *Network
+	chk      *Checker
+	procs    []*proc
+	rng      *Rand // process-level choices (crash timing)
+	clock    *Rand
+	faultRng *Rand
+	hist     *linearizability.Recorder
+	clients  []*client
+	counters Counters
+	faults   []Fault
+
+	healing    bool
+	partition  bool // a partition is in force
+	failed     bool
+	res        *Result
+	leaders    map[uint64]uint64 // term → leader, for counters
+	maxTerm    uint64
+	probe      *clientOp
+	probeDone  bool
+	stableFrom Time
+	stableLead uint64
+}
+
+// Run runs one simulation of o and returns its result. It never panics: a
+// panic in the code under test is the verdict VerdictPanic.
+func Run(o Options, cfg Config) (res *Result) {
+	res = &Result{Options: o}
+	if err := o.Validate(); err != nil {
+		res.Verdict, res.Check, res.Detail = VerdictPanic, "options", err.Error()
+		return res
+	}
+	if err := checkBugs(o.Bugs); err != nil {
+		res.Verdict, res.Check, res.Detail = VerdictPanic, "options", err.Error()
+		return res
+	}
+	c := &cluster{o: o, cfg: cfg, s: &Scheduler{}, res: res, leaders: make(map[uint64]uint64)}
+	c.tr = NewTrace(cfg.Trace)
+	res.Trace = c.tr
+	defer func() {
+		if r := recover(); r != nil {
+			res.Verdict, res.Check = VerdictPanic, "panic"
+			res.Detail = fmt.Sprintf("%v\n%s", r, debug.Stack())
+			res.FailAt = c.s.Now()
+			c.finish()
+		}
+	}()
+	c.run()
+	return res
+}
+
+// boot creates the network, the checker and the initial processes, and
+// starts them.
+func (c *cluster) boot() {
+	o := &c.o
+	c.rng = NewRand(o.Seed, "process")
+	c.clock = NewRand(o.Seed, "clock")
+	c.faultRng = NewRand(o.Seed, "fault-targets")
+	c.hist = linearizability.NewRecorder()
+	c.net = NewNetwork(o.Network, NewRand(o.Seed, "network"), c.s, c.tr, c.deliver)
+	ids := make([]uint64, o.Nodes)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	c.chk = NewChecker(ids)
+	for range o.Nodes {
+		c.addProc()
+	}
+	for _, p := range c.procs {
+		c.start(p)
+	}
+}
+
+// step runs the next event due by until and checks safety after it. It
+// returns false when no event ran or the run has failed.
+func (c *cluster) step(until Time) bool {
+	if c.failed || !c.s.Step(until) {
+		return false
+	}
+	if v := c.chk.Err(); v != nil {
+		c.fail(VerdictSafety, v.Node, v.Check, v.Detail)
+		return false
+	}
+	return true
+}
+
+func (c *cluster) run() {
+	o := &c.o
+	c.boot()
+	c.faults = o.Faults
+	if c.faults == nil {
+		c.faults = drawFaults(o)
+	}
+	c.res.Faults = c.faults
+	for i := range c.faults {
+		f := c.faults[i]
+		if f.At < o.HealAt {
+			c.s.At(f.At, func() { c.inject(f) })
+		}
+	}
+	c.startClients()
+	c.s.At(o.HealAt, c.heal)
+	deadline := o.HealAt + c.livenessBound()
+	for c.step(deadline) {
+		if c.healing && c.live() {
+			break
+		}
+	}
+	if !c.failed && !(c.healing && c.live()) {
+		c.fail(VerdictLiveness, 0, "liveness", c.livenessReport())
+	}
+	c.finish()
+	if !c.failed && !c.cfg.SkipLinearizability {
+		c.checkHistory()
+	}
+}
+
+// livenessBound is how long after healing the cluster has to recover.
+func (c *cluster) livenessBound() Time {
+	return Time(c.o.LivenessTimeouts) * Time(c.o.ElectionTick) * c.o.TickInterval * 2
+}
+
+func (c *cluster) fail(v Verdict, nodeID uint64, check, detail string) {
+	if c.failed {
+		return
+	}
+	c.failed = true
+	r := c.res
+	r.Verdict, r.Check, r.Detail, r.FailNode, r.FailAt = v, check, detail, nodeID, c.s.Now()
+	c.tr.Add(Event{At: c.s.Now(), Kind: EvViolation, Node: nodeID, Text: check})
+}
+
+// finish fills in the result's figures.
+func (c *cluster) finish() {
+	r := c.res
+	r.EventHash, r.Events, r.SimTime = c.tr.Hash(), c.tr.Count(), c.s.Now()
+	if c.hist != nil {
+		r.History = c.hist.History()
+	}
+	if c.net != nil {
+		nc := c.net.Counters()
+		c.counters.Messages = nc.Sent
+		c.counters.MessagesDropped = nc.Dropped + nc.Overflow + nc.BlockedDrops
+	}
+	for _, p := range c.procs {
+		c.counters.DiskTorn += p.disk.Counters().Torn
+		if p.sm != nil {
+			c.counters.Deduplicated += p.sm.Deduplicated()
+		}
+	}
+	// Term 1 is the bootstrap term, in which nobody leads.
+	c.counters.Terms = c.maxTerm
+	if c.maxTerm > 1+uint64(len(c.leaders)) {
+		c.counters.SplitVotes = c.maxTerm - 1 - uint64(len(c.leaders))
+	}
+	r.Counters = c.counters
+}
+
+// checkHistory checks the client history for linearizability.
+func (c *cluster) checkHistory() {
+	timeout := c.cfg.CheckTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	start := time.Now()
+	lr := linearizability.Check(c.res.History, timeout)
+	c.res.CheckWall = time.Since(start)
+	c.res.Lin = &lr
+	switch lr.Verdict {
+	case linearizability.Illegal:
+		c.res.Verdict, c.res.Check = VerdictLinearizability, "linearizability"
+		c.res.Detail = fmt.Sprintf("history of %d operations is not linearizable", len(c.res.History.Ops))
+	case linearizability.Inconclusive:
+		c.res.Verdict, c.res.Check = VerdictInconclusive, "linearizability"
+		c.res.Detail = "checker timed out"
+	}
+}
+
+func (c *cluster) leaderSince(id, term uint64) {
+	if _, ok := c.leaders[term]; !ok {
+		c.leaders[term] = id
+	}
+	c.maxTerm = max(c.maxTerm, term)
+	c.hist.Annotate(annotation(c.s.Now(), c.s.Now(), "leader", id, "term", term))
+}
+
+// ---- heal and liveness ----
+
+// heal ends the fault phase: every link heals, faults stop, every process
+// that may run is restarted or resumed. From now on the cluster must
+// recover within the liveness bound.
+func (c *cluster) heal() {
+	c.healing = true
+	now := c.s.Now()
+	c.tr.Add(Event{At: now, Kind: EvPhase, Text: "heal"})
+	c.net.HealAll()
+	c.net.SetFaults(false)
+	for _, p := range c.procs {
+		p.disk.SetFaults(false)
+		p.crashOnWrite = false
+		switch {
+		case p.removed:
+		case !p.up:
+			p.epoch++ // cancel its scheduled restart
+			c.start(p)
+		case p.paused:
+			c.resume(p)
+		}
+	}
+	c.partition = false
+	c.stableFrom, c.stableLead = 0, 0
+	for _, cl := range c.clients {
+		cl.healed()
+	}
+}
+
+// live reports whether the healed cluster has recovered: one leader that
+// every live member follows for an election timeout, every client
+// operation finished, a probe write committed, and every member applied
+// the same state.
+func (c *cluster) live() bool {
+	for _, p := range c.procs {
+		if !p.removed && !p.up {
+			return false
+		}
+	}
+	l := c.leader()
+	if l == nil {
+		c.stableLead = 0
+		return false
+	}
+	voters, learners := c.members()
+	for _, id := range append(voters, learners...) {
+		p := c.proc(id)
+		if p == nil || !p.up || p.status.Lead != l.id || p.status.Term != l.status.Term {
+			c.stableLead = 0
+			return false
+		}
+	}
+	now := c.s.Now()
+	if c.stableLead != l.id {
+		c.stableLead, c.stableFrom = l.id, now
+	}
+	if now-c.stableFrom < Time(c.o.ElectionTick)*c.o.TickInterval {
+		return false
+	}
+	for _, cl := range c.clients {
+		if cl.op != nil {
+			return false
+		}
+	}
+	if !c.probeDone {
+		c.sendProbe(l)
+		return false
+	}
+	commit := l.status.Commit
+	h := l.sm.Hash()
+	for _, id := range append(voters, learners...) {
+		p := c.proc(id)
+		if p.status.Applied != commit || p.sm.Hash() != h {
+			return false
+		}
+	}
+	return true
+}
+
+// livenessReport says what was missing when the liveness bound passed.
+func (c *cluster) livenessReport() string {
+	l := c.leader()
+	open := 0
+	for _, cl := range c.clients {
+		if cl.op != nil {
+			open++
+		}
+	}
+	s := fmt.Sprintf("no recovery within %d election timeouts of healing:", c.o.LivenessTimeouts)
+	if l == nil {
+		s += " no leader;"
+	} else {
+		s += fmt.Sprintf(" leader %d term %d commit %d;", l.id, l.status.Term, l.status.Commit)
+	}
+	for _, p := range c.procs {
+		if p.removed {
+			continue
+		}
+		s += fmt.Sprintf(" n%d up=%v role=%v term=%d lead=%d commit=%d applied=%d;",
+			p.id, p.up, p.status.Role, p.status.Term, p.status.Lead, p.status.Commit, p.status.Applied)
+	}
+	return s + fmt.Sprintf(" %d client operations pending; probe done=%v", open, c.probeDone)
+}
+
+func annotation(start, end Time, tag string, id uint64, more ...any) linearizability.Annotation {
+	text := tag + " n" + strconv.FormatUint(id, 10)
+	for i := 0; i+1 < len(more); i += 2 {
+		text += fmt.Sprintf(" %v %v", more[i], more[i+1])
+	}
+	return linearizability.Annotation{Start: start, End: end, Tag: tag, Text: text}
+}
+
+// roleName is for readable reports.
+func roleName(r core.Role) string { return r.String() }
