@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/linearizability"
 )
 
@@ -319,7 +318,7 @@ func (c *cluster) checkHistory() {
 	c.res.Lin = &lr
 	switch lr.Verdict {
 	case linearizability.Illegal:
-		c.res.Verdict, c.res.Check = VerdictLinearizability, "linearizability"
+		c.res.Verdict, c.res.Check, c.res.FailAt = VerdictLinearizability, "linearizability", c.s.Now()
 		c.res.Detail = fmt.Sprintf("history of %d operations is not linearizable", len(c.res.History.Ops))
 	case linearizability.Inconclusive:
 		c.res.Verdict, c.res.Check = VerdictInconclusive, "linearizability"
@@ -447,6 +446,3 @@ func annotation(start, end Time, tag string, id uint64, more ...any) linearizabi
 	}
 	return linearizability.Annotation{Start: start, End: end, Tag: tag, Text: text}
 }
-
-// roleName is for readable reports.
-func roleName(r core.Role) string { return r.String() }

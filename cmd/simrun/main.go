@@ -129,7 +129,7 @@ Examples:
   go run ./cmd/simrun replay simrun-failures/seed-17
   go run ./cmd/simrun shrink simrun-failures/seed-17 -budget 2m
   go run ./cmd/simrun check-determinism -seeds 50
-  go run -tags simbugs ./cmd/simrun fuzz -seeds 200 -bugs commit-old-term
+  go run -tags simbugs ./cmd/simrun fuzz -seeds 50 -bugs read-local
 
 Profiles: swarm (default: each fault class on with some probability),
 calm (no faults), lease (swarm with lease reads, bounded drift, no pauses).
