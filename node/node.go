@@ -266,39 +266,32 @@ func (n *Node) ReportSnapshot(id uint64, ok bool) {
 // applied on this node, or with an error: *NotLeaderError, ErrDropped (no
 // effect), ErrTimeout or ErrStopped (outcome unknown).
 func (n *Node) Propose(cmd []byte) *Future {
-	if n.stopped != nil {
-		return resolved(nil, n.stopped)
-	}
-	n.seq++
-	seq := n.seq
-	data := make([]byte, 0, len(cmd)+2*binary.MaxVarintLen64)
-	data = binary.AppendUvarint(data, n.inc)
-	data = binary.AppendUvarint(data, seq)
-	data = append(data, cmd...)
-	if err := n.raft.Propose(data); err != nil {
-		return resolved(nil, n.requestError(err))
-	}
-	f := &Future{}
-	n.proposals[seq] = f
-	n.propQueue = append(n.propQueue, deadline{seq: seq, at: n.now + uint64(n.cfg.ProposalTimeoutTicks)})
-	n.drive()
-	return f
+	return n.propose(cmd, func(data []byte) error { return n.raft.Propose(data) })
 }
 
 // ProposeConfChange proposes a membership change. Its future resolves with
 // the index at which the change was applied, or an error as for Propose.
 // cc.Context reaches ConfChangeApplied on every node.
 func (n *Node) ProposeConfChange(cc core.ConfChange) *Future {
+	return n.propose(cc.Context, func(ctx []byte) error {
+		cc.Context = ctx
+		return n.raft.ProposeConfChange(cc)
+	})
+}
+
+// propose prefixes payload with this run's proposal header, hands it to
+// submit and, once accepted, tracks the proposal's future.
+func (n *Node) propose(payload []byte, submit func([]byte) error) *Future {
 	if n.stopped != nil {
 		return resolved(nil, n.stopped)
 	}
 	n.seq++
 	seq := n.seq
-	ctx := make([]byte, 0, len(cc.Context)+2*binary.MaxVarintLen64)
-	ctx = binary.AppendUvarint(ctx, n.inc)
-	ctx = binary.AppendUvarint(ctx, seq)
-	cc.Context = append(ctx, cc.Context...)
-	if err := n.raft.ProposeConfChange(cc); err != nil {
+	data := make([]byte, 0, len(payload)+2*binary.MaxVarintLen64)
+	data = binary.AppendUvarint(data, n.inc)
+	data = binary.AppendUvarint(data, seq)
+	data = append(data, payload...)
+	if err := submit(data); err != nil {
 		return resolved(nil, n.requestError(err))
 	}
 	f := &Future{}

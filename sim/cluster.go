@@ -368,12 +368,9 @@ func (c *cluster) members() (voters, learners []uint64) {
 	return voters, slices.Compact(learners)
 }
 
-// confChangeApplied stops a removed process once the leader applied its
+// confChangeApplied stops a removed process once a node applied its
 // removal (after an election timeout, so that it can learn of it).
 func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
-	if p.status.Role != core.Leader {
-		return
-	}
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
 	for _, ch := range cc.Changes {
 		if ch.Type != core.RemoveNode {
