@@ -3,6 +3,7 @@
 package sim
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/forge-consensus/consensus/core"
@@ -15,25 +16,41 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	tests := []struct {
 		bug     core.Bug
 		profile string
+		skip    []string  // checks turned off, to see what else catches it
 		budget  int       // seeds tried
 		want    []Verdict // acceptable verdicts
 	}{
-		{core.BugVoteNotPersisted, "swarm", 200, []Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugVoteNotPersisted, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
 		// BugCommitOldTerm needs Figure 8's exact history, which random
 		// search rarely builds: TestScenarioFigure8 scripts it.
-		{core.BugKeepVoteOnNewTerm, "swarm", 200, []Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
-		{core.BugApplyUncommitted, "swarm", 200, []Verdict{VerdictSafety, VerdictLinearizability}},
-		{core.BugReadLocal, "swarm", 200, []Verdict{VerdictLinearizability}},
-		{core.BugAckBeforeDurable, "swarm", 200, []Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugKeepVoteOnNewTerm, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		{core.BugApplyUncommitted, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugReadLocal, "swarm", nil, 200, []Verdict{VerdictLinearizability}},
+		{core.BugAckBeforeDurable, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
+		// The same two bugs without the check that sees them directly: their
+		// consequences (double votes, lost acknowledged entries) show.
+		{core.BugVoteNotPersisted, "swarm", []string{CheckPersistBeforeSend}, 400,
+			[]Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugApplyUncommitted, "swarm", []string{CheckMonotonic}, 400,
+			[]Verdict{VerdictSafety, VerdictLinearizability}},
+		// A follower that acknowledged entries it then lost: the leader
+		// believes it holds them and ignores its refusals, so it stalls.
+		{core.BugAckBeforeDurable, "swarm", []string{CheckPersistBeforeSend}, 400,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.bug.String(), func(t *testing.T) {
+		name := tc.bug.String()
+		if len(tc.skip) > 0 {
+			name += "/without-" + strings.Join(tc.skip, ",")
+		}
+		t.Run(name, func(t *testing.T) {
 			for seed := uint64(1); seed <= uint64(tc.budget); seed++ {
 				o, err := Draw(seed, tc.profile)
 				if err != nil {
 					t.Fatal(err)
 				}
 				o.Bugs = uint64(tc.bug)
+				o.SkipChecks = tc.skip
 				res := Run(o, Config{})
 				if !res.Verdict.Failed() {
 					continue

@@ -61,6 +61,9 @@ type Options struct {
 
 	// Bugs plants known bugs (only in builds with the simbugs tag).
 	Bugs uint64 `json:"bugs,omitempty"`
+	// SkipChecks turns checks off by name (see the Check constants): to see
+	// what the remaining checks catch of a planted bug.
+	SkipChecks []string `json:"skip_checks,omitempty"`
 	// Faults, when not nil, replaces the drawn fault schedule (shrink).
 	Faults []Fault `json:"faults,omitempty"`
 }
@@ -193,6 +196,14 @@ func (o *Options) Validate() error {
 		return bad("drift %v", o.Drift)
 	case o.LivenessTimeouts <= 0:
 		return bad("liveness timeouts %d", o.LivenessTimeouts)
+	}
+	for _, name := range o.SkipChecks {
+		switch name {
+		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
+			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence:
+		default:
+			return bad("unknown check %q in skip_checks", name)
+		}
 	}
 	return nil
 }

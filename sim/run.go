@@ -213,6 +213,9 @@ func (c *cluster) boot() {
 		ids[i] = uint64(i + 1)
 	}
 	c.chk = NewChecker(ids)
+	for _, name := range o.SkipChecks {
+		c.chk.Skip(name)
+	}
 	for range o.Nodes {
 		c.addProc()
 	}
