@@ -18,13 +18,15 @@ type proc struct {
 	sm      *kv.Store
 	up      bool
 	removed bool // removed from the configuration: never restarted
-	paused  bool
-	queued  []func() // work that arrived while paused
-	boots   uint64
-	epoch   uint64 // bumped on crash: stale timers of an old run stop
-	drift   float64
-	status  core.BasicStatus
-	logLast uint64 // last index the process has written (or is writing)
+	// excluded: left down for the liveness phase (outside the quorum core).
+	excluded bool
+	paused   bool
+	queued   []func() // work that arrived while paused
+	boots    uint64
+	epoch    uint64 // bumped on crash: stale timers of an old run stop
+	drift    float64
+	status   core.BasicStatus
+	logLast  uint64 // last index the process has written (or is writing)
 	// crashOnWrite makes the next Save of this process crash it while the
 	// write is in flight.
 	crashOnWrite bool
@@ -174,7 +176,7 @@ func (p *proc) observe() {
 
 // start boots the process from its disk.
 func (c *cluster) start(p *proc) {
-	if p.removed || p.up {
+	if p.removed || p.excluded || p.up {
 		return
 	}
 	p.boots++

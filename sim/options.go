@@ -14,6 +14,9 @@ type Options struct {
 	HealAt Time `json:"heal_at"`
 	// LivenessTimeouts bounds the liveness phase in election timeouts.
 	LivenessTimeouts int `json:"liveness_timeouts"`
+	// HealQuorumOnly leaves a random minority of the voters down during
+	// the liveness phase: the rest (a quorum core) must recover alone.
+	HealQuorumOnly bool `json:"heal_quorum_only,omitempty"`
 
 	TickInterval  Time    `json:"tick_interval"`
 	ElectionTick  int     `json:"election_tick"`
@@ -170,6 +173,9 @@ func Draw(seed uint64, profile string) (Options, error) {
 		}
 	default:
 		return Options{}, fmt.Errorf("sim: unknown profile %q (known: swarm, calm, lease)", profile)
+	}
+	if profile != "calm" {
+		o.HealQuorumOnly = r.Chance(0.5)
 	}
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration

@@ -41,6 +41,16 @@ func (r *Rand) Range(lo, hi int64) int64 {
 	return lo + r.Int63n(hi-lo+1)
 }
 
+// perm returns a random permutation of [0, n).
+func (r *Rand) perm(n int) []int {
+	p := make([]int, n)
+	for i := range p {
+		j := r.Intn(i + 1)
+		p[i], p[j] = p[j], i
+	}
+	return p
+}
+
 // Float64 returns a float64 in [0, 1).
 func (r *Rand) Float64() float64 { return float64(r.Uint64()>>11) / (1 << 53) }
 

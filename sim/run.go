@@ -348,11 +348,12 @@ func (c *cluster) heal() {
 	c.tr.Add(Event{At: now, Kind: EvPhase, Text: "heal"})
 	c.net.HealAll()
 	c.net.SetFaults(false)
+	c.chooseCore()
 	for _, p := range c.procs {
 		p.disk.SetFaults(false)
 		p.crashOnWrite = false
 		switch {
-		case p.removed:
+		case p.removed, p.excluded:
 		case !p.up:
 			p.epoch++ // cancel its scheduled restart
 			c.start(p)
@@ -367,13 +368,44 @@ func (c *cluster) heal() {
 	}
 }
 
+// chooseCore leaves a minority of the voters down for the liveness phase
+// when the options ask for it: a quorum core must recover on its own.
+func (c *cluster) chooseCore() {
+	if !c.o.HealQuorumOnly {
+		return
+	}
+	l := c.leader()
+	if l == nil {
+		return
+	}
+	cs := l.n.Core().Status().Config
+	if cs.Joint() {
+		return // a minority of the union may be a majority of one half
+	}
+	voters := cs.Voters
+	r := NewRand(c.o.Seed, "core")
+	k := r.Intn((len(voters)-1)/2 + 1)
+	for _, i := range r.perm(len(voters))[:k] {
+		p := c.proc(voters[i])
+		if p == nil || p.removed {
+			continue
+		}
+		p.excluded = true
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvPhase, Node: p.id, Text: "left out of the core"})
+		if p.up {
+			c.crash(p, 0)
+		}
+		p.epoch++ // never restarts
+	}
+}
+
 // live reports whether the healed cluster has recovered: one leader that
 // every live member follows for an election timeout, every client
 // operation finished, a probe write committed, and every member applied
 // the same state.
 func (c *cluster) live() bool {
 	for _, p := range c.procs {
-		if !p.removed && !p.up {
+		if !p.removed && !p.excluded && !p.up {
 			return false
 		}
 	}
@@ -383,7 +415,8 @@ func (c *cluster) live() bool {
 		return false
 	}
 	voters, learners := c.members()
-	for _, id := range append(voters, learners...) {
+	members := c.core(append(voters, learners...))
+	for _, id := range members {
 		p := c.proc(id)
 		if p == nil || !p.up || p.status.Lead != l.id || p.status.Term != l.status.Term {
 			c.stableLead = 0
@@ -408,13 +441,25 @@ func (c *cluster) live() bool {
 	}
 	commit := l.status.Commit
 	h := l.sm.Hash()
-	for _, id := range append(voters, learners...) {
+	for _, id := range members {
 		p := c.proc(id)
 		if p.status.Applied != commit || p.sm.Hash() != h {
 			return false
 		}
 	}
 	return true
+}
+
+// core drops the processes left out of the liveness phase from ids.
+func (c *cluster) core(ids []uint64) []uint64 {
+	k := 0
+	for _, id := range ids {
+		if p := c.proc(id); p == nil || !p.excluded {
+			ids[k] = id
+			k++
+		}
+	}
+	return ids[:k]
 }
 
 // livenessReport says what was missing when the liveness bound passed.
@@ -433,7 +478,7 @@ func (c *cluster) livenessReport() string {
 		s += fmt.Sprintf(" leader %d term %d commit %d;", l.id, l.status.Term, l.status.Commit)
 	}
 	for _, p := range c.procs {
-		if p.removed {
+		if p.removed || p.excluded {
 			continue
 		}
 		s += fmt.Sprintf(" n%d up=%v role=%v term=%d lead=%d commit=%d applied=%d;",
