@@ -382,9 +382,13 @@ func (c *cluster) chooseCore() {
 	if cs.Joint() {
 		return // a minority of the union may be a majority of one half
 	}
+	// At most one membership change can be pending (the core allows no
+	// second before the first commits), and it may still remove a voter:
+	// leave out at most a minority of the voters minus one, so that what
+	// remains is a quorum either way.
 	voters := cs.Voters
 	r := NewRand(c.o.Seed, "core")
-	k := r.Intn((len(voters)-1)/2 + 1)
+	k := r.Intn(max(0, (len(voters)-2)/2) + 1)
 	for _, i := range r.perm(len(voters))[:k] {
 		p := c.proc(voters[i])
 		if p == nil || p.removed {

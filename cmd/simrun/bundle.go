@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/forge-consensus/consensus/linearizability"
@@ -57,14 +59,24 @@ type repro struct {
 	Counters  sim.Counters `json:"counters"`
 }
 
-// buildCommit returns the VCS revision the binary was built from ("unknown"
-// when it was not stamped, as under go run and go test) and whether the
-// tree was modified.
+// buildCommit returns the VCS revision the binary was built from and
+// whether the tree was modified. A binary not stamped (go run, go test,
+// -buildvcs=false) asks git in the working directory; failing that the
+// commit is "unknown".
 func buildCommit() (commit string, modified bool) {
 	commit = "unknown"
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return commit, false
+		return gitCommit()
+	}
+	stamped := false
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && s.Value != "" {
+			stamped = true
+		}
+	}
+	if !stamped {
+		return gitCommit()
 	}
 	for _, s := range bi.Settings {
 		switch s.Key {
@@ -337,4 +349,16 @@ func loadOptions(path string) (sim.Options, error) {
 		return sim.Options{}, fmt.Errorf("load options %s: %w", path, err)
 	}
 	return o, nil
+}
+
+// gitCommit asks git for the checked-out revision and whether the tree has
+// changes ("unknown" when git or the repository is not there).
+func gitCommit() (commit string, modified bool) {
+	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "unknown", false
+	}
+	commit = strings.TrimSpace(string(out))
+	st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
+	return commit, err == nil && len(bytes.TrimSpace(st)) > 0
 }
