@@ -18,6 +18,10 @@ type proc struct {
 	sm      *kv.Store
 	up      bool
 	removed bool // removed from the configuration: never restarted
+	// member: the configuration has named this process; retireAt: the
+	// index of the entry that removed it (0 while it is a member).
+	member   bool
+	retireAt uint64
 	// excluded: left down for the liveness phase (outside the quorum core).
 	excluded bool
 	paused   bool
@@ -250,6 +254,9 @@ func (c *cluster) scheduleTick(p *proc, epoch uint64) {
 			p.n.Tick()
 			p.observe()
 		}
+		if len(c.retiring) > 0 {
+			c.retire()
+		}
 		c.scheduleTick(p, epoch)
 	})
 }
@@ -370,36 +377,78 @@ func (c *cluster) members() (voters, learners []uint64) {
 	return voters, slices.Compact(learners)
 }
 
-// confChangeApplied stops a removed process once a node applied its
-// removal (after an election timeout, so that it can learn of it).
-func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
+// confChangeApplied notes the processes the configuration no longer
+// names (after a plain removal, or once a joint configuration is left).
+// They keep running until every voter of the new configuration has applied
+// the change: a removed leader may still have to tell them it committed.
+func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
-	for _, ch := range cc.Changes {
-		if ch.Type != core.RemoveNode {
-			continue
-		}
-		q := c.proc(ch.NodeID)
-		if q == nil || q.removed {
-			continue
-		}
-		q.removed = true
-		c.s.After(Time(c.o.ElectionTick)*c.o.TickInterval, func() {
-			if q.up {
-				q.disk.Crash()
-				c.chk.Crash(c.s.Now(), q.id)
-				q.up, q.n, q.sm = false, nil, nil
-				q.epoch++
-				c.dropClientAttempts(q.id)
+	cs := p.n.Core().Status().Config
+	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
+	named := func(id uint64) bool {
+		for _, set := range sets {
+			if slices.Contains(set, id) {
+				return true
 			}
-		})
+		}
+		return false
 	}
+	for _, q := range c.procs {
+		if named(q.id) {
+			q.member = true
+			continue
+		}
+		if !q.member || q.removed || q.retireAt != 0 {
+			continue
+		}
+		q.retireAt = index
+		c.retiring = append(c.retiring, retirement{p: q, index: index, voters: slices.Clone(cs.Voters)})
+	}
+}
+
+// retirement is a removed process waiting to be stopped.
+type retirement struct {
+	p      *proc
+	index  uint64   // the entry that removed it
+	voters []uint64 // the voters that must apply it first
+}
+
+// retire stops the removed processes whose removal every remaining voter
+// has applied.
+func (c *cluster) retire() {
+	k := 0
+	for _, r := range c.retiring {
+		done := true
+		for _, id := range r.voters {
+			if v := c.proc(id); v == nil || !v.up || v.status.Applied < r.index {
+				done = false
+				break
+			}
+		}
+		if !done {
+			c.retiring[k] = r
+			k++
+			continue
+		}
+		q := r.p
+		q.removed = true
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: q.id, A: r.index, Text: "retired"})
+		if q.up {
+			q.disk.Crash()
+			c.chk.Crash(c.s.Now(), q.id)
+			q.up, q.n, q.sm, q.paused, q.queued = false, nil, nil, false, nil
+		}
+		q.epoch++ // no restart
+	}
+	clear(c.retiring[k:])
+	c.retiring = c.retiring[:k]
 }
 
 // addProc adds a process slot for a new node ID (it starts empty and waits
 // to be contacted by the leader).
 func (c *cluster) addProc() *proc {
 	id := uint64(len(c.procs) + 1)
-	p := &proc{c: c, id: id, drift: c.drawDrift()}
+	p := &proc{c: c, id: id, drift: c.drawDrift(), member: id <= uint64(c.o.Nodes)}
 	p.disk = NewDisk(id, c.o.Disk, NewRand(c.o.Seed, "disk").Split(string(rune('a'+id))), c.s, c.tr)
 	c.procs = append(c.procs, p)
 	return p

@@ -157,6 +157,7 @@ type cluster struct {
 	faultRng *Rand
 	hist     *linearizability.Recorder
 	clients  []*client
+	retiring []retirement
 	counters Counters
 	faults   []Fault
 
