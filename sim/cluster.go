@@ -21,6 +21,7 @@ type proc struct {
 	// member: the configuration has named this process; retireAt: the
 	// index of the entry that removed it (0 while it is a member).
 	member   bool
+	namedAt  uint64 // the latest configuration entry seen to name it
 	retireAt uint64
 	// excluded: left down for the liveness phase (outside the quorum core).
 	excluded bool
@@ -383,6 +384,9 @@ func (c *cluster) members() (voters, learners []uint64) {
 // the change: a removed leader may still have to tell them it committed.
 func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
+	if p.n == nil {
+		return // replayed by node.New on a restart: the others applied it already
+	}
 	cs := p.n.Core().Status().Config
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {
@@ -396,9 +400,12 @@ func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
 	for _, q := range c.procs {
 		if named(q.id) {
 			q.member = true
+			q.namedAt = max(q.namedAt, index)
 			continue
 		}
-		if !q.member || q.removed || q.retireAt != 0 {
+		// A lagging node's older configuration may not name q yet: only a
+		// configuration later than one that named q removes it.
+		if !q.member || q.removed || q.retireAt != 0 || index < q.namedAt {
 			continue
 		}
 		q.retireAt = index

@@ -489,7 +489,9 @@ func (c *cluster) livenessReport() string {
 		s += fmt.Sprintf(" n%d up=%v role=%v term=%d lead=%d commit=%d applied=%d;",
 			p.id, p.up, p.status.Role, p.status.Term, p.status.Lead, p.status.Commit, p.status.Applied)
 	}
-	return s + fmt.Sprintf(" %d client operations pending; probe done=%v", open, c.probeDone)
+	voters, learners := c.members()
+	return s + fmt.Sprintf(" voters %v learners %v; %d client operations pending; probe done=%v",
+		voters, learners, open, c.probeDone)
 }
 
 func annotation(start, end Time, tag string, id uint64, more ...any) linearizability.Annotation {
