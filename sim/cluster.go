@@ -204,7 +204,10 @@ func (c *cluster) start(p *proc) {
 		p.logLast = max(p.logLast, loaded.Entries[n-1].Index)
 	}
 	var voters []uint64
-	if p.boots == 1 && p.id <= uint64(c.o.Nodes) {
+	// A founding member bootstraps whenever its disk is empty (the core
+	// ignores Voters otherwise): a crash before the founding entry was
+	// durable leaves it as new.
+	if p.id <= uint64(c.o.Nodes) {
 		for i := 1; i <= c.o.Nodes; i++ {
 			voters = append(voters, uint64(i))
 		}
