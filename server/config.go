@@ -1,0 +1,318 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalidConfig is wrapped by every configuration error; the message
+// names the offending key.
+var ErrInvalidConfig = errors.New("invalid config")
+
+// Config is a node's configuration, in the keys of the Forge consensus
+// extension (node_id, cluster_id, bind_addr, bind_port, peers, raft.*,
+// transport.*, storage.*, security.*) plus api.* for the HTTP API.
+type Config struct {
+	NodeID    NodeID          `yaml:"node_id"`
+	ClusterID string          `yaml:"cluster_id"`
+	BindAddr  string          `yaml:"bind_addr"`
+	BindPort  int             `yaml:"bind_port"`
+	Peers     []PeerConfig    `yaml:"peers"`
+	Raft      RaftConfig      `yaml:"raft"`
+	Transport TransportConfig `yaml:"transport"`
+	Storage   StorageConfig   `yaml:"storage"`
+	Security  SecurityConfig  `yaml:"security"`
+	API       APIConfig       `yaml:"api"`
+}
+
+// NodeID is a node's ID: a positive integer, written as a number or a
+// string of digits (optionally prefixed "node-").
+type NodeID uint64
+
+// UnmarshalYAML parses 3, "3" or "node-3".
+func (id *NodeID) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseNodeID(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*id = NodeID(v)
+	return nil
+}
+
+// ParseNodeID parses "3" or "node-3".
+func ParseNodeID(s string) (uint64, error) {
+	v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "node-"), 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("node_id or peers[].id: %q is not a positive integer (or node-N)", s)
+	}
+	return v, nil
+}
+
+// PeerConfig is one member of the initial cluster (this node included).
+type PeerConfig struct {
+	ID      NodeID `yaml:"id"`
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"`
+	// APIPort is the peer's HTTP API port (0: Port + 100), used to forward
+	// writes to the leader or redirect clients to it.
+	APIPort int `yaml:"api_port"`
+}
+
+// RaftConfig holds protocol timing. Durations are written like "500ms".
+type RaftConfig struct {
+	HeartbeatInterval  time.Duration `yaml:"heartbeat_interval"`
+	ElectionTimeoutMin time.Duration `yaml:"election_timeout_min"`
+	ElectionTimeoutMax time.Duration `yaml:"election_timeout_max"`
+	// SnapshotInterval is accepted for compatibility; snapshots are taken
+	// by entry count (SnapshotThreshold).
+	SnapshotInterval  time.Duration `yaml:"snapshot_interval"`
+	SnapshotThreshold uint64        `yaml:"snapshot_threshold"`
+	TrailingLogs      uint64        `yaml:"trailing_logs"`
+	PreVote           *bool         `yaml:"pre_vote"`
+	CheckQuorum       *bool         `yaml:"check_quorum"`
+	LeaseReads        bool          `yaml:"lease_reads"`
+}
+
+// TransportConfig chooses and tunes the network transport.
+type TransportConfig struct {
+	Type              string        `yaml:"type"` // grpc (default) or tcp
+	MaxMessageSize    int           `yaml:"max_message_size"`
+	Timeout           time.Duration `yaml:"timeout"`
+	ConnectionTimeout time.Duration `yaml:"connection_timeout"`
+	EnableCompression bool          `yaml:"enable_compression"`
+	CompressionLevel  int           `yaml:"compression_level"`
+}
+
+// StorageConfig chooses and tunes storage.
+type StorageConfig struct {
+	Type          string        `yaml:"type"` // pebble (default) or memory
+	Path          string        `yaml:"path"`
+	SyncWrites    *bool         `yaml:"sync_writes"` // default true; false is unsafe
+	MaxBatchSize  int           `yaml:"max_batch_size"`
+	MaxBatchDelay time.Duration `yaml:"max_batch_delay"`
+}
+
+// SecurityConfig configures TLS between nodes.
+type SecurityConfig struct {
+	EnableTLS  bool   `yaml:"enable_tls"`
+	EnableMTLS bool   `yaml:"enable_mtls"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	CAFile     string `yaml:"ca_file"`
+}
+
+// APIConfig configures the HTTP API.
+type APIConfig struct {
+	// Addr is host:port (default: loopback, 127.0.0.1, port bind_port + 100).
+	Addr string `yaml:"addr"`
+	// FollowerWrites says what a follower does with a write: "forward" it
+	// to the leader (default) or "redirect" the client (307).
+	FollowerWrites string `yaml:"follower_writes"`
+	// RequestTimeout bounds one request (default 5s).
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// LoadConfig reads a YAML file, expanding ${VAR} from the environment
+// first, applies defaults and validates.
+func LoadConfig(path string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(raw, os.Getenv)
+}
+
+// ParseConfig parses YAML (after expanding ${VAR} with env), applies
+// defaults and validates. Unknown keys are errors.
+func ParseConfig(raw []byte, env func(string) string) (Config, error) {
+	expanded := os.Expand(string(raw), env)
+	dec := yaml.NewDecoder(bytes.NewReader([]byte(expanded)))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// ApplyDefaults fills zero fields with defaults.
+func (c *Config) ApplyDefaults() {
+	t := true
+	if c.ClusterID == "" {
+		c.ClusterID = "default"
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = "127.0.0.1"
+	}
+	if c.BindPort == 0 {
+		c.BindPort = 7000
+	}
+	r := &c.Raft
+	if r.HeartbeatInterval == 0 {
+		r.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if r.ElectionTimeoutMin == 0 {
+		r.ElectionTimeoutMin = 10 * r.HeartbeatInterval
+	}
+	if r.ElectionTimeoutMax == 0 {
+		r.ElectionTimeoutMax = 2 * r.ElectionTimeoutMin
+	}
+	if r.SnapshotThreshold == 0 {
+		r.SnapshotThreshold = 10000
+	}
+	if r.TrailingLogs == 0 {
+		r.TrailingLogs = 1000
+	}
+	if r.PreVote == nil {
+		r.PreVote = &t
+	}
+	if r.CheckQuorum == nil {
+		r.CheckQuorum = &t
+	}
+	if c.Transport.Type == "" {
+		c.Transport.Type = "grpc"
+	}
+	if c.Transport.MaxMessageSize == 0 {
+		c.Transport.MaxMessageSize = 64 << 20
+	}
+	if c.Transport.Timeout == 0 {
+		c.Transport.Timeout = 5 * time.Second
+	}
+	if c.Transport.ConnectionTimeout == 0 {
+		c.Transport.ConnectionTimeout = 2 * time.Second
+	}
+	if c.Storage.Type == "" {
+		c.Storage.Type = "pebble"
+	}
+	if c.Storage.SyncWrites == nil {
+		c.Storage.SyncWrites = &t
+	}
+	if c.API.Addr == "" {
+		c.API.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.BindPort+100))
+	}
+	if c.API.FollowerWrites == "" {
+		c.API.FollowerWrites = "forward"
+	}
+	if c.API.RequestTimeout == 0 {
+		c.API.RequestTimeout = 5 * time.Second
+	}
+	for i := range c.Peers {
+		if c.Peers[i].APIPort == 0 && c.Peers[i].Port != 0 {
+			c.Peers[i].APIPort = c.Peers[i].Port + 100
+		}
+	}
+}
+
+// Validate checks the configuration; errors name the key.
+func (c *Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
+	}
+	if c.NodeID == 0 {
+		return bad("node_id", "required (a positive integer)")
+	}
+	if c.BindPort <= 0 || c.BindPort > 65535 {
+		return bad("bind_port", "%d is not a port", c.BindPort)
+	}
+	self := false
+	seen := map[NodeID]bool{}
+	for i, p := range c.Peers {
+		key := fmt.Sprintf("peers[%d]", i)
+		switch {
+		case p.ID == 0:
+			return bad(key+".id", "required")
+		case seen[p.ID]:
+			return bad(key+".id", "node %d listed twice", p.ID)
+		case p.Address == "":
+			return bad(key+".address", "required")
+		case p.Port <= 0 || p.Port > 65535:
+			return bad(key+".port", "%d is not a port", p.Port)
+		}
+		seen[p.ID] = true
+		self = self || p.ID == c.NodeID
+	}
+	if len(c.Peers) > 0 && !self {
+		return bad("peers", "node_id %d is not among the peers", c.NodeID)
+	}
+	r := c.Raft
+	switch {
+	case r.HeartbeatInterval <= 0:
+		return bad("raft.heartbeat_interval", "must be positive")
+	case r.ElectionTimeoutMin <= r.HeartbeatInterval:
+		return bad("raft.election_timeout_min", "%v must exceed raft.heartbeat_interval %v",
+			r.ElectionTimeoutMin, r.HeartbeatInterval)
+	case r.ElectionTimeoutMax < r.ElectionTimeoutMin:
+		return bad("raft.election_timeout_max", "%v is below raft.election_timeout_min %v",
+			r.ElectionTimeoutMax, r.ElectionTimeoutMin)
+	case r.LeaseReads && !*r.CheckQuorum:
+		return bad("raft.lease_reads", "needs raft.check_quorum")
+	}
+	switch c.Transport.Type {
+	case "grpc", "tcp":
+	default:
+		return bad("transport.type", "%q is not grpc or tcp", c.Transport.Type)
+	}
+	if c.Transport.MaxMessageSize < 1<<16 {
+		return bad("transport.max_message_size", "%d is below 64 KiB", c.Transport.MaxMessageSize)
+	}
+	if c.Transport.EnableCompression && (c.Transport.CompressionLevel < -1 || c.Transport.CompressionLevel > 9) {
+		return bad("transport.compression_level", "%d is not in -1..9", c.Transport.CompressionLevel)
+	}
+	switch c.Storage.Type {
+	case "pebble":
+		if c.Storage.Path == "" {
+			return bad("storage.path", "required for pebble storage")
+		}
+	case "memory":
+	default:
+		return bad("storage.type", "%q is not pebble or memory", c.Storage.Type)
+	}
+	s := c.Security
+	if s.EnableTLS || s.EnableMTLS {
+		if s.CertFile == "" {
+			return bad("security.cert_file", "required with TLS")
+		}
+		if s.KeyFile == "" {
+			return bad("security.key_file", "required with TLS")
+		}
+		if s.CAFile == "" {
+			return bad("security.ca_file", "required with TLS")
+		}
+		if c.Transport.Type != "grpc" {
+			return bad("security.enable_tls", "TLS needs transport.type grpc")
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
+		return bad("api.addr", "%v", err)
+	}
+	switch c.API.FollowerWrites {
+	case "forward", "redirect":
+	default:
+		return bad("api.follower_writes", "%q is not forward or redirect", c.API.FollowerWrites)
+	}
+	return nil
+}
+
+// Ticks converts the timing into core ticks: a tick is one heartbeat
+// interval, a heartbeat one tick, and the election timeout the minimum in
+// ticks (the core draws each timeout between it and twice it).
+func (c *Config) Ticks() (tick time.Duration, heartbeat, election int) {
+	tick = c.Raft.HeartbeatInterval
+	election = int(c.Raft.ElectionTimeoutMin / tick)
+	if election < 2 {
+		election = 2
+	}
+	return tick, 1, election
+}

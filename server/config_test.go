@@ -1,0 +1,91 @@
+package server
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodYAML = `
+node_id: ${NODE}
+cluster_id: test
+bind_addr: 127.0.0.1
+bind_port: 7001
+peers:
+  - {id: 1, address: 127.0.0.1, port: 7001}
+  - {id: "2", address: 127.0.0.1, port: 7002}
+  - {id: node-3, address: 127.0.0.1, port: 7003, api_port: 9003}
+raft:
+  heartbeat_interval: 50ms
+  election_timeout_min: 500ms
+  election_timeout_max: 1s
+  snapshot_threshold: 500
+transport:
+  type: tcp
+storage:
+  type: pebble
+  path: /tmp/x
+`
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// TestParseConfig: keys, environment expansion, durations, defaults.
+func TestParseConfig(t *testing.T) {
+	c, err := ParseConfig([]byte(goodYAML), env(map[string]string{"NODE": "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeID != 1 || c.Peers[1].ID != 2 || c.Peers[2].ID != 3 {
+		t.Fatalf("IDs: %+v", c)
+	}
+	if c.Raft.HeartbeatInterval != 50*time.Millisecond || c.Raft.ElectionTimeoutMax != time.Second {
+		t.Fatalf("durations: %+v", c.Raft)
+	}
+	if c.API.Addr != "127.0.0.1:7101" || c.Peers[0].APIPort != 7101 || c.Peers[2].APIPort != 9003 {
+		t.Fatalf("API defaults: %+v %+v", c.API, c.Peers)
+	}
+	if !*c.Storage.SyncWrites || !*c.Raft.PreVote || !*c.Raft.CheckQuorum {
+		t.Fatal("safe defaults not applied")
+	}
+	tick, hb, et := c.Ticks()
+	if tick != 50*time.Millisecond || hb != 1 || et != 10 {
+		t.Fatalf("ticks %v %d %d", tick, hb, et)
+	}
+}
+
+// TestConfigErrorsNameTheKey: each invalid setting fails with an error
+// that names its key.
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct{ edit, key string }{
+		{"node_id: ${NODE}", "node_id"},
+		{"bind_port: 7001", "bind_port"},
+		{"election_timeout_min: 500ms", "raft.election_timeout_min"},
+		{"election_timeout_max: 1s", "raft.election_timeout_max"},
+		{"type: tcp", "transport.type"},
+		{"path: /tmp/x", "storage.path"},
+		{"  - {id: \"2\", address: 127.0.0.1, port: 7002}", "peers[1].port"},
+		{"cluster_id: test", "unknown_key"},
+	}
+	repl := map[string]string{
+		"node_id: ${NODE}":            "node_id: abc",
+		"bind_port: 7001":             "bind_port: 70000",
+		"election_timeout_min: 500ms": "election_timeout_min: 10ms",
+		"election_timeout_max: 1s":    "election_timeout_max: 100ms",
+		"type: tcp":                   "type: carrier-pigeon",
+		"path: /tmp/x":                "path: \"\"",
+		"  - {id: \"2\", address: 127.0.0.1, port: 7002}": "  - {id: \"2\", address: 127.0.0.1, port: 0}",
+		"cluster_id: test": "unknown_key: 1",
+	}
+	for _, tc := range tests {
+		raw := strings.Replace(goodYAML, tc.edit, repl[tc.edit], 1)
+		_, err := ParseConfig([]byte(raw), env(map[string]string{"NODE": "1"}))
+		if err == nil {
+			t.Errorf("%s: accepted", tc.key)
+			continue
+		}
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: error %q does not name the key", tc.key, err)
+		}
+	}
+}

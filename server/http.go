@@ -1,0 +1,200 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/node"
+)
+
+// MaxValueBytes bounds a PUT body.
+const MaxValueBytes = kv.MaxValueLen
+
+// Node is what the HTTP API needs of a running node (a *runner.Runner).
+type Node interface {
+	ID() uint64
+	Status() core.BasicStatus
+	Propose(ctx context.Context, cmd []byte) (any, error)
+	Read(ctx context.Context, level node.ReadLevel, query []byte) (any, error)
+}
+
+// API serves the key-value HTTP API of one node:
+//
+//	PUT    /kv/{key}   body = value       200 {"ok":true}
+//	GET    /kv/{key}?consistency=linearizable|lease|stale
+//	                                     200 value, 404 if absent
+//	DELETE /kv/{key}                     200 {"deleted":bool}
+//	GET    /status                       200 {"id","role","term","leader","commit","applied"}
+//
+// Every response carries X-Consensus-Leader and X-Consensus-Term. A write
+// on a follower is forwarded to the leader by the protocol, or answered
+// with 307 to the leader's API when FollowerWrites is "redirect". Optional
+// X-Client-ID and X-Request-Seq headers make a retried write exactly-once.
+// Errors: 400 bad request, 503 no leader or dropped (retry), 504 timed out
+// (the write may still happen).
+type API struct {
+	Node           Node
+	LeaderAPI      func(id uint64) string // base URL of a node's API ("" if unknown)
+	FollowerWrites string                 // "forward" or "redirect"
+	Timeout        time.Duration
+}
+
+// ServeHTTP routes a request.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := a.Node.Status()
+	w.Header().Set("X-Consensus-Leader", strconv.FormatUint(st.Lead, 10))
+	w.Header().Set("X-Consensus-Term", strconv.FormatUint(st.Term, 10))
+	if r.URL.Path == "/status" && r.Method == http.MethodGet {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"id": st.ID, "role": st.Role.String(), "term": st.Term, "leader": st.Lead,
+			"commit": st.Commit, "applied": st.Applied,
+		})
+		return
+	}
+	const prefix = "/kv/"
+	if len(r.URL.Path) <= len(prefix) || r.URL.Path[:len(prefix)] != prefix {
+		httpError(w, http.StatusNotFound, "no such endpoint: use /kv/{key} or /status")
+		return
+	}
+	key := r.URL.Path[len(prefix):]
+	if len(key) > kv.MaxKeyLen {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("key longer than %d bytes", kv.MaxKeyLen))
+		return
+	}
+	timeout := a.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	switch r.Method {
+	case http.MethodGet:
+		a.get(ctx, w, r, key)
+	case http.MethodPut, http.MethodDelete:
+		a.write(ctx, w, r, key, st)
+	default:
+		w.Header().Set("Allow", "GET, PUT, DELETE")
+		httpError(w, http.StatusMethodNotAllowed, "method not allowed")
+	}
+}
+
+func (a *API) get(ctx context.Context, w http.ResponseWriter, r *http.Request, key string) {
+	level := node.ReadLinearizable
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", "linearizable":
+	case "lease":
+		level = node.ReadLease
+	case "stale":
+		level = node.ReadStale
+	default:
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("consistency %q is not linearizable, lease or stale", c))
+		return
+	}
+	res, err := a.Node.Read(ctx, level, kv.EncodeCommand(kv.Command{Op: kv.OpGet, Key: key}))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	kr, _ := res.(kv.Result)
+	if !kr.Found {
+		httpError(w, http.StatusNotFound, "key not found")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(kr.Value)
+}
+
+func (a *API) write(ctx context.Context, w http.ResponseWriter, r *http.Request, key string, st core.BasicStatus) {
+	if a.FollowerWrites == "redirect" && st.Role != core.Leader {
+		if st.Lead != 0 && a.LeaderAPI != nil {
+			if base := a.LeaderAPI(st.Lead); base != "" {
+				w.Header().Set("Location", base+r.URL.RequestURI())
+				httpError(w, http.StatusTemporaryRedirect, fmt.Sprintf("not the leader: node %d is", st.Lead))
+				return
+			}
+		}
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, "not the leader, and no leader is known")
+		return
+	}
+	cmd := kv.Command{Op: kv.OpDelete, Key: key}
+	if r.Method == http.MethodPut {
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxValueBytes+1))
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "read body: "+err.Error())
+			return
+		}
+		if len(body) > MaxValueBytes {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value larger than %d bytes", MaxValueBytes))
+			return
+		}
+		cmd = kv.Command{Op: kv.OpSet, Key: key, Value: body}
+	}
+	if c := r.Header.Get("X-Client-ID"); c != "" {
+		id, err1 := strconv.ParseUint(c, 10, 64)
+		seq, err2 := strconv.ParseUint(r.Header.Get("X-Request-Seq"), 10, 64)
+		if err1 != nil || err2 != nil || id == 0 || seq == 0 {
+			httpError(w, http.StatusBadRequest, "X-Client-ID and X-Request-Seq must be positive integers")
+			return
+		}
+		cmd.ClientID, cmd.Seq = id, seq
+	}
+	res, err := a.Node.Propose(ctx, kv.EncodeCommand(cmd))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	kr, _ := res.(kv.Result)
+	if kr.Status != kv.StatusOK {
+		httpError(w, http.StatusConflict, "refused: "+kr.Status.String())
+		return
+	}
+	if cmd.Op == kv.OpDelete {
+		writeJSON(w, http.StatusOK, map[string]any{"deleted": kr.Found})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// fail maps a node error to a status code.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var nl *node.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		if nl.LeaderID != 0 && a.LeaderAPI != nil {
+			if base := a.LeaderAPI(nl.LeaderID); base != "" {
+				w.Header().Set("Location", base+r.URL.RequestURI())
+				httpError(w, http.StatusTemporaryRedirect, err.Error())
+				return
+			}
+		}
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, node.ErrDropped), errors.Is(err, node.ErrLeaseReadsDisabled):
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, node.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		httpError(w, http.StatusGatewayTimeout, "timed out; a write may still take effect: "+err.Error())
+	default:
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	}
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
