@@ -118,6 +118,9 @@ type APIConfig struct {
 	FollowerWrites string `yaml:"follower_writes"`
 	// RequestTimeout bounds one request (default 5s).
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// FaultSwitch serves POST /admin/block, which cuts this node off from
+	// its peers. For fault tests only; off by default.
+	FaultSwitch bool `yaml:"fault_switch"`
 }
 
 // LoadConfig reads a YAML file, expanding ${VAR} from the environment
