@@ -1,0 +1,337 @@
+package tcp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/forge-consensus/consensus/adapters/transport"
+	"github.com/forge-consensus/consensus/core"
+)
+
+// writeBufferSize is the size of an outbound connection's bufio.Writer:
+// frames are gathered up to this size per write.
+const writeBufferSize = 64 << 10
+
+// peer is the sending side of one peer: a bounded queue drained by a
+// writer goroutine (run) that owns the connection.
+type peer struct {
+	t       *Transport
+	id      uint64
+	breaker *transport.Breaker
+	ctx     context.Context // canceled by stop
+	cancel  context.CancelFunc
+	wake    chan struct{} // capacity 1: the queue is not empty
+
+	mu      sync.Mutex
+	addr    string
+	gen     uint64 // incremented when addr changes
+	queue   []core.Message
+	stopped bool // no more messages are queued
+}
+
+func newPeer(t *Transport, id uint64, addr string) *peer {
+	ctx, cancel := context.WithCancel(t.ctx)
+	return &peer{
+		t:       t,
+		id:      id,
+		breaker: transport.NewBreaker(t.cfg.BreakerFailures, t.cfg.BackoffMax),
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+		addr:    addr,
+	}
+}
+
+// enqueue appends msgs to the queue, dropping what does not fit.
+func (p *peer) enqueue(msgs []core.Message) {
+	p.mu.Lock()
+	n := 0
+	if !p.stopped {
+		n = min(len(msgs), p.t.cfg.QueueSize-len(p.queue))
+		p.queue = append(p.queue, msgs[:n]...)
+	}
+	p.mu.Unlock()
+	if drop := len(msgs) - n; drop > 0 {
+		p.t.dropped.Add(uint64(drop))
+	}
+	if n > 0 {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// setAddr changes the peer's address; the writer moves to it before its
+// next write.
+func (p *peer) setAddr(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.addr == addr {
+		return
+	}
+	p.addr = addr
+	p.gen++
+	p.breaker.Reset()
+}
+
+// stop makes the writer exit; what is queued is dropped.
+func (p *peer) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.cancel()
+}
+
+// take swaps the queue with spare (emptied) and returns what was queued,
+// with the current address and its generation.
+func (p *peer) take(spare []core.Message) (batch []core.Message, addr string, gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	batch, p.queue = p.queue, spare[:0]
+	return batch, p.addr, p.gen
+}
+
+// outConn is an established outbound connection.
+type outConn struct {
+	c    net.Conn
+	bw   *bufio.Writer
+	gen  uint64      // the peer address generation it was dialed for
+	dead atomic.Bool // the listener hung up (seen by the watcher)
+}
+
+// deadlineWriter sets a write deadline before every write to the
+// connection.
+type deadlineWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(b []byte) (int, error) {
+	if err := w.c.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		return 0, fmt.Errorf("tcp: set write deadline: %w", err)
+	}
+	return w.c.Write(b)
+}
+
+// run is the peer's writer goroutine.
+func (p *peer) run() {
+	t := p.t
+	log := t.log.With("peer", p.id)
+	backoff := transport.Backoff{Min: t.cfg.BackoffMin, Max: t.cfg.BackoffMax}
+	var (
+		conn      *outConn
+		spare     []core.Message
+		connected bool // a connection was established before
+		failing   bool // the last attempt failed (logged once per outage)
+	)
+	defer func() {
+		if conn != nil {
+			_ = conn.c.Close()
+		}
+		p.mu.Lock()
+		p.stopped = true
+		n := len(p.queue)
+		p.queue = nil
+		p.mu.Unlock()
+		t.dropped.Add(uint64(n))
+	}()
+
+	// fail records a failed attempt that lost n messages and waits out the
+	// back-off. It returns false if the peer stopped meanwhile.
+	fail := func(n int, what string, err error) bool {
+		t.dropped.Add(uint64(n))
+		opened := p.breaker.Failure(time.Now())
+		if !failing {
+			log.Warn("peer unreachable", "op", what, "err", err, "dropped", n)
+			failing = true
+		} else {
+			log.Debug("peer still unreachable", "op", what, "err", err, "dropped", n)
+		}
+		if opened {
+			log.Info("circuit breaker open", "for", t.cfg.BackoffMax)
+		}
+		t.unreachable(p.id)
+		timer := time.NewTimer(backoff.Next())
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return true
+		case <-p.ctx.Done():
+			return false
+		}
+	}
+
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.wake:
+		}
+		for {
+			if p.ctx.Err() != nil {
+				return
+			}
+			batch, addr, gen := p.take(spare)
+			if len(batch) == 0 {
+				spare = batch
+				break
+			}
+			if t.blocked(p.id) {
+				t.dropped.Add(uint64(len(batch)))
+				spare = clearBatch(batch)
+				continue
+			}
+			if conn != nil && (conn.gen != gen || conn.dead.Load()) {
+				_ = conn.c.Close()
+				conn = nil
+			}
+			if conn == nil {
+				if !p.breaker.Allow(time.Now()) {
+					t.dropped.Add(uint64(len(batch)))
+					spare = clearBatch(batch)
+					continue
+				}
+				c, err := p.dial(addr)
+				if err != nil {
+					spare = clearBatch(batch)
+					if !fail(len(batch), "dial", err) {
+						return
+					}
+					continue
+				}
+				oc := &outConn{c: c, gen: gen, bw: bufio.NewWriterSize(deadlineWriter{c, t.cfg.WriteTimeout}, writeBufferSize)}
+				conn = oc
+				t.wg.Go(func() { watch(oc) })
+				p.breaker.Success()
+				backoff.Reset()
+				if connected {
+					t.reconnects.Add(1)
+				}
+				if failing {
+					log.Info("peer reachable again")
+				}
+				connected, failing = true, false
+				log.Debug("connected", "peer_addr", addr)
+			}
+			n, err := p.write(conn, batch)
+			spare = clearBatch(batch)
+			if err != nil {
+				_ = conn.c.Close()
+				conn = nil
+				if !fail(n, "write", err) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// clearBatch drops the references a written batch holds and returns it
+// for reuse.
+func clearBatch(batch []core.Message) []core.Message {
+	clear(batch)
+	return batch[:0]
+}
+
+// watch reads from an outbound connection, on which the listener writes
+// nothing after the handshake, to notice at once when it hangs up.
+func watch(conn *outConn) {
+	_, _ = io.Copy(io.Discard, conn.c)
+	conn.dead.Store(true)
+	_ = conn.c.Close()
+}
+
+// write writes batch to conn and flushes it. It counts what was sent or
+// dropped for being too large, and returns the number of messages lost to
+// an error.
+func (p *peer) write(conn *outConn, batch []core.Message) (lost int, err error) {
+	t := p.t
+	var tooLarge int
+	for i := range batch {
+		buf := conn.bw.AvailableBuffer()
+		buf, size, err := transport.AppendMessageFrame(buf, &batch[i])
+		if err == nil && size > t.cfg.MaxMessageBytes {
+			err = fmt.Errorf("%w: %v of %d bytes, limit %d", transport.ErrMessageTooLarge, batch[i].Type, size, t.cfg.MaxMessageBytes)
+		}
+		if err != nil {
+			tooLarge++
+			t.log.Warn("message not sent", "peer", p.id, "err", err)
+			continue
+		}
+		if _, err := conn.bw.Write(buf); err != nil {
+			t.dropped.Add(uint64(tooLarge))
+			return len(batch) - tooLarge, fmt.Errorf("tcp: write to peer %d: %w", p.id, err)
+		}
+	}
+	t.dropped.Add(uint64(tooLarge))
+	if err := conn.bw.Flush(); err != nil {
+		return len(batch) - tooLarge, fmt.Errorf("tcp: flush to peer %d: %w", p.id, err)
+	}
+	t.sent.Add(uint64(len(batch) - tooLarge))
+	return 0, nil
+}
+
+// dial connects to addr and runs the handshake, all within DialTimeout.
+func (p *peer) dial(addr string) (net.Conn, error) {
+	t := p.t
+	ctx, cancel := context.WithTimeout(p.ctx, t.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("tcp: dial peer %d at %s: %w", p.id, addr, err)
+	}
+	if err := p.handshake(ctx, c); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("tcp: handshake with peer %d at %s: %w", p.id, addr, err)
+	}
+	return c, nil
+}
+
+// handshake sends the hello on c and waits for the ack.
+func (p *peer) handshake(ctx context.Context, c net.Conn) error {
+	deadline, _ := ctx.Deadline()
+	if err := c.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("set deadline: %w", err)
+	}
+	// Interrupt the handshake if the peer stops (removed, or the
+	// transport closing); the deadline covers the timeout.
+	stop := context.AfterFunc(p.ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	frame := transport.AppendFrame(nil, appendHello(nil, hello{version: ProtocolVersion, from: p.t.cfg.ID, to: p.id}))
+	if _, err := c.Write(frame); err != nil {
+		return fmt.Errorf("write hello: %w", err)
+	}
+	payload, err := transport.ReadFrame(c, maxHandshakeBytes)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: connection closed before the ack", errHandshake)
+		}
+		return fmt.Errorf("read ack: %w", err)
+	}
+	a, err := parseAck(payload)
+	if err != nil {
+		return err
+	}
+	if a.status != statusOK {
+		return fmt.Errorf("%w: refused by node %d (protocol version %d): %s", errHandshake, a.id, a.version, statusText(a.status))
+	}
+	if a.id != p.id {
+		return fmt.Errorf("%w: reached node %d, not %d", errHandshake, a.id, p.id)
+	}
+	if !stop() {
+		return fmt.Errorf("%w: %w", errHandshake, context.Cause(p.ctx))
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clear deadline: %w", err)
+	}
+	return nil
+}
