@@ -1,0 +1,193 @@
+// Command loadgen drives a running cluster's HTTP API with concurrent
+// clients and prints throughput and latency percentiles.
+//
+//	loadgen -addrs http://127.0.0.1:7101,http://127.0.0.1:7102 -n 20000 -clients 100 -size 128
+//	loadgen -addrs ... -op read        linearizable reads of keys written first
+//
+// Writes go to the leader (found through /status) unless -any-node is set;
+// each client writes keys of its own with a session, so retries are
+// exactly-once.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	addrs   []string
+	n       int
+	clients int
+	size    int
+	op      string
+	anyNode bool
+	keys    int
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addrs := fs.String("addrs", "http://127.0.0.1:7101", "comma-separated API base URLs of the nodes")
+	var c config
+	fs.IntVar(&c.n, "n", 10000, "operations in all")
+	fs.IntVar(&c.clients, "clients", 1, "concurrent clients")
+	fs.IntVar(&c.size, "size", 128, "value size in bytes")
+	fs.StringVar(&c.op, "op", "write", "write or read (linearizable)")
+	fs.BoolVar(&c.anyNode, "any-node", false, "spread requests over every node instead of the leader")
+	fs.IntVar(&c.keys, "keys", 1000, "distinct keys")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c.addrs = strings.Split(*addrs, ",")
+	if c.n <= 0 || c.clients <= 0 || c.size < 0 || c.keys <= 0 || (c.op != "write" && c.op != "read") {
+		fmt.Fprintln(stderr, "loadgen: -n, -clients, -keys must be positive, -size ≥ 0, -op write or read")
+		return 2
+	}
+	res, err := drive(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, res)
+	return 0
+}
+
+// result is one run's figures.
+type result struct {
+	op             string
+	clients, n     int
+	errors         int64
+	codes          map[string]int // errors by cause
+	elapsed        time.Duration
+	p50, p99, p999 time.Duration
+}
+
+func (r result) String() string {
+	s := fmt.Sprintf("%s clients=%d n=%d errors=%d  %.0f ops/s  p50 %v  p99 %v  p999 %v",
+		r.op, r.clients, r.n, r.errors, float64(int64(r.n)-r.errors)/r.elapsed.Seconds(),
+		r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond))
+	keys := slices.Sorted(maps.Keys(r.codes))
+	for _, k := range keys {
+		s += fmt.Sprintf("\n  %d × %s", r.codes[k], k)
+	}
+	return s
+}
+
+func leaderURL(hc *http.Client, addrs []string) (string, error) {
+	for _, a := range addrs {
+		resp, err := hc.Get(a + "/status")
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Role string `json:"role"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err == nil && st.Role == "leader" {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("no leader among %v", addrs)
+}
+
+func drive(c config) (result, error) {
+	tr := &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2}
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	targets := c.addrs
+	if !c.anyNode {
+		l, err := leaderURL(hc, c.addrs)
+		if err != nil {
+			return result{}, err
+		}
+		targets = []string{l}
+	}
+	value := strings.Repeat("x", c.size)
+	if c.op == "read" { // something to read
+		for k := range min(c.keys, 1000) {
+			req, _ := http.NewRequest(http.MethodPut, targets[0]+"/kv/key"+strconv.Itoa(k), strings.NewReader(value))
+			if resp, err := hc.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
+	lat := make([][]time.Duration, c.clients)
+	var next, errs atomic.Int64
+	var codesMu sync.Mutex
+	codes := map[string]int{}
+	fail := func(why string) {
+		errs.Add(1)
+		codesMu.Lock()
+		codes[why]++
+		codesMu.Unlock()
+	}
+	var wg sync.WaitGroup
+	start := time.Now()
+	// Sessions of this run: client IDs no earlier run used.
+	base := uint64(start.UnixNano()) &^ 0xfffff
+	for cl := range c.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var seq uint64
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(c.n) {
+					return
+				}
+				target := targets[int(i)%len(targets)]
+				key := "key" + strconv.Itoa(int(i)%c.keys)
+				var req *http.Request
+				if c.op == "write" {
+					seq++
+					req, _ = http.NewRequest(http.MethodPut, target+"/kv/"+key, strings.NewReader(value))
+					req.Header.Set("X-Client-ID", strconv.FormatUint(base+uint64(cl)+1, 10))
+					req.Header.Set("X-Request-Seq", strconv.FormatUint(seq, 10))
+				} else {
+					req, _ = http.NewRequest(http.MethodGet, target+"/kv/key"+strconv.Itoa(int(i)%min(c.keys, 1000)), nil)
+				}
+				t0 := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					fail("transport error")
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					fail(resp.Status)
+					continue
+				}
+				lat[cl] = append(lat[cl], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	pct := func(p float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[min(len(all)-1, int(p*float64(len(all))))]
+	}
+	return result{op: c.op, clients: c.clients, n: c.n, errors: errs.Load(), codes: codes, elapsed: elapsed,
+		p50: pct(0.50), p99: pct(0.99), p999: pct(0.999)}, nil
+}

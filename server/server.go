@@ -1,0 +1,239 @@
+package server
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/forge-consensus/consensus/adapters/grpc"
+	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
+	"github.com/forge-consensus/consensus/adapters/tcp"
+	"github.com/forge-consensus/consensus/adapters/transport"
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/node"
+	"github.com/forge-consensus/consensus/runner"
+)
+
+// Server is one running node: storage, transport, runner and HTTP API.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	run  *runner.Runner
+	tr   transport.Transport
+	st   interface{ Close() error }
+	http *http.Server
+	ln   net.Listener
+
+	once sync.Once
+	err  error
+}
+
+// New opens the node's storage, starts its transport and runner, and
+// listens for the HTTP API (call Serve to answer requests).
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	id := uint64(cfg.NodeID)
+	log = log.With("node", id)
+	s := &Server{cfg: cfg, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	var storage node.Storage
+	switch cfg.Storage.Type {
+	case "memory":
+		storage = node.NewMemoryStorage()
+	default:
+		ps, err := pebblestore.Open(pebblestore.Options{
+			Dir: cfg.Storage.Path, NoSync: !*cfg.Storage.SyncWrites,
+			BatchDelay: cfg.Storage.MaxBatchDelay, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: node %d: %w", id, err)
+		}
+		s.st, storage = ps, ps
+		if !*cfg.Storage.SyncWrites {
+			log.Warn("storage.sync_writes is off: acknowledged writes can be lost on power failure")
+		}
+	}
+
+	// The transport delivers to the runner, which needs the transport to
+	// start: messages that arrive in between are dropped (Raft retries).
+	var run atomic.Pointer[runner.Runner]
+	tc := transport.Config{
+		ID: id, ListenAddr: net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)),
+		Deliver: func(m core.Message) {
+			if r := run.Load(); r != nil {
+				r.Deliver(m)
+			}
+		},
+		MaxMessageBytes: cfg.Transport.MaxMessageSize,
+		DialTimeout:     cfg.Transport.ConnectionTimeout,
+		WriteTimeout:    cfg.Transport.Timeout,
+		Logger:          log,
+	}
+	var err error
+	switch cfg.Transport.Type {
+	case "tcp":
+		s.tr, err = tcp.New(tc)
+	default:
+		var opts grpc.Options
+		if cfg.Transport.EnableCompression {
+			opts.Compression, opts.CompressionLevel = "gzip", cfg.Transport.CompressionLevel
+		}
+		if sec := cfg.Security; sec.EnableTLS || sec.EnableMTLS {
+			opts.TLS = &grpc.TLSConfig{CertFile: sec.CertFile, KeyFile: sec.KeyFile, CAFile: sec.CAFile,
+				MutualTLS: sec.EnableMTLS}
+		}
+		s.tr, err = grpc.New(tc, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server: node %d: transport: %w", id, err)
+	}
+	var voters []uint64
+	for _, p := range cfg.Peers {
+		voters = append(voters, uint64(p.ID))
+		if uint64(p.ID) != id {
+			s.tr.SetPeer(uint64(p.ID), net.JoinHostPort(p.Address, strconv.Itoa(p.Port)))
+		}
+	}
+
+	tick, hb, et := cfg.Ticks()
+	seed, inc := random64(), random64()
+	r, err := runner.Start(runner.Config{
+		Node: node.Config{
+			Core: core.Config{
+				ID: id, Voters: voters, ElectionTick: et, HeartbeatTick: hb, Seed: seed,
+				PreVote: *cfg.Raft.PreVote, CheckQuorum: *cfg.Raft.CheckQuorum,
+			},
+			Storage: storage, Transport: s.tr, StateMachine: kv.New(kv.Config{}),
+			Incarnation:       inc,
+			LeaseReads:        cfg.Raft.LeaseReads,
+			SnapshotThreshold: cfg.Raft.SnapshotThreshold,
+			SnapshotKeep:      cfg.Raft.TrailingLogs,
+			PeerAddress:       s.apiURL,
+			Logger:            log,
+		},
+		TickInterval: tick,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: node %d: %w", id, err)
+	}
+	s.run = r
+	run.Store(r)
+
+	mux := http.NewServeMux()
+	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
+		Timeout: cfg.API.RequestTimeout})
+	if cfg.API.FaultSwitch {
+		mux.HandleFunc("/admin/block", s.block)
+	}
+	s.ln, err = net.Listen("tcp", cfg.API.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("server: node %d: api.addr: %w", id, err)
+	}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ok = true
+	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "transport", cfg.Transport.Type,
+		"storage", cfg.Storage.Type)
+	return s, nil
+}
+
+// Serve answers HTTP requests until Close; it returns nil after Close.
+func (s *Server) Serve() error {
+	err := s.http.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Runner returns the node's runner.
+func (s *Server) Runner() *runner.Runner { return s.run }
+
+// APIAddr returns the address the HTTP API listens on.
+func (s *Server) APIAddr() string { return s.ln.Addr().String() }
+
+// Close stops the HTTP API, the node, the transport and the storage, in
+// that order. It is idempotent.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		var errs []error
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			errs = append(errs, s.http.Shutdown(ctx))
+			cancel()
+		} else if s.ln != nil {
+			errs = append(errs, s.ln.Close())
+		}
+		if s.run != nil {
+			s.run.Stop()
+		}
+		if s.tr != nil {
+			errs = append(errs, s.tr.Close())
+		}
+		if s.st != nil {
+			errs = append(errs, s.st.Close())
+		}
+		s.err = errors.Join(errs...)
+	})
+	return s.err
+}
+
+// apiURL returns the base URL of a node's HTTP API, from the peer list.
+func (s *Server) apiURL(id uint64) string {
+	for _, p := range s.cfg.Peers {
+		if uint64(p.ID) == id {
+			return "http://" + net.JoinHostPort(p.Address, strconv.Itoa(p.APIPort))
+		}
+	}
+	return ""
+}
+
+// block is the fault switch (api.fault_switch, for tests): POST
+// /admin/block?peer=ID&on=true|false cuts this node off from a peer (0:
+// from every peer) or heals it.
+func (s *Server) block(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		httpError(w, http.StatusMethodNotAllowed, "POST only")
+		return
+	}
+	peer, err1 := strconv.ParseUint(r.URL.Query().Get("peer"), 10, 64)
+	on, err2 := strconv.ParseBool(r.URL.Query().Get("on"))
+	if err1 != nil || err2 != nil {
+		httpError(w, http.StatusBadRequest, "want ?peer=ID&on=true|false")
+		return
+	}
+	s.tr.Block(peer, on)
+	s.log.Warn("fault switch", "peer", peer, "blocked", on)
+	writeJSON(w, http.StatusOK, map[string]any{"peer": peer, "blocked": on})
+}
+
+// random64 draws a seed from the operating system (production only: the
+// core itself never reads randomness).
+func random64() uint64 {
+	var b [8]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
