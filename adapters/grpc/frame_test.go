@@ -7,7 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
-	"sync"
+
 	"testing"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/forge-consensus/consensus/adapters/transport"
+	"github.com/forge-consensus/consensus/adapters/transport/transporttest"
 	"github.com/forge-consensus/consensus/core"
 )
 
@@ -175,27 +176,10 @@ func greet(t *testing.T, cs grpc.ClientStream, from, to uint64) error {
 	return nil
 }
 
-type collector struct {
-	mu   sync.Mutex
-	msgs []core.Message
-}
-
-func (c *collector) deliver(m core.Message) {
-	c.mu.Lock()
-	c.msgs = append(c.msgs, m)
-	c.mu.Unlock()
-}
-
-func (c *collector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.msgs)
-}
-
-func newTestTransport(t *testing.T, id uint64, limit int) (*Transport, *collector) {
+func newTestTransport(t *testing.T, id uint64, limit int) (*Transport, *transporttest.Recorder) {
 	t.Helper()
-	c := new(collector)
-	tr, err := New(transport.Config{ID: id, ListenAddr: "127.0.0.1:0", Deliver: c.deliver, MaxMessageBytes: limit,
+	c := new(transporttest.Recorder)
+	tr, err := New(transport.Config{ID: id, ListenAddr: "127.0.0.1:0", Deliver: c.Deliver, MaxMessageBytes: limit,
 		DialTimeout: 500 * time.Millisecond}, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +221,7 @@ func TestHostilePeer(t *testing.T) {
 			if err := greet(t, cs, 1, 2); err != nil {
 				t.Fatalf("hello refused: %v", err)
 			}
-			d0, r0 := got.count(), tr.Stats().Rejected
+			d0, r0 := got.Count(), tr.Stats().Rejected
 			for _, f := range frames {
 				if err := cs.SendMsg(f); err != nil {
 					break
@@ -249,9 +233,9 @@ func TestHostilePeer(t *testing.T) {
 			if survives {
 				want++
 			}
-			waitFor(t, func() bool { return tr.Stats().Rejected >= r0+rejected && got.count() >= want }, "rejections and deliveries")
+			waitFor(t, func() bool { return tr.Stats().Rejected >= r0+rejected && got.Count() >= want }, "rejections and deliveries")
 			time.Sleep(50 * time.Millisecond)
-			if n := got.count(); n != want {
+			if n := got.Count(); n != want {
 				t.Fatalf("delivered %d messages, want %d", n-d0, want-d0)
 			}
 			if r := tr.Stats().Rejected; r != r0+rejected {

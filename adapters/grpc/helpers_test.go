@@ -20,6 +20,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/grpc"
 	"github.com/forge-consensus/consensus/adapters/transport"
+	"github.com/forge-consensus/consensus/adapters/transport/transporttest"
 	"github.com/forge-consensus/consensus/core"
 )
 
@@ -114,28 +115,7 @@ func (p *pki) nodeTLS(identity string) *grpc.TLSConfig {
 }
 
 // recorder collects delivered messages.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []core.Message
-}
-
-func (r *recorder) deliver(m core.Message) {
-	r.mu.Lock()
-	r.msgs = append(r.msgs, m)
-	r.mu.Unlock()
-}
-
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
-}
-
-func (r *recorder) all() []core.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]core.Message(nil), r.msgs...)
-}
+type recorder = transporttest.Recorder
 
 // node is one transport under test.
 type node struct {
@@ -184,7 +164,7 @@ func start(t *testing.T, id uint64, opts grpc.Options, tweak func(*transport.Con
 	t.Helper()
 	n := &node{id: id, in: new(recorder)}
 	cfg := testConfig(t, id)
-	cfg.Deliver = n.in.deliver
+	cfg.Deliver = n.in.Deliver
 	cfg.Unreachable = func(uint64) { n.unreachable.Add(1) }
 	if tweak != nil {
 		tweak(&cfg)

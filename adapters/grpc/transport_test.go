@@ -50,7 +50,7 @@ func TestMutualTLSAuthentication(t *testing.T) {
 			"refusal not counted in the server's Stats.Rejected")
 		eventually(t, func() bool { return n.unreachable.Load() > 0 }, "client not told the server is unreachable")
 		settle()
-		for _, m := range server.in.all() {
+		for _, m := range server.in.All() {
 			if m.Index > marker {
 				t.Fatalf("message %d delivered from an unauthenticated client", m.Index-marker)
 			}
@@ -62,8 +62,8 @@ func TestMutualTLSAuthentication(t *testing.T) {
 
 	t.Run("ValidCertificate", func(t *testing.T) {
 		n := dialer(t, ca.nodeTLS("node-2"))
-		keepSending(t, n, 1, 0, func() bool { return server.in.count() > 0 }, "no message from node-2")
-		for _, m := range server.in.all() {
+		keepSending(t, n, 1, 0, func() bool { return server.in.Count() > 0 }, "no message from node-2")
+		for _, m := range server.in.All() {
 			if m.From != 2 {
 				t.Fatalf("delivered a message from %d", m.From)
 			}
@@ -72,8 +72,8 @@ func TestMutualTLSAuthentication(t *testing.T) {
 	t.Run("IdentityInSANOnly", func(t *testing.T) {
 		cert, key := ca.issue("some host", "node-2")
 		n := dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.caFile, MutualTLS: true})
-		before := server.in.count()
-		keepSending(t, n, 1, 0, func() bool { return server.in.count() > before }, "no message from a node-2 SAN certificate")
+		before := server.in.Count()
+		keepSending(t, n, 1, 0, func() bool { return server.in.Count() > before }, "no message from a node-2 SAN certificate")
 	})
 	t.Run("CertificateOfAnotherNode", func(t *testing.T) {
 		refused(t, dialer(t, ca.nodeTLS("node-3"))) // claims ID 2 with node-3's certificate
@@ -102,7 +102,7 @@ func TestMutualTLSAuthentication(t *testing.T) {
 		n.tr.SetPeer(4, impostor.tr.Addr())
 		keepSending(t, n, 4, 0, func() bool { return n.unreachable.Load() > 0 }, "client did not give up on the impostor")
 		settle()
-		if got := impostor.in.count(); got != 0 {
+		if got := impostor.in.Count(); got != 0 {
 			t.Fatalf("%d messages sent to a server that is not node 4", got)
 		}
 	})
@@ -117,7 +117,7 @@ func TestTrustedClaimWithoutMutualTLS(t *testing.T) {
 	cert2, key2 := ca.issue("anything")
 	n := start(t, 7, grpc.Options{TLS: &grpc.TLSConfig{CertFile: cert2, KeyFile: key2, CAFile: ca.caFile}}, nil)
 	n.tr.SetPeer(1, server.tr.Addr())
-	keepSending(t, n, 1, 0, func() bool { return server.in.count() > 0 }, "no message over server-only TLS")
+	keepSending(t, n, 1, 0, func() bool { return server.in.Count() > 0 }, "no message over server-only TLS")
 }
 
 // TestCompression sends varied messages with gzip at several levels, to
@@ -154,8 +154,8 @@ func TestCompression(t *testing.T) {
 				want = append(want, roundTrip(t, m))
 			}
 			a.tr.Send(msgs)
-			eventually(t, func() bool { return b.in.count() >= len(want) }, "received %d of %d", b.in.count(), len(want))
-			if got := b.in.all(); !reflect.DeepEqual(got, want) {
+			eventually(t, func() bool { return b.in.Count() >= len(want) }, "received %d of %d", b.in.Count(), len(want))
+			if got := b.in.All(); !reflect.DeepEqual(got, want) {
 				t.Fatalf("messages altered in transit")
 			}
 			if n := p.bytes.Load(); n > tc.maxOnWire+256<<10 {
@@ -178,18 +178,18 @@ func TestChunkedSnapshot(t *testing.T) {
 	big := snapshot(1, 2, 10<<20, false)
 	want := []core.Message{heartbeat(1, 2, 1), roundTrip(t, big), heartbeat(1, 2, 2)}
 	a.tr.Send([]core.Message{heartbeat(1, 2, 1), big, heartbeat(1, 2, 2)})
-	eventually(t, func() bool { return b.in.count() >= 3 }, "received %d of 3", b.in.count())
-	if got := b.in.all(); !reflect.DeepEqual(got, want) {
+	eventually(t, func() bool { return b.in.Count() >= 3 }, "received %d of 3", b.in.Count())
+	if got := b.in.All(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("10 MiB snapshot altered in transit")
 	}
 
 	rejected := b.tr.Stats().Rejected
 	a.tr.Send([]core.Message{snapshot(1, 2, limit+1, true), heartbeat(1, 2, 3)})
-	eventually(t, func() bool { return b.in.count() >= 4 }, "message after the oversize one not received")
+	eventually(t, func() bool { return b.in.Count() >= 4 }, "message after the oversize one not received")
 	if st := b.tr.Stats(); st.Rejected != rejected+1 {
 		t.Fatalf("receiver Stats.Rejected = %d, want %d", st.Rejected, rejected+1)
 	}
-	if got := b.in.all()[3]; got.Type != core.MsgHeartbeat || got.Index != 3 {
+	if got := b.in.All()[3]; got.Type != core.MsgHeartbeat || got.Index != 3 {
 		t.Fatalf("delivered %v after the oversize snapshot, want heartbeat 3", got.Type)
 	}
 	if st := a.tr.Stats(); st.Dropped != 0 || st.Sent != 5 {
@@ -212,8 +212,8 @@ func TestSmallChunks(t *testing.T) {
 		want = append(want, roundTrip(t, m))
 	}
 	a.tr.Send(msgs)
-	eventually(t, func() bool { return b.in.count() >= len(want) }, "received %d of %d", b.in.count(), len(want))
-	if got := b.in.all(); !reflect.DeepEqual(got, want) {
+	eventually(t, func() bool { return b.in.Count() >= len(want) }, "received %d of %d", b.in.Count(), len(want))
+	if got := b.in.All(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("messages altered in transit")
 	}
 }
@@ -248,7 +248,7 @@ func TestCircuitBreaker(t *testing.T) {
 
 	// The peer comes back: a probe after the cool-down closes the breaker.
 	b := start(t, 2, grpc.Options{}, func(c *transport.Config) { c.ListenAddr = dead })
-	keepSending(t, a, 2, 0, func() bool { return b.in.count() > 0 }, "no message after the peer came back")
+	keepSending(t, a, 2, 0, func() bool { return b.in.Count() > 0 }, "no message after the peer came back")
 }
 
 // deadAddr returns a loopback address nothing listens on.

@@ -30,35 +30,14 @@ func TestConformance(t *testing.T) {
 }
 
 // recorder collects delivered messages.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []core.Message
-}
-
-func (r *recorder) deliver(m core.Message) {
-	r.mu.Lock()
-	r.msgs = append(r.msgs, m)
-	r.mu.Unlock()
-}
-
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
-}
-
-func (r *recorder) all() []core.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]core.Message(nil), r.msgs...)
-}
+type recorder = transporttest.Recorder
 
 // start returns a started transport for node id, closed when the test
 // ends.
 func start(t testing.TB, id uint64, r *recorder, tweak func(*transport.Config)) *Transport {
 	t.Helper()
 	cfg := transport.Config{
-		ID: id, ListenAddr: "127.0.0.1:0", Deliver: r.deliver,
+		ID: id, ListenAddr: "127.0.0.1:0", Deliver: r.Deliver,
 		BackoffMin: 5 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 	}
 	if tweak != nil {
@@ -110,12 +89,12 @@ func TestOversizeKeepsConnection(t *testing.T) {
 	b := start(t, 2, rb, func(c *transport.Config) { c.MaxMessageBytes = 1 << 16 })
 	a.SetPeer(2, b.Addr())
 	a.Send([]core.Message{heartbeat(1, 2, 1)})
-	waitFor(t, func() bool { return rb.count() == 1 }, "first message")
+	waitFor(t, func() bool { return rb.Count() == 1 }, "first message")
 	big := core.Message{Type: core.MsgApp, From: 1, To: 2, Term: 1, LogTerm: 1, Index: 1,
 		Entries: []core.Entry{{Term: 1, Index: 2, Data: make([]byte, 1<<17)}}}
 	a.Send([]core.Message{big, heartbeat(1, 2, 3)})
-	waitFor(t, func() bool { return rb.count() == 2 }, "message after the oversize one")
-	if got := rb.all()[1]; got.Index != 3 {
+	waitFor(t, func() bool { return rb.Count() == 2 }, "message after the oversize one")
+	if got := rb.All()[1]; got.Index != 3 {
 		t.Fatalf("delivered %v index %d", got.Type, got.Index)
 	}
 	if st := b.Stats(); st.Rejected != 1 {
@@ -218,7 +197,7 @@ func TestBreakerRecovers(t *testing.T) {
 	waitFor(t, func() bool {
 		seq++
 		a.Send([]core.Message{heartbeat(1, 2, seq)})
-		return rb.count() > 0
+		return rb.Count() > 0
 	}, "messages after the peer came up")
 	if st := (*a.peers.Load())[2].breaker.State(time.Now()); st != transport.BreakerClosed {
 		t.Fatalf("breaker %v after a successful probe", st)
@@ -332,13 +311,13 @@ func FuzzInbound(f *testing.F) {
 	f.Add([]byte("garbage"))
 
 	r := new(recorder)
-	tr, err := New(transport.Config{ID: 2, ListenAddr: "127.0.0.1:0", Deliver: r.deliver, MaxMessageBytes: 1 << 16})
+	tr, err := New(transport.Config{ID: 2, ListenAddr: "127.0.0.1:0", Deliver: r.Deliver, MaxMessageBytes: 1 << 16})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = tr.Close() })
 	f.Fuzz(func(t *testing.T, data []byte) {
-		before := r.count()
+		before := r.Count()
 		client, server := net.Pipe()
 		var wg sync.WaitGroup
 		wg.Go(func() { _, _ = io.Copy(io.Discard, client) })
@@ -348,7 +327,7 @@ func FuzzInbound(f *testing.F) {
 		})
 		tr.serve(server)
 		wg.Wait()
-		for _, m := range r.all()[before:] {
+		for _, m := range r.All()[before:] {
 			if m.To != 2 || m.From != 1 {
 				t.Fatalf("delivered %v from %d to %d", m.Type, m.From, m.To)
 			}
