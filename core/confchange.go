@@ -129,6 +129,9 @@ func symmetricDiff(a, b []uint64) int {
 	return n
 }
 
+// Clone returns a deep copy of cs, sharing no slice with it.
+func (cs ConfState) Clone() ConfState { return cloneConfState(cs) }
+
 // cloneConfState returns a deep copy of cs.
 func cloneConfState(cs ConfState) ConfState {
 	return ConfState{

@@ -167,10 +167,6 @@ func cloneSnapshot(snap *core.Snapshot) *core.Snapshot {
 	}
 	c := *snap
 	c.Data = slices.Clone(snap.Data)
-	cs := &c.Meta.Config
-	cs.Voters = slices.Clone(cs.Voters)
-	cs.Learners = slices.Clone(cs.Learners)
-	cs.VotersOutgoing = slices.Clone(cs.VotersOutgoing)
-	cs.LearnersNext = slices.Clone(cs.LearnersNext)
+	c.Meta.Config = snap.Meta.Config.Clone()
 	return &c
 }

@@ -294,11 +294,7 @@ func cloneSnapshot(s *core.Snapshot) *core.Snapshot {
 		return nil
 	}
 	c := *s
-	cs := &c.Meta.Config
-	cs.Voters = slices.Clone(cs.Voters)
-	cs.Learners = slices.Clone(cs.Learners)
-	cs.VotersOutgoing = slices.Clone(cs.VotersOutgoing)
-	cs.LearnersNext = slices.Clone(cs.LearnersNext)
+	c.Meta.Config = s.Meta.Config.Clone()
 	return &c
 }
 

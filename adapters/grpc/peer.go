@@ -65,7 +65,7 @@ func (t *Transport) runPeer(p *peer) {
 		if p.cc != nil {
 			t.releaseConn(p.connAddr)
 		}
-		t.dropped.Add(uint64(len(pending)))
+		t.counters.Dropped.Add(uint64(len(pending)))
 		t.dropQueued(p)
 	}()
 	bo := transport.Backoff{Min: t.cfg.BackoffMin, Max: t.cfg.BackoffMax}
@@ -80,7 +80,7 @@ func (t *Transport) runPeer(p *peer) {
 		}
 		if !p.breaker.Allow(time.Now()) {
 			// Open: what waits is stale by the time the peer is back.
-			t.dropped.Add(uint64(len(pending)))
+			t.counters.Dropped.Add(uint64(len(pending)))
 			clear(pending)
 			pending = pending[:0]
 			t.dropQueued(p)
@@ -106,7 +106,7 @@ func (t *Transport) runPeer(p *peer) {
 		p.breaker.Success()
 		bo.Reset()
 		if p.connected {
-			t.reconnects.Add(1)
+			t.counters.Reconnects.Add(1)
 		}
 		p.connected = true
 		t.log.Debug("grpc transport: stream open", "peer", p.id, "addr", p.connAddr)
@@ -161,7 +161,7 @@ func (t *Transport) dropQueued(p *peer) {
 	for {
 		select {
 		case <-p.queue:
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 		default:
 			return
 		}
@@ -315,7 +315,7 @@ func (t *Transport) pump(p *peer, st *outStream, pending []core.Message) ([]core
 		}
 		var err error
 		if t.isBlocked(p.id) {
-			t.dropped.Add(uint64(len(pending)))
+			t.counters.Dropped.Add(uint64(len(pending)))
 		} else {
 			err = t.writeMessages(p, st, pending)
 		}
@@ -343,9 +343,9 @@ func (t *Transport) writeMessages(p *peer, st *outStream, msgs []core.Message) e
 		}
 		err := st.write(frame)
 		if err != nil {
-			t.dropped.Add(uint64(inFrame))
+			t.counters.Dropped.Add(uint64(inFrame))
 		} else {
-			t.sent.Add(uint64(inFrame))
+			t.counters.Sent.Add(uint64(inFrame))
 		}
 		frame, inFrame = frame[:1], 0
 		return err
@@ -356,30 +356,30 @@ func (t *Transport) writeMessages(p *peer, st *outStream, msgs []core.Message) e
 		p.scratch = enc
 		switch {
 		case err != nil:
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 			t.log.Warn("grpc transport: cannot encode message", "peer", p.id, "type", msgs[i].Type, "err", err)
 			continue
 		case len(enc) > t.cfg.MaxMessageBytes:
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 			t.log.Warn("grpc transport: message too large to send", "peer", p.id, "type", msgs[i].Type,
 				"bytes", len(enc), "limit", t.cfg.MaxMessageBytes)
 			continue
 		}
 		if len(enc) > t.chunk {
 			if err := flush(); err != nil {
-				t.dropped.Add(uint64(len(msgs) - i))
+				t.counters.Dropped.Add(uint64(len(msgs) - i))
 				return err
 			}
 			if err := t.writeChunked(st, enc); err != nil {
-				t.dropped.Add(uint64(len(msgs) - i))
+				t.counters.Dropped.Add(uint64(len(msgs) - i))
 				return err
 			}
-			t.sent.Add(1)
+			t.counters.Sent.Add(1)
 			continue
 		}
 		if inFrame > 0 && len(frame)+batchEntrySize(len(enc)) > 1+t.chunk {
 			if err := flush(); err != nil {
-				t.dropped.Add(uint64(len(msgs) - i))
+				t.counters.Dropped.Add(uint64(len(msgs) - i))
 				return err
 			}
 		}

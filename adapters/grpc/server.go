@@ -32,12 +32,12 @@ func (t *Transport) serveStream(ss grpc.ServerStream) error {
 	}
 	h, err := t.recvHello(ss)
 	if err != nil {
-		t.rejected.Add(1)
+		t.counters.Rejected.Add(1)
 		t.log.Warn("grpc transport: refused stream: bad hello", "remote", remote, "err", err)
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := t.authenticate(h, info); err != nil {
-		t.rejected.Add(1)
+		t.counters.Rejected.Add(1)
 		t.log.Warn("grpc transport: refused stream", "remote", remote, "claimed", h.from, "err", err)
 		code := codes.PermissionDenied
 		if errors.Is(err, transport.ErrWrongRecipient) {
@@ -61,7 +61,7 @@ func (t *Transport) serveStream(ss grpc.ServerStream) error {
 			return fmt.Errorf("grpc transport: receive from node %d: %w", h.from, err)
 		}
 		if err := in.frame(f); err != nil {
-			t.rejected.Add(1)
+			t.counters.Rejected.Add(1)
 			t.log.Warn("grpc transport: refused frame; closing stream", "peer", h.from, "remote", remote, "err", err)
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
@@ -167,7 +167,7 @@ func (in *inbound) chunk(c chunk) error {
 		}
 		*a = reassembly{active: true, total: c.total}
 		if c.total > uint64(t.cfg.MaxMessageBytes) {
-			t.rejected.Add(1)
+			t.counters.Rejected.Add(1)
 			t.log.Warn("grpc transport: refused message: too large", "peer", in.from,
 				"bytes", c.total, "limit", t.cfg.MaxMessageBytes)
 		} else {
@@ -199,15 +199,15 @@ func (in *inbound) message(payload []byte) {
 		return
 	}
 	if t.isBlocked(in.from) {
-		t.dropped.Add(1)
+		t.counters.Dropped.Add(1)
 		return
 	}
 	m, err := transport.CheckInbound(payload, t.cfg.ID, in.from, t.cfg.MaxMessageBytes)
 	if err != nil {
-		t.rejected.Add(1)
+		t.counters.Rejected.Add(1)
 		t.log.Warn("grpc transport: refused message", "peer", in.from, "err", err)
 		return
 	}
 	t.cfg.Deliver(m)
-	t.received.Add(1)
+	t.counters.Received.Add(1)
 }

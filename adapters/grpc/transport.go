@@ -98,7 +98,7 @@ type Transport struct {
 
 	closing atomic.Bool // set by Close: no more Deliver or Unreachable
 
-	sent, received, dropped, rejected, reconnects atomic.Uint64
+	counters transport.Counters
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -241,13 +241,7 @@ func (t *Transport) Addr() string { return t.lis.Addr().String() }
 
 // Stats returns the transport's counters.
 func (t *Transport) Stats() transport.Stats {
-	return transport.Stats{
-		Sent:       t.sent.Load(),
-		Received:   t.received.Load(),
-		Dropped:    t.dropped.Load(),
-		Rejected:   t.rejected.Load(),
-		Reconnects: t.reconnects.Load(),
-	}
+	return t.counters.Stats()
 }
 
 // Send queues each message for its peer and returns without blocking. See
@@ -264,16 +258,16 @@ func (t *Transport) Send(msgs []core.Message) {
 		p := t.peers[m.To]
 		switch {
 		case t.closed || p == nil || m.To == t.cfg.ID || t.isBlockedLocked(m.To):
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 			continue
 		case p.breaker.State(now) == transport.BreakerOpen:
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 			continue
 		}
 		select {
 		case p.queue <- *m:
 		default:
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 		}
 	}
 }
@@ -432,7 +426,7 @@ type handshakeWatch struct {
 func (h handshakeWatch) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := h.TransportCredentials.ServerHandshake(c)
 	if err != nil {
-		h.t.rejected.Add(1)
+		h.t.counters.Rejected.Add(1)
 		h.t.log.Warn("grpc transport: refused connection: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		return nil, nil, fmt.Errorf("grpc transport: server handshake with %s: %w", c.RemoteAddr(), err)
 	}

@@ -65,7 +65,7 @@ func (t *Transport) serve(c net.Conn) {
 			log.Debug("connection closed before its handshake")
 			return
 		}
-		t.rejected.Add(1)
+		t.counters.Rejected.Add(1)
 		if !t.closed.Load() {
 			log.Debug("connection rejected", "err", err)
 		}
@@ -129,7 +129,7 @@ func (t *Transport) readMessages(br *bufio.Reader, from uint64, log *slog.Logger
 		case err == nil:
 		case errors.Is(err, transport.ErrFrameTooLarge):
 			// The framing is intact: skip the payload and go on.
-			t.rejected.Add(1)
+			t.counters.Rejected.Add(1)
 			log.Debug("message rejected", "err", err)
 			if err := fr.Discard(); err != nil {
 				return fmt.Errorf("tcp: read from node %d: %w", from, err)
@@ -139,22 +139,22 @@ func (t *Transport) readMessages(br *bufio.Reader, from uint64, log *slog.Logger
 			return nil
 		case errors.Is(err, transport.ErrFrameChecksum):
 			// The stream cannot be trusted any more.
-			t.rejected.Add(1)
+			t.counters.Rejected.Add(1)
 			return fmt.Errorf("tcp: read from node %d: %w", from, err)
 		default:
 			return fmt.Errorf("tcp: read from node %d: %w", from, err)
 		}
 		m, err := transport.CheckInbound(payload, t.cfg.ID, from, t.cfg.MaxMessageBytes)
 		if err != nil {
-			t.rejected.Add(1)
+			t.counters.Rejected.Add(1)
 			log.Debug("message rejected", "err", err)
 			continue
 		}
 		if t.blocked(from) {
-			t.dropped.Add(1)
+			t.counters.Dropped.Add(1)
 			continue
 		}
-		t.received.Add(1)
+		t.counters.Received.Add(1)
 		t.cfg.Deliver(m)
 	}
 }

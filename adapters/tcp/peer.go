@@ -59,7 +59,7 @@ func (p *peer) enqueue(msgs []core.Message) {
 	}
 	p.mu.Unlock()
 	if drop := len(msgs) - n; drop > 0 {
-		p.t.dropped.Add(uint64(drop))
+		p.t.counters.Dropped.Add(uint64(drop))
 	}
 	if n > 0 {
 		select {
@@ -141,13 +141,13 @@ func (p *peer) run() {
 		n := len(p.queue)
 		p.queue = nil
 		p.mu.Unlock()
-		t.dropped.Add(uint64(n))
+		t.counters.Dropped.Add(uint64(n))
 	}()
 
 	// fail records a failed attempt that lost n messages and waits out the
 	// back-off. It returns false if the peer stopped meanwhile.
 	fail := func(n int, what string, err error) bool {
-		t.dropped.Add(uint64(n))
+		t.counters.Dropped.Add(uint64(n))
 		opened := p.breaker.Failure(time.Now())
 		if !failing {
 			log.Warn("peer unreachable", "op", what, "err", err, "dropped", n)
@@ -185,7 +185,7 @@ func (p *peer) run() {
 				break
 			}
 			if t.blocked(p.id) {
-				t.dropped.Add(uint64(len(batch)))
+				t.counters.Dropped.Add(uint64(len(batch)))
 				spare = clearBatch(batch)
 				continue
 			}
@@ -195,7 +195,7 @@ func (p *peer) run() {
 			}
 			if conn == nil {
 				if !p.breaker.Allow(time.Now()) {
-					t.dropped.Add(uint64(len(batch)))
+					t.counters.Dropped.Add(uint64(len(batch)))
 					spare = clearBatch(batch)
 					continue
 				}
@@ -213,7 +213,7 @@ func (p *peer) run() {
 				p.breaker.Success()
 				backoff.Reset()
 				if connected {
-					t.reconnects.Add(1)
+					t.counters.Reconnects.Add(1)
 				}
 				if failing {
 					log.Info("peer reachable again")
@@ -267,15 +267,15 @@ func (p *peer) write(conn *outConn, batch []core.Message) (lost int, err error) 
 			continue
 		}
 		if _, err := conn.bw.Write(buf); err != nil {
-			t.dropped.Add(uint64(tooLarge))
+			t.counters.Dropped.Add(uint64(tooLarge))
 			return len(batch) - tooLarge, fmt.Errorf("tcp: write to peer %d: %w", p.id, err)
 		}
 	}
-	t.dropped.Add(uint64(tooLarge))
+	t.counters.Dropped.Add(uint64(tooLarge))
 	if err := conn.bw.Flush(); err != nil {
 		return len(batch) - tooLarge, fmt.Errorf("tcp: flush to peer %d: %w", p.id, err)
 	}
-	t.sent.Add(uint64(len(batch) - tooLarge))
+	t.counters.Sent.Add(uint64(len(batch) - tooLarge))
 	return 0, nil
 }
 

@@ -58,7 +58,7 @@ type Transport struct {
 	mu      sync.Mutex // guards the fields below and the replacement of peers and blocks
 	inbound map[net.Conn]struct{}
 
-	sent, received, dropped, rejected, reconnects atomic.Uint64
+	counters transport.Counters
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -114,7 +114,7 @@ func (t *Transport) Send(msgs []core.Message) {
 		return
 	}
 	if t.closed.Load() {
-		t.dropped.Add(uint64(len(msgs)))
+		t.counters.Dropped.Add(uint64(len(msgs)))
 		return
 	}
 	peers := *t.peers.Load()
@@ -131,14 +131,14 @@ func (t *Transport) Send(msgs []core.Message) {
 		i = j
 		p := peers[to]
 		if p == nil || blocks.has(to) {
-			t.dropped.Add(uint64(len(run)))
+			t.counters.Dropped.Add(uint64(len(run)))
 			continue
 		}
 		if now.IsZero() {
 			now = time.Now()
 		}
 		if p.breaker.State(now) == transport.BreakerOpen {
-			t.dropped.Add(uint64(len(run)))
+			t.counters.Dropped.Add(uint64(len(run)))
 			continue
 		}
 		p.enqueue(run)
@@ -221,13 +221,7 @@ func (t *Transport) blocked(id uint64) bool { return t.blocks.Load().has(id) }
 
 // Stats returns the transport's counters.
 func (t *Transport) Stats() transport.Stats {
-	return transport.Stats{
-		Sent:       t.sent.Load(),
-		Received:   t.received.Load(),
-		Dropped:    t.dropped.Load(),
-		Rejected:   t.rejected.Load(),
-		Reconnects: t.reconnects.Load(),
-	}
+	return t.counters.Stats()
 }
 
 // Close stops listening and sending, closes every connection and waits for

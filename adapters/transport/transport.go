@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/forge-consensus/consensus/core"
@@ -221,4 +222,21 @@ func (c *Config) Validate() error {
 		return bad("BreakerFailures", "%d is negative", c.BreakerFailures)
 	}
 	return nil
+}
+
+// Counters are the atomic counters behind Stats, for implementations to
+// embed: each field counts what the Stats field of the same name does.
+type Counters struct {
+	Sent, Received, Dropped, Rejected, Reconnects atomic.Uint64
+}
+
+// Stats returns the counters' current values.
+func (c *Counters) Stats() Stats {
+	return Stats{
+		Sent:       c.Sent.Load(),
+		Received:   c.Received.Load(),
+		Dropped:    c.Dropped.Load(),
+		Rejected:   c.Rejected.Load(),
+		Reconnects: c.Reconnects.Load(),
+	}
 }
