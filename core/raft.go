@@ -1323,6 +1323,9 @@ func (r *raft) compact(index uint64, data []byte, keep uint64) error {
 	if index > r.applied {
 		return fmt.Errorf("%w: index %d not yet applied (applied %d)", ErrUnavailable, index, r.applied)
 	}
+	if index > r.log.committed {
+		return fmt.Errorf("%w: index %d not committed (commit %d)", ErrUnavailable, index, r.log.committed)
+	}
 	t, _ := r.log.term(index)
 	k := r.confPosAt(index)
 	r.snapshot = &Snapshot{

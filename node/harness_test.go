@@ -159,10 +159,18 @@ func (c *testCluster) checkDurable(id uint64, msgs []core.Message) {
 			}
 		}
 		switch m.Type {
-		case core.MsgApp:
+		case core.MsgApp, core.MsgHeartbeat:
+			// A leader may send entries it has not stored yet (it writes
+			// in parallel with its followers), but the commit index it
+			// announces must be covered by its own stored log.
+			if m.Commit > last {
+				c.t.Errorf("node %d announced commit %d to %d with only %d stored", id, m.Commit, m.To, last)
+			}
 			for _, e := range m.Entries {
-				if t, ok := stored[e.Index]; !ok || t != e.Term {
-					c.t.Errorf("node %d sent entry %d (term %d) to %d before storing it", id, e.Index, e.Term, m.To)
+				if e.Index <= m.Commit {
+					if t, ok := stored[e.Index]; !ok || t != e.Term {
+						c.t.Errorf("node %d sent committed entry %d (term %d) to %d before storing it", id, e.Index, e.Term, m.To)
+					}
 				}
 			}
 		case core.MsgAppResp:

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 
 	"github.com/forge-consensus/consensus/core"
 )
@@ -120,6 +121,9 @@ type Node struct {
 	compact *Update     // a compaction write waiting its turn
 	rdBuf   core.Ready  // the Ready being handled
 	updBuf  Update      // its write
+	early   []core.Message
+	durTerm uint64 // the term in storage (as of the last completed write)
+	wterm   uint64 // the term in storage once the outstanding write completes
 
 	stopped error // why the node stopped; nil while running
 
@@ -188,6 +192,7 @@ func New(cfg Config) (*Node, error) {
 			cfg.Observer.Restored(s.Meta.Index)
 		}
 	}
+	n.durTerm = st.HardState.Term
 	cc := cfg.Core
 	cc.Applied = n.applied
 	r, err := core.New(cc, st)
@@ -454,6 +459,7 @@ func (n *Node) drive() {
 				n.storageFailed(n.werr)
 				return
 			}
+			n.durTerm = n.wterm
 			if rd := n.ready; rd != nil {
 				n.ready = nil
 				n.finish(rd)
@@ -481,13 +487,83 @@ func (n *Node) drive() {
 			n.finish(rd)
 			continue
 		}
+		n.sendEarly(rd)
 		n.save(u, rd)
+		n.applyDurable(rd)
 	}
+}
+
+// sendEarly sends a leader's appends and heartbeats before the Ready's
+// write, so that the followers write their logs while the leader writes its
+// own (Raft thesis §10.2.1); the rest of the Ready's messages wait for the
+// write. This is safe because what these messages claim is durable already:
+//   - their term: only messages in the durable term go early;
+//   - their commit index: a leader counts its own entries toward a quorum
+//     from the moment it appends them, but it learns of a quorum only from
+//     acknowledgements of entries it sent, and the commit index it learns
+//     during a write reaches messages only in a later Ready, which the node
+//     takes after this write has completed. A commit index in a message
+//     therefore never exceeds the sender's durable log.
+//
+// The entries they carry need not be durable at the leader: a leader that
+// crashes before its write completes is a leader that crashed right after
+// sending, which Raft tolerates.
+func (n *Node) sendEarly(rd *core.Ready) {
+	early, k := n.early[:0], 0
+	for _, m := range rd.Messages {
+		if (m.Type == core.MsgApp || m.Type == core.MsgHeartbeat) && m.Term == n.durTerm {
+			early = append(early, m)
+			continue
+		}
+		rd.Messages[k] = m
+		k++
+	}
+	if len(early) == 0 {
+		return
+	}
+	clear(rd.Messages[k:])
+	rd.Messages = rd.Messages[:k]
+	n.cfg.Transport.Send(early)
+	clear(early)
+	n.early = early[:0]
+}
+
+// applyDurable applies, while the Ready's write is outstanding, the
+// committed entries that are durable here already (those before the
+// Ready's new entries: the node takes a Ready only once the previous write
+// completed), and answers the reads they make possible. Without it an
+// entry committed during one write would wait for the next write, which
+// has nothing to do with it, before its proposer hears back. The rest is
+// applied by finish once the write completes.
+func (n *Node) applyDurable(rd *core.Ready) {
+	if rd.Snapshot != nil || n.stopped != nil {
+		return
+	}
+	limit := uint64(math.MaxUint64)
+	if len(rd.Entries) > 0 {
+		limit = rd.Entries[0].Index
+	}
+	for i := range rd.CommittedEntries {
+		e := &rd.CommittedEntries[i]
+		if e.Index >= limit {
+			break
+		}
+		n.apply(e)
+	}
+	for _, rs := range rd.ReadStates {
+		n.readPoint(rs)
+	}
+	rd.ReadStates = nil
+	n.serveReads()
 }
 
 // save starts a write; its completion resumes drive.
 func (n *Node) save(u *Update, rd *core.Ready) {
 	n.writing, n.wdone, n.werr, n.ready = true, false, nil, rd
+	n.wterm = n.durTerm
+	if !u.HardState.IsEmpty() {
+		n.wterm = u.HardState.Term
+	}
 	n.wseq++
 	seq := n.wseq
 	n.cfg.Storage.Save(u, func(err error) {

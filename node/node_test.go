@@ -132,10 +132,12 @@ func TestProposeOnFollowerNoForwarding(t *testing.T) {
 	c.propose(1, "y")
 }
 
-// TestPersistenceBeforeSend: while the leader's write of a new entry is
-// outstanding no append carrying it leaves; once the write completes it
-// does. Likewise a follower acknowledges an entry only once its own write
-// completed.
+// TestPersistenceBeforeSend: a leader sends a new entry while its own write
+// of it is outstanding (the writes run in parallel), but nothing that
+// depends on the leader's copy happens before that write completes: no
+// commit index covering the entry leaves the leader, no node applies it and
+// its proposer does not hear back. Likewise a follower acknowledges an entry
+// only once its own write completed.
 func TestPersistenceBeforeSend(t *testing.T) {
 	c := newTestCluster(t, nil)
 	c.campaign(1)
@@ -151,6 +153,14 @@ func TestPersistenceBeforeSend(t *testing.T) {
 		}
 		return false
 	}
+	announces := func(ms []core.Message, idx uint64) bool {
+		for _, m := range ms {
+			if m.Commit >= idx {
+				return true
+			}
+		}
+		return false
+	}
 
 	st1 := c.stores[1]
 	st1.SetAsync(true)
@@ -160,14 +170,23 @@ func TestPersistenceBeforeSend(t *testing.T) {
 	if !st1.Pending() || !n1.Writing() {
 		t.Fatal("leader started no write for the proposal")
 	}
-	if carries(c.sentSince(1, mark, core.MsgApp), idx) {
-		t.Fatalf("append with entry %d sent before the leader's write completed", idx)
+	if !carries(c.sentSince(1, mark, core.MsgApp), idx) {
+		t.Fatalf("append with entry %d not sent while the leader writes it", idx)
 	}
-	// Time passes and messages flow; still nothing may carry the entry.
+	// Time passes, the followers store and acknowledge the entry; still
+	// nothing depends on the leader's copy.
 	n1.Tick()
 	c.deliverAll()
-	if carries(c.sentSince(1, mark, core.MsgApp), idx) {
-		t.Fatalf("append with entry %d sent before the leader's write completed", idx)
+	if announces(c.sent[1][mark:], idx) {
+		t.Fatalf("commit index %d announced before the leader's write completed", idx)
+	}
+	for _, id := range c.ids {
+		if c.nodes[id].Applied() >= idx {
+			t.Fatalf("node %d applied entry %d before the leader's write completed", id, idx)
+		}
+	}
+	if f.Resolved() {
+		t.Fatal("proposal answered before the leader's write completed")
 	}
 	for _, e := range st1.Persisted().Entries {
 		if e.Index == idx {
@@ -176,11 +195,11 @@ func TestPersistenceBeforeSend(t *testing.T) {
 	}
 	st1.SetAsync(false)
 	st1.Complete(nil)
-	if !carries(c.sentSince(1, mark, core.MsgApp), idx) {
-		t.Fatalf("no append with entry %d after the write completed", idx)
-	}
 	c.deliverAll()
 	mustResult(t, f, "ok:x")
+	if !announces(c.sent[1][mark:], idx) {
+		t.Fatalf("commit index %d never announced", idx)
+	}
 
 	// A follower's acknowledgement waits for its write.
 	st2 := c.stores[2]

@@ -526,7 +526,8 @@ func (c *Checker) newLeader(at Time, n *ckNode, t uint64) {
 }
 
 // Send checks that what a message depends on is durable at its sender: a
-// granted vote, a vote request, a term, an acknowledged log prefix.
+// granted vote, a vote request, a term, an acknowledged log prefix, an
+// announced commit index.
 func (c *Checker) Send(at Time, m *core.Message) {
 	if c.err != nil || m == nil {
 		return
@@ -554,6 +555,15 @@ func (c *Checker) Send(at Time, m *core.Message) {
 		if d.hs.Term < m.Term || d.hs.Term == m.Term && d.hs.Vote != m.From {
 			c.fail(at, n.id, CheckPersistBeforeSend,
 				"votes requested in term %d, but the durable term and vote are %d and %d", m.Term, d.hs.Term, d.hs.Vote)
+			return
+		}
+	case core.MsgApp, core.MsgHeartbeat:
+		// A leader may send entries before its own write of them completes,
+		// but a commit index it announces counts its own copy, which must
+		// be durable by then.
+		if m.Commit > d.last() {
+			c.fail(at, n.id, CheckPersistBeforeSend,
+				"%v announces commit index %d, but the durable log ends at %d", m.Type, m.Commit, d.last())
 			return
 		}
 	case core.MsgAppResp:

@@ -678,6 +678,14 @@ var ckCases = []ckCase{
 		s.write(2, node.Update{Entries: []core.Entry{ckEnt2(2, 2, "a")}})
 		s.send(core.Message{Type: core.MsgAppResp, From: 2, To: 1, Term: 2, Index: 2})
 	}},
+	{name: "commit announced before the leader's entry is durable", check: CheckPersistBeforeSend, node: 1, build: func(s *ckScript) {
+		ckReplicated(s)
+		s.write(1, node.Update{Entries: []core.Entry{ckEnt2(2, 5, "c")}, Sync: true})
+		// Sending the entry early is allowed; announcing it committed is not.
+		s.send(core.Message{Type: core.MsgApp, From: 1, To: 2, Term: 2, Index: 4, LogTerm: 2,
+			Entries: []core.Entry{ckEnt2(2, 5, "c")}, Commit: 4})
+		s.send(core.Message{Type: core.MsgHeartbeat, From: 1, To: 3, Term: 2, Commit: 5})
+	}},
 	{name: "message in a term not durable", check: CheckPersistBeforeSend, node: 2, build: func(s *ckScript) {
 		s.boot()
 		s.write(2, s.hs(2, 5, 0, 1))
