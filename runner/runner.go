@@ -225,6 +225,18 @@ func (r *Runner) Do(ctx context.Context, fn func(n *node.Node)) error {
 	}
 }
 
+// Submit queues fn to run on the node's goroutine and returns at once: for
+// callers that batch requests and take their answers through
+// node.Future.OnResolve (whose callbacks also run on that goroutine). fn
+// and those callbacks must not block. It returns ErrStopped if the runner
+// has stopped, in which case fn never runs.
+func (r *Runner) Submit(fn func(n *node.Node)) error {
+	if !r.post(func() { fn(r.n) }, false) {
+		return ErrStopped
+	}
+	return nil
+}
+
 // await runs start on the node's goroutine and waits for the future it
 // returns. A cancelled context leaves the request's outcome unknown.
 func (r *Runner) await(ctx context.Context, start func(n *node.Node) *node.Future) (any, error) {

@@ -171,3 +171,37 @@ func TestInboxBound(t *testing.T) {
 		t.Fatalf("dropped %d, want 6", r.Dropped())
 	}
 }
+
+// TestSubmitBatch: one Submit proposes a batch; every future's OnResolve
+// callback runs with the state machine's result; a stopped runner refuses.
+func TestSubmitBatch(t *testing.T) {
+	_, rs := startCluster(t)
+	eventually(t, func() bool { return leaderOf(rs) != nil })
+	l := leaderOf(rs)
+	const n = 50
+	results := make(chan error, n)
+	err := l.Submit(func(nd *node.Node) {
+		for i := range n {
+			cmd := kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: "k", Value: []byte{byte(i)}, ClientID: uint64(i + 1), Seq: 1})
+			nd.Propose(cmd).OnResolve(func(f *node.Future) {
+				res, err := f.Result()
+				if err == nil && res.(kv.Result).Status != kv.StatusOK {
+					err = errors.New(res.(kv.Result).Status.String())
+				}
+				results <- err
+			})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-results; err != nil {
+			t.Fatalf("batched proposal: %v", err)
+		}
+	}
+	l.Stop()
+	if err := l.Submit(func(*node.Node) { t.Error("ran on a stopped runner") }); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Submit after Stop: %v", err)
+	}
+}
