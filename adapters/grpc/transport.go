@@ -181,6 +181,8 @@ func (t *Transport) serverOptions() []grpc.ServerOption {
 		grpc.WaitForHandlers(true),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true}),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 	}
 	if t.tls != nil {
 		opts = append(opts, grpc.Creds(handshakeWatch{TransportCredentials: t.tls.server, t: t}))
@@ -207,8 +209,19 @@ func (t *Transport) dialOptions() []grpc.DialOption {
 			MinConnectTimeout: t.cfg.DialTimeout,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
 	}
 }
+
+// Flow-control windows. A peer has one long-lived stream, so the stream's
+// window is most of the connection's. Fixed windows large enough for a
+// burst of batches keep HTTP/2 flow control (window updates, the
+// bandwidth-delay pings of a dynamic window) off the replication path.
+const (
+	streamWindow = 8 << 20
+	connWindow   = 16 << 20
+)
 
 // serviceDesc describes the hand-written service: one bidirectional
 // streaming method.
