@@ -19,7 +19,8 @@ var ErrInvalidConfig = errors.New("invalid config")
 
 // Config is a node's configuration, in the keys of the Forge consensus
 // extension (node_id, cluster_id, bind_addr, bind_port, peers, raft.*,
-// transport.*, storage.*, security.*) plus api.* for the HTTP API.
+// transport.*, storage.*, security.*) plus api.* for the HTTP API and the
+// binary client protocol.
 type Config struct {
 	NodeID    NodeID          `yaml:"node_id"`
 	ClusterID string          `yaml:"cluster_id"`
@@ -64,6 +65,9 @@ type PeerConfig struct {
 	// APIPort is the peer's HTTP API port (0: Port + 100), used to forward
 	// writes to the leader or redirect clients to it.
 	APIPort int `yaml:"api_port"`
+	// ClientPort is the peer's client-protocol port (0: Port + 200), used
+	// to tell clients of the binary protocol where the leader is.
+	ClientPort int `yaml:"client_port"`
 }
 
 // RaftConfig holds protocol timing. Durations are written like "500ms".
@@ -109,10 +113,13 @@ type SecurityConfig struct {
 	CAFile     string `yaml:"ca_file"`
 }
 
-// APIConfig configures the HTTP API.
+// APIConfig configures the HTTP API and the binary client protocol.
 type APIConfig struct {
 	// Addr is host:port (default: loopback, 127.0.0.1, port bind_port + 100).
 	Addr string `yaml:"addr"`
+	// ClientAddr is the host:port of the binary client protocol (package
+	// wire; default: loopback, 127.0.0.1, port bind_port + 200).
+	ClientAddr string `yaml:"client_addr"`
 	// FollowerWrites says what a follower does with a write: "forward" it
 	// to the leader (default) or "redirect" the client (307).
 	FollowerWrites string `yaml:"follower_writes"`
@@ -205,6 +212,9 @@ func (c *Config) ApplyDefaults() {
 	if c.API.Addr == "" {
 		c.API.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.BindPort+100))
 	}
+	if c.API.ClientAddr == "" {
+		c.API.ClientAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.BindPort+200))
+	}
 	if c.API.FollowerWrites == "" {
 		c.API.FollowerWrites = "forward"
 	}
@@ -214,6 +224,9 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Peers {
 		if c.Peers[i].APIPort == 0 && c.Peers[i].Port != 0 {
 			c.Peers[i].APIPort = c.Peers[i].Port + 100
+		}
+		if c.Peers[i].ClientPort == 0 && c.Peers[i].Port != 0 {
+			c.Peers[i].ClientPort = c.Peers[i].Port + 200
 		}
 	}
 }
@@ -242,6 +255,10 @@ func (c *Config) Validate() error {
 			return bad(key+".address", "required")
 		case p.Port <= 0 || p.Port > 65535:
 			return bad(key+".port", "%d is not a port", p.Port)
+		case p.APIPort < 0 || p.APIPort > 65535:
+			return bad(key+".api_port", "%d is not a port", p.APIPort)
+		case p.ClientPort < 0 || p.ClientPort > 65535:
+			return bad(key+".client_port", "%d is not a port", p.ClientPort)
 		}
 		seen[p.ID] = true
 		self = self || p.ID == c.NodeID
@@ -299,6 +316,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
 		return bad("api.addr", "%v", err)
+	}
+	if _, _, err := net.SplitHostPort(c.API.ClientAddr); err != nil {
+		return bad("api.client_addr", "%v", err)
 	}
 	switch c.API.FollowerWrites {
 	case "forward", "redirect":

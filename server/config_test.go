@@ -15,7 +15,7 @@ bind_port: 7001
 peers:
   - {id: 1, address: 127.0.0.1, port: 7001}
   - {id: "2", address: 127.0.0.1, port: 7002}
-  - {id: node-3, address: 127.0.0.1, port: 7003, api_port: 9003}
+  - {id: node-3, address: 127.0.0.1, port: 7003, api_port: 9003, client_port: 9203}
 raft:
   heartbeat_interval: 50ms
   election_timeout_min: 500ms
@@ -45,6 +45,10 @@ func TestParseConfig(t *testing.T) {
 	if c.API.Addr != "127.0.0.1:7101" || c.Peers[0].APIPort != 7101 || c.Peers[2].APIPort != 9003 {
 		t.Fatalf("API defaults: %+v %+v", c.API, c.Peers)
 	}
+	if c.API.ClientAddr != "127.0.0.1:7201" || c.Peers[0].ClientPort != 7201 || c.Peers[1].ClientPort != 7202 ||
+		c.Peers[2].ClientPort != 9203 {
+		t.Fatalf("client protocol defaults: %+v %+v", c.API, c.Peers)
+	}
 	if !*c.Storage.SyncWrites || !*c.Raft.PreVote || !*c.Raft.CheckQuorum {
 		t.Fatal("safe defaults not applied")
 	}
@@ -66,6 +70,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"path: /tmp/x", "storage.path"},
 		{"  - {id: \"2\", address: 127.0.0.1, port: 7002}", "peers[1].port"},
 		{"cluster_id: test", "unknown_key"},
+		{"storage:", "api.client_addr"},
+		{"client_port: 9203", "peers[2].client_port"},
 	}
 	repl := map[string]string{
 		"node_id: ${NODE}":            "node_id: abc",
@@ -75,7 +81,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"type: tcp":                   "type: carrier-pigeon",
 		"path: /tmp/x":                "path: \"\"",
 		"  - {id: \"2\", address: 127.0.0.1, port: 7002}": "  - {id: \"2\", address: 127.0.0.1, port: 0}",
-		"cluster_id: test": "unknown_key: 1",
+		"cluster_id: test":  "unknown_key: 1",
+		"storage:":          "api: {client_addr: no-port}\nstorage:",
+		"client_port: 9203": "client_port: 70000",
 	}
 	for _, tc := range tests {
 		raw := strings.Replace(goodYAML, tc.edit, repl[tc.edit], 1)

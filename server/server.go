@@ -24,22 +24,26 @@ import (
 	"github.com/forge-consensus/consensus/runner"
 )
 
-// Server is one running node: storage, transport, runner and HTTP API.
+// Server is one running node: storage, transport, runner, HTTP API and
+// binary client protocol (package wire).
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	run  *runner.Runner
-	tr   transport.Transport
-	st   interface{ Close() error }
-	http *http.Server
-	ln   net.Listener
+	cfg     Config
+	log     *slog.Logger
+	run     *runner.Runner
+	tr      transport.Transport
+	st      interface{ Close() error }
+	http    *http.Server
+	ln      net.Listener
+	wire    *wireServer
+	clients map[uint64]string // client-protocol address by node ID
 
 	once sync.Once
 	err  error
 }
 
 // New opens the node's storage, starts its transport and runner, and
-// listens for the HTTP API (call Serve to answer requests).
+// listens for the HTTP API and the client protocol (call Serve to answer
+// requests).
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -49,7 +53,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	id := uint64(cfg.NodeID)
 	log = log.With("node", id)
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, clients: make(map[uint64]string, len(cfg.Peers))}
+	for _, p := range cfg.Peers {
+		s.clients[uint64(p.ID)] = net.JoinHostPort(p.Address, strconv.Itoa(p.ClientPort))
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -151,15 +158,22 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: api.addr: %w", id, err)
 	}
+	wln, err := net.Listen("tcp", cfg.API.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("server: node %d: api.client_addr: %w", id, err)
+	}
+	s.wire = newWireServer(wln, r, s.clientAddr, log)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ok = true
-	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "transport", cfg.Transport.Type,
-		"storage", cfg.Storage.Type)
+	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "client", wln.Addr().String(),
+		"transport", cfg.Transport.Type, "storage", cfg.Storage.Type)
 	return s, nil
 }
 
-// Serve answers HTTP requests until Close; it returns nil after Close.
+// Serve answers HTTP and client-protocol requests until Close; it returns
+// nil after Close.
 func (s *Server) Serve() error {
+	s.wire.serve()
 	err := s.http.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -173,17 +187,26 @@ func (s *Server) Runner() *runner.Runner { return s.run }
 // APIAddr returns the address the HTTP API listens on.
 func (s *Server) APIAddr() string { return s.ln.Addr().String() }
 
-// Close stops the HTTP API, the node, the transport and the storage, in
-// that order. It is idempotent.
+// ClientAddr returns the address the client protocol listens on.
+func (s *Server) ClientAddr() string { return s.wire.ln.Addr().String() }
+
+// Close stops the client protocol, the HTTP API, the node, the transport
+// and the storage, in that order. It is idempotent.
 func (s *Server) Close() error {
 	s.once.Do(func() {
 		var errs []error
+		if s.wire != nil {
+			errs = append(errs, s.wire.close())
+		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, s.http.Shutdown(ctx))
 			cancel()
-		} else if s.ln != nil {
-			errs = append(errs, s.ln.Close())
+		}
+		if s.ln != nil { // Shutdown closes it only if Serve ran
+			if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
 		}
 		if s.run != nil {
 			s.run.Stop()
@@ -208,6 +231,10 @@ func (s *Server) apiURL(id uint64) string {
 	}
 	return ""
 }
+
+// clientAddr returns a node's client-protocol address, from the peer list
+// ("" if unknown).
+func (s *Server) clientAddr(id uint64) string { return s.clients[id] }
 
 // block is the fault switch (api.fault_switch, for tests): POST
 // /admin/block?peer=ID&on=true|false cuts this node off from a peer (0:

@@ -23,7 +23,8 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "data and config directory (default: a new temporary directory)")
 	nodes := fs.Int("nodes", 3, "number of nodes")
-	port := fs.Int("port", 7001, "raft port of node 1; node i uses port+i-1, its HTTP API port+100+i-1")
+	port := fs.Int("port", 7001, "raft port of node 1; node i uses port+i-1, its HTTP API port+100+i-1,"+
+		" its client protocol port+200+i-1")
 	transportType := fs.String("transport", "grpc", "grpc or tcp")
 	faults := fs.Bool("fault-switch", false, "serve POST /admin/block on every node (tests)")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +85,12 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  curl -X PUT -d hello http://127.0.0.1:%d/kv/greeting\n", api)
 	fmt.Fprintf(stdout, "  curl http://127.0.0.1:%d/kv/greeting\n", api+min(1, *nodes-1))
 	fmt.Fprintf(stdout, "  curl http://127.0.0.1:%d/status\n", api)
+	var clients []string
+	for i := range *nodes {
+		clients = append(clients, fmt.Sprintf("127.0.0.1:%d", *port+200+i))
+	}
+	fmt.Fprintf(stdout, "  client protocol (package client, loadgen -proto wire): %s\n", strings.Join(clients, ","))
+	fmt.Fprintf(stdout, "  loadgen -addrs %s -n 20000 -clients 100\n", strings.Join(clients, ","))
 	fmt.Fprintln(stdout, "Ctrl-C stops the cluster.")
 	<-ctx.Done()
 	for _, c := range cmds {
@@ -136,8 +143,10 @@ storage:
   path: %s
 api:
   addr: 127.0.0.1:%d
+  client_addr: 127.0.0.1:%d
   fault_switch: %t
-`, i, port+i-1, peers.String(), transportType, filepath.Join(dir, fmt.Sprintf("node%d", i)), port+100+i-1, faultSwitch)
+`, i, port+i-1, peers.String(), transportType, filepath.Join(dir, fmt.Sprintf("node%d", i)), port+100+i-1,
+			port+200+i-1, faultSwitch)
 		p := filepath.Join(dir, fmt.Sprintf("node%d.yaml", i))
 		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 			return nil, fmt.Errorf("write %s: %w", p, err)

@@ -1,12 +1,17 @@
-// Command loadgen drives a running cluster's HTTP API with concurrent
-// clients and prints throughput and latency percentiles.
+// Command loadgen drives a running cluster with concurrent clients and
+// prints throughput and latency percentiles.
 //
-//	loadgen -addrs http://127.0.0.1:7101,http://127.0.0.1:7102 -n 20000 -clients 100 -size 128
+//	loadgen -addrs 127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203 -n 20000 -clients 100 -size 128
 //	loadgen -addrs ... -op read        linearizable reads of keys written first
+//	loadgen -proto http -addrs http://127.0.0.1:7101,http://127.0.0.1:7102 ...
 //
-// Writes go to the leader (found through /status) unless -any-node is set;
-// each client writes keys of its own with a session, so retries are
-// exactly-once.
+// With -proto wire (the default) the clients share one client.Client,
+// which speaks the binary client protocol (-addrs are api.client_addr
+// host:ports), pipelines every request to a node over one connection and
+// follows the leader; each client has one request outstanding. With -proto
+// http they use the HTTP API (-addrs are base URLs): writes go to the leader
+// (found through /status) unless -any-node is set. Either way every write
+// has a session, so retries are exactly-once.
 package main
 
 import (
@@ -30,6 +35,7 @@ func main() {
 }
 
 type config struct {
+	proto   string
 	addrs   []string
 	n       int
 	clients int
@@ -42,22 +48,44 @@ type config struct {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addrs := fs.String("addrs", "http://127.0.0.1:7101", "comma-separated API base URLs of the nodes")
+	addrs := fs.String("addrs", "", "comma-separated addresses of the nodes: client-protocol host:ports for wire"+
+		" (default "+defaultWireAddrs+"), API base URLs for http (default "+defaultHTTPAddrs+")")
 	var c config
+	fs.StringVar(&c.proto, "proto", "wire", "client protocol: wire (binary, pipelined) or http")
 	fs.IntVar(&c.n, "n", 10000, "operations in all")
 	fs.IntVar(&c.clients, "clients", 1, "concurrent clients")
 	fs.IntVar(&c.size, "size", 128, "value size in bytes")
 	fs.StringVar(&c.op, "op", "write", "write or read (linearizable)")
-	fs.BoolVar(&c.anyNode, "any-node", false, "spread requests over every node instead of the leader")
+	fs.BoolVar(&c.anyNode, "any-node", false, "spread requests over every node instead of the leader (http only)")
 	fs.IntVar(&c.keys, "keys", 1000, "distinct keys")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c.addrs = strings.Split(*addrs, ",")
 	if c.n <= 0 || c.clients <= 0 || c.size < 0 || c.keys <= 0 || (c.op != "write" && c.op != "read") {
 		fmt.Fprintln(stderr, "loadgen: -n, -clients, -keys must be positive, -size ≥ 0, -op write or read")
 		return 2
 	}
+	var drive func(config) (result, error)
+	switch c.proto {
+	case "wire":
+		drive = driveWire
+		if *addrs == "" {
+			*addrs = defaultWireAddrs
+		}
+		if c.anyNode {
+			fmt.Fprintln(stderr, "loadgen: -any-node is for -proto http (the wire client follows the leader)")
+			return 2
+		}
+	case "http":
+		drive = driveHTTP
+		if *addrs == "" {
+			*addrs = defaultHTTPAddrs
+		}
+	default:
+		fmt.Fprintln(stderr, "loadgen: -proto must be wire or http")
+		return 2
+	}
+	c.addrs = strings.Split(*addrs, ",")
 	res, err := drive(c)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
@@ -67,8 +95,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// Default addresses: a local cluster on its default ports (consensusd
+// local-cluster: raft 7001-7003, HTTP API 7101-7103, client protocol
+// 7201-7203).
+const (
+	defaultWireAddrs = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
+	defaultHTTPAddrs = "http://127.0.0.1:7101"
+)
+
 // result is one run's figures.
 type result struct {
+	proto          string
 	op             string
 	clients, n     int
 	errors         int64
@@ -78,8 +115,8 @@ type result struct {
 }
 
 func (r result) String() string {
-	s := fmt.Sprintf("%s clients=%d n=%d errors=%d  %.0f ops/s  p50 %v  p99 %v  p999 %v",
-		r.op, r.clients, r.n, r.errors, float64(int64(r.n)-r.errors)/r.elapsed.Seconds(),
+	s := fmt.Sprintf("%s proto=%s clients=%d n=%d errors=%d  %.0f ops/s  p50 %v  p99 %v  p999 %v",
+		r.op, r.proto, r.clients, r.n, r.errors, float64(int64(r.n)-r.errors)/r.elapsed.Seconds(),
 		r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond))
 	keys := slices.Sorted(maps.Keys(r.codes))
 	for _, k := range keys {
@@ -106,7 +143,8 @@ func leaderURL(hc *http.Client, addrs []string) (string, error) {
 	return "", fmt.Errorf("no leader among %v", addrs)
 }
 
-func drive(c config) (result, error) {
+// driveHTTP runs the load over the HTTP API.
+func driveHTTP(c config) (result, error) {
 	tr := &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	targets := c.addrs
@@ -179,7 +217,12 @@ func drive(c config) (result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	return summarize(c, "http", time.Since(start), lat, errs.Load(), codes), nil
+}
+
+// summarize computes a run's figures from each client's latencies.
+func summarize(c config, proto string, elapsed time.Duration, lat [][]time.Duration, errs int64,
+	codes map[string]int) result {
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	pct := func(p float64) time.Duration {
@@ -188,6 +231,6 @@ func drive(c config) (result, error) {
 		}
 		return all[min(len(all)-1, int(p*float64(len(all))))]
 	}
-	return result{op: c.op, clients: c.clients, n: c.n, errors: errs.Load(), codes: codes, elapsed: elapsed,
-		p50: pct(0.50), p99: pct(0.99), p999: pct(0.999)}, nil
+	return result{proto: proto, op: c.op, clients: c.clients, n: c.n, errors: errs, codes: codes,
+		elapsed: elapsed, p50: pct(0.50), p99: pct(0.99), p999: pct(0.999)}
 }

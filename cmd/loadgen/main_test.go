@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/server"
+)
+
+// startNode starts a one-node in-memory cluster and returns it once it
+// leads.
+func startNode(t *testing.T) *server.Server {
+	t.Helper()
+	var ports []int
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+	}
+	raw := fmt.Sprintf(`node_id: 1
+bind_port: %d
+peers:
+  - {id: 1, address: 127.0.0.1, port: %d}
+raft:
+  heartbeat_interval: 20ms
+  election_timeout_min: 200ms
+transport:
+  type: tcp
+storage:
+  type: memory
+api:
+  addr: 127.0.0.1:%d
+  client_addr: 127.0.0.1:%d
+`, ports[0], ports[0], ports[1], ports[2])
+	cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	go s.Serve()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Runner().Status().Role != core.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}
+
+// TestRun: both protocols, writes and reads, report every operation done
+// without errors, and name the protocol.
+func TestRun(t *testing.T) {
+	s := startNode(t)
+	for _, tc := range []struct{ proto, addrs, op string }{
+		{"wire", s.ClientAddr(), "write"},
+		{"wire", s.ClientAddr(), "read"},
+		{"http", "http://" + s.APIAddr(), "write"},
+		{"http", "http://" + s.APIAddr(), "read"},
+	} {
+		var out, errs bytes.Buffer
+		args := []string{"-proto", tc.proto, "-addrs", tc.addrs, "-n", "300", "-clients", "8", "-keys", "50",
+			"-op", tc.op}
+		if code := run(args, &out, &errs); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs.String())
+		}
+		want := fmt.Sprintf("%s proto=%s clients=8 n=300 errors=0 ", tc.op, tc.proto)
+		if !strings.HasPrefix(out.String(), want) || !strings.Contains(out.String(), "ops/s") {
+			t.Fatalf("%v: output %q", args, out.String())
+		}
+	}
+}
+
+// TestFlags: bad flag combinations exit with 2.
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-proto", "smoke-signals"},
+		{"-proto", "wire", "-any-node"},
+		{"-n", "0"},
+	} {
+		var out, errs bytes.Buffer
+		if code := run(args, &out, &errs); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
