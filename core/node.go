@@ -118,6 +118,17 @@ func (n *Node) Campaign() error {
 	return nil
 }
 
+// TakeCommitted returns the entries that are committed and durable here but
+// not yet handed out, so that the host can apply them while a Ready's write
+// is outstanding instead of waiting for the next Ready: an entry committed
+// during one write need not wait for that write, which has nothing to do
+// with it. applied is the last index the host has applied; unless it has
+// applied everything handed out so far (so that order is kept), or while a
+// snapshot waits to be restored, TakeCommitted returns nothing. The host
+// must apply the returned entries, in order, before its next call into the
+// node: they count as applied from now on.
+func (n *Node) TakeCommitted(applied uint64) []Entry { return n.r.takeCommitted(applied) }
+
 // Compact records data as a snapshot of the application state at index,
 // which must be applied, and discards the log up to it. The snapshot is
 // what the leader sends to followers too far behind. The host deletes the

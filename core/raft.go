@@ -1292,6 +1292,20 @@ func (r *raft) ready() Ready {
 	return rd
 }
 
+func (r *raft) takeCommitted(applied uint64) []Entry {
+	if applied != r.applying || r.pendingSnapshot != nil || r.inflight.snapIndex > 0 {
+		return nil
+	}
+	hi := min(r.log.committed, r.stableIndex)
+	if hi <= r.applying {
+		return nil
+	}
+	ents := r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
+	r.applying += uint64(len(ents))
+	r.applied = max(r.applied, r.applying)
+	return ents
+}
+
 func (r *raft) advance() error {
 	fl := r.inflight
 	if !fl.active {

@@ -452,6 +452,7 @@ func (n *Node) drive() {
 	for n.stopped == nil {
 		if n.writing {
 			if !n.wdone {
+				n.applyCommitted()
 				return
 			}
 			n.writing, n.wdone = false, false
@@ -526,6 +527,20 @@ func (n *Node) sendEarly(rd *core.Ready) {
 	n.cfg.Transport.Send(early)
 	clear(early)
 	n.early = early[:0]
+}
+
+// applyCommitted applies, while a write is outstanding, the entries that
+// became committed meanwhile and are durable here (core.Node.TakeCommitted),
+// and answers the reads they make possible.
+func (n *Node) applyCommitted() {
+	ents := n.raft.TakeCommitted(n.applied)
+	if len(ents) == 0 {
+		return
+	}
+	for i := range ents {
+		n.apply(&ents[i])
+	}
+	n.serveReads()
 }
 
 // applyDurable applies, while the Ready's write is outstanding, the
