@@ -52,6 +52,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.Default()
 	}
 	id := uint64(cfg.NodeID)
+	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
 	s := &Server{cfg: cfg, log: log, clients: make(map[uint64]string, len(cfg.Peers))}
 	for _, p := range cfg.Peers {
@@ -95,7 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxMessageBytes: cfg.Transport.MaxMessageSize,
 		DialTimeout:     cfg.Transport.ConnectionTimeout,
 		WriteTimeout:    cfg.Transport.Timeout,
-		Logger:          log,
+		Logger:          base,
 	}
 	var err error
 	switch cfg.Transport.Type {
@@ -137,10 +138,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			SnapshotThreshold: cfg.Raft.SnapshotThreshold,
 			SnapshotKeep:      cfg.Raft.TrailingLogs,
 			PeerAddress:       s.apiURL,
-			Logger:            log,
+			Logger:            base,
 		},
 		TickInterval: tick,
-		Logger:       log,
+		Logger:       base,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: %w", id, err)

@@ -43,6 +43,7 @@ type config struct {
 	op      string
 	anyNode bool
 	keys    int
+	warmup  int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -58,11 +59,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.op, "op", "write", "write or read (linearizable)")
 	fs.BoolVar(&c.anyNode, "any-node", false, "spread requests over every node instead of the leader (http only)")
 	fs.IntVar(&c.keys, "keys", 1000, "distinct keys")
+	fs.IntVar(&c.warmup, "warmup", 0, "writes to run first, unmeasured (a fresh cluster is slower until its storage has recycled its first write-ahead log)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if c.n <= 0 || c.clients <= 0 || c.size < 0 || c.keys <= 0 || (c.op != "write" && c.op != "read") {
-		fmt.Fprintln(stderr, "loadgen: -n, -clients, -keys must be positive, -size ≥ 0, -op write or read")
+	if c.n <= 0 || c.clients <= 0 || c.size < 0 || c.keys <= 0 || c.warmup < 0 || (c.op != "write" && c.op != "read") {
+		fmt.Fprintln(stderr, "loadgen: -n, -clients, -keys must be positive, -size and -warmup ≥ 0, -op write or read")
 		return 2
 	}
 	var drive func(config) (result, error)
@@ -86,6 +88,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c.addrs = strings.Split(*addrs, ",")
+	if c.warmup > 0 {
+		w := c
+		w.n, w.op = c.warmup, "write"
+		if _, err := drive(w); err != nil {
+			fmt.Fprintf(stderr, "loadgen: warm-up: %v\n", err)
+			return 1
+		}
+	}
 	res, err := drive(c)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)

@@ -85,12 +85,31 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestWarmup: the warm-up writes run before the measured ones and are not
+// counted in the result.
+func TestWarmup(t *testing.T) {
+	s := startNode(t)
+	before := s.Runner().Status().Applied
+	var out, errs bytes.Buffer
+	args := []string{"-addrs", s.ClientAddr(), "-warmup", "200", "-n", "100", "-clients", "4"}
+	if code := run(args, &out, &errs); code != 0 {
+		t.Fatalf("%v: exit %d: %s", args, code, errs.String())
+	}
+	if !strings.HasPrefix(out.String(), "write proto=wire clients=4 n=100 errors=0 ") {
+		t.Fatalf("output %q", out.String())
+	}
+	if got := s.Runner().Status().Applied - before; got < 300 {
+		t.Fatalf("%d entries applied, want at least 300 (200 warm-up + 100 measured writes)", got)
+	}
+}
+
 // TestFlags: bad flag combinations exit with 2.
 func TestFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-proto", "smoke-signals"},
 		{"-proto", "wire", "-any-node"},
 		{"-n", "0"},
+		{"-warmup", "-1"},
 	} {
 		var out, errs bytes.Buffer
 		if code := run(args, &out, &errs); code != 2 {
