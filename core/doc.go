@@ -37,6 +37,16 @@
 // Messages of a Ready may be sent in any order and may be lost: the
 // protocol retries.
 //
+// One exception, as the Raft thesis (§10.2.1) allows: a leader may send its
+// MsgApp and MsgHeartbeat messages whose Term equals the durable term
+// before the Ready's write completes, so that it writes its log while its
+// followers write theirs. This is safe provided the host takes the next
+// Ready only after this one's write completed: the leader counts its own
+// entries toward a commit only after Advance, and a commit index it learns
+// from acknowledgements during the write goes out only in a later Ready,
+// so no message ever announces a commit index beyond the sender's durable
+// log. Package node does this.
+//
 // Committed entries. An entry in CommittedEntries is committed: stored by a
 // quorum and never to be lost or changed. Apply entries in order, each
 // exactly once; after a restart, set Config.Applied to what the state
@@ -53,6 +63,11 @@
 // it before anything else and restore its state machine from it. The host
 // reports the fate of a snapshot it could not deliver with ReportSnapshot;
 // the leader also retries on its own after an election timeout.
+//
+// Applying early. While a Ready's write is outstanding, TakeCommitted hands
+// out the entries that became committed meanwhile and are durable here, so
+// that a proposer need not wait for an unrelated write to hear back; the
+// next Ready does not hand them out again.
 //
 // Advance. Advance promises the node that everything in the last Ready was
 // done: persisted (and synced), sent, applied. Until then HasReady is false

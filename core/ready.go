@@ -21,7 +21,9 @@ func (p *Persisted) IsEmpty() bool {
 //  2. Persist Entries: first delete any stored entries with an index at or
 //     above Entries[0].Index, then append Entries.
 //  3. Persist HardState if it is not empty.
-//  4. If MustSync, fsync steps 1–3. Nothing below may happen before then.
+//  4. If MustSync, fsync steps 1–3. Nothing below may happen before then
+//     (but see the package documentation: a leader's appends and
+//     heartbeats in the durable term may leave during the write).
 //  5. Send Messages (in any order; the network may reorder them anyway).
 //  6. Apply CommittedEntries in order. An entry of type EntryConfChange has
 //     already taken effect in the core; the host only updates its own
@@ -43,7 +45,8 @@ type Ready struct {
 	// true when Snapshot, Entries, or a term or vote change is present.
 	// (A commit index alone can be recovered and needs no sync.)
 	MustSync bool
-	// Messages go out only after the state above is durable.
+	// Messages go out only after the state above is durable (a leader's
+	// appends and heartbeats excepted: see the package documentation).
 	Messages []Message
 	// CommittedEntries are ready to apply, in order.
 	CommittedEntries []Entry
