@@ -175,59 +175,69 @@ func driveHTTP(c config) (result, error) {
 			}
 		}
 	}
+	// Sessions of this run: client IDs no earlier run used.
+	base := uint64(time.Now().UnixNano()) &^ 0xfffff
+	seqs := make([]uint64, c.clients)
+	return runClients(c, "http", func(cl, i int) string {
+		target := targets[i%len(targets)]
+		key := "key" + strconv.Itoa(i%c.keys)
+		var req *http.Request
+		if c.op == "write" {
+			seqs[cl]++
+			req, _ = http.NewRequest(http.MethodPut, target+"/kv/"+key, strings.NewReader(value))
+			req.Header.Set("X-Client-ID", strconv.FormatUint(base+uint64(cl)+1, 10))
+			req.Header.Set("X-Request-Seq", strconv.FormatUint(seqs[cl], 10))
+		} else {
+			req, _ = http.NewRequest(http.MethodGet, target+"/kv/key"+strconv.Itoa(i%min(c.keys, 1000)), nil)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return "transport error"
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.Status
+		}
+		return ""
+	}), nil
+}
+
+// runClients runs operations 0..c.n-1 from c.clients goroutines, each with
+// one operation outstanding, and summarizes them. do runs operation i on
+// client cl and returns "" on success or why it failed.
+func runClients(c config, proto string, do func(cl, i int) string) result {
 	lat := make([][]time.Duration, c.clients)
 	var next, errs atomic.Int64
 	var codesMu sync.Mutex
 	codes := map[string]int{}
-	fail := func(why string) {
-		errs.Add(1)
-		codesMu.Lock()
-		codes[why]++
-		codesMu.Unlock()
-	}
 	var wg sync.WaitGroup
 	start := time.Now()
-	// Sessions of this run: client IDs no earlier run used.
-	base := uint64(start.UnixNano()) &^ 0xfffff
 	for cl := range c.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var seq uint64
+			mine := make([]time.Duration, 0, c.n/c.clients+1)
+			defer func() { lat[cl] = mine }()
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(c.n) {
 					return
 				}
-				target := targets[int(i)%len(targets)]
-				key := "key" + strconv.Itoa(int(i)%c.keys)
-				var req *http.Request
-				if c.op == "write" {
-					seq++
-					req, _ = http.NewRequest(http.MethodPut, target+"/kv/"+key, strings.NewReader(value))
-					req.Header.Set("X-Client-ID", strconv.FormatUint(base+uint64(cl)+1, 10))
-					req.Header.Set("X-Request-Seq", strconv.FormatUint(seq, 10))
-				} else {
-					req, _ = http.NewRequest(http.MethodGet, target+"/kv/key"+strconv.Itoa(int(i)%min(c.keys, 1000)), nil)
-				}
 				t0 := time.Now()
-				resp, err := hc.Do(req)
-				if err != nil {
-					fail("transport error")
+				if why := do(cl, int(i)); why != "" {
+					errs.Add(1)
+					codesMu.Lock()
+					codes[why]++
+					codesMu.Unlock()
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					fail(resp.Status)
-					continue
-				}
-				lat[cl] = append(lat[cl], time.Since(t0))
+				mine = append(mine, time.Since(t0))
 			}
 		}()
 	}
 	wg.Wait()
-	return summarize(c, "http", time.Since(start), lat, errs.Load(), codes), nil
+	return summarize(c, proto, time.Since(start), lat, errs.Load(), codes)
 }
 
 // summarize computes a run's figures from each client's latencies.

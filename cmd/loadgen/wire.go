@@ -52,51 +52,22 @@ func driveWire(c config) (result, error) {
 			return result{}, fmt.Errorf("write the keys to read: %w", first)
 		}
 	}
-	lat := make([][]time.Duration, c.clients)
-	var next, errs atomic.Int64
-	var codesMu sync.Mutex
-	codes := map[string]int{}
-	fail := func(why string) {
-		errs.Add(1)
-		codesMu.Lock()
-		codes[why]++
-		codesMu.Unlock()
-	}
-	var wg sync.WaitGroup
-	start := time.Now()
-	for cn := range c.clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			mine := make([]time.Duration, 0, c.n/c.clients+1)
-			defer func() { lat[cn] = mine }()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(c.n) {
-					return
-				}
-				t0 := time.Now()
-				var err error
-				if c.op == "write" {
-					err = cl.Put(ctx, keys[int(i)%c.keys], value)
-				} else {
-					var found bool
-					_, found, err = cl.Get(ctx, keys[int(i)%readKeys], client.Linearizable)
-					if err == nil && !found {
-						fail("not found")
-						continue
-					}
-				}
-				if err != nil {
-					fail(cause(err))
-					continue
-				}
-				mine = append(mine, time.Since(t0))
+	return runClients(c, "wire", func(_, i int) string {
+		var err error
+		if c.op == "write" {
+			err = cl.Put(ctx, keys[i%c.keys], value)
+		} else {
+			var found bool
+			_, found, err = cl.Get(ctx, keys[i%readKeys], client.Linearizable)
+			if err == nil && !found {
+				return "not found"
 			}
-		}()
-	}
-	wg.Wait()
-	return summarize(c, "wire", time.Since(start), lat, errs.Load(), codes), nil
+		}
+		if err != nil {
+			return cause(err)
+		}
+		return ""
+	}), nil
 }
 
 // cause names the kind of a client error.
