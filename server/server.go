@@ -101,7 +101,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	var err error
 	switch cfg.Transport.Type {
 	case "tcp":
-		s.tr, err = tcp.New(tc)
+		var t *tcp.Transport
+		if t, err = tcp.New(tc); err == nil {
+			s.tr = t // never a typed nil: Close checks s.tr != nil
+		}
 	default:
 		var opts grpc.Options
 		if cfg.Transport.EnableCompression {
@@ -111,7 +114,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			opts.TLS = &grpc.TLSConfig{CertFile: sec.CertFile, KeyFile: sec.KeyFile, CAFile: sec.CAFile,
 				MutualTLS: sec.EnableMTLS}
 		}
-		s.tr, err = grpc.New(tc, opts)
+		var t *grpc.Transport
+		if t, err = grpc.New(tc, opts); err == nil {
+			s.tr = t
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: transport: %w", id, err)

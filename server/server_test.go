@@ -1,0 +1,58 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestNewFailsCleanly: a node whose transport cannot listen (its port is
+// taken) fails New with an error naming the transport, for both transports,
+// and leaves nothing behind (before, a failed transport left a typed nil
+// that Close called into).
+func TestNewFailsCleanly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	free := freePorts(t, 2)
+	for _, transport := range []string{"grpc", "tcp"} {
+		raw := fmt.Sprintf(`node_id: 1
+bind_port: %d
+peers:
+  - {id: 1, address: 127.0.0.1, port: %d}
+transport:
+  type: %s
+storage:
+  type: memory
+api:
+  addr: 127.0.0.1:%d
+  client_addr: 127.0.0.1:%d
+`, port, port, transport, free[0], free[1])
+		cfg, err := ParseConfig([]byte(raw), os.Getenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: New succeeded on a port already in use", transport)
+		}
+		if !strings.Contains(err.Error(), "transport") {
+			t.Fatalf("%s: error %q does not name the transport", transport, err)
+		}
+		// The API ports were not taken and are free again.
+		for _, p := range free {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				t.Fatalf("%s: port %d still held after a failed New: %v", transport, p, err)
+			}
+			l.Close()
+		}
+	}
+}
