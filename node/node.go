@@ -499,12 +499,14 @@ func (n *Node) drive() {
 // own (Raft thesis §10.2.1); the rest of the Ready's messages wait for the
 // write. This is safe because what these messages claim is durable already:
 //   - their term: only messages in the durable term go early;
-//   - their commit index: a leader counts its own entries toward a quorum
-//     from the moment it appends them, but it learns of a quorum only from
-//     acknowledgements of entries it sent, and the commit index it learns
-//     during a write reaches messages only in a later Ready, which the node
-//     takes after this write has completed. A commit index in a message
-//     therefore never exceeds the sender's durable log.
+//   - their commit index: the node takes a Ready only once the previous
+//     write completed, so every entry sent before this Ready is durable
+//     here, and followers cannot have acknowledged entries first sent in
+//     it; a commit index learnt during this write (the core counts the
+//     leader's own entries only after Advance, so from followers alone)
+//     reaches messages only in a later Ready, taken after this write
+//     completed. A commit index in a message therefore never exceeds the
+//     sender's durable log (the simulator checks this on every send).
 //
 // The entries they carry need not be durable at the leader: a leader that
 // crashes before its write completes is a leader that crashed right after
