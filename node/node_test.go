@@ -816,3 +816,42 @@ func TestLeaseReadDuringTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyDuringWrite: an entry that becomes committed while the leader
+// writes a later one is applied, and its proposer answered, at once, not
+// after that unrelated write; the later entry waits for the leader's own
+// write even though both followers stored it.
+func TestApplyDuringWrite(t *testing.T) {
+	c := newTestCluster(t, nil)
+	c.campaign(1)
+	n1, st1 := c.nodes[1], c.stores[1]
+
+	fx := n1.Propose([]byte("x")) // written at once; its appends are queued
+	ix := n1.Core().BasicStatus().LastIndex
+	st1.SetAsync(true)
+	fy := n1.Propose([]byte("y")) // its write stays outstanding
+	iy := n1.Core().BasicStatus().LastIndex
+	if !st1.Pending() || iy != ix+1 {
+		t.Fatalf("setup: pending %v, x at %d, y at %d", st1.Pending(), ix, iy)
+	}
+	c.deliverAll() // the followers store and acknowledge x and y
+	for _, id := range []uint64{2, 3} {
+		if last := c.stores[id].Persisted().Entries; len(last) == 0 || last[len(last)-1].Index != iy {
+			t.Fatalf("follower %d did not store y (%d)", id, iy)
+		}
+	}
+	if !st1.Pending() {
+		t.Fatal("the leader's write of y completed by itself")
+	}
+	mustResult(t, fx, "ok:x")
+	if n1.Applied() != ix {
+		t.Fatalf("leader applied %d during its write, want %d (x, not y)", n1.Applied(), ix)
+	}
+	if fy.Resolved() {
+		t.Fatal("y answered before the leader's write of it completed")
+	}
+	st1.SetAsync(false)
+	st1.Complete(nil)
+	c.deliverAll()
+	mustResult(t, fy, "ok:y")
+}
