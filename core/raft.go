@@ -1301,6 +1301,16 @@ func (r *raft) takeCommitted(applied uint64) []Entry {
 		return nil
 	}
 	ents := r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
+	// A membership change waits for a Ready, so that the commit index
+	// covering it is durable here before the host sees it applied: a node
+	// that restarted with a commit index below an applied removal would
+	// need the removed node to commit it again.
+	for i := range ents {
+		if ents[i].Type == EntryConfChange {
+			ents = ents[:i]
+			break
+		}
+	}
 	r.applying += uint64(len(ents))
 	r.applied = max(r.applied, r.applying)
 	return ents

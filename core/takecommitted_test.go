@@ -68,3 +68,62 @@ func TestTakeCommitted(t *testing.T) {
 		t.Fatalf("next Ready committed entries %v, want only %d (b)", rd3.CommittedEntries, ib)
 	}
 }
+
+// TestTakeCommittedStopsAtConfChange: TakeCommitted hands out committed
+// entries up to a membership change but not the change itself, which waits
+// for a Ready (whose commit index the host persists before applying it).
+func TestTakeCommittedStopsAtConfChange(t *testing.T) {
+	c := steadyLeader(t, []uint64{1, 2, 3}, nil)
+	l := c.nodes[1]
+	step := func(msgs []Message, to uint64) {
+		for _, m := range msgs {
+			if m.To == to {
+				_ = c.nodes[to].Step(m)
+			}
+		}
+	}
+	if err := l.Propose([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: AddLearner, NodeID: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Propose([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	rd1 := c.handleReady(1) // a, the change and b are durable at the leader
+	if len(rd1.Entries) != 3 {
+		t.Fatalf("setup: %d entries in the Ready, want 3", len(rd1.Entries))
+	}
+	ia := rd1.Entries[0].Index
+	if err := l.Propose([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	rd2 := l.Ready() // z's write stays outstanding
+	c.stores[1].save(&rd2)
+	applied := l.BasicStatus().Applied
+	c.queue = nil
+	for _, f := range []uint64{2, 3} {
+		step(rd1.Messages, f)
+		rd := c.handleReady(f)
+		step(rd.Messages, 1)
+	}
+	c.queue = nil
+	if st := l.BasicStatus(); st.Commit < ia+2 {
+		t.Fatalf("commit %d, want at least %d", st.Commit, ia+2)
+	}
+	got := l.TakeCommitted(applied)
+	if len(got) != 1 || got[0].Index != ia {
+		t.Fatalf("TakeCommitted gave %v, want a (%d) only: the change waits for a Ready", got, ia)
+	}
+	if more := l.TakeCommitted(ia); len(more) != 0 {
+		t.Fatalf("TakeCommitted went past the change: %v", more)
+	}
+	if err := l.Advance(); err != nil {
+		t.Fatal(err)
+	}
+	rd3 := l.Ready()
+	if len(rd3.CommittedEntries) < 2 || rd3.CommittedEntries[0].Type != EntryConfChange {
+		t.Fatalf("next Ready's committed entries %v, want the change first, then b", rd3.CommittedEntries)
+	}
+}

@@ -562,7 +562,11 @@ func (n *Node) applyDurable(rd *core.Ready) {
 	}
 	for i := range rd.CommittedEntries {
 		e := &rd.CommittedEntries[i]
-		if e.Index >= limit {
+		if e.Index >= limit || e.Type == core.EntryConfChange {
+			// A membership change waits until this Ready's commit index
+			// is durable: applied must imply committed-and-durable here,
+			// or a node restarting below an applied removal could need
+			// the removed node to commit it again.
 			break
 		}
 		n.apply(e)
