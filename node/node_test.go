@@ -855,3 +855,46 @@ func TestApplyDuringWrite(t *testing.T) {
 	c.deliverAll()
 	mustResult(t, fy, "ok:y")
 }
+
+// TestConfChangeAppliedOnlyOnceCommitDurable: however writes and
+// acknowledgements interleave, a node reports a membership change applied
+// only once its storage holds a commit index covering it: a node that
+// restarted below a removal it had applied could need the removed node to
+// commit it again.
+func TestConfChangeAppliedOnlyOnceCommitDurable(t *testing.T) {
+	var c *testCluster
+	c = newTestCluster(t, func(cfg *node.Config) {
+		id := cfg.Core.ID
+		cfg.ConfChangeApplied = func(index uint64, _ core.ConfChange) {
+			if c == nil {
+				return // the founding configuration, while starting
+			}
+			if commit := c.stores[id].Persisted().HardState.Commit; commit < index {
+				t.Errorf("node %d applied the membership change at %d with commit %d in storage", id, index, commit)
+			}
+		}
+	})
+	c.campaign(1)
+	n1, st1 := c.nodes[1], c.stores[1]
+	fa := n1.Propose([]byte("a"))
+	fc := n1.ProposeConfChange(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: 4}}})
+	st1.SetAsync(true)
+	fb := n1.Propose([]byte("b")) // the leader's write stays outstanding
+	c.deliverAll()                 // the followers store and acknowledge a, the change and b
+	mustResult(t, fa, "ok:a")      // a is answered during the write
+	if fc.Resolved() {
+		t.Fatal("the membership change was answered before the leader stored a commit index covering it")
+	}
+	st1.SetAsync(false)
+	st1.Complete(nil)
+	c.deliverAll()
+	if !fc.Resolved() || fc.Err() != nil {
+		t.Fatalf("membership change: resolved %t, err %v", fc.Resolved(), fc.Err())
+	}
+	mustResult(t, fb, "ok:b")
+	for _, id := range c.ids {
+		if len(c.confs[id]) == 0 {
+			t.Fatalf("node %d never applied the change", id)
+		}
+	}
+}
