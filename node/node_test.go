@@ -880,8 +880,8 @@ func TestConfChangeAppliedOnlyOnceCommitDurable(t *testing.T) {
 	fc := n1.ProposeConfChange(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: 4}}})
 	st1.SetAsync(true)
 	fb := n1.Propose([]byte("b")) // the leader's write stays outstanding
-	c.deliverAll()                 // the followers store and acknowledge a, the change and b
-	mustResult(t, fa, "ok:a")      // a is answered during the write
+	c.deliverAll()                // the followers store and acknowledge a, the change and b
+	mustResult(t, fa, "ok:a")     // a is answered during the write
 	if fc.Resolved() {
 		t.Fatal("the membership change was answered before the leader stored a commit index covering it")
 	}
