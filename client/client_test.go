@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,77 +15,14 @@ import (
 
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
 	"github.com/forge-consensus/consensus/wire"
 )
 
-// startCluster starts n in-memory nodes on loopback ports and waits until
-// they agree on a leader; it returns the servers and the leader.
+// startCluster starts n in-memory nodes over TCP and waits for a leader.
 func startCluster(t testing.TB, n int) ([]*server.Server, *server.Server) {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range 3 * n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	var peers strings.Builder
-	for i := range n {
-		fmt.Fprintf(&peers, "  - {id: %d, address: 127.0.0.1, port: %d, api_port: %d, client_port: %d}\n",
-			i+1, ports[3*i], ports[3*i+1], ports[3*i+2])
-	}
-	var srvs []*server.Server
-	for i := range n {
-		raw := fmt.Sprintf(`node_id: %d
-bind_port: %d
-peers:
-%sraft:
-  heartbeat_interval: 20ms
-  election_timeout_min: 200ms
-transport:
-  type: tcp
-storage:
-  type: memory
-api:
-  addr: 127.0.0.1:%d
-  client_addr: 127.0.0.1:%d
-`, i+1, ports[3*i], peers.String(), ports[3*i+1], ports[3*i+2])
-		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := server.New(cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		go s.Serve()
-		srvs = append(srvs, s)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		var lead *server.Server
-		agreed := true
-		for _, s := range srvs {
-			st := s.Runner().Status()
-			if st.Role == core.Leader {
-				lead = s
-			}
-			agreed = agreed && st.Lead != 0 && st.Lead == srvs[0].Runner().Status().Lead
-		}
-		if lead != nil && agreed {
-			return srvs, lead
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("no leader")
-	return nil, nil
+	return servertest.StartCluster(t, n, "memory", "tcp")
 }
 
 func newClient(t testing.TB, addrs ...string) *Client {
@@ -100,18 +35,10 @@ func newClient(t testing.TB, addrs ...string) *Client {
 	return c
 }
 
-func addrs(srvs []*server.Server) []string {
-	var a []string
-	for _, s := range srvs {
-		a = append(a, s.ClientAddr())
-	}
-	return a
-}
-
 // TestPutGetDelete: the basic operations, at every consistency.
 func TestPutGetDelete(t *testing.T) {
 	srvs, _ := startCluster(t, 3)
-	c := newClient(t, addrs(srvs)...)
+	c := newClient(t, servertest.ClientAddrs(srvs)...)
 	ctx := context.Background()
 	if err := c.Put(ctx, "greeting", []byte("hello")); err != nil {
 		t.Fatal(err)
@@ -326,7 +253,7 @@ func TestRetryAfterLostResponse(t *testing.T) {
 // TestConcurrent: 200 goroutines share a client.
 func TestConcurrent(t *testing.T) {
 	srvs, _ := startCluster(t, 3)
-	c := newClient(t, addrs(srvs)...)
+	c := newClient(t, servertest.ClientAddrs(srvs)...)
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errc := make(chan error, 200)
@@ -434,7 +361,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // TestClose: calls after Close fail with ErrClosed.
 func TestClose(t *testing.T) {
 	srvs, _ := startCluster(t, 1)
-	c := newClient(t, addrs(srvs)...)
+	c := newClient(t, servertest.ClientAddrs(srvs)...)
 	if err := c.Put(context.Background(), "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +376,7 @@ func TestClose(t *testing.T) {
 // exactly-once.
 func TestLeaderFailover(t *testing.T) {
 	srvs, lead := startCluster(t, 3)
-	c := newClient(t, addrs(srvs)...)
+	c := newClient(t, servertest.ClientAddrs(srvs)...)
 	ctx := context.Background()
 	if err := c.Put(ctx, "before", []byte("1")); err != nil {
 		t.Fatal(err)

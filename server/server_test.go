@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"fmt"
@@ -7,6 +7,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
 )
 
 // TestNewFailsCleanly: a node whose transport cannot listen (its port is
@@ -20,7 +23,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	free := freePorts(t, 2)
+	free := servertest.FreePorts(t, 2)
 	for _, transport := range []string{"grpc", "tcp"} {
 		raw := fmt.Sprintf(`node_id: 1
 bind_port: %d
@@ -34,11 +37,11 @@ api:
   addr: 127.0.0.1:%d
   client_addr: 127.0.0.1:%d
 `, port, port, transport, free[0], free[1])
-		cfg, err := ParseConfig([]byte(raw), os.Getenv)
+		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := New(cfg, slog.New(slog.DiscardHandler))
+		s, err := server.New(cfg, slog.New(slog.DiscardHandler))
 		if err == nil {
 			s.Close()
 			t.Fatalf("%s: New succeeded on a port already in use", transport)

@@ -1,15 +1,11 @@
-package server
+package server_test
 
 import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,107 +14,16 @@ import (
 	"time"
 
 	"github.com/forge-consensus/consensus/client"
-	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
 	"github.com/forge-consensus/consensus/wire"
 )
 
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
+// startCluster starts n in-memory nodes over TCP and waits for a leader.
+func startCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
-// startCluster starts n in-memory nodes on loopback, serving HTTP and the
-// client protocol, and waits for a leader. It returns the servers by
-// position (node i+1 at index i).
-func startCluster(t testing.TB, n int) []*Server {
-	t.Helper()
-	return startClusterWith(t, n, "memory", "tcp")
-}
-
-// startClusterWith is startCluster with a storage type (pebble: under a
-// temporary directory, fsync on) and a transport type.
-func startClusterWith(t testing.TB, n int, storage, transport string) []*Server {
-	t.Helper()
-	dir := t.TempDir()
-	ports := freePorts(t, 3*n)
-	var peers strings.Builder
-	for i := range n {
-		fmt.Fprintf(&peers, "  - {id: %d, address: 127.0.0.1, port: %d, api_port: %d, client_port: %d}\n",
-			i+1, ports[3*i], ports[3*i+1], ports[3*i+2])
-	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	var srvs []*Server
-	for i := range n {
-		raw := fmt.Sprintf(`node_id: %d
-bind_port: %d
-peers:
-%sraft:
-  heartbeat_interval: 20ms
-  election_timeout_min: 200ms
-transport:
-  type: %s
-storage:
-  type: %s
-  path: %s
-api:
-  addr: 127.0.0.1:%d
-  client_addr: 127.0.0.1:%d
-`, i+1, ports[3*i], peers.String(), transport, storage, filepath.Join(dir, strconv.Itoa(i+1)),
-			ports[3*i+1], ports[3*i+2])
-		cfg, err := ParseConfig([]byte(raw), os.Getenv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := New(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		go s.Serve()
-		srvs = append(srvs, s)
-	}
-	leaderOf(t, srvs)
+	srvs, _ := servertest.StartCluster(t, n, "memory", "tcp")
 	return srvs
-}
-
-// leaderOf waits until one server is the leader and every server knows it.
-func leaderOf(t testing.TB, srvs []*Server) *Server {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		var lead *Server
-		agreed := true
-		for _, s := range srvs {
-			st := s.Runner().Status()
-			if st.Role == core.Leader {
-				lead = s
-			}
-			agreed = agreed && st.Lead != 0 && st.Lead == srvs[0].Runner().Status().Lead
-		}
-		if lead != nil && agreed {
-			return lead
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("no leader")
-	return nil
 }
 
 // rawConn is a test client speaking the wire protocol by hand.
@@ -196,7 +101,7 @@ func get(id uint64, key string, c wire.Consistency) wire.Request {
 // report whether the key existed.
 func TestWireWritesAndReads(t *testing.T) {
 	srvs := startCluster(t, 3)
-	lead := leaderOf(t, srvs)
+	lead := servertest.Leader(t, srvs)
 	lc := dialRaw(t, lead.ClientAddr())
 	var reqs []wire.Request
 	for i := range 10 {
@@ -252,7 +157,7 @@ func TestWireWritesAndReads(t *testing.T) {
 // leader's ID and client address, and is not applied.
 func TestWireNotLeader(t *testing.T) {
 	srvs := startCluster(t, 3)
-	lead := leaderOf(t, srvs)
+	lead := servertest.Leader(t, srvs)
 	for _, s := range srvs {
 		if s == lead {
 			continue
@@ -278,7 +183,7 @@ func TestWireNotLeader(t *testing.T) {
 // good requests before the bad one in the frame).
 func TestWireMalformedFrame(t *testing.T) {
 	srvs := startCluster(t, 3)
-	lead := leaderOf(t, srvs)
+	lead := servertest.Leader(t, srvs)
 	good := put(1, "m", "should not be written")
 	payload := wire.AppendRequest(nil, &good)
 	bad := append(payload, 2, byte(wire.OpPut), 0, 0, 0, 1, 'k', 10, 'v') // value cut short
@@ -320,9 +225,9 @@ func isReset(err error) bool {
 // with matching IDs.
 func TestWirePipelined(t *testing.T) {
 	srvs := startCluster(t, 3)
-	lead := leaderOf(t, srvs)
+	lead := servertest.Leader(t, srvs)
 	c := dialRaw(t, lead.ClientAddr())
-	const n = 3 * wireMaxInFlight / 2
+	const n = 3 * server.WireMaxInFlight / 2
 	errc := make(chan error, 1)
 	go func() {
 		var b wire.Batch
@@ -394,7 +299,7 @@ func TestWireBackPressure(t *testing.T) {
 	if r := c.do(put(0, "big", strings.Repeat("v", 1000))); r.Status != wire.StatusOK {
 		t.Fatalf("put: %+v", r)
 	}
-	const n = 3 * wireMaxInFlight
+	const n = 3 * server.WireMaxInFlight
 	errc := make(chan error, 1)
 	go func() {
 		var b wire.Batch
@@ -406,19 +311,10 @@ func TestWireBackPressure(t *testing.T) {
 	}()
 	// The responses (1 KB each) fill the socket buffers, the writer blocks,
 	// and the reader must stop at the bound.
-	var wc *wireConn
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		s.wire.mu.Lock()
-		for x := range s.wire.conns {
-			wc = x
-		}
-		s.wire.mu.Unlock()
-		if wc != nil {
-			wc.mu.Lock()
-			inflight, waiting := wc.inflight, wc.wantSpace
-			wc.mu.Unlock()
-			if inflight > wireMaxInFlight {
+		if inflight, waiting, ok := s.WireConnState(); ok {
+			if inflight > server.WireMaxInFlight {
 				t.Fatalf("%d requests in flight", inflight)
 			}
 			if waiting {
@@ -450,12 +346,8 @@ func TestWireBackPressure(t *testing.T) {
 func BenchmarkWire(b *testing.B) {
 	for _, clients := range []int{1, 100, 1000} {
 		b.Run("clients="+strconv.Itoa(clients), func(b *testing.B) {
-			srvs := startClusterWith(b, 3, "pebble", "grpc")
-			var addrs []string
-			for _, s := range srvs {
-				addrs = append(addrs, s.ClientAddr())
-			}
-			cl, err := client.New(client.Config{Addrs: addrs})
+			srvs, _ := servertest.StartCluster(b, 3, "pebble", "grpc")
+			cl, err := client.New(client.Config{Addrs: servertest.ClientAddrs(srvs)})
 			if err != nil {
 				b.Fatal(err)
 			}

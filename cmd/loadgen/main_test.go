@@ -3,63 +3,19 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
-	"net"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
 )
 
 // startNode starts a one-node in-memory cluster and returns it once it
 // leads.
 func startNode(t *testing.T) *server.Server {
 	t.Helper()
-	var ports []int
-	for range 3 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-		ln.Close()
-	}
-	raw := fmt.Sprintf(`node_id: 1
-bind_port: %d
-peers:
-  - {id: 1, address: 127.0.0.1, port: %d}
-raft:
-  heartbeat_interval: 20ms
-  election_timeout_min: 200ms
-transport:
-  type: tcp
-storage:
-  type: memory
-api:
-  addr: 127.0.0.1:%d
-  client_addr: 127.0.0.1:%d
-`, ports[0], ports[0], ports[1], ports[2])
-	cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	go s.Serve()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Runner().Status().Role != core.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return s
+	_, lead := servertest.StartCluster(t, 1, "memory", "tcp")
+	return lead
 }
 
 // TestRun: both protocols, writes and reads, report every operation done

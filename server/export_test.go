@@ -1,0 +1,23 @@
+package server
+
+// WireMaxInFlight exposes the per-connection in-flight bound to the
+// external tests.
+const WireMaxInFlight = wireMaxInFlight
+
+// WireConnState reports, for one of the server's client-protocol
+// connections, its requests in flight and whether its reader waits for
+// room; ok is false while there is no connection.
+func (s *Server) WireConnState() (inflight int, waiting, ok bool) {
+	s.wire.mu.Lock()
+	var wc *wireConn
+	for x := range s.wire.conns {
+		wc = x
+	}
+	s.wire.mu.Unlock()
+	if wc == nil {
+		return 0, false, false
+	}
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	return wc.inflight, wc.wantSpace, true
+}
