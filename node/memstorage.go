@@ -146,10 +146,17 @@ func (s *MemoryStorage) apply(u *Update) error {
 		for k < len(entries) && entries[k].Index < first {
 			k++
 		}
-		// A fresh array: slices handed out earlier never change.
-		fresh := make([]core.Entry, 0, k+len(u.Entries))
-		fresh = append(fresh, entries[:k]...)
-		entries = append(fresh, u.Entries...)
+		if k == len(entries) {
+			// A plain append writes only beyond every slice handed out
+			// earlier, so those never change.
+			entries = append(entries, u.Entries...)
+		} else {
+			// Overwriting a suffix needs a fresh array, for the same
+			// reason.
+			fresh := make([]core.Entry, 0, k+len(u.Entries))
+			fresh = append(fresh, entries[:k]...)
+			entries = append(fresh, u.Entries...)
+		}
 	} else if u.Snapshot != nil || u.LocalSnapshot != nil {
 		entries = slices.Clone(entries)
 	}
