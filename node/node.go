@@ -112,18 +112,20 @@ type Node struct {
 	applied uint64 // last index applied to the state machine
 	snapIdx uint64 // index of the latest snapshot
 
-	driving bool
-	writing bool
-	wseq    uint64 // sequence of the outstanding write
-	wdone   bool   // the outstanding write completed during drive
-	werr    error
-	ready   *core.Ready // the Ready whose write is outstanding; nil for a compaction write
-	compact *Update     // a compaction write waiting its turn
-	rdBuf   core.Ready  // the Ready being handled
-	updBuf  Update      // its write
-	early   []core.Message
-	durTerm uint64 // the term in storage (as of the last completed write)
-	wterm   uint64 // the term in storage once the outstanding write completes
+	driving     bool
+	writing     bool
+	wseq        uint64 // sequence of the outstanding write
+	wdone       bool   // the outstanding write completed during drive
+	werr        error
+	ready       *core.Ready  // the Ready whose write is outstanding; nil for a compaction write
+	compact     *Update      // a compaction write waiting its turn
+	snapWriting bool         // the outstanding write is a compaction
+	snapWait    []snapWaiter // TakeSnapshot calls waiting for a durable snapshot
+	rdBuf       core.Ready   // the Ready being handled
+	updBuf      Update       // its write
+	early       []core.Message
+	durTerm     uint64 // the term in storage (as of the last completed write)
+	wterm       uint64 // the term in storage once the outstanding write completes
 
 	stopped error // why the node stopped; nil while running
 
@@ -360,6 +362,40 @@ func (n *Node) TransferLeadership(to uint64) error {
 	return nil
 }
 
+// StepDown makes the leader hand leadership to its most up-to-date voter.
+func (n *Node) StepDown() error {
+	if n.stopped != nil {
+		return n.stopped
+	}
+	err := n.raft.StepDown()
+	n.drive()
+	if err != nil {
+		return n.requestError(err)
+	}
+	return nil
+}
+
+// TakeSnapshot snapshots the state machine at the applied index and
+// compacts the log behind it (keeping SnapshotKeep entries), as the
+// automatic threshold does. The future resolves with the snapshot's index
+// once the snapshot is durable; if nothing was applied since the last
+// snapshot, with that snapshot's index once it is durable.
+func (n *Node) TakeSnapshot() *Future {
+	if n.stopped != nil {
+		return resolved(nil, n.stopped)
+	}
+	f := &Future{}
+	n.snapWait = append(n.snapWait, snapWaiter{f: f, at: n.applied})
+	if n.compact == nil && !n.snapWriting {
+		n.snapshotDone() // the last snapshot, durable, covers it
+	}
+	if !n.writing {
+		n.maybeSnapshot()
+	}
+	n.drive()
+	return f
+}
+
 // Campaign makes this node start an election at once (tests, operators).
 func (n *Node) Campaign() error {
 	if n.stopped != nil {
@@ -390,7 +426,10 @@ func (n *Node) fail(err error) {
 			rd.f.resolve(nil, err)
 		}
 	}
-	n.propQueue, n.readQueue, n.waiting = nil, nil, nil
+	for _, w := range n.snapWait {
+		w.f.resolve(nil, err)
+	}
+	n.propQueue, n.readQueue, n.waiting, n.snapWait = nil, nil, nil, nil
 	clear(n.proposals)
 	clear(n.reads)
 }
@@ -464,11 +503,14 @@ func (n *Node) drive() {
 			if rd := n.ready; rd != nil {
 				n.ready = nil
 				n.finish(rd)
+			} else if n.snapWriting {
+				n.snapWriting = false
+				n.maybeSnapshot() // serves TakeSnapshot's waiters
 			}
 			continue
 		}
 		if u := n.compact; u != nil {
-			n.compact = nil
+			n.compact, n.snapWriting = nil, true
 			n.save(u, nil)
 			continue
 		}
@@ -737,22 +779,54 @@ func (n *Node) serveReads() {
 // maybeSnapshot snapshots the state machine and compacts the log once
 // enough entries were applied since the last snapshot.
 func (n *Node) maybeSnapshot() {
+	if n.compact != nil || n.snapWriting {
+		return // one snapshot at a time; waiters are served after it
+	}
+	n.snapshotDone() // waiters the last (durable) snapshot covers
 	t := n.cfg.SnapshotThreshold
-	if t == 0 || n.applied < n.snapIdx+t || n.compact != nil {
+	if len(n.snapWait) == 0 && (t == 0 || n.applied < n.snapIdx+t) {
 		return
 	}
+	_ = n.snapshotAt(n.applied) // on failure (e.g. the core's log moved past it): retry later
+}
+
+// snapshotDone resolves, with the durable snapshot's index, the
+// TakeSnapshot futures whose applied index at the call it covers.
+func (n *Node) snapshotDone() {
+	k := 0
+	for _, w := range n.snapWait {
+		if w.at <= n.snapIdx {
+			w.f.resolve(n.snapIdx, nil)
+			continue
+		}
+		n.snapWait[k] = w
+		k++
+	}
+	clear(n.snapWait[k:])
+	n.snapWait = n.snapWait[:k]
+}
+
+type snapWaiter struct {
+	f  *Future
+	at uint64 // applied index when TakeSnapshot was called
+}
+
+// snapshotAt snapshots the state machine, which is at idx, and queues the
+// compaction write.
+func (n *Node) snapshotAt(idx uint64) error {
 	data, err := n.cfg.StateMachine.Snapshot()
 	if err != nil {
-		n.fail(fmt.Errorf("node %d: snapshot at %d: %w", n.ID(), n.applied, err))
-		return
+		err = fmt.Errorf("node %d: snapshot at %d: %w", n.ID(), idx, err)
+		n.fail(err)
+		return err
 	}
-	idx := n.applied
 	if err := n.raft.CompactKeep(idx, data, n.cfg.SnapshotKeep); err != nil {
-		return // e.g. the core's log moved past idx with a snapshot: retry later
+		return fmt.Errorf("%w: snapshot at %d: %w", ErrDropped, idx, err)
 	}
 	n.snapIdx = idx
 	s := n.raft.Snapshot()
 	n.compact = &Update{LocalSnapshot: s, CompactTo: idx - min(idx, n.cfg.SnapshotKeep), Sync: true}
+	return nil
 }
 
 // mix64 derives the incarnation from a seed (SplitMix64's finalizer).

@@ -898,3 +898,70 @@ func TestConfChangeAppliedOnlyOnceCommitDurable(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeSnapshot: an operator's snapshot is taken at the applied index
+// and reported only once durable; with nothing new applied it reports the
+// last snapshot; a call during a write waits for that write.
+func TestTakeSnapshot(t *testing.T) {
+	c := newTestCluster(t, func(cfg *node.Config) { cfg.SnapshotKeep = 1 })
+	c.campaign(1)
+	for _, cmd := range cmdList("c", 4) {
+		c.propose(1, cmd)
+	}
+	n1, st1 := c.nodes[1], c.stores[1]
+	applied := n1.Applied()
+
+	st1.SetAsync(true) // hold the compaction write
+	f := n1.TakeSnapshot()
+	if f.Resolved() {
+		t.Fatal("snapshot reported before its write completed")
+	}
+	if !st1.Pending() {
+		t.Fatal("no compaction write started")
+	}
+	st1.SetAsync(false)
+	st1.Complete(nil)
+	mustResult(t, f, applied)
+	p := st1.Persisted()
+	if p.Snapshot == nil || p.Snapshot.Meta.Index != applied {
+		t.Fatalf("stored snapshot %v, want one at %d", p.Snapshot, applied)
+	}
+	if len(p.Entries) == 0 || p.Entries[0].Index != applied {
+		t.Fatalf("stored log starts at %v, want %d (keep 1)", p.Entries, applied)
+	}
+	var sm listSM
+	if err := sm.Restore(p.Snapshot.Data); err != nil || !slices.Equal(sm.cmds, cmdList("c", 4)) {
+		t.Fatalf("snapshot holds %v (%v)", sm.cmds, err)
+	}
+
+	// Nothing new: the same snapshot, at once, and no write.
+	f = n1.TakeSnapshot()
+	mustResult(t, f, applied)
+
+	// During an outstanding write: taken once the write completes, and
+	// covering what was applied when it was asked for.
+	c.propose(1, "d")
+	st1.SetAsync(true)
+	fp := n1.Propose([]byte("e"))
+	f = n1.TakeSnapshot()
+	c.deliverAll()
+	if f.Resolved() {
+		t.Fatal("snapshot reported while the leader's write was outstanding")
+	}
+	st1.SetAsync(false)
+	st1.Complete(nil)
+	c.deliverAll()
+	mustResult(t, fp, "ok:e")
+	mustResult(t, f, applied+1) // d, applied when it was asked for
+	if got := st1.Persisted().Snapshot.Meta.Index; got != applied+1 {
+		t.Fatalf("stored snapshot at %d, want %d", got, applied+1)
+	}
+
+	// Stopping fails a waiting snapshot.
+	st1.SetAsync(true)
+	fp = n1.Propose([]byte("e"))
+	f = n1.TakeSnapshot()
+	n1.Stop()
+	mustErr(t, f, node.ErrStopped)
+	mustErr(t, fp, node.ErrStopped)
+}

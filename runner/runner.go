@@ -293,3 +293,35 @@ func (r *Runner) TransferLeadership(ctx context.Context, to uint64) error {
 	}
 	return err
 }
+
+// StepDown asks the leader to hand leadership to its most up-to-date voter.
+func (r *Runner) StepDown(ctx context.Context) error {
+	var err error
+	if e := r.Do(ctx, func(n *node.Node) { err = n.StepDown() }); e != nil {
+		return e
+	}
+	return err
+}
+
+// TakeSnapshot snapshots the state machine now and returns the snapshot's
+// index once it is durable (see node.Node.TakeSnapshot).
+func (r *Runner) TakeSnapshot(ctx context.Context) (uint64, error) {
+	res, err := r.await(ctx, func(n *node.Node) *node.Future { return n.TakeSnapshot() })
+	if err != nil {
+		return 0, err
+	}
+	return res.(uint64), nil
+}
+
+// CoreStatus returns the core's full status (configuration and, on a
+// leader, every peer's progress), read on the node's goroutine.
+func (r *Runner) CoreStatus(ctx context.Context) (core.Status, error) {
+	var st core.Status
+	if err := r.Do(ctx, func(n *node.Node) {
+		st = n.Core().Status()
+		st.Applied = n.Applied()
+	}); err != nil {
+		return core.Status{}, err
+	}
+	return st, nil
+}
