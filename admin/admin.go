@@ -1,0 +1,230 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Cluster is what the admin API reads and changes. Implementations must be
+// safe for concurrent use.
+//
+// Mutating methods report failures with the sentinel errors of this package
+// (ErrUnknownNode, ErrInvalidRequest, ErrConflict, ErrNoQuorum), a
+// *NotLeaderError, or context.DeadlineExceeded, possibly wrapped; the
+// handlers map them to HTTP status codes. Any other error is a 500.
+type Cluster interface {
+	// Info returns the cluster as this node sees it.
+	Info(ctx context.Context) ClusterInfo
+	// Health returns this node's health verdict and the checks behind it.
+	Health(ctx context.Context) HealthStatus
+	// AddNode adds a node, reachable at address:port, to the cluster.
+	AddNode(ctx context.Context, id uint64, address string, port int) error
+	// RemoveNode removes a node from the cluster.
+	RemoveNode(ctx context.Context, id uint64) error
+	// TransferLeadership asks the leader to hand leadership to target.
+	TransferLeadership(ctx context.Context, target uint64) error
+	// Snapshot takes a snapshot and returns the log index it covers.
+	Snapshot(ctx context.Context) (index uint64, err error)
+}
+
+// ClusterInfo is the body of GET /status.
+type ClusterInfo struct {
+	ID            string       `json:"cluster_id"`
+	NodeID        uint64       `json:"node_id"`
+	Leader        uint64       `json:"leader_id"`
+	LeaderAddress string       `json:"leader_address,omitempty"`
+	Term          uint64       `json:"term"`
+	Role          string       `json:"role"`
+	CommitIndex   uint64       `json:"commit_index"`
+	LastApplied   uint64       `json:"last_applied"`
+	TotalNodes    int          `json:"total_nodes"`
+	ActiveNodes   int          `json:"active_nodes"`
+	HasQuorum     bool         `json:"has_quorum"`
+	Nodes         []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus describes one cluster member.
+type NodeStatus struct {
+	ID      uint64 `json:"id"`
+	Address string `json:"address"`
+	// Role is "leader", "follower", "candidate" or "learner".
+	Role       string `json:"role"`
+	Voter      bool   `json:"voter"`
+	Active     bool   `json:"active"`
+	MatchIndex uint64 `json:"match_index"`
+	Lag        uint64 `json:"lag"`
+}
+
+// HealthStatus is the body of GET /health.
+type HealthStatus struct {
+	// Status is "healthy", "degraded" or "unhealthy".
+	Status      string  `json:"status"`
+	Healthy     bool    `json:"healthy"`
+	Leader      uint64  `json:"leader_id"`
+	HasQuorum   bool    `json:"has_quorum"`
+	ActiveNodes int     `json:"active_nodes"`
+	TotalNodes  int     `json:"total_nodes"`
+	Checks      []Check `json:"checks"`
+}
+
+// Check is one named health check and its result.
+type Check struct {
+	Name    string `json:"name"`
+	Healthy bool   `json:"healthy"`
+	Message string `json:"message,omitempty"`
+}
+
+// Errors a Cluster returns; the handlers map them to status codes with
+// errors.Is, so they may be wrapped.
+var (
+	// ErrUnknownNode means the node ID is not a cluster member (404).
+	ErrUnknownNode = errors.New("admin: unknown node")
+	// ErrInvalidRequest means the request is malformed (400).
+	ErrInvalidRequest = errors.New("admin: invalid request")
+	// ErrConflict means the request conflicts with the cluster's state, such
+	// as removing the last voter or adding an existing ID (409).
+	ErrConflict = errors.New("admin: conflict")
+	// ErrNoQuorum means the cluster cannot reach a quorum (503).
+	ErrNoQuorum = errors.New("admin: no quorum")
+)
+
+// NotLeaderError means a mutating request reached a node that is not the
+// leader. LeaderID is 0 and LeaderAddress empty when the leader is unknown.
+// LeaderAddress is the leader's admin base URL, such as
+// "http://127.0.0.1:7801".
+type NotLeaderError struct {
+	LeaderID      uint64
+	LeaderAddress string
+}
+
+// Error implements error.
+func (e *NotLeaderError) Error() string {
+	switch {
+	case e.LeaderID == 0:
+		return "admin: not the leader (leader unknown)"
+	case e.LeaderAddress == "":
+		return fmt.Sprintf("admin: not the leader (leader is node %d)", e.LeaderID)
+	default:
+		return fmt.Sprintf("admin: not the leader (leader is node %d at %s)", e.LeaderID, e.LeaderAddress)
+	}
+}
+
+// Role is the access level a bearer token grants.
+type Role string
+
+// Roles, each including the rights of the ones before it.
+const (
+	// RoleViewer may use every GET route.
+	RoleViewer Role = "viewer"
+	// RoleOperator may also POST /snapshot and /transfer-leadership.
+	RoleOperator Role = "operator"
+	// RoleAdmin may also POST /add-node and /remove-node.
+	RoleAdmin Role = "admin"
+)
+
+// level orders roles; 0 means unknown.
+func (r Role) level() int {
+	switch r {
+	case RoleViewer:
+		return 1
+	case RoleOperator:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// Config configures Handler. The zero value serves the routes under
+// /consensus with open reads and refuses every mutating request.
+type Config struct {
+	// PathPrefix is where the routes live, default "/consensus". It must
+	// start with "/"; a trailing "/" is ignored, and "/" serves at the root.
+	PathPrefix string
+	// Tokens maps bearer tokens to roles. When empty, GETs are open and
+	// mutating requests are refused unless AllowUnauthenticated is set.
+	Tokens map[string]Role
+	// AllowUnauthenticated permits mutating requests when Tokens is empty.
+	// It is for development on loopback only: anyone who can reach the
+	// listener can then reconfigure the cluster.
+	AllowUnauthenticated bool
+	// OpenMetrics serves /metrics without a token even when Tokens is set.
+	OpenMetrics bool
+	// RedirectWrites answers a mutating request that reached a follower with
+	// 307 to the leader, when the leader's address is known, instead of 503.
+	RedirectWrites bool
+	// Metrics serves GET /metrics, for example promhttp.Handler(). When nil,
+	// /metrics answers 404.
+	Metrics http.Handler
+	// Logger receives refused requests and the outcome of mutating requests,
+	// at Info. Tokens are never logged. Nil discards.
+	Logger *slog.Logger
+}
+
+// NodeID is a node ID in a request body. It decodes from a JSON number (3),
+// a decimal string ("3") or a "node-N" string ("node-3"), and encodes as a
+// number.
+type NodeID uint64
+
+// UnmarshalJSON implements json.Unmarshaler. A JSON null leaves id unchanged.
+func (id *NodeID) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		return nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("invalid node id %s: %w", truncate(b), err)
+		}
+		s = strings.TrimPrefix(s, "node-")
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf(`invalid node id %s: want a non-negative integer, "N" or "node-N"`, truncate(b))
+	}
+	*id = NodeID(n)
+	return nil
+}
+
+func truncate(b []byte) string {
+	const limit = 32
+	if len(b) > limit {
+		return string(b[:limit]) + "..."
+	}
+	return string(b)
+}
+
+// AddNodeRequest is the body of POST /add-node.
+type AddNodeRequest struct {
+	NodeID  NodeID `json:"node_id"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+}
+
+func (r *AddNodeRequest) validate() error {
+	switch {
+	case r.NodeID == 0:
+		return fmt.Errorf("%w: node_id is required and must be non-zero", ErrInvalidRequest)
+	case strings.TrimSpace(r.Address) == "":
+		return fmt.Errorf("%w: address is required", ErrInvalidRequest)
+	case r.Port < 1 || r.Port > 65535:
+		return fmt.Errorf("%w: port must be in 1..65535, got %d", ErrInvalidRequest, r.Port)
+	}
+	return nil
+}
+
+// RemoveNodeRequest is the body of POST /remove-node.
+type RemoveNodeRequest struct {
+	NodeID NodeID `json:"node_id"`
+}
+
+// TransferLeadershipRequest is the body of POST /transfer-leadership.
+type TransferLeadershipRequest struct {
+	Target NodeID `json:"target_node_id"`
+}

@@ -1,0 +1,72 @@
+// Package admin is the cluster admin REST API as a plain net/http handler.
+//
+// The same handler serves the Forge extension and the standalone daemon: it
+// depends only on the standard library and on the Cluster interface, which
+// the caller implements. Build it with Handler and mount it on any mux:
+//
+//	h, err := admin.Handler(admin.Config{Tokens: tokens, Metrics: promhttp.Handler()}, cluster)
+//	mux.Handle("/consensus/", h)
+//
+// # Routes
+//
+// All routes live under Config.PathPrefix (default "/consensus"). Bodies
+// are JSON in snake_case.
+//
+//	GET  /health               200 HealthStatus if healthy, else 503 with the same body plus "error"
+//	GET  /health/live          200 {"status":"alive"}, always
+//	GET  /health/ready         200 {"ready":true,"status":S}, else 503 {"error":..,"ready":false,"status":S}
+//	GET  /metrics              Config.Metrics; 404 if it is nil
+//	GET  /status               200 ClusterInfo
+//	GET  /nodes                200 {"nodes":[NodeStatus...]}
+//	GET  /leader               200 {"leader_id":N,"leader_address":A,"term":T}; 503 with the same body plus "error" if there is no leader
+//	POST /add-node             {"node_id":N,"address":"host","port":P} -> 200 {"ok":true,"node_id":N}
+//	POST /remove-node          {"node_id":N}                           -> 200 {"ok":true,"node_id":N}
+//	POST /transfer-leadership  {"target_node_id":N}                    -> 200 {"ok":true,"target_node_id":N}
+//	POST /snapshot             empty or {}                             -> 200 {"ok":true,"index":I}
+//
+// A node ID in a request is a JSON number (3), a decimal string ("3") or
+// "node-N" ("node-3"); IDs are non-zero and port is in 1..65535. A request
+// body is at most 64 KiB (413 beyond) and must be a single JSON object with
+// no unknown fields. The Cluster is never called for an invalid request.
+//
+// # Errors
+//
+// Every error response is application/json with at least
+// {"error":"<message>"}. Status codes:
+//
+//	400  malformed body, invalid field, or ErrInvalidRequest
+//	401  tokens are configured and the bearer token is missing or wrong (WWW-Authenticate: Bearer)
+//	403  the token's role is too low; a mutating request with no tokens configured; a cross-origin browser request
+//	404  unknown path, ErrUnknownNode, or /metrics without Config.Metrics
+//	405  wrong method on a known path (with an Allow header)
+//	409  ErrConflict: removing the last voter, transferring to a learner, adding an existing ID
+//	413  body over 64 KiB
+//	503  *NotLeaderError, ErrNoQuorum, an unhealthy /health or /health/ready, no leader on /leader
+//	504  context.DeadlineExceeded
+//	500  any other error
+//
+// A *NotLeaderError adds "leader_id" and "leader_address" to the body. With
+// Config.RedirectWrites and a known leader address (an http or https base
+// URL such as "http://127.0.0.1:7801"), the answer is instead 307 with
+// Location set to that address plus the request's path and query.
+//
+// # Access control
+//
+// Tokens come from "Authorization: Bearer <token>" and map to roles in
+// Config.Tokens; all configured tokens are compared in constant time.
+//
+//	viewer    every GET
+//	operator  viewer, plus POST /snapshot and /transfer-leadership
+//	admin     everything, including POST /add-node and /remove-node
+//
+// /health, /health/live and /health/ready are always open, since probes
+// carry no tokens. /metrics needs a viewer token when tokens are configured,
+// unless Config.OpenMetrics is set. With no tokens configured, GETs are open
+// and mutating requests are refused with 403 unless
+// Config.AllowUnauthenticated is set, which is for loopback development
+// only. Cross-origin browser POSTs are always refused
+// (http.CrossOriginProtection).
+//
+// Config.Logger receives refused requests (method, path, status, reason)
+// and the outcome of mutating requests at Info. Tokens are never logged.
+package admin
