@@ -32,6 +32,12 @@ type Config struct {
 	Storage   StorageConfig   `yaml:"storage"`
 	Security  SecurityConfig  `yaml:"security"`
 	API       APIConfig       `yaml:"api"`
+	AdminAPI  AdminAPIConfig  `yaml:"admin_api"`
+	// Join starts a node that joins a running cluster: with no membership
+	// of its own, it waits for the leader, which contacts it once an
+	// operator has added it (POST /consensus/add-node). Peers still lists
+	// the existing members' addresses. Ignored once the node has state.
+	Join bool `yaml:"join"`
 }
 
 // NodeID is a node's ID: a positive integer, written as a number or a
@@ -104,13 +110,37 @@ type StorageConfig struct {
 	MaxBatchDelay time.Duration `yaml:"max_batch_delay"`
 }
 
-// SecurityConfig configures TLS between nodes.
+// SecurityConfig configures TLS between nodes and the admin API's tokens.
 type SecurityConfig struct {
 	EnableTLS  bool   `yaml:"enable_tls"`
 	EnableMTLS bool   `yaml:"enable_mtls"`
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	CAFile     string `yaml:"ca_file"`
+	// Tokens are the admin API's bearer tokens and their roles (viewer,
+	// operator, admin). Write them as ${VAR} to keep them out of the file.
+	Tokens []TokenConfig `yaml:"tokens"`
+}
+
+// TokenConfig is one admin API bearer token.
+type TokenConfig struct {
+	Token string `yaml:"token"`
+	Role  string `yaml:"role"` // viewer, operator or admin
+}
+
+// AdminAPIConfig configures the admin REST API (package admin), served on
+// the HTTP API's listener.
+type AdminAPIConfig struct {
+	// Enabled serves it (default true).
+	Enabled *bool `yaml:"enabled"`
+	// PathPrefix is where it is mounted (default /consensus).
+	PathPrefix string `yaml:"path_prefix"`
+	// RedirectWrites answers a mutating request on a follower with a 307
+	// to the leader instead of a 503 naming it.
+	RedirectWrites bool `yaml:"redirect_writes"`
+	// AllowUnauthenticated accepts mutating requests without a token when
+	// no tokens are configured. For loopback development only.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
 }
 
 // APIConfig configures the HTTP API and the binary client protocol.
@@ -221,6 +251,12 @@ func (c *Config) ApplyDefaults() {
 	if c.API.RequestTimeout == 0 {
 		c.API.RequestTimeout = 5 * time.Second
 	}
+	if c.AdminAPI.Enabled == nil {
+		c.AdminAPI.Enabled = &t
+	}
+	if c.AdminAPI.PathPrefix == "" {
+		c.AdminAPI.PathPrefix = "/consensus"
+	}
 	for i := range c.Peers {
 		if c.Peers[i].APIPort == 0 && c.Peers[i].Port != 0 {
 			c.Peers[i].APIPort = c.Peers[i].Port + 100
@@ -324,6 +360,18 @@ func (c *Config) Validate() error {
 	case "forward", "redirect":
 	default:
 		return bad("api.follower_writes", "%q is not forward or redirect", c.API.FollowerWrites)
+	}
+	if p := c.AdminAPI.PathPrefix; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/")) {
+		return bad("admin_api.path_prefix", "%q must start with / and not end with one", p)
+	}
+	for i, t := range c.Security.Tokens {
+		key := fmt.Sprintf("security.tokens[%d]", i)
+		switch {
+		case strings.TrimSpace(t.Token) == "" || strings.TrimSpace(t.Token) != t.Token:
+			return bad(key+".token", "empty or surrounded by spaces")
+		case t.Role != "viewer" && t.Role != "operator" && t.Role != "admin":
+			return bad(key+".role", "%q is not viewer, operator or admin", t.Role)
+		}
 	}
 	return nil
 }

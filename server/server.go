@@ -18,6 +18,7 @@ import (
 	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	"github.com/forge-consensus/consensus/adapters/tcp"
 	"github.com/forge-consensus/consensus/adapters/transport"
+	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
 	"github.com/forge-consensus/consensus/node"
@@ -27,15 +28,15 @@ import (
 // Server is one running node: storage, transport, runner, HTTP API and
 // binary client protocol (package wire).
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	run     *runner.Runner
-	tr      transport.Transport
-	st      interface{ Close() error }
-	http    *http.Server
-	ln      net.Listener
-	wire    *wireServer
-	clients map[uint64]string // client-protocol address by node ID
+	cfg  Config
+	log  *slog.Logger
+	run  *runner.Runner
+	tr   transport.Transport
+	st   interface{ Close() error }
+	http *http.Server
+	ln   net.Listener
+	wire *wireServer
+	dir  *directory
 
 	once sync.Once
 	err  error
@@ -54,10 +55,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	id := uint64(cfg.NodeID)
 	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
-	s := &Server{cfg: cfg, log: log, clients: make(map[uint64]string, len(cfg.Peers))}
-	for _, p := range cfg.Peers {
-		s.clients[uint64(p.ID)] = net.JoinHostPort(p.Address, strconv.Itoa(p.ClientPort))
-	}
+	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -123,12 +121,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("server: node %d: transport: %w", id, err)
 	}
 	var voters []uint64
-	for _, p := range cfg.Peers {
-		voters = append(voters, uint64(p.ID))
-		if uint64(p.ID) != id {
-			s.tr.SetPeer(uint64(p.ID), net.JoinHostPort(p.Address, strconv.Itoa(p.Port)))
+	if !cfg.Join {
+		for _, p := range cfg.Peers {
+			voters = append(voters, uint64(p.ID))
 		}
 	}
+	s.syncPeers()
+	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers}
 
 	tick, hb, et := cfg.Ticks()
 	seed, inc := random64(), random64()
@@ -138,12 +137,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 				ID: id, Voters: voters, ElectionTick: et, HeartbeatTick: hb, Seed: seed,
 				PreVote: *cfg.Raft.PreVote, CheckQuorum: *cfg.Raft.CheckQuorum,
 			},
-			Storage: storage, Transport: s.tr, StateMachine: kv.New(kv.Config{}),
+			Storage: storage, Transport: s.tr, StateMachine: sm,
 			Incarnation:       inc,
 			LeaseReads:        cfg.Raft.LeaseReads,
 			SnapshotThreshold: cfg.Raft.SnapshotThreshold,
 			SnapshotKeep:      cfg.Raft.TrailingLogs,
 			PeerAddress:       s.apiURL,
+			ConfChangeApplied: s.confChangeApplied,
 			Logger:            base,
 		},
 		TickInterval: tick,
@@ -160,6 +160,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Timeout: cfg.API.RequestTimeout})
 	if cfg.API.FaultSwitch {
 		mux.HandleFunc("/admin/block", s.block)
+	}
+	if cfg.AdminAPI.Enabled == nil || *cfg.AdminAPI.Enabled {
+		h, err := s.adminHandler(nil)
+		if err != nil {
+			return nil, fmt.Errorf("server: node %d: admin_api: %w", id, err)
+		}
+		prefix := cfg.AdminAPI.PathPrefix
+		if prefix == "" {
+			prefix = "/consensus"
+		}
+		mux.Handle(prefix+"/", h)
 	}
 	s.ln, err = net.Listen("tcp", cfg.API.Addr)
 	if err != nil {
@@ -187,6 +198,9 @@ func (s *Server) Serve() error {
 	}
 	return err
 }
+
+// Config returns the node's configuration.
+func (s *Server) Config() Config { return s.cfg }
 
 // Runner returns the node's runner.
 func (s *Server) Runner() *runner.Runner { return s.run }
@@ -229,19 +243,71 @@ func (s *Server) Close() error {
 	return s.err
 }
 
-// apiURL returns the base URL of a node's HTTP API, from the peer list.
+// AdminHandler returns the admin REST API (package admin) over this node,
+// configured from admin_api.* and security.tokens, with metrics served by
+// the given handler (nil: none). consensusd mounts it on its HTTP API; the
+// Forge extension on the app's router.
+func (s *Server) AdminHandler(metrics http.Handler) (http.Handler, error) {
+	return s.adminHandler(metrics)
+}
+
+func (s *Server) adminHandler(metrics http.Handler) (http.Handler, error) {
+	a := s.cfg.AdminAPI
+	tokens := make(map[string]admin.Role, len(s.cfg.Security.Tokens))
+	for _, t := range s.cfg.Security.Tokens {
+		tokens[t.Token] = admin.Role(t.Role)
+	}
+	return admin.Handler(admin.Config{
+		PathPrefix: a.PathPrefix, Tokens: tokens, AllowUnauthenticated: a.AllowUnauthenticated,
+		RedirectWrites: a.RedirectWrites, Metrics: metrics, Logger: s.log,
+	}, s)
+}
+
+// APIURL returns the base URL of node id's HTTP API, from the peer list
+// ("" for a node not in it).
+func (s *Server) APIURL(id uint64) string { return s.apiURL(id) }
+
+// apiURL returns the base URL of a node's HTTP API ("" if unknown).
 func (s *Server) apiURL(id uint64) string {
-	for _, p := range s.cfg.Peers {
-		if uint64(p.ID) == id {
-			return "http://" + net.JoinHostPort(p.Address, strconv.Itoa(p.APIPort))
-		}
+	if m, ok := s.dir.get(id); ok {
+		return m.apiURL()
 	}
 	return ""
 }
 
-// clientAddr returns a node's client-protocol address, from the peer list
-// ("" if unknown).
-func (s *Server) clientAddr(id uint64) string { return s.clients[id] }
+// clientAddr returns a node's client-protocol address ("" if unknown).
+func (s *Server) clientAddr(id uint64) string {
+	if m, ok := s.dir.get(id); ok {
+		return m.clientAddr()
+	}
+	return ""
+}
+
+// syncPeers points the transport at every member's address.
+func (s *Server) syncPeers() {
+	for _, m := range s.dir.all() {
+		if m.ID != uint64(s.cfg.NodeID) {
+			s.tr.SetPeer(m.ID, m.raftAddr())
+		}
+	}
+}
+
+// confChangeApplied keeps the directory and the transport in step with
+// the membership (on the node's goroutine, in log order).
+func (s *Server) confChangeApplied(index uint64, cc core.ConfChange) {
+	for _, id := range s.dir.memberChanged(cc) {
+		if id == uint64(s.cfg.NodeID) {
+			continue
+		}
+		if m, ok := s.dir.get(id); ok {
+			s.tr.SetPeer(id, m.raftAddr())
+			s.log.Info("member added", "member", id, "addr", m.raftAddr(), "index", index)
+		} else {
+			s.tr.RemovePeer(id)
+			s.log.Info("member removed", "member", id, "index", index)
+		}
+	}
+}
 
 // block is the fault switch (api.fault_switch, for tests): POST
 // /admin/block?peer=ID&on=true|false cuts this node off from a peer (0:

@@ -45,6 +45,14 @@ func FreePorts(t testing.TB, n int) []int {
 // With -test.v the nodes log warnings to standard error.
 func StartCluster(t testing.TB, n int, storage, transport string) ([]*server.Server, *server.Server) {
 	t.Helper()
+	return StartClusterWith(t, n, storage, transport, "")
+}
+
+// StartClusterWith is StartCluster with extra YAML appended to every
+// node's configuration (top-level keys not set by StartCluster, such as
+// security or admin_api).
+func StartClusterWith(t testing.TB, n int, storage, transport, extra string) ([]*server.Server, *server.Server) {
+	t.Helper()
 	dir := t.TempDir()
 	ports := FreePorts(t, 3*n)
 	var peers strings.Builder
@@ -72,8 +80,8 @@ storage:
 api:
   addr: 127.0.0.1:%d
   client_addr: 127.0.0.1:%d
-`, i+1, ports[3*i], peers.String(), transport, storage, filepath.Join(dir, strconv.Itoa(i+1)),
-			ports[3*i+1], ports[3*i+2])
+%s`, i+1, ports[3*i], peers.String(), transport, storage, filepath.Join(dir, strconv.Itoa(i+1)),
+			ports[3*i+1], ports[3*i+2], extra)
 		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
 		if err != nil {
 			t.Fatal(err)

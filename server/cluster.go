@@ -1,0 +1,287 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/forge-consensus/consensus/admin"
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/node"
+	"github.com/forge-consensus/consensus/runner"
+)
+
+// The Server is the admin API's Cluster: membership, leadership, snapshots,
+// status and health. Changes are made on the leader; elsewhere they fail
+// with an *admin.NotLeaderError naming it.
+var _ admin.Cluster = (*Server)(nil)
+
+// roleName names a node's role for the admin API.
+func roleName(r core.Role, learner bool) string {
+	switch {
+	case r == core.Leader:
+		return "leader"
+	case learner:
+		return "learner"
+	case r == core.Follower:
+		return "follower"
+	}
+	return "candidate"
+}
+
+// membership returns the voters and learners of a configuration (joint
+// configurations included), sorted.
+func membership(cs core.ConfState) (voters, learners []uint64) {
+	voters = slices.Concat(cs.Voters, cs.VotersOutgoing)
+	slices.Sort(voters)
+	voters = slices.Compact(voters)
+	for _, id := range slices.Concat(cs.Learners, cs.LearnersNext) {
+		if !slices.Contains(voters, id) {
+			learners = append(learners, id)
+		}
+	}
+	slices.Sort(learners)
+	return voters, slices.Compact(learners)
+}
+
+// Info returns the cluster as this node sees it. On the leader, a node is
+// active if it was heard from within the last election timeout; elsewhere
+// only this node and the leader it follows are known to be.
+func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
+	self := uint64(s.cfg.NodeID)
+	info := admin.ClusterInfo{ID: s.cfg.ClusterID, NodeID: self}
+	st, err := s.run.CoreStatus(ctx)
+	if err != nil {
+		bs := s.run.Status()
+		info.Leader, info.Term, info.Role = bs.Lead, bs.Term, "stopped"
+		info.CommitIndex, info.LastApplied = bs.Commit, bs.Applied
+		return info
+	}
+	info.Leader, info.Term, info.CommitIndex, info.LastApplied = st.Lead, st.Term, st.Commit, st.Applied
+	info.LeaderAddress = s.apiURL(st.Lead)
+	voters, learners := membership(st.Config)
+	progress := map[uint64]core.PeerProgress{}
+	for _, p := range st.Progress {
+		progress[p.ID] = p
+	}
+	activeVoters := 0
+	for _, id := range slices.Concat(voters, learners) {
+		learner := slices.Contains(learners, id)
+		ns := admin.NodeStatus{ID: id, Voter: !learner}
+		if m, ok := s.dir.get(id); ok {
+			ns.Address = m.raftAddr()
+		}
+		switch {
+		case id == self:
+			ns.Role, ns.Active = roleName(st.Role, learner), true
+			ns.MatchIndex = st.LastIndex
+		case id == st.Lead:
+			ns.Role, ns.Active = "leader", true
+		default:
+			ns.Role = roleName(core.Follower, learner)
+		}
+		if p, ok := progress[id]; ok && st.Role == core.Leader {
+			ns.MatchIndex = p.Match
+			ns.Active = id == self || p.RecentActive
+		}
+		if st.Role == core.Leader && ns.MatchIndex < st.Commit {
+			ns.Lag = st.Commit - ns.MatchIndex
+		}
+		if ns.Active {
+			info.ActiveNodes++
+			if ns.Voter {
+				activeVoters++
+			}
+		}
+		info.Nodes = append(info.Nodes, ns)
+	}
+	info.TotalNodes = len(info.Nodes)
+	info.Role = roleName(st.Role, slices.Contains(learners, self))
+	if st.Role == core.Leader {
+		info.HasQuorum = activeVoters > len(voters)/2
+	} else {
+		info.HasQuorum = st.Lead != 0
+	}
+	return info
+}
+
+// Health is healthy when the node runs, knows a leader and that leader has
+// a quorum; degraded when all that holds but some member is not active.
+func (s *Server) Health(ctx context.Context) admin.HealthStatus {
+	info := s.Info(ctx)
+	running := s.run.Err() == nil && info.Role != "stopped"
+	checks := []admin.Check{
+		{Name: "running", Healthy: running},
+		{Name: "leader", Healthy: info.Leader != 0},
+		{Name: "quorum", Healthy: info.HasQuorum},
+	}
+	if !running {
+		checks[0].Message = "the node has stopped"
+	}
+	if info.Leader == 0 {
+		checks[1].Message = "no leader is known"
+	}
+	if !info.HasQuorum {
+		checks[2].Message = "no quorum of voters is reachable"
+	}
+	h := admin.HealthStatus{Leader: info.Leader, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
+		TotalNodes: info.TotalNodes, Checks: checks, Healthy: running && info.Leader != 0 && info.HasQuorum}
+	switch {
+	case !h.Healthy:
+		h.Status = "unhealthy"
+	case info.ActiveNodes < info.TotalNodes && info.Role == "leader":
+		h.Status = "degraded"
+	default:
+		h.Status = "healthy"
+	}
+	return h
+}
+
+// onLeader returns the core's status if this node is the leader, else an
+// *admin.NotLeaderError.
+func (s *Server) onLeader(ctx context.Context) (core.Status, error) {
+	st, err := s.run.CoreStatus(ctx)
+	if err != nil {
+		return st, s.clusterError(err)
+	}
+	if st.Role != core.Leader {
+		return st, &admin.NotLeaderError{LeaderID: st.Lead, LeaderAddress: s.apiURL(st.Lead)}
+	}
+	return st, nil
+}
+
+// clusterError maps the node's errors to the admin API's.
+func (s *Server) clusterError(err error) error {
+	var nl *node.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		return &admin.NotLeaderError{LeaderID: nl.LeaderID, LeaderAddress: s.apiURL(nl.LeaderID)}
+	case errors.Is(err, node.ErrTimeout):
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	case errors.Is(err, node.ErrDropped), errors.Is(err, node.ErrStopped), errors.Is(err, runner.ErrStopped):
+		return fmt.Errorf("%w: %w", admin.ErrNoQuorum, err)
+	}
+	return err
+}
+
+// AddNode adds a voter reachable at address:port (its API and client
+// ports are port + 100 and + 200). Start the new node with join: true.
+func (s *Server) AddNode(ctx context.Context, id uint64, address string, port int) error {
+	return s.addMember(ctx, core.AddVoter, memberOf(id, address, port, 0, 0))
+}
+
+// AddLearner adds a learner (a non-voting member that receives the log),
+// or demotes a voter to one.
+func (s *Server) AddLearner(ctx context.Context, id uint64, address string, port int) error {
+	return s.addMember(ctx, core.AddLearner, memberOf(id, address, port, 0, 0))
+}
+
+func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Member) error {
+	if m.ID == 0 || m.Address == "" || m.Port <= 0 || m.Port > 65535 || m.ClientPort > 65535 {
+		return fmt.Errorf("%w: node %d at %q port %d", admin.ErrInvalidRequest, m.ID, m.Address, m.Port)
+	}
+	st, err := s.onLeader(ctx)
+	if err != nil {
+		return err
+	}
+	voters, learners := membership(st.Config)
+	switch {
+	case typ == core.AddVoter && slices.Contains(voters, m.ID):
+		return fmt.Errorf("%w: node %d is a voter already", admin.ErrConflict, m.ID)
+	case typ == core.AddLearner && slices.Contains(learners, m.ID):
+		return fmt.Errorf("%w: node %d is a learner already", admin.ErrConflict, m.ID)
+	}
+	return s.confChange(ctx, core.ConfChange{
+		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: m.ID}},
+		Context: encodeMember(m),
+	})
+}
+
+// RemoveNode removes a voter or learner. The last voter cannot be removed.
+func (s *Server) RemoveNode(ctx context.Context, id uint64) error {
+	st, err := s.onLeader(ctx)
+	if err != nil {
+		return err
+	}
+	voters, learners := membership(st.Config)
+	switch {
+	case !slices.Contains(voters, id) && !slices.Contains(learners, id):
+		return fmt.Errorf("%w: node %d is not a member", admin.ErrUnknownNode, id)
+	case len(voters) == 1 && voters[0] == id:
+		return fmt.Errorf("%w: node %d is the last voter", admin.ErrConflict, id)
+	}
+	return s.confChange(ctx, core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: id}}})
+}
+
+func (s *Server) confChange(ctx context.Context, cc core.ConfChange) error {
+	if _, err := s.run.ProposeConfChange(ctx, cc); err != nil {
+		return fmt.Errorf("membership change: %w", s.clusterError(err))
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to the voter target and waits until
+// it has taken over (or ctx ends).
+func (s *Server) TransferLeadership(ctx context.Context, target uint64) error {
+	st, err := s.onLeader(ctx)
+	if err != nil {
+		return err
+	}
+	voters, learners := membership(st.Config)
+	switch {
+	case target == st.ID:
+		return nil
+	case slices.Contains(learners, target):
+		return fmt.Errorf("%w: node %d is a learner", admin.ErrConflict, target)
+	case !slices.Contains(voters, target):
+		return fmt.Errorf("%w: node %d is not a member", admin.ErrUnknownNode, target)
+	}
+	if err := s.run.TransferLeadership(ctx, target); err != nil {
+		return fmt.Errorf("transfer leadership: %w", s.clusterError(err))
+	}
+	return s.awaitLeader(ctx, func(lead uint64) bool { return lead == target })
+}
+
+// StepDown hands leadership to the most up-to-date voter and waits until
+// another node leads (or ctx ends).
+func (s *Server) StepDown(ctx context.Context) error {
+	st, err := s.onLeader(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.run.StepDown(ctx); err != nil {
+		return fmt.Errorf("step down: %w", s.clusterError(err))
+	}
+	return s.awaitLeader(ctx, func(lead uint64) bool { return lead != 0 && lead != st.ID })
+}
+
+// awaitLeader polls this node's view of the leader until ok accepts it,
+// for at most ctx or two election timeouts.
+func (s *Server) awaitLeader(ctx context.Context, ok func(lead uint64) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Raft.ElectionTimeoutMax)
+	defer cancel()
+	t := time.NewTicker(s.cfg.Raft.HeartbeatInterval / 4)
+	defer t.Stop()
+	for {
+		if lead := s.run.Status().Lead; ok(lead) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("leadership did not move: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Snapshot snapshots the state machine on this node and compacts its log;
+// it returns the snapshot's index once the snapshot is durable.
+func (s *Server) Snapshot(ctx context.Context) (uint64, error) {
+	idx, err := s.run.TakeSnapshot(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", s.clusterError(err))
+	}
+	return idx, nil
+}

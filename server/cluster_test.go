@@ -1,0 +1,209 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/forge-consensus/consensus/admin"
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
+)
+
+const tokensYAML = `security:
+  tokens:
+  - {token: view-secret, role: viewer}
+  - {token: admin-secret, role: admin}
+`
+
+// post sends a JSON body to a node's admin API and returns the status and
+// body.
+func post(t *testing.T, s *server.Server, path, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.APIAddr()+"/consensus"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// startJoiner starts node id with join: true, knowing the cluster's peers.
+func startJoiner(t *testing.T, peers []server.PeerConfig, id uint64, port int) *server.Server {
+	t.Helper()
+	var b strings.Builder
+	for _, p := range peers {
+		fmt.Fprintf(&b, "  - {id: %d, address: %s, port: %d, api_port: %d, client_port: %d}\n",
+			p.ID, p.Address, p.Port, p.APIPort, p.ClientPort)
+	}
+	fmt.Fprintf(&b, "  - {id: %d, address: 127.0.0.1, port: %d}\n", id, port)
+	raw := fmt.Sprintf(`node_id: %d
+bind_port: %d
+join: true
+peers:
+%sraft: {heartbeat_interval: 20ms, election_timeout_min: 200ms}
+storage: {type: pebble, path: %s}
+api: {addr: "127.0.0.1:0", client_addr: "127.0.0.1:0"}
+`, id, port, b.String(), filepath.Join(t.TempDir(), "data"))
+	cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	go s.Serve()
+	return s
+}
+
+// eventually polls cond until it holds or 10 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a cluster that converges on its own
+	}
+}
+
+func TestMembershipThroughTheAdminAPI(t *testing.T) {
+	srvs, lead := servertest.StartClusterWith(t, 3, "pebble", "grpc", tokensYAML)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	port := servertest.FreePorts(t, 1)[0]
+	body := fmt.Sprintf(`{"node_id": "node-4", "address": "127.0.0.1", "port": %d}`, port)
+
+	// Tokens and roles are enforced before anything changes.
+	if code, _ := post(t, lead, "/add-node", "", body); code != http.StatusUnauthorized {
+		t.Fatalf("add-node without a token: %d, want 401", code)
+	}
+	if code, _ := post(t, lead, "/add-node", "view-secret", body); code != http.StatusForbidden {
+		t.Fatalf("add-node as viewer: %d, want 403", code)
+	}
+	var follower *server.Server
+	for _, s := range srvs {
+		if s != lead {
+			follower = s
+		}
+	}
+	code, resp := post(t, follower, "/add-node", "admin-secret", body)
+	if code != http.StatusServiceUnavailable || !strings.Contains(resp, lead.APIURL(lead.Runner().ID())) {
+		t.Fatalf("add-node on a follower: %d %s; want 503 naming the leader", code, resp)
+	}
+	if n := len(lead.Info(ctx).Nodes); n != 3 {
+		t.Fatalf("refused requests changed the membership: %d nodes", n)
+	}
+
+	// The leader adds node 4; node 4 joins and catches up.
+	if code, resp := post(t, lead, "/add-node", "admin-secret", body); code != http.StatusOK {
+		t.Fatalf("add-node: %d %s", code, resp)
+	}
+	if code, _ := post(t, lead, "/add-node", "admin-secret", body); code != http.StatusConflict {
+		t.Fatalf("adding node 4 again: %d, want 409", code)
+	}
+	joiner := startJoiner(t, lead.Config().Peers, 4, port)
+	eventually(t, "node 4 follows the leader and is active", func() bool {
+		info := lead.Info(ctx)
+		return joiner.Runner().Status().Lead == lead.Runner().ID() && info.TotalNodes == 4 && info.ActiveNodes == 4
+	})
+	if _, err := lead.Runner().Propose(ctx, setCmd("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node 4 applies the write", func() bool {
+		return joiner.Runner().Status().Applied >= lead.Runner().Status().Commit
+	})
+
+	// Every node learnt node 4's address from the membership change.
+	for _, s := range append(srvs, joiner) {
+		if got, want := s.APIURL(4), fmt.Sprintf("http://127.0.0.1:%d", port+100); got != want {
+			t.Fatalf("node %d: node 4's API at %q, want %q", s.Runner().ID(), got, want)
+		}
+	}
+
+	// Leadership moves to node 4, which then removes node 1 (not itself).
+	if err := lead.TransferLeadership(ctx, 4); err != nil {
+		t.Fatalf("transfer to node 4: %v", err)
+	}
+	eventually(t, "node 4 leads", func() bool { return joiner.Runner().Status().Role == core.Leader })
+	var nl *admin.NotLeaderError
+	if err := lead.RemoveNode(ctx, 2); !errors.As(err, &nl) || nl.LeaderID != 4 {
+		t.Fatalf("remove on the old leader: %v, want a not-leader error", err)
+	}
+	if err := joiner.RemoveNode(ctx, 9); !errors.Is(err, admin.ErrUnknownNode) {
+		t.Fatalf("remove an unknown node: %v, want ErrUnknownNode", err)
+	}
+	if err := joiner.RemoveNode(ctx, srvs[0].Runner().ID()); err != nil {
+		t.Fatalf("remove node 1: %v", err)
+	}
+	info := joiner.Info(ctx)
+	if info.TotalNodes != 3 || info.Nodes[0].ID != 2 {
+		t.Fatalf("after removing node 1: %+v", info.Nodes)
+	}
+	if got := joiner.APIURL(1); got != "" {
+		t.Fatalf("node 1 still has an address after its removal: %q", got)
+	}
+
+	// A learner can be added, but not given leadership.
+	if err := joiner.AddLearner(ctx, 5, "127.0.0.1", servertest.FreePorts(t, 1)[0]); err != nil {
+		t.Fatalf("add learner: %v", err)
+	}
+	if err := joiner.TransferLeadership(ctx, 5); !errors.Is(err, admin.ErrConflict) {
+		t.Fatalf("transfer to a learner: %v, want ErrConflict", err)
+	}
+	// Any node snapshots itself; an operator may, a viewer may not.
+	if code, _ := post(t, srvs[1], "/snapshot", "view-secret", ""); code != http.StatusForbidden {
+		t.Fatalf("snapshot as viewer: %d, want 403", code)
+	}
+	if code, resp := post(t, srvs[1], "/snapshot", "admin-secret", ""); code != http.StatusOK || !strings.Contains(resp, `"index"`) {
+		t.Fatalf("snapshot on node 2: %d %s", code, resp)
+	}
+	if idx, err := joiner.Snapshot(ctx); err != nil || idx < joiner.Runner().Status().Commit-1 {
+		t.Fatalf("snapshot on node 4: %d, %v", idx, err)
+	}
+}
+
+func TestHealthFollowsQuorum(t *testing.T) {
+	srvs, lead := servertest.StartClusterWith(t, 3, "memory", "grpc", "")
+	ctx := context.Background()
+	if h := lead.Health(ctx); !h.Healthy || h.Status != "healthy" {
+		t.Fatalf("health of a full cluster: %+v", h)
+	}
+	// Without its followers the leader loses its quorum (CheckQuorum).
+	for _, s := range srvs {
+		if s != lead {
+			s.Close()
+		}
+	}
+	eventually(t, "the leader reports no quorum", func() bool { return !lead.Health(ctx).Healthy })
+	h := lead.Health(ctx)
+	if h.Status != "unhealthy" || h.HasQuorum {
+		t.Fatalf("health without followers: %+v", h)
+	}
+}
+
+func setCmd(key, value string) []byte {
+	return kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: key, Value: []byte(value)})
+}

@@ -1,0 +1,280 @@
+package server
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+)
+
+// Member is a node's addresses as the cluster knows them: the peers of the
+// configuration, and the nodes added later with their addresses in the
+// membership change (core.ConfChange.Context, JSON).
+type Member struct {
+	ID         uint64 `json:"id"`
+	Address    string `json:"address"`
+	Port       int    `json:"port"`
+	APIPort    int    `json:"api_port,omitempty"`
+	ClientPort int    `json:"client_port,omitempty"`
+}
+
+// memberOf returns a member with the default API and client ports (port
+// + 100 and + 200) where they are unset.
+func memberOf(id uint64, address string, port, apiPort, clientPort int) Member {
+	if apiPort == 0 {
+		apiPort = port + 100
+	}
+	if clientPort == 0 {
+		clientPort = port + 200
+	}
+	return Member{ID: id, Address: address, Port: port, APIPort: apiPort, ClientPort: clientPort}
+}
+
+func (m Member) raftAddr() string { return net.JoinHostPort(m.Address, strconv.Itoa(m.Port)) }
+func (m Member) apiURL() string {
+	return "http://" + net.JoinHostPort(m.Address, strconv.Itoa(m.APIPort))
+}
+func (m Member) clientAddr() string { return net.JoinHostPort(m.Address, strconv.Itoa(m.ClientPort)) }
+
+// directory holds the members' addresses: the configured peers, overridden
+// by nodes added through membership changes, minus removed nodes. The
+// replicated part (added and removed) travels in snapshots, so a node that
+// restarts or catches up from a snapshot still knows every address. It is
+// read from any goroutine and changed on the node's.
+type directory struct {
+	mu      sync.RWMutex
+	static  map[uint64]Member
+	added   map[uint64]Member
+	removed map[uint64]bool
+}
+
+func newDirectory(peers []PeerConfig) *directory {
+	d := &directory{static: map[uint64]Member{}, added: map[uint64]Member{}, removed: map[uint64]bool{}}
+	for _, p := range peers {
+		d.static[uint64(p.ID)] = memberOf(uint64(p.ID), p.Address, p.Port, p.APIPort, p.ClientPort)
+	}
+	return d
+}
+
+// get returns a member's addresses.
+func (d *directory) get(id uint64) (Member, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.removed[id] {
+		return Member{}, false
+	}
+	if m, ok := d.added[id]; ok {
+		return m, true
+	}
+	m, ok := d.static[id]
+	return m, ok
+}
+
+// all returns every known member, by ID.
+func (d *directory) all() []Member {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var ms []Member
+	for id, m := range d.static {
+		if _, ok := d.added[id]; !ok && !d.removed[id] {
+			ms = append(ms, m)
+		}
+	}
+	for id, m := range d.added {
+		if !d.removed[id] {
+			ms = append(ms, m)
+		}
+	}
+	slices.SortFunc(ms, func(a, b Member) int { return cmpU64(a.ID, b.ID) })
+	return ms
+}
+
+func (d *directory) add(m Member) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.added[m.ID] = m
+	delete(d.removed, m.ID)
+}
+
+func (d *directory) remove(id uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.added, id)
+	d.removed[id] = true
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// machineMagic starts a snapshot that carries the directory before the
+// key-value store's snapshot (which starts with its version byte, 1).
+const machineMagic = "FCM\x01"
+
+// machine is the server's state machine: the key-value store plus the
+// replicated part of the directory.
+type machine struct {
+	kv  *kv.Store
+	dir *directory
+	// restored runs after Restore, to point the transport at the
+	// directory's addresses.
+	restored func()
+}
+
+func (m *machine) Apply(index uint64, cmd []byte) any { return m.kv.Apply(index, cmd) }
+func (m *machine) Query(q []byte) (any, error)        { return m.kv.Query(q) }
+
+// Snapshot encodes the added members and removed IDs, in ID order, then
+// the store.
+func (m *machine) Snapshot() ([]byte, error) {
+	data, err := m.kv.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	d := m.dir
+	d.mu.RLock()
+	added := make([]Member, 0, len(d.added))
+	for _, mem := range d.added {
+		added = append(added, mem)
+	}
+	removed := make([]uint64, 0, len(d.removed))
+	for id := range d.removed {
+		removed = append(removed, id)
+	}
+	d.mu.RUnlock()
+	slices.SortFunc(added, func(a, b Member) int { return cmpU64(a.ID, b.ID) })
+	slices.Sort(removed)
+	b := []byte(machineMagic)
+	b = binary.AppendUvarint(b, uint64(len(added)))
+	for _, mem := range added {
+		b = binary.AppendUvarint(b, mem.ID)
+		b = binary.AppendUvarint(b, uint64(len(mem.Address)))
+		b = append(b, mem.Address...)
+		b = binary.AppendUvarint(b, uint64(mem.Port))
+		b = binary.AppendUvarint(b, uint64(mem.APIPort))
+		b = binary.AppendUvarint(b, uint64(mem.ClientPort))
+	}
+	b = binary.AppendUvarint(b, uint64(len(removed)))
+	for _, id := range removed {
+		b = binary.AppendUvarint(b, id)
+	}
+	return append(b, data...), nil
+}
+
+// errBadSnapshot reports a snapshot whose directory does not decode.
+var errBadSnapshot = errors.New("server: malformed membership in snapshot")
+
+// Restore replaces the store and the replicated directory. A snapshot
+// without the directory (written before it existed) restores the store
+// alone.
+func (m *machine) Restore(data []byte) error {
+	if len(data) < len(machineMagic) || string(data[:len(machineMagic)]) != machineMagic {
+		return m.kv.Restore(data)
+	}
+	rest := data[len(machineMagic):]
+	next := func() (uint64, error) {
+		v, k := binary.Uvarint(rest)
+		if k <= 0 {
+			return 0, errBadSnapshot
+		}
+		rest = rest[k:]
+		return v, nil
+	}
+	port := func() (int, error) {
+		v, err := next()
+		if err == nil && v > 65535 {
+			err = errBadSnapshot
+		}
+		return int(v), err
+	}
+	n, err := next()
+	if err != nil || n > uint64(len(rest)) {
+		return fmt.Errorf("%w: member count", errBadSnapshot)
+	}
+	added := map[uint64]Member{}
+	for range n {
+		var mem Member
+		var l uint64
+		if mem.ID, err = next(); err == nil {
+			l, err = next()
+		}
+		if err != nil || l > uint64(len(rest)) {
+			return fmt.Errorf("%w: member", errBadSnapshot)
+		}
+		mem.Address, rest = string(rest[:l]), rest[l:]
+		if mem.Port, err = port(); err == nil {
+			if mem.APIPort, err = port(); err == nil {
+				mem.ClientPort, err = port()
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%w: member %d ports", errBadSnapshot, mem.ID)
+		}
+		added[mem.ID] = mem
+	}
+	n, err = next()
+	if err != nil || n > uint64(len(rest)) {
+		return fmt.Errorf("%w: removed count", errBadSnapshot)
+	}
+	removed := map[uint64]bool{}
+	for range n {
+		id, err := next()
+		if err != nil {
+			return fmt.Errorf("%w: removed node", errBadSnapshot)
+		}
+		removed[id] = true
+	}
+	if err := m.kv.Restore(rest); err != nil {
+		return err
+	}
+	m.dir.mu.Lock()
+	m.dir.added, m.dir.removed = added, removed
+	m.dir.mu.Unlock()
+	if m.restored != nil {
+		m.restored()
+	}
+	return nil
+}
+
+// encodeMember is a membership change's context: the added node's
+// addresses.
+func encodeMember(m Member) []byte {
+	b, _ := json.Marshal(m) // a struct of strings and integers always encodes
+	return b
+}
+
+// memberChanged updates the directory for an applied membership change:
+// an added node's addresses come from the change's context (a promotion
+// without them keeps what is known); a removed node is forgotten.
+func (d *directory) memberChanged(cc core.ConfChange) (changed []uint64) {
+	for _, c := range cc.Changes {
+		switch c.Type {
+		case core.AddVoter, core.AddLearner:
+			var m Member
+			if err := json.Unmarshal(cc.Context, &m); err != nil || m.ID != c.NodeID || m.Address == "" ||
+				m.Port <= 0 || m.Port > 65535 {
+				continue
+			}
+			d.add(memberOf(m.ID, m.Address, m.Port, m.APIPort, m.ClientPort))
+		case core.RemoveNode:
+			d.remove(c.NodeID)
+		default:
+			continue
+		}
+		changed = append(changed, c.NodeID)
+	}
+	return changed
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+)
+
+func newMachine() *machine {
+	return &machine{kv: kv.New(kv.Config{}), dir: newDirectory([]PeerConfig{{ID: 1, Address: "10.0.0.1", Port: 7001}})}
+}
+
+func TestMachineSnapshotCarriesTheDirectory(t *testing.T) {
+	m := newMachine()
+	m.kv.Apply(1, kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: "k", Value: []byte("v")}))
+	m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddVoter, NodeID: 4}},
+		Context: encodeMember(memberOf(4, "10.0.0.4", 7004, 0, 0))})
+	m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: 1}}})
+	// A change whose context does not name the node adds no address.
+	m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: 5}},
+		Context: encodeMember(memberOf(6, "10.0.0.6", 7006, 0, 0))})
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := newMachine()
+	synced := 0
+	r.restored = func() { synced++ }
+	if err := r.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if synced != 1 {
+		t.Fatalf("restored hook ran %d times", synced)
+	}
+	if v, ok := r.kv.Get("k"); !ok || string(v) != "v" {
+		t.Fatalf("store not restored: %q %v", v, ok)
+	}
+	if got := r.dir.all(); len(got) != 1 || got[0] != memberOf(4, "10.0.0.4", 7004, 0, 0) {
+		t.Fatalf("directory after restore: %+v (node 1 removed, node 4 added)", got)
+	}
+	again, _ := r.Snapshot()
+	if !bytes.Equal(again, snap) {
+		t.Fatal("snapshot of a restored machine differs: the encoding is not canonical")
+	}
+
+	// A snapshot from before the directory existed restores the store.
+	old, _ := m.kv.Snapshot()
+	o := newMachine()
+	if err := o.Restore(old); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := o.kv.Get("k"); string(v) != "v" {
+		t.Fatal("old-format snapshot not restored")
+	}
+	if got := o.dir.all(); len(got) != 1 || got[0].ID != 1 {
+		t.Fatalf("old-format snapshot changed the directory: %+v", got)
+	}
+}
+
+func FuzzMachineRestore(f *testing.F) {
+	m := newMachine()
+	m.kv.Apply(1, kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: "k", Value: []byte("v")}))
+	m.dir.add(memberOf(4, "h", 1, 2, 3))
+	m.dir.remove(2)
+	good, _ := m.Snapshot()
+	f.Add(good)
+	f.Add([]byte(machineMagic))
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := newMachine()
+		r.kv.Apply(1, kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: "x", Value: []byte("y")}))
+		before := r.dir.all()
+		if err := r.Restore(data); err != nil {
+			if v, ok := r.kv.Get("x"); !ok || string(v) != "y" {
+				t.Fatal("a failed restore changed the store")
+			}
+			if !slices.Equal(r.dir.all(), before) {
+				t.Fatal("a failed restore changed the directory")
+			}
+		}
+	})
+}
