@@ -1,6 +1,6 @@
 module github.com/forge-consensus/consensus/bench
 
-go 1.25.7
+go 1.26.0
 
 replace github.com/forge-consensus/consensus => ../
 
