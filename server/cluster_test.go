@@ -207,3 +207,88 @@ func TestHealthFollowsQuorum(t *testing.T) {
 func setCmd(key, value string) []byte {
 	return kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: key, Value: []byte(value)})
 }
+
+// scrape returns the value of the first sample of a metric whose line
+// contains all of the given fragments.
+func scrape(t *testing.T, s *server.Server, name string, fragments ...string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get("http://" + s.APIAddr() + "/consensus/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics: %d %s", resp.StatusCode, b)
+	}
+next:
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, f := range fragments {
+			if !strings.Contains(line, f) {
+				continue next
+			}
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+func TestMetricsFollowTheNode(t *testing.T) {
+	srvs, lead := servertest.StartCluster(t, 3, "memory", "grpc")
+	if v, _ := scrape(t, lead, "forge_consensus_is_leader"); v != 1 {
+		t.Fatalf("leader's is_leader = %v", v)
+	}
+	var follower *server.Server
+	for _, s := range srvs {
+		if s != lead {
+			follower = s
+		}
+	}
+	if v, _ := scrape(t, follower, "forge_consensus_is_leader"); v != 0 {
+		t.Fatalf("follower's is_leader = %v", v)
+	}
+	if v, _ := scrape(t, lead, "forge_consensus_cluster_size"); v != 3 {
+		t.Fatalf("cluster_size = %v", v)
+	}
+	before, _ := scrape(t, lead, "forge_consensus_operations_total", `op="apply"`)
+	commitBefore, _ := scrape(t, lead, "forge_consensus_commit_index")
+	for i := range 5 {
+		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/kv/m%d", lead.APIAddr(), i), strings.NewReader("v"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("put: %d", resp.StatusCode)
+		}
+	}
+	if after, _ := scrape(t, lead, "forge_consensus_operations_total", `op="apply"`); after != before+5 {
+		t.Fatalf("operations_total{op=apply} went from %v to %v after 5 writes", before, after)
+	}
+	if c, _ := scrape(t, lead, "forge_consensus_commit_index"); c < commitBefore+5 {
+		t.Fatalf("commit_index went from %v to %v after 5 writes", commitBefore, c)
+	}
+	if n, ok := scrape(t, lead, "forge_consensus_operation_duration_seconds_count", `op="apply"`); !ok || n < 5 {
+		t.Fatalf("operation_duration_seconds_count{op=apply} = %v", n)
+	}
+	if _, ok := scrape(t, lead, "forge_consensus_peer_replication_lag"); !ok {
+		t.Fatal("no peer_replication_lag on the leader")
+	}
+	if e, _ := scrape(t, lead, "forge_consensus_leader_elections_total"); e < 1 {
+		t.Fatalf("leader_elections_total = %v", e)
+	}
+	if _, err := lead.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := scrape(t, lead, "forge_consensus_snapshots_total"); n < 1 {
+		t.Fatalf("snapshots_total = %v after a snapshot", n)
+	}
+}

@@ -45,6 +45,16 @@ type API struct {
 	LeaderAPI      func(id uint64) string // base URL of a node's API ("" if unknown)
 	FollowerWrites string                 // "forward" or "redirect"
 	Timeout        time.Duration
+	// Observe, if set, is told of every read ("read") and write ("apply")
+	// that reached the node, with its duration and error.
+	Observe func(op string, d time.Duration, err error)
+}
+
+// observe reports an operation to Observe.
+func (a *API) observe(op string, start time.Time, err error) {
+	if a.Observe != nil {
+		a.Observe(op, time.Since(start), err)
+	}
 }
 
 // ServeHTTP routes a request.
@@ -98,7 +108,9 @@ func (a *API) get(ctx context.Context, w http.ResponseWriter, r *http.Request, k
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("consistency %q is not linearizable, lease or stale", c))
 		return
 	}
+	start := time.Now()
 	res, err := a.Node.Read(ctx, level, kv.EncodeCommand(kv.Command{Op: kv.OpGet, Key: key}))
+	a.observe("read", start, err)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -148,7 +160,9 @@ func (a *API) write(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		}
 		cmd.ClientID, cmd.Seq = id, seq
 	}
+	start := time.Now()
 	res, err := a.Node.Propose(ctx, kv.EncodeCommand(cmd))
+	a.observe("apply", start, err)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
@@ -132,6 +133,8 @@ type machine struct {
 	// restored runs after Restore, to point the transport at the
 	// directory's addresses.
 	restored func()
+	// snapshotted, if set, is told how long each Snapshot took.
+	snapshotted func(time.Duration)
 }
 
 func (m *machine) Apply(index uint64, cmd []byte) any { return m.kv.Apply(index, cmd) }
@@ -140,6 +143,9 @@ func (m *machine) Query(q []byte) (any, error)        { return m.kv.Query(q) }
 // Snapshot encodes the added members and removed IDs, in ID order, then
 // the store.
 func (m *machine) Snapshot() ([]byte, error) {
+	if m.snapshotted != nil {
+		defer func(start time.Time) { m.snapshotted(time.Since(start)) }(time.Now())
+	}
 	data, err := m.kv.Snapshot()
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/metrics"
 	"github.com/forge-consensus/consensus/node"
 	"github.com/forge-consensus/consensus/runner"
 )
@@ -37,6 +38,10 @@ type Server struct {
 	ln   net.Listener
 	wire *wireServer
 	dir  *directory
+
+	metrics   *metrics.Metrics
+	watchStop chan struct{} // ends watchLeadership
+	watchDone chan struct{}
 
 	once sync.Once
 	err  error
@@ -56,6 +61,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
 	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers)}
+	m, err := metrics.New(nil, metricsSource{s}, metrics.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("server: node %d: metrics: %w", id, err)
+	}
+	s.metrics = m
 	ok := false
 	defer func() {
 		if !ok {
@@ -96,7 +106,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		WriteTimeout:    cfg.Transport.Timeout,
 		Logger:          base,
 	}
-	var err error
 	switch cfg.Transport.Type {
 	case "tcp":
 		var t *tcp.Transport
@@ -127,7 +136,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.syncPeers()
-	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers}
+	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers, snapshotted: m.SnapshotTaken}
 
 	tick, hb, et := cfg.Ticks()
 	seed, inc := random64(), random64()
@@ -157,12 +166,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
-		Timeout: cfg.API.RequestTimeout})
+		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation})
 	if cfg.API.FaultSwitch {
 		mux.HandleFunc("/admin/block", s.block)
 	}
+	s.startWatch()
 	if cfg.AdminAPI.Enabled == nil || *cfg.AdminAPI.Enabled {
-		h, err := s.adminHandler(nil)
+		h, err := s.adminHandler(s.metrics.Handler())
 		if err != nil {
 			return nil, fmt.Errorf("server: node %d: admin_api: %w", id, err)
 		}
@@ -181,6 +191,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("server: node %d: api.client_addr: %w", id, err)
 	}
 	s.wire = newWireServer(wln, r, s.clientAddr, log)
+	s.wire.observe = m.ObserveOperation
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ok = true
 	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "client", wln.Addr().String(),
@@ -229,6 +240,10 @@ func (s *Server) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		if s.watchDone != nil {
+			close(s.watchStop)
+			<-s.watchDone
+		}
 		if s.run != nil {
 			s.run.Stop()
 		}
@@ -260,7 +275,38 @@ func (s *Server) adminHandler(metrics http.Handler) (http.Handler, error) {
 	return admin.Handler(admin.Config{
 		PathPrefix: a.PathPrefix, Tokens: tokens, AllowUnauthenticated: a.AllowUnauthenticated,
 		RedirectWrites: a.RedirectWrites, Metrics: metrics, Logger: s.log,
-	}, s)
+	}, observedCluster{s})
+}
+
+// observedCluster is the Server as the admin API's Cluster, recording each
+// change it makes in the node's metrics.
+type observedCluster struct{ *Server }
+
+func (c observedCluster) timed(op string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	c.metrics.ObserveOperation(op, time.Since(start), err)
+	return err
+}
+
+func (c observedCluster) AddNode(ctx context.Context, id uint64, address string, port int) error {
+	return c.timed("add_node", func() error { return c.Server.AddNode(ctx, id, address, port) })
+}
+
+func (c observedCluster) RemoveNode(ctx context.Context, id uint64) error {
+	return c.timed("remove_node", func() error { return c.Server.RemoveNode(ctx, id) })
+}
+
+func (c observedCluster) TransferLeadership(ctx context.Context, target uint64) error {
+	return c.timed("transfer_leadership", func() error { return c.Server.TransferLeadership(ctx, target) })
+}
+
+func (c observedCluster) Snapshot(ctx context.Context) (idx uint64, err error) {
+	err = c.timed("snapshot", func() error {
+		idx, err = c.Server.Snapshot(ctx)
+		return err
+	})
+	return idx, err
 }
 
 // APIURL returns the base URL of node id's HTTP API, from the peer list

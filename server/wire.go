@@ -66,6 +66,9 @@ type wireServer struct {
 	run  *runner.Runner
 	log  *slog.Logger
 	addr func(id uint64) string // a node's client-protocol address ("" if unknown)
+	// observe, if set, is told of every request's outcome (on the node's
+	// goroutine).
+	observe func(op string, d time.Duration, err error)
 
 	start   sync.Once
 	stop    sync.Once
@@ -338,6 +341,7 @@ func readLevel(c wire.Consistency) node.ReadLevel {
 // for its answer.
 func (c *wireConn) start(n *node.Node, ops []wireOp) {
 	st := n.Status()
+	t0 := time.Now()
 	for i := range ops {
 		o := &ops[i]
 		var f *node.Future
@@ -352,7 +356,17 @@ func (c *wireConn) start(n *node.Node, ops []wireOp) {
 			f = n.Propose(o.cmd)
 		}
 		id, op := o.id, o.op
-		f.OnResolve(func(f *node.Future) { c.resolved(id, op, f) })
+		f.OnResolve(func(f *node.Future) {
+			if obs := c.ws.observe; obs != nil {
+				name := "apply"
+				if op == wire.OpGet {
+					name = "read"
+				}
+				_, err := f.Result()
+				obs(name, time.Since(t0), err)
+			}
+			c.resolved(id, op, f)
+		})
 	}
 }
 

@@ -1,0 +1,239 @@
+package forgeext
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/forge-consensus/consensus/server"
+)
+
+// ConfigKey is the extension's name and its configuration key: its settings
+// live under extensions.consensus.
+const ConfigKey = "consensus"
+
+// Config is the extension's configuration: a node's configuration in
+// consensusd's keys.
+type Config struct {
+	server.Config `yaml:",inline"`
+}
+
+// PeerConfig is one member of the initial cluster. ID is "3" or "node-3".
+type PeerConfig struct {
+	ID      string
+	Address string
+	Port    int
+}
+
+// Option changes the extension's configuration in code; it overrides the
+// keys it sets, and only those.
+type Option func(*Config) error
+
+// WithNodeID sets node_id ("3" or "node-3").
+func WithNodeID(id string) Option {
+	return func(c *Config) error {
+		v, err := server.ParseNodeID(id)
+		if err != nil {
+			return fmt.Errorf("WithNodeID: %w", err)
+		}
+		c.NodeID = server.NodeID(v)
+		return nil
+	}
+}
+
+// WithClusterID sets cluster_id.
+func WithClusterID(id string) Option {
+	return func(c *Config) error { c.ClusterID = id; return nil }
+}
+
+// WithBindAddress sets bind_addr and bind_port, where peers reach this node.
+func WithBindAddress(addr string, port int) Option {
+	return func(c *Config) error { c.BindAddr, c.BindPort = addr, port; return nil }
+}
+
+// WithPeers sets peers: every member of the initial cluster, this node
+// included.
+func WithPeers(peers []PeerConfig) Option {
+	return func(c *Config) error {
+		ps := make([]server.PeerConfig, 0, len(peers))
+		for i, p := range peers {
+			id, err := server.ParseNodeID(p.ID)
+			if err != nil {
+				return fmt.Errorf("WithPeers: peers[%d]: %w", i, err)
+			}
+			ps = append(ps, server.PeerConfig{ID: server.NodeID(id), Address: p.Address, Port: p.Port})
+		}
+		c.Peers = ps
+		return nil
+	}
+}
+
+// WithTransportType sets transport.type: "grpc" (the default) or "tcp".
+func WithTransportType(t string) Option {
+	return func(c *Config) error { c.Transport.Type = t; return nil }
+}
+
+// WithStorageType sets storage.type: "pebble" (the default) or "memory"
+// (tests only: nothing survives a restart).
+func WithStorageType(t string) Option {
+	return func(c *Config) error { c.Storage.Type = t; return nil }
+}
+
+// WithStoragePath sets storage.path, the node's data directory.
+func WithStoragePath(p string) Option {
+	return func(c *Config) error { c.Storage.Path = p; return nil }
+}
+
+// WithTLS turns on TLS between nodes with this node's certificate and key,
+// and the CA that signs its peers' certificates.
+func WithTLS(certFile, keyFile, caFile string) Option {
+	return func(c *Config) error {
+		s := &c.Security
+		s.EnableTLS, s.CertFile, s.KeyFile, s.CAFile = true, certFile, keyFile, caFile
+		return nil
+	}
+}
+
+// WithMTLS turns on mutual TLS: as WithTLS, and every peer must present a
+// certificate for the node ID it claims.
+func WithMTLS(certFile, keyFile, caFile string) Option {
+	return func(c *Config) error {
+		if err := WithTLS(certFile, keyFile, caFile)(c); err != nil {
+			return err
+		}
+		c.Security.EnableMTLS = true
+		return nil
+	}
+}
+
+// WithConfig replaces the whole configuration given in code so far. Keys
+// it leaves zero are still taken from the app's configuration.
+func WithConfig(cfg Config) Option {
+	return func(c *Config) error { *c = cfg; return nil }
+}
+
+// parseYAML decodes the extensions.consensus section strictly: an unknown
+// key is an error naming it.
+func parseYAML(raw []byte) (Config, error) {
+	var c Config
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return c, nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%w: extensions.%s: %v", server.ErrInvalidConfig, ConfigKey, err)
+	}
+	return c, nil
+}
+
+// resolve builds the final configuration: the app's YAML, then the options
+// over it, then defaults for what is still unset, then validation.
+func resolve(yamlCfg Config, opts []Option) (Config, error) {
+	var code Config
+	for _, o := range opts {
+		if err := o(&code); err != nil {
+			return Config{}, fmt.Errorf("%w: %w", server.ErrInvalidConfig, err)
+		}
+	}
+	c := yamlCfg
+	overlay(&c, &code)
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("extensions.%s: %w", ConfigKey, err)
+	}
+	return c, nil
+}
+
+// overlay copies into c every field that o sets (non-zero), recursively
+// through the nested sections.
+func overlay(c, o *Config) {
+	if o.NodeID != 0 {
+		c.NodeID = o.NodeID
+	}
+	setString(&c.ClusterID, o.ClusterID)
+	setString(&c.BindAddr, o.BindAddr)
+	setInt(&c.BindPort, o.BindPort)
+	if o.Peers != nil {
+		c.Peers = o.Peers
+	}
+	r, or := &c.Raft, &o.Raft
+	setDur(&r.HeartbeatInterval, or.HeartbeatInterval)
+	setDur(&r.ElectionTimeoutMin, or.ElectionTimeoutMin)
+	setDur(&r.ElectionTimeoutMax, or.ElectionTimeoutMax)
+	setDur(&r.SnapshotInterval, or.SnapshotInterval)
+	if or.SnapshotThreshold != 0 {
+		r.SnapshotThreshold = or.SnapshotThreshold
+	}
+	if or.TrailingLogs != 0 {
+		r.TrailingLogs = or.TrailingLogs
+	}
+	if or.PreVote != nil {
+		r.PreVote = or.PreVote
+	}
+	if or.CheckQuorum != nil {
+		r.CheckQuorum = or.CheckQuorum
+	}
+	r.LeaseReads = r.LeaseReads || or.LeaseReads
+	t, ot := &c.Transport, &o.Transport
+	setString(&t.Type, ot.Type)
+	setInt(&t.MaxMessageSize, ot.MaxMessageSize)
+	setDur(&t.Timeout, ot.Timeout)
+	setDur(&t.ConnectionTimeout, ot.ConnectionTimeout)
+	t.EnableCompression = t.EnableCompression || ot.EnableCompression
+	setInt(&t.CompressionLevel, ot.CompressionLevel)
+	s, ost := &c.Storage, &o.Storage
+	setString(&s.Type, ost.Type)
+	setString(&s.Path, ost.Path)
+	if ost.SyncWrites != nil {
+		s.SyncWrites = ost.SyncWrites
+	}
+	setInt(&s.MaxBatchSize, ost.MaxBatchSize)
+	setDur(&s.MaxBatchDelay, ost.MaxBatchDelay)
+	if sec := o.Security; sec.EnableTLS || sec.EnableMTLS || sec.CertFile != "" {
+		tokens := c.Security.Tokens
+		c.Security = sec
+		c.Security.Tokens = tokens
+	}
+	if o.Security.Tokens != nil {
+		c.Security.Tokens = o.Security.Tokens
+	}
+	ad, oad := &c.AdminAPI, &o.AdminAPI
+	if oad.Enabled != nil {
+		ad.Enabled = oad.Enabled
+	}
+	setString(&ad.PathPrefix, oad.PathPrefix)
+	ad.RedirectWrites = ad.RedirectWrites || oad.RedirectWrites
+	ad.AllowUnauthenticated = ad.AllowUnauthenticated || oad.AllowUnauthenticated
+	c.Join = c.Join || o.Join
+	a, oa := &c.API, &o.API
+	setString(&a.Addr, oa.Addr)
+	setString(&a.ClientAddr, oa.ClientAddr)
+	setString(&a.FollowerWrites, oa.FollowerWrites)
+	setDur(&a.RequestTimeout, oa.RequestTimeout)
+	a.FaultSwitch = a.FaultSwitch || oa.FaultSwitch
+}
+
+func setString(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func setInt(dst *int, v int) {
+	if v != 0 {
+		*dst = v
+	}
+}
+
+func setDur[T ~int64](dst *T, v T) {
+	if v != 0 {
+		*dst = v
+	}
+}
+
+// address joins a host and port.
+func address(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

@@ -1,0 +1,88 @@
+package forgeext_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xraph/forge"
+
+	"github.com/forge-consensus/consensus/forgeext"
+	"github.com/forge-consensus/consensus/server"
+)
+
+// startWithYAML starts a Forge app whose extensions.consensus section is
+// section, with the extension configured by opts; it returns the resolved
+// configuration, or the start error.
+func startWithYAML(t *testing.T, section map[string]any, opts ...forgeext.Option) (forgeext.Config, error) {
+	t.Helper()
+	app := forge.NewApp(forge.AppConfig{Name: "cfg", EnableConfigAutoDiscovery: false, HTTPAddress: "127.0.0.1:0"})
+	app.Config().Set("extensions.consensus", section)
+	ext := forgeext.NewExtension(opts...)
+	err := app.RegisterExtension(ext)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = app.Start(ctx)
+		t.Cleanup(func() { _ = app.Stop(context.Background()) })
+	}
+	if err != nil {
+		return forgeext.Config{}, err
+	}
+	return ext.Service().Config(), nil
+}
+
+func TestYAMLAndOptionsCombine(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 3)
+	section := map[string]any{
+		"node_id":    "node-2",
+		"cluster_id": "from-yaml",
+		"bind_port":  ports[0],
+		"peers": []any{
+			map[string]any{"id": 2, "address": "127.0.0.1", "port": ports[0]},
+		},
+		"raft":    map[string]any{"heartbeat_interval": "30ms", "election_timeout_min": "300ms"},
+		"storage": map[string]any{"type": "pebble", "path": dir},
+		"api":     map[string]any{"addr": addr(ports[1]), "client_addr": addr(ports[2])},
+	}
+	cfg, err := startWithYAML(t, section, forgeext.WithClusterID("from-code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ClusterID != "from-code" {
+		t.Errorf("cluster_id = %q; the option should override YAML", cfg.ClusterID)
+	}
+	if cfg.NodeID != 2 || cfg.BindPort != ports[0] || cfg.Storage.Path != dir {
+		t.Errorf("YAML keys lost: node_id %d, bind_port %d, storage.path %q", cfg.NodeID, cfg.BindPort, cfg.Storage.Path)
+	}
+	if cfg.Raft.HeartbeatInterval != 30*time.Millisecond || cfg.Raft.ElectionTimeoutMin != 300*time.Millisecond {
+		t.Errorf("raft durations = %v, %v; want 30ms, 300ms from YAML", cfg.Raft.HeartbeatInterval, cfg.Raft.ElectionTimeoutMin)
+	}
+	if cfg.Raft.SnapshotThreshold == 0 || cfg.Transport.Type != "grpc" {
+		t.Errorf("defaults not applied to unset keys: snapshot_threshold %d, transport.type %q", cfg.Raft.SnapshotThreshold, cfg.Transport.Type)
+	}
+}
+
+func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		section map[string]any
+		opts    []forgeext.Option
+		key     string
+	}{
+		{"unknown key", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat": "1s"}}, nil, "heartbeat"},
+		{"bad duration", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat_interval": "soon"}}, nil, "soon"},
+		{"bad transport", map[string]any{"node_id": 1, "transport": map[string]any{"type": "carrier-pigeon"}}, nil, "transport.type"},
+		{"bad node id option", nil, []forgeext.Option{forgeext.WithNodeID("zero")}, "node_id"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := startWithYAML(t, c.section, c.opts...)
+			if !errors.Is(err, server.ErrInvalidConfig) || !strings.Contains(err.Error(), c.key) {
+				t.Fatalf("start error = %v; want an invalid-config error naming %q", err, c.key)
+			}
+		})
+	}
+}

@@ -1,0 +1,432 @@
+package forgeext
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/node"
+	"github.com/forge-consensus/consensus/runner"
+	"github.com/forge-consensus/consensus/server"
+)
+
+// Errors returned by the Service. Test them with errors.Is, and a
+// not-leader error with IsNotLeaderError.
+var (
+	// ErrNotStarted: the service has not started or has stopped.
+	ErrNotStarted = errors.New("consensus: service not running")
+	// ErrNoQuorum: the request was dropped, typically because there is no
+	// leader or no quorum; it had no effect and may be retried.
+	ErrNoQuorum = errors.New("consensus: no quorum")
+	// ErrTimeout: the request did not complete in time; a write may or may
+	// not have been applied.
+	ErrTimeout = errors.New("consensus: timeout")
+	// ErrInvalidCommand: the command is malformed or of an unknown type; it
+	// was not proposed.
+	ErrInvalidCommand = errors.New("consensus: invalid command")
+	// ErrKeyNotFound: Read found no value for the key.
+	ErrKeyNotFound = errors.New("consensus: key not found")
+)
+
+// NotLeaderError says a request needs the leader and this node is not it.
+type NotLeaderError struct {
+	// LeaderID is the leader this node knows of (0: none).
+	LeaderID uint64
+	// LeaderAddress is the leader's HTTP API base URL, when known.
+	LeaderAddress string
+}
+
+// Error describes the error with its hint.
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == 0 {
+		return "consensus: not the leader, and no leader is known"
+	}
+	return fmt.Sprintf("consensus: not the leader; the leader is node %d at %s", e.LeaderID, e.LeaderAddress)
+}
+
+// IsNotLeaderError reports whether err is (or wraps) a *NotLeaderError.
+func IsNotLeaderError(err error) bool {
+	var nl *NotLeaderError
+	return errors.As(err, &nl)
+}
+
+// Built-in command types: the key-value state machine's.
+const (
+	CommandSet    = "set"
+	CommandDelete = "delete"
+	CommandCAS    = "cas"
+)
+
+// Command is a request to change the replicated state. For the built-in
+// types the payload is JSON: {"key": "...", "value": "...",
+// "expected": "..."} (value for set and cas, expected for cas; values are
+// byte strings, base64 in JSON).
+type Command struct {
+	Type    string
+	Payload []byte
+}
+
+// KVPayload is the payload of the built-in commands.
+type KVPayload struct {
+	Key      string `json:"key"`
+	Value    []byte `json:"value,omitempty"`
+	Expected []byte `json:"expected,omitempty"`
+}
+
+// Result is what applying a command returned.
+type Result struct {
+	// Index is unused for now (0).
+	Index uint64
+	// OK: set and delete succeeded; for cas, the swap happened.
+	OK bool
+	// Found: the key existed before the command.
+	Found bool
+	// Value: the previous value (set, delete, successful cas) or the
+	// current one (failed cas).
+	Value []byte
+}
+
+// ReadConsistency is how fresh a read must be.
+type ReadConsistency int
+
+// Read consistency levels.
+const (
+	// Linearizable (the default) confirms leadership with a quorum and
+	// waits until the state reflects every write acknowledged before the
+	// read started. Works on any node.
+	Linearizable ReadConsistency = iota
+	// Lease answers on the leader from its lease, without a round trip;
+	// needs raft.lease_reads and bounded clock drift.
+	Lease
+	// Stale answers from the local state at once: possibly old.
+	Stale
+)
+
+// ReadOption changes how Read reads.
+type ReadOption func(*ReadConsistency)
+
+// WithConsistency sets the read's consistency (Linearizable by default).
+func WithConsistency(c ReadConsistency) ReadOption {
+	return func(r *ReadConsistency) { *r = c }
+}
+
+// Service is one node of the cluster, inside a Forge app. Its methods are
+// safe for concurrent use.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	srv     *server.Server
+	admin   http.Handler  // the admin API over srv
+	serving chan struct{} // closed when srv.Serve returns
+	stopped bool
+}
+
+// adminHandler returns the admin API while the service runs.
+func (s *Service) adminHandler() (http.Handler, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.admin == nil {
+		return nil, fmt.Errorf("consensus: admin API: %w", ErrNotStarted)
+	}
+	return s.admin, nil
+}
+
+// NewService returns a Service for cfg (already resolved and validated)
+// that runs once started.
+func NewService(cfg Config, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, log: log}
+}
+
+// configure sets the configuration of a service that has not started.
+func (s *Service) configure(cfg Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = cfg
+}
+
+// Config returns the service's configuration.
+func (s *Service) Config() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// Start opens storage, joins the cluster and starts serving. It is
+// idempotent; a stopped service does not start again.
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return nil
+	}
+	if s.stopped {
+		return fmt.Errorf("consensus: start: %w (stopped)", ErrNotStarted)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("consensus: start: %w", err)
+	}
+	srv, err := server.New(s.cfg.Config, s.log)
+	if err != nil {
+		return fmt.Errorf("consensus: start: %w", err)
+	}
+	h, err := srv.AdminHandler(srv.Metrics().Handler())
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("consensus: start: admin API: %w", err)
+	}
+	s.srv, s.admin, s.serving = srv, h, make(chan struct{})
+	go func() {
+		defer close(s.serving)
+		if err := srv.Serve(); err != nil {
+			s.log.Error("consensus: serving stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Stop leaves the cluster (this node stops answering) and closes storage.
+// It is idempotent.
+func (s *Service) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	if s.srv == nil {
+		return nil
+	}
+	err := s.srv.Close()
+	select {
+	case <-s.serving:
+	case <-ctx.Done():
+	}
+	s.srv, s.admin = nil, nil
+	if err != nil {
+		return fmt.Errorf("consensus: stop: %w", err)
+	}
+	return nil
+}
+
+// record adds an operation to the node's metrics.
+func (s *Service) record(op string, start time.Time, err error) {
+	if srv, e := s.server(); e == nil {
+		s.observe(srv, op, start, err)
+	}
+}
+
+// running returns the node's runner, or ErrNotStarted.
+func (s *Service) running() (*runner.Runner, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil {
+		return nil, ErrNotStarted
+	}
+	return s.srv.Runner(), nil
+}
+
+func (s *Service) status() (core.BasicStatus, bool) {
+	r, err := s.running()
+	if err != nil {
+		return core.BasicStatus{}, false
+	}
+	return r.Status(), true
+}
+
+// NodeID returns this node's ID.
+func (s *Service) NodeID() uint64 { return uint64(s.Config().NodeID) }
+
+// IsLeader reports whether this node is the leader.
+func (s *Service) IsLeader() bool {
+	st, ok := s.status()
+	return ok && st.Role == core.Leader
+}
+
+// GetLeader returns the leader's ID as this node knows it (0: none).
+func (s *Service) GetLeader() uint64 {
+	st, _ := s.status()
+	return st.Lead
+}
+
+// GetRole returns "leader", "follower" or "candidate" (a pre-candidate is
+// a candidate), or "stopped" when the service is not running.
+func (s *Service) GetRole() string {
+	st, ok := s.status()
+	if !ok {
+		return "stopped"
+	}
+	switch st.Role {
+	case core.Leader:
+		return "leader"
+	case core.Follower:
+		return "follower"
+	default:
+		return "candidate"
+	}
+}
+
+// GetTerm returns the node's current term.
+func (s *Service) GetTerm() uint64 {
+	st, _ := s.status()
+	return st.Term
+}
+
+// Apply proposes cmd and waits until it is committed and applied on this
+// node (the leader). On a follower it returns a *NotLeaderError naming the
+// leader.
+func (s *Service) Apply(ctx context.Context, cmd Command) (Result, error) {
+	kc, err := kvCommand(cmd)
+	if err != nil {
+		return Result{}, err
+	}
+	r, err := s.running()
+	if err != nil {
+		return Result{}, err
+	}
+	// The core would forward a follower's proposal to the leader; the
+	// service's contract is that writes go to the leader, so that callers
+	// (and the middleware) can route them.
+	if st := r.Status(); st.Role != core.Leader {
+		return Result{}, fmt.Errorf("consensus: apply %s: %w", cmd.Type, s.notLeader(st.Lead))
+	}
+	start := time.Now()
+	res, err := r.Propose(ctx, kv.EncodeCommand(kc))
+	s.record("apply", start, err)
+	if err != nil {
+		return Result{}, s.requestError("apply "+cmd.Type, err)
+	}
+	kr, ok := res.(kv.Result)
+	if !ok {
+		return Result{}, fmt.Errorf("consensus: apply %s: unexpected result %T", cmd.Type, res)
+	}
+	if kr.Status != kv.StatusOK {
+		return Result{}, fmt.Errorf("consensus: apply %s: %w: %v", cmd.Type, ErrInvalidCommand, kr.Status)
+	}
+	return Result{OK: kr.OK, Found: kr.Found, Value: kr.Value}, nil
+}
+
+// kvCommand turns a built-in command into the state machine's.
+func kvCommand(cmd Command) (kv.Command, error) {
+	var p KVPayload
+	if err := json.Unmarshal(cmd.Payload, &p); err != nil {
+		return kv.Command{}, fmt.Errorf("%w: %s payload: %v", ErrInvalidCommand, cmd.Type, err)
+	}
+	var kc kv.Command
+	if cmd.Type != CommandCAS && len(p.Expected) > 0 {
+		return kv.Command{}, fmt.Errorf("%w: %s takes no expected value", ErrInvalidCommand, cmd.Type)
+	}
+	if cmd.Type == CommandDelete && len(p.Value) > 0 {
+		return kv.Command{}, fmt.Errorf("%w: delete takes no value", ErrInvalidCommand)
+	}
+	switch cmd.Type {
+	case CommandSet:
+		kc = kv.Command{Op: kv.OpSet, Key: p.Key, Value: p.Value}
+	case CommandDelete:
+		kc = kv.Command{Op: kv.OpDelete, Key: p.Key}
+	case CommandCAS:
+		kc = kv.Command{Op: kv.OpCAS, Key: p.Key, Value: p.Value, Expected: p.Expected}
+	default:
+		return kv.Command{}, fmt.Errorf("%w: unknown type %q (built-in: set, delete, cas)", ErrInvalidCommand, cmd.Type)
+	}
+	if _, err := kc.AppendBinary(nil); err != nil {
+		return kv.Command{}, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, cmd.Type, err)
+	}
+	return kc, nil
+}
+
+// Read returns the value of key, linearizable unless an option says
+// otherwise. A missing key is ErrKeyNotFound.
+func (s *Service) Read(ctx context.Context, key string, opts ...ReadOption) ([]byte, error) {
+	c := Linearizable
+	for _, o := range opts {
+		o(&c)
+	}
+	level := node.ReadLinearizable
+	switch c {
+	case Linearizable:
+	case Lease:
+		level = node.ReadLease
+	case Stale:
+		level = node.ReadStale
+	default:
+		return nil, fmt.Errorf("%w: unknown read consistency %d", ErrInvalidCommand, c)
+	}
+	q := kv.Command{Op: kv.OpGet, Key: key}
+	if _, err := q.AppendBinary(nil); err != nil {
+		return nil, fmt.Errorf("%w: read: %v", ErrInvalidCommand, err)
+	}
+	r, err := s.running()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := r.Read(ctx, level, kv.EncodeCommand(q))
+	s.record("read", start, err)
+	if err != nil {
+		return nil, s.requestError("read", err)
+	}
+	kr, _ := res.(kv.Result)
+	if !kr.Found {
+		return nil, fmt.Errorf("consensus: read %q: %w", key, ErrKeyNotFound)
+	}
+	return kr.Value, nil
+}
+
+// notLeader returns the not-leader error for a known leader (0: none).
+func (s *Service) notLeader(lead uint64) *NotLeaderError {
+	e := &NotLeaderError{LeaderID: lead}
+	s.mu.Lock()
+	if s.srv != nil && lead != 0 {
+		e.LeaderAddress = s.srv.APIURL(lead)
+	}
+	s.mu.Unlock()
+	return e
+}
+
+// barrierKey is read by ReadBarrier; its value does not matter.
+const barrierKey = "\x00consensus/read-barrier"
+
+// ReadBarrier returns once this node's state reflects every write
+// acknowledged before the call (a linearizable read point, confirmed by a
+// quorum). It works on any node.
+func (s *Service) ReadBarrier(ctx context.Context) error {
+	if _, err := s.Read(ctx, barrierKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		return err
+	}
+	return nil
+}
+
+// LeaderURL returns the base URL of the leader's HTTP API as configured
+// (the peer's api_port, or bind port + 100), or "" when no leader is known.
+func (s *Service) LeaderURL() string {
+	lead := s.GetLeader()
+	if lead == 0 {
+		return ""
+	}
+	return s.notLeader(lead).LeaderAddress
+}
+
+// requestError maps the node's errors to the service's.
+func (s *Service) requestError(op string, err error) error {
+	var nl *node.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		return fmt.Errorf("consensus: %s: %w", op, &NotLeaderError{LeaderID: nl.LeaderID, LeaderAddress: nl.Address})
+	case errors.Is(err, node.ErrDropped):
+		return fmt.Errorf("consensus: %s: %w: %w", op, ErrNoQuorum, err)
+	case errors.Is(err, node.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("consensus: %s: %w: %w", op, ErrTimeout, err)
+	case errors.Is(err, node.ErrStopped), errors.Is(err, runner.ErrStopped):
+		return fmt.Errorf("consensus: %s: %w: %w", op, ErrNotStarted, err)
+	}
+	return fmt.Errorf("consensus: %s: %w", op, err)
+}
