@@ -20,6 +20,9 @@ import (
 type testNode struct {
 	id      int
 	opts    []forgeext.Option
+	// beforeStart, if set, runs on the new extension's service before the
+	// app starts (to register handlers).
+	beforeStart func(*forgeext.Service) error
 	app     forge.App
 	svc     *forgeext.Service
 	stopped bool
@@ -32,7 +35,13 @@ func (n *testNode) start(t *testing.T) {
 		Name: fmt.Sprintf("node%d", n.id), EnableConfigAutoDiscovery: false,
 		HTTPAddress: "127.0.0.1:0", HealthGracePeriod: time.Millisecond,
 	})
-	if err := app.RegisterExtension(forgeext.NewExtension(n.opts...)); err != nil {
+	ext := forgeext.NewExtension(n.opts...)
+	if n.beforeStart != nil {
+		if err := n.beforeStart(ext.Service()); err != nil {
+			t.Fatalf("node %d: before start: %v", n.id, err)
+		}
+	}
+	if err := app.RegisterExtension(ext); err != nil {
 		t.Fatalf("node %d: register: %v", n.id, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -82,8 +82,9 @@ type KVPayload struct {
 
 // Result is what applying a command returned.
 type Result struct {
-	// Index is unused for now (0).
-	Index uint64
+	// Output is what a registered Handler returned (nil for the built-in
+	// commands).
+	Output any
 	// OK: set and delete succeeded; for cas, the swap happened.
 	OK bool
 	// Found: the key existed before the command.
@@ -120,8 +121,9 @@ func WithConsistency(c ReadConsistency) ReadOption {
 // Service is one node of the cluster, inside a Forge app. Its methods are
 // safe for concurrent use.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	handlers handlers
 
 	mu      sync.Mutex
 	srv     *server.Server
@@ -177,7 +179,11 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("consensus: start: %w", err)
 	}
-	srv, err := server.New(s.cfg.Config, s.log)
+	sc := s.cfg.Config
+	if s.handlers.freeze() {
+		sc.App = &s.handlers
+	}
+	srv, err := server.New(sc, s.log)
 	if err != nil {
 		return fmt.Errorf("consensus: start: %w", err)
 	}
@@ -284,9 +290,15 @@ func (s *Service) GetTerm() uint64 {
 // node (the leader). On a follower it returns a *NotLeaderError naming the
 // leader.
 func (s *Service) Apply(ctx context.Context, cmd Command) (Result, error) {
-	kc, err := kvCommand(cmd)
-	if err != nil {
-		return Result{}, err
+	var data []byte
+	if s.handlers.has(cmd.Type) {
+		data = server.EncodeAppCommand(encodeAppCommand(cmd))
+	} else {
+		kc, err := kvCommand(cmd)
+		if err != nil {
+			return Result{}, err
+		}
+		data = kv.EncodeCommand(kc)
 	}
 	r, err := s.running()
 	if err != nil {
@@ -299,10 +311,19 @@ func (s *Service) Apply(ctx context.Context, cmd Command) (Result, error) {
 		return Result{}, fmt.Errorf("consensus: apply %s: %w", cmd.Type, s.notLeader(st.Lead))
 	}
 	start := time.Now()
-	res, err := r.Propose(ctx, kv.EncodeCommand(kc))
+	res, err := r.Propose(ctx, data)
 	s.record("apply", start, err)
 	if err != nil {
 		return Result{}, s.requestError("apply "+cmd.Type, err)
+	}
+	switch hr := res.(type) {
+	case handlerResult:
+		if hr.err != nil {
+			return Result{Output: hr.v}, fmt.Errorf("consensus: apply %s: %w: %w", cmd.Type, ErrCommandFailed, hr.err)
+		}
+		return Result{Output: hr.v}, nil
+	case error:
+		return Result{}, fmt.Errorf("consensus: apply %s: %w", cmd.Type, hr)
 	}
 	kr, ok := res.(kv.Result)
 	if !ok {

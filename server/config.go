@@ -38,6 +38,9 @@ type Config struct {
 	// operator has added it (POST /consensus/add-node). Peers still lists
 	// the existing members' addresses. Ignored once the node has state.
 	Join bool `yaml:"join"`
+	// App is application state replicated beside the key-value store
+	// (optional; set in code, not in YAML). See AppMachine.
+	App AppMachine `yaml:"-"`
 }
 
 // NodeID is a node's ID: a positive integer, written as a number or a

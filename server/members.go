@@ -121,15 +121,49 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-// machineMagic starts a snapshot that carries the directory before the
-// key-value store's snapshot (which starts with its version byte, 1).
-const machineMagic = "FCM\x01"
+// Snapshot formats: the key-value store's alone (it starts with its
+// version byte, 1); machineMagic1, the directory then the store;
+// machineMagic, the directory, the application's state (length-prefixed),
+// then the store.
+const (
+	machineMagic1 = "FCM\x01"
+	machineMagic  = "FCM\x02"
+)
 
-// machine is the server's state machine: the key-value store plus the
-// replicated part of the directory.
+// appCommandTag starts a command for Config.App; the key-value store's
+// commands start with their version byte, 1.
+const appCommandTag = 0xA7
+
+// AppMachine is application state replicated beside the key-value store
+// (Config.App): commands made with EncodeAppCommand reach it, in log
+// order, on every node. Its methods run on the node's goroutine and must
+// be deterministic.
+type AppMachine interface {
+	// Apply applies a committed command at log index; its result goes to
+	// the proposer.
+	Apply(index uint64, cmd []byte) any
+	// Snapshot returns the whole application state as bytes.
+	Snapshot() ([]byte, error)
+	// Restore replaces the whole application state (nil: empty).
+	Restore(data []byte) error
+}
+
+// EncodeAppCommand wraps an application command for Config.App, to be
+// proposed like a key-value command.
+func EncodeAppCommand(cmd []byte) []byte {
+	return append([]byte{appCommandTag}, cmd...)
+}
+
+// errNoApp is the result of an application command on a node without
+// Config.App.
+var errNoApp = errors.New("server: an application command, but no application state machine is configured")
+
+// machine is the server's state machine: the key-value store, the
+// replicated part of the directory and the application's state.
 type machine struct {
 	kv  *kv.Store
 	dir *directory
+	app AppMachine // nil: none
 	// restored runs after Restore, to point the transport at the
 	// directory's addresses.
 	restored func()
@@ -137,8 +171,16 @@ type machine struct {
 	snapshotted func(time.Duration)
 }
 
-func (m *machine) Apply(index uint64, cmd []byte) any { return m.kv.Apply(index, cmd) }
-func (m *machine) Query(q []byte) (any, error)        { return m.kv.Query(q) }
+func (m *machine) Apply(index uint64, cmd []byte) any {
+	if len(cmd) > 0 && cmd[0] == appCommandTag {
+		if m.app == nil {
+			return errNoApp
+		}
+		return m.app.Apply(index, cmd[1:])
+	}
+	return m.kv.Apply(index, cmd)
+}
+func (m *machine) Query(q []byte) (any, error) { return m.kv.Query(q) }
 
 // Snapshot encodes the added members and removed IDs, in ID order, then
 // the store.
@@ -149,6 +191,12 @@ func (m *machine) Snapshot() ([]byte, error) {
 	data, err := m.kv.Snapshot()
 	if err != nil {
 		return nil, err
+	}
+	var app []byte
+	if m.app != nil {
+		if app, err = m.app.Snapshot(); err != nil {
+			return nil, fmt.Errorf("application snapshot: %w", err)
+		}
 	}
 	d := m.dir
 	d.mu.RLock()
@@ -177,6 +225,8 @@ func (m *machine) Snapshot() ([]byte, error) {
 	for _, id := range removed {
 		b = binary.AppendUvarint(b, id)
 	}
+	b = binary.AppendUvarint(b, uint64(len(app)))
+	b = append(b, app...)
 	return append(b, data...), nil
 }
 
@@ -187,8 +237,17 @@ var errBadSnapshot = errors.New("server: malformed membership in snapshot")
 // without the directory (written before it existed) restores the store
 // alone.
 func (m *machine) Restore(data []byte) error {
-	if len(data) < len(machineMagic) || string(data[:len(machineMagic)]) != machineMagic {
-		return m.kv.Restore(data)
+	var version int
+	switch {
+	case len(data) >= len(machineMagic) && string(data[:len(machineMagic)]) == machineMagic:
+		version = 2
+	case len(data) >= len(machineMagic1) && string(data[:len(machineMagic1)]) == machineMagic1:
+		version = 1
+	default:
+		if err := m.kv.Restore(data); err != nil {
+			return err
+		}
+		return m.restoreApp(nil)
 	}
 	rest := data[len(machineMagic):]
 	next := func() (uint64, error) {
@@ -243,6 +302,23 @@ func (m *machine) Restore(data []byte) error {
 		}
 		removed[id] = true
 	}
+	var app []byte
+	if version >= 2 {
+		n, err := next()
+		if err != nil || n > uint64(len(rest)) {
+			return fmt.Errorf("%w: application state length", errBadSnapshot)
+		}
+		app, rest = rest[:n], rest[n:]
+	}
+	// The store checks its own checksum; restore it first, so that a bad
+	// snapshot changes nothing.
+	scratch := kv.New(kv.Config{})
+	if err := scratch.Restore(rest); err != nil {
+		return err
+	}
+	if err := m.restoreApp(app); err != nil {
+		return err
+	}
 	if err := m.kv.Restore(rest); err != nil {
 		return err
 	}
@@ -251,6 +327,20 @@ func (m *machine) Restore(data []byte) error {
 	m.dir.mu.Unlock()
 	if m.restored != nil {
 		m.restored()
+	}
+	return nil
+}
+
+// restoreApp restores the application's state (nil data: empty).
+func (m *machine) restoreApp(data []byte) error {
+	if m.app == nil {
+		if len(data) > 0 {
+			return errors.New("server: the snapshot holds application state, but no application state machine is configured")
+		}
+		return nil
+	}
+	if err := m.app.Restore(data); err != nil {
+		return fmt.Errorf("application restore: %w", err)
 	}
 	return nil
 }

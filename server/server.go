@@ -136,7 +136,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.syncPeers()
-	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers, snapshotted: m.SnapshotTaken}
+	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers, snapshotted: m.SnapshotTaken,
+		app: cfg.App}
 
 	tick, hb, et := cfg.Ticks()
 	seed, inc := random64(), random64()
