@@ -53,7 +53,9 @@ func (s *Service) observe(srv *server.Server, op string, start time.Time, err er
 }
 
 // member runs a membership or leadership operation on the node, timing it.
-func (s *Service) member(ctx context.Context, op string, fn func(*server.Server) error) error {
+func (s *Service) member(ctx context.Context, op string, fn func(*server.Server) error) (err error) {
+	ctx, end := s.operation(ctx, op)
+	defer func() { end(err) }()
 	srv, err := s.server()
 	if err != nil {
 		return err

@@ -3,9 +3,11 @@ package forgeext
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 
+	"go.opentelemetry.io/otel/trace"
 	"gopkg.in/yaml.v3"
 
 	"github.com/forge-consensus/consensus/server"
@@ -19,6 +21,39 @@ const ConfigKey = "consensus"
 // consensusd's keys.
 type Config struct {
 	server.Config `yaml:",inline"`
+	Observability ObservabilityConfig `yaml:"observability"`
+	Discovery     DiscoveryConfig     `yaml:"discovery"`
+
+	// TracerProvider receives the service's spans (nil: OpenTelemetry's
+	// global provider). Set in code.
+	TracerProvider trace.TracerProvider `yaml:"-"`
+	// Logger receives the service's logs (nil: slog.Default()). Set in
+	// code.
+	Logger *slog.Logger `yaml:"-"`
+}
+
+// ObservabilityConfig is observability.*.
+type ObservabilityConfig struct {
+	// LogRaftDetails logs protocol-level detail at Debug: every Ready's
+	// outline (entries, commits, messages, term and vote changes).
+	LogRaftDetails bool `yaml:"log_raft_details"`
+}
+
+// DiscoveryConfig is discovery.*: how a node finds its peers. Only
+// "static" (the peers list) is supported; DNS, Consul, Kubernetes and etcd
+// discovery are not built yet and are refused.
+type DiscoveryConfig struct {
+	Type string `yaml:"type"`
+}
+
+// WithTracerProvider sends the service's spans to tp.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *Config) error { c.TracerProvider = tp; return nil }
+}
+
+// WithLogger sends the service's logs to l.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Config) error { c.Logger = l; return nil }
 }
 
 // PeerConfig is one member of the initial cluster. ID is "3" or "node-3".
@@ -145,6 +180,13 @@ func resolve(yamlCfg Config, opts []Option) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("extensions.%s: %w", ConfigKey, err)
 	}
+	switch c.Discovery.Type {
+	case "", "static":
+		c.Discovery.Type = "static"
+	default:
+		return Config{}, fmt.Errorf("%w: extensions.%s: discovery.type: %q is not supported (only static: the peers list)",
+			server.ErrInvalidConfig, ConfigKey, c.Discovery.Type)
+	}
 	return c, nil
 }
 
@@ -209,6 +251,14 @@ func overlay(c, o *Config) {
 	ad.RedirectWrites = ad.RedirectWrites || oad.RedirectWrites
 	ad.AllowUnauthenticated = ad.AllowUnauthenticated || oad.AllowUnauthenticated
 	c.Join = c.Join || o.Join
+	c.Observability.LogRaftDetails = c.Observability.LogRaftDetails || o.Observability.LogRaftDetails
+	setString(&c.Discovery.Type, o.Discovery.Type)
+	if o.TracerProvider != nil {
+		c.TracerProvider = o.TracerProvider
+	}
+	if o.Logger != nil {
+		c.Logger = o.Logger
+	}
 	a, oa := &c.API, &o.API
 	setString(&a.Addr, oa.Addr)
 	setString(&a.ClientAddr, oa.ClientAddr)

@@ -44,9 +44,12 @@ func TestYAMLAndOptionsCombine(t *testing.T) {
 		"peers": []any{
 			map[string]any{"id": 2, "address": "127.0.0.1", "port": ports[0]},
 		},
-		"raft":    map[string]any{"heartbeat_interval": "30ms", "election_timeout_min": "300ms"},
-		"storage": map[string]any{"type": "pebble", "path": dir},
-		"api":     map[string]any{"addr": addr(ports[1]), "client_addr": addr(ports[2])},
+		"raft":          map[string]any{"heartbeat_interval": "30ms", "election_timeout_min": "300ms"},
+		"storage":       map[string]any{"type": "pebble", "path": dir},
+		"api":           map[string]any{"addr": addr(ports[1]), "client_addr": addr(ports[2])},
+		"observability": map[string]any{"log_raft_details": true},
+		"discovery":     map[string]any{"type": "static"},
+		"admin_api":     map[string]any{"path_prefix": "/raft"},
 	}
 	cfg, err := startWithYAML(t, section, forgeext.WithClusterID("from-code"))
 	if err != nil {
@@ -60,6 +63,9 @@ func TestYAMLAndOptionsCombine(t *testing.T) {
 	}
 	if cfg.Raft.HeartbeatInterval != 30*time.Millisecond || cfg.Raft.ElectionTimeoutMin != 300*time.Millisecond {
 		t.Errorf("raft durations = %v, %v; want 30ms, 300ms from YAML", cfg.Raft.HeartbeatInterval, cfg.Raft.ElectionTimeoutMin)
+	}
+	if !cfg.Observability.LogRaftDetails || cfg.AdminAPI.PathPrefix != "/raft" {
+		t.Errorf("observability/admin_api keys lost: %+v %+v", cfg.Observability, cfg.AdminAPI)
 	}
 	if cfg.Raft.SnapshotThreshold == 0 || cfg.Transport.Type != "grpc" {
 		t.Errorf("defaults not applied to unset keys: snapshot_threshold %d, transport.type %q", cfg.Raft.SnapshotThreshold, cfg.Transport.Type)
@@ -77,6 +83,9 @@ func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
 		{"bad duration", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat_interval": "soon"}}, nil, "soon"},
 		{"bad transport", map[string]any{"node_id": 1, "transport": map[string]any{"type": "carrier-pigeon"}}, nil, "transport.type"},
 		{"bad node id option", nil, []forgeext.Option{forgeext.WithNodeID("zero")}, "node_id"},
+		{"unsupported discovery", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "discovery": map[string]any{"type": "consul"}}, nil, "discovery.type"},
+		{"bad token role", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "security": map[string]any{"tokens": []any{map[string]any{"token": "t", "role": "root"}}}}, nil, "security.tokens[0].role"},
+		{"bad admin prefix", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "admin_api": map[string]any{"path_prefix": "consensus"}}, nil, "admin_api.path_prefix"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := startWithYAML(t, c.section, c.opts...)

@@ -18,14 +18,14 @@ import (
 // testNode is one Forge app of a test cluster, restartable on the same
 // ports and data.
 type testNode struct {
-	id      int
-	opts    []forgeext.Option
+	id   int
+	opts []forgeext.Option
 	// beforeStart, if set, runs on the new extension's service before the
 	// app starts (to register handlers).
 	beforeStart func(*forgeext.Service) error
-	app     forge.App
-	svc     *forgeext.Service
-	stopped bool
+	app         forge.App
+	svc         *forgeext.Service
+	stopped     bool
 }
 
 // start starts the node's app (again) and resolves its service.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
 	"github.com/forge-consensus/consensus/node"
@@ -148,7 +150,9 @@ func NewService(cfg Config, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, log: log}
+	s := &Service{log: log}
+	s.configure(cfg)
+	return s
 }
 
 // configure sets the configuration of a service that has not started.
@@ -156,6 +160,9 @@ func (s *Service) configure(cfg Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg = cfg
+	if cfg.Logger != nil {
+		s.log = cfg.Logger
+	}
 }
 
 // Config returns the service's configuration.
@@ -183,7 +190,11 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.handlers.freeze() {
 		sc.App = &s.handlers
 	}
-	srv, err := server.New(sc, s.log)
+	nodeLog := s.log
+	if !s.cfg.Observability.LogRaftDetails {
+		nodeLog = slog.New(levelFilter{min: slog.LevelInfo, h: s.log.Handler()})
+	}
+	srv, err := server.New(sc, nodeLog)
 	if err != nil {
 		return fmt.Errorf("consensus: start: %w", err)
 	}
@@ -289,7 +300,9 @@ func (s *Service) GetTerm() uint64 {
 // Apply proposes cmd and waits until it is committed and applied on this
 // node (the leader). On a follower it returns a *NotLeaderError naming the
 // leader.
-func (s *Service) Apply(ctx context.Context, cmd Command) (Result, error) {
+func (s *Service) Apply(ctx context.Context, cmd Command) (_ Result, err error) {
+	ctx, end := s.operation(ctx, "apply", attribute.String("consensus.command", cmd.Type))
+	defer func() { end(err) }()
 	var data []byte
 	if s.handlers.has(cmd.Type) {
 		data = server.EncodeAppCommand(encodeAppCommand(cmd))
@@ -366,11 +379,13 @@ func kvCommand(cmd Command) (kv.Command, error) {
 
 // Read returns the value of key, linearizable unless an option says
 // otherwise. A missing key is ErrKeyNotFound.
-func (s *Service) Read(ctx context.Context, key string, opts ...ReadOption) ([]byte, error) {
+func (s *Service) Read(ctx context.Context, key string, opts ...ReadOption) (_ []byte, err error) {
 	c := Linearizable
 	for _, o := range opts {
 		o(&c)
 	}
+	ctx, end := s.operation(ctx, "read", attribute.Int("consensus.consistency", int(c)))
+	defer func() { end(err) }()
 	level := node.ReadLinearizable
 	switch c {
 	case Linearizable:

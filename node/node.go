@@ -12,6 +12,7 @@
 package node
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -520,6 +521,7 @@ func (n *Node) drive() {
 		// One Ready and one Update are in flight at a time: reuse them.
 		n.rdBuf = n.raft.Ready()
 		rd := &n.rdBuf
+		n.logReady(rd)
 		n.updBuf = Update{Snapshot: rd.Snapshot, Entries: rd.Entries, HardState: rd.HardState, Sync: rd.MustSync}
 		u := &n.updBuf
 		if core.BugAckBeforeDurable.In(n.cfg.Core.TestBugs) && len(rd.Messages) > 0 && !u.IsEmpty() {
@@ -534,6 +536,33 @@ func (n *Node) drive() {
 		n.save(u, rd)
 		n.applyDurable(rd)
 	}
+}
+
+// logReady logs a Ready's outline at Debug level: the protocol-level
+// detail an operator turns on to follow what a node does.
+func (n *Node) logReady(rd *core.Ready) {
+	l := n.cfg.Logger
+	if l == nil || !l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []slog.Attr{slog.Uint64("node", n.ID()), slog.Int("entries", len(rd.Entries)),
+		slog.Int("committed", len(rd.CommittedEntries)), slog.Int("messages", len(rd.Messages))}
+	if !rd.HardState.IsEmpty() {
+		attrs = append(attrs, slog.Uint64("term", rd.HardState.Term), slog.Uint64("vote", rd.HardState.Vote),
+			slog.Uint64("commit", rd.HardState.Commit))
+	}
+	if len(rd.Entries) > 0 {
+		attrs = append(attrs, slog.Uint64("first", rd.Entries[0].Index), slog.Uint64("last", rd.Entries[len(rd.Entries)-1].Index))
+	}
+	if rd.Snapshot != nil {
+		attrs = append(attrs, slog.Uint64("snapshot", rd.Snapshot.Meta.Index))
+	}
+	for _, m := range rd.Messages {
+		if m.Type != core.MsgApp && m.Type != core.MsgAppResp && m.Type != core.MsgHeartbeat && m.Type != core.MsgHeartbeatResp {
+			attrs = append(attrs, slog.String("msg", fmt.Sprintf("%v to %d term %d", m.Type, m.To, m.Term)))
+		}
+	}
+	l.LogAttrs(context.Background(), slog.LevelDebug, "raft ready", attrs...)
 }
 
 // sendEarly sends a leader's appends and heartbeats before the Ready's
