@@ -1,0 +1,118 @@
+package forgeext_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xraph/forge"
+
+	"github.com/forge-consensus/consensus/forgeext"
+	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
+)
+
+func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
+	nodes, svcs := cluster(t, 3, withTokens)
+	l := leader(t, svcs)
+	lead := httptest.NewServer(nodes[l].app.Router())
+	defer lead.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// A fourth app, started in join mode, knowing the cluster's peers.
+	ports := servertest.FreePorts(t, 3)
+	peers := append(svcs[0].Config().Peers, server.PeerConfig{ID: 4, Address: "127.0.0.1", Port: ports[0],
+		APIPort: ports[1], ClientPort: ports[2]})
+	joiner := &testNode{id: 4, opts: []forgeext.Option{
+		forgeext.WithNodeID("node-4"),
+		forgeext.WithBindAddress("127.0.0.1", ports[0]),
+		forgeext.WithStoragePath(t.TempDir()),
+		func(c *forgeext.Config) error {
+			c.Peers, c.Join = peers, true
+			c.API.Addr, c.API.ClientAddr = addr(ports[1]), addr(ports[2])
+			c.Raft.HeartbeatInterval, c.Raft.ElectionTimeoutMin = 20*time.Millisecond, 200*time.Millisecond
+			return nil
+		},
+		withTokens,
+	}}
+	body := fmt.Sprintf(`{"node_id": 4, "address": "127.0.0.1", "port": %d}`, ports[0])
+	if code, resp, _ := call(t, lead, "POST", "/consensus/add-node", "admin-token", body); code != http.StatusOK {
+		t.Fatalf("add-node: %d %s", code, resp)
+	}
+	joiner.start(t)
+	t.Cleanup(func() { joiner.stop(t) })
+	if _, err := svcs[l].Apply(ctx, set("joined", "yes")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the fourth app serves the cluster's data", func() bool {
+		v, err := joiner.svc.Read(ctx, "joined")
+		return err == nil && string(v) == "yes"
+	})
+	info, err := svcs[l].GetClusterInfo(ctx)
+	if err != nil || info.TotalNodes != 4 {
+		t.Fatalf("cluster info after the join: %+v, %v", info, err)
+	}
+
+	// Remove it again; the cluster carries on with three.
+	if code, resp, _ := call(t, lead, "POST", "/consensus/remove-node", "admin-token", `{"node_id": "node-4"}`); code != http.StatusOK {
+		t.Fatalf("remove-node: %d %s", code, resp)
+	}
+	if info, _ := svcs[l].GetClusterInfo(ctx); info.TotalNodes != 3 {
+		t.Fatalf("cluster info after the removal: %d nodes", info.TotalNodes)
+	}
+	if _, err := svcs[l].Apply(ctx, set("after", "removal")); err != nil {
+		t.Fatalf("write after the removal: %v", err)
+	}
+
+	// StepDown hands leadership to another voter.
+	if err := svcs[l].StepDown(ctx); err != nil {
+		t.Fatalf("step down: %v", err)
+	}
+	if svcs[l].IsLeader() {
+		t.Fatal("still leader after stepping down")
+	}
+}
+
+func TestMiddlewareOnARunningCluster(t *testing.T) {
+	nodes := newNodes(t, 3)
+	var routers []*httptest.Server
+	for _, n := range nodes {
+		n.start(t)
+		t.Cleanup(func() { n.stop(t) })
+	}
+	svcs := []*forgeext.Service{nodes[0].svc, nodes[1].svc, nodes[2].svc}
+	l := leader(t, svcs)
+	for _, n := range nodes {
+		r := n.app.Router()
+		r.Use(n.svc.AddLeaderHeader())
+		api := r.Group("/api", forge.WithGroupMiddleware(n.svc.ReadOnlyRouting()))
+		_ = api.GET("/x", func(c forge.Context) error { return c.String(http.StatusOK, "read") },
+			forge.WithMiddleware(n.svc.ConsistencyMiddleware(forgeext.Linearizable)))
+		_ = api.POST("/x", func(c forge.Context) error { return c.String(http.StatusOK, "written") })
+		routers = append(routers, httptest.NewServer(r))
+	}
+	defer func() {
+		for _, s := range routers {
+			s.Close()
+		}
+	}()
+	f := (l + 1) % 3
+	code, body, h := call(t, routers[f], "GET", "/api/x", "", "")
+	if code != http.StatusOK || body != "read" || h.Get("X-Consensus-Leader") != fmt.Sprint(l+1) || h.Get("X-Consensus-Role") != "follower" {
+		t.Fatalf("read on a follower: %d %q, headers %v", code, body, h)
+	}
+	code, _, h = call(t, routers[f], "POST", "/api/x?y=1", "", "")
+	if code != http.StatusTemporaryRedirect || !strings.HasPrefix(h.Get("Location"), svcs[f].LeaderURL()) ||
+		!strings.HasSuffix(h.Get("Location"), "/api/x?y=1") {
+		t.Fatalf("write on a follower: %d, Location %q (leader %q)", code, h.Get("Location"), svcs[f].LeaderURL())
+	}
+	code, body, h = call(t, routers[l], "POST", "/api/x", "", "")
+	if code != http.StatusOK || body != "written" || h.Get("X-Consensus-Role") != "leader" || h.Get("X-Consensus-Term") == "" {
+		t.Fatalf("write on the leader: %d %q, headers %v", code, body, h)
+	}
+}
