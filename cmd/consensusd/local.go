@@ -145,6 +145,10 @@ api:
   addr: 127.0.0.1:%d
   client_addr: 127.0.0.1:%d
   fault_switch: %t
+# A loopback cluster for trying things out: the admin API takes changes
+# without a token. Set security.tokens (and drop this) anywhere else.
+admin_api:
+  allow_unauthenticated: true
 `, i, port+i-1, peers.String(), transportType, filepath.Join(dir, fmt.Sprintf("node%d", i)), port+100+i-1,
 			port+200+i-1, faultSwitch)
 		p := filepath.Join(dir, fmt.Sprintf("node%d.yaml", i))
