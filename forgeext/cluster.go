@@ -10,6 +10,16 @@ import (
 	"github.com/forge-consensus/consensus/server"
 )
 
+// Membership and leadership errors (the admin API's, so errors.Is works
+// with either name).
+var (
+	// ErrUnknownNode: the node is not a member.
+	ErrUnknownNode = admin.ErrUnknownNode
+	// ErrConflict: the change is impossible as asked (removing the last
+	// voter, transferring to a learner, adding a member twice).
+	ErrConflict = admin.ErrConflict
+)
+
 // ClusterInfo is the cluster as this node sees it (the admin API's GET
 // /status body).
 type ClusterInfo = admin.ClusterInfo

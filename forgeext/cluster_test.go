@@ -163,6 +163,13 @@ func TestHealthFollowsQuorum(t *testing.T) {
 	if h := svcs[l].GetHealthStatus(ctx); h.Status != "unhealthy" || h.HasQuorum {
 		t.Fatalf("health without followers: %+v", h)
 	}
+	ext, err := nodes[l].app.GetExtension("consensus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ext.Health(ctx); err == nil {
+		t.Fatal("the extension's Forge health check passes without a quorum")
+	}
 	// The followers come back on the same data: healthy again.
 	for i, n := range nodes {
 		if i != l {
@@ -177,6 +184,9 @@ func TestHealthFollowsQuorum(t *testing.T) {
 		}
 		return true
 	})
+	if err := ext.Health(ctx); err != nil {
+		t.Fatalf("the extension's Forge health check after recovery: %v", err)
+	}
 	if _, err := nodes[0].svc.Read(ctx, "nothing"); !errors.Is(err, forgeext.ErrKeyNotFound) {
 		t.Fatalf("read after recovery: %v", err)
 	}

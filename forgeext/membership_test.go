@@ -2,6 +2,7 @@ package forgeext_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -56,6 +57,15 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 	info, err := svcs[l].GetClusterInfo(ctx)
 	if err != nil || info.TotalNodes != 4 {
 		t.Fatalf("cluster info after the join: %+v, %v", info, err)
+	}
+
+	// Demoted to a learner, it says so.
+	if err := svcs[l].AddLearner(ctx, 4, "127.0.0.1", ports[0]); err != nil {
+		t.Fatalf("demote node 4: %v", err)
+	}
+	poll(t, "node 4 reports the learner role", func() bool { return joiner.svc.GetRole() == "learner" })
+	if err := svcs[l].TransferLeadership(ctx, 4); !errors.Is(err, forgeext.ErrConflict) {
+		t.Fatalf("transfer to a learner: %v", err)
 	}
 
 	// Remove it again; the cluster carries on with three.

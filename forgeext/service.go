@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -274,17 +275,23 @@ func (s *Service) GetLeader() uint64 {
 	return st.Lead
 }
 
-// GetRole returns "leader", "follower" or "candidate" (a pre-candidate is
-// a candidate), or "stopped" when the service is not running.
+// GetRole returns "leader", "follower", "learner" (a non-voting member)
+// or "candidate" (a pre-candidate is a candidate), or "stopped" when the
+// service is not running.
 func (s *Service) GetRole() string {
-	st, ok := s.status()
-	if !ok {
+	r, err := s.running()
+	if err != nil {
 		return "stopped"
 	}
-	switch st.Role {
+	switch st := r.Status(); st.Role {
 	case core.Leader:
 		return "leader"
 	case core.Follower:
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if cs, err := r.CoreStatus(ctx); err == nil && slices.Contains(cs.Config.Learners, st.ID) {
+			return "learner"
+		}
 		return "follower"
 	default:
 		return "candidate"
