@@ -43,10 +43,10 @@ func (s *Service) server() (*server.Server, error) {
 
 // clusterError maps the admin API's errors to the service's: a not-leader
 // error keeps its hint.
-func clusterError(op string, err error) error {
+func (s *Service) clusterError(op string, err error) error {
 	var nl *admin.NotLeaderError
 	if errors.As(err, &nl) {
-		return fmt.Errorf("consensus: %s: %w", op, &NotLeaderError{LeaderID: nl.LeaderID, LeaderAddress: nl.LeaderAddress})
+		return fmt.Errorf("consensus: %s: %w", op, s.notLeader(nl.LeaderID))
 	}
 	if errors.Is(err, admin.ErrNoQuorum) {
 		return fmt.Errorf("consensus: %s: %w: %w", op, ErrNoQuorum, err)
@@ -74,7 +74,7 @@ func (s *Service) member(ctx context.Context, op string, fn func(*server.Server)
 	err = fn(srv)
 	s.observe(srv, op, start, err)
 	if err != nil {
-		return clusterError(op, err)
+		return s.clusterError(op, err)
 	}
 	return nil
 }

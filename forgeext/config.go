@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 
 	"go.opentelemetry.io/otel/trace"
@@ -23,6 +24,11 @@ type Config struct {
 	server.Config `yaml:",inline"`
 	Observability ObservabilityConfig `yaml:"observability"`
 	Discovery     DiscoveryConfig     `yaml:"discovery"`
+	// AppURLs maps node IDs ("3" or "node-3") to the base URL of that
+	// node's app (e.g. "http://10.0.0.3:8080"). Redirects to the leader
+	// and not-leader hints use it; without an entry they name the leader's
+	// consensus HTTP API (its api_port).
+	AppURLs map[string]string `yaml:"app_urls"`
 
 	// TracerProvider receives the service's spans (nil: OpenTelemetry's
 	// global provider). Set in code.
@@ -44,6 +50,12 @@ type ObservabilityConfig struct {
 // discovery are not built yet and are refused.
 type DiscoveryConfig struct {
 	Type string `yaml:"type"`
+}
+
+// WithAppURLs sets app_urls: each node's app base URL, by node ID, for
+// redirects to the leader.
+func WithAppURLs(urls map[string]string) Option {
+	return func(c *Config) error { c.AppURLs = urls; return nil }
 }
 
 // WithTracerProvider sends the service's spans to tp.
@@ -180,6 +192,15 @@ func resolve(yamlCfg Config, opts []Option) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("extensions.%s: %w", ConfigKey, err)
 	}
+	for id, u := range c.AppURLs {
+		if _, err := server.ParseNodeID(id); err != nil {
+			return Config{}, fmt.Errorf("%w: extensions.%s: app_urls: %w", server.ErrInvalidConfig, ConfigKey, err)
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return Config{}, fmt.Errorf("%w: extensions.%s: app_urls[%s]: %q is not an http(s) base URL",
+				server.ErrInvalidConfig, ConfigKey, id, u)
+		}
+	}
 	switch c.Discovery.Type {
 	case "", "static":
 		c.Discovery.Type = "static"
@@ -253,6 +274,9 @@ func overlay(c, o *Config) {
 	c.Join = c.Join || o.Join
 	c.Observability.LogRaftDetails = c.Observability.LogRaftDetails || o.Observability.LogRaftDetails
 	setString(&c.Discovery.Type, o.Discovery.Type)
+	if o.AppURLs != nil {
+		c.AppURLs = o.AppURLs
+	}
 	if o.TracerProvider != nil {
 		c.TracerProvider = o.TracerProvider
 	}

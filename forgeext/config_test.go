@@ -85,6 +85,7 @@ func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
 		{"bad node id option", nil, []forgeext.Option{forgeext.WithNodeID("zero")}, "node_id"},
 		{"unsupported discovery", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "discovery": map[string]any{"type": "consul"}}, nil, "discovery.type"},
 		{"bad token role", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "security": map[string]any{"tokens": []any{map[string]any{"token": "t", "role": "root"}}}}, nil, "security.tokens[0].role"},
+		{"bad app url", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "app_urls": map[string]any{"1": "ftp://x"}}, nil, "app_urls[1]"},
 		{"bad admin prefix", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "admin_api": map[string]any{"path_prefix": "consensus"}}, nil, "admin_api.path_prefix"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -126,3 +126,29 @@ func TestMiddlewareOnARunningCluster(t *testing.T) {
 		t.Fatalf("write on the leader: %d %q, headers %v", code, body, h)
 	}
 }
+
+func TestRedirectsNameTheLeadersApp(t *testing.T) {
+	urls := map[string]string{"1": "http://app1.example:8080", "node-2": "http://app2.example:8080", "3": "https://app3.example"}
+	nodes, svcs := cluster(t, 3, forgeext.WithAppURLs(urls))
+	l := leader(t, svcs)
+	f := (l + 1) % 3
+	want := []string{urls["1"], urls["node-2"], urls["3"]}[l]
+	if got := svcs[f].LeaderURL(); got != want {
+		t.Fatalf("follower's LeaderURL = %q, want the leader's app %q", got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := svcs[f].Apply(ctx, set("k", "v"))
+	var nl *forgeext.NotLeaderError
+	if !errors.As(err, &nl) || nl.LeaderAddress != want {
+		t.Fatalf("apply on a follower: %v; want a hint naming %q", err, want)
+	}
+	r := nodes[f].app.Router()
+	_ = r.POST("/w", func(c forge.Context) error { return c.String(http.StatusOK, "w") },
+		forge.WithMiddleware(svcs[f].ReadOnlyRouting()))
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	if code, _, h := call(t, srv, "POST", "/w", "", ""); code != http.StatusTemporaryRedirect || h.Get("Location") != want+"/w" {
+		t.Fatalf("write on a follower: %d, Location %q; want 307 to %s/w", code, h.Get("Location"), want)
+	}
+}

@@ -18,10 +18,11 @@ import (
 // Forge applies the middleware given to Router.Use (on the app's router or
 // on a group) to the routes registered through that router after the call,
 // so call Use before registering the routes; forge.WithMiddleware applies
-// middleware to one route, forge.WithGroupMiddleware to a group. The
-// *Service must exist when the middleware is built: Extension.Service is
-// nil until app.Start has registered the extension (the *Service methods
-// panic on a nil receiver).
+// middleware to one route, forge.WithGroupMiddleware to a group. Build the
+// middleware from Extension.Service, which exists from NewExtension on, so
+// routes can be set up before the app starts (the *Service methods panic
+// on a nil receiver). Redirects and leader hints point at the leader's
+// app_urls entry when one is configured, else at its consensus HTTP API.
 //
 // Every error the middleware answers itself has a JSON body with
 // Content-Type application/json and an "error" field; the not-leader

@@ -426,13 +426,26 @@ func (s *Service) Read(ctx context.Context, key string, opts ...ReadOption) (_ [
 
 // notLeader returns the not-leader error for a known leader (0: none).
 func (s *Service) notLeader(lead uint64) *NotLeaderError {
-	e := &NotLeaderError{LeaderID: lead}
-	s.mu.Lock()
-	if s.srv != nil && lead != 0 {
-		e.LeaderAddress = s.srv.APIURL(lead)
+	return &NotLeaderError{LeaderID: lead, LeaderAddress: s.addressOf(lead)}
+}
+
+// addressOf returns node id's base URL for clients: its app_urls entry, or
+// its consensus HTTP API ("" if unknown).
+func (s *Service) addressOf(id uint64) string {
+	if id == 0 {
+		return ""
 	}
-	s.mu.Unlock()
-	return e
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, u := range s.cfg.AppURLs {
+		if v, err := server.ParseNodeID(k); err == nil && v == id {
+			return u
+		}
+	}
+	if s.srv != nil {
+		return s.srv.APIURL(id)
+	}
+	return ""
 }
 
 // barrierKey is read by ReadBarrier; its value does not matter.
@@ -448,8 +461,9 @@ func (s *Service) ReadBarrier(ctx context.Context) error {
 	return nil
 }
 
-// LeaderURL returns the base URL of the leader's HTTP API as configured
-// (the peer's api_port, or bind port + 100), or "" when no leader is known.
+// LeaderURL returns the leader's base URL: its app_urls entry, else its
+// consensus HTTP API (the peer's api_port, or bind port + 100); "" when no
+// leader is known.
 func (s *Service) LeaderURL() string {
 	lead := s.GetLeader()
 	if lead == 0 {
