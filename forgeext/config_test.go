@@ -3,6 +3,9 @@ package forgeext_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +97,51 @@ func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
 				t.Fatalf("start error = %v; want an invalid-config error naming %q", err, c.key)
 			}
 		})
+	}
+}
+
+func TestConfigFromTheAppsYAMLFile(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 3)
+	yaml := fmt.Sprintf(`extensions:
+  consensus:
+    node_id: node-1
+    cluster_id: from-file
+    bind_port: %d
+    peers:
+      - {id: 1, address: 127.0.0.1, port: %d}
+    raft:
+      heartbeat_interval: 25ms
+      election_timeout_min: 250ms
+    storage:
+      type: memory
+    api:
+      addr: 127.0.0.1:%d
+      client_addr: 127.0.0.1:%d
+    security:
+      tokens:
+        - {token: file-token, role: viewer}
+`, ports[0], ports[0], ports[1], ports[2])
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	app := forge.NewApp(forge.AppConfig{Name: "file", HTTPAddress: "127.0.0.1:0",
+		EnableConfigAutoDiscovery: true, ConfigSearchPaths: []string{dir}, ConfigBaseNames: []string{"config.yaml"},
+		EnableEnvConfig: false})
+	ext := forgeext.NewExtension(forgeext.WithClusterID("from-code"))
+	if err := app.RegisterExtension(ext); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer app.Stop(context.Background())
+	cfg := ext.Service().Config()
+	if cfg.NodeID != 1 || cfg.BindPort != ports[0] || cfg.Raft.HeartbeatInterval != 25*time.Millisecond ||
+		cfg.Storage.Type != "memory" || len(cfg.Security.Tokens) != 1 || cfg.ClusterID != "from-code" {
+		t.Fatalf("configuration from the file: node %d, port %d, heartbeat %v, storage %q, tokens %d, cluster %q",
+			cfg.NodeID, cfg.BindPort, cfg.Raft.HeartbeatInterval, cfg.Storage.Type, len(cfg.Security.Tokens), cfg.ClusterID)
 	}
 }
