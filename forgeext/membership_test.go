@@ -152,3 +152,19 @@ func TestRedirectsNameTheLeadersApp(t *testing.T) {
 		t.Fatalf("write on a follower: %d, Location %q; want 307 to %s/w", code, h.Get("Location"), want)
 	}
 }
+
+func TestAdminAPINamesTheLeadersApp(t *testing.T) {
+	urls := map[string]string{"1": "http://app1.example", "2": "http://app2.example", "3": "http://app3.example"}
+	nodes, svcs := cluster(t, 3, forgeext.WithAppURLs(urls), withTokens)
+	l := leader(t, svcs)
+	f := (l + 1) % 3
+	srv := httptest.NewServer(nodes[f].app.Router())
+	defer srv.Close()
+	want := urls[fmt.Sprint(l+1)]
+	if code, body, _ := call(t, srv, "GET", "/consensus/leader", "viewer-token", ""); code != http.StatusOK || !strings.Contains(body, `"leader_address":"`+want+`"`) {
+		t.Fatalf("leader on a follower: %d %s; want %s", code, body, want)
+	}
+	if code, body, _ := call(t, srv, "POST", "/consensus/remove-node", "admin-token", `{"node_id": 1}`); code != http.StatusServiceUnavailable || !strings.Contains(body, want) {
+		t.Fatalf("remove-node on a follower: %d %s; want 503 naming %s", code, body, want)
+	}
+}

@@ -191,6 +191,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.handlers.freeze() {
 		sc.App = &s.handlers
 	}
+	sc.HintURL = s.appURL
 	nodeLog := s.log
 	if !s.cfg.Observability.LogRaftDetails {
 		nodeLog = slog.New(levelFilter{min: slog.LevelInfo, h: s.log.Handler()})
@@ -435,15 +436,23 @@ func (s *Service) addressOf(id uint64) string {
 	if id == 0 {
 		return ""
 	}
+	if u := s.appURL(id); u != "" {
+		return u
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, u := range s.cfg.AppURLs {
+	if s.srv != nil {
+		return s.srv.APIURL(id)
+	}
+	return ""
+}
+
+// appURL returns node id's app_urls entry ("" if none).
+func (s *Service) appURL(id uint64) string {
+	for k, u := range s.Config().AppURLs {
 		if v, err := server.ParseNodeID(k); err == nil && v == id {
 			return u
 		}
-	}
-	if s.srv != nil {
-		return s.srv.APIURL(id)
 	}
 	return ""
 }

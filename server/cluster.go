@@ -18,6 +18,20 @@ import (
 // with an *admin.NotLeaderError naming it.
 var _ admin.Cluster = (*Server)(nil)
 
+// hintURL is the base URL the admin API names for node id: Config.HintURL's
+// answer, else the node's HTTP API ("" if unknown).
+func (s *Server) hintURL(id uint64) string {
+	if id == 0 {
+		return ""
+	}
+	if s.cfg.HintURL != nil {
+		if u := s.cfg.HintURL(id); u != "" {
+			return u
+		}
+	}
+	return s.apiURL(id)
+}
+
 // roleName names a node's role for the admin API.
 func roleName(r core.Role, learner bool) string {
 	switch {
@@ -60,7 +74,7 @@ func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
 		return info
 	}
 	info.Leader, info.Term, info.CommitIndex, info.LastApplied = st.Lead, st.Term, st.Commit, st.Applied
-	info.LeaderAddress = s.apiURL(st.Lead)
+	info.LeaderAddress = s.hintURL(st.Lead)
 	voters, learners := membership(st.Config)
 	progress := map[uint64]core.PeerProgress{}
 	for _, p := range st.Progress {
@@ -147,7 +161,7 @@ func (s *Server) onLeader(ctx context.Context) (core.Status, error) {
 		return st, s.clusterError(err)
 	}
 	if st.Role != core.Leader {
-		return st, &admin.NotLeaderError{LeaderID: st.Lead, LeaderAddress: s.apiURL(st.Lead)}
+		return st, &admin.NotLeaderError{LeaderID: st.Lead, LeaderAddress: s.hintURL(st.Lead)}
 	}
 	return st, nil
 }
@@ -157,7 +171,7 @@ func (s *Server) clusterError(err error) error {
 	var nl *node.NotLeaderError
 	switch {
 	case errors.As(err, &nl):
-		return &admin.NotLeaderError{LeaderID: nl.LeaderID, LeaderAddress: s.apiURL(nl.LeaderID)}
+		return &admin.NotLeaderError{LeaderID: nl.LeaderID, LeaderAddress: s.hintURL(nl.LeaderID)}
 	case errors.Is(err, node.ErrTimeout):
 		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 	case errors.Is(err, node.ErrDropped), errors.Is(err, node.ErrStopped), errors.Is(err, runner.ErrStopped):

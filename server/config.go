@@ -41,6 +41,11 @@ type Config struct {
 	// App is application state replicated beside the key-value store
 	// (optional; set in code, not in YAML). See AppMachine.
 	App AppMachine `yaml:"-"`
+	// HintURL, if set, gives the base URL the admin API names for a node
+	// (the leader's address in its answers and not-leader errors); ""
+	// falls back to the node's HTTP API. The Forge extension points it at
+	// the node's app. Set in code.
+	HintURL func(id uint64) string `yaml:"-"`
 }
 
 // NodeID is a node's ID: a positive integer, written as a number or a
