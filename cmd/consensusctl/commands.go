@@ -114,9 +114,31 @@ func (c *cli) get(route string, args []string, v any) ([]byte, error) {
 	return body, decode(body, v)
 }
 
-func (c *cli) status(args []string) error {
+// getFromLeader fetches an admin route from the leader, since only the
+// leader sees every member's activity and replication: it asks the first
+// endpoint that answers for /status and, if that node is not the leader
+// but names it, asks the leader; otherwise the first answer stands.
+func (c *cli) getFromLeader(route string, args []string, v any) ([]byte, error) {
 	var info admin.ClusterInfo
 	body, err := c.get("/status", args, &info)
+	if err != nil {
+		return nil, err
+	}
+	if info.Role != "leader" && info.LeaderAddress != "" {
+		resp, err := c.follow(http.MethodGet, strings.TrimRight(info.LeaderAddress, "/")+c.prefix+route, nil, "")
+		if err == nil && resp.status == http.StatusOK {
+			return resp.body, decode(resp.body, v)
+		}
+	}
+	if route == "/status" {
+		return body, decode(body, v)
+	}
+	return c.get(route, args, v)
+}
+
+func (c *cli) status(args []string) error {
+	var info admin.ClusterInfo
+	body, err := c.getFromLeader("/status", args, &info)
 	if err != nil {
 		return err
 	}
@@ -137,7 +159,7 @@ func (c *cli) nodes(args []string) error {
 	var v struct {
 		Nodes []admin.NodeStatus `json:"nodes"`
 	}
-	body, err := c.get("/nodes", args, &v)
+	body, err := c.getFromLeader("/nodes", args, &v)
 	if err != nil {
 		return err
 	}

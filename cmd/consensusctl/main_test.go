@@ -634,3 +634,27 @@ func TestInjectedClient(t *testing.T) {
 		t.Errorf("stdout %q", r.stdout)
 	}
 }
+
+func TestStatusAndNodesComeFromTheLeader(t *testing.T) {
+	lead := newNode(t, admin.Config{}, healthyCluster(), "")
+	fc := healthyCluster()
+	fc.info.NodeID, fc.info.Role, fc.info.LeaderAddress = 2, "follower", lead.URL
+	fc.info.Nodes = []admin.NodeStatus{{ID: 1, Role: "leader", Voter: true, Active: true}, {ID: 2, Role: "follower", Voter: true, Active: true}}
+	follower := newNode(t, admin.Config{}, fc, "")
+	r := ctl(t, follower.URL+","+lead.URL, "status")
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, "NODE     1 (leader)") || !strings.Contains(r.stdout, "10.0.0.2:7001  follower  yes    yes     7      2") {
+		t.Fatalf("status through a follower did not come from the leader:\n%s", r.stdout)
+	}
+	r = ctl(t, follower.URL+","+lead.URL, "nodes")
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, "10.0.0.1:7001") {
+		t.Fatalf("nodes through a follower did not come from the leader:\n%s", r.stdout)
+	}
+	// A leader the token may not go to: the follower's own view stands.
+	r = ctl(t, follower.URL, "status")
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, "NODE     2 (follower)") {
+		t.Fatalf("status with the leader out of reach:\n%s", r.stdout)
+	}
+}
