@@ -9,8 +9,8 @@
 //
 // Commands:
 //
-//	status                       cluster status from the first endpoint that answers
-//	nodes                        the nodes table
+//	status                       cluster status, from the leader when it can be asked
+//	nodes                        the members, their activity and lag (from the leader too)
 //	leader                       leader id, address and term
 //	health                       health checks; exit status 0 if healthy, 1 if not
 //	add-node <id> <host> <port>  add a node (admin token)
@@ -73,8 +73,8 @@ import (
 const usage = `usage: consensusctl [global flags] <command> [args]
 
 commands:
-  status                       cluster status from the first endpoint that answers
-  nodes                        the nodes table
+  status                       cluster status, from the leader when it can be asked
+  nodes                        the members, their activity and lag (from the leader too)
   leader                       leader id, address and term
   health                       health checks; exit status 0 if healthy, 1 if not
   add-node <id> <host> <port>  add a node (admin token)
