@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -129,6 +130,7 @@ type Service struct {
 	handlers handlers
 
 	mu      sync.Mutex
+	appURLs atomic.Pointer[map[uint64]string] // app_urls by node ID, read without mu
 	srv     *server.Server
 	admin   http.Handler  // the admin API over srv
 	serving chan struct{} // closed when srv.Serve returns
@@ -164,6 +166,13 @@ func (s *Service) configure(cfg Config) {
 	if cfg.Logger != nil {
 		s.log = cfg.Logger
 	}
+	urls := make(map[uint64]string, len(cfg.AppURLs))
+	for k, u := range cfg.AppURLs {
+		if id, err := server.ParseNodeID(k); err == nil {
+			urls[id] = u
+		}
+	}
+	s.appURLs.Store(&urls)
 }
 
 // Config returns the service's configuration.
@@ -447,12 +456,11 @@ func (s *Service) addressOf(id uint64) string {
 	return ""
 }
 
-// appURL returns node id's app_urls entry ("" if none).
+// appURL returns node id's app_urls entry ("" if none). It takes no lock:
+// the admin API calls it while Stop may hold the service's.
 func (s *Service) appURL(id uint64) string {
-	for k, u := range s.Config().AppURLs {
-		if v, err := server.ParseNodeID(k); err == nil && v == id {
-			return u
-		}
+	if m := s.appURLs.Load(); m != nil {
+		return (*m)[id]
 	}
 	return ""
 }
