@@ -100,6 +100,7 @@ func (s *Storage) commit(group []request) {
 	}()
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
+	s.opened = nil
 	if s.failed != nil {
 		for i := range errs {
 			errs[i] = fmt.Errorf("wal: an earlier write failed: %w", s.failed)

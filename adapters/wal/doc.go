@@ -73,7 +73,9 @@
 //
 // # Recovery rules
 //
-// Open reads every segment and checks every record, then the snapshot file.
+// Open reads every segment and checks every record, then the snapshot file;
+// the first Load after Open returns what Open read, later ones read the log
+// again.
 //
 //   - Torn write. In the last segment, a damaged record with nothing
 //     valid after it, that runs into a never-written sector (a 512-byte
