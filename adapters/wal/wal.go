@@ -89,15 +89,15 @@ type Storage struct {
 	closed      bool
 
 	// ioMu is held by the committer while it writes and by Load.
-	ioMu       sync.Mutex
-	st         logState
-	segs       []*segment // oldest first; the last is active
-	failed     error
-	buf        []byte
+	ioMu   sync.Mutex
+	st     logState
+	segs   []*segment // oldest first; the last is active
+	failed error
+	buf    []byte
 	// opened is what Open read, served to the first Load if nothing was
 	// written since (a node loads right after opening): the log is read
 	// once, not twice.
-	opened *core.Persisted
+	opened     *core.Persisted
 	nextWanted bool
 
 	spaceMu  sync.Mutex
