@@ -32,6 +32,9 @@ type repair struct {
 type replayed struct {
 	st      logState
 	entries []core.Entry // when kept
+	// tail counts the entries at the end of entries read from the segment
+	// being scanned: their data aliases its buffer.
+	tail int
 	segs    []*segment
 	repair  repair
 }
@@ -70,9 +73,15 @@ func (s *Storage) readLog(files []segFile, keep, open bool) (*replayed, error) {
 		if err != nil {
 			return nil, err
 		}
+		out.tail = 0
 		sc, err := s.scan(sf, data, i == 0, prev, out, keep)
 		if err != nil {
 			return nil, err
+		}
+		if keep && sc.end < len(data)/2 {
+			// Mostly preallocated zeros (the active segment): copy the
+			// entries out rather than keep the whole buffer alive.
+			compactTail(out)
 		}
 		last := i == len(files)-1
 		seg := &segment{seq: sf.seq, name: sf.name, size: int64(len(data)), used: int64(sc.end), chain: sc.chain, headerCRC: sc.headerCRC}
@@ -240,6 +249,7 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 		}
 		if keep {
 			out.entries = append(out.entries, ents...)
+			out.tail += len(ents)
 		}
 	case recHardState:
 		st.hs, _ = decodeHS(r.payload)
@@ -247,7 +257,7 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 		kind, c, ref, _ := decodeSnapRec(r.payload)
 		if kind == snapReplace {
 			st.applySnapshot(ref)
-			out.entries = nil
+			out.entries, out.tail = nil, 0
 		} else {
 			if c > ref.Meta.Index {
 				return bad("compaction to %d beyond the snapshot index %d", c, ref.Meta.Index)
@@ -258,6 +268,7 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 				k++
 			}
 			out.entries = out.entries[k:]
+			out.tail = min(out.tail, len(out.entries))
 		}
 	case recTruncate:
 		i, _ := decodeTruncate(r.payload)
@@ -268,6 +279,7 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 		for k > 0 && out.entries[k-1].Index >= i {
 			k--
 		}
+		out.tail = max(0, out.tail-(len(out.entries)-k))
 		out.entries = out.entries[:k]
 	case recSeal:
 	}
@@ -361,4 +373,22 @@ func (s *Storage) verifySnapshot(st *logState) (*core.Snapshot, error) {
 		snap.Data = data
 	}
 	return snap, nil
+}
+
+// compactTail copies the data of the entries read from the last scanned
+// segment into one buffer of their size.
+func compactTail(out *replayed) {
+	es := out.entries[len(out.entries)-out.tail:]
+	n := 0
+	for i := range es {
+		n += len(es[i].Data)
+	}
+	buf := make([]byte, 0, n)
+	for i := range es {
+		if es[i].Data != nil {
+			start := len(buf)
+			buf = append(buf, es[i].Data...)
+			es[i].Data = buf[start:len(buf):len(buf)]
+		}
+	}
 }
