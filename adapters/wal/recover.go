@@ -34,9 +34,9 @@ type replayed struct {
 	entries []core.Entry // when kept
 	// tail counts the entries at the end of entries read from the segment
 	// being scanned: their data aliases its buffer.
-	tail int
-	segs    []*segment
-	repair  repair
+	tail   int
+	segs   []*segment
+	repair repair
 }
 
 // scanned is one segment read and applied.
