@@ -22,12 +22,12 @@ var (
 func flipStore(t *testing.T, dir string) core.Persisted {
 	t.Helper()
 	s := openT(t, rotOpts(dir))
-	for i := uint64(0); i < 40; i++ {
+	for i := uint64(0); i < 120; i++ {
 		mustSave(t, s, &node.Update{Entries: ents(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
 	}
-	mustSave(t, s, &node.Update{Entries: ents(198, 230, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 200}})
-	mustSave(t, s, &node.Update{LocalSnapshot: snapAt(120, 1, "state at 120"), CompactTo: 110})
-	mustSave(t, s, &node.Update{Entries: ents(231, 240, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 235}})
+	mustSave(t, s, &node.Update{Entries: ents(598, 630, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 600}})
+	mustSave(t, s, &node.Update{LocalSnapshot: snapAt(300, 1, "state at 300"), CompactTo: 150})
+	mustSave(t, s, &node.Update{Entries: ents(631, 640, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 635}})
 	p := loadT(t, s)
 	closeT(t, s)
 	return p
