@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -228,10 +230,11 @@ func Open(o Options) (*Storage, error) {
 		completions: make(chan completion, 4),
 		stopped:     make(chan struct{}),
 	}
-	p, ref, seq, err := s.load()
-	if err == nil && !o.noGuard {
-		err = checkGuard(o.Dir, seq, &p, gr, hasGuard)
+	var check func(uint64, *core.Persisted) error
+	if !o.noGuard {
+		check = func(seq uint64, p *core.Persisted) error { return checkGuard(o.Dir, seq, p, gr, hasGuard) }
 	}
+	p, ref, seq, err := s.load(check)
 	if err != nil {
 		return nil, errors.Join(err, closeDB(db))
 	}
@@ -273,9 +276,12 @@ func verifyReadOnly(dir string, logger *slog.Logger, gr guardRead, hasGuard bool
 		return true, err
 	}
 	ro := &Storage{opts: Options{Dir: dir}, db: db, log: logger}
-	p, _, seq, err := ro.load()
+	_, _, _, err = ro.load(func(seq uint64, p *core.Persisted) error { return checkGuard(dir, seq, p, gr, hasGuard) })
 	if err == nil {
-		err = checkGuard(dir, seq, &p, gr, hasGuard)
+		// Read every block of every table, including data no longer
+		// live, so that damage anywhere is found now rather than by a
+		// compaction later.
+		err = checkLevels(db, dbDir)
 	}
 	return true, errors.Join(err, closeDB(db))
 }
@@ -336,18 +342,71 @@ func openDB(dbDir string, logger *slog.Logger, readOnly bool) (db *pebble.DB, er
 		EventListener:    &pebble.EventListener{BackgroundError: func(err error) { logger.Error("pebble storage: background error", "err", err) }},
 	})
 	if err != nil {
-		return nil, pebbleError("open database in "+dbDir, err)
+		err = pebbleError(dbDir, "open database in "+dbDir, err)
+		if errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w (Pebble reads these files at open: %s)", err, strings.Join(metadataFiles(dbDir), ", "))
+		}
+		return nil, err
 	}
 	return db, nil
 }
 
-// pebbleError wraps an error returned by Pebble: as a corruption unless it
-// comes from the environment, or says the database does not exist.
-func pebbleError(op string, err error) error {
+// metadataFiles lists the files Pebble reads to open the database in
+// dbDir, besides its WAL: CURRENT, MANIFEST and OPTIONS files.
+func metadataFiles(dbDir string) []string {
+	des, err := os.ReadDir(dbDir)
+	if err != nil {
+		return []string{fmt.Sprintf("(cannot list %s: %v)", dbDir, err)}
+	}
+	var out []string
+	for _, de := range des {
+		if n := de.Name(); n == "CURRENT" || strings.HasPrefix(n, "MANIFEST-") || strings.HasPrefix(n, "OPTIONS-") {
+			out = append(out, filepath.Join(dbDir, n))
+		}
+	}
+	return out
+}
+
+// pebbleError wraps an error returned by Pebble for the database in dbDir:
+// as a corruption unless it comes from the environment, or says the
+// database does not exist. Pebble names tables by number ("table
+// 000012"): the paths of the files it names are added.
+func pebbleError(dbDir, op string, err error) error {
 	if errors.Is(err, pebble.ErrDBDoesNotExist) || environmental(err) {
 		return fmt.Errorf("pebble storage: %s: %w", op, err)
 	}
+	if files := namedFiles(dbDir, err.Error()); len(files) > 0 {
+		return fmt.Errorf("pebble storage: %s: %w: %w (file %s)", op, ErrCorrupt, err, strings.Join(files, ", "))
+	}
 	return fmt.Errorf("pebble storage: %s: %w: %w", op, ErrCorrupt, err)
+}
+
+// fileNum matches a Pebble file number in a message.
+var fileNum = regexp.MustCompile(`\b[0-9]{6}\b`)
+
+// namedFiles returns the paths of the files of dbDir whose numbers msg
+// mentions.
+func namedFiles(dbDir, msg string) []string {
+	var out []string
+	for _, num := range fileNum.FindAllString(msg, -1) {
+		m, _ := filepath.Glob(filepath.Join(dbDir, num+".*"))
+		for _, f := range m {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// checkLevels reads every table of db, checking every block's checksum
+// and the order of every key (Pebble's DB.CheckLevels).
+func checkLevels(db *pebble.DB, dbDir string) (err error) {
+	defer recoverPebble("check the tables of "+dbDir, &err)
+	if err := db.CheckLevels(nil); err != nil {
+		return pebbleError(dbDir, "check the tables of "+dbDir, err)
+	}
+	return nil
 }
 
 // environmental reports whether err comes from the environment rather
@@ -448,13 +507,17 @@ func (s *Storage) removeRedundant() error {
 // naming the key or file, on any mismatch. It reflects the Saves whose done
 // has been called.
 func (s *Storage) Load() (core.Persisted, error) {
-	p, _, _, err := s.load()
+	p, _, _, err := s.load(nil)
 	return p, err
 }
 
 // load reads and verifies everything stored; it also returns the snapshot
-// reference (nil if none) and the commit sequence number (0 if none).
-func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error) {
+// reference (nil if none) and the commit sequence number (0 if none). If
+// check is not nil it is called with the sequence number and what the
+// database holds (the snapshot without its data) before the snapshot file
+// is read: a database cut short refers to an older snapshot file, and the
+// guard's verdict says more than that file's absence.
+func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.Persisted, ref *snapRef, seq uint64, err error) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	if s.dbClosed {
@@ -464,7 +527,7 @@ func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error)
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 
-	sq, ok, err := get(snap, seqKey)
+	sq, ok, err := s.get(snap, seqKey)
 	if err != nil {
 		return p, nil, 0, err
 	}
@@ -475,7 +538,7 @@ func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error)
 		seq = binary.BigEndian.Uint64(sq)
 	}
 
-	hs, ok, err := get(snap, hardStateKey)
+	hs, ok, err := s.get(snap, hardStateKey)
 	if err != nil {
 		return p, nil, 0, err
 	}
@@ -485,7 +548,7 @@ func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error)
 		}
 	}
 
-	sv, ok, err := get(snap, snapshotKey)
+	sv, ok, err := s.get(snap, snapshotKey)
 	if err != nil {
 		return p, nil, 0, err
 	}
@@ -495,23 +558,6 @@ func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error)
 			return p, nil, 0, corruptKey([]byte(snapshotKey), "%v", err)
 		}
 		ref = &r
-		path := filepath.Join(s.opts.Dir, r.file)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			// err names the file. A missing file is damage too.
-			if errors.Is(err, os.ErrNotExist) {
-				return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w: %w", ErrCorrupt, err)
-			}
-			return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w", err)
-		}
-		data, err := checkSnapFile(b, &r)
-		if err != nil {
-			return p, nil, 0, fmt.Errorf("pebble storage: corrupt snapshot file %s: %w: %v", path, ErrCorrupt, err)
-		}
-		p.Snapshot = &core.Snapshot{Meta: r.meta}
-		if len(data) > 0 {
-			p.Snapshot.Data = data[:len(data):len(data)]
-		}
 	}
 
 	it, err := snap.NewIter(&pebble.IterOptions{
@@ -519,7 +565,7 @@ func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error)
 		UpperBound: []byte(entryUpper),
 	})
 	if err != nil {
-		return p, nil, 0, pebbleError("read log", err)
+		return p, nil, 0, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read log", err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
 		key := it.Key()
@@ -535,7 +581,35 @@ func (s *Storage) load() (p core.Persisted, ref *snapRef, seq uint64, err error)
 		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return p, nil, 0, pebbleError("read log", err)
+		return p, nil, 0, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read log", err)
+	}
+	if check != nil {
+		q := p
+		if ref != nil {
+			q.Snapshot = &core.Snapshot{Meta: ref.meta}
+		}
+		if err := check(seq, &q); err != nil {
+			return p, nil, 0, err
+		}
+	}
+	if ref != nil {
+		path := filepath.Join(s.opts.Dir, ref.file)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			// err names the file. A missing file is damage too.
+			if errors.Is(err, os.ErrNotExist) {
+				return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w: %w", ErrCorrupt, err)
+			}
+			return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w", err)
+		}
+		data, err := checkSnapFile(b, ref)
+		if err != nil {
+			return p, nil, 0, fmt.Errorf("pebble storage: corrupt snapshot file %s: %w: %v", path, ErrCorrupt, err)
+		}
+		p.Snapshot = &core.Snapshot{Meta: ref.meta}
+		if len(data) > 0 {
+			p.Snapshot.Data = data[:len(data):len(data)]
+		}
 	}
 	return p, ref, seq, nil
 }
@@ -559,13 +633,13 @@ func (s *Storage) decodeEntry(key, v []byte, p *core.Persisted) error {
 }
 
 // get returns the checked value of key (a copy), or ok false if absent.
-func get(r pebble.Reader, key string) (v []byte, ok bool, err error) {
+func (s *Storage) get(r pebble.Reader, key string) (v []byte, ok bool, err error) {
 	raw, closer, err := r.Get([]byte(key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, pebbleError("read key "+key, err)
+		return nil, false, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read key "+key, err)
 	}
 	defer closer.Close()
 	body, err := openValue([]byte(key), raw)
