@@ -650,13 +650,14 @@ func (s *Storage) get(r pebble.Reader, key string) (v []byte, ok bool, err error
 }
 
 // Save queues u to be written and returns. done is called once, from the
-// committer goroutine, after u is committed (and fsynced if u.Sync, unless
-// Options.NoSync), or with the error that stopped it; after Close it is
+// completer goroutine, after u is committed (and fsynced if u.Sync, unless
+// Options.NoSync, and its commit recorded in the guard file), or with the
+// error that stopped it; after Close it is
 // called at once with an error wrapping ErrClosed. Updates are written in
 // the order of the Save calls, and their done callbacks called in that
 // order. u and its slices must stay unchanged until done is called.
 //
-// done runs on the committer goroutine, which waits for it to return. A
+// done runs on the completer goroutine, which waits for it to return. A
 // node.Node is not safe for concurrent use, so its host must hand the
 // completion to the goroutine that drives the node (runner.Runner does).
 func (s *Storage) Save(u *node.Update, done func(error)) {
