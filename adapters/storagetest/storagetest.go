@@ -245,7 +245,7 @@ func Overwrite(t *testing.T, b Backend) {
 	m.both(t, s, &node.Update{Entries: Entries(31, 31, 3), Sync: true})
 	m.check(t, s, "after a longer overwrite")
 	s = m.reopen(t, b, dir, s)
-	m.both(t, s, &node.Update{Entries: Entries(31, 33, 4), Sync: true})
+	m.both(t, s, &node.Update{Entries: Entries(31, 33, 4), HardState: core.HardState{Term: 4, Vote: 1, Commit: 11}, Sync: true})
 	closeStore(t, m.reopen(t, b, dir, s))
 }
 
