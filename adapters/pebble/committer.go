@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -14,16 +15,100 @@ import (
 	"github.com/forge-consensus/consensus/node"
 )
 
-// run is the committer goroutine: it writes queued Saves, group by group,
-// until Close and an empty queue.
+// run starts the completer and is the committer goroutine: it writes
+// queued Saves, group by group, until Close and an empty queue.
 func (s *Storage) run() {
-	defer close(s.stopped)
+	completerDone := make(chan struct{})
+	go func() {
+		defer close(completerDone)
+		s.complete()
+	}()
+	defer func() {
+		close(s.completions)
+		<-completerDone
+		close(s.stopped)
+	}()
 	for {
 		group, ok := s.nextGroup()
 		if !ok {
 			return
 		}
-		s.commit(group)
+		s.completions <- s.commit(group)
+	}
+}
+
+// completion is a group the committer has written (or failed), handed to
+// the completer.
+type completion struct {
+	group []request
+	errs  []error // per request
+	// seq is the commit sequence number of the group's batch (0 if it
+	// committed nothing); synced, whether Pebble fsynced it.
+	seq    uint64
+	synced bool
+	state  guardState // the state after the batch, when seq > 0
+}
+
+// complete is the completer goroutine. For the completions the committer
+// has handed over, it records the latest synced commit in the guard file
+// (one write and fdatasync covers all of them), then calls their done
+// callbacks in order, then deletes the snapshot files that durable commits
+// replaced. The committer meanwhile writes the next group: Pebble's fsync
+// of a batch overlaps the guard's fdatasync of the one before.
+func (s *Storage) complete() {
+	var batch []completion
+	for c := range s.completions {
+		batch = append(batch[:0], c)
+	drain:
+		for {
+			select {
+			case c, ok := <-s.completions:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, c)
+			default:
+				break drain
+			}
+		}
+		var (
+			toGuard guardState
+			guardIt bool
+		)
+		for i := range batch {
+			if batch[i].seq > 0 {
+				s.committed = batch[i].state
+				if batch[i].synced {
+					toGuard, guardIt = batch[i].state, true
+				}
+			}
+		}
+		var guardErr error
+		if guardIt && s.guard != nil {
+			if err := s.failure(); err != nil {
+				guardErr = err
+			} else if err := s.guard.write(toGuard); err != nil {
+				guardErr = err
+				s.setFailed(err)
+				s.log.Error("pebble storage: guard write failed; failing this and every later write", "err", err)
+			} else {
+				s.guarded = toGuard.seq
+				s.guardWrites.Add(1)
+			}
+		}
+		for _, c := range batch {
+			for i, r := range c.group {
+				err := c.errs[i]
+				if err == nil && guardErr != nil {
+					err = fmt.Errorf("pebble storage: commit %d not recorded in the guard file: %w", c.seq, guardErr)
+				}
+				r.done(err)
+			}
+		}
+		if guardErr == nil && guardIt {
+			s.deleteObsolete(s.guarded)
+		}
+		clear(batch)
 	}
 }
 
@@ -88,20 +173,15 @@ func (s *Storage) waitForGroup(d time.Duration) {
 	}
 }
 
-// commit writes a group of Saves as one batch and calls their done
-// callbacks in order.
-func (s *Storage) commit(group []request) {
-	errs := make([]error, len(group))
-	defer func() {
-		for i, r := range group {
-			r.done(errs[i])
+// commit writes a group of Saves as one batch and returns its completion,
+// with the error of each Save that failed.
+func (s *Storage) commit(group []request) (c completion) {
+	c = completion{group: group, errs: make([]error, len(group))}
+	if err := s.failure(); err != nil {
+		for i := range c.errs {
+			c.errs[i] = fmt.Errorf("pebble storage: an earlier write failed: %w", err)
 		}
-	}()
-	if s.failed != nil {
-		for i := range errs {
-			errs[i] = fmt.Errorf("pebble storage: an earlier write failed: %w", s.failed)
-		}
-		return
+		return c
 	}
 
 	b := s.db.NewBatch()
@@ -115,26 +195,26 @@ func (s *Storage) commit(group []request) {
 	)
 	// fail fails every update of the group not already failed by a check.
 	fail := func(err error) {
-		s.failed = err
+		s.setFailed(err)
 		s.log.Error("pebble storage: write failed; failing this and every later write", "err", err)
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = err
+		for i := range c.errs {
+			if c.errs[i] == nil {
+				c.errs[i] = err
 			}
 		}
 	}
 	for i, r := range group {
 		if err := checkUpdate(r.u); err != nil {
-			errs[i] = err
+			c.errs[i] = err
 			continue
 		}
 		fits, err := s.stage(b, &st, r.u)
 		if err != nil {
 			fail(err)
-			return
+			return c
 		}
 		if fits != nil {
-			errs[i] = fits
+			c.errs[i] = fits
 			continue
 		}
 		applied++
@@ -155,7 +235,7 @@ func (s *Storage) commit(group []request) {
 		ref, n, err := s.writeSnapshot(snap)
 		if err != nil {
 			fail(err)
-			return
+			return c
 		}
 		v, err := encodeSnapRef(&ref)
 		if err == nil {
@@ -163,7 +243,7 @@ func (s *Storage) commit(group []request) {
 		}
 		if err != nil {
 			fail(fmt.Errorf("pebble storage: stage snapshot reference: %w", err))
-			return
+			return c
 		}
 		st.ref, fileBytes = ref, n
 		// The switch to a new file is synced, so the old one can go.
@@ -174,34 +254,49 @@ func (s *Storage) commit(group []request) {
 		v, _ = hs.AppendBinary(v)
 		if err := b.Set([]byte(hardStateKey), sealValue(v), nil); err != nil {
 			fail(fmt.Errorf("pebble storage: stage hard state: %w", err))
-			return
+			return c
 		}
+		st.hs = *hs
 	}
 	sync = sync && !s.opts.NoSync
 	if !b.Empty() {
+		st.seq++
+		v := binary.BigEndian.AppendUint64(make([]byte, 4, 12), st.seq)
+		if err := b.Set([]byte(seqKey), sealValue(v), nil); err != nil {
+			fail(fmt.Errorf("pebble storage: stage commit sequence number: %w", err))
+			return c
+		}
 		wo := pebble.NoSync
 		if sync {
 			wo = pebble.Sync
 		}
-		if err := s.db.Apply(b, wo); err != nil {
-			fail(fmt.Errorf("pebble storage: commit batch: %w", err))
-			return
+		if err := s.apply(b, wo); err != nil {
+			fail(fmt.Errorf("pebble storage: commit batch %d: %w", st.seq, err))
+			return c
 		}
 		s.commits.Add(1)
 		if sync {
 			s.syncs.Add(1)
 		}
 		s.bytes.Add(uint64(b.Len()) + fileBytes)
+		c.seq, c.synced, c.state = st.seq, sync, st.summary()
 	}
 	old := s.state
 	s.state = st
 	s.updates.Add(applied)
 	if snap != nil && old.hasSnap && old.ref.file != st.ref.file {
-		s.obsolete = append(s.obsolete, old.ref.file)
+		s.obsMu.Lock()
+		s.obsolete = append(s.obsolete, obsoleteFile{name: old.ref.file, seq: st.seq, replacement: st.ref})
+		s.obsMu.Unlock()
 	}
-	if sync && len(s.obsolete) > 0 {
-		s.deleteObsolete()
-	}
+	return c
+}
+
+// apply commits b, turning a panic of Pebble's (its Fatalf on a failed
+// commit) into an error.
+func (s *Storage) apply(b *pebble.Batch, wo *pebble.WriteOptions) (err error) {
+	defer recoverPebble("commit", &err)
+	return s.db.Apply(b, wo)
 }
 
 // stage checks u (already checked by checkUpdate) against st and, if it
@@ -218,10 +313,10 @@ func (s *Storage) stage(b *pebble.Batch, st *logState, u *node.Update) (fits, er
 			dels = append(dels, span{ns.first, 0})
 			ns.hasEntries = false
 		}
-		ns.hasSnap, ns.snapIndex = true, u.Snapshot.Meta.Index
+		ns.hasSnap, ns.snapIndex, ns.snapTerm = true, u.Snapshot.Meta.Index, u.Snapshot.Meta.Term
 	}
 	if u.LocalSnapshot != nil {
-		ns.hasSnap, ns.snapIndex = true, u.LocalSnapshot.Meta.Index
+		ns.hasSnap, ns.snapIndex, ns.snapTerm = true, u.LocalSnapshot.Meta.Index, u.LocalSnapshot.Meta.Term
 		if c := u.CompactTo; ns.hasEntries && ns.first <= c {
 			if c >= ns.last {
 				dels = append(dels, span{ns.first, 0})
@@ -250,7 +345,7 @@ func (s *Storage) stage(b *pebble.Batch, st *logState, u *node.Update) (fits, er
 		if !ns.hasEntries || first < ns.first {
 			ns.first = first
 		}
-		ns.hasEntries, ns.last = true, u.Entries[n-1].Index
+		ns.hasEntries, ns.last, ns.lastTerm = true, u.Entries[n-1].Index, u.Entries[n-1].Term
 	}
 
 	for _, d := range dels {
@@ -324,7 +419,7 @@ func (s *Storage) writeSnapshot(snap *core.Snapshot) (snapRef, uint64, error) {
 			}
 			continue // never overwrite the file in use
 		}
-		if !slices.Contains(s.obsolete, ref.file) {
+		if !s.isObsolete(ref.file) {
 			break // nor a file to be deleted
 		}
 	}
@@ -359,20 +454,49 @@ func (s *Storage) writeSnapshot(snap *core.Snapshot) (snapRef, uint64, error) {
 	return ref, snapHeader + ref.size + snapTrailer, nil
 }
 
-// deleteObsolete deletes the snapshot files no longer referenced by a
-// durable commit. Failures are logged: Open removes leftovers.
-func (s *Storage) deleteObsolete() {
+// isObsolete reports whether name is a snapshot file waiting to be
+// deleted.
+func (s *Storage) isObsolete(name string) bool {
+	s.obsMu.Lock()
+	defer s.obsMu.Unlock()
+	return slices.ContainsFunc(s.obsolete, func(o obsoleteFile) bool { return o.name == name })
+}
+
+// deleteObsolete deletes the snapshot files replaced by commits up to
+// sequence number upTo, which are durable, once the file that replaced each
+// is read back and verified. A replacement that fails verification keeps
+// the old file and fails every later write. Failures to delete are logged:
+// the next Open removes the leftovers.
+func (s *Storage) deleteObsolete(upTo uint64) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
-	for _, name := range s.obsolete {
-		if s.state.hasSnap && name == s.state.ref.file {
+	s.obsMu.Lock()
+	defer s.obsMu.Unlock()
+	keep := s.obsolete[:0]
+	for _, o := range s.obsolete {
+		if o.seq > upTo {
+			keep = append(keep, o)
 			continue
 		}
-		if err := removeIfExists(filepath.Join(s.opts.Dir, name)); err != nil {
-			s.log.Warn("pebble storage: cannot delete old snapshot file", "file", name, "err", err)
+		path := filepath.Join(s.opts.Dir, o.replacement.file)
+		b, err := os.ReadFile(path)
+		if err == nil {
+			_, err = checkSnapFile(b, &o.replacement)
+		}
+		if err != nil {
+			err = fmt.Errorf("pebble storage: snapshot file %s fails verification after writing; keeping %s: %w",
+				path, o.name, err)
+			s.setFailed(err)
+			s.log.Error("pebble storage: write failed; failing every later write", "err", err)
+			keep = append(keep, o)
+			continue
+		}
+		if err := removeIfExists(filepath.Join(s.opts.Dir, o.name)); err != nil {
+			s.log.Warn("pebble storage: cannot delete old snapshot file", "file", o.name, "err", err)
 		}
 	}
-	s.obsolete = nil
+	clear(s.obsolete[len(keep):])
+	s.obsolete = keep
 }
 
 func removeIfExists(path string) error {

@@ -5,12 +5,16 @@
 //
 // Save queues an update for one committer goroutine, which merges whatever
 // is queued into one Pebble batch (group commit) and commits it with one
-// WAL fsync when any update of the group asks for Sync. Updates are applied
-// in call order and their done callbacks are called in that order, from the
-// committer goroutine, once the batch is committed (and fsynced). A batch is
-// atomic, so after a crash the store holds exactly the updates of some
-// prefix of the Save calls, and at least every update whose done(nil) ran
-// (with Sync set and Options.NoSync off).
+// WAL fsync when any update of the group asks for Sync. Every batch also
+// sets the commit sequence number (key "q"), one more than the last. The
+// committer hands each committed batch to a completer goroutine, which
+// records the latest synced commit in the guard file (one pwrite and one
+// fdatasync for all the batches waiting) and only then calls the batches'
+// done callbacks, in Save order; meanwhile the committer writes the next
+// batch, so Pebble's fsync of one batch overlaps the guard's fdatasync of
+// the one before. A batch is atomic, so after a crash the store holds
+// exactly the updates of some prefix of the Save calls, and at least every
+// update whose done(nil) ran (with Sync set and Options.NoSync off).
 //
 // An update is applied as node.MemoryStorage applies it, in field order:
 // Snapshot replaces the snapshot and deletes the whole log; LocalSnapshot
@@ -25,16 +29,18 @@
 //
 // # On-disk layout
 //
-// Options.Dir holds the Pebble database in the subdirectory "db" and the
-// snapshot data in files named snap-<index>-<term>.snap (decimal; a second
-// snapshot with the same index and term but other contents, which Raft
-// never produces, is named snap-<index>-<term>-<n>.snap so that the file in
-// use is never overwritten).
+// Options.Dir holds the Pebble database in the subdirectory "db", the guard
+// file "commit.guard", and the snapshot data in files named
+// snap-<index>-<term>.snap (decimal; a second snapshot with the same index
+// and term but other contents, which Raft never produces, is named
+// snap-<index>-<term>-<n>.snap so that the file in use is never
+// overwritten).
 //
 // Pebble keys:
 //
 //	"e" + 8-byte big-endian index   a log entry (core.Entry encoding)
 //	"h"                             the hard state (core.HardState encoding)
+//	"q"                             the commit sequence number (8 bytes)
 //	"s"                             the snapshot reference: uvarint length +
 //	                                core.SnapshotMeta encoding, uvarint
 //	                                length + data file name, CRC-32C of the
@@ -42,17 +48,74 @@
 //
 // Every value is its CRC-32C (Castagnoli, 4 bytes big-endian) followed by
 // the bytes it covers. Error messages name keys as "e/<16 hex digits>"
-// (the big-endian index bytes, followed by the index in decimal), "h" and
-// "s".
+// (the big-endian index bytes, followed by the index in decimal), "h", "q"
+// and "s".
+//
+// The guard file is two 4096-byte slots, written alternately in place. A
+// slot holds the magic "FCGUARD1", the commit sequence number of the latest
+// synced commit and a summary of the state that commit left (first and last
+// log index, last entry's term, hard state, snapshot index and term), a
+// CRC-32C of those 80 bytes, and zeros. A new store creates it (both slots)
+// before its first commit; a store written before the guard existed (no
+// "q" key, no guard file) gets one at its first Open.
 //
 // A snapshot file is a 36-byte header (magic "FCSNAPv1", index, term and
 // data size as 8-byte big-endian integers, CRC-32C of those 32 bytes), the
 // data, and a 12-byte trailer (CRC-32C of the data, the magic again). It is
 // written to <name>.tmp, fsynced, renamed and the directory fsynced before
 // the batch that references it is committed; the batch that switches to a
-// new snapshot file is always fsynced, after which the previous file is
-// deleted. Files not referenced by the database (left by a crash) are
-// deleted by Open.
+// new snapshot file is always fsynced. The previous file is deleted only
+// after that batch is recorded in the guard file and the new file has been
+// read back and verified (with NoSync, at Close).
+//
+// # What Open guarantees
+//
+// A store that holds less than it acknowledged, or holds it damaged, is
+// refused: Open fails with an error wrapping ErrCorrupt that names the
+// damaged file (or key), and changes nothing on disk. In order:
+//
+//   - The guard file is read. One bad slot with the other valid is a crash
+//     during a guard write: the valid slot is used and a WARN is logged.
+//     Two bad slots, or a file of the wrong size, are corruption.
+//   - The database is opened read-only (Pebble replays its WAL in memory
+//     and writes nothing), everything is read back and checked (below), and
+//     the commit sequence number is compared with the guard's. Pebble treats
+//     a bad record in its last WAL file as the end of the log, and a bad
+//     record in its MANIFEST as the end of the MANIFEST, and opens without
+//     an error (it logs "stopped reading at offset" at INFO); the guard is
+//     what notices. A database behind the guard ("replayed to commit X
+//     (last index ...), but the guard file says commit Y was acknowledged
+//     (last index ...)") is refused, naming Pebble's WAL and MANIFEST
+//     files; so is a database at the guard's commit whose state differs
+//     from the guard's summary, a missing guard file beside a database that
+//     has a sequence number, and a missing database beside a guard that
+//     records a commit. A database ahead of the guard is a crash between
+//     Pebble's fsync and the guard's, and is accepted.
+//   - Every table is then read whole (Pebble's CheckLevels), so that a bad
+//     block in data no longer live is found now, not by a later compaction.
+//   - Only then is the database opened for writing, read and checked again,
+//     and the redundant files deleted: leftover temporary files, and
+//     snapshot files of an index at or below the verified snapshot in use.
+//     An unreferenced snapshot file of a higher index (a crash between
+//     writing it and committing its reference) is kept, with a WARN.
+//
+// Errors Pebble returns at open or while the store is read (block checksum
+// mismatches, a malformed MANIFEST, CURRENT or OPTIONS file) wrap
+// ErrCorrupt too, unless they come from the environment (permissions, a
+// lock held by another process, no space); the paths of the tables Pebble
+// names by number, or of the files Pebble reads at open, are added. A panic
+// Pebble raises on the caller's goroutine (its Logger.Fatalf, or a runtime
+// error on damaged data) during Open, Load, the commit of a batch or Close
+// is recovered and returned as an error wrapping ErrCorrupt. Raised on one
+// of Pebble's own goroutines (a flush or compaction failing to write its
+// MANIFEST, an invariant violation found by a compaction), it cannot be
+// recovered and ends the process; Open's checks make such damage unlikely
+// to be met there first.
+//
+// The single-byte corruption campaign of package adapters/storagetest
+// (any byte of any file of a stopped node's directory) checks this: every
+// flip ends in a refusal naming a file or in a store that holds exactly
+// what it acknowledged.
 //
 // # Verification
 //
@@ -63,11 +126,19 @@
 // ErrCorrupt that names the key or the file: a node must refuse to start
 // rather than serve wrong data.
 //
+// # Cost
+//
+// The guard adds one fdatasync per synced commit, after Pebble's fsync: a
+// single client waiting for each write sees about twice the latency
+// (BenchmarkGuardCost measures both, interleaved); under many clients the
+// guard's sync overlaps the next batch's commit (BenchmarkGuardCostGrouped).
+//
 // # NoSync
 //
-// Options.NoSync turns every fsync off (Pebble's WAL and the snapshot
-// files). It is UNSAFE: writes acknowledged with done(nil) may be lost on a
-// power failure or an operating system crash, and after one the store may
-// fail verification; Raft's guarantees then no longer hold. Use it only for
-// tests and benchmarks.
+// Options.NoSync turns every fsync off (Pebble's WAL, the snapshot files
+// and the guard file, which is then written only by Close, after Pebble's
+// Close has synced its WAL). It is UNSAFE: writes acknowledged with
+// done(nil) may be lost on a power failure or an operating system crash,
+// and after one the store may fail verification; Raft's guarantees then no
+// longer hold. Use it only for tests and benchmarks.
 package pebblestore

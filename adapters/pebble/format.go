@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strconv"
 	"strings"
 
 	"github.com/forge-consensus/consensus/core"
@@ -26,6 +27,7 @@ const (
 	entryKeyLen  = 9
 	hardStateKey = "h"
 	snapshotKey  = "s"
+	seqKey       = "q"
 	entryLower   = "e"
 	entryUpper   = "f" // above every entry key
 )
@@ -157,6 +159,20 @@ func snapName(index, term uint64, n int) string {
 		return fmt.Sprintf("%s%d-%d%s", snapPrefix, index, term, snapSuffix)
 	}
 	return fmt.Sprintf("%s%d-%d-%d%s", snapPrefix, index, term, n, snapSuffix)
+}
+
+// snapNameIndex returns the snapshot index in a snapshot file name.
+func snapNameIndex(name string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(name, snapPrefix)
+	if !ok {
+		return 0, false
+	}
+	digits, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	index, err := strconv.ParseUint(digits, 10, 64)
+	return index, err == nil
 }
 
 // validSnapName reports whether name looks like a snapshot file name.

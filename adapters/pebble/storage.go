@@ -4,12 +4,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -43,6 +47,10 @@ type Options struct {
 	BatchBytes int
 	// Logger receives warnings and Pebble's messages. Nil discards them.
 	Logger *slog.Logger
+
+	// noGuard turns the guard file off: for the benchmark that measures
+	// its cost only.
+	noGuard bool
 }
 
 // Stats counts the work done by a Storage.
@@ -55,6 +63,9 @@ type Stats struct {
 	Updates uint64
 	// Bytes is the number of bytes written: batch sizes plus snapshot files.
 	Bytes uint64
+	// GuardWrites is the number of writes (each fdatasynced, unless
+	// NoSync) of the guard file.
+	GuardWrites uint64
 }
 
 // Storage is a durable node.Storage. Its methods may be called from any
@@ -63,31 +74,52 @@ type Storage struct {
 	opts   Options
 	log    *slog.Logger
 	db     *pebble.DB
+	guard  *guard
 	signal chan struct{} // a Save was queued (capacity 1)
 	// closing is closed by Close: the committer drains the queue and stops.
 	closing chan struct{}
-	stopped chan struct{} // closed when the committer has returned
+	// completions carries committed groups from the committer to the
+	// completer, which makes their commit durable in the guard file and
+	// calls their done callbacks. The committer closes it when it stops.
+	completions chan completion
+	stopped     chan struct{} // closed when the committer and the completer have returned
 
 	mu          sync.Mutex
 	queue       []request
 	queuedBytes int
 	closed      bool
+	failed      error // the first write failure: every later write fails
 
 	// readMu orders Load against the deletion of snapshot files and the
 	// closing of the database.
 	readMu   sync.Mutex
 	dbClosed bool
 
+	// obsMu guards obsolete, shared by the committer (which adds files and
+	// avoids their names) and the completer (which deletes them).
+	obsMu    sync.Mutex
+	obsolete []obsoleteFile
+
 	closeOnce sync.Once
 	closeErr  error
 
 	// Owned by the committer goroutine (and by Open before it starts).
-	state    logState
-	failed   error    // the first I/O error: every later write fails
-	obsolete []string // snapshot files to delete once a synced commit covers their replacement
-	scratch  []byte
+	state   logState
+	scratch []byte
 
-	commits, syncs, updates, bytes atomic.Uint64
+	// Owned by the completer goroutine (and by Close after it stops).
+	guarded   uint64     // the sequence number the guard file holds
+	committed guardState // the state after the latest commit
+
+	commits, syncs, updates, bytes, guardWrites atomic.Uint64
+}
+
+// obsoleteFile is a snapshot file replaced by the commit of sequence
+// number seq by the file replacement.
+type obsoleteFile struct {
+	name        string
+	seq         uint64
+	replacement snapRef
 }
 
 // request is one queued Save.
@@ -98,19 +130,38 @@ type request struct {
 }
 
 // logState is what the committer knows of the stored state: enough to
-// check and apply updates as node.MemoryStorage does.
+// check and apply updates as node.MemoryStorage does, and to describe the
+// state in the guard file.
 type logState struct {
-	hasSnap     bool
-	snapIndex   uint64
-	ref         snapRef // the snapshot file in use, when hasSnap
-	hasEntries  bool
-	first, last uint64 // the stored log is first..last, when hasEntries
+	seq                 uint64 // the commit sequence number of the last commit
+	hasSnap             bool
+	snapIndex, snapTerm uint64
+	ref                 snapRef // the snapshot file in use, when hasSnap
+	hasEntries          bool
+	first, last         uint64 // the stored log is first..last, when hasEntries
+	lastTerm            uint64 // the term of entry last
+	hs                  core.HardState
+}
+
+// summary returns the guard state describing st.
+func (st *logState) summary() guardState {
+	g := guardState{seq: st.seq, hs: st.hs}
+	if st.hasEntries {
+		g.first, g.last, g.lastTerm = st.first, st.last, st.lastTerm
+	}
+	if st.hasSnap {
+		g.snapIndex, g.snapTerm = st.snapIndex, st.snapTerm
+	}
+	return g
 }
 
 // Open opens the store in o.Dir, creating it if missing, and verifies
-// everything stored (see Load): a corrupt store fails Open with an error
-// naming the bad key or file. Snapshot files left unreferenced by a crash
-// are deleted.
+// everything stored (see Load) against the guard file: a store that is
+// corrupt, or that holds less than the guard file says was acknowledged,
+// fails Open with an error wrapping ErrCorrupt that names the bad key or
+// file. Nothing on disk is changed before that check passes: the database
+// is first opened read-only. Then leftover temporary files, and snapshot
+// files older than the one in use, are deleted.
 func Open(o Options) (*Storage, error) {
 	if o.Dir == "" {
 		return nil, errors.New("pebble storage: Options.Dir is empty")
@@ -132,11 +183,32 @@ func Open(o Options) (*Storage, error) {
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("pebble storage: create data directory: %w", err)
 	}
-	db, err := pebble.Open(filepath.Join(o.Dir, dbSubdir), &pebble.Options{
-		Logger: pebbleLogger{logger},
-	})
+	dbDir := filepath.Join(o.Dir, dbSubdir)
+	guardPath := filepath.Join(o.Dir, guardName)
+	gr, hasGuard, err := readGuard(guardPath)
 	if err != nil {
-		return nil, fmt.Errorf("pebble storage: open database in %s: %w", o.Dir, err)
+		return nil, err
+	}
+	if hasGuard && gr.damaged != "" {
+		logger.Warn("pebble storage: one slot of the guard file is damaged (a crash while writing it?); using the other",
+			"file", guardPath, "damage", gr.damaged, "using", gr.state.String())
+	}
+	if !o.noGuard {
+		// Check what the database holds before Pebble may change anything
+		// (a read-write open rewrites the MANIFEST and deletes the files
+		// it no longer references, which would erase the evidence).
+		exists, err := verifyReadOnly(o.Dir, logger, gr, hasGuard)
+		if err != nil {
+			return nil, err
+		}
+		if !exists && hasGuard && gr.state.seq > 0 {
+			return nil, fmt.Errorf("pebble storage: %w: the database %s is missing, but guard file %s says commit %d was acknowledged (%s)",
+				ErrCorrupt, dbDir, guardPath, gr.state.seq, gr.state)
+		}
+	}
+	db, err := openDB(dbDir, logger, false)
+	if err != nil {
+		return nil, err
 	}
 	if !o.NoSync {
 		// Make the database directory's entry durable, and the data
@@ -150,26 +222,221 @@ func Open(o Options) (*Storage, error) {
 		}
 	}
 	s := &Storage{
-		opts:    o,
-		log:     logger,
-		db:      db,
-		signal:  make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		stopped: make(chan struct{}),
+		opts:        o,
+		log:         logger,
+		db:          db,
+		signal:      make(chan struct{}, 1),
+		closing:     make(chan struct{}),
+		completions: make(chan completion, 4),
+		stopped:     make(chan struct{}),
 	}
-	p, ref, err := s.load()
+	var check func(uint64, *core.Persisted) error
+	if !o.noGuard {
+		check = func(seq uint64, p *core.Persisted) error { return checkGuard(o.Dir, seq, p, gr, hasGuard) }
+	}
+	p, ref, seq, err := s.load(check)
 	if err != nil {
 		return nil, errors.Join(err, closeDB(db))
 	}
-	s.state = stateOf(&p, ref)
-	if err := s.removeOrphans(); err != nil {
-		return nil, errors.Join(err, closeDB(db))
+	s.state = stateOf(&p, ref, seq)
+	s.committed = s.state.summary()
+	if !o.noGuard {
+		if hasGuard {
+			s.guarded = gr.state.seq
+			s.guard, err = openGuard(guardPath, 1-gr.slot, o.NoSync)
+		} else {
+			// A new store, or one written before the guard existed.
+			s.guarded = seq
+			s.guard, err = createGuard(guardPath, s.committed, o.NoSync)
+		}
+		if err != nil {
+			return nil, errors.Join(err, closeDB(db))
+		}
+	}
+	if err := s.removeRedundant(); err != nil {
+		return nil, errors.Join(err, s.closeGuard(), closeDB(db))
 	}
 	go s.run()
 	return s, nil
 }
 
-func closeDB(db *pebble.DB) error {
+// verifyReadOnly opens the database in dir read-only, if it exists, and
+// checks everything it holds against the guard file. It reports whether
+// the database exists.
+func verifyReadOnly(dir string, logger *slog.Logger, gr guardRead, hasGuard bool) (exists bool, err error) {
+	dbDir := filepath.Join(dir, dbSubdir)
+	if _, err := os.Stat(dbDir); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	db, err := openDB(dbDir, logger, true)
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	ro := &Storage{opts: Options{Dir: dir}, db: db, log: logger}
+	_, _, _, err = ro.load(func(seq uint64, p *core.Persisted) error { return checkGuard(dir, seq, p, gr, hasGuard) })
+	if err == nil {
+		// Read every block of every table, including data no longer
+		// live, so that damage anywhere is found now rather than by a
+		// compaction later.
+		err = checkLevels(db, dbDir)
+	}
+	return true, errors.Join(err, closeDB(db))
+}
+
+// checkGuard checks the state p, read from a database at commit seq,
+// against the guard file.
+func checkGuard(dir string, seq uint64, p *core.Persisted, gr guardRead, hasGuard bool) error {
+	dbDir := filepath.Join(dir, dbSubdir)
+	guardPath := filepath.Join(dir, guardName)
+	got := summary(seq, p)
+	if !hasGuard {
+		if seq > 0 {
+			return fmt.Errorf("pebble storage: %w: the guard file %s is missing, but the database %s holds commit %d (%s)",
+				ErrCorrupt, guardPath, dbDir, seq, got)
+		}
+		return nil
+	}
+	want := gr.state
+	switch {
+	case seq < want.seq:
+		return fmt.Errorf("pebble storage: %w: the database %s replayed to commit %d (last index %d, hard state commit %d), "+
+			"but the guard file %s says commit %d was acknowledged (last index %d, hard state commit %d): "+
+			"Pebble cut its write-ahead log or MANIFEST short; one of these files is damaged: %s (database: %s; guard: %s)",
+			ErrCorrupt, dbDir, seq, got.last, got.hs.Commit, guardPath, want.seq, want.last, want.hs.Commit,
+			strings.Join(pebbleLogFiles(dbDir), ", "), got, want)
+	case seq == want.seq && got != want:
+		return fmt.Errorf("pebble storage: %w: the database %s at commit %d holds %s, but the guard file %s says it held %s "+
+			"(files that may be damaged: %s)",
+			ErrCorrupt, dbDir, seq, got, guardPath, want, strings.Join(pebbleLogFiles(dbDir), ", "))
+	}
+	return nil
+}
+
+// pebbleLogFiles lists the database's write-ahead log and MANIFEST files.
+func pebbleLogFiles(dbDir string) []string {
+	des, err := os.ReadDir(dbDir)
+	if err != nil {
+		return []string{fmt.Sprintf("(cannot list %s: %v)", dbDir, err)}
+	}
+	var out []string
+	for _, de := range des {
+		if n := de.Name(); strings.HasSuffix(n, ".log") || strings.HasPrefix(n, "MANIFEST-") {
+			out = append(out, filepath.Join(dbDir, n))
+		}
+	}
+	return out
+}
+
+// openDB opens the Pebble database in dbDir, turning Pebble's errors and
+// panics into errors that wrap ErrCorrupt unless they come from the
+// environment (permissions, a lock held elsewhere, no space).
+func openDB(dbDir string, logger *slog.Logger, readOnly bool) (db *pebble.DB, err error) {
+	defer recoverPebble("open database in "+dbDir, &err)
+	db, err = pebble.Open(dbDir, &pebble.Options{
+		Logger:           pebbleLogger{logger},
+		ReadOnly:         readOnly,
+		ErrorIfNotExists: readOnly,
+		EventListener:    &pebble.EventListener{BackgroundError: func(err error) { logger.Error("pebble storage: background error", "err", err) }},
+	})
+	if err != nil {
+		err = pebbleError(dbDir, "open database in "+dbDir, err)
+		if errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w (Pebble reads these files at open: %s)", err, strings.Join(metadataFiles(dbDir), ", "))
+		}
+		return nil, err
+	}
+	return db, nil
+}
+
+// metadataFiles lists the files Pebble reads to open the database in
+// dbDir, besides its WAL: CURRENT, MANIFEST and OPTIONS files.
+func metadataFiles(dbDir string) []string {
+	des, err := os.ReadDir(dbDir)
+	if err != nil {
+		return []string{fmt.Sprintf("(cannot list %s: %v)", dbDir, err)}
+	}
+	var out []string
+	for _, de := range des {
+		if n := de.Name(); n == "CURRENT" || strings.HasPrefix(n, "MANIFEST-") || strings.HasPrefix(n, "OPTIONS-") {
+			out = append(out, filepath.Join(dbDir, n))
+		}
+	}
+	return out
+}
+
+// pebbleError wraps an error returned by Pebble for the database in dbDir:
+// as a corruption unless it comes from the environment, or says the
+// database does not exist. Pebble names tables by number ("table
+// 000012"): the paths of the files it names are added.
+func pebbleError(dbDir, op string, err error) error {
+	if errors.Is(err, pebble.ErrDBDoesNotExist) || environmental(err) {
+		return fmt.Errorf("pebble storage: %s: %w", op, err)
+	}
+	if files := namedFiles(dbDir, err.Error()); len(files) > 0 {
+		return fmt.Errorf("pebble storage: %s: %w: %w (file %s)", op, ErrCorrupt, err, strings.Join(files, ", "))
+	}
+	return fmt.Errorf("pebble storage: %s: %w: %w", op, ErrCorrupt, err)
+}
+
+// fileNum matches a Pebble file number in a message.
+var fileNum = regexp.MustCompile(`\b[0-9]{6}\b`)
+
+// namedFiles returns the paths of the files of dbDir whose numbers msg
+// mentions.
+func namedFiles(dbDir, msg string) []string {
+	var out []string
+	for _, num := range fileNum.FindAllString(msg, -1) {
+		m, _ := filepath.Glob(filepath.Join(dbDir, num+".*"))
+		for _, f := range m {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// checkLevels reads every table of db, checking every block's checksum
+// and the order of every key (Pebble's DB.CheckLevels).
+func checkLevels(db *pebble.DB, dbDir string) (err error) {
+	defer recoverPebble("check the tables of "+dbDir, &err)
+	if err := db.CheckLevels(nil); err != nil {
+		return pebbleError(dbDir, "check the tables of "+dbDir, err)
+	}
+	return nil
+}
+
+// environmental reports whether err comes from the environment rather
+// than from the stored bytes.
+func environmental(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EAGAIN) ||
+		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.EROFS) ||
+		strings.Contains(err.Error(), "lock held")
+}
+
+// fatalPanic is the panic value of pebbleLogger.Fatalf.
+type fatalPanic struct{ msg string }
+
+// recoverPebble, deferred, turns a panic raised by Pebble on the calling
+// goroutine (its Fatalf, or a runtime error on damaged data) into *err,
+// wrapping ErrCorrupt.
+func recoverPebble(op string, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if f, ok := r.(fatalPanic); ok {
+		*err = fmt.Errorf("pebble storage: %s: %w: pebble failed: %s", op, ErrCorrupt, f.msg)
+		return
+	}
+	*err = fmt.Errorf("pebble storage: %s: %w: pebble panicked: %v", op, ErrCorrupt, r)
+}
+
+func closeDB(db *pebble.DB) (err error) {
+	defer recoverPebble("close database", &err)
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("pebble storage: close database: %w", err)
 	}
@@ -177,37 +444,58 @@ func closeDB(db *pebble.DB) error {
 }
 
 // stateOf returns the log state of what load returned.
-func stateOf(p *core.Persisted, ref *snapRef) logState {
-	var st logState
+func stateOf(p *core.Persisted, ref *snapRef, seq uint64) logState {
+	st := logState{seq: seq, hs: p.HardState}
 	if ref != nil {
-		st.hasSnap, st.snapIndex, st.ref = true, ref.meta.Index, *ref
+		st.hasSnap, st.snapIndex, st.snapTerm, st.ref = true, ref.meta.Index, ref.meta.Term, *ref
 	}
 	if n := len(p.Entries); n > 0 {
-		st.hasEntries, st.first, st.last = true, p.Entries[0].Index, p.Entries[n-1].Index
+		st.hasEntries, st.first, st.last, st.lastTerm = true, p.Entries[0].Index, p.Entries[n-1].Index, p.Entries[n-1].Term
 	}
 	return st
 }
 
-// removeOrphans deletes the snapshot files and temporary files in the data
-// directory that the database does not reference.
-func (s *Storage) removeOrphans() error {
+// removeRedundant deletes what Open proved redundant: temporary files
+// (snapshot or guard files whose writing a crash interrupted) and snapshot
+// files of an index at or below the verified snapshot in use. Other
+// snapshot files are kept (with a warning): a crash between writing a
+// snapshot file and committing its reference leaves one, and only a later
+// snapshot proves it redundant.
+func (s *Storage) removeRedundant() error {
 	names, err := os.ReadDir(s.opts.Dir)
 	if err != nil {
 		return fmt.Errorf("pebble storage: list data directory: %w", err)
 	}
 	for _, de := range names {
 		name := de.Name()
-		if !strings.HasPrefix(name, snapPrefix) ||
-			!(strings.HasSuffix(name, snapSuffix) || strings.HasSuffix(name, snapSuffix+tmpSuffix)) {
+		if name == guardName+tmpSuffix {
+			if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil {
+				return fmt.Errorf("pebble storage: remove temporary file: %w", err)
+			}
+			continue
+		}
+		if !strings.HasPrefix(name, snapPrefix) {
 			continue
 		}
 		if s.state.hasSnap && name == s.state.ref.file {
 			continue
 		}
-		if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil {
-			return fmt.Errorf("pebble storage: remove unreferenced snapshot file: %w", err)
+		var why string
+		switch index, ok := snapNameIndex(name); {
+		case strings.HasSuffix(name, snapSuffix+tmpSuffix):
+			why = "temporary file"
+		case !strings.HasSuffix(name, snapSuffix):
+			continue
+		case ok && s.state.hasSnap && index <= s.state.snapIndex:
+			why = fmt.Sprintf("older than the snapshot in use (%s)", s.state.ref.file)
+		default:
+			s.log.Warn("pebble storage: keeping a snapshot file the database does not reference", "file", name)
+			continue
 		}
-		s.log.Info("pebble storage: removed unreferenced snapshot file", "file", name)
+		if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil {
+			return fmt.Errorf("pebble storage: remove redundant snapshot file: %w", err)
+		}
+		s.log.Info("pebble storage: removed redundant snapshot file", "file", name, "why", why)
 	}
 	return nil
 }
@@ -219,56 +507,57 @@ func (s *Storage) removeOrphans() error {
 // naming the key or file, on any mismatch. It reflects the Saves whose done
 // has been called.
 func (s *Storage) Load() (core.Persisted, error) {
-	p, _, err := s.load()
+	p, _, _, err := s.load(nil)
 	return p, err
 }
 
 // load reads and verifies everything stored; it also returns the snapshot
-// reference (nil if none).
-func (s *Storage) load() (core.Persisted, *snapRef, error) {
+// reference (nil if none) and the commit sequence number (0 if none). If
+// check is not nil it is called with the sequence number and what the
+// database holds (the snapshot without its data) before the snapshot file
+// is read: a database cut short refers to an older snapshot file, and the
+// guard's verdict says more than that file's absence.
+func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.Persisted, ref *snapRef, seq uint64, err error) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
-	var p core.Persisted
 	if s.dbClosed {
-		return p, nil, fmt.Errorf("pebble storage: load: %w", ErrClosed)
+		return p, nil, 0, fmt.Errorf("pebble storage: load: %w", ErrClosed)
 	}
+	defer recoverPebble("load", &err)
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 
-	hs, ok, err := get(snap, hardStateKey)
+	sq, ok, err := s.get(snap, seqKey)
 	if err != nil {
-		return p, nil, err
+		return p, nil, 0, err
+	}
+	if ok {
+		if len(sq) != 8 {
+			return p, nil, 0, corruptKey([]byte(seqKey), "sequence number of %d bytes", len(sq))
+		}
+		seq = binary.BigEndian.Uint64(sq)
+	}
+
+	hs, ok, err := s.get(snap, hardStateKey)
+	if err != nil {
+		return p, nil, 0, err
 	}
 	if ok {
 		if err := p.HardState.UnmarshalBinary(hs); err != nil {
-			return p, nil, corruptKey([]byte(hardStateKey), "%v", err)
+			return p, nil, 0, corruptKey([]byte(hardStateKey), "%v", err)
 		}
 	}
 
-	var ref *snapRef
-	sv, ok, err := get(snap, snapshotKey)
+	sv, ok, err := s.get(snap, snapshotKey)
 	if err != nil {
-		return p, nil, err
+		return p, nil, 0, err
 	}
 	if ok {
 		r, err := decodeSnapRef(sv)
 		if err != nil {
-			return p, nil, corruptKey([]byte(snapshotKey), "%v", err)
+			return p, nil, 0, corruptKey([]byte(snapshotKey), "%v", err)
 		}
 		ref = &r
-		path := filepath.Join(s.opts.Dir, r.file)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return p, nil, fmt.Errorf("pebble storage: read snapshot file: %w", err) // err names the file
-		}
-		data, err := checkSnapFile(b, &r)
-		if err != nil {
-			return p, nil, fmt.Errorf("pebble storage: corrupt snapshot file %s: %w: %v", path, ErrCorrupt, err)
-		}
-		p.Snapshot = &core.Snapshot{Meta: r.meta}
-		if len(data) > 0 {
-			p.Snapshot.Data = data[:len(data):len(data)]
-		}
 	}
 
 	it, err := snap.NewIter(&pebble.IterOptions{
@@ -276,25 +565,53 @@ func (s *Storage) load() (core.Persisted, *snapRef, error) {
 		UpperBound: []byte(entryUpper),
 	})
 	if err != nil {
-		return p, nil, fmt.Errorf("pebble storage: read log: %w", err)
+		return p, nil, 0, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read log", err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
 		key := it.Key()
 		if len(key) != entryKeyLen {
-			return p, nil, errors.Join(corruptKey(key, "entry key of %d bytes", len(key)), it.Close())
+			return p, nil, 0, errors.Join(corruptKey(key, "entry key of %d bytes", len(key)), it.Close())
 		}
 		v, err := openValue(key, it.Value())
 		if err == nil {
 			err = s.decodeEntry(key, v, &p)
 		}
 		if err != nil {
-			return p, nil, errors.Join(err, it.Close())
+			return p, nil, 0, errors.Join(err, it.Close())
 		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return p, nil, fmt.Errorf("pebble storage: read log: %w", err)
+		return p, nil, 0, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read log", err)
 	}
-	return p, ref, nil
+	if check != nil {
+		q := p
+		if ref != nil {
+			q.Snapshot = &core.Snapshot{Meta: ref.meta}
+		}
+		if err := check(seq, &q); err != nil {
+			return p, nil, 0, err
+		}
+	}
+	if ref != nil {
+		path := filepath.Join(s.opts.Dir, ref.file)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			// err names the file. A missing file is damage too.
+			if errors.Is(err, os.ErrNotExist) {
+				return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w: %w", ErrCorrupt, err)
+			}
+			return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w", err)
+		}
+		data, err := checkSnapFile(b, ref)
+		if err != nil {
+			return p, nil, 0, fmt.Errorf("pebble storage: corrupt snapshot file %s: %w: %v", path, ErrCorrupt, err)
+		}
+		p.Snapshot = &core.Snapshot{Meta: ref.meta}
+		if len(data) > 0 {
+			p.Snapshot.Data = data[:len(data):len(data)]
+		}
+	}
+	return p, ref, seq, nil
 }
 
 // decodeEntry decodes the checked value v of the entry key and appends the
@@ -316,13 +633,13 @@ func (s *Storage) decodeEntry(key, v []byte, p *core.Persisted) error {
 }
 
 // get returns the checked value of key (a copy), or ok false if absent.
-func get(r pebble.Reader, key string) (v []byte, ok bool, err error) {
+func (s *Storage) get(r pebble.Reader, key string) (v []byte, ok bool, err error) {
 	raw, closer, err := r.Get([]byte(key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("pebble storage: read key %s: %w", key, err)
+		return nil, false, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read key "+key, err)
 	}
 	defer closer.Close()
 	body, err := openValue([]byte(key), raw)
@@ -333,13 +650,14 @@ func get(r pebble.Reader, key string) (v []byte, ok bool, err error) {
 }
 
 // Save queues u to be written and returns. done is called once, from the
-// committer goroutine, after u is committed (and fsynced if u.Sync, unless
-// Options.NoSync), or with the error that stopped it; after Close it is
+// completer goroutine, after u is committed (and fsynced if u.Sync, unless
+// Options.NoSync, and its commit recorded in the guard file), or with the
+// error that stopped it; after Close it is
 // called at once with an error wrapping ErrClosed. Updates are written in
 // the order of the Save calls, and their done callbacks called in that
 // order. u and its slices must stay unchanged until done is called.
 //
-// done runs on the committer goroutine, which waits for it to return. A
+// done runs on the completer goroutine, which waits for it to return. A
 // node.Node is not safe for concurrent use, so its host must hand the
 // completion to the goroutine that drives the node (runner.Runner does).
 func (s *Storage) Save(u *node.Update, done func(error)) {
@@ -381,16 +699,18 @@ func updateSize(u *node.Update) int {
 // Stats returns the counters of the work done so far.
 func (s *Storage) Stats() Stats {
 	return Stats{
-		Commits: s.commits.Load(),
-		Syncs:   s.syncs.Load(),
-		Updates: s.updates.Load(),
-		Bytes:   s.bytes.Load(),
+		Commits:     s.commits.Load(),
+		Syncs:       s.syncs.Load(),
+		Updates:     s.updates.Load(),
+		Bytes:       s.bytes.Load(),
+		GuardWrites: s.guardWrites.Load(),
 	}
 }
 
 // Close writes the queued Saves (calling their done callbacks), stops the
-// committer and closes the database. Later Saves fail with ErrClosed.
-// Calling Close again returns the first call's result.
+// committer, closes the database (which syncs its log) and records the
+// last commit in the guard file. Later Saves fail with ErrClosed. Calling
+// Close again returns the first call's result.
 func (s *Storage) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -402,14 +722,47 @@ func (s *Storage) Close() error {
 		s.dbClosed = true
 		err := closeDB(s.db)
 		s.readMu.Unlock()
-		if err == nil {
-			// Closing the database flushed and synced its log: the
-			// snapshot files replaced by unsynced commits can go.
-			s.deleteObsolete()
+		if err == nil && s.failure() == nil {
+			// Closing the database synced its log: every commit is
+			// durable, and the snapshot files they replaced can go.
+			if s.guard != nil && s.committed.seq > s.guarded {
+				err = s.guard.write(s.committed)
+				if err == nil {
+					s.guarded = s.committed.seq
+					s.guardWrites.Add(1)
+				}
+			}
+			if err == nil {
+				s.deleteObsolete(s.committed.seq)
+			}
 		}
-		s.closeErr = err
+		s.closeErr = errors.Join(err, s.closeGuard())
 	})
 	return s.closeErr
+}
+
+// closeGuard closes the guard file, if open.
+func (s *Storage) closeGuard() error {
+	if s.guard == nil {
+		return nil
+	}
+	return s.guard.close()
+}
+
+// failure returns the first write failure, or nil.
+func (s *Storage) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// setFailed records err as the write failure if none is recorded yet.
+func (s *Storage) setFailed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = err
+	}
 }
 
 // pebbleLogger routes Pebble's messages to slog.
@@ -421,9 +774,12 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 }
 
 // Fatalf logs Pebble's fatal error and panics, as Pebble expects Fatalf not
-// to return.
+// to return. The Storage recovers the panic where Pebble raises it on the
+// caller's goroutine (Open, Load, the commit of a batch, Close) and turns it
+// into an error; raised on one of Pebble's own goroutines (flushes and
+// compactions) it ends the process.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.l.Error(msg, "component", "pebble")
-	panic("pebble storage: fatal pebble error: " + msg)
+	panic(fatalPanic{msg: msg})
 }

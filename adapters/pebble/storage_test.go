@@ -480,14 +480,17 @@ func blockFirst(t *testing.T, s *Storage, u *node.Update, order *[]int, mu *sync
 }
 
 // TestGroupCommit: Saves queued while the committer is busy are written in
-// one batch with one fsync, and their callbacks run in order.
+// one batch with one fsync, and their callbacks run in order. The first
+// done blocks the completer; the committer runs ahead of it by at most the
+// completions it can hand over (cap(completions)) plus the one it holds,
+// after which the Saves queue up and merge.
 func TestGroupCommit(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		batchBytes int
 		maxSyncs   uint64
 	}{
-		{"merged", 0, 2},
+		{"merged", 0, 7},
 		{"one per group", 1, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -624,21 +627,23 @@ func TestNoSync(t *testing.T) {
 	}
 }
 
-// TestOrphanFiles: Open deletes snapshot and temporary files the database
-// does not reference, and leaves other files alone.
+// TestOrphanFiles: Open deletes temporary files and snapshot files older
+// than the one in use, keeps newer unreferenced ones (a crash between
+// writing a snapshot file and committing its reference leaves one), and
+// leaves other files alone.
 func TestOrphanFiles(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, Options{Dir: dir})
 	mustSave(t, s, &node.Update{Snapshot: snapAt(5, 1, "five"), Sync: true})
 	closeT(t, s)
-	for _, name := range []string{"snap-9-2.snap", "snap-9-2.snap.tmp", "snap-5-1-1.snap", "notes.txt"} {
+	for _, name := range []string{"snap-9-2.snap", "snap-9-2.snap.tmp", "snap-5-1-1.snap", "snap-3-1.snap", "notes.txt"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s = openT(t, Options{Dir: dir})
 	defer closeT(t, s)
-	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-5-1.snap"}) {
+	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-5-1.snap", "snap-9-2.snap"}) {
 		t.Fatalf("snapshot files %v", got)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {

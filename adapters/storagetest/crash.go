@@ -1,4 +1,4 @@
-package pebblestore
+package storagetest
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,16 +19,10 @@ import (
 	"github.com/forge-consensus/consensus/node"
 )
 
-// Environment of the crash child process.
-const (
-	envCrashDir  = "PEBBLESTORE_CRASH_DIR"
-	envCrashSeed = "PEBBLESTORE_CRASH_SEED"
-)
-
-// crashSpec is one update of the crash workload, as printed by the child
+// spec is one update of the crash workload, as printed by the child
 // before it saves it. Entry and snapshot contents derive from index and
 // term (crashData, crashSnapData), so the parent rebuilds the update.
-type crashSpec struct {
+type spec struct {
 	seq       int
 	snap      int // 0: none, 1: leader Snapshot, 2: LocalSnapshot
 	snapIndex uint64
@@ -38,50 +33,36 @@ type crashSpec struct {
 	hs        core.HardState
 }
 
-func (c crashSpec) String() string {
+func (c spec) String() string {
 	return fmt.Sprintf("I %d %d %d %d %d %d %d %d %d %d %d", c.seq, c.snap, c.snapIndex, c.snapTerm,
 		c.compactTo, c.from, c.to, c.term, c.hs.Term, c.hs.Vote, c.hs.Commit)
 }
 
-func parseCrashSpec(line string) (crashSpec, error) {
+func parseSpec(line string) (spec, error) {
 	f := strings.Fields(line)
 	if len(f) != 12 || f[0] != "I" {
-		return crashSpec{}, fmt.Errorf("bad intent line %q", line)
+		return spec{}, fmt.Errorf("bad intent line %q", line)
 	}
 	var n [11]uint64
 	for i := range n {
 		v, err := strconv.ParseUint(f[i+1], 10, 64)
 		if err != nil {
-			return crashSpec{}, fmt.Errorf("bad intent line %q: %v", line, err)
+			return spec{}, fmt.Errorf("bad intent line %q: %v", line, err)
 		}
 		n[i] = v
 	}
-	return crashSpec{
+	return spec{
 		seq: int(n[0]), snap: int(n[1]), snapIndex: n[2], snapTerm: n[3], compactTo: n[4],
 		from: n[5], to: n[6], term: n[7], hs: core.HardState{Term: n[8], Vote: n[9], Commit: n[10]},
 	}, nil
 }
 
-// crashData is the data of the workload's entry at index and term.
-func crashData(index, term uint64) []byte {
-	b := fmt.Appendf(nil, "%d/%d:", index, term)
-	for i := range (index*31 + term*17) % 200 {
-		b = append(b, byte('a'+(index+i)%26))
-	}
-	return b
-}
-
-// crashSnapData is the data of the workload's snapshot at index and term.
-func crashSnapData(index, term uint64) []byte {
-	return bytes.Repeat(fmt.Appendf(nil, "snapshot %d/%d;", index, term), 1+int(index%64))
-}
-
-func (c crashSpec) update() *node.Update {
+func (c spec) update() *node.Update {
 	u := &node.Update{HardState: c.hs, Sync: true}
 	if c.snap != 0 {
 		s := &core.Snapshot{
 			Meta: core.SnapshotMeta{Index: c.snapIndex, Term: c.snapTerm, Config: core.ConfState{Voters: []uint64{1, 2, 3}}},
-			Data: crashSnapData(c.snapIndex, c.snapTerm),
+			Data: SnapshotData(c.snapIndex, c.snapTerm),
 		}
 		if c.snap == 1 {
 			u.Snapshot = s
@@ -91,23 +72,23 @@ func (c crashSpec) update() *node.Update {
 	}
 	if c.from != 0 {
 		for i := c.from; i <= c.to; i++ {
-			u.Entries = append(u.Entries, core.Entry{Index: i, Term: c.term, Data: crashData(i, c.term)})
+			u.Entries = append(u.Entries, core.Entry{Index: i, Term: c.term, Data: EntryData(i, c.term)})
 		}
 	}
 	return u
 }
 
-// crashWorkload is the child's view of the log, from which it makes the
+// workload is the child's view of the log, from which it makes the
 // next update: appends, now and then a conflicting suffix of a new term
 // (never below the commit index), a local snapshot of committed entries
 // with compaction, or a leader snapshot past the log.
-type crashWorkload struct {
+type workload struct {
 	last, commit, term, snapIndex uint64
 	terms                         map[uint64]uint64 // of the entries after the compaction point
 }
 
-func newCrashWorkload(p core.Persisted) *crashWorkload {
-	w := &crashWorkload{commit: p.HardState.Commit, term: p.HardState.Term, terms: map[uint64]uint64{}}
+func newWorkload(p core.Persisted) *workload {
+	w := &workload{commit: p.HardState.Commit, term: p.HardState.Term, terms: map[uint64]uint64{}}
 	if p.Snapshot != nil {
 		w.snapIndex, w.last = p.Snapshot.Meta.Index, p.Snapshot.Meta.Index
 		w.term = max(w.term, p.Snapshot.Meta.Term)
@@ -120,8 +101,8 @@ func newCrashWorkload(p core.Persisted) *crashWorkload {
 	return w
 }
 
-func (w *crashWorkload) next(rng *rand.Rand, seq int) crashSpec {
-	c := crashSpec{seq: seq}
+func (w *workload) next(rng *rand.Rand, seq int) spec {
+	c := spec{seq: seq}
 	prevLast := w.last
 	k := rng.IntN(100)
 	switch {
@@ -169,21 +150,23 @@ func (w *crashWorkload) next(rng *rand.Rand, seq int) crashSpec {
 	return c
 }
 
-// TestCrashChild is the child process of TestCrash: it appends to the store
-// in its directory, with up to 4 Saves outstanding, printing each update
-// ("I ...") before saving it and its sequence number ("A n") once done(nil)
-// is called, until it is killed.
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(envCrashDir)
-	if dir == "" {
-		t.Skip("the child process of TestCrash")
-	}
+// Environment of the crash child process.
+const (
+	envCrashDir  = "STORAGETEST_CRASH_DIR"
+	envCrashSeed = "STORAGETEST_CRASH_SEED"
+)
+
+// crashChild is the child process of Crash: it appends to the store in its
+// directory, with up to 4 Saves outstanding, printing each update ("I ...")
+// before saving it and its sequence number ("A n") once done(nil) is
+// called, until it is killed.
+func crashChild(t *testing.T, b Backend, dir string) {
 	seed, err := strconv.ParseUint(os.Getenv(envCrashSeed), 10, 64)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bad seed:", err)
 		os.Exit(2)
 	}
-	s, err := Open(Options{Dir: dir})
+	s, err := b.Open(t, dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -193,7 +176,7 @@ func TestCrashChild(t *testing.T) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	w := newCrashWorkload(p)
+	w := newWorkload(p)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	var outMu sync.Mutex
 	println := func(line string) {
@@ -222,12 +205,22 @@ func TestCrashChild(t *testing.T) {
 	os.Exit(5)
 }
 
+// runPattern returns the -test.run pattern that selects exactly the test
+// named name (a path of subtests).
+func runPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
+}
+
 // crashRound runs the child until it has acknowledged killAfter updates,
 // kills it with SIGKILL and returns the updates it printed and how many
 // were acknowledged.
-func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []crashSpec, acked int) {
+func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []spec, acked int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run="+runPattern(t.Name()), "-test.count=1")
 	cmd.Env = append(os.Environ(), envCrashDir+"="+dir, envCrashSeed+"="+strconv.FormatUint(seed, 10))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -257,7 +250,7 @@ func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []c
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case strings.HasPrefix(line, "I "):
-			c, err := parseCrashSpec(line)
+			c, err := parseSpec(line)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +284,7 @@ func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []c
 
 // replay applies specs to a node.MemoryStorage holding base, a state of
 // the workload.
-func replay(t *testing.T, base core.Persisted, specs []crashSpec) core.Persisted {
+func replay(t *testing.T, base core.Persisted, specs []spec) core.Persisted {
 	t.Helper()
 	m := node.NewMemoryStorage()
 	save := func(u *node.Update) {
@@ -316,7 +309,7 @@ func checkCrashState(t *testing.T, p core.Persisted) {
 	t.Helper()
 	lastIndex, maxTerm := uint64(0), uint64(0)
 	if s := p.Snapshot; s != nil {
-		if !bytes.Equal(s.Data, crashSnapData(s.Meta.Index, s.Meta.Term)) {
+		if !bytes.Equal(s.Data, SnapshotData(s.Meta.Index, s.Meta.Term)) {
 			t.Fatalf("snapshot %d/%d has wrong data", s.Meta.Index, s.Meta.Term)
 		}
 		lastIndex, maxTerm = s.Meta.Index, s.Meta.Term
@@ -328,7 +321,7 @@ func checkCrashState(t *testing.T, p core.Persisted) {
 		if i > 0 && e.Index != p.Entries[i-1].Index+1 {
 			t.Fatalf("log not contiguous: %d after %d", e.Index, p.Entries[i-1].Index)
 		}
-		if !bytes.Equal(e.Data, crashData(e.Index, e.Term)) {
+		if !bytes.Equal(e.Data, EntryData(e.Index, e.Term)) {
 			t.Fatalf("entry %d/%d has wrong data %q", e.Index, e.Term, e.Data)
 		}
 		lastIndex, maxTerm = max(lastIndex, e.Index), max(maxTerm, e.Term)
@@ -338,13 +331,15 @@ func checkCrashState(t *testing.T, p core.Persisted) {
 	}
 }
 
-// TestCrash kills a child process writing to the store with SIGKILL at
-// random points, many times over the same directory, and checks after each
-// kill that the store holds every acknowledged update, and exactly the
-// updates of a prefix of what the child saved.
-func TestCrash(t *testing.T) {
-	if os.Getenv(envCrashDir) != "" {
-		t.Skip("in the child process")
+// Crash kills a child process writing to the store with SIGKILL at random
+// moments, many times over the same directory, and checks after each kill
+// that the store holds every acknowledged update, and exactly the updates
+// of a prefix of what the child saved. The child is the test binary run
+// again on the same test: Crash, called there, runs the child's workload.
+func Crash(t *testing.T, b Backend) {
+	if dir := os.Getenv(envCrashDir); dir != "" {
+		crashChild(t, b, dir)
+		return
 	}
 	rounds, budget := 30, 15*time.Second
 	if testing.Short() {
@@ -361,7 +356,7 @@ func TestCrash(t *testing.T) {
 		killAfter := rng.IntN(200)
 		specs, acked := crashRound(t, dir, seed, killAfter)
 
-		s, err := Open(Options{Dir: dir})
+		s, err := b.Open(t, dir)
 		if err != nil {
 			t.Fatalf("round %d (seed %d, %d acked of %d): reopen: %v", round, seed, acked, len(specs), err)
 		}
@@ -378,7 +373,7 @@ func TestCrash(t *testing.T) {
 		var diffs []string
 		matched := -1
 		for k := acked; k <= len(specs); k++ {
-			d := diffPersisted(p, replay(t, model, specs[:k]))
+			d := DiffPersisted(p, replay(t, model, specs[:k]))
 			if d == "" {
 				matched = k
 				break
@@ -394,8 +389,8 @@ func TestCrash(t *testing.T) {
 		totalExtra += matched - acked
 		totalLost += len(specs) - matched
 	}
-	t.Logf("%d rounds in %v: %d updates acknowledged; of the unacknowledged ones %d were stored, %d lost; log %s",
-		round, time.Since(start).Round(time.Millisecond), totalAcked, totalExtra, totalLost, span(model.Entries))
+	t.Logf("%s: %d rounds in %v: %d updates acknowledged; of the unacknowledged ones %d were stored, %d lost; log %s",
+		b.Name, round, time.Since(start).Round(time.Millisecond), totalAcked, totalExtra, totalLost, span(model.Entries))
 	if round < 3 {
 		t.Fatalf("only %d rounds", round)
 	}
