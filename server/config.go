@@ -116,6 +116,11 @@ type StorageConfig struct {
 	SyncWrites    *bool         `yaml:"sync_writes"` // default true; false is unsafe
 	MaxBatchSize  int           `yaml:"max_batch_size"`
 	MaxBatchDelay time.Duration `yaml:"max_batch_delay"`
+	// MinFreeSpace is the space, in bytes, the storage directory's file
+	// system must keep free for the node to accept writes (default 64 MiB).
+	// Below it writes are refused with a no-space error while reads and
+	// Raft's own traffic go on; see NoSpaceError.
+	MinFreeSpace int64 `yaml:"min_free_space"`
 }
 
 // SecurityConfig configures TLS between nodes and the admin API's tokens.
@@ -244,6 +249,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Storage.Type == "" {
 		c.Storage.Type = "pebble"
 	}
+	if c.Storage.MinFreeSpace == 0 {
+		c.Storage.MinFreeSpace = DefaultMinFreeSpace
+	}
 	if c.Storage.SyncWrites == nil {
 		c.Storage.SyncWrites = &t
 	}
@@ -342,6 +350,9 @@ func (c *Config) Validate() error {
 	case "memory":
 	default:
 		return bad("storage.type", "%q is not pebble or memory", c.Storage.Type)
+	}
+	if c.Storage.MinFreeSpace < 0 {
+		return bad("storage.min_free_space", "%d is negative (bytes; 0 is the default, 64 MiB)", c.Storage.MinFreeSpace)
 	}
 	s := c.Security
 	if s.EnableTLS || s.EnableMTLS {

@@ -183,7 +183,7 @@ func (s *Storage) commit(group []request) {
 		if sync {
 			wo = pebble.Sync
 		}
-		if err := s.db.Apply(b, wo); err != nil {
+		if err := s.applyBatch(b, wo); err != nil {
 			fail(fmt.Errorf("pebble storage: commit batch: %w", err))
 			return
 		}

@@ -88,6 +88,7 @@ type Storage struct {
 	scratch  []byte
 
 	commits, syncs, updates, bytes atomic.Uint64
+	spaceErr                       atomic.Pointer[error] // see SpaceErr
 }
 
 // request is one queued Save.
@@ -132,8 +133,15 @@ func Open(o Options) (*Storage, error) {
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("pebble storage: create data directory: %w", err)
 	}
+	s := &Storage{
+		opts:    o,
+		log:     logger,
+		signal:  make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
 	db, err := pebble.Open(filepath.Join(o.Dir, dbSubdir), &pebble.Options{
-		Logger: pebbleLogger{logger},
+		Logger: pebbleLogger{logger}, EventListener: s.eventListener(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pebble storage: open database in %s: %w", o.Dir, err)
@@ -149,14 +157,7 @@ func Open(o Options) (*Storage, error) {
 			return nil, errors.Join(fmt.Errorf("pebble storage: sync data directory: %w", err), closeDB(db))
 		}
 	}
-	s := &Storage{
-		opts:    o,
-		log:     logger,
-		db:      db,
-		signal:  make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		stopped: make(chan struct{}),
-	}
+	s.db = db
 	p, ref, err := s.load()
 	if err != nil {
 		return nil, errors.Join(err, closeDB(db))
@@ -420,10 +421,12 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Info(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
-// Fatalf logs Pebble's fatal error and panics, as Pebble expects Fatalf not
-// to return.
+// Fatalf logs Pebble's fatal error and panics with it, as Pebble expects
+// Fatalf not to return. The committer recovers the panic of a failed commit
+// (see applyBatch) and fails the write with the error, which wraps Pebble's
+// cause (syscall.ENOSPC for a full disk).
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "component", "pebble")
-	panic("pebble storage: fatal pebble error: " + msg)
+	err := fatalErr(format, args...)
+	p.l.Error(err.Error(), "component", "pebble")
+	panic(fatalError{err})
 }
