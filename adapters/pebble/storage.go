@@ -421,12 +421,10 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Info(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
-// Fatalf logs Pebble's fatal error and panics with it, as Pebble expects
-// Fatalf not to return. The committer recovers the panic of a failed commit
+// Fatalf panics with Pebble's fatal error, as Pebble expects Fatalf not to
+// return; whoever recovers it reports it. The committer recovers the panic of a failed commit
 // (see applyBatch) and fails the write with the error, which wraps Pebble's
 // cause (syscall.ENOSPC for a full disk).
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	err := fatalErr(format, args...)
-	p.l.Error(err.Error(), "component", "pebble")
-	panic(fatalError{err})
+	panic(fatalError{fatalErr(format, args...)})
 }
