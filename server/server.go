@@ -18,6 +18,7 @@ import (
 	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	"github.com/forge-consensus/consensus/adapters/tcp"
 	"github.com/forge-consensus/consensus/adapters/transport"
+	"github.com/forge-consensus/consensus/adapters/wal"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
@@ -80,6 +81,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	switch cfg.Storage.Type {
 	case "memory":
 		storage = node.NewMemoryStorage()
+	case "wal":
+		ws, err := wal.Open(wal.Options{
+			Dir: cfg.Storage.Path, ClusterID: cfg.ClusterHash(), NodeID: id,
+			SegmentSize: cfg.Storage.SegmentSize, MaxBatchDelay: cfg.Storage.MaxBatchDelay,
+			MaxBatchBytes: cfg.Storage.MaxBatchSize, NoSync: !*cfg.Storage.SyncWrites, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: node %d: %w", id, err)
+		}
+		s.st, storage = ws, ws
+		if !*cfg.Storage.SyncWrites {
+			log.Warn("storage.sync_writes is off: acknowledged writes can be lost on power failure")
+		}
 	default:
 		ps, err := pebblestore.Open(pebblestore.Options{
 			Dir: cfg.Storage.Path, NoSync: !*cfg.Storage.SyncWrites,
