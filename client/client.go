@@ -66,6 +66,11 @@ var (
 	// ErrBadRequest means the request is invalid (an empty or too long key,
 	// a too long value).
 	ErrBadRequest = errors.New("client: bad request")
+	// ErrNoSpace means the node is out of storage space and refused the
+	// write, which certainly was not applied; the error says where and how
+	// much is free. Reads still work; writes succeed again once the
+	// operator frees space.
+	ErrNoSpace = errors.New("client: no space left on device")
 )
 
 // errTimeout is the cause of a request that ran out of RequestTimeout.
@@ -311,6 +316,8 @@ func (c *Client) do(ctx context.Context, req *wire.Request) (answer, error) {
 			return answer{}, fmt.Errorf("%w: %s", ErrRefused, cl.msg)
 		case wire.StatusBadRequest:
 			return answer{}, fmt.Errorf("%w: %s", ErrBadRequest, cl.msg)
+		case wire.StatusNoSpace:
+			return answer{}, fmt.Errorf("%w: %s", ErrNoSpace, cl.msg)
 		case wire.StatusNotLeader:
 			last = fmt.Errorf("node at %s is not the leader", ep.addr)
 			hops++

@@ -37,6 +37,10 @@ var (
 	ErrInvalidCommand = errors.New("consensus: invalid command")
 	// ErrKeyNotFound: Read found no value for the key.
 	ErrKeyNotFound = errors.New("consensus: key not found")
+	// ErrNoSpace: the node is out of storage space and refused the write,
+	// which had no effect; reads still work, and writes are taken again
+	// once space returns. It is node.ErrNoSpace.
+	ErrNoSpace = node.ErrNoSpace
 )
 
 // NotLeaderError says a request needs the leader and this node is not it.

@@ -21,6 +21,11 @@ var (
 	ErrStopped = errors.New("node: stopped")
 	// ErrStorage means a storage write failed and the node stopped.
 	ErrStorage = errors.New("node: storage failed")
+	// ErrNoSpace means the node refused a write because its storage is
+	// (nearly) out of space (see Config.AdmitWrite). The write certainly
+	// did not happen; the node keeps serving reads and takes writes again
+	// once space returns.
+	ErrNoSpace = errors.New("node: no space left on device")
 	// ErrLeaseReadsDisabled means a lease read was asked of a node whose
 	// Config.LeaseReads is off.
 	ErrLeaseReadsDisabled = errors.New("node: lease reads are disabled")

@@ -86,6 +86,14 @@ type Config struct {
 	ConfChangeApplied func(index uint64, cc core.ConfChange)
 	// Logger receives role changes and failures (optional).
 	Logger *slog.Logger
+	// AdmitWrite, if set, is asked before a command is accepted: by
+	// Propose, and by a leader for a proposal a follower forwarded. A
+	// non-nil error (which should wrap ErrNoSpace when storage is short of
+	// space) refuses the command: Propose's future fails with it, and a
+	// forwarded proposal is dropped (its proposer times out). Membership
+	// changes are always admitted, so that an operator can still repair a
+	// cluster that is out of space. It must be cheap and must not block.
+	AdmitWrite func() error
 	// Observer sees every applied entry and snapshot restore (optional:
 	// simulators, tests, metrics).
 	Observer Observer
@@ -248,9 +256,27 @@ func (n *Node) Receive(m core.Message) error {
 	if n.stopped != nil {
 		return n.stopped
 	}
+	if m.Type == core.MsgProp && n.cfg.AdmitWrite != nil && n.refuseForwarded(m) {
+		return nil
+	}
 	err := n.raft.Step(m)
 	n.drive()
 	return err
+}
+
+// refuseForwarded reports whether a proposal forwarded by a follower must
+// be dropped because AdmitWrite refuses writes. Membership changes pass.
+func (n *Node) refuseForwarded(m core.Message) bool {
+	for i := range m.Entries {
+		if m.Entries[i].Type != core.EntryNormal {
+			return false
+		}
+	}
+	err := n.cfg.AdmitWrite()
+	if err != nil && n.cfg.Logger != nil {
+		n.cfg.Logger.Debug("forwarded proposal refused", "node", n.ID(), "from", m.From, "err", err)
+	}
+	return err != nil
 }
 
 // ReportUnreachable tells the core a peer could not be reached.
@@ -274,6 +300,11 @@ func (n *Node) ReportSnapshot(id uint64, ok bool) {
 // applied on this node, or with an error: *NotLeaderError, ErrDropped (no
 // effect), ErrTimeout or ErrStopped (outcome unknown).
 func (n *Node) Propose(cmd []byte) *Future {
+	if n.stopped == nil && n.cfg.AdmitWrite != nil {
+		if err := n.cfg.AdmitWrite(); err != nil {
+			return resolved(nil, err)
+		}
+	}
 	return n.propose(cmd, func(data []byte) error { return n.raft.Propose(data) })
 }
 

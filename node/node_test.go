@@ -965,3 +965,39 @@ func TestTakeSnapshot(t *testing.T) {
 	mustErr(t, f, node.ErrStopped)
 	mustErr(t, fp, node.ErrStopped)
 }
+
+// TestAdmitWrite: while AdmitWrite refuses, a proposal fails at once with
+// its error, a proposal a follower forwards is dropped by the leader, and
+// reads go on; once it admits again, writes go through.
+func TestAdmitWrite(t *testing.T) {
+	var full bool
+	noSpace := fmt.Errorf("disk: %w", node.ErrNoSpace)
+	c := newTestCluster(t, func(cfg *node.Config) {
+		if cfg.Core.ID == 1 {
+			cfg.AdmitWrite = func() error {
+				if full {
+					return noSpace
+				}
+				return nil
+			}
+		}
+	})
+	c.campaign(1)
+	c.propose(1, "a")
+	full = true
+	f := c.nodes[1].Propose([]byte("b"))
+	mustErr(t, f, node.ErrNoSpace)
+	fwd := c.nodes[2].Propose([]byte("c")) // forwarded to the leader, which drops it
+	c.deliverAll()
+	if fwd.Resolved() {
+		t.Fatalf("forwarded proposal resolved on a leader out of space: %v", fwd)
+	}
+	r := c.nodes[1].Read(node.ReadLinearizable, nil)
+	c.deliverAll()
+	if _, err := r.Result(); !r.Resolved() || err != nil {
+		t.Fatalf("read on a leader out of space: resolved %v, err %v", r.Resolved(), err)
+	}
+	full = false
+	c.propose(1, "d")
+	c.propose(2, "e")
+}

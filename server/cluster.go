@@ -121,8 +121,8 @@ func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
 	return info
 }
 
-// Health is healthy when the node runs, knows a leader and that leader has
-// a quorum; degraded when all that holds but some member is not active.
+// Health is healthy when the node runs, knows a leader, that leader has
+// a quorum and the node's storage has space for writes; degraded when all that holds but some member is not active.
 func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	info := s.Info(ctx)
 	running := s.run.Err() == nil && info.Role != "stopped"
@@ -140,8 +140,11 @@ func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	if !info.HasQuorum {
 		checks[2].Message = "no quorum of voters is reachable"
 	}
+	space := s.spaceCheck()
+	checks = append(checks, space)
 	h := admin.HealthStatus{Leader: info.Leader, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
-		TotalNodes: info.TotalNodes, Checks: checks, Healthy: running && info.Leader != 0 && info.HasQuorum}
+		TotalNodes: info.TotalNodes, Checks: checks,
+		Healthy: running && info.Leader != 0 && info.HasQuorum && space.Healthy}
 	switch {
 	case !h.Healthy:
 		h.Status = "unhealthy"

@@ -119,6 +119,11 @@ type StorageConfig struct {
 	MaxBatchSize int `yaml:"max_batch_size"`
 	// MaxBatchDelay is how long a group commit waits for more writes.
 	MaxBatchDelay time.Duration `yaml:"max_batch_delay"`
+	// MinFreeSpace is the space, in bytes, the storage directory's file
+	// system must keep free for the node to accept writes (default 64 MiB).
+	// Below it writes are refused with a no-space error while reads and
+	// Raft's own traffic go on; see NoSpaceError.
+	MinFreeSpace int64 `yaml:"min_free_space"`
 	// SegmentSize is the size of the wal's preallocated segment files
 	// (0: 64 MiB; 4 KiB to 1 GiB).
 	SegmentSize int64 `yaml:"segment_size"`
@@ -262,6 +267,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Storage.Type == "" {
 		c.Storage.Type = "pebble"
 	}
+	if c.Storage.MinFreeSpace == 0 {
+		c.Storage.MinFreeSpace = DefaultMinFreeSpace
+	}
 	if c.Storage.SyncWrites == nil {
 		c.Storage.SyncWrites = &t
 	}
@@ -368,6 +376,9 @@ func (c *Config) Validate() error {
 		return bad("storage.max_batch_delay", "%v is negative", st.MaxBatchDelay)
 	case st.SegmentSize != 0 && (st.SegmentSize < 4<<10 || st.SegmentSize > 1<<30):
 		return bad("storage.segment_size", "%d is not between 4 KiB and 1 GiB", st.SegmentSize)
+	}
+	if c.Storage.MinFreeSpace < 0 {
+		return bad("storage.min_free_space", "%d is negative (bytes; 0 is the default, 64 MiB)", c.Storage.MinFreeSpace)
 	}
 	s := c.Security
 	if s.EnableTLS || s.EnableMTLS {

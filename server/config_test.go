@@ -98,6 +98,24 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 }
 
+// TestMinFreeSpace: storage.min_free_space defaults to 64 MiB and is
+// validated.
+func TestMinFreeSpace(t *testing.T) {
+	base := "node_id: 1\nstorage: {path: /tmp/x"
+	c, err := ParseConfig([]byte(base+"}\n"), func(string) string { return "" })
+	if err != nil || c.Storage.MinFreeSpace != DefaultMinFreeSpace {
+		t.Fatalf("default: %d %v", c.Storage.MinFreeSpace, err)
+	}
+	c, err = ParseConfig([]byte(base+", min_free_space: 1048576}\n"), func(string) string { return "" })
+	if err != nil || c.Storage.MinFreeSpace != 1<<20 {
+		t.Fatalf("set: %d %v", c.Storage.MinFreeSpace, err)
+	}
+	_, err = ParseConfig([]byte(base+", min_free_space: -1}\n"), func(string) string { return "" })
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "storage.min_free_space") {
+		t.Fatalf("negative: %v", err)
+	}
+}
+
 // TestWALStorageConfig: storage.type wal and its keys, validated with
 // errors naming the key; the cluster hash is stable.
 func TestWALStorageConfig(t *testing.T) {

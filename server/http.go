@@ -39,7 +39,8 @@ type Node interface {
 // with 307 to the leader's API when FollowerWrites is "redirect". Optional
 // X-Client-ID and X-Request-Seq headers make a retried write exactly-once.
 // Errors: 400 bad request, 503 no leader or dropped (retry), 504 timed out
-// (the write may still happen).
+// (the write may still happen), 507 the node is out of storage space (the
+// write did not happen; reads still work).
 type API struct {
 	Node           Node
 	LeaderAPI      func(id uint64) string // base URL of a node's API ("" if unknown)
@@ -193,6 +194,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		w.Header().Set("Retry-After", "1")
 		httpError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, node.ErrNoSpace):
+		httpError(w, http.StatusInsufficientStorage, err.Error())
 	case errors.Is(err, node.ErrDropped), errors.Is(err, node.ErrLeaseReadsDisabled):
 		w.Header().Set("Retry-After", "1")
 		httpError(w, http.StatusServiceUnavailable, err.Error())

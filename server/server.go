@@ -39,6 +39,9 @@ type Server struct {
 	ln   net.Listener
 	wire *wireServer
 	dir  *directory
+	// space refuses writes while storage is short of space (nil for
+	// memory storage).
+	space *spaceGuard
 
 	metrics   *metrics.Metrics
 	watchStop chan struct{} // ends watchLeadership
@@ -105,6 +108,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 
+	if cfg.Storage.Type != "memory" && cfg.Storage.Path != "" {
+		s.space = newSpaceGuard(cfg.Storage.Path, uint64(cfg.Storage.MinFreeSpace), storage, log)
+	}
+
 	// The transport delivers to the runner, which needs the transport to
 	// start: messages that arrive in between are dropped (Raft retries).
 	var run atomic.Pointer[runner.Runner]
@@ -168,6 +175,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			SnapshotKeep:      cfg.Raft.TrailingLogs,
 			PeerAddress:       s.apiURL,
 			ConfChangeApplied: s.confChangeApplied,
+			AdmitWrite:        s.admitWrite,
 			Logger:            base,
 		},
 		TickInterval: tick,
@@ -264,6 +272,9 @@ func (s *Server) Close() error {
 		}
 		if s.tr != nil {
 			errs = append(errs, s.tr.Close())
+		}
+		if s.space != nil {
+			s.space.Close()
 		}
 		if s.st != nil {
 			errs = append(errs, s.st.Close())

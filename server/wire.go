@@ -411,6 +411,8 @@ func (c *wireConn) failure(id uint64, err error) *wire.Response {
 	}
 	r := &wire.Response{ID: id, Status: wire.StatusUnknown, Value: []byte(err.Error())}
 	switch {
+	case errors.Is(err, node.ErrNoSpace):
+		r.Status = wire.StatusNoSpace
 	case errors.Is(err, node.ErrDropped):
 		r.Status = wire.StatusDropped
 	case errors.Is(err, node.ErrLeaseReadsDisabled), errors.Is(err, kv.ErrNotReadOnly):

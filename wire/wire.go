@@ -163,10 +163,14 @@ const (
 	// StatusOverloaded: the node is too busy to take the request, which was
 	// not applied; retry later.
 	StatusOverloaded Status = 7
+	// StatusNoSpace: the node is out of storage space and refuses writes;
+	// the write certainly did not happen. Value says where and how much is
+	// free. Reads still work; writes are taken again once space returns.
+	StatusNoSpace Status = 8
 )
 
 // maxStatus is the highest known status.
-const maxStatus = StatusOverloaded
+const maxStatus = StatusNoSpace
 
 // String names the status.
 func (s Status) String() string {
@@ -185,6 +189,8 @@ func (s Status) String() string {
 		return "Dropped"
 	case StatusBadRequest:
 		return "BadRequest"
+	case StatusNoSpace:
+		return "NoSpace"
 	case StatusOverloaded:
 		return "Overloaded"
 	}

@@ -304,7 +304,7 @@ func TestNames(t *testing.T) {
 			t.Errorf("status %d has no name", s)
 		}
 	}
-	if (maxStatus+1).String() != "Status(8)" || Op(9).String() != "Op(9)" || Consistency(7).String() != "Consistency(7)" {
+	if (maxStatus+1).String() != "Status(9)" || Op(9).String() != "Op(9)" || Consistency(7).String() != "Consistency(7)" {
 		t.Error("unknown values")
 	}
 	if OpDelete.String() != "Delete" || Lease.String() != "lease" {

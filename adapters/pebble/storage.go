@@ -112,6 +112,7 @@ type Storage struct {
 	committed guardState // the state after the latest commit
 
 	commits, syncs, updates, bytes, guardWrites atomic.Uint64
+	space                                       *spaceWatch // see SpaceErr
 }
 
 // obsoleteFile is a snapshot file replaced by the commit of sequence
@@ -206,7 +207,8 @@ func Open(o Options) (*Storage, error) {
 				ErrCorrupt, dbDir, guardPath, gr.state.seq, gr.state)
 		}
 	}
-	db, err := openDB(dbDir, logger, false)
+	space := &spaceWatch{dir: o.Dir, log: logger}
+	db, err := openDB(dbDir, logger, false, space.eventListener())
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +231,7 @@ func Open(o Options) (*Storage, error) {
 		closing:     make(chan struct{}),
 		completions: make(chan completion, 4),
 		stopped:     make(chan struct{}),
+		space:       space,
 	}
 	var check func(uint64, *core.Persisted) error
 	if !o.noGuard {
@@ -268,7 +271,7 @@ func verifyReadOnly(dir string, logger *slog.Logger, gr guardRead, hasGuard bool
 	if _, err := os.Stat(dbDir); errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
-	db, err := openDB(dbDir, logger, true)
+	db, err := openDB(dbDir, logger, true, nil)
 	if errors.Is(err, pebble.ErrDBDoesNotExist) {
 		return false, nil
 	}
@@ -333,13 +336,16 @@ func pebbleLogFiles(dbDir string) []string {
 // openDB opens the Pebble database in dbDir, turning Pebble's errors and
 // panics into errors that wrap ErrCorrupt unless they come from the
 // environment (permissions, a lock held elsewhere, no space).
-func openDB(dbDir string, logger *slog.Logger, readOnly bool) (db *pebble.DB, err error) {
+func openDB(dbDir string, logger *slog.Logger, readOnly bool, listener *pebble.EventListener) (db *pebble.DB, err error) {
+	if listener == nil {
+		listener = &pebble.EventListener{BackgroundError: func(err error) { logger.Error("pebble storage: background error", "err", err) }}
+	}
 	defer recoverPebble("open database in "+dbDir, &err)
 	db, err = pebble.Open(dbDir, &pebble.Options{
 		Logger:           pebbleLogger{logger},
 		ReadOnly:         readOnly,
 		ErrorIfNotExists: readOnly,
-		EventListener:    &pebble.EventListener{BackgroundError: func(err error) { logger.Error("pebble storage: background error", "err", err) }},
+		EventListener:    listener,
 	})
 	if err != nil {
 		err = pebbleError(dbDir, "open database in "+dbDir, err)
@@ -417,9 +423,6 @@ func environmental(err error) bool {
 		strings.Contains(err.Error(), "lock held")
 }
 
-// fatalPanic is the panic value of pebbleLogger.Fatalf.
-type fatalPanic struct{ msg string }
-
 // recoverPebble, deferred, turns a panic raised by Pebble on the calling
 // goroutine (its Fatalf, or a runtime error on damaged data) into *err,
 // wrapping ErrCorrupt.
@@ -428,8 +431,12 @@ func recoverPebble(op string, err *error) {
 	if r == nil {
 		return
 	}
-	if f, ok := r.(fatalPanic); ok {
-		*err = fmt.Errorf("pebble storage: %s: %w: pebble failed: %s", op, ErrCorrupt, f.msg)
+	if f, ok := r.(fatalError); ok {
+		if environmental(f.err) {
+			*err = fmt.Errorf("pebble storage: %s: pebble failed: %w", op, f.err)
+			return
+		}
+		*err = fmt.Errorf("pebble storage: %s: %w: pebble failed: %w", op, ErrCorrupt, f.err)
 		return
 	}
 	*err = fmt.Errorf("pebble storage: %s: %w: pebble panicked: %v", op, ErrCorrupt, r)
@@ -776,10 +783,11 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 // Fatalf logs Pebble's fatal error and panics, as Pebble expects Fatalf not
 // to return. The Storage recovers the panic where Pebble raises it on the
 // caller's goroutine (Open, Load, the commit of a batch, Close) and turns it
-// into an error; raised on one of Pebble's own goroutines (flushes and
-// compactions) it ends the process.
+// into an error (wrapping the cause Pebble gave, syscall.ENOSPC for a full
+// disk); raised on one of Pebble's own goroutines (flushes and compactions)
+// it ends the process.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "component", "pebble")
-	panic(fatalPanic{msg: msg})
+	err := fatalErr(format, args...)
+	p.l.Error(err.Error(), "component", "pebble")
+	panic(fatalError{err})
 }

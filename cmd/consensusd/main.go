@@ -35,29 +35,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file (YAML)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: consensusd -config FILE [-log-level LEVEL] | consensusd local-cluster [flags]")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), exitUsage)
+	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitConfig
 	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster)")
 		fs.Usage()
-		return 2
+		return exitConfig
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(stderr, "consensusd: -log-level: %v\n", err)
-		return 2
+		return exitConfig
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	cfg, err := server.LoadConfig(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "consensusd: %s: %v\n", *path, err)
-		return 2
+		return exitConfig
 	}
 	s, err := server.New(cfg, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "consensusd: %v\n", err)
-		return 1
+		code := startExitCode(err)
+		log.Error("node failed to start", "exit_code", code, "dir", cfg.Storage.Path, "err", err)
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,11 +80,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Error("http api failed", "err", err)
 		}
 	case <-s.Runner().Done():
-		log.Error("node stopped", "err", s.Runner().Err())
+		// The node stopped by itself: a storage failure. One ERROR line
+		// says why; closing a failed storage may fail again, quietly.
+		err := s.Runner().Err()
+		code := stopExitCode(err)
+		log.Error("node stopped: storage failure", "exit_code", code, "dir", cfg.Storage.Path, "err", err)
+		_ = s.Close()
+		return code
 	}
 	if err := s.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("close", "err", err)
-		return 1
+		return exitFailure
 	}
-	return 0
+	return exitOK
 }
