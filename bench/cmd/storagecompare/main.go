@@ -72,7 +72,7 @@ func run() error {
 	var (
 		o       options
 		systems = flag.String("systems", "floor,wal,pebble", "systems in the order each round runs them: floor, and"+
-			" storage types of our cluster (wal, pebble)")
+			" storage types of our cluster (wal, pebble), each optionally with +TRANSPORT (default +grpc; +tcp)")
 		clients = flag.String("clients", "1,100,1000", "client counts")
 		ns      = flag.String("n", "3000,50000,100000", "writes timed per run, one per client count")
 		scale   = flag.Float64("scale", 1, "multiply every -n and -warmup by this (a quick look: 0.1)")
@@ -226,8 +226,12 @@ func compare(o options) error {
 		case "floor":
 			s = &floor{bin: b.commitfloor, port: 27601, dir: filepath.Join(o.work, "floor"), size: o.size}
 		default:
-			base := 27701 + 10*k
-			s = &cluster{bins: b, storage: name, base: base, dir: filepath.Join(o.work, "ours-"+name), size: o.size}
+			storage, transport, _ := strings.Cut(name, "+")
+			if transport == "" {
+				transport = "grpc"
+			}
+			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: 27701 + 10*k,
+				dir: filepath.Join(o.work, "ours-"+name), size: o.size}
 		}
 		fmt.Printf("starting %s\n", s.name())
 		if err := s.start(); err != nil {
@@ -466,15 +470,17 @@ func (f *floor) stop() {
 
 // cluster is three consensusd processes with one storage type.
 type cluster struct {
-	bins    bins
-	storage string
-	base    int // raft ports base..base+2; HTTP API base+100..; client protocol base+200..
-	dir     string
-	size    int
-	procs   []*exec.Cmd
+	bins      bins
+	storage   string
+	transport string
+	label     string // storage, or storage+transport
+	base      int    // raft ports base..base+2; HTTP API base+100..; client protocol base+200..
+	dir       string
+	size      int
+	procs     []*exec.Cmd
 }
 
-func (c *cluster) name() string { return "ours-" + c.storage }
+func (c *cluster) name() string { return "ours-" + c.label }
 
 func (c *cluster) apiAddr(id int) string { return fmt.Sprintf("127.0.0.1:%d", c.base+100+id-1) }
 
@@ -505,7 +511,7 @@ peers:
   election_timeout_min: 500ms
   election_timeout_max: 1s
 transport:
-  type: grpc
+  type: %s
 storage:
   type: %s
   path: %s
@@ -514,7 +520,7 @@ api:
   client_addr: 127.0.0.1:%d
 admin_api:
   allow_unauthenticated: true
-`, id, c.base+id-1, peers.String(), c.storage, filepath.Join(c.dir, fmt.Sprintf("node%d", id)), c.apiAddr(id),
+`, id, c.base+id-1, peers.String(), c.transport, c.storage, filepath.Join(c.dir, fmt.Sprintf("node%d", id)), c.apiAddr(id),
 		c.base+200+id-1)
 }
 
