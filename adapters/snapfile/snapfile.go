@@ -1,0 +1,265 @@
+// Package snapfile writes snapshot files atomically and verifies them
+// against the reference a log keeps to them.
+//
+// A snapshot file is a 36-byte header (magic "FCSNAPv1", index, term and
+// data size as 8-byte big-endian integers, CRC-32C of those 32 bytes), the
+// data, and a 12-byte trailer (CRC-32C of the data, the magic again). Write
+// puts it in <name>.tmp, fsyncs it, renames it and fsyncs the directory, then
+// reads it back and verifies it, so a Ref it returns names a durable file
+// that was checked.
+package snapfile
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/forge-consensus/consensus/core"
+)
+
+// ErrCorrupt is wrapped by the errors of Read when a file does not match its
+// reference.
+var ErrCorrupt = errors.New("corrupt snapshot file")
+
+// File name and format constants.
+const (
+	Prefix     = "snap-"
+	Suffix     = ".snap"
+	TempSuffix = ".tmp"
+	magic      = "FCSNAPv1"
+	headerLen  = 36
+	trailerLen = 12
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// CRC returns the CRC-32C (Castagnoli) of b.
+func CRC(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// Ref is what a log keeps of a snapshot: its metadata and where its data is.
+type Ref struct {
+	Meta core.SnapshotMeta
+	File string // base name in the data directory
+	CRC  uint32 // CRC-32C of the data
+	Size uint64 // data size
+}
+
+// Same reports whether r and o describe the same file contents.
+func (r *Ref) Same(o *Ref) bool {
+	return r.File == o.File && r.CRC == o.CRC && r.Size == o.Size &&
+		r.Meta.Index == o.Meta.Index && r.Meta.Term == o.Meta.Term
+}
+
+// Equal reports whether r and o are equal in every field, including the
+// configuration.
+func (r *Ref) Equal(o *Ref) bool {
+	if !r.Same(o) {
+		return false
+	}
+	a, errA := r.Meta.MarshalBinary()
+	b, errB := o.Meta.MarshalBinary()
+	return errA == nil && errB == nil && string(a) == string(b)
+}
+
+// AppendBinary appends the encoding of r to b: uvarint length + metadata
+// (core encoding), uvarint length + file name, CRC (4 bytes big-endian),
+// size (8 bytes big-endian).
+func (r *Ref) AppendBinary(b []byte) ([]byte, error) {
+	meta, err := r.Meta.MarshalBinary()
+	if err != nil {
+		return b, fmt.Errorf("snapfile: encode snapshot metadata: %w", err)
+	}
+	b = binary.AppendUvarint(b, uint64(len(meta)))
+	b = append(b, meta...)
+	b = binary.AppendUvarint(b, uint64(len(r.File)))
+	b = append(b, r.File...)
+	b = binary.BigEndian.AppendUint32(b, r.CRC)
+	return binary.BigEndian.AppendUint64(b, r.Size), nil
+}
+
+// DecodeRef decodes a reference encoded by AppendBinary at the start of b
+// and returns it with the bytes that follow it.
+func DecodeRef(b []byte) (Ref, []byte, error) {
+	var r Ref
+	field := func(what string) ([]byte, error) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, fmt.Errorf("snapfile: bad %s length", what)
+		}
+		f := b[k : k+int(n)]
+		b = b[k+int(n):]
+		return f, nil
+	}
+	meta, err := field("metadata")
+	if err != nil {
+		return r, nil, err
+	}
+	if err := r.Meta.UnmarshalBinary(meta); err != nil {
+		return r, nil, fmt.Errorf("snapfile: %w", err)
+	}
+	name, err := field("file name")
+	if err != nil {
+		return r, nil, err
+	}
+	r.File = string(name)
+	if !ValidName(r.File) {
+		return r, nil, fmt.Errorf("snapfile: bad file name %q", r.File)
+	}
+	if len(b) < 12 {
+		return r, nil, fmt.Errorf("snapfile: %d bytes after the file name, want at least 12", len(b))
+	}
+	r.CRC = binary.BigEndian.Uint32(b)
+	r.Size = binary.BigEndian.Uint64(b[4:])
+	return r, b[12:], nil
+}
+
+// Name returns the file name of a snapshot; n > 0 distinguishes another
+// file for the same index and term.
+func Name(index, term uint64, n int) string {
+	if n == 0 {
+		return fmt.Sprintf("%s%d-%d%s", Prefix, index, term, Suffix)
+	}
+	return fmt.Sprintf("%s%d-%d-%d%s", Prefix, index, term, n, Suffix)
+}
+
+// ValidName reports whether name looks like a snapshot file name.
+func ValidName(name string) bool {
+	return strings.HasPrefix(name, Prefix) && strings.HasSuffix(name, Suffix) &&
+		!strings.ContainsAny(name, `/\`)
+}
+
+// IsTemp reports whether name is a snapshot file left half-written.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, Prefix) && strings.HasSuffix(name, Suffix+TempSuffix)
+}
+
+// Write makes snap's data durable in dir under a name for its index and
+// term that taken does not refuse, reads it back and verifies it, and returns
+// its reference and the bytes written. With noSync (UNSAFE) nothing is
+// fsynced. On error the temporary file is removed.
+func Write(dir string, snap *core.Snapshot, taken func(name string) bool, noSync bool) (Ref, int64, error) {
+	ref := Ref{Meta: snap.Meta, CRC: CRC(snap.Data), Size: uint64(len(snap.Data))}
+	for n := 0; ; n++ {
+		ref.File = Name(snap.Meta.Index, snap.Meta.Term, n)
+		if taken == nil || !taken(ref.File) {
+			break
+		}
+	}
+	path := filepath.Join(dir, ref.File)
+	tmp := path + TempSuffix
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return ref, 0, fmt.Errorf("snapfile: create %s: %w", tmp, err)
+	}
+	buf := make([]byte, 0, headerLen+len(snap.Data)+trailerLen)
+	buf = append(buf, header(ref.Meta.Index, ref.Meta.Term, ref.Size)...)
+	buf = append(buf, snap.Data...)
+	buf = append(buf, trailer(ref.CRC)...)
+	_, err = f.Write(buf)
+	if err == nil && !noSync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil && !noSync {
+		err = SyncDir(dir)
+	}
+	if err != nil {
+		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+		return ref, 0, fmt.Errorf("snapfile: write %s: %w", path, err)
+	}
+	if _, err := Read(dir, &ref); err != nil {
+		return ref, 0, fmt.Errorf("snapfile: verify after writing: %w", err)
+	}
+	return ref, int64(len(buf)), nil
+}
+
+// Read reads the file of r in dir and checks it against r: header, size,
+// trailer and data CRC. A mismatch is an error wrapping ErrCorrupt that
+// names the file.
+func Read(dir string, r *Ref) ([]byte, error) {
+	path := filepath.Join(dir, r.File)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("snapfile: read snapshot file: %w", err)
+	}
+	data, err := check(b, r)
+	if err != nil {
+		return nil, fmt.Errorf("snapfile: %s: %w: %v", path, ErrCorrupt, err)
+	}
+	return data, nil
+}
+
+func header(index, term, size uint64) []byte {
+	h := make([]byte, 0, headerLen)
+	h = append(h, magic...)
+	h = binary.BigEndian.AppendUint64(h, index)
+	h = binary.BigEndian.AppendUint64(h, term)
+	h = binary.BigEndian.AppendUint64(h, size)
+	return binary.BigEndian.AppendUint32(h, CRC(h))
+}
+
+func trailer(dataCRC uint32) []byte {
+	t := binary.BigEndian.AppendUint32(make([]byte, 0, trailerLen), dataCRC)
+	return append(t, magic...)
+}
+
+// check checks the contents of a snapshot file against r and returns the
+// data (aliasing b).
+func check(b []byte, r *Ref) ([]byte, error) {
+	if uint64(len(b)) < headerLen+trailerLen {
+		return nil, fmt.Errorf("%d bytes is too short", len(b))
+	}
+	h := b[:headerLen]
+	if string(h[:8]) != magic {
+		return nil, errors.New("bad header magic")
+	}
+	if got, want := CRC(h[:32]), binary.BigEndian.Uint32(h[32:]); got != want {
+		return nil, fmt.Errorf("header checksum %08x, stored %08x", got, want)
+	}
+	index, term := binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[16:])
+	size := binary.BigEndian.Uint64(h[24:])
+	if index != r.Meta.Index || term != r.Meta.Term {
+		return nil, fmt.Errorf("header says index %d term %d, want index %d term %d",
+			index, term, r.Meta.Index, r.Meta.Term)
+	}
+	if size != r.Size {
+		return nil, fmt.Errorf("header says %d data bytes, want %d", size, r.Size)
+	}
+	if uint64(len(b)) != headerLen+size+trailerLen {
+		return nil, fmt.Errorf("file is %d bytes, want %d", len(b), headerLen+size+trailerLen)
+	}
+	data := b[headerLen : headerLen+size]
+	t := b[headerLen+size:]
+	if string(t[4:]) != magic {
+		return nil, errors.New("bad trailer magic")
+	}
+	got := CRC(data)
+	if stored := binary.BigEndian.Uint32(t); got != stored {
+		return nil, fmt.Errorf("data checksum %08x, trailer says %08x", got, stored)
+	}
+	if got != r.CRC {
+		return nil, fmt.Errorf("data checksum %08x, reference says %08x", got, r.CRC)
+	}
+	return data[:len(data):len(data)], nil
+}
+
+// SyncDir fsyncs a directory, making creations, renames and removals in it
+// durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}

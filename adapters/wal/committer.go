@@ -1,0 +1,520 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/forge-consensus/consensus/adapters/snapfile"
+	"github.com/forge-consensus/consensus/node"
+)
+
+// run is the committer goroutine: it writes queued Saves, group by group,
+// until Close and an empty queue.
+func (s *Storage) run() {
+	defer close(s.stopped)
+	for {
+		group, ok := s.nextGroup()
+		if !ok {
+			return
+		}
+		s.commit(group)
+	}
+}
+
+// nextGroup waits for queued Saves and takes the next group off the queue;
+// it returns false once the Storage is closed and the queue is empty.
+func (s *Storage) nextGroup() ([]request, bool) {
+	for {
+		s.mu.Lock()
+		n, closed := len(s.queue), s.closed
+		s.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if closed {
+			return nil, false
+		}
+		select {
+		case <-s.signal:
+		case <-s.closing:
+		}
+	}
+	if d := s.opts.MaxBatchDelay; d > 0 {
+		timer := time.NewTimer(d)
+	wait:
+		for {
+			s.mu.Lock()
+			full := s.queuedBytes >= s.opts.MaxBatchBytes || s.closed
+			s.mu.Unlock()
+			if full {
+				break
+			}
+			select {
+			case <-s.signal:
+			case <-timer.C:
+				break wait
+			case <-s.closing:
+				break wait
+			}
+		}
+		timer.Stop()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	size, k := 0, 0
+	for k < len(s.queue) && (k == 0 || size < s.opts.MaxBatchBytes) {
+		size += s.queue[k].size
+		k++
+	}
+	group := make([]request, k)
+	copy(group, s.queue)
+	clear(s.queue[:k])
+	s.queue = s.queue[k:]
+	if len(s.queue) == 0 {
+		s.queue = nil
+	}
+	s.queuedBytes -= size
+	return group, true
+}
+
+// rec is one record to write.
+type rec struct {
+	t recType
+	p []byte
+}
+
+// commit writes a group of Saves and calls their done callbacks in order.
+func (s *Storage) commit(group []request) {
+	errs := make([]error, len(group))
+	defer func() {
+		for i, r := range group {
+			if errs[i] == nil {
+				s.updates.Add(1)
+			}
+			r.done(errs[i])
+		}
+	}()
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if s.failed != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("wal: an earlier write failed: %w", s.failed)
+		}
+		return
+	}
+	fail := func(err error) {
+		if !errors.Is(err, ErrClosed) {
+			s.failed = err
+			s.log.Error("wal: write failed; failing this and every later write", "err", err)
+		}
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	w := s.st.clone()
+	act := s.segs[len(s.segs)-1]
+	s.buf = s.buf[:0]
+	chain := act.chain
+	var written []string // snapshot files written by this group
+	oldSnap := s.st.snap
+	for i, r := range group {
+		if err := s.check(&w, r.u); err != nil {
+			errs[i] = err
+			continue
+		}
+		recs, files, err := s.encode(&w, r.u)
+		written = append(written, files...)
+		if err != nil {
+			fail(err)
+			return
+		}
+		need := 0
+		for _, r := range recs {
+			need += recordSize(len(r.p))
+		}
+		if act.used+int64(len(s.buf)+need+sealReserve) > act.size {
+			if err := s.flush(act, chain, w); err != nil {
+				fail(err)
+				return
+			}
+			if err := s.rotate(int64(headerSize + 1024 + need + sealReserve)); err != nil {
+				fail(err)
+				return
+			}
+			act = s.segs[len(s.segs)-1]
+			chain = act.chain
+		}
+		// Apply for real, now that the segment is known (cannot fail: check
+		// passed on the same state).
+		if err := s.applyUpdate(&w, r.u, act.seq, recs); err != nil {
+			fail(fmt.Errorf("wal: internal error: %w", err))
+			return
+		}
+		for _, rc := range recs {
+			var start int
+			s.buf, start = beginRecord(s.buf)
+			s.buf = append(s.buf, rc.p...)
+			s.buf, chain = endRecord(s.buf, start, rc.t, uint32(act.used), chain)
+		}
+	}
+	if err := s.flush(act, chain, w); err != nil {
+		fail(err)
+		return
+	}
+	// The group is durable: superseded snapshot files and segments whose
+	// entries are all gone can go.
+	if s.st.snap != oldSnap || len(written) > 0 {
+		for _, name := range append(written, refFile(oldSnap)) {
+			if name != "" && name != refFile(s.st.snap) {
+				if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+					s.log.Warn("wal: cannot remove old snapshot file", "file", name, "err", err)
+				}
+			}
+		}
+		s.release()
+	}
+	if !s.nextWanted && act.used > act.size/2 {
+		s.want <- act.seq + 1
+		s.nextWanted = true
+	}
+}
+
+func refFile(r *snapfile.Ref) string {
+	if r == nil {
+		return ""
+	}
+	return r.File
+}
+
+// check checks u against w as recovery would, on a copy.
+func (s *Storage) check(w *logState, u *node.Update) error {
+	c := w.clone()
+	if u.LocalSnapshot != nil && u.CompactTo > u.LocalSnapshot.Meta.Index {
+		return fmt.Errorf("wal: compaction to %d beyond the local snapshot's index %d", u.CompactTo, u.LocalSnapshot.Meta.Index)
+	}
+	var recs []rec
+	if u.Snapshot != nil {
+		r := &snapfile.Ref{Meta: u.Snapshot.Meta, File: snapfile.Name(0, 0, 0)}
+		b, err := appendSnapRec(nil, snapReplace, 0, r)
+		if err == nil {
+			_, _, _, err = decodeSnapRec(b)
+		}
+		if err != nil {
+			return fmt.Errorf("wal: invalid snapshot: %w", err)
+		}
+		recs = append(recs, rec{recSnapshot, b})
+	}
+	if u.LocalSnapshot != nil {
+		r := &snapfile.Ref{Meta: u.LocalSnapshot.Meta, File: snapfile.Name(0, 0, 0)}
+		b, err := appendSnapRec(nil, snapLocal, u.CompactTo, r)
+		if err == nil {
+			_, _, _, err = decodeSnapRec(b)
+		}
+		if err != nil {
+			return fmt.Errorf("wal: invalid local snapshot: %w", err)
+		}
+		recs = append(recs, rec{recSnapshot, b})
+	}
+	return s.applyUpdate(&c, u, 0, recs)
+}
+
+// applyUpdate applies u to w, taking the snapshot references from recs (the
+// snapshot records, in order), and checks the result.
+func (s *Storage) applyUpdate(w *logState, u *node.Update, seq uint64, recs []rec) error {
+	k := 0
+	nextSnap := func() *snapfile.Ref {
+		for ; k < len(recs); k++ {
+			if recs[k].t == recSnapshot {
+				_, _, r, _ := decodeSnapRec(recs[k].p)
+				k++
+				return r
+			}
+		}
+		return nil
+	}
+	if u.Snapshot != nil {
+		w.applySnapshot(nextSnap())
+	}
+	if u.LocalSnapshot != nil {
+		w.applyLocal(nextSnap(), u.CompactTo)
+	}
+	if len(u.Entries) > 0 {
+		first, next := u.Entries[0].Index, w.next()
+		if first == 0 || first > next {
+			return fmt.Errorf("wal: entries from index %d leave a gap (next index is %d)", first, next)
+		}
+		if first < next {
+			if err := w.truncate(first); err != nil {
+				return fmt.Errorf("wal: %w", err)
+			}
+		}
+		if err := w.appendEntries(seq, u.Entries); err != nil {
+			return fmt.Errorf("wal: %w", err)
+		}
+	}
+	if !u.HardState.IsEmpty() {
+		w.hs = u.HardState
+	}
+	if err := w.check(); err != nil {
+		return fmt.Errorf("wal: update refused: %w", err)
+	}
+	return nil
+}
+
+// encode writes u's snapshot files and returns its records (w is the state
+// before u, which encode does not change) and the files it wrote.
+func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
+	var recs []rec
+	var files []string
+	for _, snap := range []struct {
+		kind byte
+		c    uint64
+		ok   bool
+	}{{snapReplace, 0, u.Snapshot != nil}, {snapLocal, u.CompactTo, u.LocalSnapshot != nil}} {
+		if !snap.ok {
+			continue
+		}
+		data := u.Snapshot
+		if snap.kind == snapLocal {
+			data = u.LocalSnapshot
+		}
+		var ref snapfile.Ref
+		err := s.retrySpace(func() error {
+			var err error
+			var n int64
+			ref, n, err = snapfile.Write(s.opts.Dir, data, func(name string) bool {
+				_, err := os.Stat(filepath.Join(s.opts.Dir, name))
+				return err == nil
+			}, s.opts.NoSync)
+			s.bytes.Add(uint64(n))
+			return err
+		})
+		if err != nil {
+			return nil, files, fmt.Errorf("wal: %w", err)
+		}
+		files = append(files, ref.File)
+		b, err := appendSnapRec(nil, snap.kind, snap.c, &ref)
+		if err != nil {
+			return nil, files, fmt.Errorf("wal: %w", err)
+		}
+		recs = append(recs, rec{recSnapshot, b})
+	}
+	if len(u.Entries) > 0 {
+		c := w.clone()
+		for _, r := range recs {
+			kind, compactTo, ref, _ := decodeSnapRec(r.p)
+			if kind == snapReplace {
+				c.applySnapshot(ref)
+			} else {
+				c.applyLocal(ref, compactTo)
+			}
+		}
+		next := c.next()
+		if first := u.Entries[0].Index; first < next {
+			recs = append(recs, rec{recTruncate, binary.AppendUvarint(nil, first)})
+		}
+		// Entries records of at most about 1 MiB each.
+		ents := u.Entries
+		for len(ents) > 0 {
+			n, size := 0, 0
+			for n < len(ents) && (n == 0 || size < 1<<20) {
+				size += 16 + len(ents[n].Data)
+				n++
+			}
+			recs = append(recs, rec{recEntries, appendEntries(nil, ents[:n])})
+			ents = ents[n:]
+		}
+	}
+	if !u.HardState.IsEmpty() {
+		recs = append(recs, rec{recHardState, appendHS(nil, u.HardState)})
+	}
+	return recs, files, nil
+}
+
+// retrySpace runs op, and again every RetryInterval while it fails for
+// lack of disk space (reported by SpaceErr), until it succeeds, fails
+// otherwise, or the store is closing.
+func (s *Storage) retrySpace(op func() error) error {
+	set := false
+	for {
+		err := op()
+		if !noSpace(err) {
+			if set {
+				s.setSpaceErr(nil)
+			}
+			return err
+		}
+		set = true
+		s.setSpaceErr(fmt.Errorf("wal: no space in %s: %w", s.opts.Dir, err))
+		select {
+		case <-time.After(s.opts.RetryInterval):
+		case <-s.closing:
+			return fmt.Errorf("wal: closed while waiting for disk space: %w: %w", ErrClosed, err)
+		}
+	}
+}
+
+// flush writes the buffered records at the end of the active segment,
+// fsyncs them and makes w the stored state.
+func (s *Storage) flush(act *segment, chain uint32, w logState) error {
+	if len(s.buf) == 0 {
+		s.st = w
+		return nil
+	}
+	if _, err := act.f.WriteAt(s.buf, act.used); err != nil {
+		return fmt.Errorf("wal: write %s at offset %d: %w", act.name, act.used, err)
+	}
+	s.writes.Add(1)
+	s.bytes.Add(uint64(len(s.buf)))
+	if !s.opts.NoSync {
+		if err := datasync(act.f); err != nil {
+			return fmt.Errorf("wal: fdatasync %s: %w", act.name, err)
+		}
+		s.syncs.Add(1)
+	}
+	act.used += int64(len(s.buf))
+	act.chain = chain
+	s.buf = s.buf[:0]
+	s.st = w
+	return nil
+}
+
+// takeNext returns the preallocated next segment file, waiting for it
+// (and for disk space) if needed.
+func (s *Storage) takeNext(seq uint64) (prealloc, error) {
+	if !s.nextWanted {
+		s.want <- seq
+		s.nextWanted = true
+	}
+	tick := time.NewTicker(s.opts.RetryInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case p := <-s.ready:
+			s.nextWanted = false
+			if p.err == nil && p.seq != seq {
+				p.f.Close()
+				return p, fmt.Errorf("wal: internal error: preallocated segment %d, want %d", p.seq, seq)
+			}
+			return p, p.err
+		case <-tick.C:
+			select {
+			case <-s.closing:
+				if err := s.SpaceErr(); err != nil {
+					return prealloc{}, fmt.Errorf("wal: closed while waiting for disk space: %w: %w", ErrClosed, err)
+				}
+			default:
+			}
+		}
+	}
+}
+
+// rotate seals the active segment and starts the next one, at least need
+// bytes long.
+func (s *Storage) rotate(need int64) error {
+	act := s.segs[len(s.segs)-1]
+	p, err := s.takeNext(act.seq + 1)
+	if err != nil {
+		return err
+	}
+	if need > p.size {
+		err := s.retrySpace(func() error { return allocate(p.f, need) })
+		if err != nil {
+			p.f.Close()
+			return fmt.Errorf("wal: extend segment %d to %d bytes: %w", p.seq, need, err)
+		}
+		p.size = need
+	}
+	seg, err := s.startSegment(p, act.chain)
+	if err != nil {
+		return err
+	}
+	// Seal the old segment, naming the new one, now that it is durable.
+	b, start := beginRecord(nil)
+	b = appendSeal(b, seg.seq, seg.headerCRC)
+	b, _ = endRecord(b, start, recSeal, uint32(act.used), act.chain)
+	if _, err := act.f.WriteAt(b, act.used); err != nil {
+		return fmt.Errorf("wal: seal %s: %w", act.name, err)
+	}
+	if !s.opts.NoSync {
+		if err := datasync(act.f); err != nil {
+			return fmt.Errorf("wal: fdatasync %s: %w", act.name, err)
+		}
+	}
+	act.used += int64(len(b))
+	if err := act.f.Close(); err != nil {
+		return fmt.Errorf("wal: close %s: %w", act.name, err)
+	}
+	act.f = nil
+	s.segs = append(s.segs, seg)
+	s.rotations.Add(1)
+	return nil
+}
+
+// startSegment writes the header and state record of a new segment into
+// its preallocated file, makes them durable, and gives the file its name.
+func (s *Storage) startSegment(p prealloc, prevChain uint32) (*segment, error) {
+	h := segHeader{cluster: s.opts.ClusterID, node: s.opts.NodeID, seq: p.seq, first: s.st.next(), prevChain: prevChain}
+	b, hc := h.encode()
+	o := s.st.opening()
+	b, start := beginRecord(b)
+	b, err := appendState(b, &o)
+	if err != nil {
+		p.f.Close()
+		return nil, fmt.Errorf("wal: encode state record: %w", err)
+	}
+	b, chain := endRecord(b, start, recState, 0, hc)
+	name := segName(p.seq)
+	tmp := filepath.Join(s.opts.Dir, name+tmpSuffix)
+	_, err = p.f.WriteAt(b, 0)
+	if err == nil && !s.opts.NoSync {
+		err = datasync(p.f)
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(s.opts.Dir, name))
+	}
+	if err == nil && !s.opts.NoSync {
+		err = snapfile.SyncDir(s.opts.Dir)
+	}
+	if err != nil {
+		p.f.Close()
+		return nil, fmt.Errorf("wal: start segment %s: %w", name, err)
+	}
+	s.bytes.Add(uint64(len(b)))
+	return &segment{seq: p.seq, name: name, f: p.f, size: p.size, used: int64(len(b)), chain: chain, headerCRC: hc}, nil
+}
+
+// release removes the oldest segments while none of their entries is
+// still in the log (the state records of later segments hold the rest).
+// The active segment is never removed.
+func (s *Storage) release() {
+	keep := s.segs[len(s.segs)-1].seq
+	if len(s.st.runs) > 0 {
+		keep = min(keep, s.st.runs[0].seq)
+	}
+	n := 0
+	for n < len(s.segs)-1 && s.segs[n].seq < keep {
+		path := filepath.Join(s.opts.Dir, s.segs[n].name)
+		if err := os.Remove(path); err != nil {
+			s.log.Warn("wal: cannot remove released segment", "file", path, "err", err)
+			break
+		}
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	s.segs = append(s.segs[:0:0], s.segs[n:]...)
+	s.released.Add(uint64(n))
+	if !s.opts.NoSync {
+		if err := snapfile.SyncDir(s.opts.Dir); err != nil {
+			s.log.Warn("wal: cannot sync data directory after removing segments", "err", err)
+		}
+	}
+}

@@ -1,0 +1,364 @@
+package wal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/forge-consensus/consensus/adapters/snapfile"
+	"github.com/forge-consensus/consensus/core"
+)
+
+// segFile is a segment file to read: the whole file (limit < 0, at Open) or
+// its first limit bytes (Load, which reads what the committer wrote).
+type segFile struct {
+	seq   uint64
+	name  string
+	limit int64
+}
+
+// repair is what Open must change on disk after a successful replay.
+type repair struct {
+	cutSeg           string // segment whose torn tail is zeroed
+	cutFrom, cutTo   int64
+	dropSeg          string // a segment of an interrupted rotation, removed
+	cutWhy, dropWhy  string
+	lastSeg          *segment
+	unreferencedSnap []string
+}
+
+// replayed is the outcome of reading the log.
+type replayed struct {
+	st      logState
+	entries []core.Entry // when kept
+	segs    []*segment
+	repair  repair
+}
+
+// scanned is one segment read and applied.
+type scanned struct {
+	hdr       segHeader
+	headerCRC uint32
+	data      []byte
+	end       int    // end of the valid records (before any seal)
+	chain     uint32 // chain value at end
+	sealed    bool
+	sealSeq   uint64
+	sealCRC   uint32
+	sealEnd   int
+	records   int
+	bad       badKind // first bad record at end, if any (badZero: clean end)
+	badEnd    int
+	badWhy    string
+}
+
+// corruptf returns an error wrapping ErrCorrupt naming a file and offset.
+func (s *Storage) corruptf(name string, off int64, format string, args ...any) error {
+	return fmt.Errorf("wal: %s at offset %d: %w: %s", filepath.Join(s.opts.Dir, name), off, ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// readLog reads and verifies the segments in order, applying every record
+// to a logState (and to a list of entries when keep). At Open (open true)
+// the last segment is read whole and its tail classified; Load reads only
+// what was written and accepts nothing doubtful.
+func (s *Storage) readLog(files []segFile, keep, open bool) (*replayed, error) {
+	out := &replayed{}
+	var prev *scanned
+	for i, sf := range files {
+		data, err := s.readSeg(sf)
+		if err != nil {
+			return nil, err
+		}
+		sc, err := s.scan(sf, data, i == 0, prev, out, keep)
+		if err != nil {
+			return nil, err
+		}
+		last := i == len(files)-1
+		seg := &segment{seq: sf.seq, name: sf.name, size: int64(len(data)), used: int64(sc.end), chain: sc.chain, headerCRC: sc.headerCRC}
+		if sc.sealed {
+			seg.used = int64(sc.sealEnd)
+			if last {
+				return nil, s.corruptf(sf.name, int64(sc.end), "sealed, naming segment %s, which is missing", segName(sc.sealSeq))
+			}
+			if files[i+1].seq != sc.sealSeq {
+				return nil, s.corruptf(sf.name, int64(sc.end), "seal names segment %d, but the next file is segment %d", sc.sealSeq, files[i+1].seq)
+			}
+			out.segs = append(out.segs, seg)
+			prev = sc
+			continue
+		}
+		if !open {
+			if sc.bad != badZero || sc.end != len(data) || !last {
+				return nil, s.corruptf(sf.name, int64(sc.end), "%s", orWhy(sc.badWhy, "segment not sealed"))
+			}
+			out.segs = append(out.segs, seg)
+			break
+		}
+		if !last {
+			// Only the segment before the last may lack its seal: a
+			// rotation interrupted before the seal was durable, when the
+			// last segment holds nothing but its state record.
+			if i != len(files)-2 || !s.interruptedRotation(files[i+1], sc) {
+				return nil, s.corruptf(sf.name, int64(sc.end), "segment not sealed (%s) but followed by %s", orWhy(sc.badWhy, "no seal"), files[i+1].name)
+			}
+			out.repair.dropSeg = files[i+1].name
+			out.repair.dropWhy = "rotation interrupted before the seal of " + sf.name + " was durable"
+		}
+		cutTo, err := s.classifyTail(sf.name, data, sc)
+		if err != nil {
+			return nil, err
+		}
+		if cutTo > sc.end {
+			out.repair.cutSeg, out.repair.cutFrom, out.repair.cutTo = sf.name, int64(sc.end), int64(cutTo)
+			out.repair.cutWhy = orWhy(sc.badWhy, "junk after the end of the log")
+		}
+		out.segs = append(out.segs, seg)
+		out.repair.lastSeg = seg
+		break
+	}
+	if err := out.st.check(); err != nil {
+		last := files[len(files)-1].name
+		return nil, fmt.Errorf("wal: %s: %w: %v", filepath.Join(s.opts.Dir, last), ErrCorrupt, err)
+	}
+	return out, nil
+}
+
+func orWhy(why, dflt string) string {
+	if why == "" {
+		return dflt
+	}
+	return why
+}
+
+func (s *Storage) readSeg(sf segFile) ([]byte, error) {
+	path := filepath.Join(s.opts.Dir, sf.name)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("wal: read segment: %w", err)
+	}
+	defer f.Close()
+	size := sf.limit
+	if size < 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("wal: read segment: %w", err)
+		}
+		size = fi.Size()
+	}
+	data := make([]byte, size)
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("wal: read segment %s: %w", path, err)
+	}
+	return data, nil
+}
+
+// scan checks a segment's header and link to the previous segment, and
+// reads and applies its records up to the first bad one or its seal.
+func (s *Storage) scan(sf segFile, data []byte, first bool, prev *scanned, out *replayed, keep bool) (*scanned, error) {
+	sc := &scanned{data: data}
+	h, hc, err := decodeHeader(data)
+	if err != nil {
+		return nil, s.corruptf(sf.name, 0, "bad segment header: %v", err)
+	}
+	sc.hdr, sc.headerCRC = h, hc
+	switch {
+	case h.cluster != s.opts.ClusterID || h.node != s.opts.NodeID:
+		return nil, s.corruptf(sf.name, 0, "foreign segment: cluster %d node %d, this store is cluster %d node %d",
+			h.cluster, h.node, s.opts.ClusterID, s.opts.NodeID)
+	case h.seq != sf.seq:
+		return nil, s.corruptf(sf.name, 0, "file name says segment %d, header says %d", sf.seq, h.seq)
+	}
+	if prev != nil {
+		switch {
+		case prev.sealCRC != hc:
+			return nil, s.corruptf(sf.name, 0, "header checksum %08x, the previous segment's seal names %08x", hc, prev.sealCRC)
+		case h.prevChain != prev.chain:
+			return nil, s.corruptf(sf.name, 0, "continues chain %08x, the previous segment ends at %08x", h.prevChain, prev.chain)
+		}
+	}
+	off, chain := headerSize, hc
+	for {
+		r, kind, end, why := readRecord(data, off, chain)
+		if kind != badNone {
+			sc.end, sc.chain, sc.bad, sc.badEnd, sc.badWhy = off, chain, kind, end, why
+			if kind == badZero {
+				sc.badWhy = ""
+			}
+			break
+		}
+		if err := s.apply(sf, h, off, sc.records, r, first, out, keep); err != nil {
+			return nil, err
+		}
+		sc.records++
+		if r.typ == recSeal {
+			sc.end, sc.chain, sc.sealed, sc.sealEnd = off, chain, true, end
+			sc.sealSeq, sc.sealCRC, _ = decodeSeal(r.payload)
+			break
+		}
+		off, chain = end, r.chain
+	}
+	if sc.records == 0 {
+		return nil, s.corruptf(sf.name, int64(headerSize), "no state record after the header (%s)", orWhy(sc.badWhy, "empty segment"))
+	}
+	return sc, nil
+}
+
+// apply applies one record read at off of segment sf.
+func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, first bool, out *replayed, keep bool) error {
+	bad := func(format string, args ...any) error {
+		return s.corruptf(sf.name, int64(off), "%s record: %s", r.typ, fmt.Sprintf(format, args...))
+	}
+	if err := decodePayload(r.typ, r.payload); err != nil {
+		return bad("%v", err)
+	}
+	if (k == 0) != (r.typ == recState) {
+		return bad("a segment starts with its state record, and only there")
+	}
+	st := &out.st
+	switch r.typ {
+	case recState:
+		o, _ := decodeState(r.payload)
+		if o.next != h.first {
+			return bad("next index %d, the header says %d", o.next, h.first)
+		}
+		if first {
+			ns, err := fromOpening(&o)
+			if err != nil {
+				return bad("%v", err)
+			}
+			*st = ns
+			return nil
+		}
+		if err := st.sameOpening(&o); err != nil {
+			return bad("%v", err)
+		}
+	case recEntries:
+		ents, _ := decodeEntries(r.payload)
+		if err := st.appendEntries(sf.seq, ents); err != nil {
+			return bad("%v", err)
+		}
+		if keep {
+			out.entries = append(out.entries, ents...)
+		}
+	case recHardState:
+		st.hs, _ = decodeHS(r.payload)
+	case recSnapshot:
+		kind, c, ref, _ := decodeSnapRec(r.payload)
+		if kind == snapReplace {
+			st.applySnapshot(ref)
+			out.entries = nil
+		} else {
+			if c > ref.Meta.Index {
+				return bad("compaction to %d beyond the snapshot index %d", c, ref.Meta.Index)
+			}
+			st.applyLocal(ref, c)
+			k := 0
+			for k < len(out.entries) && out.entries[k].Index <= c {
+				k++
+			}
+			out.entries = out.entries[k:]
+		}
+	case recTruncate:
+		i, _ := decodeTruncate(r.payload)
+		if err := st.truncate(i); err != nil {
+			return bad("%v", err)
+		}
+		k := len(out.entries)
+		for k > 0 && out.entries[k-1].Index >= i {
+			k--
+		}
+		out.entries = out.entries[:k]
+	case recSeal:
+	}
+	return nil
+}
+
+// interruptedRotation reports whether next, the last segment, holds only
+// the state record of a rotation that prev (not sealed) did not complete.
+func (s *Storage) interruptedRotation(next segFile, prev *scanned) bool {
+	data, err := s.readSeg(next)
+	if err != nil {
+		return false
+	}
+	h, hc, err := decodeHeader(data)
+	if err != nil || h.seq != next.seq || h.prevChain != prev.chain || h.cluster != s.opts.ClusterID || h.node != s.opts.NodeID {
+		return false
+	}
+	r, kind, end, _ := readRecord(data, headerSize, hc)
+	if kind != badNone || r.typ != recState {
+		return false
+	}
+	for o := end; o+frameSize <= len(data); o += 8 {
+		if binary.LittleEndian.Uint64(data[o:]) == 0 {
+			continue
+		}
+		if ok, _ := standaloneValid(data, o); ok {
+			return false
+		}
+	}
+	return true
+}
+
+// classifyTail decides what follows the valid records of the last segment
+// (see the package documentation): it returns the offset up to which the
+// tail is to be zeroed (sc.end when nothing is), or an error wrapping
+// ErrCorrupt.
+func (s *Storage) classifyTail(name string, data []byte, sc *scanned) (int, error) {
+	p := sc.end
+	if sc.bad == badChain {
+		return 0, s.corruptf(name, int64(p), "%s", sc.badWhy)
+	}
+	lastNonZero := -1
+	for o := p; o < len(data); o += 8 {
+		if o+8 <= len(data) && binary.LittleEndian.Uint64(data[o:]) == 0 {
+			continue
+		}
+		lastNonZero = min(o+8, len(data)) - 1
+		if o == p {
+			continue
+		}
+		if ok, bs := standaloneValid(data, o); ok && int(bs) > p {
+			return 0, s.corruptf(name, int64(p), "%s, yet a record written later follows at offset %d",
+				orWhy(sc.badWhy, "the log ends"), o)
+		}
+	}
+	if lastNonZero < p {
+		return p, nil // clean end
+	}
+	if sc.bad == badZero {
+		return lastNonZero + 1, nil
+	}
+	// A damaged record at the very end: torn if it runs into a sector
+	// that was never written (or past the end of the file).
+	end := sc.badEnd
+	if sc.bad == badFrame {
+		end = p + frameSize
+	}
+	torn := end > len(data)
+	for sec := p / sectorSize * sectorSize; !torn && sec < min(end, len(data)); sec += sectorSize {
+		lo, hi := max(p, sec), min(end, sec+sectorSize, len(data))
+		torn = lo < hi && allZero(data[lo:hi])
+	}
+	if !torn {
+		return 0, s.corruptf(name, int64(p), "%s in a complete record: not a torn write", sc.badWhy)
+	}
+	return lastNonZero + 1, nil
+}
+
+// verifySnapshot reads and checks the snapshot file st refers to.
+func (s *Storage) verifySnapshot(st *logState) (*core.Snapshot, error) {
+	if st.snap == nil {
+		return nil, nil
+	}
+	data, err := snapfile.Read(s.opts.Dir, st.snap)
+	if err != nil {
+		return nil, fmt.Errorf("wal: snapshot: %w: %w", ErrCorrupt, err)
+	}
+	snap := &core.Snapshot{Meta: st.snap.Meta}
+	snap.Meta.Config = st.snap.Meta.Config.Clone()
+	if len(data) > 0 {
+		snap.Data = data
+	}
+	return snap, nil
+}
