@@ -42,6 +42,7 @@ import (
 	"time"
 
 	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
+	walstore "github.com/forge-consensus/consensus/adapters/wal"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -57,6 +58,9 @@ type opener func(dir string) (store, error)
 
 // openers are the storage types measured, by storage.type name.
 var openers = map[string]opener{
+	"wal": func(dir string) (store, error) {
+		return walstore.Open(walstore.Options{Dir: dir, ClusterID: 1, NodeID: 1, Logger: slog.New(slog.DiscardHandler)})
+	},
 	"pebble": func(dir string) (store, error) {
 		return pebblestore.Open(pebblestore.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
 	},
