@@ -16,9 +16,9 @@
 //
 // so that a slow quarter hour of the shared disk hurts all of them alike.
 // While ours run it samples the leader's resident memory (VmRSS in
-// /proc/PID/status) and afterwards reads its live log size (the
-// forge_consensus_log_size metric) and its state's size (its newest
-// snapshot file). With -profile it takes CPU profiles of each cluster's
+// /proc/PID/status) and afterwards estimates its live log (the
+// forge_consensus_log_entries metric times the bytes of an entry) and its
+// state's size (its newest snapshot file). With -profile it takes CPU profiles of each cluster's
 // leader in extra, unmeasured runs.
 //
 // From bench/:
@@ -169,7 +169,7 @@ type sample struct {
 // memory is the leader's memory during a run of our cluster.
 type memory struct {
 	maxRSS   int64 // bytes, the largest sample of VmRSS
-	logBytes int64 // the live log after the run (forge_consensus_log_size)
+	logBytes int64 // the live log after the run (entries × (value + entryOverhead))
 	state    int64 // the newest snapshot file after the run
 }
 
@@ -600,7 +600,11 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 		return s, err
 	}
 	s.mem.maxRSS = maxRSS
-	s.mem.logBytes, _ = c.metric(lead, "forge_consensus_log_size")
+	// forge_consensus_log_size is not filled in by the server (always 0):
+	// count the live entries and charge each its value, key and headers.
+	if ents, err := c.metric(lead, "forge_consensus_log_entries"); err == nil {
+		s.mem.logBytes = ents * int64(c.size+entryOverhead)
+	}
 	s.mem.state = newestSnapshot(filepath.Join(c.dir, fmt.Sprintf("node%d", lead)))
 	return s, nil
 }
@@ -676,6 +680,11 @@ func newestSnapshot(dir string) int64 {
 	})
 	return size
 }
+
+// entryOverhead is what a log entry of our key-value store holds beside
+// its value: the index, term and type, the command's header, session and
+// key (about 10 bytes here), rounded up.
+const entryOverhead = 48
 
 // sampleRSS returns the largest VmRSS of process pid, read every 50 ms
 // until ctx ends.
