@@ -111,7 +111,7 @@ type TransportConfig struct {
 
 // StorageConfig chooses and tunes storage.
 type StorageConfig struct {
-	Type          string        `yaml:"type"` // pebble (default) or memory
+	Type          string        `yaml:"type"` // pebble (default), wal or memory
 	Path          string        `yaml:"path"`
 	SyncWrites    *bool         `yaml:"sync_writes"` // default true; false is unsafe
 	MaxBatchSize  int           `yaml:"max_batch_size"`
@@ -335,13 +335,13 @@ func (c *Config) Validate() error {
 		return bad("transport.compression_level", "%d is not in -1..9", c.Transport.CompressionLevel)
 	}
 	switch c.Storage.Type {
-	case "pebble":
+	case "pebble", "wal":
 		if c.Storage.Path == "" {
-			return bad("storage.path", "required for pebble storage")
+			return bad("storage.path", "required for %s storage", c.Storage.Type)
 		}
 	case "memory":
 	default:
-		return bad("storage.type", "%q is not pebble or memory", c.Storage.Type)
+		return bad("storage.type", "%q is not pebble, wal or memory", c.Storage.Type)
 	}
 	s := c.Security
 	if s.EnableTLS || s.EnableMTLS {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	"github.com/forge-consensus/consensus/adapters/tcp"
 	"github.com/forge-consensus/consensus/adapters/transport"
+	walstore "github.com/forge-consensus/consensus/adapters/wal"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
@@ -77,6 +79,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	switch cfg.Storage.Type {
 	case "memory":
 		storage = node.NewMemoryStorage()
+	case "wal":
+		cid := fnv.New64a()
+		cid.Write([]byte(cfg.ClusterID))
+		ws, err := walstore.Open(walstore.Options{
+			Dir: cfg.Storage.Path, ClusterID: cid.Sum64(), NodeID: id, NoSync: !*cfg.Storage.SyncWrites,
+			MaxBatchDelay: cfg.Storage.MaxBatchDelay, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: node %d: %w", id, err)
+		}
+		s.st, storage = ws, ws
+		if !*cfg.Storage.SyncWrites {
+			log.Warn("storage.sync_writes is off: acknowledged writes can be lost on power failure")
+		}
 	default:
 		ps, err := pebblestore.Open(pebblestore.Options{
 			Dir: cfg.Storage.Path, NoSync: !*cfg.Storage.SyncWrites,
