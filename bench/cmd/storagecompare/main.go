@@ -66,6 +66,7 @@ type options struct {
 	profileSeconds    int
 	rssKeys           int
 	keep              bool
+	serverEnv         []string // extra environment of every system's server processes
 }
 
 func run() error {
@@ -90,8 +91,12 @@ func run() error {
 	flag.IntVar(&o.rssKeys, "rss-keys", 0, "after the rounds, write this many distinct keys to each cluster (100"+
 		" clients) and report the leader's memory against a large state (0: skip)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	gomaxprocs := flag.Int("gomaxprocs", 0, "set GOMAXPROCS of every system's server processes (0: Go's default)")
 	flag.Parse()
 	o.systems = strings.Split(*systems, ",")
+	if *gomaxprocs > 0 {
+		o.serverEnv = append(o.serverEnv, fmt.Sprintf("GOMAXPROCS=%d", *gomaxprocs))
+	}
 	var err error
 	if o.clients, err = ints(*clients); err != nil {
 		return fmt.Errorf("-clients: %w", err)
@@ -164,6 +169,7 @@ type sample struct {
 	errors         int
 	line           string
 	mem            memory
+	cpu            time.Duration // CPU time of the system's server processes per write (warm-up included)
 }
 
 // memory is the leader's memory during a run of our cluster.
@@ -224,14 +230,14 @@ func compare(o options) error {
 		var s system
 		switch name {
 		case "floor":
-			s = &floor{bin: b.commitfloor, port: 27601, dir: filepath.Join(o.work, "floor"), size: o.size}
+			s = &floor{bin: b.commitfloor, port: 27601, dir: filepath.Join(o.work, "floor"), size: o.size, env: o.serverEnv}
 		default:
 			storage, transport, _ := strings.Cut(name, "+")
 			if transport == "" {
 				transport = "grpc"
 			}
 			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: 27701 + 10*k,
-				dir: filepath.Join(o.work, "ours-"+name), size: o.size}
+				dir: filepath.Join(o.work, "ours-"+name), size: o.size, env: o.serverEnv}
 		}
 		fmt.Printf("starting %s\n", s.name())
 		if err := s.start(); err != nil {
@@ -361,7 +367,8 @@ func printTable(o options, systems []system, results [][][]sample) {
 		fmt.Println(row)
 	}
 	fmt.Println("\n(ours: % of the floor's writes/s; p99 as a multiple of the floor's. Target: ≥ 90 %, ≤ 1.2×.)")
-	fmt.Println("\nspread over the rounds (writes/s, lowest–highest, and the highest as % of the lowest):")
+	fmt.Println("\nspread over the rounds (writes/s, lowest–highest, and the highest as % of the lowest), and the median" +
+		" CPU time (user + system) of the system's three server processes per write:")
 	for ci, c := range o.clients {
 		for si, s := range systems {
 			xs := results[si][ci]
@@ -371,7 +378,9 @@ func printTable(o options, systems []system, results [][][]sample) {
 			for _, x := range xs {
 				errs += x.errors
 			}
-			fmt.Printf("  %5d clients  %-12s %8.0f – %8.0f  (%3.0f %%)  errors %d\n", c, s.name(), lo, hi, 100*hi/lo, errs)
+			cpu := median(xs, func(x sample) float64 { return float64(x.cpu) })
+			fmt.Printf("  %5d clients  %-16s %8.0f – %8.0f  (%3.0f %%)  errors %d  server CPU per write %.0f µs\n", c, s.name(),
+				lo, hi, 100*hi/lo, errs, cpu/1e3)
 		}
 	}
 }
@@ -417,6 +426,7 @@ type floor struct {
 	port int
 	dir  string
 	size int
+	env  []string
 	proc *exec.Cmd
 }
 
@@ -424,6 +434,7 @@ func (f *floor) name() string { return "floor" }
 
 func (f *floor) start() error {
 	f.proc = exec.Command(f.bin, "-serve", "-port", fmt.Sprint(f.port), "-dir", f.dir)
+	f.proc.Env = append(os.Environ(), f.env...)
 	out, err := f.proc.StdoutPipe()
 	if err != nil {
 		return err
@@ -447,11 +458,15 @@ func (f *floor) drive(clients, n, warm, _ int) (sample, error) {
 	cmd := exec.Command(f.bin, "-drive", "-port", fmt.Sprint(f.port), "-clients", fmt.Sprint(clients),
 		"-n", fmt.Sprint(n), "-warmup", fmt.Sprint(warm), "-size", fmt.Sprint(f.size))
 	cmd.Stderr = os.Stderr
+	pids := children(f.proc.Process.Pid)
+	before := cpuTime(pids)
 	out, err := cmd.Output()
 	if err != nil {
 		return sample{}, fmt.Errorf("commitfloor -drive: %w", err)
 	}
-	return parse(string(out))
+	s, err := parse(string(out))
+	s.cpu = (cpuTime(pids) - before) / time.Duration(n+warm)
+	return s, err
 }
 
 func (f *floor) stop() {
@@ -474,7 +489,8 @@ type cluster struct {
 	storage   string
 	transport string
 	label     string // storage, or storage+transport
-	base      int    // raft ports base..base+2; HTTP API base+100..; client protocol base+200..
+	env       []string
+	base      int // raft ports base..base+2; HTTP API base+100..; client protocol base+200..
 	dir       string
 	size      int
 	procs     []*exec.Cmd
@@ -539,6 +555,7 @@ func (c *cluster) start() error {
 		}
 		p := exec.Command(c.bins.consensusd, "-config", cfg, "-log-level", "warn", "-pprof", c.pprofAddr(id))
 		p.Stdout, p.Stderr = logf, logf
+		p.Env = append(os.Environ(), c.env...)
 		if err := p.Start(); err != nil {
 			logf.Close()
 			return err
@@ -589,7 +606,13 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	rss := make(chan int64, 1)
 	go func() { rss <- sampleRSS(ctx, c.procs[lead-1].Process.Pid) }()
+	var pids []int
+	for _, p := range c.procs {
+		pids = append(pids, p.Process.Pid)
+	}
+	before := cpuTime(pids)
 	out, err := cmd.Output()
+	cpu := cpuTime(pids) - before
 	cancel()
 	maxRSS := <-rss
 	if err != nil {
@@ -600,6 +623,7 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 		return s, err
 	}
 	s.mem.maxRSS = maxRSS
+	s.cpu = cpu / time.Duration(n+warm)
 	// forge_consensus_log_size is not filled in by the server (always 0):
 	// count the live entries and charge each its value, key and headers.
 	if ents, err := c.metric(lead, "forge_consensus_log_entries"); err == nil {
@@ -685,6 +709,38 @@ func newestSnapshot(dir string) int64 {
 // its value: the index, term and type, the command's header, session and
 // key (about 10 bytes here), rounded up.
 const entryOverhead = 48
+
+// children returns the PIDs of pid's child processes.
+func children(pid int) []int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if v, err := strconv.Atoi(f); err == nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// cpuTime is the user and system CPU time the processes used so far
+// (/proc/PID/stat, in clock ticks of 10 ms).
+func cpuTime(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
 
 // sampleRSS returns the largest VmRSS of process pid, read every 50 ms
 // until ctx ends.
