@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"strconv"
@@ -111,11 +112,28 @@ type TransportConfig struct {
 
 // StorageConfig chooses and tunes storage.
 type StorageConfig struct {
-	Type          string        `yaml:"type"` // pebble (default), wal or memory
-	Path          string        `yaml:"path"`
-	SyncWrites    *bool         `yaml:"sync_writes"` // default true; false is unsafe
-	MaxBatchSize  int           `yaml:"max_batch_size"`
+	Type       string `yaml:"type"` // pebble (default), wal or memory
+	Path       string `yaml:"path"`
+	SyncWrites *bool  `yaml:"sync_writes"` // default true; false is unsafe
+	// MaxBatchSize caps the bytes one group commit merges (wal; 0: 4 MiB).
+	MaxBatchSize int `yaml:"max_batch_size"`
+	// MaxBatchDelay is how long a group commit waits for more writes.
 	MaxBatchDelay time.Duration `yaml:"max_batch_delay"`
+	// SegmentSize is the size of the wal's preallocated segment files
+	// (0: 64 MiB; 4 KiB to 1 GiB).
+	SegmentSize int64 `yaml:"segment_size"`
+}
+
+// ClusterHash is the cluster ID the wal storage writes into its segment
+// headers: the FNV-1a 64-bit hash of cluster_id, 0 for an empty one. A node
+// refuses a log written under another cluster_id.
+func (c *Config) ClusterHash() uint64 {
+	if c.ClusterID == "" {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(c.ClusterID))
+	return h.Sum64()
 }
 
 // SecurityConfig configures TLS between nodes and the admin API's tokens.
@@ -342,6 +360,14 @@ func (c *Config) Validate() error {
 	case "memory":
 	default:
 		return bad("storage.type", "%q is not pebble, wal or memory", c.Storage.Type)
+	}
+	switch st := c.Storage; {
+	case st.MaxBatchSize < 0:
+		return bad("storage.max_batch_size", "%d is negative", st.MaxBatchSize)
+	case st.MaxBatchDelay < 0:
+		return bad("storage.max_batch_delay", "%v is negative", st.MaxBatchDelay)
+	case st.SegmentSize != 0 && (st.SegmentSize < 4<<10 || st.SegmentSize > 1<<30):
+		return bad("storage.segment_size", "%d is not between 4 KiB and 1 GiB", st.SegmentSize)
 	}
 	s := c.Security
 	if s.EnableTLS || s.EnableMTLS {

@@ -97,3 +97,40 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestWALStorageConfig: storage.type wal and its keys, validated with
+// errors naming the key; the cluster hash is stable.
+func TestWALStorageConfig(t *testing.T) {
+	walYAML := strings.Replace(goodYAML, "type: pebble", "type: wal\n  segment_size: 1048576\n  max_batch_size: 65536\n  max_batch_delay: 1ms", 1)
+	c, err := ParseConfig([]byte(walYAML), env(map[string]string{"NODE": "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Storage; st.Type != "wal" || st.SegmentSize != 1<<20 || st.MaxBatchSize != 65536 || st.MaxBatchDelay != time.Millisecond {
+		t.Fatalf("storage %+v", st)
+	}
+	// FNV-1a 64 of "test".
+	if h := c.ClusterHash(); h != 0xf9e6e6ef197c2b25 {
+		t.Fatalf("cluster hash %#x", h)
+	}
+	if h := (&Config{}).ClusterHash(); h != 0 {
+		t.Fatalf("empty cluster ID hashes to %#x", h)
+	}
+	for edit, key := range map[string]string{
+		"segment_size: 1048576": "storage.segment_size",
+		"max_batch_size: 65536": "storage.max_batch_size",
+		"max_batch_delay: 1ms":  "storage.max_batch_delay",
+		"path: /tmp/x":          "storage.path",
+	} {
+		bad := map[string]string{
+			"segment_size: 1048576": "segment_size: 100",
+			"max_batch_size: 65536": "max_batch_size: -1",
+			"max_batch_delay: 1ms":  "max_batch_delay: -1ms",
+			"path: /tmp/x":          "path: \"\"",
+		}[edit]
+		_, err := ParseConfig([]byte(strings.Replace(walYAML, edit, bad, 1)), env(map[string]string{"NODE": "1"}))
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error %v does not name the key", bad, err)
+		}
+	}
+}

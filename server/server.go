@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,7 +18,7 @@ import (
 	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	"github.com/forge-consensus/consensus/adapters/tcp"
 	"github.com/forge-consensus/consensus/adapters/transport"
-	walstore "github.com/forge-consensus/consensus/adapters/wal"
+	"github.com/forge-consensus/consensus/adapters/wal"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
@@ -80,11 +79,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	case "memory":
 		storage = node.NewMemoryStorage()
 	case "wal":
-		cid := fnv.New64a()
-		cid.Write([]byte(cfg.ClusterID))
-		ws, err := walstore.Open(walstore.Options{
-			Dir: cfg.Storage.Path, ClusterID: cid.Sum64(), NodeID: id, NoSync: !*cfg.Storage.SyncWrites,
-			MaxBatchDelay: cfg.Storage.MaxBatchDelay, Logger: log,
+		ws, err := wal.Open(wal.Options{
+			Dir: cfg.Storage.Path, ClusterID: cfg.ClusterHash(), NodeID: id,
+			SegmentSize: cfg.Storage.SegmentSize, MaxBatchDelay: cfg.Storage.MaxBatchDelay,
+			MaxBatchBytes: cfg.Storage.MaxBatchSize, NoSync: !*cfg.Storage.SyncWrites, Logger: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("server: node %d: %w", id, err)

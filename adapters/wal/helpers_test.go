@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -161,3 +162,7 @@ func contains(err error, subs ...string) bool {
 	}
 	return true
 }
+
+var refFixture = func() snapfile.Ref {
+	return snapfile.Ref{Meta: core.SnapshotMeta{Index: 4, Term: 1, Config: core.ConfState{Voters: []uint64{1}}}, File: "snap-4-1.snap", CRC: 7, Size: 3}
+}()
