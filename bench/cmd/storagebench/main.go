@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +76,7 @@ func main() {
 		recoverBytes = flag.String("recover-bytes", "1GiB", "entry data in the log whose recovery is timed (0: skip)")
 		work         = flag.String("dir", "", "directory for the stores (default: a new temporary one, removed after)")
 		noStrace     = flag.Bool("no-strace", false, "do not count fsyncs (needs strace)")
+		profile      = flag.String("recover-profile", "", "write a CPU profile of each recovery's Open and Load to PREFIX-TYPE.pprof")
 		child        = flag.String("child", "", "internal: TYPE,BATCH,SAVES,DIR: appends only, for the fsync count")
 	)
 	flag.Parse()
@@ -85,7 +87,7 @@ func main() {
 		}
 		return
 	}
-	cfg := config{size: *size, strace: !*noStrace}
+	cfg := config{size: *size, strace: !*noStrace, profile: *profile}
 	var err error
 	if cfg.batches, err = ints(*batches); err != nil {
 		fail(fmt.Errorf("-batch: %w", err))
@@ -136,6 +138,7 @@ type config struct {
 	recoverBytes int64
 	dir          string
 	strace       bool
+	profile      string
 }
 
 func ints(s string) ([]int, error) {
@@ -388,6 +391,17 @@ func recoverLog(cfg config, t string) (loadResult, error) {
 	n := int((cfg.recoverBytes + int64(batch*cfg.size) - 1) / int64(batch*cfg.size))
 	if _, err := appendN(openers[t], dir, batch, n, cfg.size); err != nil {
 		return loadResult{}, fmt.Errorf("write: %w", err)
+	}
+	if cfg.profile != "" {
+		f, err := os.Create(fmt.Sprintf("%s-%s.pprof", cfg.profile, t))
+		if err != nil {
+			return loadResult{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return loadResult{}, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	r, err := openLoad(openers[t], dir, n*batch)
 	if err != nil {
