@@ -100,6 +100,7 @@ func (s *Storage) commit(group []request) {
 	}()
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
+	s.opened = nil
 	if s.failed != nil {
 		for i := range errs {
 			errs[i] = fmt.Errorf("wal: an earlier write failed: %w", s.failed)
@@ -143,7 +144,7 @@ func (s *Storage) commit(group []request) {
 				fail(err)
 				return
 			}
-			if err := s.rotate(int64(headerSize + 1024 + need + sealReserve)); err != nil {
+			if err := s.rotate(int64(need + sealReserve)); err != nil {
 				fail(err)
 				return
 			}
@@ -415,10 +416,16 @@ func (s *Storage) takeNext(seq uint64) (prealloc, error) {
 	}
 }
 
-// rotate seals the active segment and starts the next one, at least need
-// bytes long.
+// rotate seals the active segment and starts the next one, with room for
+// need bytes of records after its header and state record.
 func (s *Storage) rotate(need int64) error {
 	act := s.segs[len(s.segs)-1]
+	o := s.st.opening()
+	sb, err := appendState(nil, &o)
+	if err != nil {
+		return fmt.Errorf("wal: encode state record: %w", err)
+	}
+	need += int64(headerSize + recordSize(len(sb)))
 	p, err := s.takeNext(act.seq + 1)
 	if err != nil {
 		return err

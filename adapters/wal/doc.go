@@ -73,11 +73,14 @@
 //
 // # Recovery rules
 //
-// Open reads every segment and checks every record, then the snapshot file.
+// Open reads every segment and checks every record, then the snapshot file;
+// the first Load after Open returns what Open read, later ones read the log
+// again.
 //
 //   - Torn write. In the last segment, a damaged record with nothing
-//     valid after it, that runs into a never-written sector (a 512-byte
-//     aligned stretch of the record, to the end of that sector, all zero) or
+//     valid after it, that runs into a never-written sector (the part of
+//     the record within some 512-byte aligned sector is all zero; a
+//     record's frame and trailer never are) or
 //     past the end of the file, is the evidence a crash leaves in a write
 //     that was never acknowledged: it is zeroed, with everything after it,
 //     and a WARN names the file and offset. Non-zero bytes after the end of

@@ -73,6 +73,9 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	pending = append(pending, save(), save())
+	if s.Stats().Rotations != 0 || s.SpaceErr() == nil {
+		t.Fatalf("rotated (%d) or SpaceErr cleared (%v) while the disk is full", s.Stats().Rotations, s.SpaceErr())
+	}
 	full.Store(false)
 	for _, ch := range pending {
 		select {

@@ -89,11 +89,15 @@ type Storage struct {
 	closed      bool
 
 	// ioMu is held by the committer while it writes and by Load.
-	ioMu       sync.Mutex
-	st         logState
-	segs       []*segment // oldest first; the last is active
-	failed     error
-	buf        []byte
+	ioMu   sync.Mutex
+	st     logState
+	segs   []*segment // oldest first; the last is active
+	failed error
+	buf    []byte
+	// opened is what Open read, served to the first Load if nothing was
+	// written since (a node loads right after opening): the log is read
+	// once, not twice.
+	opened     *core.Persisted
 	nextWanted bool
 
 	spaceMu  sync.Mutex
@@ -219,12 +223,17 @@ func (s *Storage) open() error {
 				segName(files[i-1].seq+1), files[i-1].name, files[i].name)
 		}
 	}
-	res, err := s.readLog(files, false, true)
+	res, err := s.readLog(files, true, true)
 	if err != nil {
 		return err
 	}
-	if _, err := s.verifySnapshot(&res.st); err != nil {
+	snap, err := s.verifySnapshot(&res.st)
+	if err != nil {
 		return err
+	}
+	s.opened = &core.Persisted{HardState: res.st.hs, Snapshot: snap}
+	if len(res.entries) > 0 {
+		s.opened.Entries = res.entries
 	}
 	// Everything is verified: now repair what a crash left.
 	rp := res.repair
@@ -295,6 +304,10 @@ func (s *Storage) Load() (core.Persisted, error) {
 	var p core.Persisted
 	if s.segs == nil {
 		return p, fmt.Errorf("wal: load: %w", ErrClosed)
+	}
+	if o := s.opened; o != nil {
+		s.opened = nil
+		return *o, nil
 	}
 	files := make([]segFile, len(s.segs))
 	for i, g := range s.segs {
