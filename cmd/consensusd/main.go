@@ -2,6 +2,9 @@
 // key-value store and its HTTP API, or a whole local cluster.
 //
 //	consensusd -config node1.yaml        run one node
+//	consensusd -config node1.yaml -pprof 127.0.0.1:6060
+//	                                     and serve Go's profiles (net/http/pprof)
+//	                                     at /debug/pprof/ on that address
 //	consensusd local-cluster [-dir DIR] [-nodes 3] [-port 7001] [-transport grpc]
 //	                                     write configs for a loopback cluster
 //	                                     under DIR and run one process per node
@@ -16,6 +19,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,8 +41,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file (YAML)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve Go's runtime profiles (net/http/pprof) at /debug/pprof/ on this"+
+		" address, unauthenticated: keep it on loopback (default: off)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: consensusd -config FILE [-log-level LEVEL] | consensusd local-cluster [flags]")
+		fmt.Fprintln(fs.Output(), "Usage: consensusd -config FILE [-log-level LEVEL] [-pprof ADDR] | consensusd local-cluster [flags]")
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), exitUsage)
 	}
@@ -68,6 +76,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("node failed to start", "exit_code", code, "dir", cfg.Storage.Path, "err", err)
 		return code
 	}
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "consensusd: -pprof: %v\n", err)
+			_ = s.Close()
+			return exitConfig
+		}
+		defer ln.Close()
+		go func() { _ = http.Serve(ln, profileMux()) }()
+		log.Info("serving runtime profiles", "addr", ln.Addr().String()+"/debug/pprof/")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
@@ -93,4 +112,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// profileMux serves net/http/pprof's handlers under /debug/pprof/.
+func profileMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
