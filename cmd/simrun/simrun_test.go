@@ -400,11 +400,12 @@ func TestLoadBundleEmptyFaults(t *testing.T) {
 
 // TestCounterList names every counter.
 func TestCounterList(t *testing.T) {
-	list := counterList(sim.Counters{LeaderChanges: 3, DiskTorn: 4})
+	list := counterList(sim.Counters{LeaderChanges: 3, DiskTorn: 4, StorageRepairs: 5})
 	if n := reflect.TypeFor[sim.Counters]().NumField(); len(list) != n {
 		t.Errorf("%d counters listed, %d fields", len(list), n)
 	}
-	if list[0] != (counter{"leader changes", 3}) || list[len(list)-1] != (counter{"disk torn", 4}) {
+	if list[0] != (counter{"leader changes", 3}) || !slices.Contains(list, counter{"disk torn", 4}) ||
+		list[len(list)-1] != (counter{"storage repairs", 5}) {
 		t.Errorf("list: %v", list)
 	}
 }
