@@ -6,7 +6,8 @@ package core
 type Bug uint64
 
 // Plantable bugs. The core's are acted on by the core, the host loop's by
-// package node (they share Config.TestBugs).
+// package node (they share Config.TestBugs), the simulated storage's by
+// package sim.
 const (
 	// BugVoteNotPersisted grants votes without ever persisting them: after
 	// a crash the node may vote again in the same term.
@@ -24,6 +25,13 @@ const (
 	// BugAckBeforeDurable (node) sends a Ready's messages before its
 	// writes are durable.
 	BugAckBeforeDurable
+	// BugStorageIgnoresChecksums (sim storage) serves damaged records
+	// instead of refusing to load them: a flipped entry as read, the log
+	// cut at a lost or unreadable record, a zeroed vote.
+	BugStorageIgnoresChecksums
+	// BugTrustDamagedHardState (sim storage) recovers from a damaged or
+	// lost hard state by taking the one stored before it.
+	BugTrustDamagedHardState
 	bugEnd
 )
 
@@ -45,6 +53,10 @@ func (b Bug) String() string {
 		return "read-local"
 	case BugAckBeforeDurable:
 		return "ack-before-durable"
+	case BugStorageIgnoresChecksums:
+		return "storage-ignores-checksums"
+	case BugTrustDamagedHardState:
+		return "trust-damaged-hard-state"
 	}
 	return "bug?"
 }

@@ -40,6 +40,11 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		// believes it holds them and ignores its refusals, so it stalls.
 		{core.BugAckBeforeDurable, "swarm", []string{CheckPersistBeforeSend}, 400,
 			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		// Storage bugs, under silent storage faults: a node that starts
+		// from what a damaged disk served holds less than it acknowledged
+		// (durability, at the restart).
+		{core.BugStorageIgnoresChecksums, "storage", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugTrustDamagedHardState, "storage", nil, 1000, []Verdict{VerdictSafety}},
 	}
 	for _, tc := range tests {
 		name := tc.bug.String()

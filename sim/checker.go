@@ -189,6 +189,9 @@ func NewChecker(nodes []uint64) *Checker {
 	return c
 }
 
+// MaxCommit returns the highest index any node was seen to commit.
+func (c *Checker) MaxCommit() uint64 { return c.maxCommit }
+
 // Err returns the first violation, or nil.
 func (c *Checker) Err() *Violation { return c.err }
 

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/forge-consensus/consensus/core"
@@ -35,6 +37,11 @@ type proc struct {
 	// crashOnWrite makes the next Save of this process crash it while the
 	// write is in flight.
 	crashOnWrite bool
+	// damaged: a silent storage fault hit the disk (it counts against the
+	// damaged minority until the process is removed); refused: its storage
+	// refused to load (fail-stop: it never starts again).
+	damaged bool
+	refused bool
 }
 
 // storage wraps the disk of one process lifetime to tell the checker what
@@ -181,7 +188,7 @@ func (p *proc) observe() {
 
 // start boots the process from its disk.
 func (c *cluster) start(p *proc) {
-	if p.removed || p.excluded || p.up {
+	if p.removed || p.excluded || p.up || p.refused {
 		return
 	}
 	p.boots++
@@ -189,11 +196,19 @@ func (c *cluster) start(p *proc) {
 	p.sm = kv.New(kv.Config{})
 	inner := p.disk.Open()
 	loaded, err := inner.Load()
+	if errors.Is(err, ErrCorrupt) {
+		c.refuse(p, err)
+		return
+	}
 	if err != nil {
 		// A read error: the process cannot start; try again later.
 		c.tr.Add(Event{At: c.s.Now(), Kind: EvDiskError, Node: p.id, Text: "load"})
 		c.s.After(100*Millisecond, func() { c.start(p) })
 		return
+	}
+	if p.disk.Recovered() {
+		c.counters.StorageRecoveries++
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvRestart, Node: p.id, Text: "recovered after damage"})
 	}
 	st := &storage{p: p, inner: inner, epoch: p.epoch, loaded: &loaded}
 	p.logLast = 0
@@ -231,6 +246,13 @@ func (c *cluster) start(p *proc) {
 		ConfChangeApplied:    func(index uint64, cc core.ConfChange) { c.confChangeApplied(p, index, cc) },
 	}
 	c.chk.Restart(c.s.Now(), p.id, loaded)
+	if v := c.chk.Err(); v != nil && p.damaged {
+		// A node that starts with less than it acknowledged.
+		c.fail(VerdictSafety, p.id, v.Check, fmt.Sprintf(
+			"node %d started from damaged storage with less than it acknowledged: %s (damage on its disk: %s)",
+			p.id, v.Detail, p.disk.DamageReport()))
+		return
+	}
 	p.up, p.paused, p.queued = true, false, nil
 	p.status = core.BasicStatus{}
 	n, err := node.New(cfg)
@@ -430,6 +452,9 @@ func (c *cluster) retire() {
 	for _, r := range c.retiring {
 		done := true
 		for _, id := range r.voters {
+			if v := c.proc(id); v != nil && v.refused {
+				continue // its storage refused: it never applies again
+			}
 			if v := c.proc(id); v == nil || !v.up || v.status.Applied < r.index {
 				done = false
 				break
@@ -442,6 +467,9 @@ func (c *cluster) retire() {
 		}
 		q := r.p
 		q.removed = true
+		if q.damaged {
+			c.ndamaged--
+		}
 		c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: q.id, A: r.index, Text: "retired"})
 		if q.up {
 			q.disk.Crash()
@@ -460,6 +488,7 @@ func (c *cluster) addProc() *proc {
 	id := uint64(len(c.procs) + 1)
 	p := &proc{c: c, id: id, drift: c.drawDrift(), member: id <= uint64(c.o.Nodes)}
 	p.disk = NewDisk(id, c.o.Disk, NewRand(c.o.Seed, "disk").Split(string(rune('a'+id))), c.s, c.tr)
+	p.disk.SetBugs(c.o.Bugs)
 	c.procs = append(c.procs, p)
 	return p
 }

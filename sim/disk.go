@@ -40,6 +40,11 @@ type DiskCounters struct {
 	Errors      uint64 // failed Saves and Loads
 	Torn        uint64 // writes torn by a crash
 	LostOnCrash uint64 // writes lost by a crash: in flight (not torn) or completed but unsynced
+	// Silent faults (see storage.go).
+	Flips       uint64 // records with a flipped bit
+	Unreadable  uint64 // records made unreadable
+	LostWrites  uint64 // fsynced writes that never landed
+	Misdirected uint64 // fsynced writes that landed on another record
 }
 
 // Errors of a simulated disk. Returned errors wrap one of them.
@@ -75,6 +80,14 @@ type Disk struct {
 	inflight *diskWrite   // the write in progress, if any
 	epoch    uint64       // lifetime; closures and handles of older ones are dead
 	c        DiskCounters
+
+	// Silent faults (storage.go).
+	damage    []damage       // damaged durable records
+	prevHS    core.HardState // the durable hard state before the current one
+	arm       *armed         // a write fault waiting for the next fsync
+	bugs      uint64         // planted storage bugs
+	sinceLoad bool           // damage was done since the last successful Load
+	recovered bool           // the last successful Load came after damage
 }
 
 // diskState is a stored hard state, snapshot and log. The snapshot is
@@ -120,8 +133,12 @@ func (d *Disk) SetFaults(on bool) {
 	d.o = d.base
 	if !on {
 		d.o.StallRate, d.o.WriteErrorRate, d.o.ReadErrorRate, d.o.TornRate = 0, 0, 0, 0
+		d.arm = nil // damage already done stays
 	}
 }
+
+// SetBugs plants the storage bugs of bugs (simbugs builds only).
+func (d *Disk) SetBugs(bugs uint64) { d.bugs = bugs }
 
 func (d *Disk) trace(e Event) {
 	if d.tr != nil {
@@ -153,7 +170,7 @@ func (d *Disk) Crash() {
 		d.inflight = nil
 		if d.rng.Chance(d.o.TornRate) {
 			keep := d.rng.Intn(len(w.ents) + 1)
-			kept := d.durable.tear(w, keep)
+			kept := d.land(w, keep, false)
 			d.c.Torn++
 			d.trace(Event{Kind: EvDiskTorn, A: uint64(kept), B: uint64(len(w.ents))})
 		} else {
@@ -165,6 +182,7 @@ func (d *Disk) Crash() {
 		d.trace(Event{Kind: EvDiskWrite, A: lost, Text: textDiskLost})
 	}
 	d.volatile = d.durable.clone()
+	d.uncache()
 }
 
 // Durable returns a deep copy of what would survive a crash now.
@@ -183,7 +201,8 @@ type diskHandle struct {
 	epoch uint64
 }
 
-// Load returns a copy of the volatile state, or an injected read error.
+// Load returns a copy of the volatile state, an injected read error, or,
+// while stored records are damaged, an error wrapping ErrCorrupt.
 func (h *diskHandle) Load() (core.Persisted, error) {
 	d := h.d
 	if h.epoch != d.epoch {
@@ -194,8 +213,21 @@ func (h *diskHandle) Load() (core.Persisted, error) {
 		d.trace(Event{Kind: EvDiskError, Text: textDiskRead})
 		return core.Persisted{}, fmt.Errorf("sim: disk %d: load: %w", d.id, ErrDiskRead)
 	}
+	if len(d.damage) > 0 && d.visibleDamage() {
+		p, err := d.loadDamaged()
+		if err != nil {
+			return p, err
+		}
+		d.recovered, d.sinceLoad = true, false
+		return p, nil
+	}
+	d.recovered, d.sinceLoad = d.sinceLoad, false
 	return d.volatile.persisted(), nil
 }
+
+// Recovered reports whether the last successful Load came after damage
+// (which rewrites had repaired, or a planted bug served).
+func (d *Disk) Recovered() bool { return d.recovered }
 
 // Save starts writing u; done runs from the scheduler when the write
 // completes (never on a dead handle). Its random draws happen here, in
@@ -253,11 +285,15 @@ func (d *Disk) complete(w *diskWrite) {
 		return
 	}
 	for i, p := range d.unsynced {
-		d.durable.apply(d.id, p, len(p.ents), true)
+		d.land(p, len(p.ents), true)
 		d.unsynced[i] = nil
 	}
 	d.unsynced = d.unsynced[:0]
-	d.durable.apply(d.id, w, len(w.ents), true)
+	prev := d.durable.hs
+	d.land(w, len(w.ents), true)
+	if d.arm != nil && d.loseWrite(w, d.arm, prev) {
+		d.arm = nil
+	}
 	d.c.Syncs++
 	d.trace(Event{Kind: EvDiskSync, A: d.durable.lastIndex(), B: d.durable.hs.Term})
 }
@@ -363,10 +399,6 @@ func (s *diskState) apply(id uint64, w *diskWrite, keep int, full bool) int {
 	}
 	return keep
 }
-
-// tear applies the torn remains of w (keep entries, no hard state) and
-// returns how many entries it kept.
-func (s *diskState) tear(w *diskWrite, keep int) int { return s.apply(0, w, keep, false) }
 
 // truncateFrom deletes the entries with index >= i.
 func (s *diskState) truncateFrom(i uint64) {

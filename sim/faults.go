@@ -16,13 +16,20 @@ const (
 	FaultClog
 	FaultMembership
 	FaultTransfer
+	// Silent storage faults (storage.go). Dur, when not 0, crashes the
+	// damaged node that long after the damage.
+	FaultFlip
+	FaultLostWrite
+	FaultMisdirect
+	FaultLatent
 	faultKindEnd
 )
 
 var faultKindNames = [...]string{
 	FaultCrash: "crash", FaultCrashOnWrite: "crash-on-write", FaultPause: "pause",
 	FaultPartition: "partition", FaultClog: "clog", FaultMembership: "membership",
-	FaultTransfer: "transfer",
+	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
+	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
 }
 
 // String names the kind.
@@ -107,6 +114,22 @@ func drawFaults(o *Options) []Fault {
 	})
 	poisson(o.MembershipRate, func(at Time) Fault { return Fault{At: at, Kind: FaultMembership, R: r.Uint64()} })
 	poisson(o.TransferRate, func(at Time) Fault { return Fault{At: at, Kind: FaultTransfer, R: r.Uint64()} })
+	// Storage faults last: the classes before draw the same with them on
+	// or off.
+	st := &o.Storage
+	storage := func(k FaultKind) func(at Time) Fault {
+		return func(at Time) Fault {
+			f := Fault{At: at, Kind: k, R: r.Uint64()}
+			if r.Chance(st.CrashAfter) {
+				f.Dur = r.Range(Millisecond, max(st.CrashAfterMax, Millisecond))
+			}
+			return f
+		}
+	}
+	poisson(st.FlipRate, storage(FaultFlip))
+	poisson(st.LostWriteRate, storage(FaultLostWrite))
+	poisson(st.MisdirectRate, storage(FaultMisdirect))
+	poisson(st.LatentRate, storage(FaultLatent))
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

@@ -55,6 +55,8 @@ func (c *cluster) inject(f Fault) {
 		c.tr.Add(Event{At: now, Kind: EvTransfer, Node: l.id, Peer: to})
 		_ = l.n.TransferLeadership(to) // refusals (a transfer under way) are fine
 		l.observe()
+	case FaultFlip, FaultLostWrite, FaultMisdirect, FaultLatent:
+		c.damageStorage(f, r)
 	}
 }
 
@@ -192,8 +194,15 @@ func (c *cluster) changeMembership(r *Rand) {
 	switch {
 	case len(learners) > 0:
 		cc.Changes = []core.ConfChangeSingle{{Type: core.AddVoter, NodeID: learners[r.Intn(len(learners))]}}
+		if p := c.proc(cc.Changes[0].NodeID); c.ndamaged > 0 && p != nil && p.damaged && !c.damageMinority(l, 0, 0, p.id) {
+			return // a damaged learner would make the damaged voters no minority
+		}
 	case len(voters) > 3 && r.Chance(0.6), len(c.procs) >= 2*c.o.Nodes+2 && len(voters) > 1:
 		cc.Changes = []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: voters[r.Intn(len(voters))]}}
+		if c.ndamaged > 0 && !c.damageMinority(l, cc.Changes[0].NodeID, 0, 0) {
+			return // the damaged nodes would no longer be a minority of the voters
+		}
+		c.removing = cc.Changes[0].NodeID
 	case len(c.procs) < 2*c.o.Nodes+2:
 		p := c.addProc()
 		c.start(p)
@@ -216,4 +225,122 @@ func (c *cluster) changeMembership(r *Rand) {
 	c.counters.MembershipChanges++
 	ch := cc.Changes[0]
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: l.id, Peer: ch.NodeID, A: uint64(ch.Type)})
+}
+
+// damageStorage carries out a silent storage fault against one node
+// chosen with r among those not removed, if damaging it keeps the damaged
+// nodes a minority (see damageAllowed); with f.Dur the node crashes that
+// long after.
+func (c *cluster) damageStorage(f Fault, r *Rand) {
+	var ps []*proc
+	for _, p := range c.procs {
+		if !p.removed && !p.refused {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return
+	}
+	p := ps[r.Intn(len(ps))]
+	if !c.damageAllowed(p) {
+		return
+	}
+	switch f.Kind {
+	case FaultFlip:
+		if !p.disk.Flip(r) {
+			return
+		}
+	case FaultLatent:
+		if !p.disk.MakeUnreadable(r) {
+			return
+		}
+	case FaultLostWrite:
+		p.disk.ArmWriteFault(DamageLost, r)
+	case FaultMisdirect:
+		p.disk.ArmWriteFault(DamageMisdirect, r)
+	}
+	if !p.damaged {
+		p.damaged = true
+		c.ndamaged++
+	}
+	c.counters.StorageFaults++
+	c.tr.Add(Event{At: c.s.Now(), Kind: EvDiskDamage, Node: p.id, Text: f.Kind.String()})
+	if f.Dur > 0 {
+		epoch := p.epoch
+		c.s.After(f.Dur, func() {
+			if p.epoch == epoch && p.up && !c.healing {
+				c.crash(p, c.rng.Range(Millisecond, max(c.o.RestartMax, Millisecond)))
+			}
+		})
+	}
+}
+
+// damageAllowed reports whether p may be damaged: it is damaged already,
+// or one more damaged node stays within Storage.MaxDamaged and a minority
+// of every voter set (incoming and outgoing, and the incoming one without
+// a voter whose removal may be pending).
+func (c *cluster) damageAllowed(p *proc) bool {
+	if p.damaged {
+		return true
+	}
+	if c.ndamaged+1 > c.o.Storage.MaxDamaged {
+		return false
+	}
+	l := c.configSource()
+	if l == nil {
+		return false
+	}
+	return c.damageMinority(l, 0, p.id, 0)
+}
+
+// configSource is the process whose configuration counts: the leader, or
+// the most advanced live process.
+func (c *cluster) configSource() *proc {
+	p := c.leader()
+	if p == nil {
+		for _, q := range c.procs {
+			if q.up && q.n != nil && (p == nil || q.status.Commit > p.status.Commit) {
+				p = q
+			}
+		}
+	}
+	return p
+}
+
+// damageMinority reports whether the damaged nodes (plus extra, if not 0)
+// are a minority of each voter set of l's configuration, with without
+// (if not 0) taken out of the voters and add (if not 0) added to them, and
+// also with the voter whose removal the harness proposed last taken out,
+// in case it is pending.
+func (c *cluster) damageMinority(l *proc, without, extra, add uint64) bool {
+	cs := l.n.Core().Status().Config
+	damaged := func(id uint64) bool {
+		p := c.proc(id)
+		return id == extra || p != nil && p.damaged && !p.removed
+	}
+	ok := func(set []uint64, out uint64) bool {
+		n, d := 0, 0
+		for _, id := range set {
+			if id == out || id == without || id == add {
+				continue
+			}
+			n++
+			if damaged(id) {
+				d++
+			}
+		}
+		if add != 0 {
+			n++
+			if damaged(add) {
+				d++
+			}
+		}
+		return n == 0 || 2*d < n
+	}
+	for _, set := range [][]uint64{cs.Voters, cs.VotersOutgoing} {
+		if !ok(set, 0) || c.removing != 0 && !ok(set, c.removing) {
+			return false
+		}
+	}
+	return true
 }

@@ -28,6 +28,10 @@ type Options struct {
 
 	Network NetworkOptions `json:"network"`
 	Disk    DiskOptions    `json:"disk"`
+	// Storage are the silent storage faults (bit flips, lost and
+	// misdirected writes, latent read errors) and the repair of the nodes
+	// they damage.
+	Storage StorageOptions `json:"storage,omitzero"`
 
 	// Process and cluster faults: rates are events per simulated second
 	// for the whole cluster; 0 turns the class off.
@@ -72,12 +76,17 @@ type Options struct {
 }
 
 // Profiles returns the names of the option profiles Draw knows.
-func Profiles() []string { return []string{"swarm", "calm", "lease"} }
+func Profiles() []string { return []string{"swarm", "calm", "lease", "storage"} }
 
 // Draw resolves the options of a seed under a profile: "swarm" (the
 // default: every fault class on with some probability and a drawn
 // intensity), "calm" (no faults: a baseline), "lease" (swarm with lease
-// reads, bounded drift and no pauses).
+// reads, bounded drift and no pauses), "storage" (swarm with silent
+// storage faults always on).
+//
+// Silent storage faults are drawn from a generator of their own, after
+// everything else: a seed's other choices are the same whether they are
+// on or off.
 func Draw(seed uint64, profile string) (Options, error) {
 	r := NewRand(seed, "options")
 	o := Options{
@@ -122,7 +131,7 @@ func Draw(seed uint64, profile string) (Options, error) {
 	}
 	switch profile {
 	case "calm":
-	case "swarm", "lease":
+	case "swarm", "lease", "storage":
 		on := func(p float64) bool { return r.Chance(p) }
 		if on(0.5) {
 			o.Network.DropRate = 0.3 * r.Float64()
@@ -147,7 +156,7 @@ func Draw(seed uint64, profile string) (Options, error) {
 			o.CrashRate = 0.05 + 0.5*r.Float64()
 			o.CrashOnWrite = r.Float64()
 		}
-		if on(0.3) && profile == "swarm" {
+		if on(0.3) && profile != "lease" {
 			o.PauseRate = 0.05 + 0.3*r.Float64()
 		}
 		if on(0.6) {
@@ -172,10 +181,11 @@ func Draw(seed uint64, profile string) (Options, error) {
 			o.Drift = min(o.Drift, 0.02)
 		}
 	default:
-		return Options{}, fmt.Errorf("sim: unknown profile %q (known: swarm, calm, lease)", profile)
+		return Options{}, fmt.Errorf("sim: unknown profile %q (known: swarm, calm, lease, storage)", profile)
 	}
 	if profile != "calm" {
 		o.HealQuorumOnly = r.Chance(0.5)
+		o.Storage = drawStorage(NewRand(seed, "storage"), o.Nodes, profile == "storage")
 	}
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration
@@ -202,6 +212,9 @@ func (o *Options) Validate() error {
 		return bad("drift %v", o.Drift)
 	case o.LivenessTimeouts <= 0:
 		return bad("liveness timeouts %d", o.LivenessTimeouts)
+	case o.Storage.MaxDamaged < 0 || o.Storage.FlipRate < 0 || o.Storage.LostWriteRate < 0 ||
+		o.Storage.MisdirectRate < 0 || o.Storage.LatentRate < 0 || o.Storage.CrashAfterMax < 0 || o.Storage.RepairMax < 0:
+		return bad("storage %+v", o.Storage)
 	}
 	for _, name := range o.SkipChecks {
 		switch name {
@@ -212,4 +225,36 @@ func (o *Options) Validate() error {
 		}
 	}
 	return nil
+}
+
+// drawStorage draws the silent storage faults of a seed from their own
+// generator r: on with probability 0.3 (always with always), each class on
+// with probability 0.6 (flips at least), on at most a minority of the
+// initial voters. Every value is drawn whether or not its class is on.
+func drawStorage(r *Rand, nodes int, always bool) StorageOptions {
+	on := r.Chance(0.3)
+	s := StorageOptions{
+		FlipRate:      0.02 + 0.3*r.Float64(),
+		LostWriteRate: 0.02 + 0.2*r.Float64(),
+		MisdirectRate: 0.02 + 0.2*r.Float64(),
+		LatentRate:    0.02 + 0.2*r.Float64(),
+		CrashAfter:    r.Float64(),
+		CrashAfterMax: r.Range(Millisecond, 500*Millisecond),
+		MaxDamaged:    1 + r.Intn(max(1, (nodes-1)/2)),
+		RepairShare:   r.Float64(),
+		RepairMax:     r.Range(100*Millisecond, 5*Second),
+	}
+	classes := [4]bool{r.Chance(0.6), r.Chance(0.6), r.Chance(0.6), r.Chance(0.6)}
+	if !(on || always) || nodes < 3 {
+		return StorageOptions{}
+	}
+	if !classes[0] && !classes[1] && !classes[2] && !classes[3] {
+		classes[0] = true
+	}
+	for i, f := range []*float64{&s.FlipRate, &s.LostWriteRate, &s.MisdirectRate, &s.LatentRate} {
+		if !classes[i] {
+			*f = 0
+		}
+	}
+	return s
 }

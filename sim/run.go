@@ -83,6 +83,18 @@ type Counters struct {
 	Messages           uint64 `json:"messages"`
 	MessagesDropped    uint64 `json:"messages_dropped"`
 	DiskTorn           uint64 `json:"disk_torn"`
+	// Silent storage faults: damage done (records flipped or made
+	// unreadable, fsynced writes lost or misdirected), loads refused
+	// (fail-stop), damaged nodes that loaded intact state, refusing nodes
+	// replaced by fresh ones.
+	StorageFaults     uint64 `json:"storage_faults"`
+	DiskFlips         uint64 `json:"disk_flips"`
+	DiskUnreadable    uint64 `json:"disk_unreadable"`
+	DiskLostWrites    uint64 `json:"disk_lost_writes"`
+	DiskMisdirected   uint64 `json:"disk_misdirected"`
+	StorageRefusals   uint64 `json:"storage_refusals"`
+	StorageRecoveries uint64 `json:"storage_recoveries"`
+	StorageRepairs    uint64 `json:"storage_repairs"`
 }
 
 // Add adds o to c.
@@ -110,6 +122,14 @@ func (c *Counters) Add(o *Counters) {
 	c.Messages += o.Messages
 	c.MessagesDropped += o.MessagesDropped
 	c.DiskTorn += o.DiskTorn
+	c.StorageFaults += o.StorageFaults
+	c.DiskFlips += o.DiskFlips
+	c.DiskUnreadable += o.DiskUnreadable
+	c.DiskLostWrites += o.DiskLostWrites
+	c.DiskMisdirected += o.DiskMisdirected
+	c.StorageRefusals += o.StorageRefusals
+	c.StorageRecoveries += o.StorageRecoveries
+	c.StorageRepairs += o.StorageRepairs
 }
 
 // Config says what a run keeps and how it checks, beyond its Options.
@@ -171,6 +191,13 @@ type cluster struct {
 	probeDone  bool
 	stableFrom Time
 	stableLead uint64
+
+	// Silent storage faults: damaged processes not yet removed, the voter
+	// the harness last proposed to remove, pending repairs.
+	ndamaged  int
+	removing  uint64
+	repairs   []*repair
+	repairRng *Rand
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
@@ -263,6 +290,9 @@ func (c *cluster) run() {
 	if !c.failed && !(c.healing && c.live()) {
 		c.fail(VerdictLiveness, 0, "liveness", c.livenessReport())
 	}
+	if !c.failed {
+		c.checkNothingLost()
+	}
 	c.finish()
 	if !c.failed && !c.cfg.SkipLinearizability {
 		c.checkHistory()
@@ -297,7 +327,12 @@ func (c *cluster) finish() {
 		c.counters.MessagesDropped = nc.Dropped + nc.Overflow + nc.BlockedDrops
 	}
 	for _, p := range c.procs {
-		c.counters.DiskTorn += p.disk.Counters().Torn
+		dc := p.disk.Counters()
+		c.counters.DiskTorn += dc.Torn
+		c.counters.DiskFlips += dc.Flips
+		c.counters.DiskUnreadable += dc.Unreadable
+		c.counters.DiskLostWrites += dc.LostWrites
+		c.counters.DiskMisdirected += dc.Misdirected
 		if p.sm != nil {
 			c.counters.Deduplicated += p.sm.Deduplicated()
 		}
@@ -349,6 +384,7 @@ func (c *cluster) heal() {
 	c.tr.Add(Event{At: now, Kind: EvPhase, Text: "heal"})
 	c.net.HealAll()
 	c.net.SetFaults(false)
+	c.meetDamage()
 	c.chooseCore()
 	for _, p := range c.procs {
 		p.disk.SetFaults(false)
@@ -366,6 +402,48 @@ func (c *cluster) heal() {
 	c.stableFrom, c.stableLead = 0, 0
 	for _, cl := range c.clients {
 		cl.healed()
+	}
+}
+
+// meetDamage makes every damaged process meet its damage before the
+// liveness phase: a live one loses power and restarts, a down one starts
+// now. What refuses to load (or refused before) stays down, outside the
+// quorum core; the rest recovered and hold everything they acknowledged
+// (the checker saw to that at the restart). Write faults not yet landed
+// are disarmed first.
+func (c *cluster) meetDamage() {
+	if c.ndamaged == 0 {
+		return
+	}
+	for _, p := range c.procs {
+		if !p.damaged || p.removed {
+			continue
+		}
+		p.disk.SetFaults(false)
+		if !p.refused {
+			if p.up {
+				c.crash(p, 0)
+			}
+			p.epoch++ // cancel the scheduled restart
+			c.start(p)
+		}
+		if p.refused && !p.excluded {
+			p.excluded = true
+			c.tr.Add(Event{At: c.s.Now(), Kind: EvPhase, Node: p.id, Text: "left out of the core: storage refused"})
+		}
+	}
+}
+
+// checkNothingLost checks, after the cluster recovered, that its leader
+// holds every index ever committed.
+func (c *cluster) checkNothingLost() {
+	l := c.leader()
+	if l == nil || !c.healing {
+		return
+	}
+	if m := c.chk.MaxCommit(); l.status.Commit < m {
+		c.fail(VerdictSafety, l.id, "committed-lost", fmt.Sprintf(
+			"after recovery leader %d has commit index %d, but index %d was committed", l.id, l.status.Commit, m))
 	}
 }
 
@@ -389,7 +467,17 @@ func (c *cluster) chooseCore() {
 	// remains is a quorum either way.
 	voters := cs.Voters
 	r := NewRand(c.o.Seed, "core")
-	k := r.Intn(max(0, (len(voters)-2)/2) + 1)
+	limit := max(0, (len(voters)-2)/2)
+	if c.ndamaged > 0 {
+		// Voters whose storage refused are down for good: fewer others
+		// may be left out.
+		for _, id := range voters {
+			if p := c.proc(id); p != nil && p.excluded {
+				limit = max(0, limit-1)
+			}
+		}
+	}
+	k := r.Intn(limit + 1)
 	for _, i := range r.perm(len(voters))[:k] {
 		p := c.proc(voters[i])
 		if p == nil || p.removed {

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/forge-consensus/consensus/core"
@@ -255,5 +256,100 @@ func TestScenarioCrashDuringWrite(t *testing.T) {
 		if s.c.counters.CrashDuringWrite == 0 {
 			t.Fatalf("seed %d: no crash hit a write in flight", seed)
 		}
+	}
+}
+
+// TestScenarioDamagedNodeRefusedAndRepaired: a follower whose hard state
+// flipped refuses to start (fail-stop, counted); the harness removes it and
+// promotes a fresh node in its place; the cluster keeps committing, and no
+// second node may be damaged while the first counts.
+func TestScenarioDamagedNodeRefusedAndRepaired(t *testing.T) {
+	s := newScenario(t, 3, 0, func(o *Options) {
+		o.Storage = StorageOptions{MaxDamaged: 1, RepairShare: 1, RepairMax: 100 * Millisecond}
+	})
+	if !s.elect(1, Second) {
+		t.Fatal("n1 not elected")
+	}
+	for i := range 5 {
+		s.put(1, "k", string(rune('a'+i)))
+		s.runFor(20 * Millisecond)
+	}
+	c, p3 := s.c, s.p(3)
+	// Damage n3 at rest: flips until one hits its hard state.
+	if !c.damageAllowed(p3) {
+		t.Fatal("n3 may not be damaged")
+	}
+	for seed := uint64(1); !p3.disk.Damaged() || p3.disk.damage[0].rec != recHardState; seed++ {
+		p3.disk.damage = nil
+		p3.disk.Flip(NewRand(seed, "flip"))
+		if seed > 1000 {
+			t.Fatal("no flip hit n3's hard state")
+		}
+	}
+	p3.damaged, c.ndamaged = true, 1
+	if !p3.damaged || c.ndamaged != 1 {
+		t.Fatalf("n3 damaged %v, %d damaged", p3.damaged, c.ndamaged)
+	}
+	if c.damageAllowed(s.p(2)) || !c.damageAllowed(p3) {
+		t.Fatal("a second node of three may be damaged")
+	}
+	s.crash(3)
+	s.restart(3)
+	if !p3.refused || p3.up || c.counters.StorageRefusals != 1 {
+		t.Fatalf("n3 up %v refused %v, refusals %d", p3.up, p3.refused, c.counters.StorageRefusals)
+	}
+	s.restart(3) // a refusing node never starts again
+	if p3.up || c.counters.StorageRefusals != 1 {
+		t.Fatal("a refusing node started again")
+	}
+	if !s.runUntil(10*Second, func() bool { return c.counters.StorageRepairs == 1 }) {
+		t.Fatalf("no repair: %s", c.livenessReport())
+	}
+	voters, _ := c.members()
+	if !p3.removed || c.ndamaged != 0 || !slices.Equal(voters, []uint64{1, 2, 4}) {
+		t.Fatalf("after the repair: n3 removed %v, %d damaged, voters %v", p3.removed, c.ndamaged, voters)
+	}
+	f := s.put(1, "k", "after")
+	p4 := s.p(4)
+	if !s.runUntil(5*Second, func() bool {
+		return f.Resolved() && p4.status.Applied == s.p(1).status.Applied
+	}) || f.Err() != nil {
+		t.Fatalf("no commit after the repair: %v, %s", f.Err(), c.livenessReport())
+	}
+	if c.failed {
+		t.Fatalf("%s: %s", c.res.Check, c.res.Detail)
+	}
+}
+
+// TestScenarioLostWriteDetected: a follower whose fsync lied refuses after
+// a crash, instead of starting with less than it acknowledged; left down,
+// it does not stop the other two.
+func TestScenarioLostWriteDetected(t *testing.T) {
+	s := newScenario(t, 3, 0, func(o *Options) { o.Storage = StorageOptions{MaxDamaged: 1} })
+	if !s.elect(1, Second) {
+		t.Fatal("n1 not elected")
+	}
+	c, p2 := s.c, s.p(2)
+	if !c.damageAllowed(p2) {
+		t.Fatal("n2 may not be damaged")
+	}
+	p2.damaged, c.ndamaged = true, 1
+	p2.disk.ArmWriteFault(DamageLost, NewRand(1, "x"))
+	s.put(1, "k", "v")
+	if !s.runUntil(Second, func() bool { return p2.disk.Counters().LostWrites == 1 }) {
+		t.Fatal("the armed write fault never fired")
+	}
+	s.runFor(100 * Millisecond)
+	s.crash(2)
+	s.restart(2)
+	if !p2.refused || c.counters.StorageRefusals != 1 {
+		t.Fatalf("n2 refused %v (damage: %s)", p2.refused, p2.disk.DamageReport())
+	}
+	f := s.put(1, "k", "w")
+	if !s.runUntil(2*Second, f.Resolved) || f.Err() != nil {
+		t.Fatalf("two healthy nodes of three did not commit: %v", f.Err())
+	}
+	if c.failed {
+		t.Fatalf("%s: %s", c.res.Check, c.res.Detail)
 	}
 }

@@ -50,11 +50,23 @@ func TestSwarm(t *testing.T) {
 	if testing.Short() {
 		n = 10
 	}
-	for _, profile := range []string{"swarm", "lease"} {
+	for _, profile := range []string{"swarm", "lease", "storage"} {
 		t.Run(profile, func(t *testing.T) {
 			c := runSeeds(t, profile, 1000, n)
 			t.Logf("%s: %+v", profile, c)
 			if n < 50 {
+				return
+			}
+			if profile == "storage" {
+				for name, v := range map[string]uint64{
+					"bit flips": c.DiskFlips, "unreadable records": c.DiskUnreadable, "lost writes": c.DiskLostWrites,
+					"misdirected writes": c.DiskMisdirected, "refusals": c.StorageRefusals,
+					"recoveries": c.StorageRecoveries, "repairs": c.StorageRepairs,
+				} {
+					if v == 0 {
+						t.Errorf("%d seeds never reached %s", n, name)
+					}
+				}
 				return
 			}
 			for name, v := range map[string]uint64{

@@ -35,6 +35,7 @@ const (
 	EvTransfer
 	EvPhase
 	EvViolation
+	EvDiskDamage // A: DamageKind, B: entry index; Text: record kind
 	evKindEnd
 )
 
@@ -45,7 +46,7 @@ var eventKindNames = [...]string{
 	EvDiskSync: "disk-sync", EvDiskError: "disk-error", EvDiskTorn: "disk-torn", EvRole: "role",
 	EvCommit: "commit", EvApply: "apply", EvClientCall: "client-call",
 	EvClientReturn: "client-return", EvMembership: "membership", EvTransfer: "transfer",
-	EvPhase: "phase", EvViolation: "violation",
+	EvPhase: "phase", EvViolation: "violation", EvDiskDamage: "disk-damage",
 }
 
 // String names the kind.

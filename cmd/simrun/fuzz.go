@@ -312,7 +312,34 @@ func printFuzzSummary(w io.Writer, cfg fuzzConfig, st *fuzzStats, wall time.Dura
 	fmt.Fprintf(w, "%-14s%s\n", "verdicts", strings.Join(vs, ", "))
 	fmt.Fprintln(w, "coverage (summed over seeds)")
 	writeCounters(w, st.counters, "  ")
+	for _, warn := range coverageWarnings(cfg.Profile, st.counters) {
+		fmt.Fprintf(w, "%-14s%s\n", "WARNING", warn)
+	}
 	fmt.Fprintf(w, "%-14s%d\n", "failures", len(st.failures)+len(st.errs))
+}
+
+// coverageWarnings names the interesting situations a fuzz run of a
+// faulty profile never reached (the calm profile reaches none by design).
+func coverageWarnings(profile string, c sim.Counters) []string {
+	if profile == "calm" {
+		return nil
+	}
+	var warns []string
+	for _, k := range []struct {
+		what string
+		n    uint64
+	}{
+		{"leader changes", c.LeaderChanges}, {"split votes", c.SplitVotes}, {"log truncations", c.Truncations},
+		{"snapshot installs", c.SnapshotsInstalled}, {"deduplicated retries", c.Deduplicated},
+		{"isolated leaders", c.LeaderIsolated}, {"crashes during a write", c.CrashDuringWrite},
+		{"storage faults (no disk was ever damaged)", c.StorageFaults},
+		{"refusals of damaged storage", c.StorageRefusals},
+	} {
+		if k.n == 0 {
+			warns = append(warns, "never reached: "+k.what)
+		}
+	}
+	return warns
 }
 
 // seedList formats up to limit seeds.

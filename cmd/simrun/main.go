@@ -130,9 +130,13 @@ Examples:
   go run ./cmd/simrun shrink simrun-failures/seed-17 -budget 2m
   go run ./cmd/simrun check-determinism -seeds 50
   go run -tags simbugs ./cmd/simrun fuzz -seeds 50 -bugs read-local
+  go run -tags simbugs ./cmd/simrun fuzz -seeds 200 -profile storage -bugs storage-ignores-checksums
 
-Profiles: swarm (default: each fault class on with some probability),
-calm (no faults), lease (swarm with lease reads, bounded drift, no pauses).
+Profiles: swarm (default: each fault class on with some probability,
+silent storage faults on 3 seeds in 10), calm (no faults), lease (swarm
+with lease reads, bounded drift, no pauses), storage (swarm with silent
+storage faults on every seed: bit flips, lost and misdirected writes,
+latent read errors on a minority of the nodes).
 
 Planted bugs (-bugs, comma-separated; need -tags simbugs):
   {{BUGS}}

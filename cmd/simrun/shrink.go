@@ -176,7 +176,8 @@ func optionClasses() []optionClass {
 		{"schedule rates", func(o *sim.Options) bool {
 			changed := false
 			for _, f := range []*float64{&o.CrashRate, &o.CrashOnWrite, &o.PauseRate, &o.PartitionRate,
-				&o.ClogRate, &o.MembershipRate, &o.TransferRate} {
+				&o.ClogRate, &o.MembershipRate, &o.TransferRate, &o.Storage.FlipRate, &o.Storage.LostWriteRate,
+				&o.Storage.MisdirectRate, &o.Storage.LatentRate, &o.Storage.CrashAfter} {
 				changed = zeroF(f) || changed
 			}
 			return changed
