@@ -24,6 +24,10 @@ const (
 	// BugAckBeforeDurable (node) sends a Ready's messages before its
 	// writes are durable.
 	BugAckBeforeDurable
+	// BugDivergentApply (sim: the application) makes node 1's state
+	// machine apply one command wrong, silently: the first write at or
+	// after index 64 goes to another key.
+	BugDivergentApply
 	bugEnd
 )
 
@@ -45,6 +49,8 @@ func (b Bug) String() string {
 		return "read-local"
 	case BugAckBeforeDurable:
 		return "ack-before-durable"
+	case BugDivergentApply:
+		return "divergent-apply"
 	}
 	return "bug?"
 }

@@ -82,7 +82,10 @@ type Counters struct {
 	Deduplicated       uint64 `json:"deduplicated"`
 	Messages           uint64 `json:"messages"`
 	MessagesDropped    uint64 `json:"messages_dropped"`
-	DiskTorn           uint64 `json:"disk_torn"`
+	// VerifyConfirmed counts checkpoints at which a node's state hash was
+	// confirmed by the majority's verdict (cross-replica verification).
+	VerifyConfirmed uint64 `json:"verify_confirmed"`
+	DiskTorn        uint64 `json:"disk_torn"`
 }
 
 // Add adds o to c.
@@ -110,6 +113,7 @@ func (c *Counters) Add(o *Counters) {
 	c.Messages += o.Messages
 	c.MessagesDropped += o.MessagesDropped
 	c.DiskTorn += o.DiskTorn
+	c.VerifyConfirmed += o.VerifyConfirmed
 }
 
 // Config says what a run keeps and how it checks, beyond its Options.
@@ -300,6 +304,9 @@ func (c *cluster) finish() {
 		c.counters.DiskTorn += p.disk.Counters().Torn
 		if p.sm != nil {
 			c.counters.Deduplicated += p.sm.Deduplicated()
+		}
+		if p.n != nil {
+			c.counters.VerifyConfirmed += p.n.Confirmed()
 		}
 	}
 	// Term 1 is the bootstrap term, in which nobody leads.
