@@ -413,7 +413,8 @@ func (c *wireConn) failure(id uint64, err error) *wire.Response {
 	switch {
 	case errors.Is(err, node.ErrDropped):
 		r.Status = wire.StatusDropped
-	case errors.Is(err, node.ErrLeaseReadsDisabled), errors.Is(err, kv.ErrNotReadOnly):
+	case errors.Is(err, node.ErrLeaseReadsDisabled), errors.Is(err, kv.ErrNotReadOnly),
+		errors.Is(err, node.ErrDiverged):
 		r.Status = wire.StatusRefused
 	}
 	// Otherwise (node.ErrTimeout, node.ErrStopped, node.ErrStorage, ...):
