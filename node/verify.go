@@ -22,7 +22,8 @@ import (
 // reaches the same conclusion: a report whose hash differs from its
 // checkpoint's verdict names a replica whose state diverged at that index,
 // leader or not. Reports that disagree with no majority among them once
-// every voter reported (or two intervals later) give an undecided verdict
+// every voter reported (or four election timeouts after the first report)
+// give an undecided verdict
 // that flags every reporter.
 //
 // A node that learns of a divergence raises an Alarm (Config.OnAlarm, an
@@ -109,7 +110,7 @@ const (
 
 // verifyKeep is how many intervals behind the applied index a checkpoint
 // is kept for reports and verdicts.
-const verifyKeep = 8
+const verifyKeep = 64
 
 // report is one replica's hash at a checkpoint.
 type report struct {
@@ -371,6 +372,8 @@ type checkpoint struct {
 	reports  []report // in log order; a replica's first report counts
 	verdict  *verdict
 	proposed uint64 // tick of this node's last verdict proposal (0: none)
+	first    uint64 // tick the first report was applied here (0: none yet)
+	checked  bool   // own compared with the verdict
 }
 
 func (cp *checkpoint) reportOf(id uint64) (report, bool) {
@@ -394,6 +397,8 @@ type verifier struct {
 	stepped uint64  // tick of the last step-down of a diverged leader
 	alarms  []Alarm // at most one per replica, by node ascending
 	gen     uint64  // bumped whenever alarms change
+	// confirmed counts checkpoints whose verdict matched this node's hash.
+	confirmed uint64
 }
 
 // checkpoint returns the checkpoint at index, creating it if create.
@@ -447,9 +452,10 @@ func (n *Node) verifyApplied(index uint64) {
 		return
 	}
 	cp := v.checkpoint(index, true)
-	cp.own, cp.hasOwn = v.hasher.Hash(), true
-	v.pending, v.tried = index, 0
+	cp.own, cp.hasOwn, cp.checked = v.hasher.Hash(), true, false
+	v.pending = index
 	v.trim(index)
+	n.proposeReport()
 	// A verdict applied earlier (a restart replaying its log past reports
 	// it had made) is checked at once.
 	if cp.verdict != nil {
@@ -488,8 +494,14 @@ func (n *Node) applyReport(at, index uint64, r report) {
 		return
 	}
 	cp.reports = append(cp.reports, r)
+	if cp.first == 0 {
+		cp.first = max(n.now, 1)
+	}
 	if r.node == n.ID() && v.pending == index {
 		v.pending = 0
+	}
+	if cp.verdict == nil && n.raft.BasicStatus().Role == core.Leader {
+		n.maybeVerdict(cp, nil)
 	}
 	if vd := cp.verdict; vd != nil && vd.decided {
 		n.judge(index, r, vd.hash)
@@ -533,7 +545,12 @@ func (n *Node) applyVerdict(at uint64, vd *verdict) {
 // (for when its report is not in the log).
 func (n *Node) checkOwn(cp *checkpoint) {
 	vd := cp.verdict
-	if !cp.hasOwn || vd == nil || !vd.decided || cp.own == vd.hash {
+	if !cp.hasOwn || vd == nil || !vd.decided || cp.checked {
+		return
+	}
+	cp.checked = true
+	if cp.own == vd.hash {
+		n.ver.confirmed++
 		return
 	}
 	n.raise(Alarm{Node: n.ID(), Index: cp.index, Hash: cp.own, Want: vd.hash, Decided: true})
@@ -551,14 +568,15 @@ func (n *Node) judge(index uint64, r report, want uint64) {
 	}
 }
 
-// raise records an alarm about a replica (replacing an older one about
-// it), logs it and tells Config.OnAlarm.
+// raise records an alarm about a replica unless one stands already, logs
+// it and tells Config.OnAlarm.
 func (n *Node) raise(a Alarm) {
 	v := n.ver
 	i, found := slices.BinarySearchFunc(v.alarms, a.Node, func(x Alarm, id uint64) int { return cmpU64(x.Node, id) })
 	if found {
-		old := v.alarms[i]
-		if old.Index > a.Index || old == a {
+		// The first alarm stands (it says where the divergence was first
+		// seen), unless a decided one replaces an undecided one.
+		if old := v.alarms[i]; old.Decided || !a.Decided {
 			return
 		}
 		v.alarms[i] = a
@@ -611,7 +629,7 @@ func (n *Node) verifyRestored(index uint64) {
 		return
 	}
 	for _, cp := range v.cps {
-		cp.hasOwn = false
+		cp.hasOwn, cp.checked = false, false
 	}
 	v.pending = 0
 	v.trim(index)
@@ -626,27 +644,55 @@ func (n *Node) verifyRemoved(id uint64) {
 	}
 }
 
-// verifyTick proposes this node's pending report and, on the leader, the
-// verdicts that are due; a diverged leader steps down. Proposals that the
-// core refuses are retried after an election timeout.
+// proposeReport proposes this node's pending report. A proposal the core
+// refuses (no leader known) is retried by verifyTick.
+func (n *Node) proposeReport() {
+	v := n.ver
+	cp := v.checkpoint(v.pending, false)
+	if cp == nil || !cp.hasOwn {
+		v.pending = 0 // forgotten, or replaced by a leader's snapshot
+		return
+	}
+	v.tried = max(n.now, 1)
+	_ = n.raft.Propose(encodeReport(n.ID(), cp.index, cp.own))
+}
+
+// verifyFinalTicks is how long after its first report a checkpoint's
+// disagreeing reports, still without a majority, give an undecided
+// verdict, in election timeouts: time for every live replica to report.
+const verifyFinalTicks = 4
+
+// maybeVerdict proposes, on the leader, the verdict on cp if one is due
+// and none was proposed within an election timeout. conf is the
+// configuration, loaded if nil.
+func (n *Node) maybeVerdict(cp *checkpoint, conf *core.ConfState) *core.ConfState {
+	retry := uint64(max(n.cfg.Core.ElectionTick, 1))
+	if cp.verdict != nil || len(cp.reports) == 0 || (cp.proposed != 0 && n.now < cp.proposed+retry) {
+		return conf
+	}
+	if conf == nil {
+		cs := n.raft.Status().Config
+		conf = &cs
+	}
+	final := cp.first != 0 && n.now >= cp.first+verifyFinalTicks*retry
+	vd, ok := decide(cp.index, cp.reports, conf.Voters, conf.VotersOutgoing, final)
+	if ok {
+		cp.proposed = max(n.now, 1)
+		_ = n.raft.Propose(encodeVerdict(&vd))
+	}
+	return conf
+}
+
+// verifyTick retries this node's pending report and, on the leader, the
+// verdicts that are due; a diverged leader steps down.
 func (n *Node) verifyTick() {
 	v := n.ver
 	if v == nil {
 		return
 	}
 	retry := uint64(max(n.cfg.Core.ElectionTick, 1))
-	if v.pending != 0 {
-		switch {
-		case n.applied > v.pending+2*v.interval:
-			v.pending = 0 // too old to matter now
-		case v.tried == 0 || n.now >= v.tried+retry:
-			v.tried = n.now
-			if cp := v.checkpoint(v.pending, false); cp != nil && cp.hasOwn {
-				_ = n.raft.Propose(encodeReport(n.ID(), cp.index, cp.own))
-			} else {
-				v.pending = 0
-			}
-		}
+	if v.pending != 0 && n.now >= v.tried+retry {
+		n.proposeReport()
 	}
 	if n.raft.BasicStatus().Role != core.Leader {
 		return
@@ -655,22 +701,9 @@ func (n *Node) verifyTick() {
 		v.stepped = n.now
 		_ = n.raft.StepDown()
 	}
-	var voters, outgoing []uint64
-	loaded := false
+	var conf *core.ConfState
 	for _, cp := range v.cps {
-		if cp.verdict != nil || len(cp.reports) == 0 || (cp.proposed != 0 && n.now < cp.proposed+retry) {
-			continue
-		}
-		if !loaded {
-			cs := n.raft.Status().Config
-			voters, outgoing, loaded = cs.Voters, cs.VotersOutgoing, true
-		}
-		vd, ok := decide(cp.index, cp.reports, voters, outgoing, n.applied >= cp.index+2*v.interval)
-		if !ok {
-			continue
-		}
-		cp.proposed = max(n.now, 1)
-		_ = n.raft.Propose(encodeVerdict(&vd))
+		conf = n.maybeVerdict(cp, conf)
 	}
 }
 
@@ -725,4 +758,13 @@ func (n *Node) Diverged() (Alarm, bool) {
 		return Alarm{}, false
 	}
 	return n.ver.alarm(n.ID())
+}
+
+// Confirmed returns how many checkpoints this run of the node saw its own
+// state hash confirmed by the majority's verdict.
+func (n *Node) Confirmed() uint64 {
+	if n.ver == nil {
+		return 0
+	}
+	return n.ver.confirmed
 }
