@@ -37,6 +37,10 @@ var (
 	ErrInvalidCommand = errors.New("consensus: invalid command")
 	// ErrKeyNotFound: Read found no value for the key.
 	ErrKeyNotFound = errors.New("consensus: key not found")
+	// ErrDiverged: this node's state diverged from the cluster's
+	// (cross-replica verification, raft.verify_interval); it serves no
+	// reads or writes until repaired. Ask another node.
+	ErrDiverged = node.ErrDiverged
 )
 
 // NotLeaderError says a request needs the leader and this node is not it.
@@ -501,6 +505,8 @@ func (s *Service) requestError(op string, err error) error {
 		return fmt.Errorf("consensus: %s: %w: %w", op, ErrTimeout, err)
 	case errors.Is(err, node.ErrStopped), errors.Is(err, runner.ErrStopped):
 		return fmt.Errorf("consensus: %s: %w: %w", op, ErrNotStarted, err)
+	case errors.Is(err, node.ErrDiverged):
+		return fmt.Errorf("consensus: %s: %w", op, err) // wraps ErrDiverged
 	}
 	return fmt.Errorf("consensus: %s: %w", op, err)
 }
