@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
 	"github.com/forge-consensus/consensus/node"
 	"github.com/forge-consensus/consensus/server"
@@ -184,7 +183,17 @@ func TestVerifyTamperedReplica(t *testing.T) {
 	if !strings.Contains(string(body), `"diverged"`) {
 		t.Errorf("/status of the diverged node: %s", body)
 	}
-	if st := lead.Runner().Status(); st.Role != core.Leader {
-		t.Logf("leadership moved during the test (leader now %d)", st.Lead)
+	// The admin health endpoint says so too, on every node.
+	for _, s := range srvs {
+		resp, err := http.Get("http://" + s.APIAddr() + "/consensus/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("node %d diverged at index %d", badID, alarm.Index)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), want) {
+			t.Errorf("node %d admin health: %d %s", s.Config().NodeID, resp.StatusCode, body)
+		}
 	}
 }
