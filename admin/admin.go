@@ -47,6 +47,21 @@ type ClusterInfo struct {
 	ActiveNodes   int          `json:"active_nodes"`
 	HasQuorum     bool         `json:"has_quorum"`
 	Nodes         []NodeStatus `json:"nodes"`
+	// Diverged lists the replicas whose state diverged from the
+	// majority's, as this node's cross-replica verification knows them.
+	Diverged []DivergedNode `json:"diverged,omitempty"`
+}
+
+// DivergedNode is a replica whose state hash differed from the majority's
+// at a checkpoint (cross-replica verification), not repaired since.
+type DivergedNode struct {
+	ID    uint64 `json:"id"`
+	Index uint64 `json:"index"`
+	// Hash is the replica's state hash at Index; MajorityHash the
+	// majority's ("" when the replicas disagreed with no majority).
+	Hash         string `json:"hash"`
+	MajorityHash string `json:"majority_hash,omitempty"`
+	Message      string `json:"message"`
 }
 
 // NodeStatus describes one cluster member.

@@ -32,6 +32,10 @@ const (
 	// BugTrustDamagedHardState (sim storage) recovers from a damaged or
 	// lost hard state by taking the one stored before it.
 	BugTrustDamagedHardState
+	// BugDivergentApply (sim: the application) makes node 1's state
+	// machine apply one command wrong, silently: the first write at or
+	// after index 64 goes to another key.
+	BugDivergentApply
 	bugEnd
 )
 
@@ -57,6 +61,8 @@ func (b Bug) String() string {
 		return "storage-ignores-checksums"
 	case BugTrustDamagedHardState:
 		return "trust-damaged-hard-state"
+	case BugDivergentApply:
+		return "divergent-apply"
 	}
 	return "bug?"
 }

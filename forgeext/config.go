@@ -240,6 +240,9 @@ func overlay(c, o *Config) {
 	if or.CheckQuorum != nil {
 		r.CheckQuorum = or.CheckQuorum
 	}
+	if or.VerifyInterval != nil {
+		r.VerifyInterval = or.VerifyInterval
+	}
 	r.LeaseReads = r.LeaseReads || or.LeaseReads
 	t, ot := &c.Transport, &o.Transport
 	setString(&t.Type, ot.Type)

@@ -47,7 +47,7 @@ func TestYAMLAndOptionsCombine(t *testing.T) {
 		"peers": []any{
 			map[string]any{"id": 2, "address": "127.0.0.1", "port": ports[0]},
 		},
-		"raft":          map[string]any{"heartbeat_interval": "30ms", "election_timeout_min": "300ms"},
+		"raft":          map[string]any{"heartbeat_interval": "30ms", "election_timeout_min": "300ms", "verify_interval": 500},
 		"storage":       map[string]any{"type": "pebble", "path": dir},
 		"api":           map[string]any{"addr": addr(ports[1]), "client_addr": addr(ports[2])},
 		"observability": map[string]any{"log_raft_details": true},
@@ -66,6 +66,9 @@ func TestYAMLAndOptionsCombine(t *testing.T) {
 	}
 	if cfg.Raft.HeartbeatInterval != 30*time.Millisecond || cfg.Raft.ElectionTimeoutMin != 300*time.Millisecond {
 		t.Errorf("raft durations = %v, %v; want 30ms, 300ms from YAML", cfg.Raft.HeartbeatInterval, cfg.Raft.ElectionTimeoutMin)
+	}
+	if v := cfg.Raft.VerifyInterval; v == nil || *v != 500 {
+		t.Errorf("raft.verify_interval = %v; want 500 from YAML", v)
 	}
 	if !cfg.Observability.LogRaftDetails || cfg.AdminAPI.PathPrefix != "/raft" {
 		t.Errorf("observability/admin_api keys lost: %+v %+v", cfg.Observability, cfg.AdminAPI)

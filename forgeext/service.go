@@ -41,6 +41,10 @@ var (
 	// which had no effect; reads still work, and writes are taken again
 	// once space returns. It is node.ErrNoSpace.
 	ErrNoSpace = node.ErrNoSpace
+	// ErrDiverged: this node's state diverged from the cluster's
+	// (cross-replica verification, raft.verify_interval); it serves no
+	// reads or writes until repaired. Ask another node.
+	ErrDiverged = node.ErrDiverged
 )
 
 // NotLeaderError says a request needs the leader and this node is not it.
@@ -505,6 +509,8 @@ func (s *Service) requestError(op string, err error) error {
 		return fmt.Errorf("consensus: %s: %w: %w", op, ErrTimeout, err)
 	case errors.Is(err, node.ErrStopped), errors.Is(err, runner.ErrStopped):
 		return fmt.Errorf("consensus: %s: %w: %w", op, ErrNotStarted, err)
+	case errors.Is(err, node.ErrDiverged):
+		return fmt.Errorf("consensus: %s: %w", op, err) // wraps ErrDiverged
 	}
 	return fmt.Errorf("consensus: %s: %w", op, err)
 }

@@ -55,6 +55,10 @@
 //	forge_consensus_snapshots_total                    counter    snapshots taken
 //	forge_consensus_snapshot_duration_seconds          histogram  snapshot duration; buckets 1ms to 300s
 //
+// Cross-replica verification, from CorruptionDetected:
+//
+//	forge_consensus_corruption_detected_total          counter    divergence alarms raised: a replica's state hash differed from the majority's
+//
 // Peers, gauges read from State.Peers, exported only while this node is the
 // leader (a follower exports no series for them):
 //

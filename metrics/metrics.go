@@ -187,6 +187,12 @@ func (m *Metrics) SnapshotTaken(d time.Duration) {
 	m.c.snapshotDuration.Observe(seconds(d))
 }
 
+// CorruptionDetected records a divergence alarm: cross-replica
+// verification found a replica whose state differs from the majority's.
+func (m *Metrics) CorruptionDetected() {
+	m.c.corruption.Inc()
+}
+
 // seconds converts d to seconds, clamping negative durations to 0 so a
 // clock step cannot decrease a histogram's sum.
 func seconds(d time.Duration) float64 {
@@ -217,6 +223,7 @@ type collector struct {
 	electionDuration prometheus.Histogram
 	snapshots        prometheus.Counter
 	snapshotDuration prometheus.Histogram
+	corruption       prometheus.Counter
 
 	clusterSize     *prometheus.Desc
 	healthyNodes    *prometheus.Desc
@@ -280,6 +287,11 @@ func newCollector(src Source, nodeID string, now func() time.Time) *collector {
 			ConstLabels: constLabels,
 			Buckets:     snapshotBuckets,
 		}),
+		corruption: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "corruption_detected_total",
+			Help:        "Divergence alarms raised by this node's cross-replica verification: a replica's state hash differed from the majority's.",
+			ConstLabels: constLabels,
+		}),
 
 		clusterSize:     desc("cluster_size", "Voters and learners known to this node, including itself."),
 		healthyNodes:    desc("cluster_healthy_nodes", "Cluster members, including this node, that were recently active."),
@@ -306,6 +318,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	c.electionDuration.Describe(ch)
 	c.snapshots.Describe(ch)
 	c.snapshotDuration.Describe(ch)
+	c.corruption.Describe(ch)
 	for _, d := range []*prometheus.Desc{
 		c.clusterSize, c.healthyNodes, c.isLeader, c.hasQuorum, c.term,
 		c.commitIndex, c.lastApplied, c.logSize, c.logEntries, c.opsPerSec,
@@ -325,6 +338,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.electionDuration.Collect(ch)
 	c.snapshots.Collect(ch)
 	c.snapshotDuration.Collect(ch)
+	c.corruption.Collect(ch)
 
 	gauge := func(d *prometheus.Desc, v float64, labelValues ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labelValues...)

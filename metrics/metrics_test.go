@@ -97,6 +97,7 @@ var expectedTypes = map[string]dto.MetricType{
 	"forge_consensus_peer_replication_lag":             dto.MetricType_GAUGE,
 	"forge_consensus_peer_active":                      dto.MetricType_GAUGE,
 	"forge_consensus_transport_errors_total":           dto.MetricType_COUNTER,
+	"forge_consensus_corruption_detected_total":        dto.MetricType_COUNTER,
 }
 
 func newTestMetrics(t *testing.T, s State) (*Metrics, *fakeSource, *fakeClock) {
@@ -632,4 +633,16 @@ func gatherAll(t *testing.T) []*dto.MetricFamily {
 		t.Fatalf("Gather: %v", err)
 	}
 	return mfs
+}
+
+func TestCorruptionDetected(t *testing.T) {
+	m, _, _ := newTestMetrics(t, leaderState())
+	if got := valueOf(t, scrape(t, m), "forge_consensus_corruption_detected_total", nil); got != 0 {
+		t.Fatalf("corruption_detected_total = %v before any alarm, want 0", got)
+	}
+	m.CorruptionDetected()
+	m.CorruptionDetected()
+	if got := valueOf(t, scrape(t, m), "forge_consensus_corruption_detected_total", nil); got != 2 {
+		t.Errorf("corruption_detected_total = %v, want 2", got)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"testing"
@@ -19,12 +20,24 @@ import (
 // listSM is a state machine whose state is the list of commands applied.
 type listSM struct {
 	cmds     []string
-	restores int // how many times Restore was called
+	restores int    // how many times Restore was called
+	tamper   string // changes the hash: a state that silently diverged
 }
 
 func (s *listSM) Apply(_ uint64, cmd []byte) any {
 	s.cmds = append(s.cmds, string(cmd))
 	return "ok:" + string(cmd)
+}
+
+// Hash hashes the commands applied (and tamper), for verification.
+func (s *listSM) Hash() uint64 {
+	h := fnv.New64a()
+	for _, c := range s.cmds {
+		h.Write([]byte(c))
+		h.Write([]byte{0})
+	}
+	h.Write([]byte(s.tamper))
+	return h.Sum64()
 }
 
 func (s *listSM) Query([]byte) (any, error) { return strings.Join(s.cmds, ","), nil }
@@ -37,7 +50,7 @@ func (s *listSM) Restore(data []byte) error {
 	if err := json.Unmarshal(data, &cmds); err != nil {
 		return err
 	}
-	s.cmds = cmds
+	s.cmds, s.tamper = cmds, ""
 	return nil
 }
 

@@ -97,6 +97,15 @@ type Config struct {
 	// Observer sees every applied entry and snapshot restore (optional:
 	// simulators, tests, metrics).
 	Observer Observer
+	// VerifyInterval turns on cross-replica verification (see Hasher and
+	// the package's verify.go): every node reports its state hash through
+	// the log at each applied index that is a multiple of it, and the
+	// replicas compare them (0: off). StateMachine must implement Hasher.
+	// Every node of a cluster should use the same interval.
+	VerifyInterval uint64
+	// OnAlarm is told, on the driving goroutine, of each divergence alarm
+	// this node raises or clears (optional). It must not call the node.
+	OnAlarm func(Alarm)
 }
 
 // Observer watches what a node applies. Its methods run on the driving
@@ -147,6 +156,8 @@ type Node struct {
 
 	role core.Role
 	lead uint64
+
+	ver *verifier // nil: verification off
 }
 
 type deadline struct {
@@ -193,6 +204,16 @@ func New(cfg Config) (*Node, error) {
 	}
 	if n.inc == 0 {
 		n.inc = mix64(cfg.Core.Seed ^ 0x9e3779b97f4a7c15*cfg.Core.ID)
+	}
+	if n.inc == 0 {
+		n.inc = 1 // incarnation 0 marks verification records
+	}
+	if cfg.VerifyInterval > 0 {
+		h, ok := cfg.StateMachine.(Hasher)
+		if !ok {
+			return nil, fmt.Errorf("%w: VerifyInterval needs a StateMachine that implements node.Hasher", core.ErrInvalidConfig)
+		}
+		n.ver = &verifier{interval: cfg.VerifyInterval, hasher: h}
 	}
 	if s := st.Snapshot; !s.IsEmpty() {
 		if err := cfg.StateMachine.Restore(s.Data); err != nil {
@@ -247,6 +268,7 @@ func (n *Node) Tick() {
 	n.now++
 	n.raft.Tick()
 	n.expire()
+	n.verifyTick()
 	n.drive()
 }
 
@@ -298,8 +320,12 @@ func (n *Node) ReportSnapshot(id uint64, ok bool) {
 // Propose proposes a command for the state machine. The future resolves
 // with the result of StateMachine.Apply once the command is committed and
 // applied on this node, or with an error: *NotLeaderError, ErrDropped (no
-// effect), ErrTimeout or ErrStopped (outcome unknown).
+// effect), ErrTimeout or ErrStopped (outcome unknown), or a *DivergedError
+// (no effect) on a node whose state diverged from the cluster's.
 func (n *Node) Propose(cmd []byte) *Future {
+	if err := n.divergedErr(); err != nil && n.stopped == nil {
+		return resolved(nil, err)
+	}
 	if n.stopped == nil && n.cfg.AdmitWrite != nil {
 		if err := n.cfg.AdmitWrite(); err != nil {
 			return resolved(nil, err)
@@ -342,10 +368,15 @@ func (n *Node) propose(payload []byte, submit func([]byte) error) *Future {
 
 // Read answers query at the given consistency level with the result of
 // StateMachine.Query. Errors: *NotLeaderError, ErrDropped,
-// ErrLeaseReadsDisabled, ErrTimeout, ErrStopped, or the query's own error.
+// ErrLeaseReadsDisabled, ErrTimeout, ErrStopped, a *DivergedError (at every
+// level) on a node whose state diverged from the cluster's, or the query's
+// own error.
 func (n *Node) Read(level ReadLevel, query []byte) *Future {
 	if n.stopped != nil {
 		return resolved(nil, n.stopped)
+	}
+	if err := n.divergedErr(); err != nil {
+		return resolved(nil, err)
 	}
 	if level == ReadLinearizable && core.BugReadLocal.In(n.cfg.Core.TestBugs) {
 		level = ReadStale
@@ -412,9 +443,15 @@ func (n *Node) StepDown() error {
 // automatic threshold does. The future resolves with the snapshot's index
 // once the snapshot is durable; if nothing was applied since the last
 // snapshot, with that snapshot's index once it is durable.
+//
+// A node whose state diverged from the cluster's takes no snapshot: it
+// fails with a *DivergedError.
 func (n *Node) TakeSnapshot() *Future {
 	if n.stopped != nil {
 		return resolved(nil, n.stopped)
+	}
+	if err := n.divergedErr(); err != nil {
+		return resolved(nil, err)
 	}
 	f := &Future{}
 	n.snapWait = append(n.snapWait, snapWaiter{f: f, at: n.applied})
@@ -727,6 +764,7 @@ func (n *Node) finish(rd *core.Ready) {
 		if n.cfg.Observer != nil {
 			n.cfg.Observer.Restored(s.Meta.Index)
 		}
+		n.verifyRestored(s.Meta.Index)
 	}
 	for i := range rd.CommittedEntries {
 		n.apply(&rd.CommittedEntries[i])
@@ -754,7 +792,11 @@ func (n *Node) apply(e *core.Entry) {
 	switch e.Type {
 	case core.EntryNormal:
 		if len(e.Data) == 0 {
-			return // a new leader's empty entry
+			break // a new leader's empty entry
+		}
+		if isRecord(e.Data) {
+			n.applyRecord(e.Index, e.Data) // never reaches the state machine
+			break
 		}
 		inc, seq, cmd, ok := splitHeader(e.Data)
 		if !ok {
@@ -770,11 +812,16 @@ func (n *Node) apply(e *core.Entry) {
 	case core.EntryConfChange:
 		cc, err := core.DecodeConfChange(e.Data)
 		if err != nil {
-			return // the core skipped it too
+			break // the core skipped it too
 		}
 		inc, seq, ctx, ok := splitHeader(cc.Context)
 		if ok {
 			cc.Context = ctx
+		}
+		for _, c := range cc.Changes {
+			if c.Type == core.RemoveNode {
+				n.verifyRemoved(c.NodeID)
+			}
 		}
 		if n.cfg.ConfChangeApplied != nil {
 			n.cfg.ConfChangeApplied(e.Index, cc)
@@ -786,6 +833,7 @@ func (n *Node) apply(e *core.Entry) {
 			}
 		}
 	}
+	n.verifyApplied(e.Index)
 }
 
 func splitHeader(b []byte) (inc, seq uint64, rest []byte, ok bool) {
@@ -826,6 +874,10 @@ func (n *Node) serveReads() {
 		}
 		if rd.index <= n.applied {
 			delete(n.reads, rd.seq)
+			if err := n.divergedErr(); err != nil {
+				rd.f.resolve(nil, err)
+				continue
+			}
 			rd.f.resolve(n.cfg.StateMachine.Query(rd.query))
 			continue
 		}
@@ -843,6 +895,15 @@ func (n *Node) maybeSnapshot() {
 		return // one snapshot at a time; waiters are served after it
 	}
 	n.snapshotDone() // waiters the last (durable) snapshot covers
+	if err := n.divergedErr(); err != nil {
+		// A diverged state is not made durable as a snapshot: the log
+		// keeps the records that tell this node so after a restart.
+		for _, w := range n.snapWait {
+			w.f.resolve(nil, err)
+		}
+		n.snapWait = n.snapWait[:0]
+		return
+	}
 	t := n.cfg.SnapshotThreshold
 	if len(n.snapWait) == 0 && (t == 0 || n.applied < n.snapIdx+t) {
 		return

@@ -52,6 +52,8 @@ type Runner struct {
 	stopped bool
 
 	status  atomic.Pointer[core.BasicStatus]
+	alarms  atomic.Pointer[[]node.Alarm]
+	alarmGn uint64 // the node's alarms generation last published (loop only)
 	dropped atomic.Uint64
 }
 
@@ -159,6 +161,11 @@ func (r *Runner) loop() {
 func (r *Runner) publish() {
 	st := r.n.Status()
 	r.status.Store(&st)
+	if g := r.n.AlarmsGeneration(); g != r.alarmGn || r.alarms.Load() == nil {
+		r.alarmGn = g
+		a := r.n.Alarms()
+		r.alarms.Store(&a)
+	}
 }
 
 func (r *Runner) markStopped() {
@@ -198,6 +205,16 @@ func (r *Runner) ID() uint64 { return r.id }
 
 // Status returns the node's status as of its last event.
 func (r *Runner) Status() core.BasicStatus { return *r.status.Load() }
+
+// Alarms returns the node's divergence alarms as of its last event (see
+// node.Node.Alarms): the replicas known to have diverged, this one
+// included, and not repaired since.
+func (r *Runner) Alarms() []node.Alarm {
+	if a := r.alarms.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
 
 // Dropped returns how many inbound messages were dropped for a full inbox.
 func (r *Runner) Dropped() uint64 { return r.dropped.Load() }

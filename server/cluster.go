@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/forge-consensus/consensus/admin"
@@ -113,6 +114,7 @@ func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
 	}
 	info.TotalNodes = len(info.Nodes)
 	info.Role = roleName(st.Role, slices.Contains(learners, self))
+	info.Diverged = divergedNodes(s.run.Alarms())
 	if st.Role == core.Leader {
 		info.HasQuorum = activeVoters > len(voters)/2
 	} else {
@@ -121,15 +123,42 @@ func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
 	return info
 }
 
-// Health is healthy when the node runs, knows a leader, that leader has
-// a quorum and the node's storage has space for writes; degraded when all that holds but some member is not active.
+// divergedNodes describes divergence alarms for the admin API.
+func divergedNodes(as []node.Alarm) []admin.DivergedNode {
+	var out []admin.DivergedNode
+	for _, a := range as {
+		d := admin.DivergedNode{ID: a.Node, Index: a.Index, Hash: fmt.Sprintf("%#016x", a.Hash), Message: a.String()}
+		if a.Decided {
+			d.MajorityHash = fmt.Sprintf("%#016x", a.Want)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// Health is healthy when the node runs, knows a leader and that leader has
+// a quorum, the node's storage has space for writes, and no replica is known to have diverged (cross-replica
+// verification); degraded when all that holds but some member is not
+// active.
 func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	info := s.Info(ctx)
 	running := s.run.Err() == nil && info.Role != "stopped"
+	alarms := s.run.Alarms()
 	checks := []admin.Check{
 		{Name: "running", Healthy: running},
 		{Name: "leader", Healthy: info.Leader != 0},
 		{Name: "quorum", Healthy: info.HasQuorum},
+		{Name: "replicas", Healthy: len(alarms) == 0},
+	}
+	if len(alarms) > 0 {
+		msgs := make([]string, len(alarms))
+		for i, a := range alarms {
+			msgs[i] = a.String()
+			if a.Node == uint64(s.cfg.NodeID) {
+				msgs[i] += " (this node: it serves no reads until repaired)"
+			}
+		}
+		checks[3].Message = "replica state diverged: " + strings.Join(msgs, "; ")
 	}
 	if !running {
 		checks[0].Message = "the node has stopped"
@@ -144,7 +173,7 @@ func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	checks = append(checks, space)
 	h := admin.HealthStatus{Leader: info.Leader, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
 		TotalNodes: info.TotalNodes, Checks: checks,
-		Healthy: running && info.Leader != 0 && info.HasQuorum && space.Healthy}
+		Healthy: running && info.Leader != 0 && info.HasQuorum && space.Healthy && len(alarms) == 0}
 	switch {
 	case !h.Healthy:
 		h.Status = "unhealthy"

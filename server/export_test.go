@@ -1,5 +1,12 @@
 package server
 
+import (
+	"context"
+
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/node"
+)
+
 // WireMaxInFlight exposes the per-connection in-flight bound to the
 // external tests.
 const WireMaxInFlight = wireMaxInFlight
@@ -20,4 +27,13 @@ func (s *Server) WireConnState() (inflight int, waiting, ok bool) {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
 	return wc.inflight, wc.wantSpace, true
+}
+
+// TamperState writes key = value into the node's key-value store behind
+// the log's back, on the node's goroutine: a replica whose state silently
+// diverged, for the cross-replica verification tests.
+func (s *Server) TamperState(ctx context.Context, key, value string) error {
+	return s.run.Do(ctx, func(*node.Node) {
+		s.sm.kv.Apply(s.sm.kv.Applied(), kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: key, Value: []byte(value)}))
+	})
 }

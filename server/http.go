@@ -33,6 +33,7 @@ type Node interface {
 //	                                     200 value, 404 if absent
 //	DELETE /kv/{key}                     200 {"deleted":bool}
 //	GET    /status                       200 {"id","role","term","leader","commit","applied"}
+//	                                     (+ "diverged": [...] while a divergence alarm stands)
 //
 // Every response carries X-Consensus-Leader and X-Consensus-Term. A write
 // on a follower is forwarded to the leader by the protocol, or answered
@@ -40,7 +41,9 @@ type Node interface {
 // X-Client-ID and X-Request-Seq headers make a retried write exactly-once.
 // Errors: 400 bad request, 503 no leader or dropped (retry), 504 timed out
 // (the write may still happen), 507 the node is out of storage space (the
-// write did not happen; reads still work).
+// write did not happen; reads still work). A node whose state diverged from
+// the cluster's (cross-replica verification) answers every read and write
+// with 503 and the reason, until it is repaired.
 type API struct {
 	Node           Node
 	LeaderAPI      func(id uint64) string // base URL of a node's API ("" if unknown)
@@ -49,6 +52,21 @@ type API struct {
 	// Observe, if set, is told of every read ("read") and write ("apply")
 	// that reached the node, with its duration and error.
 	Observe func(op string, d time.Duration, err error)
+	// Alarms, if set, returns the node's divergence alarms for /status.
+	Alarms func() []node.Alarm
+}
+
+// divergedJSON describes divergence alarms for /status.
+func divergedJSON(as []node.Alarm) []map[string]any {
+	out := make([]map[string]any, 0, len(as))
+	for _, a := range as {
+		d := map[string]any{"node": a.Node, "index": a.Index, "hash": fmt.Sprintf("%#016x", a.Hash), "message": a.String()}
+		if a.Decided {
+			d["majority_hash"] = fmt.Sprintf("%#016x", a.Want)
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // observe reports an operation to Observe.
@@ -64,10 +82,16 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Consensus-Leader", strconv.FormatUint(st.Lead, 10))
 	w.Header().Set("X-Consensus-Term", strconv.FormatUint(st.Term, 10))
 	if r.URL.Path == "/status" && r.Method == http.MethodGet {
-		writeJSON(w, http.StatusOK, map[string]any{
+		body := map[string]any{
 			"id": st.ID, "role": st.Role.String(), "term": st.Term, "leader": st.Lead,
 			"commit": st.Commit, "applied": st.Applied,
-		})
+		}
+		if a.Alarms != nil {
+			if as := a.Alarms(); len(as) > 0 {
+				body["diverged"] = divergedJSON(as)
+			}
+		}
+		writeJSON(w, http.StatusOK, body)
 		return
 	}
 	const prefix = "/kv/"
@@ -196,6 +220,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, node.ErrNoSpace):
 		httpError(w, http.StatusInsufficientStorage, err.Error())
+	case errors.Is(err, node.ErrDiverged):
+		// No Retry-After: this node will not serve until it is repaired;
+		// another node may.
+		httpError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, node.ErrDropped), errors.Is(err, node.ErrLeaseReadsDisabled):
 		w.Header().Set("Retry-After", "1")
 		httpError(w, http.StatusServiceUnavailable, err.Error())

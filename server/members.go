@@ -13,6 +13,7 @@ import (
 
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/node"
 )
 
 // Member is a node's addresses as the cluster knows them: the peers of the
@@ -181,6 +182,23 @@ func (m *machine) Apply(index uint64, cmd []byte) any {
 	return m.kv.Apply(index, cmd)
 }
 func (m *machine) Query(q []byte) (any, error) { return m.kv.Query(q) }
+
+// Hash is the state hash cross-replica verification compares
+// (node.Hasher): the key-value store's running hash, mixed with the
+// application's when it has one (an AppMachine with a Hash() uint64
+// method). The directory is not hashed: it follows from the log's
+// membership changes, which the core checks.
+func (m *machine) Hash() uint64 {
+	h := m.kv.Hash()
+	if a, ok := m.app.(node.Hasher); ok {
+		x := a.Hash() + 0x9e3779b97f4a7c15
+		x ^= x >> 30
+		x *= 0xbf58476d1ce4e5b9
+		x ^= x >> 27
+		h ^= x
+	}
+	return h
+}
 
 // Snapshot encodes the added members and removed IDs, in ID order, then
 // the store.

@@ -44,6 +44,7 @@ type Server struct {
 	space *spaceGuard
 
 	metrics   *metrics.Metrics
+	sm        *machine
 	watchStop chan struct{} // ends watchLeadership
 	watchDone chan struct{}
 
@@ -159,6 +160,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.syncPeers()
 	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers, snapshotted: m.SnapshotTaken,
 		app: cfg.App}
+	s.sm = sm
 
 	tick, hb, et := cfg.Ticks()
 	seed, inc := random64(), random64()
@@ -177,6 +179,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			ConfChangeApplied: s.confChangeApplied,
 			AdmitWrite:        s.admitWrite,
 			Logger:            base,
+			VerifyInterval:    *cfg.Raft.VerifyInterval,
+			OnAlarm:           s.onAlarm,
 		},
 		TickInterval: tick,
 		Logger:       base,
@@ -189,7 +193,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
-		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation})
+		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation, Alarms: r.Alarms})
 	if cfg.API.FaultSwitch {
 		mux.HandleFunc("/admin/block", s.block)
 	}
@@ -398,6 +402,14 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request) {
 	s.tr.Block(peer, on)
 	s.log.Warn("fault switch", "peer", peer, "blocked", on)
 	writeJSON(w, http.StatusOK, map[string]any{"peer": peer, "blocked": on})
+}
+
+// onAlarm counts the divergence alarms the node raises (it logs them
+// itself, at ERROR).
+func (s *Server) onAlarm(a node.Alarm) {
+	if !a.Cleared {
+		s.metrics.CorruptionDetected()
+	}
 }
 
 // random64 draws a seed from the operating system (production only: the

@@ -415,7 +415,8 @@ func (c *wireConn) failure(id uint64, err error) *wire.Response {
 		r.Status = wire.StatusNoSpace
 	case errors.Is(err, node.ErrDropped):
 		r.Status = wire.StatusDropped
-	case errors.Is(err, node.ErrLeaseReadsDisabled), errors.Is(err, kv.ErrNotReadOnly):
+	case errors.Is(err, node.ErrLeaseReadsDisabled), errors.Is(err, kv.ErrNotReadOnly),
+		errors.Is(err, node.ErrDiverged):
 		r.Status = wire.StatusRefused
 	}
 	// Otherwise (node.ErrTimeout, node.ErrStopped, node.ErrStorage, ...):

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
 )
 
 // checkBugs refuses planted bugs in builds that cannot plant them.
@@ -41,4 +42,29 @@ func ParseBugs(s string) (uint64, error) {
 		}
 	}
 	return bugs, nil
+}
+
+// divergentFrom is the first index at which core.BugDivergentApply
+// misapplies a write.
+const divergentFrom = 64
+
+// divergentStore is the state machine of core.BugDivergentApply: it writes
+// the first Set it applies at or after divergentFrom under another key
+// (its own key with a quote appended, which no client uses), so that its
+// replica's state silently differs from the others' from then on.
+type divergentStore struct {
+	*kv.Store
+	done bool
+}
+
+// Apply applies cmd, or misapplies it once.
+func (s *divergentStore) Apply(index uint64, cmd []byte) any {
+	if !s.done && index >= divergentFrom {
+		if c, err := kv.DecodeCommand(cmd); err == nil && c.Op == kv.OpSet {
+			s.done = true
+			c.Key += "'"
+			return s.Store.Apply(index, kv.EncodeCommand(c))
+		}
+	}
+	return s.Store.Apply(index, cmd)
 }

@@ -20,6 +20,9 @@ const (
 	CheckDurability         = "durability"
 	CheckPersistBeforeSend  = "persist-before-send"
 	CheckConvergence        = "convergence"
+	// CheckVerification fails on any divergence alarm a node raises
+	// (node.Config.OnAlarm): with no planted bug, an alarm is a false one.
+	CheckVerification = "verification"
 )
 
 // Violation is the first broken invariant a Checker saw.
@@ -768,6 +771,15 @@ func (c *Checker) StateHash(at Time, id uint64, applied uint64, hash uint64) {
 	case !s.set || s.index < applied:
 		*s = ckConv{index: applied, hash: hash, node: id, set: true}
 	}
+}
+
+// Alarm fails the run on a divergence alarm raised by node id's
+// cross-replica verification (cleared alarms are ignored).
+func (c *Checker) Alarm(at Time, id uint64, a node.Alarm) {
+	if c.err != nil || a.Cleared {
+		return
+	}
+	c.fail(at, id, CheckVerification, "node %d raised a divergence alarm: %s", id, a)
 }
 
 // Hashing: a 64-bit multiply-xorshift hash, deterministic across runs.

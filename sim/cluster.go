@@ -227,6 +227,10 @@ func (c *cluster) start(p *proc) {
 			voters = append(voters, uint64(i))
 		}
 	}
+	var sm node.StateMachine = p.sm
+	if core.BugDivergentApply.In(c.o.Bugs) && p.id == 1 {
+		sm = &divergentStore{Store: p.sm}
+	}
 	cfg := node.Config{
 		Core: core.Config{
 			ID: p.id, Voters: voters,
@@ -236,7 +240,7 @@ func (c *cluster) start(p *proc) {
 			MaxSizePerMsg: c.o.MaxSizePerMsg, MaxInflightMsgs: c.o.MaxInflightMsgs,
 			TestBugs: c.o.Bugs,
 		},
-		Storage: st, Transport: transport{p}, StateMachine: p.sm, Observer: observer{p},
+		Storage: st, Transport: transport{p}, StateMachine: sm, Observer: observer{p},
 		Incarnation:          mix64(c.o.Seed ^ p.id<<40 ^ p.boots),
 		ProposalTimeoutTicks: 3 * c.o.ElectionTick,
 		ReadTimeoutTicks:     3 * c.o.ElectionTick,
@@ -244,6 +248,8 @@ func (c *cluster) start(p *proc) {
 		SnapshotThreshold:    c.o.SnapshotThreshold,
 		SnapshotKeep:         c.o.SnapshotKeep,
 		ConfChangeApplied:    func(index uint64, cc core.ConfChange) { c.confChangeApplied(p, index, cc) },
+		VerifyInterval:       c.o.VerifyInterval,
+		OnAlarm:              func(a node.Alarm) { c.alarm(p, a) },
 	}
 	c.chk.Restart(c.s.Now(), p.id, loaded)
 	if v := c.chk.Err(); v != nil && p.damaged {
@@ -268,6 +274,9 @@ func (c *cluster) start(p *proc) {
 	p.observe()
 	c.scheduleTick(p, p.epoch)
 }
+
+// alarm hands a divergence alarm to the checker.
+func (c *cluster) alarm(p *proc, a node.Alarm) { c.chk.Alarm(c.s.Now(), p.id, a) }
 
 // scheduleTick drives the process's logical clock at its drifted rate.
 func (c *cluster) scheduleTick(p *proc, epoch uint64) {
@@ -299,6 +308,9 @@ func (c *cluster) crash(p *proc, down Time) {
 	c.hist.Annotate(annotation(now, now+down, "crash", p.id))
 	p.disk.Crash()
 	c.chk.Crash(now, p.id)
+	if p.n != nil {
+		c.counters.VerifyConfirmed += p.n.Confirmed()
+	}
 	p.up, p.n, p.sm, p.paused, p.queued, p.crashOnWrite = false, nil, nil, false, nil, false
 	p.epoch++
 	c.dropClientAttempts(p.id)

@@ -65,6 +65,9 @@ type Options struct {
 	MaxInflightMsgs   int    `json:"max_inflight_msgs"`
 	SnapshotThreshold uint64 `json:"snapshot_threshold"`
 	SnapshotKeep      uint64 `json:"snapshot_keep"`
+	// VerifyInterval turns on cross-replica verification every this many
+	// applied entries (node.Config.VerifyInterval; 0: off).
+	VerifyInterval uint64 `json:"verify_interval,omitempty"`
 
 	// Bugs plants known bugs (only in builds with the simbugs tag).
 	Bugs uint64 `json:"bugs,omitempty"`
@@ -187,6 +190,8 @@ func Draw(seed uint64, profile string) (Options, error) {
 		o.HealQuorumOnly = r.Chance(0.5)
 		o.Storage = drawStorage(NewRand(seed, "storage"), o.Nodes, profile == "storage")
 	}
+	// Drawn last, so that the draws above are what they were before.
+	o.VerifyInterval = uint64(r.Range(8, 128))
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration
 	return o, o.Validate()
@@ -219,7 +224,7 @@ func (o *Options) Validate() error {
 	for _, name := range o.SkipChecks {
 		switch name {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
-			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence:
+			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}

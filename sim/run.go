@@ -82,7 +82,10 @@ type Counters struct {
 	Deduplicated       uint64 `json:"deduplicated"`
 	Messages           uint64 `json:"messages"`
 	MessagesDropped    uint64 `json:"messages_dropped"`
-	DiskTorn           uint64 `json:"disk_torn"`
+	// VerifyConfirmed counts checkpoints at which a node's state hash was
+	// confirmed by the majority's verdict (cross-replica verification).
+	VerifyConfirmed uint64 `json:"verify_confirmed"`
+	DiskTorn        uint64 `json:"disk_torn"`
 	// Silent storage faults: damage done (records flipped or made
 	// unreadable, fsynced writes lost or misdirected), loads refused
 	// (fail-stop), damaged nodes that loaded intact state, refusing nodes
@@ -130,6 +133,7 @@ func (c *Counters) Add(o *Counters) {
 	c.StorageRefusals += o.StorageRefusals
 	c.StorageRecoveries += o.StorageRecoveries
 	c.StorageRepairs += o.StorageRepairs
+	c.VerifyConfirmed += o.VerifyConfirmed
 }
 
 // Config says what a run keeps and how it checks, beyond its Options.
@@ -335,6 +339,9 @@ func (c *cluster) finish() {
 		c.counters.DiskMisdirected += dc.Misdirected
 		if p.sm != nil {
 			c.counters.Deduplicated += p.sm.Deduplicated()
+		}
+		if p.n != nil {
+			c.counters.VerifyConfirmed += p.n.Confirmed()
 		}
 	}
 	// Term 1 is the bootstrap term, in which nobody leads.

@@ -53,6 +53,28 @@ func StartCluster(t testing.TB, n int, storage, transport string) ([]*server.Ser
 // security or admin_api).
 func StartClusterWith(t testing.TB, n int, storage, transport, extra string) ([]*server.Server, *server.Server) {
 	t.Helper()
+	return StartClusterOpts(t, Options{Nodes: n, Storage: storage, Transport: transport, Extra: extra})
+}
+
+// Options configures StartClusterOpts.
+type Options struct {
+	Nodes     int
+	Storage   string // "memory" or "pebble"
+	Transport string // "tcp" or "grpc"
+	// Extra is YAML appended to every node's configuration (top-level
+	// keys StartCluster does not set); Raft is YAML appended to its raft
+	// section (each line indented by two spaces).
+	Extra string
+	Raft  string
+	// Logger receives every node's logs (nil: discarded, or warnings to
+	// standard error with -test.v).
+	Logger *slog.Logger
+}
+
+// StartClusterOpts is StartCluster with Options.
+func StartClusterOpts(t testing.TB, o Options) ([]*server.Server, *server.Server) {
+	t.Helper()
+	n := o.Nodes
 	dir := t.TempDir()
 	ports := FreePorts(t, 3*n)
 	var peers strings.Builder
@@ -60,9 +82,12 @@ func StartClusterWith(t testing.TB, n int, storage, transport, extra string) ([]
 		fmt.Fprintf(&peers, "  - {id: %d, address: 127.0.0.1, port: %d, api_port: %d, client_port: %d}\n",
 			i+1, ports[3*i], ports[3*i+1], ports[3*i+2])
 	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+		if testing.Verbose() {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		}
 	}
 	var srvs []*server.Server
 	for i := range n {
@@ -72,7 +97,7 @@ peers:
 %sraft:
   heartbeat_interval: 20ms
   election_timeout_min: 200ms
-transport:
+%stransport:
   type: %s
 storage:
   type: %s
@@ -80,8 +105,8 @@ storage:
 api:
   addr: 127.0.0.1:%d
   client_addr: 127.0.0.1:%d
-%s`, i+1, ports[3*i], peers.String(), transport, storage, filepath.Join(dir, strconv.Itoa(i+1)),
-			ports[3*i+1], ports[3*i+2], extra)
+%s`, i+1, ports[3*i], peers.String(), o.Raft, o.Transport, o.Storage, filepath.Join(dir, strconv.Itoa(i+1)),
+			ports[3*i+1], ports[3*i+2], o.Extra)
 		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
 		if err != nil {
 			t.Fatal(err)
