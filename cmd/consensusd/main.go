@@ -5,6 +5,9 @@
 //	consensusd local-cluster [-dir DIR] [-nodes 3] [-port 7001] [-transport grpc]
 //	                                     write configs for a loopback cluster
 //	                                     under DIR and run one process per node
+//	consensusd recover -config node2.yaml -new-id 4
+//	                                     bring back a node whose storage is
+//	                                     damaged, under a new ID (package recovery)
 //
 // The HTTP API (see package server): PUT/GET/DELETE /kv/{key}, GET /status.
 package main
@@ -31,6 +34,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "local-cluster" {
 		return localCluster(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "recover" {
+		return recoverCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("consensusd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file (YAML)")
@@ -39,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster)")
+		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster, consensusd recover)")
 		fs.Usage()
 		return 2
 	}
@@ -57,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	s, err := server.New(cfg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "consensusd: %v\n", err)
+		damagedHint(stderr, *path, err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
