@@ -27,7 +27,9 @@
 //     (keeping a copy of the old file as <file>.bak-<UTC time>), before the
 //     new ID exists anywhere, so that the file and the data directory
 //     always describe the same node.
-//  6. It adds the new ID as a learner at the node's address.
+//  6. It creates the new node's empty storage, then adds the new ID as a
+//     learner at the node's address. (So, on a later run, storage that is
+//     absent while the new ID is a member means lost state, and is refused.)
 //  7. It starts the node, which receives the leader's snapshot and log,
 //     and waits until its log is within Options.MaxLag entries of the
 //     leader's commit index and holds every entry committed before it was
@@ -48,6 +50,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,6 +146,7 @@ type run struct {
 	self   server.PeerConfig // this node's entry in peers
 	addr   string            // its raft address, host:port
 	client *adminClient
+	ownAPI string // this node's own API base URL
 	res    *Result
 }
 
@@ -246,6 +250,10 @@ func (r *run) setup() error {
 		return fmt.Errorf("recovery: %w", err)
 	}
 	r.client = c
+	r.ownAPI = "http://" + loopback(cfg.API.Addr)
+	if u, err := url.Parse(r.ownAPI); err == nil {
+		c.trusted[u.Host] = true // this node's own API, with this node's token
+	}
 	return nil
 }
 
@@ -278,23 +286,26 @@ func (r *run) replace(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if n, ok := v.member(old); ok && n.Active {
+		// Right after an election the leader counts every member as
+		// active for an election timeout; wait that out.
+		grace := 2*r.cfg.Raft.ElectionTimeoutMax + time.Second
+		if w, err := r.await(ctx, grace, func(v view) bool {
+			n, ok := v.member(old)
+			return !ok || !n.Active
+		}); err != nil {
+			r.describe(2, v)
+			return refused("the leader has heard from node %d within the last election timeout: "+
+				"is it running? Stop it first", old)
+		} else {
+			v = w
+		}
+	}
 	r.describe(2, v)
 	if err := r.checkNewID(v); err != nil {
 		return err
 	}
-	if n, ok := v.member(old); ok {
-		if n.Active {
-			// Right after an election the leader counts every member as
-			// active for an election timeout; wait that out.
-			grace := 2*r.cfg.Raft.ElectionTimeoutMax + time.Second
-			if v, err = r.await(ctx, grace, func(v view) bool {
-				n, ok := v.member(old)
-				return !ok || !n.Active
-			}); err != nil {
-				return refused("the leader has heard from node %d within the last election timeout: "+
-					"is it running? Stop it first", old)
-			}
-		}
+	if _, ok := v.member(old); ok {
 		if err := checkQuorum(v, old); err != nil {
 			return err
 		}
@@ -340,22 +351,14 @@ func (r *run) resume(ctx context.Context) error {
 	if err := r.checkNewID(v); err != nil {
 		return err
 	}
-	n, member := v.member(nid)
-	if member && n.Voter {
+	if n, ok := v.member(nid); ok && n.Voter {
 		r.describe(2, v)
+		if err := r.checkOwnStorage(); err != nil {
+			return err
+		}
 		r.res.NothingToDo, r.res.Voters = true, v.voters()
 		fmt.Fprintf(r.out, "nothing to do: node %d is a voter and %s names it\n", nid, r.o.ConfigPath)
 		return nil
-	}
-	if !member {
-		// Steps 3 to 5 ran; the learner was never added, so the node never
-		// started: its directory must be absent or empty.
-		if lost, _, err := r.checkStorage(); err != nil {
-			return err
-		} else if !lost && r.cfg.Storage.Type != "memory" {
-			return refused("node %d is not a member, yet %s holds data: it was not written by this recovery",
-				nid, r.cfg.Storage.Path)
-		}
 	}
 	r.describe(2, v)
 	r.step(3, "remove the old node: done before %s was rewritten", r.o.ConfigPath)
@@ -370,8 +373,23 @@ func (r *run) rejoin(ctx context.Context, v view) error {
 	nid := r.o.NewID
 	var err error
 	if n, ok := v.member(nid); ok {
+		if err := r.checkOwnStorage(); err != nil {
+			return err
+		}
 		r.step(6, "add node %d as a learner: a member already (%s)", nid, n.Role)
 	} else {
+		// The new ID has never been a member, so its storage holds nothing
+		// anyone counted on. Create it now, before the ID exists: from then
+		// on an absent directory means lost state, never "not started".
+		if lost, why, err := r.checkStorage(); err != nil {
+			return err
+		} else if !lost && why != "" {
+			return refused("node %d is not a member yet, but its storage %s is damaged: %s", nid,
+				r.cfg.Storage.Path, why)
+		}
+		if err := server.CheckStorage(r.cfg, nil); err != nil {
+			return fmt.Errorf("create the storage of node %d: %w", nid, err)
+		}
 		req := admin.AddNodeRequest{NodeID: admin.NodeID(nid), Address: r.self.Address, Port: r.self.Port,
 			APIPort: r.self.APIPort, ClientPort: r.self.ClientPort, Learner: true}
 		if v, err = r.change(ctx, "/add-node", req, func(v view) bool { _, ok := v.member(nid); return ok }); err != nil {
@@ -470,16 +488,22 @@ func (r *run) start() error {
 
 // running reports whether the node's own API answers as the new ID.
 func (r *run) running() bool {
-	host, port, err := net.SplitHostPort(r.cfg.API.Addr)
+	var info admin.ClusterInfo
+	err := r.client.call(context.Background(), http.MethodGet, r.ownAPI, "/status", nil, &info)
+	return err == nil && info.NodeID == r.o.NewID
+}
+
+// loopback returns host:port with an unspecified host replaced by
+// 127.0.0.1, to dial a listener of this machine.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return false
+		return addr
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	var info admin.ClusterInfo
-	err = r.client.call(context.Background(), http.MethodGet, "http://"+net.JoinHostPort(host, port), "/status", nil, &info)
-	return err == nil && info.NodeID == r.o.NewID
+	return net.JoinHostPort(host, port)
 }
 
 // checkStorage reports whether the storage is lost (absent, empty or in
@@ -513,6 +537,30 @@ func (r *run) checkStorage() (lost bool, why string, err error) {
 	}
 	return false, "", refused("storage %s cannot be opened, and not because its data is damaged: %v "+
 		"(is the node still running?)", path, err)
+}
+
+// checkOwnStorage checks, once the new ID is a member, that its storage
+// still holds what it acknowledged: unless the node is running, the
+// storage must open cleanly. Lost or damaged, the node must come back
+// under yet another ID.
+func (r *run) checkOwnStorage() error {
+	if r.cfg.Storage.Type == "memory" || r.running() {
+		return nil
+	}
+	lost, why, err := r.checkStorage()
+	if err != nil {
+		return err
+	}
+	if lost || why != "" {
+		if why == "" {
+			why = "it is absent or empty"
+		}
+		return refused("node %d is a member, but its storage cannot back what it acknowledged (%s): "+
+			"it must not rejoin as node %d; bring it back under another new ID: "+
+			"consensusd recover -config %s -new-id <an ID no member ever had>", r.o.NewID, why, r.o.NewID,
+			r.o.ConfigPath)
+	}
+	return nil
 }
 
 // checkNewID refuses a new ID that is or was a member elsewhere.
