@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble"
+
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
@@ -308,10 +310,22 @@ func TestRecoverResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	res, err := Run(context.Background(), r.options(r.paths[1], 4, &out))
+	o := r.options(r.paths[1], 4, &out)
+	o.KeepRunning = true
+	res, err := Run(context.Background(), o)
 	t.Logf("resumed run:\n%s", out.String())
-	if err != nil || !slices.Equal(res.Voters, []uint64{1, 3, 4}) {
+	if err != nil || !slices.Equal(res.Voters, []uint64{1, 3, 4}) || res.Server == nil {
 		t.Fatalf("resumed run: %+v, %v", res, err)
+	}
+	// KeepRunning: the node serves; its API answers as node 4.
+	defer res.Server.Close()
+	resp, err := http.Get("http://" + res.Server.APIAddr() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if st := res.Server.Runner().Status(); st.ID != 4 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("kept node: id %d, status %s", st.ID, resp.Status)
 	}
 	if !strings.Contains(out.String(), "resuming") {
 		t.Fatal("the run did not say it resumed")
@@ -418,4 +432,60 @@ func TestCheckQuorum(t *testing.T) {
 	}
 	one := view{info: admin.ClusterInfo{Nodes: []admin.NodeStatus{{ID: 2, Voter: true}}}}
 	wantRefused(t, checkQuorum(one, 2), "only voter")
+}
+
+// damageHardState flips a byte of the hard state value ("h", see package
+// pebblestore) in node i+1's database, opened directly.
+func (r *rig) damageHardState(i int) {
+	r.t.Helper()
+	db, err := pebble.Open(filepath.Join(r.dir, fmt.Sprintf("node%d", i+1), "db"), &pebble.Options{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	v, closer, err := db.Get([]byte("h"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	v = append([]byte(nil), v...)
+	closer.Close()
+	v[len(v)-1] ^= 0x01
+	if err := db.Set([]byte("h"), v, pebble.Sync); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// TestRecoverDamagedHardState: a flipped byte in the stored hard state
+// (term, vote, commit) is refused at start, and recovery brings the node
+// back as node 4.
+func TestRecoverDamagedHardState(t *testing.T) {
+	r := newRig(t, 3)
+	if lead := r.leader(); lead == r.srvs[1] {
+		if err := lead.TransferLeadership(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		r.leader()
+	}
+	for k := range 10 {
+		put(t, r.srvs[0], fmt.Sprintf("k%d", k), "v")
+	}
+	r.stop(1)
+	r.damageHardState(1)
+	if s, err := r.open(1); err == nil {
+		s.Close()
+		t.Fatal("node 2 started with a damaged hard state")
+	} else if !server.IsCorrupt(err) {
+		t.Fatalf("not refused as damaged: %v", err)
+	}
+	var out bytes.Buffer
+	res, err := Run(context.Background(), r.options(r.paths[1], 4, &out))
+	t.Logf("run:\n%s", out.String())
+	if err != nil || !slices.Equal(res.Voters, []uint64{1, 3, 4}) {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if !strings.Contains(out.String(), "corrupt value at key h") {
+		t.Fatal("step 1 does not name the damaged key")
+	}
 }
