@@ -33,6 +33,30 @@ type Cluster interface {
 	Snapshot(ctx context.Context) (index uint64, err error)
 }
 
+// MemberAdder is implemented by a Cluster that can add a learner and take
+// a new member's API and client ports. POST /add-node calls AddMember when
+// the Cluster has it, and AddNode otherwise; without it, a request with
+// "learner" or a port of the API or client protocol is refused (501).
+type MemberAdder interface {
+	// AddMember adds m as a voter, or as a learner with m.Learner. Adding
+	// a learner as a voter promotes it; adding a voter as a learner is a
+	// conflict.
+	AddMember(ctx context.Context, m NewMember) error
+}
+
+// NewMember is a node to add through MemberAdder.
+type NewMember struct {
+	ID      uint64
+	Address string
+	Port    int
+	// APIPort and ClientPort are the member's HTTP API and client-protocol
+	// ports; 0 leaves the cluster's default.
+	APIPort, ClientPort int
+	// Learner adds a non-voting member, which receives the log but counts
+	// in no quorum until it is promoted (added again as a voter).
+	Learner bool
+}
+
 // ClusterInfo is the body of GET /status.
 type ClusterInfo struct {
 	ID            string       `json:"cluster_id"`
@@ -50,6 +74,10 @@ type ClusterInfo struct {
 	// Diverged lists the replicas whose state diverged from the
 	// majority's, as this node's cross-replica verification knows them.
 	Diverged []DivergedNode `json:"diverged,omitempty"`
+	// RemovedNodes are the IDs removed from the cluster, as far as this
+	// node knows. An ID is never given to a new member again: a message
+	// from its old incarnation could be counted for the new one.
+	RemovedNodes []uint64 `json:"removed_nodes,omitempty"`
 }
 
 // DivergedNode is a replica whose state hash differed from the majority's
@@ -220,6 +248,13 @@ type AddNodeRequest struct {
 	NodeID  NodeID `json:"node_id"`
 	Address string `json:"address"`
 	Port    int    `json:"port"`
+	// APIPort and ClientPort are optional (0: the cluster's default,
+	// port + 100 and port + 200 for consensusd).
+	APIPort    int `json:"api_port,omitempty"`
+	ClientPort int `json:"client_port,omitempty"`
+	// Learner adds a non-voting member; adding a learner again without it
+	// promotes it to voter.
+	Learner bool `json:"learner,omitempty"`
 }
 
 func (r *AddNodeRequest) validate() error {
@@ -230,9 +265,17 @@ func (r *AddNodeRequest) validate() error {
 		return fmt.Errorf("%w: address is required", ErrInvalidRequest)
 	case r.Port < 1 || r.Port > 65535:
 		return fmt.Errorf("%w: port must be in 1..65535, got %d", ErrInvalidRequest, r.Port)
+	case r.APIPort < 0 || r.APIPort > 65535:
+		return fmt.Errorf("%w: api_port must be in 1..65535 (or 0 for the default), got %d", ErrInvalidRequest, r.APIPort)
+	case r.ClientPort < 0 || r.ClientPort > 65535:
+		return fmt.Errorf("%w: client_port must be in 1..65535 (or 0 for the default), got %d", ErrInvalidRequest,
+			r.ClientPort)
 	}
 	return nil
 }
+
+// extended reports whether the request needs a MemberAdder.
+func (r *AddNodeRequest) extended() bool { return r.Learner || r.APIPort != 0 || r.ClientPort != 0 }
 
 // RemoveNodeRequest is the body of POST /remove-node.
 type RemoveNodeRequest struct {

@@ -538,3 +538,57 @@ func TestLogging(t *testing.T) {
 		t.Errorf("log leaks a token:\n%s", out)
 	}
 }
+
+// memberFake is a fakeCluster that is also a MemberAdder.
+type memberFake struct{ *fakeCluster }
+
+func (f memberFake) AddMember(_ context.Context, m NewMember) error {
+	f.record("AddMember(%d,%s,%d,%d,%d,%v)", m.ID, m.Address, m.Port, m.APIPort, m.ClientPort, m.Learner)
+	return f.err
+}
+
+// TestAddMember: POST /add-node reaches AddMember, with a learner flag and
+// ports, on a MemberAdder; a Cluster without it takes plain requests and
+// refuses the rest with 501; bad ports are 400 and reach neither.
+func TestAddMember(t *testing.T) {
+	f := memberFake{healthyFake()}
+	h := newHandler(t, Config{Tokens: testTokens}, f)
+	body := expect(t, do(h, "POST", "/consensus/add-node",
+		`{"node_id":4,"address":"h","port":7002,"api_port":7102,"client_port":7202,"learner":true}`, "admin-tok"), 200)
+	if body["learner"] != true {
+		t.Fatalf("answer %v lacks learner", body)
+	}
+	expect(t, do(h, "POST", "/consensus/add-node", `{"node_id":4,"address":"h","port":7002}`, "admin-tok"), 200)
+	want := []string{"AddMember(4,h,7002,7102,7202,true)", "AddMember(4,h,7002,0,0,false)"}
+	if got := f.Calls(); !slicesEqual(got, want) {
+		t.Fatalf("calls %v, want %v", got, want)
+	}
+	for _, b := range []string{`{"node_id":4,"address":"h","port":1,"api_port":70000}`,
+		`{"node_id":4,"address":"h","port":1,"client_port":-1}`, `{"node_id":4,"address":"h","port":1,"learner":1}`} {
+		expect(t, do(h, "POST", "/consensus/add-node", b, "admin-tok"), 400)
+	}
+	if got := f.Calls(); len(got) != 2 {
+		t.Fatalf("invalid requests reached the cluster: %v", got)
+	}
+
+	plain := healthyFake()
+	h = newHandler(t, Config{Tokens: testTokens}, plain)
+	expect(t, do(h, "POST", "/consensus/add-node", `{"node_id":4,"address":"h","port":7002,"learner":true}`, "admin-tok"), 501)
+	expect(t, do(h, "POST", "/consensus/add-node", `{"node_id":4,"address":"h","port":7002,"api_port":9}`, "admin-tok"), 501)
+	expect(t, do(h, "POST", "/consensus/add-node", `{"node_id":4,"address":"h","port":7002}`, "admin-tok"), 200)
+	if got := plain.Calls(); !slicesEqual(got, []string{"AddNode(4,h,7002)"}) {
+		t.Fatalf("calls %v", got)
+	}
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

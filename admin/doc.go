@@ -20,6 +20,7 @@
 //	GET  /nodes                200 {"nodes":[NodeStatus...]}
 //	GET  /leader               200 {"leader_id":N,"leader_address":A,"term":T}; 503 with the same body plus "error" if there is no leader
 //	POST /add-node             {"node_id":N,"address":"host","port":P} -> 200 {"ok":true,"node_id":N}
+//	                           optional: "api_port", "client_port", "learner":true (needs a MemberAdder, else 501)
 //	POST /remove-node          {"node_id":N}                           -> 200 {"ok":true,"node_id":N}
 //	POST /transfer-leadership  {"target_node_id":N}                    -> 200 {"ok":true,"target_node_id":N}
 //	POST /snapshot             empty or {}                             -> 200 {"ok":true,"index":I}
@@ -41,6 +42,7 @@
 //	405  wrong method on a known path (with an Allow header)
 //	409  ErrConflict: removing the last voter, transferring to a learner, adding an existing ID
 //	413  body over 64 KiB
+//	501  "learner" or a port other than "port" in POST /add-node, on a Cluster that is no MemberAdder
 //	503  *NotLeaderError, ErrNoQuorum, an unhealthy /health or /health/ready, no leader on /leader
 //	504  context.DeadlineExceeded
 //	500  any other error

@@ -248,8 +248,25 @@ func (h *handler) addNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := uint64(req.NodeID)
-	err := h.c.AddNode(r.Context(), id, strings.TrimSpace(req.Address), req.Port)
-	h.finish(w, r, err, map[string]any{"ok": true, "node_id": id})
+	addr := strings.TrimSpace(req.Address)
+	var err error
+	ma, ok := h.c.(MemberAdder)
+	switch {
+	case ok:
+		err = ma.AddMember(r.Context(), NewMember{ID: id, Address: addr, Port: req.Port, APIPort: req.APIPort,
+			ClientPort: req.ClientPort, Learner: req.Learner})
+	case req.extended():
+		h.refuse(w, r, http.StatusNotImplemented, "this cluster adds voters only, at the default API and client ports",
+			nil)
+		return
+	default:
+		err = h.c.AddNode(r.Context(), id, addr, req.Port)
+	}
+	ok200 := map[string]any{"ok": true, "node_id": id}
+	if req.Learner {
+		ok200["learner"] = true
+	}
+	h.finish(w, r, err, ok200)
 }
 
 func (h *handler) removeNode(w http.ResponseWriter, r *http.Request) {

@@ -113,6 +113,7 @@ func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
 		info.Nodes = append(info.Nodes, ns)
 	}
 	info.TotalNodes = len(info.Nodes)
+	info.RemovedNodes = s.dir.removedIDs()
 	info.Role = roleName(st.Role, slices.Contains(learners, self))
 	info.Diverged = divergedNodes(s.run.Alarms())
 	if st.Role == core.Leader {
@@ -216,6 +217,25 @@ func (s *Server) clusterError(err error) error {
 // ports are port + 100 and + 200). Start the new node with join: true.
 func (s *Server) AddNode(ctx context.Context, id uint64, address string, port int) error {
 	return s.addMember(ctx, core.AddVoter, memberOf(id, address, port, 0, 0))
+}
+
+// AddMember adds a voter, or a learner with m.Learner, at the addresses
+// of m (the admin API's POST /add-node). Adding a learner as a voter
+// promotes it; adding a voter as a learner is a conflict (AddLearner
+// demotes).
+func (s *Server) AddMember(ctx context.Context, m admin.NewMember) error {
+	typ := core.AddVoter
+	if m.Learner {
+		st, err := s.onLeader(ctx)
+		if err != nil {
+			return err
+		}
+		if voters, _ := membership(st.Config); slices.Contains(voters, m.ID) {
+			return fmt.Errorf("%w: node %d is a voter already", admin.ErrConflict, m.ID)
+		}
+		typ = core.AddLearner
+	}
+	return s.addMember(ctx, typ, memberOf(m.ID, m.Address, m.Port, m.APIPort, m.ClientPort))
 }
 
 // AddLearner adds a learner (a non-voting member that receives the log),

@@ -98,6 +98,18 @@ func (d *directory) all() []Member {
 	return ms
 }
 
+// removedIDs returns the IDs of the removed members, sorted.
+func (d *directory) removedIDs() []uint64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var ids []uint64
+	for id := range d.removed {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 func (d *directory) add(m Member) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

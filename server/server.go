@@ -15,10 +15,8 @@ import (
 	"time"
 
 	"github.com/forge-consensus/consensus/adapters/grpc"
-	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	"github.com/forge-consensus/consensus/adapters/tcp"
 	"github.com/forge-consensus/consensus/adapters/transport"
-	"github.com/forge-consensus/consensus/adapters/wal"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
@@ -78,32 +76,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}()
 
-	var storage node.Storage
-	switch cfg.Storage.Type {
-	case "memory":
-		storage = node.NewMemoryStorage()
-	case "wal":
-		ws, err := wal.Open(wal.Options{
-			Dir: cfg.Storage.Path, ClusterID: cfg.ClusterHash(), NodeID: id,
-			SegmentSize: cfg.Storage.SegmentSize, MaxBatchDelay: cfg.Storage.MaxBatchDelay,
-			MaxBatchBytes: cfg.Storage.MaxBatchSize, NoSync: !*cfg.Storage.SyncWrites, Logger: log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("server: node %d: %w", id, err)
-		}
-		s.st, storage = ws, ws
-		if !*cfg.Storage.SyncWrites {
-			log.Warn("storage.sync_writes is off: acknowledged writes can be lost on power failure")
-		}
-	default:
-		ps, err := pebblestore.Open(pebblestore.Options{
-			Dir: cfg.Storage.Path, NoSync: !*cfg.Storage.SyncWrites,
-			BatchDelay: cfg.Storage.MaxBatchDelay, Logger: log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("server: node %d: %w", id, err)
-		}
-		s.st, storage = ps, ps
+	storage, closer, err := openStorage(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("server: node %d: %w", id, err)
+	}
+	if closer != nil {
+		s.st = closer
 		if !*cfg.Storage.SyncWrites {
 			log.Warn("storage.sync_writes is off: acknowledged writes can be lost on power failure")
 		}
@@ -321,6 +299,10 @@ func (c observedCluster) timed(op string, fn func() error) error {
 
 func (c observedCluster) AddNode(ctx context.Context, id uint64, address string, port int) error {
 	return c.timed("add_node", func() error { return c.Server.AddNode(ctx, id, address, port) })
+}
+
+func (c observedCluster) AddMember(ctx context.Context, m admin.NewMember) error {
+	return c.timed("add_node", func() error { return c.Server.AddMember(ctx, m) })
 }
 
 func (c observedCluster) RemoveNode(ctx context.Context, id uint64) error {

@@ -44,7 +44,7 @@ func startExitCode(err error) int {
 	switch {
 	case errors.Is(err, server.ErrInvalidConfig):
 		return exitConfig
-	case errors.Is(err, pebblestore.ErrCorrupt):
+	case server.IsCorrupt(err):
 		return exitCorrupt
 	case errors.Is(err, node.ErrStorage), isIOError(err):
 		return exitStorageIO
@@ -55,7 +55,7 @@ func startExitCode(err error) int {
 // stopExitCode is the exit code for a node that stopped by itself.
 func stopExitCode(err error) int {
 	switch {
-	case errors.Is(err, pebblestore.ErrCorrupt):
+	case server.IsCorrupt(err):
 		return exitCorrupt
 	case errors.Is(err, node.ErrStorage), isIOError(err):
 		return exitStorageIO

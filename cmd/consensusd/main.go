@@ -8,6 +8,9 @@
 //	consensusd local-cluster [-dir DIR] [-nodes 3] [-port 7001] [-transport grpc]
 //	                                     write configs for a loopback cluster
 //	                                     under DIR and run one process per node
+//	consensusd recover -config node2.yaml -new-id 4
+//	                                     bring back a node whose storage is
+//	                                     damaged, under a new ID (package recovery)
 //
 // The HTTP API (see package server): PUT/GET/DELETE /kv/{key}, GET /status.
 package main
@@ -37,6 +40,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "local-cluster" {
 		return localCluster(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "recover" {
+		return recoverCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("consensusd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file (YAML)")
@@ -55,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster)")
+		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster, consensusd recover)")
 		fs.Usage()
 		return exitConfig
 	}
@@ -74,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		code := startExitCode(err)
 		log.Error("node failed to start", "exit_code", code, "dir", cfg.Storage.Path, "err", err)
+		damagedHint(stderr, *path, err)
 		return code
 	}
 	if *pprofAddr != "" {
