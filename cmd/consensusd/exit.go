@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io/fs"
 
-	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	"github.com/forge-consensus/consensus/node"
 	"github.com/forge-consensus/consensus/server"
 )
@@ -27,8 +26,8 @@ const (
 	exitCorrupt = 4
 )
 
-// exitUsage is the exit-code part of consensusd -h.
-const exitUsage = `Exit codes:
+// exitCodesHelp is the exit-code part of consensusd -h.
+const exitCodesHelp = `Exit codes:
   0  stopped by SIGINT or SIGTERM
   1  other failure (a port in use, the HTTP API failed)
   2  bad flags or configuration

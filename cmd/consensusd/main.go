@@ -52,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: consensusd -config FILE [-log-level LEVEL] [-pprof ADDR] | consensusd local-cluster [flags]")
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), exitUsage)
+		fmt.Fprint(fs.Output(), exitCodesHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
