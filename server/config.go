@@ -120,7 +120,7 @@ type TransportConfig struct {
 
 // StorageConfig chooses and tunes storage.
 type StorageConfig struct {
-	Type       string `yaml:"type"` // pebble (default), wal or memory
+	Type       string `yaml:"type"` // wal (default), pebble or memory
 	Path       string `yaml:"path"`
 	SyncWrites *bool  `yaml:"sync_writes"` // default true; false is unsafe
 	// MaxBatchSize caps the bytes one group commit merges (wal; 0: 4 MiB).
@@ -277,7 +277,7 @@ func (c *Config) ApplyDefaults() {
 		c.Transport.ConnectionTimeout = 2 * time.Second
 	}
 	if c.Storage.Type == "" {
-		c.Storage.Type = "pebble"
+		c.Storage.Type = "wal"
 	}
 	if c.Storage.MinFreeSpace == 0 {
 		c.Storage.MinFreeSpace = DefaultMinFreeSpace

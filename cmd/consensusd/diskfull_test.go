@@ -41,6 +41,7 @@ raft:
   heartbeat_interval: 20ms
   election_timeout_min: 200ms
 storage:
+  type: pebble
   path: %s
   min_free_space: 1
 `, port, port, filepath.Join(tmp, "node1"))

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io/fs"
+	"syscall"
 
 	"github.com/forge-consensus/consensus/node"
 	"github.com/forge-consensus/consensus/server"
@@ -65,5 +66,6 @@ func stopExitCode(err error) int {
 // isIOError reports whether err is a file system error.
 func isIOError(err error) bool {
 	var pe *fs.PathError
-	return errors.As(err, &pe)
+	var errno syscall.Errno
+	return errors.As(err, &pe) || errors.As(err, &errno)
 }

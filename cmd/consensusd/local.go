@@ -139,7 +139,7 @@ peers:
 transport:
   type: %s
 storage:
-  type: pebble
+  type: wal
   path: %s
 api:
   addr: 127.0.0.1:%d
