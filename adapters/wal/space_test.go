@@ -48,9 +48,26 @@ func TestDiskFull(t *testing.T) {
 		s.Save(u, func(err error) { ch <- err })
 		return ch
 	}
+	// Save until SpaceErr reports the failed preallocation. On a loaded
+	// machine the preallocator may report it only after the active segment
+	// filled up: a Save that waits then is one of the pending ones.
+	var pending []chan error
 	for s.SpaceErr() == nil {
-		if err := <-save(); err != nil {
-			t.Fatalf("Save %d: %v", i, err)
+		ch := save()
+	wait:
+		for {
+			select {
+			case err := <-ch:
+				if err != nil {
+					t.Fatalf("Save %d: %v", i, err)
+				}
+				break wait
+			case <-time.After(10 * time.Millisecond):
+				if s.SpaceErr() != nil {
+					pending = append(pending, ch)
+					break wait
+				}
+			}
 		}
 		if s.Stats().Rotations > 0 {
 			t.Fatal("rotated although no segment could be created")
@@ -60,7 +77,6 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("SpaceErr %v", err)
 	}
 	// Fill the active segment: some Save must wait.
-	var pending []chan error
 	for len(pending) == 0 {
 		ch := save()
 		select {
