@@ -145,6 +145,9 @@ func (v view) learners() []uint64 {
 	return ids
 }
 
+// askTimeout bounds one status request while looking for the leader.
+const askTimeout = 2 * time.Second
+
 // leader asks the endpoints, in order, for the cluster's status until one
 // is the leader or names it, and returns the leader's view. It retries
 // until ctx ends (an election may be under way).
@@ -154,7 +157,12 @@ func (c *adminClient) leader(ctx context.Context, poll time.Duration) (view, err
 		last = last[:0]
 		for _, ep := range c.endpoints {
 			var info admin.ClusterInfo
-			if err := c.call(ctx, http.MethodGet, ep, "/status", nil, &info); err != nil {
+			// One member that does not answer (stopped mid-request, or
+			// paused) must not use up the whole wait: each ask is bounded.
+			cctx, cancel := context.WithTimeout(ctx, askTimeout)
+			err := c.call(cctx, http.MethodGet, ep, "/status", nil, &info)
+			cancel()
+			if err != nil {
 				last = append(last, err.Error())
 				continue
 			}
@@ -166,7 +174,10 @@ func (c *adminClient) leader(ctx context.Context, poll time.Duration) (view, err
 				continue
 			}
 			var li admin.ClusterInfo
-			if err := c.call(ctx, http.MethodGet, info.LeaderAddress, "/status", nil, &li); err != nil {
+			cctx, cancel = context.WithTimeout(ctx, askTimeout)
+			err = c.call(cctx, http.MethodGet, info.LeaderAddress, "/status", nil, &li)
+			cancel()
+			if err != nil {
 				last = append(last, err.Error())
 				continue
 			}
