@@ -50,7 +50,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -228,11 +227,18 @@ func (r *run) setup() error {
 	}
 	r.self = cfg.Peers[i]
 	r.addr = net.JoinHostPort(r.self.Address, strconv.Itoa(r.self.Port))
-	eps := r.o.Endpoints
+	var eps []endpoint
+	for _, e := range r.o.Endpoints {
+		eps = append(eps, endpoint{url: e})
+	}
 	if len(eps) == 0 {
+		// Every other member the file names, the one with the new ID
+		// too: if that ID is in use, its node may well be the leader,
+		// and the leader must be reached to say so.
 		for _, p := range cfg.Peers {
-			if p.ID != cfg.NodeID && uint64(p.ID) != r.o.NewID {
-				eps = append(eps, "http://"+net.JoinHostPort(p.Address, strconv.Itoa(p.APIPort)))
+			if p.ID != cfg.NodeID {
+				u := "http://" + net.JoinHostPort(p.Address, strconv.Itoa(p.APIPort))
+				eps = append(eps, endpoint{url: u, id: uint64(p.ID)})
 			}
 		}
 	}
@@ -251,8 +257,8 @@ func (r *run) setup() error {
 	}
 	r.client = c
 	r.ownAPI = "http://" + loopback(cfg.API.Addr)
-	if u, err := url.Parse(r.ownAPI); err == nil {
-		c.trusted[u.Host] = true // this node's own API, with this node's token
+	if err := c.trust(r.ownAPI); err != nil { // this node's own API, with this node's token
+		return fmt.Errorf("recovery: api.addr: %w", err)
 	}
 	return nil
 }
