@@ -195,7 +195,7 @@ const askTimeout = 2 * time.Second
 // is the leader or names it, and returns the leader's view. It retries
 // until ctx ends (an election may be under way).
 func (c *adminClient) leader(ctx context.Context, poll time.Duration) (view, error) {
-	var last []string
+	var last, report []string
 	for {
 		last = last[:0]
 		for _, ep := range c.endpoints {
@@ -221,9 +221,14 @@ func (c *adminClient) leader(ctx context.Context, poll time.Duration) (view, err
 			}
 			return v, nil
 		}
+		// The reasons of the last round that ctx did not cut short say
+		// more than "deadline exceeded".
+		if ctx.Err() == nil || len(report) == 0 {
+			report = append(report[:0], last...)
+		}
 		select {
 		case <-ctx.Done():
-			return view{}, fmt.Errorf("no leader found (%s): %w", strings.Join(last, "; "), ctx.Err())
+			return view{}, fmt.Errorf("no leader found (%s): %w", strings.Join(report, "; "), ctx.Err())
 		case <-time.After(poll):
 		}
 	}

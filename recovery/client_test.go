@@ -24,6 +24,9 @@ type fakeAdmin struct {
 	mu   sync.Mutex
 	info admin.ClusterInfo
 	reqs []fakeReq
+	// onRequest, if set, is called with the number of requests so far
+	// before each answer.
+	onRequest func(n int)
 }
 
 type fakeReq struct {
@@ -38,6 +41,9 @@ func newFakeAdmin(t *testing.T, info admin.ClusterInfo) *fakeAdmin {
 		defer f.mu.Unlock()
 		tok := r.Header.Get("Authorization") == "Bearer "+testToken
 		f.reqs = append(f.reqs, fakeReq{host: r.Host, token: tok})
+		if f.onRequest != nil {
+			f.onRequest(len(f.reqs))
+		}
 		w.Header().Set("Content-Type", "application/json")
 		switch {
 		case r.URL.Path != "/status":
@@ -111,10 +117,21 @@ func TestLeaderByItsOwnAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// First round: node 3 does not know it leads yet; node 1 names it.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// First rounds: node 3 does not know it leads yet; node 1 names it.
+	// They end when node 3 is asked the third time: in the second round.
+	ctx, cancel := context.WithCancel(context.Background())
+	lead.mu.Lock()
+	lead.onRequest = func(n int) {
+		if n == 3 {
+			cancel()
+		}
+	}
+	lead.mu.Unlock()
 	_, err = c.leader(ctx, 10*time.Millisecond)
 	cancel()
+	lead.mu.Lock()
+	lead.onRequest = nil
+	lead.mu.Unlock()
 	if err == nil {
 		t.Fatal("a leader found while none answered as the leader")
 	}
@@ -147,8 +164,17 @@ func TestLeaderOutsideEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Looking ends in the second round, when node 5 is asked again: the
+	// error reports the first, complete one.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	outsider.mu.Lock()
+	outsider.onRequest = func(n int) {
+		if n == 2 {
+			cancel()
+		}
+	}
+	outsider.mu.Unlock()
 	_, err = c.leader(ctx, 10*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "node 1 names node 5 as the leader at "+outsider.srv.URL+
 		", not one of the endpoints") || !strings.Contains(err.Error(), "HTTP 401") {
