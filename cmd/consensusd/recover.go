@@ -60,7 +60,7 @@ func recoverCmd(args []string, stdout, stderr io.Writer) int {
 	newID := fs.String("new-id", "", "the node's new ID: one no member of the cluster ever had")
 	force := fs.Bool("force", false, "replace the node even if its storage opens cleanly")
 	endpoints := fs.String("endpoints", "", "comma-separated admin API base URLs of other members "+
-		"(default: the config's peers at their api_port)")
+		"(default: the config's peers at their api_port); the token is sent to these only")
 	token := fs.String("token", "", "admin bearer token (default $CONSENSUSCTL_TOKEN, else the config's first admin token)")
 	maxLag := fs.Uint64("max-lag", recovery.DefaultMaxLag, "promote once the new node is within this many entries "+
 		"of the leader's commit index")
