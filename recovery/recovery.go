@@ -86,7 +86,10 @@ type Options struct {
 	Force bool
 	// Endpoints are admin API base URLs of other members, such as
 	// "http://10.0.0.1:7101" (without the path prefix). Default: every
-	// other member of the configuration's peers, at its api_port.
+	// other member of the configuration's peers, at its api_port. The
+	// token is sent to these and to this node's own API only; a leader
+	// among them is asked at its endpoint, however the other members'
+	// answers spell its address.
 	Endpoints []string
 	// Token is the admin API's bearer token (role admin). Default: the
 	// first admin token of the configuration's security.tokens.
