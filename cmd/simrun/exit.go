@@ -11,6 +11,10 @@ const (
 	exitLiveness        = 4
 	exitPanic           = 5
 	exitNonDeterminism  = 6
+	// exitAppliedDurable is the safety failure of check applied-durable: a
+	// node applied a membership change above its durable commit index, or
+	// restarted below one it had applied.
+	exitAppliedDurable = 7
 )
 
 // verdictExit maps a run's verdict to its exit code. Inconclusive is not a
@@ -33,8 +37,17 @@ func verdictExit(v sim.Verdict) int {
 	return exitError
 }
 
+// resultExit maps a run's verdict and failed check to its exit code: the
+// verdict's, except that the safety check applied-durable has its own.
+func resultExit(v sim.Verdict, check string) int {
+	if v == sim.VerdictSafety && check == sim.CheckAppliedDurable {
+		return exitAppliedDurable
+	}
+	return verdictExit(v)
+}
+
 // severity ranks exit codes: pass < error < liveness < linearizability <
-// safety < panic < non-determinism. A found failure outranks an internal
+// safety < applied-durable < panic < non-determinism. A found failure outranks an internal
 // error, so a failed bundle write does not hide what the run found.
 func severity(code int) int {
 	switch code {
@@ -48,10 +61,12 @@ func severity(code int) int {
 		return 3
 	case exitSafety:
 		return 4
-	case exitPanic:
+	case exitAppliedDurable:
 		return 5
-	case exitNonDeterminism:
+	case exitPanic:
 		return 6
+	case exitNonDeterminism:
+		return 7
 	}
 	return 1
 }
