@@ -24,11 +24,14 @@ const (
 	// (node.Config.OnAlarm): with no planted bug, an alarm is a false one.
 	CheckVerification = "verification"
 	// CheckAppliedDurable fails when a node applies a membership change
-	// above its durable commit index, or restarts with a commit index
-	// below a membership change it applied in an earlier lifetime: such a
-	// node would come back with the configuration before the change, which
-	// may need a node the change removed (and the harness retired).
+	// above its durable commit index: a crash would restart it below the
+	// change (see CheckRestartBelowApplied).
 	CheckAppliedDurable = "applied-durable"
+	// CheckRestartBelowApplied fails when a node restarts with a commit
+	// index below a membership change it applied in an earlier lifetime:
+	// it is back in the configuration before the change, which may need
+	// a node the change removed (and the harness retired).
+	CheckRestartBelowApplied = "restart-below-applied"
 )
 
 // Violation is the first broken invariant a Checker saw.
@@ -628,7 +631,6 @@ func (c *Checker) Apply(at Time, id uint64, e *core.Entry) {
 			c.fail(at, id, CheckAppliedDurable,
 				"membership change at index %d applied, but the durable commit index is %d: a crash now restarts the node below it",
 				e.Index, d)
-			return
 		}
 		n.confApplied = max(n.confApplied, e.Index)
 	}
@@ -713,10 +715,9 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 		return
 	}
 	if lc := l.commit(); lc < n.confApplied {
-		c.fail(at, id, CheckAppliedDurable,
+		c.fail(at, id, CheckRestartBelowApplied,
 			"restarted with commit index %d, below the membership change at index %d it applied before: it is back in the configuration before the change",
 			lc, n.confApplied)
-		return
 	}
 	c.raise(l.effTerm())
 	n.durable.copyFrom(&l)

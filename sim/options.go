@@ -225,7 +225,7 @@ func (o *Options) Validate() error {
 		switch name {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
 			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
-			CheckAppliedDurable:
+			CheckAppliedDurable, CheckRestartBelowApplied:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/forge-consensus/consensus/core"
@@ -360,25 +361,26 @@ func TestScenarioLostWriteDetected(t *testing.T) {
 // its removal. n1 then loses power. The commit index n1 applied the
 // removal from must survive: otherwise n1 restarts with the configuration
 // {n1, n2}, needs the retired n2 to make progress, and is stuck for good.
-// The checker sees the defect directly (applied-durable); with that check
-// off, its consequence shows: n1 is never elected again.
+// The checker sees the defect when the change is applied
+// (applied-durable), or else at the restart (restart-below-applied); with
+// both checks off, its consequence shows: n1 is never elected again.
 func TestScenarioRemovalSurvivesCrash(t *testing.T) {
-	for _, skip := range []bool{false, true} {
+	for _, skipped := range [][]string{nil, {CheckAppliedDurable}, {CheckAppliedDurable, CheckRestartBelowApplied}} {
 		name := "checked"
-		if skip {
-			name = "without-" + CheckAppliedDurable
+		if len(skipped) > 0 {
+			name = "without-" + strings.Join(skipped, ",")
 		}
+		skip := len(skipped) == 2
 		t.Run(name, func(t *testing.T) {
-			s := newScenario(t, 3, 0, func(o *Options) {
-				if skip {
-					o.SkipChecks = []string{CheckAppliedDurable}
-				}
-			})
+			s := newScenario(t, 3, 0, func(o *Options) { o.SkipChecks = skipped })
 			c, p1, p2, p3 := s.c, s.p(1), s.p(2), s.p(3)
 			failed := func(what string) {
 				t.Helper()
 				if c.failed {
 					t.Fatalf("%s: %s: %s", what, c.res.Check, c.res.Detail)
+				}
+				if v := c.chk.Err(); v != nil {
+					t.Fatalf("%s: %v", what, v)
 				}
 			}
 			if !s.elect(1, Second) {

@@ -11,9 +11,10 @@ const (
 	exitLiveness        = 4
 	exitPanic           = 5
 	exitNonDeterminism  = 6
-	// exitAppliedDurable is the safety failure of check applied-durable: a
-	// node applied a membership change above its durable commit index, or
-	// restarted below one it had applied.
+	// exitAppliedDurable is the safety failure of the checks
+	// applied-durable (a node applied a membership change above its
+	// durable commit index) and restart-below-applied (a node restarted
+	// below a membership change it had applied).
 	exitAppliedDurable = 7
 )
 
@@ -38,9 +39,10 @@ func verdictExit(v sim.Verdict) int {
 }
 
 // resultExit maps a run's verdict and failed check to its exit code: the
-// verdict's, except that the safety check applied-durable has its own.
+// verdict's, except that the safety checks applied-durable and
+// restart-below-applied have their own.
 func resultExit(v sim.Verdict, check string) int {
-	if v == sim.VerdictSafety && check == sim.CheckAppliedDurable {
+	if v == sim.VerdictSafety && (check == sim.CheckAppliedDurable || check == sim.CheckRestartBelowApplied) {
 		return exitAppliedDurable
 	}
 	return verdictExit(v)

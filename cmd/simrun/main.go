@@ -32,7 +32,8 @@
 //	5  panic in the code under test
 //	6  non-determinism
 //	7  a membership change applied above the durable commit index, or a
-//	   restart below one (the safety check applied-durable)
+//	   restart below one (the safety checks applied-durable and
+//	   restart-below-applied)
 //
 // When a command finds several failures its exit code is the most severe,
 // in the order non-determinism > panic > applied-durable > safety >
@@ -160,7 +161,7 @@ Exit codes:
   5  panic
   6  non-determinism
   7  a membership change applied above the durable commit index, or a
-     restart below one (the safety check applied-durable)
+     restart below one (safety checks applied-durable, restart-below-applied)
 With several failures the most severe wins: non-determinism > panic >
   applied-durable > safety > linearizability > liveness.
 "go run" reports any non-zero code as 1 ("exit status N" on stderr); build

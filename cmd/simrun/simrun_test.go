@@ -216,8 +216,8 @@ func TestFirstDivergence(t *testing.T) {
 	}
 }
 
-// TestExitCodes: each verdict has its code (a safety failure of check
-// applied-durable its own), and the most severe of several wins:
+// TestExitCodes: each verdict has its code (a safety failure of the checks
+// applied-durable and restart-below-applied its own), and the most severe of several wins:
 // non-determinism > panic > applied-durable > safety > linearizability >
 // liveness.
 func TestExitCodes(t *testing.T) {
@@ -231,8 +231,10 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 	for _, v := range allVerdicts() {
-		if got := resultExit(v, sim.CheckAppliedDurable); v == sim.VerdictSafety && got != 7 || v != sim.VerdictSafety && got != want[v] {
-			t.Errorf("resultExit(%s, %s) = %d", v, sim.CheckAppliedDurable, got)
+		for _, check := range []string{sim.CheckAppliedDurable, sim.CheckRestartBelowApplied} {
+			if got := resultExit(v, check); v == sim.VerdictSafety && got != 7 || v != sim.VerdictSafety && got != want[v] {
+				t.Errorf("resultExit(%s, %s) = %d", v, check, got)
+			}
 		}
 		if got := resultExit(v, sim.CheckDurability); got != want[v] {
 			t.Errorf("resultExit(%s, %s) = %d, want %d", v, sim.CheckDurability, got, want[v])
