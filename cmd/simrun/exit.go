@@ -49,8 +49,9 @@ func resultExit(v sim.Verdict, check string) int {
 }
 
 // severity ranks exit codes: pass < error < liveness < linearizability <
-// safety < applied-durable < panic < non-determinism. A found failure outranks an internal
-// error, so a failed bundle write does not hide what the run found.
+// safety < applied-durable < panic < non-determinism. A found failure
+// outranks an internal error, so a failed bundle write does not hide what
+// the run found.
 func severity(code int) int {
 	switch code {
 	case exitPass:
