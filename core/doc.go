@@ -68,9 +68,10 @@
 // out the entries that became committed meanwhile and are durable here, so
 // that a proposer need not wait for an unrelated write to hear back; the
 // next Ready does not hand them out again. It stops before a membership
-// change: the host applies that from a Ready, after persisting the commit
-// index that covers it, so a change a node applied is never above the
-// commit index it restarts with.
+// change: the host applies that from a Ready, whose HardState carries the
+// commit index that covers it with MustSync set (a commit-only HardState is
+// otherwise not synced), so a change a node applied is never above the
+// commit index it restarts with, even after a power loss.
 //
 // Advance. Advance promises the node that everything in the last Ready was
 // done: persisted (and synced), sent, applied. Until then HasReady is false

@@ -125,10 +125,10 @@ func (n *Node) Campaign() error {
 // with it. applied is the last index the host has applied; unless it has
 // applied everything handed out so far (so that order is kept), or while a
 // snapshot waits to be restored, TakeCommitted returns nothing. It stops
-// before a membership change, which a Ready hands out once the commit
-// index covering it is being persisted. The host must apply the returned
-// entries, in order, before its next call into the node: they count as
-// applied from now on.
+// before a membership change, which a Ready hands out together with the
+// commit index covering it, to be persisted and synced first. The host
+// must apply the returned entries, in order, before its next call into
+// the node: they count as applied from now on.
 func (n *Node) TakeCommitted(applied uint64) []Entry { return n.r.takeCommitted(applied) }
 
 // Compact records data as a snapshot of the application state at index,

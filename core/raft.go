@@ -87,9 +87,13 @@ type raft struct {
 	snapshot        *Snapshot // latest snapshot, sent to lagging followers
 	applying        uint64    // last committed index handed out
 	applied         uint64    // last index the host has applied
-	prevHard        HardState
-	prevSoft        SoftState
-	inflight        readyInflight
+	// syncedCommit is the highest commit index handed out in a Ready's
+	// HardState with MustSync: durable once that Ready is advanced. A
+	// membership change is handed out only at or below it.
+	syncedCommit uint64
+	prevHard     HardState
+	prevSoft     SoftState
+	inflight     readyInflight
 }
 
 func newRaft(cfg Config, st Persisted) (*raft, error) {
@@ -1284,12 +1288,34 @@ func (r *raft) ready() Ready {
 	if hi > r.applying {
 		rd.CommittedEntries = r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
 		r.applying += uint64(len(rd.CommittedEntries))
+		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) {
+			// The host applies a membership change once this Ready's
+			// write completes: sync the commit index that covers it (even
+			// if unchanged since an unsynced write), so that a crash cannot
+			// restart the node below a change it applied.
+			rd.HardState = r.hardState()
+			rd.MustSync = true
+		}
+	}
+	if rd.MustSync && !rd.HardState.IsEmpty() {
+		r.syncedCommit = max(r.syncedCommit, rd.HardState.Commit)
 	}
 	fl.applyTo = r.applying
 	rd.ReadStates = r.readStates
 	r.readStates = nil
 	r.inflight = fl
 	return rd
+}
+
+// confChangeAbove reports whether ents, in index order, hold a membership
+// change above index i.
+func confChangeAbove(ents []Entry, i uint64) bool {
+	for k := len(ents) - 1; k >= 0 && ents[k].Index > i; k-- {
+		if ents[k].Type == EntryConfChange {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *raft) takeCommitted(applied uint64) []Entry {

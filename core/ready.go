@@ -42,8 +42,11 @@ type Ready struct {
 	// Entries are log entries to persist.
 	Entries []Entry
 	// MustSync says whether steps 1–3 need an fsync before step 5: it is
-	// true when Snapshot, Entries, or a term or vote change is present.
-	// (A commit index alone can be recovered and needs no sync.)
+	// true when Snapshot, Entries, or a term or vote change is present. A
+	// commit index alone can be learnt again and needs no sync, except
+	// when CommittedEntries hold a membership change above the last synced
+	// commit index: then HardState is set (even if unchanged) and synced,
+	// so that a node never restarts below a change it applied.
 	MustSync bool
 	// Messages go out only after the state above is durable (a leader's
 	// appends and heartbeats excepted: see the package documentation).

@@ -23,6 +23,15 @@ const (
 	// CheckVerification fails on any divergence alarm a node raises
 	// (node.Config.OnAlarm): with no planted bug, an alarm is a false one.
 	CheckVerification = "verification"
+	// CheckAppliedDurable fails when a node applies a membership change
+	// above its durable commit index: a crash would restart it below the
+	// change (see CheckRestartBelowApplied).
+	CheckAppliedDurable = "applied-durable"
+	// CheckRestartBelowApplied fails when a node restarts with a commit
+	// index below a membership change it applied in an earlier lifetime:
+	// it is back in the configuration before the change, which may need
+	// a node the change removed (and the harness retired).
+	CheckRestartBelowApplied = "restart-below-applied"
 )
 
 // Violation is the first broken invariant a Checker saw.
@@ -112,6 +121,10 @@ func (l *ckLog) at(i uint64) (ckEnt, bool) {
 	return ckEnt{}, false
 }
 
+// commit is the commit index a node restarting from l would have: the hard
+// state's, or the snapshot's index if higher (a snapshot is committed).
+func (l *ckLog) commit() uint64 { return max(l.hs.Commit, l.snapIndex) }
+
 // effTerm is the term a node restarting from l would be in: the hard
 // state's, or the last entry's if higher (a torn write).
 func (l *ckLog) effTerm() uint64 { return max(l.hs.Term, l.lastEnt().term) }
@@ -150,6 +163,9 @@ type ckNode struct {
 
 	stTerm, stCommit, stApplied uint64 // from the last status
 	applied                     uint64 // last index applied (or restored)
+	// confApplied is the highest index of a membership change the node
+	// applied, in this lifetime or an earlier one: it survives restarts.
+	confApplied uint64
 }
 
 // ckSlot holds the first chain hash seen per term at one index.
@@ -596,7 +612,10 @@ func (c *Checker) Send(at Time, m *core.Message) {
 }
 
 // Apply checks an applied entry: each node applies indexes in order, once,
-// and every node applies the same entry at an index, the committed one.
+// and every node applies the same entry at an index, the committed one. A
+// membership change must be covered by the node's durable commit index
+// when it is applied (applied ≤ durable commit, which a crash cannot take
+// back).
 func (c *Checker) Apply(at Time, id uint64, e *core.Entry) {
 	if c.err != nil || e == nil {
 		return
@@ -607,6 +626,14 @@ func (c *Checker) Apply(at Time, id uint64, e *core.Entry) {
 		return
 	}
 	n.applied = e.Index
+	if e.Type == core.EntryConfChange {
+		if d := n.durable.commit(); e.Index > d {
+			c.fail(at, id, CheckAppliedDurable,
+				"membership change at index %d applied, but the durable commit index is %d: a crash now restarts the node below it",
+				e.Index, d)
+		}
+		n.confApplied = max(n.confApplied, e.Index)
+	}
 	h := ckEntryHash(e)
 	a := c.applied.at(e.Index)
 	if !a.set {
@@ -651,8 +678,9 @@ func (c *Checker) Crash(at Time, id uint64) {
 // that plus the remains of the write that was in flight (its snapshot, a
 // prefix of its entries, or all of it). Term and vote are the durable ones
 // or the in-flight write's, no loaded entry was never written, and no
-// durable entry is missing unless the in-flight write replaces it. The
-// node's mirrors then restart from the loaded state.
+// durable entry is missing unless the in-flight write replaces it; its
+// commit index is not below a membership change it applied in an earlier
+// lifetime. The node's mirrors then restart from the loaded state.
 func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 	if c.err != nil {
 		return
@@ -685,6 +713,11 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 	}
 	if !c.checkLoadedLog(at, n, &l) {
 		return
+	}
+	if lc := l.commit(); lc < n.confApplied {
+		c.fail(at, id, CheckRestartBelowApplied,
+			"restarted with commit index %d, below the membership change at index %d it applied before: it is back in the configuration before the change",
+			lc, n.confApplied)
 	}
 	c.raise(l.effTerm())
 	n.durable.copyFrom(&l)

@@ -278,7 +278,9 @@ func (c *cluster) damageStorage(f Fault, r *Rand) {
 // damageAllowed reports whether p may be damaged: it is damaged already,
 // or one more damaged node stays within Storage.MaxDamaged and a minority
 // of every voter set (incoming and outgoing, and the incoming one without
-// a voter whose removal may be pending).
+// a voter whose removal may be pending). A node that is not a voter counts
+// as one: its promotion may be pending, and would otherwise make the
+// damaged nodes half the voters once it commits.
 func (c *cluster) damageAllowed(p *proc) bool {
 	if p.damaged {
 		return true
@@ -289,6 +291,10 @@ func (c *cluster) damageAllowed(p *proc) bool {
 	l := c.configSource()
 	if l == nil {
 		return false
+	}
+	cs := l.n.Core().Status().Config
+	if !slices.Contains(cs.Voters, p.id) && !slices.Contains(cs.VotersOutgoing, p.id) {
+		return c.damageMinority(l, 0, p.id, p.id)
 	}
 	return c.damageMinority(l, 0, p.id, 0)
 }

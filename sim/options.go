@@ -224,7 +224,8 @@ func (o *Options) Validate() error {
 	for _, name := range o.SkipChecks {
 		switch name {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
-			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification:
+			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
+			CheckAppliedDurable, CheckRestartBelowApplied:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/forge-consensus/consensus/core"
@@ -351,5 +352,79 @@ func TestScenarioLostWriteDetected(t *testing.T) {
 	}
 	if c.failed {
 		t.Fatalf("%s: %s", c.res.Check, c.res.Detail)
+	}
+}
+
+// TestScenarioRemovalSurvivesCrash: a membership change is applied only
+// from a durable commit index. n1 leads three nodes and removes n3, then
+// n2, leaving itself the only voter; the harness retires n2 once n1 applied
+// its removal. n1 then loses power. The commit index n1 applied the
+// removal from must survive: otherwise n1 restarts with the configuration
+// {n1, n2}, needs the retired n2 to make progress, and is stuck for good.
+// The checker sees the defect when the change is applied
+// (applied-durable), or else at the restart (restart-below-applied); with
+// both checks off, its consequence shows: n1 is never elected again.
+func TestScenarioRemovalSurvivesCrash(t *testing.T) {
+	for _, skipped := range [][]string{nil, {CheckAppliedDurable}, {CheckAppliedDurable, CheckRestartBelowApplied}} {
+		name := "checked"
+		if len(skipped) > 0 {
+			name = "without-" + strings.Join(skipped, ",")
+		}
+		skip := len(skipped) == 2
+		t.Run(name, func(t *testing.T) {
+			s := newScenario(t, 3, 0, func(o *Options) { o.SkipChecks = skipped })
+			c, p1, p2, p3 := s.c, s.p(1), s.p(2), s.p(3)
+			failed := func(what string) {
+				t.Helper()
+				if c.failed {
+					t.Fatalf("%s: %s: %s", what, c.res.Check, c.res.Detail)
+				}
+				if v := c.chk.Err(); v != nil {
+					t.Fatalf("%s: %v", what, v)
+				}
+			}
+			if !s.elect(1, Second) {
+				t.Fatal("n1 not elected")
+			}
+			if f := s.put(1, "k", "a"); !s.runUntil(Second, f.Resolved) || f.Err() != nil {
+				t.Fatalf("first write: %v", f.Err())
+			}
+			remove := func(id uint64) *node.Future {
+				f := p1.n.ProposeConfChange(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: id}}})
+				p1.after()
+				return f
+			}
+			f := remove(3)
+			if !s.runUntil(2*Second, func() bool { return p3.removed }) || f.Err() != nil {
+				failed("removing n3")
+				t.Fatalf("n3 not retired: %v", f.Err())
+			}
+			f = remove(2)
+			if !s.runUntil(2*Second, func() bool { return p2.removed }) || f.Err() != nil {
+				failed("removing n2")
+				t.Fatalf("n2 not retired: %v", f.Err())
+			}
+			res, _ := f.Result()
+			idx, _ := res.(uint64)
+			if voters, _ := c.members(); !slices.Equal(voters, []uint64{1}) || idx == 0 {
+				t.Fatalf("voters %v after the removal at index %d, want [1]", voters, idx)
+			}
+			// Power loss: whatever no fsync covered is gone.
+			s.crash(1)
+			s.restart(1)
+			failed("n1 restarted")
+			if st := p1.status; !skip && st.Commit < idx {
+				t.Fatalf("n1 restarted with commit index %d, below the removal of n2 at %d it applied", st.Commit, idx)
+			}
+			if !s.elect(1, 2*Second) {
+				failed("re-electing n1")
+				t.Fatalf("n1, the only voter, not elected again: %s", c.livenessReport())
+			}
+			if f := s.put(1, "k", "b"); !s.runUntil(Second, f.Resolved) || f.Err() != nil {
+				failed("last write")
+				t.Fatalf("no write after the restart: %v", f.Err())
+			}
+			failed("end")
+		})
 	}
 }

@@ -45,21 +45,21 @@ func TestPlantedBugFoundReplayedShrunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if verdictExit(b.Verdict) != code && code != worstExit(code, verdictExit(b.Verdict)) {
+	if resultExit(b.Verdict, b.Repro.Check) != code && code != worstExit(code, resultExit(b.Verdict, b.Repro.Check)) {
 		t.Errorf("bundle verdict %s, fuzz exit %d", b.Verdict, code)
 	}
 
 	// Replay: same verdict, same hash.
 	rc, rout, rerr := simrun(t, "replay", dir)
-	if rc != verdictExit(b.Verdict) || strings.Count(rout, "identical") != 2 {
-		t.Fatalf("replay: exit %d, want %d\n%s%s", rc, verdictExit(b.Verdict), rout, rerr)
+	if rc != resultExit(b.Verdict, b.Repro.Check) || strings.Count(rout, "identical") != 2 {
+		t.Fatalf("replay: exit %d, want %d\n%s%s", rc, resultExit(b.Verdict, b.Repro.Check), rout, rerr)
 	}
 
 	// Shrink: the same failure with no more fault decisions.
 	shrunk := dir + "-small"
 	sc, sout, serr := simrun(t, "shrink", dir, "-budget", "30s", "-out", shrunk)
-	if sc != verdictExit(b.Verdict) {
-		t.Fatalf("shrink: exit %d, want %d\n%s%s", sc, verdictExit(b.Verdict), sout, serr)
+	if sc != resultExit(b.Verdict, b.Repro.Check) {
+		t.Fatalf("shrink: exit %d, want %d\n%s%s", sc, resultExit(b.Verdict, b.Repro.Check), sout, serr)
 	}
 	sb, err := loadBundle(shrunk)
 	if err != nil {
@@ -77,7 +77,7 @@ func TestPlantedBugFoundReplayedShrunk(t *testing.T) {
 		t.Errorf("shrink output:\n%s", sout)
 	}
 	rc, rout, rerr = simrun(t, "replay", shrunk)
-	if rc != verdictExit(b.Verdict) || strings.Count(rout, "identical") != 2 {
+	if rc != resultExit(b.Verdict, b.Repro.Check) || strings.Count(rout, "identical") != 2 {
 		t.Fatalf("replay of the shrunk bundle: exit %d\n%s%s", rc, rout, rerr)
 	}
 }

@@ -11,6 +11,11 @@ const (
 	exitLiveness        = 4
 	exitPanic           = 5
 	exitNonDeterminism  = 6
+	// exitAppliedDurable is the safety failure of the checks
+	// applied-durable (a node applied a membership change above its
+	// durable commit index) and restart-below-applied (a node restarted
+	// below a membership change it had applied).
+	exitAppliedDurable = 7
 )
 
 // verdictExit maps a run's verdict to its exit code. Inconclusive is not a
@@ -33,9 +38,20 @@ func verdictExit(v sim.Verdict) int {
 	return exitError
 }
 
+// resultExit maps a run's verdict and failed check to its exit code: the
+// verdict's, except that the safety checks applied-durable and
+// restart-below-applied have their own.
+func resultExit(v sim.Verdict, check string) int {
+	if v == sim.VerdictSafety && (check == sim.CheckAppliedDurable || check == sim.CheckRestartBelowApplied) {
+		return exitAppliedDurable
+	}
+	return verdictExit(v)
+}
+
 // severity ranks exit codes: pass < error < liveness < linearizability <
-// safety < panic < non-determinism. A found failure outranks an internal
-// error, so a failed bundle write does not hide what the run found.
+// safety < applied-durable < panic < non-determinism. A found failure
+// outranks an internal error, so a failed bundle write does not hide what
+// the run found.
 func severity(code int) int {
 	switch code {
 	case exitPass:
@@ -48,10 +64,12 @@ func severity(code int) int {
 		return 3
 	case exitSafety:
 		return 4
-	case exitPanic:
+	case exitAppliedDurable:
 		return 5
-	case exitNonDeterminism:
+	case exitPanic:
 		return 6
+	case exitNonDeterminism:
+		return 7
 	}
 	return 1
 }

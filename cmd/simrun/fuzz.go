@@ -358,7 +358,7 @@ func seedList(seeds []uint64, limit int) string {
 // reportFailure writes the bundle of a failed seed and prints the failure
 // and its reproduction line; it returns the failure's exit code.
 func reportFailure(stdout, stderr io.Writer, cfg fuzzConfig, res *sim.Result) int {
-	code := verdictExit(res.Verdict)
+	code := resultExit(res.Verdict, res.Check)
 	fmt.Fprintf(stdout, "FAIL %s\n", failureLine(res))
 	dir := filepath.Join(cfg.Out, fmt.Sprintf("seed-%d", res.Options.Seed))
 	bw, err := writeBundle(dir, res, true, cfg.CheckTimeout)

@@ -31,10 +31,13 @@
 //	4  liveness failure
 //	5  panic in the code under test
 //	6  non-determinism
+//	7  a membership change applied above the durable commit index, or a
+//	   restart below one (the safety checks applied-durable and
+//	   restart-below-applied)
 //
 // When a command finds several failures its exit code is the most severe,
-// in the order non-determinism > panic > safety > linearizability >
-// liveness. "go run" turns every non-zero exit code into 1; scripts that
+// in the order non-determinism > panic > applied-durable > safety >
+// linearizability > liveness. "go run" turns every non-zero exit code into 1; scripts that
 // look at the code run a built binary. Planted bugs (-bugs) need a build
 // with -tags simbugs.
 package main
@@ -157,8 +160,10 @@ Exit codes:
   4  liveness failure
   5  panic
   6  non-determinism
-With several failures the most severe wins:
-  non-determinism > panic > safety > linearizability > liveness.
+  7  a membership change applied above the durable commit index, or a
+     restart below one (safety checks applied-durable, restart-below-applied)
+With several failures the most severe wins: non-determinism > panic >
+  applied-durable > safety > linearizability > liveness.
 "go run" reports any non-zero code as 1 ("exit status N" on stderr); build
 the binary (go build -o simrun ./cmd/simrun) where the code matters.
 `

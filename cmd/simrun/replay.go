@@ -54,7 +54,7 @@ func runReplay(cfg replayConfig, stdout, stderr io.Writer) int {
 	}
 	printResult(stdout, res, wall)
 
-	code := verdictExit(res.Verdict)
+	code := resultExit(res.Verdict, res.Check)
 	same := func(ok bool) string {
 		if ok {
 			return "identical"

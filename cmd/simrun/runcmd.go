@@ -122,7 +122,7 @@ func runOne(cfg runConfig, stdout, stderr io.Writer) int {
 	t0 := time.Now()
 	res := sim.Run(o, simCfg)
 	wall := time.Since(t0)
-	code := verdictExit(res.Verdict)
+	code := resultExit(res.Verdict, res.Check)
 
 	if traceF != nil {
 		err := res.Trace.Err()

@@ -313,7 +313,7 @@ func runShrink(ctx context.Context, cfg shrinkConfig, stdout, stderr io.Writer) 
 			res.Verdict, res.Check, s.verdict, s.check)
 		return exitNonDeterminism
 	}
-	code := verdictExit(res.Verdict)
+	code := resultExit(res.Verdict, res.Check)
 	bw, err := writeBundle(out, res, false, cfg.CheckTimeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun shrink: %v\n", err)

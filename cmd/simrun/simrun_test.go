@@ -216,8 +216,9 @@ func TestFirstDivergence(t *testing.T) {
 	}
 }
 
-// TestExitCodes: each verdict has its code, and the most severe of
-// several wins: non-determinism > panic > safety > linearizability >
+// TestExitCodes: each verdict has its code (a safety failure of the checks
+// applied-durable and restart-below-applied its own), and the most severe of several wins:
+// non-determinism > panic > applied-durable > safety > linearizability >
 // liveness.
 func TestExitCodes(t *testing.T) {
 	want := map[sim.Verdict]int{
@@ -229,7 +230,17 @@ func TestExitCodes(t *testing.T) {
 			t.Errorf("verdictExit(%s) = %d, want %d", v, got, want[v])
 		}
 	}
-	order := []int{exitPass, exitError, exitLiveness, exitLinearizability, exitSafety, exitPanic, exitNonDeterminism}
+	for _, v := range allVerdicts() {
+		for _, check := range []string{sim.CheckAppliedDurable, sim.CheckRestartBelowApplied} {
+			if got := resultExit(v, check); v == sim.VerdictSafety && got != 7 || v != sim.VerdictSafety && got != want[v] {
+				t.Errorf("resultExit(%s, %s) = %d", v, check, got)
+			}
+		}
+		if got := resultExit(v, sim.CheckDurability); got != want[v] {
+			t.Errorf("resultExit(%s, %s) = %d, want %d", v, sim.CheckDurability, got, want[v])
+		}
+	}
+	order := []int{exitPass, exitError, exitLiveness, exitLinearizability, exitSafety, exitAppliedDurable, exitPanic, exitNonDeterminism}
 	for i, a := range order {
 		for j, b := range order {
 			w := order[max(i, j)]
@@ -253,6 +264,7 @@ func TestUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"help"}} {
 		code, out, _ := simrun(t, args...)
 		if code != exitPass || !strings.Contains(out, "Exit codes") || !strings.Contains(out, "6  non-determinism") ||
+			!strings.Contains(out, "7  a membership change applied above the durable commit index") ||
 			!strings.Contains(out, "commit-old-term") {
 			t.Errorf("%q: exit %d\n%s", args, code, out)
 		}
