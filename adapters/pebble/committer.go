@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -29,7 +28,7 @@ func (s *Storage) run() {
 		close(s.stopped)
 	}()
 	for {
-		group, ok := s.nextGroup()
+		group, ok := s.queue.Next()
 		if !ok {
 			return
 		}
@@ -109,67 +108,6 @@ func (s *Storage) complete() {
 			s.deleteObsolete(s.guarded)
 		}
 		clear(batch)
-	}
-}
-
-// nextGroup waits for queued Saves and takes the next group off the queue;
-// it returns false once the Storage is closed and the queue is empty.
-func (s *Storage) nextGroup() ([]request, bool) {
-	for {
-		s.mu.Lock()
-		n, closed := len(s.queue), s.closed
-		s.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if closed {
-			return nil, false
-		}
-		select {
-		case <-s.signal:
-		case <-s.closing:
-		}
-	}
-	if d := s.opts.BatchDelay; d > 0 {
-		s.waitForGroup(d)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	size, k := 0, 0
-	for k < len(s.queue) && (k == 0 || size < s.opts.BatchBytes) {
-		size += s.queue[k].size
-		k++
-	}
-	group := make([]request, k)
-	copy(group, s.queue)
-	clear(s.queue[:k])
-	s.queue = s.queue[k:]
-	if len(s.queue) == 0 {
-		s.queue = nil
-	}
-	s.queuedBytes -= size
-	return group, true
-}
-
-// waitForGroup waits up to d for the queue to reach BatchBytes, returning
-// early on Close.
-func (s *Storage) waitForGroup(d time.Duration) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		full := s.queuedBytes >= s.opts.BatchBytes || s.closed
-		s.mu.Unlock()
-		if full {
-			return
-		}
-		select {
-		case <-s.signal:
-		case <-timer.C:
-			return
-		case <-s.closing:
-			return
-		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -71,24 +72,21 @@ type Stats struct {
 // Storage is a durable node.Storage. Its methods may be called from any
 // goroutine.
 type Storage struct {
-	opts   Options
-	log    *slog.Logger
-	db     *pebble.DB
-	guard  *guard
-	signal chan struct{} // a Save was queued (capacity 1)
-	// closing is closed by Close: the committer drains the queue and stops.
-	closing chan struct{}
+	opts  Options
+	log   *slog.Logger
+	db    *pebble.DB
+	guard *guard
+	// queue holds the Saves waiting for the committer; Close closes it and
+	// the committer drains it and stops.
+	queue *groupcommit.Queue[request]
 	// completions carries committed groups from the committer to the
 	// completer, which makes their commit durable in the guard file and
 	// calls their done callbacks. The committer closes it when it stops.
 	completions chan completion
 	stopped     chan struct{} // closed when the committer and the completer have returned
 
-	mu          sync.Mutex
-	queue       []request
-	queuedBytes int
-	closed      bool
-	failed      error // the first write failure: every later write fails
+	mu     sync.Mutex
+	failed error // the first write failure: every later write fails
 
 	// readMu orders Load against the deletion of snapshot files and the
 	// closing of the database.
@@ -127,7 +125,6 @@ type obsoleteFile struct {
 type request struct {
 	u    *node.Update
 	done func(error)
-	size int
 }
 
 // logState is what the committer knows of the stored state: enough to
@@ -227,8 +224,7 @@ func Open(o Options) (*Storage, error) {
 		opts:        o,
 		log:         logger,
 		db:          db,
-		signal:      make(chan struct{}, 1),
-		closing:     make(chan struct{}),
+		queue:       groupcommit.New[request](o.BatchDelay, o.BatchBytes),
 		completions: make(chan completion, 4),
 		stopped:     make(chan struct{}),
 		space:       space,
@@ -672,19 +668,8 @@ func (s *Storage) Save(u *node.Update, done func(error)) {
 		done(errors.New("pebble storage: save: nil update"))
 		return
 	}
-	size := updateSize(u)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
 		done(fmt.Errorf("pebble storage: save: %w", ErrClosed))
-		return
-	}
-	s.queue = append(s.queue, request{u: u, done: done, size: size})
-	s.queuedBytes += size
-	s.mu.Unlock()
-	select {
-	case s.signal <- struct{}{}:
-	default:
 	}
 }
 
@@ -720,10 +705,7 @@ func (s *Storage) Stats() Stats {
 // Close again returns the first call's result.
 func (s *Storage) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.closing)
+		s.queue.Close()
 		<-s.stopped
 		s.readMu.Lock()
 		s.dbClosed = true
