@@ -31,8 +31,12 @@ const (
 	Suffix     = ".snap"
 	TempSuffix = ".tmp"
 	magic      = "FCSNAPv1"
-	headerLen  = 36
-	trailerLen = 12
+	// HeaderSize is the size of a snapshot file's header, which the data
+	// follows.
+	HeaderSize = 36
+	// TrailerSize is the size of a snapshot file's trailer, after the
+	// data.
+	TrailerSize = 12
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -155,11 +159,14 @@ func Write(dir string, snap *core.Snapshot, taken func(name string) bool, noSync
 	if err != nil {
 		return ref, 0, fmt.Errorf("snapfile: create %s: %w", tmp, err)
 	}
-	buf := make([]byte, 0, headerLen+len(snap.Data)+trailerLen)
-	buf = append(buf, header(ref.Meta.Index, ref.Meta.Term, ref.Size)...)
-	buf = append(buf, snap.Data...)
-	buf = append(buf, trailer(ref.CRC)...)
-	_, err = f.Write(buf)
+	// Three writes rather than one buffer: no copy of the data.
+	_, err = f.Write(header(ref.Meta.Index, ref.Meta.Term, ref.Size))
+	if err == nil {
+		_, err = f.Write(snap.Data)
+	}
+	if err == nil {
+		_, err = f.Write(trailer(ref.CRC))
+	}
 	if err == nil && !noSync {
 		err = f.Sync()
 	}
@@ -181,7 +188,7 @@ func Write(dir string, snap *core.Snapshot, taken func(name string) bool, noSync
 	if _, err := Read(dir, &ref); err != nil {
 		return ref, 0, fmt.Errorf("snapfile: verify after writing: %w", err)
 	}
-	return ref, int64(len(buf)), nil
+	return ref, HeaderSize + int64(ref.Size) + TrailerSize, nil
 }
 
 // Read reads the file of r in dir and checks it against r: header, size,
@@ -201,7 +208,7 @@ func Read(dir string, r *Ref) ([]byte, error) {
 }
 
 func header(index, term, size uint64) []byte {
-	h := make([]byte, 0, headerLen)
+	h := make([]byte, 0, HeaderSize)
 	h = append(h, magic...)
 	h = binary.BigEndian.AppendUint64(h, index)
 	h = binary.BigEndian.AppendUint64(h, term)
@@ -210,17 +217,17 @@ func header(index, term, size uint64) []byte {
 }
 
 func trailer(dataCRC uint32) []byte {
-	t := binary.BigEndian.AppendUint32(make([]byte, 0, trailerLen), dataCRC)
+	t := binary.BigEndian.AppendUint32(make([]byte, 0, TrailerSize), dataCRC)
 	return append(t, magic...)
 }
 
 // check checks the contents of a snapshot file against r and returns the
 // data (aliasing b).
 func check(b []byte, r *Ref) ([]byte, error) {
-	if uint64(len(b)) < headerLen+trailerLen {
+	if uint64(len(b)) < HeaderSize+TrailerSize {
 		return nil, fmt.Errorf("%d bytes is too short", len(b))
 	}
-	h := b[:headerLen]
+	h := b[:HeaderSize]
 	if string(h[:8]) != magic {
 		return nil, errors.New("bad header magic")
 	}
@@ -236,11 +243,11 @@ func check(b []byte, r *Ref) ([]byte, error) {
 	if size != r.Size {
 		return nil, fmt.Errorf("header says %d data bytes, want %d", size, r.Size)
 	}
-	if uint64(len(b)) != headerLen+size+trailerLen {
-		return nil, fmt.Errorf("file is %d bytes, want %d", len(b), headerLen+size+trailerLen)
+	if uint64(len(b)) != HeaderSize+size+TrailerSize {
+		return nil, fmt.Errorf("file is %d bytes, want %d", len(b), HeaderSize+size+TrailerSize)
 	}
-	data := b[headerLen : headerLen+size]
-	t := b[headerLen+size:]
+	data := b[HeaderSize : HeaderSize+size]
+	t := b[HeaderSize+size:]
 	if string(t[4:]) != magic {
 		return nil, errors.New("bad trailer magic")
 	}

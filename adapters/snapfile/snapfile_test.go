@@ -16,7 +16,7 @@ func TestWriteReadVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ref.File != "snap-7-2.snap" || n != int64(headerLen+5+trailerLen) {
+	if ref.File != "snap-7-2.snap" || n != int64(HeaderSize+5+TrailerSize) {
 		t.Fatalf("ref %+v, %d bytes", ref, n)
 	}
 	ref2, _, err := Write(dir, snap, func(name string) bool { return name == ref.File }, false)
