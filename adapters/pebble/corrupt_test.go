@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -156,7 +158,7 @@ func TestCorruptSnapshotFile(t *testing.T) {
 		name   string
 		damage func(b []byte) []byte // nil: remove the file
 	}{
-		{"data byte", func(b []byte) []byte { b[snapHeader+3] ^= 1; return b }},
+		{"data byte", func(b []byte) []byte { b[snapfile.HeaderSize+3] ^= 1; return b }},
 		{"header byte", func(b []byte) []byte { b[10] ^= 1; return b }},
 		{"trailer byte", func(b []byte) []byte { b[len(b)-2] ^= 1; return b }},
 		{"truncated", func(b []byte) []byte { return b[:len(b)-1] }},
@@ -166,8 +168,9 @@ func TestCorruptSnapshotFile(t *testing.T) {
 			// Rewrite the data and its trailer CRC: only the database's
 			// CRC notices.
 			data := []byte("state at fivE")
-			b = append(b[:snapHeader], data...)
-			return append(b, snapFileTrailer(crc(data))...)
+			b = append(b[:snapfile.HeaderSize], data...)
+			b = binary.BigEndian.AppendUint32(b, snapfile.CRC(data))
+			return append(b, "FCSNAPv1"...)
 		}},
 		{"missing", nil},
 	} {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 )
 
@@ -179,7 +180,7 @@ func createGuard(path string, g guardState, noSync bool) (*guard, error) {
 		err = os.Rename(tmp, path)
 	}
 	if err == nil && !noSync {
-		err = syncDir(filepath.Dir(path))
+		err = snapfile.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pebble storage: create guard file %s: %w", path, errors.Join(err, removeIfExists(tmp)))

@@ -19,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble"
 
 	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -118,7 +119,7 @@ type Storage struct {
 type obsoleteFile struct {
 	name        string
 	seq         uint64
-	replacement snapRef
+	replacement snapfile.Ref
 }
 
 // request is one queued Save.
@@ -134,7 +135,7 @@ type logState struct {
 	seq                 uint64 // the commit sequence number of the last commit
 	hasSnap             bool
 	snapIndex, snapTerm uint64
-	ref                 snapRef // the snapshot file in use, when hasSnap
+	ref                 snapfile.Ref // the snapshot file in use, when hasSnap
 	hasEntries          bool
 	first, last         uint64 // the stored log is first..last, when hasEntries
 	lastTerm            uint64 // the term of entry last
@@ -212,9 +213,9 @@ func Open(o Options) (*Storage, error) {
 	if !o.NoSync {
 		// Make the database directory's entry durable, and the data
 		// directory's if it was just created.
-		err := syncDir(o.Dir)
+		err := snapfile.SyncDir(o.Dir)
 		if err == nil && errors.Is(statErr, os.ErrNotExist) {
-			err = syncDir(filepath.Dir(filepath.Clean(o.Dir)))
+			err = snapfile.SyncDir(filepath.Dir(filepath.Clean(o.Dir)))
 		}
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("pebble storage: sync data directory: %w", err), closeDB(db))
@@ -447,10 +448,10 @@ func closeDB(db *pebble.DB) (err error) {
 }
 
 // stateOf returns the log state of what load returned.
-func stateOf(p *core.Persisted, ref *snapRef, seq uint64) logState {
+func stateOf(p *core.Persisted, ref *snapfile.Ref, seq uint64) logState {
 	st := logState{seq: seq, hs: p.HardState}
 	if ref != nil {
-		st.hasSnap, st.snapIndex, st.snapTerm, st.ref = true, ref.meta.Index, ref.meta.Term, *ref
+		st.hasSnap, st.snapIndex, st.snapTerm, st.ref = true, ref.Meta.Index, ref.Meta.Term, *ref
 	}
 	if n := len(p.Entries); n > 0 {
 		st.hasEntries, st.first, st.last, st.lastTerm = true, p.Entries[0].Index, p.Entries[n-1].Index, p.Entries[n-1].Term
@@ -477,20 +478,20 @@ func (s *Storage) removeRedundant() error {
 			}
 			continue
 		}
-		if !strings.HasPrefix(name, snapPrefix) {
+		if !strings.HasPrefix(name, snapfile.Prefix) {
 			continue
 		}
-		if s.state.hasSnap && name == s.state.ref.file {
+		if s.state.hasSnap && name == s.state.ref.File {
 			continue
 		}
 		var why string
 		switch index, ok := snapNameIndex(name); {
-		case strings.HasSuffix(name, snapSuffix+tmpSuffix):
+		case snapfile.IsTemp(name):
 			why = "temporary file"
-		case !strings.HasSuffix(name, snapSuffix):
+		case !snapfile.ValidName(name):
 			continue
 		case ok && s.state.hasSnap && index <= s.state.snapIndex:
-			why = fmt.Sprintf("older than the snapshot in use (%s)", s.state.ref.file)
+			why = fmt.Sprintf("older than the snapshot in use (%s)", s.state.ref.File)
 		default:
 			s.log.Warn("pebble storage: keeping a snapshot file the database does not reference", "file", name)
 			continue
@@ -520,7 +521,7 @@ func (s *Storage) Load() (core.Persisted, error) {
 // database holds (the snapshot without its data) before the snapshot file
 // is read: a database cut short refers to an older snapshot file, and the
 // guard's verdict says more than that file's absence.
-func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.Persisted, ref *snapRef, seq uint64, err error) {
+func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.Persisted, ref *snapfile.Ref, seq uint64, err error) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	if s.dbClosed {
@@ -589,27 +590,22 @@ func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.
 	if check != nil {
 		q := p
 		if ref != nil {
-			q.Snapshot = &core.Snapshot{Meta: ref.meta}
+			q.Snapshot = &core.Snapshot{Meta: ref.Meta}
 		}
 		if err := check(seq, &q); err != nil {
 			return p, nil, 0, err
 		}
 	}
 	if ref != nil {
-		path := filepath.Join(s.opts.Dir, ref.file)
-		b, err := os.ReadFile(path)
+		data, err := snapfile.Read(s.opts.Dir, ref)
 		if err != nil {
 			// err names the file. A missing file is damage too.
-			if errors.Is(err, os.ErrNotExist) {
-				return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w: %w", ErrCorrupt, err)
+			if errors.Is(err, snapfile.ErrCorrupt) || errors.Is(err, os.ErrNotExist) {
+				return p, nil, 0, fmt.Errorf("pebble storage: %w: %w", ErrCorrupt, err)
 			}
-			return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w", err)
+			return p, nil, 0, fmt.Errorf("pebble storage: %w", err)
 		}
-		data, err := checkSnapFile(b, ref)
-		if err != nil {
-			return p, nil, 0, fmt.Errorf("pebble storage: corrupt snapshot file %s: %w: %v", path, ErrCorrupt, err)
-		}
-		p.Snapshot = &core.Snapshot{Meta: ref.meta}
+		p.Snapshot = &core.Snapshot{Meta: ref.Meta}
 		if len(data) > 0 {
 			p.Snapshot.Data = data[:len(data):len(data)]
 		}

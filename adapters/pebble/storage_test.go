@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -32,7 +33,7 @@ func openT(t testing.TB, o Options) *Storage {
 
 func snapFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	return storagetest.DirNames(t, dir, func(name string) bool { return strings.HasPrefix(name, snapPrefix) })
+	return storagetest.DirNames(t, dir, func(name string) bool { return strings.HasPrefix(name, snapfile.Prefix) })
 }
 
 func TestOptionsValidation(t *testing.T) {
