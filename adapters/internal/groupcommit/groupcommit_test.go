@@ -11,19 +11,27 @@ import (
 // assertion.
 const waitTimeout = 30 * time.Second
 
-// next runs q.Next on another goroutine and returns its result, failing
-// the test if it does not return within waitTimeout.
-func next(t *testing.T, q *Queue[int]) ([]int, bool) {
-	t.Helper()
-	type result struct {
-		g  []int
-		ok bool
-	}
+// result is what Next returned.
+type result struct {
+	g  []int
+	ok bool
+}
+
+// start runs q.Next on another goroutine and returns where its result
+// will be.
+func start(q *Queue[int]) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
 		g, ok := q.Next()
 		ch <- result{g, ok}
 	}()
+	return ch
+}
+
+// await returns the result of a Next started by start, failing the test if
+// it does not come within waitTimeout.
+func await(t *testing.T, ch <-chan result) ([]int, bool) {
+	t.Helper()
 	select {
 	case r := <-ch:
 		return r.g, r.ok
@@ -31,6 +39,13 @@ func next(t *testing.T, q *Queue[int]) ([]int, bool) {
 		t.Fatalf("Next did not return within %v", waitTimeout)
 		return nil, false
 	}
+}
+
+// next calls q.Next, failing the test if it does not return within
+// waitTimeout.
+func next(t *testing.T, q *Queue[int]) ([]int, bool) {
+	t.Helper()
+	return await(t, start(q))
 }
 
 func push(t *testing.T, q *Queue[int], v, size int) {
@@ -86,24 +101,11 @@ func TestGroupByteLimit(t *testing.T) {
 func TestDelayEndsWhenFull(t *testing.T) {
 	q := New[int](time.Hour, 100)
 	push(t, q, 0, 30)
-	type result struct {
-		g  []int
-		ok bool
-	}
-	ch := make(chan result, 1)
-	go func() {
-		g, ok := q.Next()
-		ch <- result{g, ok}
-	}()
+	ch := start(q)
 	push(t, q, 1, 30)
 	push(t, q, 2, 40) // 100 bytes: full
-	select {
-	case r := <-ch:
-		if !r.ok || !slices.Equal(r.g, []int{0, 1, 2}) {
-			t.Fatalf("Next = %v, %v; want [0 1 2], true", r.g, r.ok)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Next still waiting with a full group")
+	if g, ok := await(t, ch); !ok || !slices.Equal(g, []int{0, 1, 2}) {
+		t.Fatalf("Next = %v, %v; want [0 1 2], true", g, ok)
 	}
 }
 
@@ -112,19 +114,10 @@ func TestDelayEndsWhenFull(t *testing.T) {
 func TestDelayEndsOnClose(t *testing.T) {
 	q := New[int](time.Hour, 100)
 	push(t, q, 7, 1)
-	ch := make(chan []int, 1)
-	go func() {
-		g, _ := q.Next()
-		ch <- g
-	}()
+	ch := start(q)
 	q.Close()
-	select {
-	case g := <-ch:
-		if !slices.Equal(g, []int{7}) {
-			t.Fatalf("Next = %v; want [7]", g)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Next still waiting after Close")
+	if g, ok := await(t, ch); !ok || !slices.Equal(g, []int{7}) {
+		t.Fatalf("Next = %v, %v; want [7], true", g, ok)
 	}
 	if g, ok := next(t, q); ok || g != nil {
 		t.Fatalf("Next on a closed, empty queue = %v, %v; want nil, false", g, ok)
@@ -178,19 +171,10 @@ func TestClose(t *testing.T) {
 // request pushed later.
 func TestNextWaitsForPush(t *testing.T) {
 	q := New[int](0, 100)
-	ch := make(chan []int, 1)
-	go func() {
-		g, _ := q.Next()
-		ch <- g
-	}()
+	ch := start(q)
 	push(t, q, 42, 1)
-	select {
-	case g := <-ch:
-		if !slices.Equal(g, []int{42}) {
-			t.Fatalf("Next = %v; want [42]", g)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Next did not return after Push")
+	if g, ok := await(t, ch); !ok || !slices.Equal(g, []int{42}) {
+		t.Fatalf("Next = %v, %v; want [42], true", g, ok)
 	}
 }
 
