@@ -4,9 +4,9 @@
 // A snapshot file is a 36-byte header (magic "FCSNAPv1", index, term and
 // data size as 8-byte big-endian integers, CRC-32C of those 32 bytes), the
 // data, and a 12-byte trailer (CRC-32C of the data, the magic again). Write
-// puts it in <name>.tmp, fsyncs it, renames it and fsyncs the directory, then
-// reads it back and verifies it, so a Ref it returns names a durable file
-// that was checked.
+// puts it in <name>.tmp, fsyncs it, renames it and fsyncs the directory
+// (adapters/internal/durable), then reads it back and verifies it, so a Ref
+// it returns names a durable file that was checked.
 package snapfile
 
 import (
@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/forge-consensus/consensus/adapters/internal/durable"
 	"github.com/forge-consensus/consensus/core"
 )
 
@@ -29,7 +30,7 @@ var ErrCorrupt = errors.New("corrupt snapshot file")
 const (
 	Prefix     = "snap-"
 	Suffix     = ".snap"
-	TempSuffix = ".tmp"
+	TempSuffix = durable.TempSuffix
 	magic      = "FCSNAPv1"
 	// HeaderSize is the size of a snapshot file's header, which the data
 	// follows.
@@ -154,36 +155,9 @@ func Write(dir string, snap *core.Snapshot, taken func(name string) bool, noSync
 		}
 	}
 	path := filepath.Join(dir, ref.File)
-	tmp := path + TempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return ref, 0, fmt.Errorf("snapfile: create %s: %w", tmp, err)
-	}
-	// Three writes rather than one buffer: no copy of the data.
-	_, err = f.Write(header(ref.Meta.Index, ref.Meta.Term, ref.Size))
-	if err == nil {
-		_, err = f.Write(snap.Data)
-	}
-	if err == nil {
-		_, err = f.Write(trailer(ref.CRC))
-	}
-	if err == nil && !noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil && !noSync {
-		err = SyncDir(dir)
-	}
-	if err != nil {
-		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			err = errors.Join(err, rerr)
-		}
-		return ref, 0, fmt.Errorf("snapfile: write %s: %w", path, err)
+	// Three parts rather than one buffer: no copy of the data.
+	if err := durable.WriteFile(path, noSync, header(ref.Meta.Index, ref.Meta.Term, ref.Size), snap.Data, trailer(ref.CRC)); err != nil {
+		return ref, 0, fmt.Errorf("snapfile: %w", err)
 	}
 	if _, err := Read(dir, &ref); err != nil {
 		return ref, 0, fmt.Errorf("snapfile: verify after writing: %w", err)
@@ -263,10 +237,4 @@ func check(b []byte, r *Ref) ([]byte, error) {
 
 // SyncDir fsyncs a directory, making creations, renames and removals in it
 // durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
-}
+func SyncDir(dir string) error { return durable.SyncDir(dir) }
