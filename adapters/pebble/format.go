@@ -99,9 +99,6 @@ func decodeSnapRef(b []byte) (snapfile.Ref, error) {
 	return r, nil
 }
 
-// tmpSuffix names a file (the guard file) while it is written.
-const tmpSuffix = ".tmp"
-
 // snapNameIndex returns the snapshot index in a snapshot file name.
 func snapNameIndex(name string) (uint64, bool) {
 	rest, ok := strings.CutPrefix(name, snapfile.Prefix)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/internal/durable"
 	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
@@ -213,9 +214,9 @@ func Open(o Options) (*Storage, error) {
 	if !o.NoSync {
 		// Make the database directory's entry durable, and the data
 		// directory's if it was just created.
-		err := snapfile.SyncDir(o.Dir)
+		err := durable.SyncDir(o.Dir)
 		if err == nil && errors.Is(statErr, os.ErrNotExist) {
-			err = snapfile.SyncDir(filepath.Dir(filepath.Clean(o.Dir)))
+			err = durable.SyncDir(filepath.Dir(filepath.Clean(o.Dir)))
 		}
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("pebble storage: sync data directory: %w", err), closeDB(db))
@@ -472,7 +473,7 @@ func (s *Storage) removeRedundant() error {
 	}
 	for _, de := range names {
 		name := de.Name()
-		if name == guardName+tmpSuffix {
+		if name == guardName+durable.TempSuffix {
 			if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil {
 				return fmt.Errorf("pebble storage: remove temporary file: %w", err)
 			}
