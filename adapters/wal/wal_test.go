@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
@@ -164,5 +165,43 @@ func TestForeignStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, segName(1))); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMaxBatchDelay: with a long MaxBatchDelay the committer waits until
+// the queued Saves reach MaxBatchBytes, then writes them with one pwrite and
+// one fdatasync; a group under the limit is written at Close.
+func TestMaxBatchDelay(t *testing.T) {
+	u := func(i uint64) *node.Update {
+		return &node.Update{Entries: storagetest.NamedEntries(i, i, 1), HardState: core.HardState{Term: 1, Commit: i}}
+	}
+	o := testOpts(t.TempDir())
+	o.SegmentSize = 1 << 20 // no rotation
+	o.MaxBatchDelay, o.MaxBatchBytes = time.Hour, 5*updateSize(u(1))
+	s := openT(t, o)
+	errs := make(chan error, 6)
+	for i := range uint64(5) {
+		s.Save(u(i+1), func(err error) { errs <- err })
+	}
+	for range 5 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("a full group is still waiting")
+		}
+	}
+	if st := s.Stats(); st.Writes != 1 || st.Syncs != 1 || st.Updates != 5 {
+		t.Fatalf("stats %+v, want one write and one sync of 5 updates", st)
+	}
+	s.Save(u(6), func(err error) { errs <- err })
+	storagetest.MustClose(t, s)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Writes != 2 || st.Updates != 6 {
+		t.Fatalf("stats %+v after Close, want a second write", st)
 	}
 }

@@ -124,12 +124,18 @@ func TestDelayEndsOnClose(t *testing.T) {
 	}
 }
 
-// TestDelayEndsOnTimer: a short delay ends with whatever is queued, under
-// the limit.
+// TestDelayEndsOnTimer: under the byte limit, Next waits out the delay
+// (it cannot return sooner: a lower bound, which a correct queue always
+// meets), then returns whatever is queued.
 func TestDelayEndsOnTimer(t *testing.T) {
-	q := New[int](time.Millisecond, 1<<20)
+	const delay = 20 * time.Millisecond
+	q := New[int](delay, 1<<20)
+	start := time.Now()
 	push(t, q, 1, 1)
 	g, ok := next(t, q)
+	if waited := time.Since(start); waited < delay {
+		t.Fatalf("Next returned after %v, before the delay of %v", waited, delay)
+	}
 	if !ok || !slices.Equal(g, []int{1}) {
 		t.Fatalf("Next = %v, %v; want [1], true", g, ok)
 	}
