@@ -27,6 +27,9 @@ func TestWriteReadVerify(t *testing.T) {
 	if err != nil || string(data) != "state" {
 		t.Fatalf("Read: %q, %v", data, err)
 	}
+	if err := Verify(dir, &ref); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
 	enc, err := ref.AppendBinary(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -50,12 +53,18 @@ func TestWriteReadVerify(t *testing.T) {
 		if _, err := Read(dir, &ref); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("flip at %d: %v", i, err)
 		}
+		if err := Verify(dir, &ref); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flip at %d: Verify: %v", i, err)
+		}
 	}
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Read(dir, &ref); err == nil {
-		t.Fatal("missing file read")
+	if _, err := Read(dir, &ref); err == nil || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("missing file read: %v", err)
+	}
+	if err := Verify(dir, &ref); err == nil || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("missing file verified: %v", err)
 	}
 }
 
@@ -91,17 +100,25 @@ func FuzzDecodeRef(f *testing.F) {
 	})
 }
 
-// FuzzCheck: checking a file's contents never panics, and contents that
-// pass hold data of the reference's size and CRC.
+// FuzzCheck: checking a file's contents never panics, Verify agrees with
+// it, and contents that pass hold data of the reference's size and CRC.
 func FuzzCheck(f *testing.F) {
 	data := []byte("state")
 	file := append(append(header(7, 2, 5), data...), trailer(CRC(data))...)
 	f.Add(file, uint64(7), uint64(2), uint64(5), CRC(data))
 	f.Add(file[:len(file)-1], uint64(7), uint64(2), uint64(5), CRC(data))
 	f.Add([]byte{}, uint64(0), uint64(0), uint64(0), uint32(0))
+	dir := f.TempDir() // a fuzzing process runs one input at a time
 	f.Fuzz(func(t *testing.T, b []byte, index, term, size uint64, crc uint32) {
 		r := Ref{Meta: core.SnapshotMeta{Index: index, Term: term}, File: Name(index, term, 0), CRC: crc, Size: size}
 		got, err := check(b, &r)
+		// Verify, reading the same bytes from a file, gives the same verdict.
+		if werr := os.WriteFile(filepath.Join(dir, r.File), b, 0o600); werr != nil {
+			t.Fatal(werr)
+		}
+		if verr := Verify(dir, &r); (verr == nil) != (err == nil) || verr != nil && !errors.Is(verr, ErrCorrupt) {
+			t.Fatalf("check: %v; Verify: %v", err, verr)
+		}
 		if err != nil {
 			return
 		}
