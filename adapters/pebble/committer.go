@@ -394,7 +394,7 @@ func (s *Storage) deleteObsolete(upTo uint64) {
 			keep = append(keep, o)
 			continue
 		}
-		if _, err := snapfile.Read(s.opts.Dir, &o.replacement); err != nil {
+		if err := snapfile.Verify(s.opts.Dir, &o.replacement); err != nil {
 			err = fmt.Errorf("pebble storage: snapshot file %s fails verification after writing; keeping %s: %w",
 				filepath.Join(s.opts.Dir, o.replacement.File), o.name, err)
 			s.setFailed(err)
