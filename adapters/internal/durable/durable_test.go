@@ -6,13 +6,12 @@ import (
 	"testing"
 )
 
-func readFile(t *testing.T, path string) string {
+// wantFile fails the test unless path holds want.
+func wantFile(t *testing.T, path, want string) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	if b, err := os.ReadFile(path); err != nil || string(b) != want {
+		t.Fatalf("%s holds %q (%v), want %q", path, b, err, want)
 	}
-	return string(b)
 }
 
 // noTemp fails the test if dir holds a temporary file.
@@ -38,15 +37,11 @@ func TestWriteFile(t *testing.T) {
 		if err := WriteFile(path, noSync, []byte("head,"), nil, []byte("body,"), []byte("tail")); err != nil {
 			t.Fatal(err)
 		}
-		if got := readFile(t, path); got != "head,body,tail" {
-			t.Fatalf("file holds %q", got)
-		}
+		wantFile(t, path, "head,body,tail")
 		if err := WriteFile(path, noSync, []byte("new")); err != nil {
 			t.Fatal(err)
 		}
-		if got := readFile(t, path); got != "new" {
-			t.Fatalf("rewritten file holds %q", got)
-		}
+		wantFile(t, path, "new")
 		noTemp(t, dir)
 	}
 }
