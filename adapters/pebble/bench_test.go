@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -32,7 +33,7 @@ func reportSaves(b *testing.B, s *Storage) {
 // Save.
 func BenchmarkSave(b *testing.B) {
 	s := openT(b, Options{Dir: b.TempDir()})
-	defer closeT(b, s)
+	defer storagetest.MustClose(b, s)
 	data := make([]byte, 128)
 	done := make(chan error, 1)
 	b.ResetTimer()
@@ -50,7 +51,7 @@ func BenchmarkSave(b *testing.B) {
 // outstanding: group commit merges them, one fsync covering many.
 func BenchmarkSaveGrouped(b *testing.B) {
 	s := openT(b, Options{Dir: b.TempDir()})
-	defer closeT(b, s)
+	defer storagetest.MustClose(b, s)
 	data := make([]byte, 128)
 	sem := make(chan struct{}, 256)
 	var wg sync.WaitGroup
@@ -78,9 +79,9 @@ func BenchmarkSaveGrouped(b *testing.B) {
 // ratio.
 func BenchmarkGuardCost(b *testing.B) {
 	with := openT(b, Options{Dir: b.TempDir()})
-	defer closeT(b, with)
+	defer storagetest.MustClose(b, with)
 	without := openT(b, Options{Dir: b.TempDir(), noGuard: true})
-	defer closeT(b, without)
+	defer storagetest.MustClose(b, without)
 	data := make([]byte, 128)
 	done := make(chan error, 1)
 	var tWith, tWithout time.Duration
@@ -118,9 +119,9 @@ func BenchmarkGuardCost(b *testing.B) {
 // fdatasync overlaps the committer's next Pebble batch.
 func BenchmarkGuardCostGrouped(b *testing.B) {
 	with := openT(b, Options{Dir: b.TempDir()})
-	defer closeT(b, with)
+	defer storagetest.MustClose(b, with)
 	without := openT(b, Options{Dir: b.TempDir(), noGuard: true})
-	defer closeT(b, without)
+	defer storagetest.MustClose(b, without)
 	data := make([]byte, 128)
 	next := map[*Storage]uint64{with: 1, without: 1}
 	run := func(s *Storage, n int) time.Duration {

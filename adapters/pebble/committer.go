@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -29,7 +29,7 @@ func (s *Storage) run() {
 		close(s.stopped)
 	}()
 	for {
-		group, ok := s.nextGroup()
+		group, ok := s.queue.Next()
 		if !ok {
 			return
 		}
@@ -109,67 +109,6 @@ func (s *Storage) complete() {
 			s.deleteObsolete(s.guarded)
 		}
 		clear(batch)
-	}
-}
-
-// nextGroup waits for queued Saves and takes the next group off the queue;
-// it returns false once the Storage is closed and the queue is empty.
-func (s *Storage) nextGroup() ([]request, bool) {
-	for {
-		s.mu.Lock()
-		n, closed := len(s.queue), s.closed
-		s.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if closed {
-			return nil, false
-		}
-		select {
-		case <-s.signal:
-		case <-s.closing:
-		}
-	}
-	if d := s.opts.BatchDelay; d > 0 {
-		s.waitForGroup(d)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	size, k := 0, 0
-	for k < len(s.queue) && (k == 0 || size < s.opts.BatchBytes) {
-		size += s.queue[k].size
-		k++
-	}
-	group := make([]request, k)
-	copy(group, s.queue)
-	clear(s.queue[:k])
-	s.queue = s.queue[k:]
-	if len(s.queue) == 0 {
-		s.queue = nil
-	}
-	s.queuedBytes -= size
-	return group, true
-}
-
-// waitForGroup waits up to d for the queue to reach BatchBytes, returning
-// early on Close.
-func (s *Storage) waitForGroup(d time.Duration) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		full := s.queuedBytes >= s.opts.BatchBytes || s.closed
-		s.mu.Unlock()
-		if full {
-			return
-		}
-		select {
-		case <-s.signal:
-		case <-timer.C:
-			return
-		case <-s.closing:
-			return
-		}
 	}
 }
 
@@ -284,9 +223,9 @@ func (s *Storage) commit(group []request) (c completion) {
 	old := s.state
 	s.state = st
 	s.updates.Add(applied)
-	if snap != nil && old.hasSnap && old.ref.file != st.ref.file {
+	if snap != nil && old.hasSnap && old.ref.File != st.ref.File {
 		s.obsMu.Lock()
-		s.obsolete = append(s.obsolete, obsoleteFile{name: old.ref.file, seq: st.seq, replacement: st.ref})
+		s.obsolete = append(s.obsolete, obsoleteFile{name: old.ref.File, seq: st.seq, replacement: st.ref})
 		s.obsMu.Unlock()
 	}
 	return c
@@ -403,55 +342,32 @@ func checkUpdate(u *node.Update) error {
 }
 
 // writeSnapshot makes snap's data durable in a file (unless the file in use
-// already holds it) and returns its reference and the bytes written.
-func (s *Storage) writeSnapshot(snap *core.Snapshot) (snapRef, uint64, error) {
-	ref := snapRef{
-		meta: snap.Meta,
-		crc:  crc(snap.Data),
-		size: uint64(len(snap.Data)),
-	}
+// already holds it) and returns its reference and the bytes written. It
+// never overwrites the file in use, nor a file waiting to be deleted.
+func (s *Storage) writeSnapshot(snap *core.Snapshot) (snapfile.Ref, uint64, error) {
 	cur := &s.state.ref
-	for n := 0; ; n++ {
-		ref.file = snapName(snap.Meta.Index, snap.Meta.Term, n)
-		if s.state.hasSnap && ref.file == cur.file {
-			if ref.sameFile(cur) {
-				return ref, 0, nil // the file in use holds this data already
+	taken := func(name string) bool {
+		return s.state.hasSnap && name == cur.File || s.isObsolete(name)
+	}
+	// The file in use may hold this data already: if so, it comes before
+	// the first name snapfile.Write would take.
+	for n := 0; s.state.hasSnap; n++ {
+		name := snapfile.Name(snap.Meta.Index, snap.Meta.Term, n)
+		if !taken(name) {
+			break
+		}
+		if name == cur.File {
+			ref := snapfile.Ref{Meta: snap.Meta, File: name, CRC: snapfile.CRC(snap.Data), Size: uint64(len(snap.Data))}
+			if ref.Same(cur) {
+				return ref, 0, nil
 			}
-			continue // never overwrite the file in use
-		}
-		if !s.isObsolete(ref.file) {
-			break // nor a file to be deleted
 		}
 	}
-	path := filepath.Join(s.opts.Dir, ref.file)
-	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	ref, n, err := snapfile.Write(s.opts.Dir, snap, taken, s.opts.NoSync)
 	if err != nil {
-		return ref, 0, fmt.Errorf("pebble storage: create snapshot file: %w", err)
+		return ref, 0, fmt.Errorf("pebble storage: %w", err)
 	}
-	_, err = f.Write(snapFileHeader(ref.meta.Index, ref.meta.Term, ref.size))
-	if err == nil {
-		_, err = f.Write(snap.Data)
-	}
-	if err == nil {
-		_, err = f.Write(snapFileTrailer(ref.crc))
-	}
-	if err == nil && !s.opts.NoSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil && !s.opts.NoSync {
-		err = syncDir(s.opts.Dir)
-	}
-	if err != nil {
-		return ref, 0, fmt.Errorf("pebble storage: write snapshot file %s: %w", path, errors.Join(err, removeIfExists(tmp)))
-	}
-	return ref, snapHeader + ref.size + snapTrailer, nil
+	return ref, uint64(n), nil
 }
 
 // isObsolete reports whether name is a snapshot file waiting to be
@@ -478,14 +394,9 @@ func (s *Storage) deleteObsolete(upTo uint64) {
 			keep = append(keep, o)
 			continue
 		}
-		path := filepath.Join(s.opts.Dir, o.replacement.file)
-		b, err := os.ReadFile(path)
-		if err == nil {
-			_, err = checkSnapFile(b, &o.replacement)
-		}
-		if err != nil {
+		if err := snapfile.Verify(s.opts.Dir, &o.replacement); err != nil {
 			err = fmt.Errorf("pebble storage: snapshot file %s fails verification after writing; keeping %s: %w",
-				path, o.name, err)
+				filepath.Join(s.opts.Dir, o.replacement.File), o.name, err)
 			s.setFailed(err)
 			s.log.Error("pebble storage: write failed; failing every later write", "err", err)
 			keep = append(keep, o)
@@ -504,13 +415,4 @@ func removeIfExists(path string) error {
 		return err
 	}
 	return nil
-}
-
-// syncDir fsyncs a directory, making renames in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
 }

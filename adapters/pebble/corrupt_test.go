@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"os"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -19,9 +22,9 @@ import (
 func fillStore(t *testing.T, dir string) {
 	t.Helper()
 	s := openT(t, Options{Dir: dir})
-	mustSave(t, s, &node.Update{Entries: ents(1, 20, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 20}, Sync: true})
-	mustSave(t, s, &node.Update{LocalSnapshot: snapAt(5, 1, "state at five"), CompactTo: 3, Sync: true})
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 20, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 20}, Sync: true})
+	storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(5, 1, "state at five"), CompactTo: 3, Sync: true})
+	storagetest.MustClose(t, s)
 }
 
 // rawEdit opens the database directly and applies edit to it.
@@ -104,8 +107,8 @@ func TestCorruptValueWhileOpen(t *testing.T) {
 	dir := t.TempDir()
 	fillStore(t, dir)
 	s := openT(t, Options{Dir: dir})
-	defer closeT(t, s)
-	loadT(t, s)
+	defer storagetest.MustClose(t, s)
+	storagetest.MustLoad(t, s)
 	flipValue(t, s.db, entryKey(9), 3)
 	_, err := s.Load()
 	wantCorrupt(t, "Load", err, "corrupt value at key e/0000000000000009")
@@ -155,7 +158,7 @@ func TestCorruptSnapshotFile(t *testing.T) {
 		name   string
 		damage func(b []byte) []byte // nil: remove the file
 	}{
-		{"data byte", func(b []byte) []byte { b[snapHeader+3] ^= 1; return b }},
+		{"data byte", func(b []byte) []byte { b[snapfile.HeaderSize+3] ^= 1; return b }},
 		{"header byte", func(b []byte) []byte { b[10] ^= 1; return b }},
 		{"trailer byte", func(b []byte) []byte { b[len(b)-2] ^= 1; return b }},
 		{"truncated", func(b []byte) []byte { return b[:len(b)-1] }},
@@ -165,8 +168,9 @@ func TestCorruptSnapshotFile(t *testing.T) {
 			// Rewrite the data and its trailer CRC: only the database's
 			// CRC notices.
 			data := []byte("state at fivE")
-			b = append(b[:snapHeader], data...)
-			return append(b, snapFileTrailer(crc(data))...)
+			b = append(b[:snapfile.HeaderSize], data...)
+			b = binary.BigEndian.AppendUint32(b, snapfile.CRC(data))
+			return append(b, "FCSNAPv1"...)
 		}},
 		{"missing", nil},
 	} {
@@ -194,7 +198,7 @@ func TestCorruptSnapshotFile(t *testing.T) {
 			damage()
 			_, err := s.Load()
 			wantCorrupt(t, "Load", err, name)
-			closeT(t, s)
+			storagetest.MustClose(t, s)
 			// And so does Open.
 			_, err = Open(Options{Dir: dir})
 			wantCorrupt(t, "Open", err, name)

@@ -61,12 +61,14 @@
 //
 // A snapshot file is a 36-byte header (magic "FCSNAPv1", index, term and
 // data size as 8-byte big-endian integers, CRC-32C of those 32 bytes), the
-// data, and a 12-byte trailer (CRC-32C of the data, the magic again). It is
-// written to <name>.tmp, fsynced, renamed and the directory fsynced before
-// the batch that references it is committed; the batch that switches to a
-// new snapshot file is always fsynced. The previous file is deleted only
-// after that batch is recorded in the guard file and the new file has been
-// read back and verified (with NoSync, at Close).
+// data, and a 12-byte trailer (CRC-32C of the data, the magic again): the
+// format of package adapters/snapfile, which writes and reads them. It is
+// written to <name>.tmp, fsynced, renamed, the directory fsynced, and read
+// back and verified before the batch that references it is committed; the
+// batch that switches to a new snapshot file is always fsynced. The
+// previous file is deleted only after that batch is recorded in the guard
+// file and the new file has been read back and verified again (with
+// NoSync, at Close).
 //
 // # What Open guarantees
 //

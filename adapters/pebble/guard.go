@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
+	"github.com/forge-consensus/consensus/adapters/internal/durable"
 	"github.com/forge-consensus/consensus/core"
 )
 
@@ -162,27 +162,9 @@ func readGuard(path string) (r guardRead, ok bool, err error) {
 // createGuard creates the guard file at path with both slots holding g,
 // durably (the file and its directory are fsynced unless noSync).
 func createGuard(path string, g guardState, noSync bool) (*guard, error) {
-	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("pebble storage: create guard file: %w", err)
-	}
 	slot := g.encode()
-	_, err = f.Write(append(slot[:guardSlotSize:guardSlotSize], slot...))
-	if err == nil && !noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil && !noSync {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pebble storage: create guard file %s: %w", path, errors.Join(err, removeIfExists(tmp)))
+	if err := durable.WriteFile(path, noSync, slot, slot); err != nil {
+		return nil, fmt.Errorf("pebble storage: create guard file: %w", err)
 	}
 	return openGuard(path, 1, noSync)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -32,13 +33,13 @@ func fillWAL(t *testing.T, dir string) core.Persisted {
 	t.Helper()
 	s := openT(t, Options{Dir: dir})
 	for i := uint64(1); i <= 400; i++ {
-		mustSave(t, s, &node.Update{Entries: ents(i, i, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i - 1}, Sync: true})
+		storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(i, i, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i - 1}, Sync: true})
 		if i == 300 {
-			mustSave(t, s, &node.Update{LocalSnapshot: snapAt(290, 1, "state at 290"), CompactTo: 280, Sync: true})
+			storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(290, 1, "state at 290"), CompactTo: 280, Sync: true})
 		}
 	}
-	p := loadT(t, s)
-	closeT(t, s)
+	p := storagetest.MustLoad(t, s)
+	storagetest.MustClose(t, s)
 	return p
 }
 
@@ -169,16 +170,16 @@ func TestGuardSlots(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer closeT(t, s)
+			defer storagetest.MustClose(t, s)
 			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "guard file is damaged") {
 				t.Fatalf("no warning about the damaged slot; logs:\n%s", logs.String())
 			}
-			if d := diffPersisted(loadT(t, s), want); d != "" {
+			if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 				t.Fatal(d)
 			}
 			// The next write repairs the damaged slot.
-			mustSave(t, s, &node.Update{Entries: ents(401, 401, 1), Sync: true})
-			mustSave(t, s, &node.Update{Entries: ents(402, 402, 1), Sync: true})
+			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(401, 401, 1), Sync: true})
+			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(402, 402, 1), Sync: true})
 			gr, ok, err := readGuard(filepath.Join(dir, guardName))
 			if err != nil || !ok || gr.damaged != "" {
 				t.Fatalf("guard after two writes: %+v %v %v", gr, ok, err)
@@ -239,14 +240,14 @@ func TestGuardMissingOrAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := openT(t, Options{Dir: dir})
-		mustSave(t, s, &node.Update{Entries: ents(21, 21, 1), Sync: true})
-		closeT(t, s)
+		storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(21, 21, 1), Sync: true})
+		storagetest.MustClose(t, s)
 		gr, ok, err := readGuard(filepath.Join(dir, guardName))
 		if err != nil || !ok || gr.state.seq != 1 || gr.state.last != 21 {
 			t.Fatalf("guard after upgrade: %+v %v %v", gr, ok, err)
 		}
 		s = openT(t, Options{Dir: dir})
-		closeT(t, s)
+		storagetest.MustClose(t, s)
 	})
 }
 
@@ -261,15 +262,15 @@ func TestCrashBetweenCommitAndGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openT(t, Options{Dir: dir})
-	mustSave(t, s, &node.Update{Entries: ents(21, 25, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 20}, Sync: true})
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(21, 25, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 20}, Sync: true})
+	storagetest.MustClose(t, s)
 	if err := os.WriteFile(gpath, old, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s = openT(t, Options{Dir: dir})
-	defer closeT(t, s)
-	if p := loadT(t, s); p.Entries[len(p.Entries)-1].Index != 25 {
-		t.Fatalf("loaded %s", span(p.Entries))
+	defer storagetest.MustClose(t, s)
+	if p := storagetest.MustLoad(t, s); p.Entries[len(p.Entries)-1].Index != 25 {
+		t.Fatalf("loaded %s", storagetest.Span(p.Entries))
 	}
 }
 

@@ -18,6 +18,9 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/internal/durable"
+	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -71,24 +74,21 @@ type Stats struct {
 // Storage is a durable node.Storage. Its methods may be called from any
 // goroutine.
 type Storage struct {
-	opts   Options
-	log    *slog.Logger
-	db     *pebble.DB
-	guard  *guard
-	signal chan struct{} // a Save was queued (capacity 1)
-	// closing is closed by Close: the committer drains the queue and stops.
-	closing chan struct{}
+	opts  Options
+	log   *slog.Logger
+	db    *pebble.DB
+	guard *guard
+	// queue holds the Saves waiting for the committer; Close closes it and
+	// the committer drains it and stops.
+	queue *groupcommit.Queue[request]
 	// completions carries committed groups from the committer to the
 	// completer, which makes their commit durable in the guard file and
 	// calls their done callbacks. The committer closes it when it stops.
 	completions chan completion
 	stopped     chan struct{} // closed when the committer and the completer have returned
 
-	mu          sync.Mutex
-	queue       []request
-	queuedBytes int
-	closed      bool
-	failed      error // the first write failure: every later write fails
+	mu     sync.Mutex
+	failed error // the first write failure: every later write fails
 
 	// readMu orders Load against the deletion of snapshot files and the
 	// closing of the database.
@@ -120,14 +120,13 @@ type Storage struct {
 type obsoleteFile struct {
 	name        string
 	seq         uint64
-	replacement snapRef
+	replacement snapfile.Ref
 }
 
 // request is one queued Save.
 type request struct {
 	u    *node.Update
 	done func(error)
-	size int
 }
 
 // logState is what the committer knows of the stored state: enough to
@@ -137,7 +136,7 @@ type logState struct {
 	seq                 uint64 // the commit sequence number of the last commit
 	hasSnap             bool
 	snapIndex, snapTerm uint64
-	ref                 snapRef // the snapshot file in use, when hasSnap
+	ref                 snapfile.Ref // the snapshot file in use, when hasSnap
 	hasEntries          bool
 	first, last         uint64 // the stored log is first..last, when hasEntries
 	lastTerm            uint64 // the term of entry last
@@ -215,9 +214,9 @@ func Open(o Options) (*Storage, error) {
 	if !o.NoSync {
 		// Make the database directory's entry durable, and the data
 		// directory's if it was just created.
-		err := syncDir(o.Dir)
+		err := durable.SyncDir(o.Dir)
 		if err == nil && errors.Is(statErr, os.ErrNotExist) {
-			err = syncDir(filepath.Dir(filepath.Clean(o.Dir)))
+			err = durable.SyncDir(filepath.Dir(filepath.Clean(o.Dir)))
 		}
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("pebble storage: sync data directory: %w", err), closeDB(db))
@@ -227,8 +226,7 @@ func Open(o Options) (*Storage, error) {
 		opts:        o,
 		log:         logger,
 		db:          db,
-		signal:      make(chan struct{}, 1),
-		closing:     make(chan struct{}),
+		queue:       groupcommit.New[request](o.BatchDelay, o.BatchBytes),
 		completions: make(chan completion, 4),
 		stopped:     make(chan struct{}),
 		space:       space,
@@ -451,10 +449,10 @@ func closeDB(db *pebble.DB) (err error) {
 }
 
 // stateOf returns the log state of what load returned.
-func stateOf(p *core.Persisted, ref *snapRef, seq uint64) logState {
+func stateOf(p *core.Persisted, ref *snapfile.Ref, seq uint64) logState {
 	st := logState{seq: seq, hs: p.HardState}
 	if ref != nil {
-		st.hasSnap, st.snapIndex, st.snapTerm, st.ref = true, ref.meta.Index, ref.meta.Term, *ref
+		st.hasSnap, st.snapIndex, st.snapTerm, st.ref = true, ref.Meta.Index, ref.Meta.Term, *ref
 	}
 	if n := len(p.Entries); n > 0 {
 		st.hasEntries, st.first, st.last, st.lastTerm = true, p.Entries[0].Index, p.Entries[n-1].Index, p.Entries[n-1].Term
@@ -475,26 +473,26 @@ func (s *Storage) removeRedundant() error {
 	}
 	for _, de := range names {
 		name := de.Name()
-		if name == guardName+tmpSuffix {
+		if name == guardName+durable.TempSuffix {
 			if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil {
 				return fmt.Errorf("pebble storage: remove temporary file: %w", err)
 			}
 			continue
 		}
-		if !strings.HasPrefix(name, snapPrefix) {
+		if !strings.HasPrefix(name, snapfile.Prefix) {
 			continue
 		}
-		if s.state.hasSnap && name == s.state.ref.file {
+		if s.state.hasSnap && name == s.state.ref.File {
 			continue
 		}
 		var why string
 		switch index, ok := snapNameIndex(name); {
-		case strings.HasSuffix(name, snapSuffix+tmpSuffix):
+		case snapfile.IsTemp(name):
 			why = "temporary file"
-		case !strings.HasSuffix(name, snapSuffix):
+		case !snapfile.ValidName(name):
 			continue
 		case ok && s.state.hasSnap && index <= s.state.snapIndex:
-			why = fmt.Sprintf("older than the snapshot in use (%s)", s.state.ref.file)
+			why = fmt.Sprintf("older than the snapshot in use (%s)", s.state.ref.File)
 		default:
 			s.log.Warn("pebble storage: keeping a snapshot file the database does not reference", "file", name)
 			continue
@@ -524,7 +522,7 @@ func (s *Storage) Load() (core.Persisted, error) {
 // database holds (the snapshot without its data) before the snapshot file
 // is read: a database cut short refers to an older snapshot file, and the
 // guard's verdict says more than that file's absence.
-func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.Persisted, ref *snapRef, seq uint64, err error) {
+func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.Persisted, ref *snapfile.Ref, seq uint64, err error) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	if s.dbClosed {
@@ -593,27 +591,22 @@ func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.
 	if check != nil {
 		q := p
 		if ref != nil {
-			q.Snapshot = &core.Snapshot{Meta: ref.meta}
+			q.Snapshot = &core.Snapshot{Meta: ref.Meta}
 		}
 		if err := check(seq, &q); err != nil {
 			return p, nil, 0, err
 		}
 	}
 	if ref != nil {
-		path := filepath.Join(s.opts.Dir, ref.file)
-		b, err := os.ReadFile(path)
+		data, err := snapfile.Read(s.opts.Dir, ref)
 		if err != nil {
 			// err names the file. A missing file is damage too.
-			if errors.Is(err, os.ErrNotExist) {
-				return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w: %w", ErrCorrupt, err)
+			if errors.Is(err, snapfile.ErrCorrupt) || errors.Is(err, os.ErrNotExist) {
+				return p, nil, 0, fmt.Errorf("pebble storage: %w: %w", ErrCorrupt, err)
 			}
-			return p, nil, 0, fmt.Errorf("pebble storage: read snapshot file: %w", err)
+			return p, nil, 0, fmt.Errorf("pebble storage: %w", err)
 		}
-		data, err := checkSnapFile(b, ref)
-		if err != nil {
-			return p, nil, 0, fmt.Errorf("pebble storage: corrupt snapshot file %s: %w: %v", path, ErrCorrupt, err)
-		}
-		p.Snapshot = &core.Snapshot{Meta: ref.meta}
+		p.Snapshot = &core.Snapshot{Meta: ref.Meta}
 		if len(data) > 0 {
 			p.Snapshot.Data = data[:len(data):len(data)]
 		}
@@ -672,19 +665,8 @@ func (s *Storage) Save(u *node.Update, done func(error)) {
 		done(errors.New("pebble storage: save: nil update"))
 		return
 	}
-	size := updateSize(u)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
 		done(fmt.Errorf("pebble storage: save: %w", ErrClosed))
-		return
-	}
-	s.queue = append(s.queue, request{u: u, done: done, size: size})
-	s.queuedBytes += size
-	s.mu.Unlock()
-	select {
-	case s.signal <- struct{}{}:
-	default:
 	}
 }
 
@@ -720,10 +702,7 @@ func (s *Storage) Stats() Stats {
 // Close again returns the first call's result.
 func (s *Storage) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.closing)
+		s.queue.Close()
 		<-s.stopped
 		s.readMu.Lock()
 		s.dbClosed = true

@@ -1,7 +1,6 @@
 package pebblestore
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -30,126 +31,9 @@ func openT(t testing.TB, o Options) *Storage {
 	return s
 }
 
-func closeT(t testing.TB, s *Storage) {
-	t.Helper()
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-}
-
-// saveWait saves u and waits for its completion.
-func saveWait(t testing.TB, s *Storage, u *node.Update) error {
-	t.Helper()
-	ch := make(chan error, 1)
-	s.Save(u, func(err error) { ch <- err })
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(waitTimeout):
-		t.Fatalf("done not called within %v", waitTimeout)
-		return nil
-	}
-}
-
-func mustSave(t testing.TB, s *Storage, u *node.Update) {
-	t.Helper()
-	if err := saveWait(t, s, u); err != nil {
-		t.Fatalf("Save: %v", err)
-	}
-}
-
-func loadT(t testing.TB, s *Storage) core.Persisted {
-	t.Helper()
-	p, err := s.Load()
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	return p
-}
-
-// ents returns entries from..to of the given term.
-func ents(from, to, term uint64) []core.Entry {
-	var out []core.Entry
-	for i := from; i <= to; i++ {
-		out = append(out, core.Entry{Index: i, Term: term, Data: fmt.Appendf(nil, "entry %d/%d", i, term)})
-	}
-	return out
-}
-
-func snapAt(index, term uint64, data string) *core.Snapshot {
-	return &core.Snapshot{
-		Meta: core.SnapshotMeta{Index: index, Term: term, Config: core.ConfState{Voters: []uint64{1, 2, 3}}},
-		Data: []byte(data),
-	}
-}
-
-// diffPersisted describes how got differs from want ("" if equal), with
-// nil and empty slices equal.
-func diffPersisted(got, want core.Persisted) string {
-	var d []string
-	if got.HardState != want.HardState {
-		d = append(d, fmt.Sprintf("hard state %+v, want %+v", got.HardState, want.HardState))
-	}
-	switch {
-	case (got.Snapshot == nil) != (want.Snapshot == nil):
-		d = append(d, fmt.Sprintf("snapshot %v, want %v", got.Snapshot != nil, want.Snapshot != nil))
-	case got.Snapshot != nil:
-		g, w := got.Snapshot, want.Snapshot
-		gc, wc := g.Meta.Config, w.Meta.Config
-		if g.Meta.Index != w.Meta.Index || g.Meta.Term != w.Meta.Term ||
-			!slices.Equal(gc.Voters, wc.Voters) || !slices.Equal(gc.Learners, wc.Learners) ||
-			!slices.Equal(gc.VotersOutgoing, wc.VotersOutgoing) ||
-			!slices.Equal(gc.LearnersNext, wc.LearnersNext) || gc.AutoLeave != wc.AutoLeave {
-			d = append(d, fmt.Sprintf("snapshot meta %+v, want %+v", g.Meta, w.Meta))
-		}
-		if !bytes.Equal(g.Data, w.Data) {
-			d = append(d, fmt.Sprintf("snapshot data %s, want %s", short(g.Data), short(w.Data)))
-		}
-	}
-	if len(got.Entries) != len(want.Entries) {
-		d = append(d, fmt.Sprintf("%d entries %s, want %d %s",
-			len(got.Entries), span(got.Entries), len(want.Entries), span(want.Entries)))
-	} else {
-		for i := range got.Entries {
-			g, w := got.Entries[i], want.Entries[i]
-			if g.Index != w.Index || g.Term != w.Term || g.Type != w.Type || !bytes.Equal(g.Data, w.Data) {
-				d = append(d, fmt.Sprintf("entry %d is %d/%d/%v/%s, want %d/%d/%v/%s", i,
-					g.Index, g.Term, g.Type, short(g.Data), w.Index, w.Term, w.Type, short(w.Data)))
-				break
-			}
-		}
-	}
-	return strings.Join(d, "; ")
-}
-
-// short describes b briefly.
-func short(b []byte) string {
-	if len(b) <= 16 {
-		return fmt.Sprintf("%q", b)
-	}
-	return fmt.Sprintf("%q...(%d bytes)", b[:16], len(b))
-}
-
-func span(es []core.Entry) string {
-	if len(es) == 0 {
-		return "[]"
-	}
-	return fmt.Sprintf("[%d..%d]", es[0].Index, es[len(es)-1].Index)
-}
-
 func snapFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, de := range des {
-		if strings.HasPrefix(de.Name(), snapPrefix) {
-			out = append(out, de.Name())
-		}
-	}
-	return out
+	return storagetest.DirNames(t, dir, func(name string) bool { return strings.HasPrefix(name, snapfile.Prefix) })
 }
 
 func TestOptionsValidation(t *testing.T) {
@@ -166,7 +50,7 @@ func TestOptionsValidation(t *testing.T) {
 	// Dir is created if missing.
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	s := openT(t, Options{Dir: dir})
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 	if _, err := os.Stat(filepath.Join(dir, dbSubdir)); err != nil {
 		t.Fatal(err)
 	}
@@ -182,66 +66,66 @@ func TestEachUpdateKind(t *testing.T) {
 		t.Helper()
 		var merr error
 		m.Save(u, func(err error) { merr = err })
-		err := saveWait(t, s, u)
+		err := storagetest.SaveWait(t, s, u)
 		if (err == nil) != (merr == nil) {
 			t.Fatalf("%s: Save error %v, model %v", name, err, merr)
 		}
 		want := m.Persisted()
-		if d := diffPersisted(loadT(t, s), want); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 			t.Fatalf("%s: %s", name, d)
 		}
-		closeT(t, s)
+		storagetest.MustClose(t, s)
 		s = openT(t, Options{Dir: dir})
-		if d := diffPersisted(loadT(t, s), want); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 			t.Fatalf("%s, after reopen: %s", name, d)
 		}
 	}
-	if p := loadT(t, s); !p.IsEmpty() || p.Snapshot != nil || p.Entries != nil {
+	if p := storagetest.MustLoad(t, s); !p.IsEmpty() || p.Snapshot != nil || p.Entries != nil {
 		t.Fatalf("new store loads %+v", p)
 	}
-	step("append", &node.Update{Entries: ents(1, 10, 1), HardState: core.HardState{Term: 1, Vote: 2, Commit: 3}, Sync: true})
+	step("append", &node.Update{Entries: storagetest.NamedEntries(1, 10, 1), HardState: core.HardState{Term: 1, Vote: 2, Commit: 3}, Sync: true})
 	step("hard state only", &node.Update{HardState: core.HardState{Term: 2, Vote: 1, Commit: 5}})
 	step("empty", &node.Update{Sync: true})
-	step("overwrite suffix", &node.Update{Entries: ents(7, 8, 2), Sync: true})
-	step("gap", &node.Update{Entries: ents(10, 11, 2), HardState: core.HardState{Term: 9}, Sync: true})
-	step("index zero", &node.Update{Entries: ents(0, 1, 2), Sync: true})
-	step("local snapshot", &node.Update{LocalSnapshot: snapAt(6, 1, "state@6"), CompactTo: 4, Sync: true})
+	step("overwrite suffix", &node.Update{Entries: storagetest.NamedEntries(7, 8, 2), Sync: true})
+	step("gap", &node.Update{Entries: storagetest.NamedEntries(10, 11, 2), HardState: core.HardState{Term: 9}, Sync: true})
+	step("index zero", &node.Update{Entries: storagetest.NamedEntries(0, 1, 2), Sync: true})
+	step("local snapshot", &node.Update{LocalSnapshot: storagetest.SnapshotWith(6, 1, "state@6"), CompactTo: 4, Sync: true})
 	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-6-1.snap"}) {
 		t.Fatalf("snapshot files %v", got)
 	}
-	step("local snapshot, compact beyond the log", &node.Update{LocalSnapshot: snapAt(8, 2, "state@8"), CompactTo: 20, Sync: true})
-	step("append after compaction", &node.Update{Entries: ents(9, 12, 2), Sync: true})
-	step("append leaving gap after snapshot", &node.Update{Entries: ents(14, 15, 2), Sync: true})
-	step("overwrite below the first entry", &node.Update{Entries: ents(5, 6, 3), Sync: true})
-	step("same snapshot, other data", &node.Update{LocalSnapshot: snapAt(8, 2, "other state@8"), CompactTo: 5, Sync: true})
+	step("local snapshot, compact beyond the log", &node.Update{LocalSnapshot: storagetest.SnapshotWith(8, 2, "state@8"), CompactTo: 20, Sync: true})
+	step("append after compaction", &node.Update{Entries: storagetest.NamedEntries(9, 12, 2), Sync: true})
+	step("append leaving gap after snapshot", &node.Update{Entries: storagetest.NamedEntries(14, 15, 2), Sync: true})
+	step("overwrite below the first entry", &node.Update{Entries: storagetest.NamedEntries(5, 6, 3), Sync: true})
+	step("same snapshot, other data", &node.Update{LocalSnapshot: storagetest.SnapshotWith(8, 2, "other state@8"), CompactTo: 5, Sync: true})
 	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-8-2-1.snap"}) {
 		t.Fatalf("snapshot files %v", got)
 	}
-	step("same snapshot, same data", &node.Update{LocalSnapshot: snapAt(8, 2, "other state@8"), Sync: true})
-	step("leader snapshot", &node.Update{Snapshot: snapAt(20, 4, "state@20"), HardState: core.HardState{Term: 4, Commit: 20}, Sync: true})
+	step("same snapshot, same data", &node.Update{LocalSnapshot: storagetest.SnapshotWith(8, 2, "other state@8"), Sync: true})
+	step("leader snapshot", &node.Update{Snapshot: storagetest.SnapshotWith(20, 4, "state@20"), HardState: core.HardState{Term: 4, Commit: 20}, Sync: true})
 	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-20-4.snap"}) {
 		t.Fatalf("snapshot files %v", got)
 	}
-	step("append after leader snapshot", &node.Update{Entries: ents(21, 25, 4), Sync: true})
+	step("append after leader snapshot", &node.Update{Entries: storagetest.NamedEntries(21, 25, 4), Sync: true})
 	step("leader snapshot with entries", &node.Update{
-		Snapshot: snapAt(30, 5, ""), Entries: ents(31, 33, 5),
+		Snapshot: storagetest.SnapshotWith(30, 5, ""), Entries: storagetest.NamedEntries(31, 33, 5),
 		HardState: core.HardState{Term: 5, Commit: 31}, Sync: true,
 	})
 	step("both snapshots", &node.Update{
-		Snapshot: snapAt(40, 6, "leader"), LocalSnapshot: snapAt(41, 6, "local"), CompactTo: 41,
-		Entries: ents(41, 42, 6), Sync: true,
+		Snapshot: storagetest.SnapshotWith(40, 6, "leader"), LocalSnapshot: storagetest.SnapshotWith(41, 6, "local"), CompactTo: 41,
+		Entries: storagetest.NamedEntries(41, 42, 6), Sync: true,
 	})
 	step("empty snapshot", &node.Update{Snapshot: &core.Snapshot{}, Sync: true})
-	step("append from 1", &node.Update{Entries: ents(1, 3, 7), Sync: true})
-	closeT(t, s)
+	step("append from 1", &node.Update{Entries: storagetest.NamedEntries(1, 3, 7), Sync: true})
+	storagetest.MustClose(t, s)
 }
 
 // TestInvalidUpdates: updates that could not be read back are refused and
 // write nothing.
 func TestInvalidUpdates(t *testing.T) {
 	s := openT(t, Options{Dir: t.TempDir()})
-	defer closeT(t, s)
-	mustSave(t, s, &node.Update{Entries: ents(1, 3, 1), Sync: true})
+	defer storagetest.MustClose(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 3, 1), Sync: true})
 	bad := []*node.Update{
 		{Entries: []core.Entry{{Index: 4, Term: 1}, {Index: 6, Term: 1}}, HardState: core.HardState{Term: 9}},
 		{Entries: []core.Entry{{Index: 4, Term: 1, Type: 7}}},
@@ -249,15 +133,15 @@ func TestInvalidUpdates(t *testing.T) {
 		{Snapshot: &core.Snapshot{Meta: core.SnapshotMeta{Index: 2, Term: 1, Config: core.ConfState{Voters: []uint64{2, 1}}}}},
 	}
 	for i, u := range bad {
-		if err := saveWait(t, s, u); err == nil {
+		if err := storagetest.SaveWait(t, s, u); err == nil {
 			t.Errorf("update %d accepted", i)
 		}
 	}
-	if d := diffPersisted(loadT(t, s), core.Persisted{Entries: ents(1, 3, 1)}); d != "" {
+	if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), core.Persisted{Entries: storagetest.NamedEntries(1, 3, 1)}); d != "" {
 		t.Fatal(d)
 	}
 	// The store still works.
-	mustSave(t, s, &node.Update{Entries: ents(4, 4, 1), Sync: true})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(4, 4, 1), Sync: true})
 }
 
 // gen makes random updates for a model of the stored state.
@@ -434,17 +318,17 @@ func testModel(t *testing.T, seed uint64) {
 			}
 		}
 		want := m.Persisted()
-		if d := diffPersisted(loadT(t, s), want); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 			t.Fatalf("step %d: %s", step, d)
 		}
 		if st := s.Stats(); st.Updates != wantUpdates {
 			t.Fatalf("step %d: Stats.Updates %d, want %d", step, st.Updates, wantUpdates)
 		}
 		if g.rng.IntN(25) == 0 || step == steps-1 {
-			closeT(t, s)
+			storagetest.MustClose(t, s)
 			s = openT(t, o)
 			wantUpdates = 0
-			if d := diffPersisted(loadT(t, s), want); d != "" {
+			if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 				t.Fatalf("step %d after reopen: %s", step, d)
 			}
 			files := snapFiles(t, dir)
@@ -499,11 +383,11 @@ func TestGroupCommit(t *testing.T) {
 			const n = 100
 			var mu sync.Mutex
 			var order []int
-			release := blockFirst(t, s, &node.Update{Entries: ents(1, 1, 1), Sync: true}, &order, &mu)
+			release := blockFirst(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 1, 1), Sync: true}, &order, &mu)
 			all := make(chan struct{})
 			for i := 1; i < n; i++ {
 				s.Save(&node.Update{
-					Entries:   ents(uint64(i+1), uint64(i+1), 1),
+					Entries:   storagetest.NamedEntries(uint64(i+1), uint64(i+1), 1),
 					HardState: core.HardState{Term: 1, Commit: uint64(i)},
 					Sync:      true,
 				}, func(err error) {
@@ -537,11 +421,11 @@ func TestGroupCommit(t *testing.T) {
 			if tc.batchBytes == 1 && st.Syncs != n {
 				t.Fatalf("stats %+v, want one sync per update", st)
 			}
-			closeT(t, s)
+			storagetest.MustClose(t, s)
 			s = openT(t, Options{Dir: dir})
-			defer closeT(t, s)
-			want := core.Persisted{HardState: core.HardState{Term: 1, Commit: n - 1}, Entries: ents(1, n, 1)}
-			if d := diffPersisted(loadT(t, s), want); d != "" {
+			defer storagetest.MustClose(t, s)
+			want := core.Persisted{HardState: core.HardState{Term: 1, Commit: n - 1}, Entries: storagetest.NamedEntries(1, n, 1)}
+			if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 				t.Fatal(d)
 			}
 		})
@@ -580,23 +464,23 @@ func TestBatchDelay(t *testing.T) {
 			done = append(done, i) // the committer calls done callbacks one at a time
 		})
 	}
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 	if !slices.Equal(done, []int{11, 12, 13}) {
 		t.Fatalf("done callbacks after Close: %v", done)
 	}
 	s = openT(t, Options{Dir: dir})
-	defer closeT(t, s)
-	if p := loadT(t, s); len(p.Entries) != 13 {
+	defer storagetest.MustClose(t, s)
+	if p := storagetest.MustLoad(t, s); len(p.Entries) != 13 {
 		t.Fatalf("loaded %d entries, want 13", len(p.Entries))
 	}
 }
 
 func TestClose(t *testing.T) {
 	s := openT(t, Options{Dir: t.TempDir()})
-	mustSave(t, s, &node.Update{Entries: ents(1, 1, 1), Sync: true})
-	closeT(t, s)
-	closeT(t, s) // again
-	if err := saveWait(t, s, &node.Update{Entries: ents(2, 2, 1)}); !errors.Is(err, ErrClosed) {
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 1, 1), Sync: true})
+	storagetest.MustClose(t, s)
+	storagetest.MustClose(t, s) // again
+	if err := storagetest.SaveWait(t, s, &node.Update{Entries: storagetest.NamedEntries(2, 2, 1)}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Save after Close: %v", err)
 	}
 	if _, err := s.Load(); !errors.Is(err, ErrClosed) {
@@ -609,20 +493,20 @@ func TestClose(t *testing.T) {
 func TestNoSync(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, Options{Dir: dir, NoSync: true})
-	mustSave(t, s, &node.Update{Entries: ents(1, 5, 1), Sync: true})
-	mustSave(t, s, &node.Update{LocalSnapshot: snapAt(3, 1, "s3"), CompactTo: 3, Sync: true})
-	mustSave(t, s, &node.Update{LocalSnapshot: snapAt(4, 1, "s4"), CompactTo: 4, Sync: true})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 5, 1), Sync: true})
+	storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(3, 1, "s3"), CompactTo: 3, Sync: true})
+	storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(4, 1, "s4"), CompactTo: 4, Sync: true})
 	if st := s.Stats(); st.Syncs != 0 || st.Commits != 3 {
 		t.Fatalf("stats %+v, want 3 commits and no sync", st)
 	}
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-4-1.snap"}) {
 		t.Fatalf("snapshot files after Close %v", got)
 	}
 	s = openT(t, Options{Dir: dir})
-	defer closeT(t, s)
-	want := core.Persisted{Snapshot: snapAt(4, 1, "s4"), Entries: ents(5, 5, 1)}
-	if d := diffPersisted(loadT(t, s), want); d != "" {
+	defer storagetest.MustClose(t, s)
+	want := core.Persisted{Snapshot: storagetest.SnapshotWith(4, 1, "s4"), Entries: storagetest.NamedEntries(5, 5, 1)}
+	if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 		t.Fatal(d)
 	}
 }
@@ -634,22 +518,22 @@ func TestNoSync(t *testing.T) {
 func TestOrphanFiles(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, Options{Dir: dir})
-	mustSave(t, s, &node.Update{Snapshot: snapAt(5, 1, "five"), Sync: true})
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Snapshot: storagetest.SnapshotWith(5, 1, "five"), Sync: true})
+	storagetest.MustClose(t, s)
 	for _, name := range []string{"snap-9-2.snap", "snap-9-2.snap.tmp", "snap-5-1-1.snap", "snap-3-1.snap", "notes.txt"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s = openT(t, Options{Dir: dir})
-	defer closeT(t, s)
+	defer storagetest.MustClose(t, s)
 	if got := snapFiles(t, dir); !slices.Equal(got, []string{"snap-5-1.snap", "snap-9-2.snap"}) {
 		t.Fatalf("snapshot files %v", got)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
 		t.Fatal(err)
 	}
-	if p := loadT(t, s); p.Snapshot == nil || string(p.Snapshot.Data) != "five" {
+	if p := storagetest.MustLoad(t, s); p.Snapshot == nil || string(p.Snapshot.Data) != "five" {
 		t.Fatalf("loaded %+v", p)
 	}
 }
@@ -659,26 +543,26 @@ func TestOrphanFiles(t *testing.T) {
 func TestFailStop(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, Options{Dir: dir})
-	mustSave(t, s, &node.Update{Entries: ents(1, 3, 1), Sync: true})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 3, 1), Sync: true})
 	// A directory where the snapshot's temporary file goes makes its
 	// creation fail.
 	if err := os.Mkdir(filepath.Join(dir, "snap-2-1.snap.tmp"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := saveWait(t, s, &node.Update{LocalSnapshot: snapAt(2, 1, "two"), CompactTo: 2, Entries: ents(4, 4, 1), Sync: true}); err == nil {
+	if err := storagetest.SaveWait(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(2, 1, "two"), CompactTo: 2, Entries: storagetest.NamedEntries(4, 4, 1), Sync: true}); err == nil {
 		t.Fatal("Save succeeded")
 	}
-	err := saveWait(t, s, &node.Update{Entries: ents(4, 4, 1), Sync: true})
+	err := storagetest.SaveWait(t, s, &node.Update{Entries: storagetest.NamedEntries(4, 4, 1), Sync: true})
 	if err == nil || !strings.Contains(err.Error(), "earlier write failed") {
 		t.Fatalf("Save after a failure: %v", err)
 	}
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 	if err := os.Remove(filepath.Join(dir, "snap-2-1.snap.tmp")); err != nil {
 		t.Fatal(err)
 	}
 	s = openT(t, Options{Dir: dir})
-	defer closeT(t, s)
-	if d := diffPersisted(loadT(t, s), core.Persisted{Entries: ents(1, 3, 1)}); d != "" {
+	defer storagetest.MustClose(t, s)
+	if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), core.Persisted{Entries: storagetest.NamedEntries(1, 3, 1)}); d != "" {
 		t.Fatal(d)
 	}
 }
@@ -686,11 +570,11 @@ func TestFailStop(t *testing.T) {
 // TestLoadReturnsCopies: what Load returns is not changed by later Saves.
 func TestLoadReturnsCopies(t *testing.T) {
 	s := openT(t, Options{Dir: t.TempDir()})
-	defer closeT(t, s)
-	mustSave(t, s, &node.Update{Entries: ents(1, 3, 1), Sync: true})
-	p := loadT(t, s)
-	mustSave(t, s, &node.Update{Entries: ents(2, 3, 2), Snapshot: nil, Sync: true})
-	if d := diffPersisted(p, core.Persisted{Entries: ents(1, 3, 1)}); d != "" {
+	defer storagetest.MustClose(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 3, 1), Sync: true})
+	p := storagetest.MustLoad(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(2, 3, 2), Snapshot: nil, Sync: true})
+	if d := storagetest.DiffPersisted(p, core.Persisted{Entries: storagetest.NamedEntries(1, 3, 1)}); d != "" {
 		t.Fatal(d)
 	}
 }

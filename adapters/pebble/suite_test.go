@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/adapters/storagetest"
 )
 
@@ -36,7 +37,7 @@ func fileKind(rel string) string {
 		return "pebble CURRENT"
 	case name == "LOCK":
 		return "pebble LOCK"
-	case strings.HasPrefix(name, snapPrefix):
+	case strings.HasPrefix(name, snapfile.Prefix):
 		return "snapshot file"
 	case name == guardName:
 		return "guard file"

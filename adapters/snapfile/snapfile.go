@@ -4,9 +4,10 @@
 // A snapshot file is a 36-byte header (magic "FCSNAPv1", index, term and
 // data size as 8-byte big-endian integers, CRC-32C of those 32 bytes), the
 // data, and a 12-byte trailer (CRC-32C of the data, the magic again). Write
-// puts it in <name>.tmp, fsyncs it, renames it and fsyncs the directory, then
-// reads it back and verifies it, so a Ref it returns names a durable file
-// that was checked.
+// puts it in <name>.tmp, fsyncs it, renames it and fsyncs the directory
+// (adapters/internal/durable), then reads it back and verifies it (Verify),
+// so a Ref it returns names a durable file that was checked. Read returns
+// the data of a file that passes the same checks.
 package snapfile
 
 import (
@@ -14,10 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/forge-consensus/consensus/adapters/internal/durable"
 	"github.com/forge-consensus/consensus/core"
 )
 
@@ -29,10 +32,14 @@ var ErrCorrupt = errors.New("corrupt snapshot file")
 const (
 	Prefix     = "snap-"
 	Suffix     = ".snap"
-	TempSuffix = ".tmp"
+	TempSuffix = durable.TempSuffix
 	magic      = "FCSNAPv1"
-	headerLen  = 36
-	trailerLen = 12
+	// HeaderSize is the size of a snapshot file's header, which the data
+	// follows.
+	HeaderSize = 36
+	// TrailerSize is the size of a snapshot file's trailer, after the
+	// data.
+	TrailerSize = 12
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -150,38 +157,14 @@ func Write(dir string, snap *core.Snapshot, taken func(name string) bool, noSync
 		}
 	}
 	path := filepath.Join(dir, ref.File)
-	tmp := path + TempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return ref, 0, fmt.Errorf("snapfile: create %s: %w", tmp, err)
+	// Three parts rather than one buffer: no copy of the data.
+	if err := durable.WriteFile(path, noSync, header(ref.Meta.Index, ref.Meta.Term, ref.Size), snap.Data, trailer(ref.CRC)); err != nil {
+		return ref, 0, fmt.Errorf("snapfile: %w", err)
 	}
-	buf := make([]byte, 0, headerLen+len(snap.Data)+trailerLen)
-	buf = append(buf, header(ref.Meta.Index, ref.Meta.Term, ref.Size)...)
-	buf = append(buf, snap.Data...)
-	buf = append(buf, trailer(ref.CRC)...)
-	_, err = f.Write(buf)
-	if err == nil && !noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil && !noSync {
-		err = SyncDir(dir)
-	}
-	if err != nil {
-		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			err = errors.Join(err, rerr)
-		}
-		return ref, 0, fmt.Errorf("snapfile: write %s: %w", path, err)
-	}
-	if _, err := Read(dir, &ref); err != nil {
+	if err := Verify(dir, &ref); err != nil {
 		return ref, 0, fmt.Errorf("snapfile: verify after writing: %w", err)
 	}
-	return ref, int64(len(buf)), nil
+	return ref, HeaderSize + int64(ref.Size) + TrailerSize, nil
 }
 
 // Read reads the file of r in dir and checks it against r: header, size,
@@ -201,7 +184,7 @@ func Read(dir string, r *Ref) ([]byte, error) {
 }
 
 func header(index, term, size uint64) []byte {
-	h := make([]byte, 0, headerLen)
+	h := make([]byte, 0, HeaderSize)
 	h = append(h, magic...)
 	h = binary.BigEndian.AppendUint64(h, index)
 	h = binary.BigEndian.AppendUint64(h, term)
@@ -210,56 +193,105 @@ func header(index, term, size uint64) []byte {
 }
 
 func trailer(dataCRC uint32) []byte {
-	t := binary.BigEndian.AppendUint32(make([]byte, 0, trailerLen), dataCRC)
+	t := binary.BigEndian.AppendUint32(make([]byte, 0, TrailerSize), dataCRC)
 	return append(t, magic...)
 }
 
 // check checks the contents of a snapshot file against r and returns the
 // data (aliasing b).
 func check(b []byte, r *Ref) ([]byte, error) {
-	if uint64(len(b)) < headerLen+trailerLen {
-		return nil, fmt.Errorf("%d bytes is too short", len(b))
+	if err := checkHeader(b, int64(len(b)), r); err != nil {
+		return nil, err
 	}
-	h := b[:headerLen]
-	if string(h[:8]) != magic {
-		return nil, errors.New("bad header magic")
-	}
-	if got, want := CRC(h[:32]), binary.BigEndian.Uint32(h[32:]); got != want {
-		return nil, fmt.Errorf("header checksum %08x, stored %08x", got, want)
-	}
-	index, term := binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[16:])
-	size := binary.BigEndian.Uint64(h[24:])
-	if index != r.Meta.Index || term != r.Meta.Term {
-		return nil, fmt.Errorf("header says index %d term %d, want index %d term %d",
-			index, term, r.Meta.Index, r.Meta.Term)
-	}
-	if size != r.Size {
-		return nil, fmt.Errorf("header says %d data bytes, want %d", size, r.Size)
-	}
-	if uint64(len(b)) != headerLen+size+trailerLen {
-		return nil, fmt.Errorf("file is %d bytes, want %d", len(b), headerLen+size+trailerLen)
-	}
-	data := b[headerLen : headerLen+size]
-	t := b[headerLen+size:]
-	if string(t[4:]) != magic {
-		return nil, errors.New("bad trailer magic")
-	}
-	got := CRC(data)
-	if stored := binary.BigEndian.Uint32(t); got != stored {
-		return nil, fmt.Errorf("data checksum %08x, trailer says %08x", got, stored)
-	}
-	if got != r.CRC {
-		return nil, fmt.Errorf("data checksum %08x, reference says %08x", got, r.CRC)
+	data := b[HeaderSize : HeaderSize+r.Size]
+	if err := checkTrailer(b[HeaderSize+r.Size:], CRC(data), r); err != nil {
+		return nil, err
 	}
 	return data[:len(data):len(data)], nil
 }
 
+// checkHeader checks the start of a snapshot file of fileSize bytes, b (at
+// least HeaderSize bytes if fileSize allows), against r: magic, checksum,
+// index, term and data size, and the file size that follows from it.
+func checkHeader(b []byte, fileSize int64, r *Ref) error {
+	if fileSize < HeaderSize+TrailerSize {
+		return fmt.Errorf("%d bytes is too short", fileSize)
+	}
+	h := b[:HeaderSize]
+	if string(h[:8]) != magic {
+		return errors.New("bad header magic")
+	}
+	if got, want := CRC(h[:32]), binary.BigEndian.Uint32(h[32:]); got != want {
+		return fmt.Errorf("header checksum %08x, stored %08x", got, want)
+	}
+	index, term := binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[16:])
+	size := binary.BigEndian.Uint64(h[24:])
+	if index != r.Meta.Index || term != r.Meta.Term {
+		return fmt.Errorf("header says index %d term %d, want index %d term %d",
+			index, term, r.Meta.Index, r.Meta.Term)
+	}
+	if size != r.Size {
+		return fmt.Errorf("header says %d data bytes, want %d", size, r.Size)
+	}
+	if uint64(fileSize) != HeaderSize+size+TrailerSize {
+		return fmt.Errorf("file is %d bytes, want %d", fileSize, HeaderSize+size+TrailerSize)
+	}
+	return nil
+}
+
+// checkTrailer checks a snapshot file's trailer t against the CRC of the
+// data before it, got, and r.
+func checkTrailer(t []byte, got uint32, r *Ref) error {
+	if string(t[4:]) != magic {
+		return errors.New("bad trailer magic")
+	}
+	if stored := binary.BigEndian.Uint32(t); got != stored {
+		return fmt.Errorf("data checksum %08x, trailer says %08x", got, stored)
+	}
+	if got != r.CRC {
+		return fmt.Errorf("data checksum %08x, reference says %08x", got, r.CRC)
+	}
+	return nil
+}
+
+// Verify checks the file of r in dir as Read does, reading it through a
+// small buffer instead of holding its data: for a file written or kept but
+// not served.
+func Verify(dir string, r *Ref) error {
+	path := filepath.Join(dir, r.File)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("snapfile: read snapshot file: %w", err)
+	}
+	defer f.Close()
+	readErr := func(err error) error { return fmt.Errorf("snapfile: read snapshot file %s: %w", path, err) }
+	fi, err := f.Stat()
+	if err != nil {
+		return readErr(err)
+	}
+	var h [HeaderSize]byte
+	if fi.Size() >= HeaderSize {
+		if _, err := io.ReadFull(f, h[:]); err != nil {
+			return readErr(err)
+		}
+	}
+	if err := checkHeader(h[:], fi.Size(), r); err != nil {
+		return fmt.Errorf("snapfile: %s: %w: %v", path, ErrCorrupt, err)
+	}
+	c := crc32.New(castagnoli)
+	var t [TrailerSize]byte
+	if _, err := io.CopyN(c, f, int64(r.Size)); err != nil {
+		return readErr(err)
+	}
+	if _, err := io.ReadFull(f, t[:]); err != nil {
+		return readErr(err)
+	}
+	if err := checkTrailer(t[:], c.Sum32(), r); err != nil {
+		return fmt.Errorf("snapfile: %s: %w: %v", path, ErrCorrupt, err)
+	}
+	return nil
+}
+
 // SyncDir fsyncs a directory, making creations, renames and removals in it
 // durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
-}
+func SyncDir(dir string) error { return durable.SyncDir(dir) }

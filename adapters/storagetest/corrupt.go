@@ -99,7 +99,7 @@ func buildNode(t *testing.T, b Backend, dir string) stopped {
 		last = from + 2
 	}
 	restart := func() {
-		closeStore(t, s)
+		MustClose(t, s)
 		s = open(t, b, dir)
 		m.check(t, s, "after a restart")
 	}
@@ -120,7 +120,7 @@ func buildNode(t *testing.T, b Backend, dir string) stopped {
 	save(&node.Update{LocalSnapshot: SnapshotAt(500, term), CompactTo: 480})
 	appendTo(545)
 	m.check(t, s, "before stopping")
-	closeStore(t, s)
+	MustClose(t, s)
 	st.acked = m.m.Persisted()
 	return st
 }

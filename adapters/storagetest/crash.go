@@ -390,7 +390,7 @@ func Crash(t *testing.T, b Backend) {
 		totalLost += len(specs) - matched
 	}
 	t.Logf("%s: %d rounds in %v: %d updates acknowledged; of the unacknowledged ones %d were stored, %d lost; log %s",
-		b.Name, round, time.Since(start).Round(time.Millisecond), totalAcked, totalExtra, totalLost, span(model.Entries))
+		b.Name, round, time.Since(start).Round(time.Millisecond), totalAcked, totalExtra, totalLost, Span(model.Entries))
 	if round < 3 {
 		t.Fatalf("only %d rounds", round)
 	}

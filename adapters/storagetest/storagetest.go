@@ -105,43 +105,6 @@ func open(t testing.TB, b Backend, dir string) Store {
 	return s
 }
 
-func closeStore(t testing.TB, s Store) {
-	t.Helper()
-	if err := s.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-}
-
-// SaveWait saves u to s and waits for its done callback.
-func SaveWait(t testing.TB, s node.Storage, u *node.Update) error {
-	t.Helper()
-	ch := make(chan error, 1)
-	s.Save(u, func(err error) { ch <- err })
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(waitTimeout):
-		t.Fatalf("done not called within %v", waitTimeout)
-		return nil
-	}
-}
-
-func mustSave(t testing.TB, s node.Storage, u *node.Update) {
-	t.Helper()
-	if err := SaveWait(t, s, u); err != nil {
-		t.Fatalf("Save: %v", err)
-	}
-}
-
-func load(t testing.TB, s node.Storage) core.Persisted {
-	t.Helper()
-	p, err := s.Load()
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	return p
-}
-
 // model is node.MemoryStorage used as the reference.
 type model struct{ m *node.MemoryStorage }
 
@@ -168,7 +131,7 @@ func (m *model) both(t testing.TB, s node.Storage, u *node.Update) {
 // check compares s with the model.
 func (m *model) check(t testing.TB, s node.Storage, what string) {
 	t.Helper()
-	if d := DiffPersisted(load(t, s), m.m.Persisted()); d != "" {
+	if d := DiffPersisted(MustLoad(t, s), m.m.Persisted()); d != "" {
 		t.Fatalf("%s: %s", what, d)
 	}
 }
@@ -210,7 +173,7 @@ func SnapshotData(index, term uint64) []byte {
 // reopen closes s, opens the store again and checks it against the model.
 func (m *model) reopen(t testing.TB, b Backend, dir string, s Store) Store {
 	t.Helper()
-	closeStore(t, s)
+	MustClose(t, s)
 	s = open(t, b, dir)
 	m.check(t, s, "after reopening")
 	return s
@@ -228,7 +191,7 @@ func Append(t *testing.T, b Backend) {
 	}
 	m.both(t, s, &node.Update{HardState: core.HardState{Term: 2, Vote: 3, Commit: 50}, Sync: true})
 	m.check(t, s, "after appends")
-	closeStore(t, m.reopen(t, b, dir, s))
+	MustClose(t, m.reopen(t, b, dir, s))
 }
 
 // Overwrite: entries from an index inside the log replace the stored
@@ -246,7 +209,7 @@ func Overwrite(t *testing.T, b Backend) {
 	m.check(t, s, "after a longer overwrite")
 	s = m.reopen(t, b, dir, s)
 	m.both(t, s, &node.Update{Entries: Entries(31, 33, 4), HardState: core.HardState{Term: 4, Vote: 1, Commit: 11}, Sync: true})
-	closeStore(t, m.reopen(t, b, dir, s))
+	MustClose(t, m.reopen(t, b, dir, s))
 }
 
 // Compact: local snapshots compact the log up to CompactTo and keep the
@@ -265,7 +228,7 @@ func Compact(t *testing.T, b Backend) {
 	s = m.reopen(t, b, dir, s)
 	// Compacting the whole log.
 	m.both(t, s, &node.Update{LocalSnapshot: SnapshotAt(120, 2), CompactTo: 120, Sync: true})
-	closeStore(t, m.reopen(t, b, dir, s))
+	MustClose(t, m.reopen(t, b, dir, s))
 }
 
 // LeaderSnapshot: a snapshot from the leader replaces the snapshot and the
@@ -281,7 +244,7 @@ func LeaderSnapshot(t *testing.T, b Backend) {
 	m.both(t, s, &node.Update{Entries: Entries(51, 60, 2), HardState: core.HardState{Term: 2, Commit: 55}, Sync: true})
 	m.both(t, s, &node.Update{Snapshot: SnapshotAt(58, 2), Entries: Entries(59, 70, 3), HardState: core.HardState{Term: 3, Commit: 58}, Sync: true})
 	m.check(t, s, "after a leader snapshot inside the log, with entries")
-	closeStore(t, m.reopen(t, b, dir, s))
+	MustClose(t, m.reopen(t, b, dir, s))
 }
 
 // Gap: an update whose entries would leave a gap fails and writes nothing;
@@ -296,7 +259,7 @@ func Gap(t *testing.T, b Backend) {
 	}
 	m.check(t, s, "after a rejected update")
 	m.both(t, s, &node.Update{Entries: Entries(6, 6, 1), Sync: true})
-	closeStore(t, m.reopen(t, b, dir, s))
+	MustClose(t, m.reopen(t, b, dir, s))
 }
 
 // Model applies random valid updates, several outstanding at a time, to
@@ -337,7 +300,7 @@ func Model(t *testing.T, b Backend) {
 					s = m.reopen(t, b, dir, s)
 				}
 			}
-			closeStore(t, s)
+			MustClose(t, s)
 		})
 	}
 }
@@ -360,7 +323,7 @@ func DiffPersisted(got, want core.Persisted) string {
 	}
 	if len(got.Entries) != len(want.Entries) {
 		d = append(d, fmt.Sprintf("%d entries %s, want %d %s",
-			len(got.Entries), span(got.Entries), len(want.Entries), span(want.Entries)))
+			len(got.Entries), Span(got.Entries), len(want.Entries), Span(want.Entries)))
 	} else {
 		for i := range got.Entries {
 			if g, w := got.Entries[i], want.Entries[i]; !sameEntry(g, w) {
@@ -452,11 +415,4 @@ func short(b []byte) string {
 		return fmt.Sprintf("%q", b)
 	}
 	return fmt.Sprintf("%q...(%d bytes)", b[:16], len(b))
-}
-
-func span(es []core.Entry) string {
-	if len(es) == 0 {
-		return "[]"
-	}
-	return fmt.Sprintf("[%d..%d]", es[0].Index, es[len(es)-1].Index)
 }

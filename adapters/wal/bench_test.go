@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -17,7 +18,7 @@ func BenchmarkAppend(b *testing.B) {
 	for _, batch := range []int{1, 64, 1024} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			s := openT(b, Options{Dir: b.TempDir()})
-			defer closeT(b, s)
+			defer storagetest.MustClose(b, s)
 			data := make([]byte, 128)
 			for i := range data {
 				data[i] = byte(i)
@@ -60,18 +61,18 @@ func BenchmarkRecover(b *testing.B) {
 		for k := range es {
 			es[k] = core.Entry{Index: next + uint64(k), Term: 1, Data: data}
 		}
-		mustSave(b, s, &node.Update{Entries: es, HardState: core.HardState{Term: 1, Commit: next}})
+		storagetest.MustSave(b, s, &node.Update{Entries: es, HardState: core.HardState{Term: 1, Commit: next}})
 		next += batch
 	}
-	closeT(b, s)
+	storagetest.MustClose(b, s)
 	b.SetBytes(int64(*recoverMiB) << 20)
 	b.ResetTimer()
 	for range b.N {
 		s := openT(b, Options{Dir: dir})
-		p := loadT(b, s)
+		p := storagetest.MustLoad(b, s)
 		if uint64(len(p.Entries)) != next-1 {
 			b.Fatalf("%d entries, want %d", len(p.Entries), next-1)
 		}
-		closeT(b, s)
+		storagetest.MustClose(b, s)
 	}
 }

@@ -17,68 +17,12 @@ import (
 func (s *Storage) run() {
 	defer close(s.stopped)
 	for {
-		group, ok := s.nextGroup()
+		group, ok := s.queue.Next()
 		if !ok {
 			return
 		}
 		s.commit(group)
 	}
-}
-
-// nextGroup waits for queued Saves and takes the next group off the queue;
-// it returns false once the Storage is closed and the queue is empty.
-func (s *Storage) nextGroup() ([]request, bool) {
-	for {
-		s.mu.Lock()
-		n, closed := len(s.queue), s.closed
-		s.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if closed {
-			return nil, false
-		}
-		select {
-		case <-s.signal:
-		case <-s.closing:
-		}
-	}
-	if d := s.opts.MaxBatchDelay; d > 0 {
-		timer := time.NewTimer(d)
-	wait:
-		for {
-			s.mu.Lock()
-			full := s.queuedBytes >= s.opts.MaxBatchBytes || s.closed
-			s.mu.Unlock()
-			if full {
-				break
-			}
-			select {
-			case <-s.signal:
-			case <-timer.C:
-				break wait
-			case <-s.closing:
-				break wait
-			}
-		}
-		timer.Stop()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	size, k := 0, 0
-	for k < len(s.queue) && (k == 0 || size < s.opts.MaxBatchBytes) {
-		size += s.queue[k].size
-		k++
-	}
-	group := make([]request, k)
-	copy(group, s.queue)
-	clear(s.queue[:k])
-	s.queue = s.queue[k:]
-	if len(s.queue) == 0 {
-		s.queue = nil
-	}
-	s.queuedBytes -= size
-	return group, true
 }
 
 // rec is one record to write.
@@ -355,7 +299,7 @@ func (s *Storage) retrySpace(op func() error) error {
 		s.setSpaceErr(fmt.Errorf("wal: no space in %s: %w", s.opts.Dir, err))
 		select {
 		case <-time.After(s.opts.RetryInterval):
-		case <-s.closing:
+		case <-s.queue.Closing():
 			return fmt.Errorf("wal: closed while waiting for disk space: %w: %w", ErrClosed, err)
 		}
 	}
@@ -406,7 +350,7 @@ func (s *Storage) takeNext(seq uint64) (prealloc, error) {
 			return p, p.err
 		case <-tick.C:
 			select {
-			case <-s.closing:
+			case <-s.queue.Closing():
 				if err := s.SpaceErr(); err != nil {
 					return prealloc{}, fmt.Errorf("wal: closed while waiting for disk space: %w: %w", ErrClosed, err)
 				}

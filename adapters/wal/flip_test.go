@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -23,13 +24,13 @@ func flipStore(t *testing.T, dir string) core.Persisted {
 	t.Helper()
 	s := openT(t, rotOpts(dir))
 	for i := uint64(0); i < 120; i++ {
-		mustSave(t, s, &node.Update{Entries: ents(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
+		storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
 	}
-	mustSave(t, s, &node.Update{Entries: ents(598, 630, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 600}})
-	mustSave(t, s, &node.Update{LocalSnapshot: snapAt(300, 1, "state at 300"), CompactTo: 150})
-	mustSave(t, s, &node.Update{Entries: ents(631, 640, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 635}})
-	p := loadT(t, s)
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(598, 630, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 600}})
+	storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(300, 1, "state at 300"), CompactTo: 150})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(631, 640, 2), HardState: core.HardState{Term: 2, Vote: 3, Commit: 635}})
+	p := storagetest.MustLoad(t, s)
+	storagetest.MustClose(t, s)
 	return p
 }
 
@@ -99,7 +100,7 @@ func TestFlipCampaign(t *testing.T) {
 		if err != nil {
 			t.Fatalf("flip %d (%s offset %d): Open succeeded, Load failed: %v", k, name, off, err)
 		}
-		if d := diffPersisted(p, want); d != "" {
+		if d := storagetest.DiffPersisted(p, want); d != "" {
 			t.Fatalf("flip %d (%s offset %d bit %#x): store serves other data: %s", k, name, off, bit, d)
 		}
 		intact++

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -20,7 +21,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		b, _ = endRecord(b, start, t, 0, 0)
 		f.Add(b)
 	}
-	add(recEntries, appendEntries(nil, ents(1, 3, 2)))
+	add(recEntries, appendEntries(nil, storagetest.NamedEntries(1, 3, 2)))
 	add(recHardState, appendHS(nil, core.HardState{Term: 3, Vote: 1, Commit: 2}))
 	add(recTruncate, []byte{5})
 	add(recSeal, appendSeal(nil, 2, 0xdeadbeef))
@@ -72,13 +73,13 @@ func FuzzRecover(f *testing.F) {
 	}
 	for i := uint64(0); i < 12; i++ {
 		done := make(chan error, 1)
-		s.Save(&node.Update{Entries: ents(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}}, func(err error) { done <- err })
+		s.Save(&node.Update{Entries: storagetest.NamedEntries(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}}, func(err error) { done <- err })
 		if err := <-done; err != nil {
 			f.Fatal(err)
 		}
 	}
 	done := make(chan error, 1)
-	s.Save(&node.Update{LocalSnapshot: snapAt(20, 1, "twenty"), CompactTo: 15}, func(err error) { done <- err })
+	s.Save(&node.Update{LocalSnapshot: storagetest.SnapshotWith(20, 1, "twenty"), CompactTo: 15}, func(err error) { done <- err })
 	if err := <-done; err != nil {
 		f.Fatal(err)
 	}

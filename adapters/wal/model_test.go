@@ -5,6 +5,7 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -33,7 +34,7 @@ func (w *modelWorkload) draw(rt *rapid.T) *node.Update {
 	case op == 5 && w.commit > w.snapIndex: // local snapshot
 		si := rapid.Uint64Range(w.snapIndex+1, w.commit).Draw(rt, "snap")
 		c := si - min(si, rapid.Uint64Range(0, 5).Draw(rt, "keep"))
-		u.LocalSnapshot, u.CompactTo = snapAt(si, w.terms[si], "local"), c
+		u.LocalSnapshot, u.CompactTo = storagetest.SnapshotWith(si, w.terms[si], "local"), c
 		for i := range w.terms {
 			if i <= c {
 				delete(w.terms, i)
@@ -43,7 +44,7 @@ func (w *modelWorkload) draw(rt *rapid.T) *node.Update {
 	case op == 6: // leader snapshot past the log
 		w.term += rapid.Uint64Range(0, 1).Draw(rt, "newterm")
 		si := w.last + rapid.Uint64Range(1, 10).Draw(rt, "past")
-		u.Snapshot = snapAt(si, w.term, "leader")
+		u.Snapshot = storagetest.SnapshotWith(si, w.term, "leader")
 		clear(w.terms)
 		w.last, w.commit, w.snapIndex = si, si, si
 	case op == 7: // a vote in a new term
@@ -54,7 +55,7 @@ func (w *modelWorkload) draw(rt *rapid.T) *node.Update {
 }
 
 func (w *modelWorkload) entries(from, to, term uint64) []core.Entry {
-	out := ents(from, to, term)
+	out := storagetest.NamedEntries(from, to, term)
 	for i := range out {
 		out[i].Type = core.EntryType(out[i].Index % 2)
 	}
@@ -87,16 +88,16 @@ func TestModel(t *testing.T) {
 		for i := range steps {
 			switch rapid.IntRange(0, 9).Draw(rt, "kind") {
 			case 0:
-				closeT(t, s)
+				storagetest.MustClose(t, s)
 				s = openT(t, o)
 			case 1: // a gap: refused, changes nothing
-				err := saveWait(t, s, &node.Update{Entries: ents(w.last+2, w.last+3, w.term)})
+				err := storagetest.SaveWait(t, s, &node.Update{Entries: storagetest.NamedEntries(w.last+2, w.last+3, w.term)})
 				if err == nil {
 					rt.Fatalf("step %d: a gap was accepted", i)
 				}
 			default:
 				u := w.draw(rt)
-				if err := saveWait(t, s, u); err != nil {
+				if err := storagetest.SaveWait(t, s, u); err != nil {
 					rt.Fatalf("step %d: Save: %v", i, err)
 				}
 				m.Save(u, func(err error) {
@@ -105,13 +106,13 @@ func TestModel(t *testing.T) {
 					}
 				})
 			}
-			if d := diffPersisted(loadT(t, s), m.Persisted()); d != "" {
+			if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), m.Persisted()); d != "" {
 				rt.Fatalf("step %d: %s", i, d)
 			}
 		}
-		closeT(t, s)
+		storagetest.MustClose(t, s)
 		s = openT(t, o)
-		if d := diffPersisted(loadT(t, s), m.Persisted()); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), m.Persisted()); d != "" {
 			rt.Fatalf("after reopen: %s", d)
 		}
 		if n := len(listDir(t, dir, ".snap")); n > 1 {

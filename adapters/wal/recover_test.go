@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -32,10 +33,10 @@ func (s *Storage) writeRaw(recs []rec) error {
 func fill(t *testing.T, o Options, n uint64) core.Persisted {
 	t.Helper()
 	s := openT(t, o)
-	mustSave(t, s, &node.Update{Entries: ents(1, n/2, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: n / 2}})
-	mustSave(t, s, &node.Update{Entries: ents(n/2+1, n, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: n}})
-	p := loadT(t, s)
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, n/2, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: n / 2}})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(n/2+1, n, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: n}})
+	p := storagetest.MustLoad(t, s)
+	storagetest.MustClose(t, s)
 	return p
 }
 
@@ -43,7 +44,7 @@ func fill(t *testing.T, o Options, n uint64) core.Persisted {
 func lastSeg(t *testing.T, o Options) (string, int64) {
 	t.Helper()
 	s := openT(t, o)
-	defer closeT(t, s)
+	defer storagetest.MustClose(t, s)
 	g := s.segs[len(s.segs)-1]
 	return filepath.Join(o.Dir, g.name), g.used
 }
@@ -95,8 +96,8 @@ func wantCorrupt(t *testing.T, err error, subs ...string) {
 func reopenLoad(t *testing.T, o Options) core.Persisted {
 	t.Helper()
 	s := openT(t, o)
-	defer closeT(t, s)
-	return loadT(t, s)
+	defer storagetest.MustClose(t, s)
+	return storagetest.MustLoad(t, s)
 }
 
 // Rule: a bad record at the very end of the last segment that runs into
@@ -104,7 +105,7 @@ func reopenLoad(t *testing.T, o Options) core.Persisted {
 // and offset, and everything acknowledged before it is kept.
 func TestRecoverTornWrite(t *testing.T) {
 	big := func(i uint64) []core.Entry {
-		e := ents(i, i, 1)
+		e := storagetest.NamedEntries(i, i, 1)
 		e[0].Data = []byte(strings.Repeat("x", 3000))
 		return e
 	}
@@ -134,7 +135,7 @@ func TestRecoverTornWrite(t *testing.T) {
 			}
 			var logs logBuffer
 			o.Logger = logs.logger()
-			if d := diffPersisted(reopenLoad(t, o), want); d != "" {
+			if d := storagetest.DiffPersisted(reopenLoad(t, o), want); d != "" {
 				t.Fatal(d)
 			}
 			if !strings.Contains(logs.String(), "torn write") || !strings.Contains(logs.String(), path) {
@@ -142,10 +143,10 @@ func TestRecoverTornWrite(t *testing.T) {
 			}
 			// The tail was zeroed: the store appends after it and reopens.
 			s := openT(t, testOpts(dir))
-			mustSave(t, s, &node.Update{Entries: ents(11, 12, 1)})
-			closeT(t, s)
+			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(11, 12, 1)})
+			storagetest.MustClose(t, s)
 			if p := reopenLoad(t, testOpts(dir)); len(p.Entries) != 12 {
-				t.Fatalf("after the cut: %s", span(p.Entries))
+				t.Fatalf("after the cut: %s", storagetest.Span(p.Entries))
 			}
 		})
 	}
@@ -189,12 +190,12 @@ func TestRecoverInconsistentRecords(t *testing.T) {
 		recs []rec
 		want string
 	}{
-		{"gap", []rec{{recEntries, appendEntries(nil, ents(12, 12, 1))}}, "next index is 11"},
-		{"overlap", []rec{{recEntries, appendEntries(nil, ents(9, 12, 1))}}, "next index is 11"},
-		{"term regression", []rec{{recEntries, appendEntries(nil, ents(11, 11, 0))}}, "term 0 below"},
+		{"gap", []rec{{recEntries, appendEntries(nil, storagetest.NamedEntries(12, 12, 1))}}, "next index is 11"},
+		{"overlap", []rec{{recEntries, appendEntries(nil, storagetest.NamedEntries(9, 12, 1))}}, "next index is 11"},
+		{"term regression", []rec{{recEntries, appendEntries(nil, storagetest.NamedEntries(11, 11, 0))}}, "term 0 below"},
 		{"commit beyond the log", []rec{{recHardState, appendHS(nil, core.HardState{Term: 1, Commit: 11})}}, "commit index 11"},
 		{"term below the log's", []rec{
-			{recEntries, appendEntries(nil, ents(11, 11, 3))},
+			{recEntries, appendEntries(nil, storagetest.NamedEntries(11, 11, 3))},
 			{recHardState, appendHS(nil, core.HardState{Term: 2, Commit: 11})},
 		}, "term 2 is below"},
 		{"truncation beyond the log", []rec{{recTruncate, []byte{20}}}, "truncation at 20"},
@@ -207,7 +208,7 @@ func TestRecoverInconsistentRecords(t *testing.T) {
 			if err := s.writeRaw(tc.recs); err != nil {
 				t.Fatal(err)
 			}
-			closeT(t, s)
+			storagetest.MustClose(t, s)
 			_, err := Open(o)
 			wantCorrupt(t, err, dir, tc.want)
 		})
@@ -219,13 +220,13 @@ func rotated(t *testing.T, o Options) core.Persisted {
 	t.Helper()
 	s := openT(t, o)
 	for i := uint64(0); i < 150; i++ {
-		mustSave(t, s, &node.Update{Entries: ents(i*10+1, i*10+10, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 10}})
+		storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(i*10+1, i*10+10, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 10}})
 	}
-	p := loadT(t, s)
+	p := storagetest.MustLoad(t, s)
 	if s.Stats().Rotations < 3 {
 		t.Fatalf("%d rotations", s.Stats().Rotations)
 	}
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 	return p
 }
 
@@ -260,8 +261,8 @@ func TestRecoverMissingSegments(t *testing.T) {
 		dir, other := t.TempDir(), t.TempDir()
 		rotated(t, rotOpts(dir))
 		s := openT(t, rotOpts(other))
-		mustSave(t, s, &node.Update{HardState: core.HardState{Term: 5, Vote: 2}})
-		closeT(t, s)
+		storagetest.MustSave(t, s, &node.Update{HardState: core.HardState{Term: 5, Vote: 2}})
+		storagetest.MustClose(t, s)
 		rotated(t, rotOpts(other)) // same IDs and entries, another chain
 		name := listDir(t, dir, segSuffix)[2]
 		b, err := os.ReadFile(filepath.Join(other, name))
@@ -279,8 +280,8 @@ func TestRecoverMissingSegments(t *testing.T) {
 		o := testOpts(dir)
 		fill(t, o, 10)
 		s := openT(t, o)
-		mustSave(t, s, &node.Update{LocalSnapshot: snapAt(8, 1, "eight"), CompactTo: 8})
-		closeT(t, s)
+		storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(8, 1, "eight"), CompactTo: 8})
+		storagetest.MustClose(t, s)
 		path := filepath.Join(dir, "snap-8-1.snap")
 		editFile(t, path, func(d []byte) []byte { d[37] ^= 1; return d })
 		_, err := Open(o)
@@ -302,15 +303,15 @@ func TestRecoverInterruptedRotation(t *testing.T) {
 			var i uint64
 			for s.Stats().Rotations == 0 {
 				i++
-				mustSave(t, s, &node.Update{Entries: ents(i, i, 1), HardState: core.HardState{Term: 1, Commit: i}})
+				storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(i, i, 1), HardState: core.HardState{Term: 1, Commit: i}})
 			}
 			// The entry that caused the rotation went into the new segment;
 			// rebuild that state: drop it by reopening an earlier copy.
-			closeT(t, s)
+			storagetest.MustClose(t, s)
 			want := func() core.Persisted {
 				s := openT(t, o)
-				defer closeT(t, s)
-				return loadT(t, s)
+				defer storagetest.MustClose(t, s)
+				return storagetest.MustLoad(t, s)
 			}()
 			segs := listDir(t, dir, segSuffix)
 			prev := filepath.Join(dir, segs[len(segs)-2])
@@ -334,7 +335,7 @@ func TestRecoverInterruptedRotation(t *testing.T) {
 			})
 			var logs logBuffer
 			o.Logger = logs.logger()
-			if d := diffPersisted(reopenLoad(t, o), want); d != "" {
+			if d := storagetest.DiffPersisted(reopenLoad(t, o), want); d != "" {
 				t.Fatal(d)
 			}
 			if _, err := os.Stat(last); !errors.Is(err, os.ErrNotExist) {
@@ -365,7 +366,7 @@ func TestRecoverInterruptedRotation(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if d := diffPersisted(reopenLoad(t, o), want); d != "" {
+		if d := storagetest.DiffPersisted(reopenLoad(t, o), want); d != "" {
 			t.Fatal(d)
 		}
 		if n := len(listDir(t, dir, tmpSuffix)); n != 0 {

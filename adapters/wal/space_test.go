@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -42,7 +43,7 @@ func TestDiskFull(t *testing.T) {
 	var i uint64
 	save := func() chan error {
 		i++
-		u := &node.Update{Entries: ents(i, i, 1), HardState: core.HardState{Term: 1, Commit: i}}
+		u := &node.Update{Entries: storagetest.NamedEntries(i, i, 1), HardState: core.HardState{Term: 1, Commit: i}}
 		m.Save(u, func(error) {})
 		ch := make(chan error, 1)
 		s.Save(u, func(err error) { ch <- err })
@@ -104,8 +105,8 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	eventually(t, "SpaceErr clears", func() bool { return s.SpaceErr() == nil })
-	closeT(t, s)
-	if d := diffPersisted(reopenLoad(t, rotOpts(dir)), m.Persisted()); d != "" {
+	storagetest.MustClose(t, s)
+	if d := storagetest.DiffPersisted(reopenLoad(t, rotOpts(dir)), m.Persisted()); d != "" {
 		t.Fatal(d)
 	}
 }
@@ -126,7 +127,7 @@ func TestIOErrorFailStop(t *testing.T) {
 	broken.Store(true)
 	var err error
 	for i := uint64(1); err == nil; i++ {
-		err = saveWait(t, s, &node.Update{Entries: ents(i, i, 1)})
+		err = storagetest.SaveWait(t, s, &node.Update{Entries: storagetest.NamedEntries(i, i, 1)})
 		if i > 10000 {
 			t.Fatal("no failure")
 		}
@@ -135,7 +136,7 @@ func TestIOErrorFailStop(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 	broken.Store(false)
-	if err := saveWait(t, s, &node.Update{HardState: core.HardState{Term: 1}}); err == nil {
+	if err := storagetest.SaveWait(t, s, &node.Update{HardState: core.HardState{Term: 1}}); err == nil {
 		t.Fatal("a write after a failed one succeeded")
 	}
 }

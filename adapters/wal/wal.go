@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -76,17 +77,12 @@ type Storage struct {
 	opts Options
 	log  *slog.Logger
 
-	signal  chan struct{}
-	closing chan struct{}
 	stopped chan struct{} // the committer returned
 	want    chan uint64   // to the preallocator: create this segment
 	ready   chan prealloc // from the preallocator
 	preDone chan struct{}
 
-	mu          sync.Mutex
-	queue       []request
-	queuedBytes int
-	closed      bool
+	queue *groupcommit.Queue[request] // Saves waiting for the committer
 
 	// ioMu is held by the committer while it writes and by Load.
 	ioMu   sync.Mutex
@@ -109,10 +105,10 @@ type Storage struct {
 	writes, syncs, updates, bytes, rotations, released atomic.Uint64
 }
 
+// request is one queued Save.
 type request struct {
 	u    *node.Update
 	done func(error)
-	size int
 }
 
 // Open opens the log in o.Dir, creating it if missing, and verifies
@@ -143,7 +139,7 @@ func Open(o Options) (*Storage, error) {
 	}
 	s := &Storage{
 		opts: o, log: logger,
-		signal: make(chan struct{}, 1), closing: make(chan struct{}), stopped: make(chan struct{}),
+		queue: groupcommit.New[request](o.MaxBatchDelay, o.MaxBatchBytes), stopped: make(chan struct{}),
 		want: make(chan uint64, 1), ready: make(chan prealloc, 1), preDone: make(chan struct{}),
 	}
 	if err := s.open(); err != nil {
@@ -343,19 +339,8 @@ func (s *Storage) Save(u *node.Update, done func(error)) {
 		done(errors.New("wal: save: nil update"))
 		return
 	}
-	size := updateSize(u)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
 		done(fmt.Errorf("wal: save: %w", ErrClosed))
-		return
-	}
-	s.queue = append(s.queue, request{u: u, done: done, size: size})
-	s.queuedBytes += size
-	s.mu.Unlock()
-	select {
-	case s.signal <- struct{}{}:
-	default:
 	}
 }
 
@@ -381,10 +366,7 @@ func (s *Storage) Stats() Stats {
 // first call's result.
 func (s *Storage) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.closing)
+		s.queue.Close()
 		<-s.stopped
 		<-s.preDone
 		select {

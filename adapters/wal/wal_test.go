@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -32,7 +34,7 @@ func TestEachUpdateKind(t *testing.T) {
 	m := node.NewMemoryStorage()
 	step := func(name string, u *node.Update, wantErr bool) {
 		t.Helper()
-		err := saveWait(t, s, u)
+		err := storagetest.SaveWait(t, s, u)
 		if (err != nil) != wantErr {
 			t.Fatalf("%s: Save error %v, want error %v", name, err, wantErr)
 		}
@@ -44,32 +46,32 @@ func TestEachUpdateKind(t *testing.T) {
 			})
 		}
 		want := m.Persisted()
-		if d := diffPersisted(loadT(t, s), want); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 			t.Fatalf("%s: %s", name, d)
 		}
-		closeT(t, s)
+		storagetest.MustClose(t, s)
 		s = openT(t, testOpts(dir))
-		if d := diffPersisted(loadT(t, s), want); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), want); d != "" {
 			t.Fatalf("%s, after reopen: %s", name, d)
 		}
 	}
-	defer func() { closeT(t, s) }()
-	if p := loadT(t, s); !p.IsEmpty() || p.Entries != nil {
+	defer func() { storagetest.MustClose(t, s) }()
+	if p := storagetest.MustLoad(t, s); !p.IsEmpty() || p.Entries != nil {
 		t.Fatalf("new store loads %+v", p)
 	}
-	step("append", &node.Update{Entries: ents(1, 10, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 3}, Sync: true}, false)
+	step("append", &node.Update{Entries: storagetest.NamedEntries(1, 10, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 3}, Sync: true}, false)
 	step("hard state only", &node.Update{HardState: core.HardState{Term: 2, Vote: 1, Commit: 5}}, false)
-	step("conflicting suffix", &node.Update{Entries: ents(8, 12, 2), Sync: true}, false)
-	step("gap", &node.Update{Entries: ents(20, 21, 2)}, true)
-	step("term going down", &node.Update{Entries: ents(13, 13, 1)}, true)
+	step("conflicting suffix", &node.Update{Entries: storagetest.NamedEntries(8, 12, 2), Sync: true}, false)
+	step("gap", &node.Update{Entries: storagetest.NamedEntries(20, 21, 2)}, true)
+	step("term going down", &node.Update{Entries: storagetest.NamedEntries(13, 13, 1)}, true)
 	step("commit beyond the log", &node.Update{HardState: core.HardState{Term: 2, Vote: 1, Commit: 40}}, true)
-	step("local snapshot", &node.Update{LocalSnapshot: snapAt(6, 1, "six"), CompactTo: 4, Sync: true}, false)
-	step("compaction beyond the snapshot", &node.Update{LocalSnapshot: snapAt(7, 2, "x"), CompactTo: 9}, true)
-	step("append after compaction", &node.Update{Entries: ents(13, 30, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 25}}, false)
-	step("second local snapshot", &node.Update{LocalSnapshot: snapAt(25, 2, "twenty-five"), CompactTo: 25}, false)
-	step("leader snapshot", &node.Update{Snapshot: snapAt(50, 3, "fifty"), HardState: core.HardState{Term: 3, Commit: 50}}, false)
-	step("append after leader snapshot", &node.Update{Entries: ents(51, 55, 3)}, false)
-	step("leader snapshot behind the log", &node.Update{Snapshot: snapAt(52, 3, "fifty-two"), Entries: ents(53, 53, 3)}, false)
+	step("local snapshot", &node.Update{LocalSnapshot: storagetest.SnapshotWith(6, 1, "six"), CompactTo: 4, Sync: true}, false)
+	step("compaction beyond the snapshot", &node.Update{LocalSnapshot: storagetest.SnapshotWith(7, 2, "x"), CompactTo: 9}, true)
+	step("append after compaction", &node.Update{Entries: storagetest.NamedEntries(13, 30, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 25}}, false)
+	step("second local snapshot", &node.Update{LocalSnapshot: storagetest.SnapshotWith(25, 2, "twenty-five"), CompactTo: 25}, false)
+	step("leader snapshot", &node.Update{Snapshot: storagetest.SnapshotWith(50, 3, "fifty"), HardState: core.HardState{Term: 3, Commit: 50}}, false)
+	step("append after leader snapshot", &node.Update{Entries: storagetest.NamedEntries(51, 55, 3)}, false)
+	step("leader snapshot behind the log", &node.Update{Snapshot: storagetest.SnapshotWith(52, 3, "fifty-two"), Entries: storagetest.NamedEntries(53, 53, 3)}, false)
 	if got := listDir(t, dir, ".snap"); len(got) != 1 || got[0] != "snap-52-3.snap" {
 		t.Fatalf("snapshot files %v, want only the current one", got)
 	}
@@ -85,7 +87,7 @@ func TestRotationAndRelease(t *testing.T) {
 	m := node.NewMemoryStorage()
 	save := func(u *node.Update) {
 		t.Helper()
-		mustSave(t, s, u)
+		storagetest.MustSave(t, s, u)
 		m.Save(u, func(err error) {
 			if err != nil {
 				t.Fatal(err)
@@ -93,31 +95,31 @@ func TestRotationAndRelease(t *testing.T) {
 		})
 	}
 	for i := uint64(0); i < 200; i++ {
-		save(&node.Update{Entries: ents(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
+		save(&node.Update{Entries: storagetest.NamedEntries(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
 	}
 	st := s.Stats()
 	if st.Rotations < 5 {
 		t.Fatalf("only %d rotations", st.Rotations)
 	}
 	segs := len(listDir(t, dir, segSuffix))
-	save(&node.Update{LocalSnapshot: snapAt(600, 1, "six hundred"), CompactTo: 590})
+	save(&node.Update{LocalSnapshot: storagetest.SnapshotWith(600, 1, "six hundred"), CompactTo: 590})
 	after := listDir(t, dir, segSuffix)
 	if len(after) >= segs || s.Stats().Released == 0 {
 		t.Fatalf("%d segments before compaction, %d after", segs, len(after))
 	}
-	if d := diffPersisted(loadT(t, s), m.Persisted()); d != "" {
+	if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), m.Persisted()); d != "" {
 		t.Fatal(d)
 	}
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 	s = openT(t, o)
-	defer closeT(t, s)
-	if d := diffPersisted(loadT(t, s), m.Persisted()); d != "" {
+	defer storagetest.MustClose(t, s)
+	if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), m.Persisted()); d != "" {
 		t.Fatalf("after reopen: %s", d)
 	}
 	// Truncation across a segment boundary, then more appends.
-	save(&node.Update{Entries: ents(700, 720, 2), HardState: core.HardState{Term: 2, Vote: 2, Commit: 700}})
-	save(&node.Update{Entries: ents(721, 1000, 2)})
-	if d := diffPersisted(loadT(t, s), m.Persisted()); d != "" {
+	save(&node.Update{Entries: storagetest.NamedEntries(700, 720, 2), HardState: core.HardState{Term: 2, Vote: 2, Commit: 700}})
+	save(&node.Update{Entries: storagetest.NamedEntries(721, 1000, 2)})
+	if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), m.Persisted()); d != "" {
 		t.Fatal(d)
 	}
 }
@@ -128,21 +130,21 @@ func TestLargeUpdate(t *testing.T) {
 	s := openT(t, testOpts(dir))
 	big := make([]byte, 20<<10)
 	u := &node.Update{Entries: []core.Entry{{Index: 1, Term: 1, Data: big}, {Index: 2, Term: 1, Data: big}}, HardState: core.HardState{Term: 1, Commit: 1}}
-	mustSave(t, s, u)
-	mustSave(t, s, &node.Update{Entries: ents(3, 5, 1)})
-	closeT(t, s)
+	storagetest.MustSave(t, s, u)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(3, 5, 1)})
+	storagetest.MustClose(t, s)
 	s = openT(t, testOpts(dir))
-	defer closeT(t, s)
-	p := loadT(t, s)
+	defer storagetest.MustClose(t, s)
+	p := storagetest.MustLoad(t, s)
 	if len(p.Entries) != 5 || len(p.Entries[1].Data) != len(big) {
-		t.Fatalf("loaded %s", span(p.Entries))
+		t.Fatalf("loaded %s", storagetest.Span(p.Entries))
 	}
 }
 
 func TestClosed(t *testing.T) {
 	s := openT(t, testOpts(t.TempDir()))
-	closeT(t, s)
-	if err := saveWait(t, s, &node.Update{Entries: ents(1, 1, 1)}); !errors.Is(err, ErrClosed) {
+	storagetest.MustClose(t, s)
+	if err := storagetest.SaveWait(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 1, 1)}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Save after Close: %v", err)
 	}
 	if _, err := s.Load(); !errors.Is(err, ErrClosed) {
@@ -153,8 +155,8 @@ func TestClosed(t *testing.T) {
 func TestForeignStore(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, testOpts(dir))
-	mustSave(t, s, &node.Update{Entries: ents(1, 3, 1)})
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 3, 1)})
+	storagetest.MustClose(t, s)
 	o := testOpts(dir)
 	o.NodeID = 2
 	_, err := Open(o)
@@ -163,5 +165,43 @@ func TestForeignStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, segName(1))); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMaxBatchDelay: with a long MaxBatchDelay the committer waits until
+// the queued Saves reach MaxBatchBytes, then writes them with one pwrite and
+// one fdatasync; a group under the limit is written at Close.
+func TestMaxBatchDelay(t *testing.T) {
+	u := func(i uint64) *node.Update {
+		return &node.Update{Entries: storagetest.NamedEntries(i, i, 1), HardState: core.HardState{Term: 1, Commit: i}}
+	}
+	o := testOpts(t.TempDir())
+	o.SegmentSize = 1 << 20 // no rotation
+	o.MaxBatchDelay, o.MaxBatchBytes = time.Hour, 5*updateSize(u(1))
+	s := openT(t, o)
+	errs := make(chan error, 6)
+	for i := range uint64(5) {
+		s.Save(u(i+1), func(err error) { errs <- err })
+	}
+	for range 5 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("a full group is still waiting")
+		}
+	}
+	if st := s.Stats(); st.Writes != 1 || st.Syncs != 1 || st.Updates != 5 {
+		t.Fatalf("stats %+v, want one write and one sync of 5 updates", st)
+	}
+	s.Save(u(6), func(err error) { errs <- err })
+	storagetest.MustClose(t, s)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Writes != 2 || st.Updates != 6 {
+		t.Fatalf("stats %+v after Close, want a second write", st)
 	}
 }
