@@ -13,9 +13,10 @@
 //     calls are stopped), less those of opening and closing an empty store;
 //   - read back: Open and Load of the store the 1,024-entry appends wrote;
 //   - recovery: Open and Load of a log holding -recover-bytes of entry data
-//     (1 GiB by default), written in 1,024-entry Saves, and the peak
-//     resident set size (VmHWM, reset just before the Open) until Load
-//     returns;
+//     (1 GiB by default), written in 1,024-entry Saves: its time, the
+//     process's CPU time meanwhile (a figure less disturbed by other work
+//     on the machine), and the peak resident set size (VmHWM, reset just
+//     before the Open) until Load returns;
 //   - disk bytes per entry: the blocks the store's directory holds after
 //     Close, divided by the entries in it.
 //
@@ -266,12 +267,14 @@ type loadResult struct {
 	entries    int
 	open, load time.Duration
 	diskUsed   int64
-	peakRSS    int64 // bytes; -1 if unknown
+	peakRSS    int64         // bytes; -1 if unknown
+	cpu        time.Duration // user + system CPU time of the process during Open and Load
 }
 
 func openLoad(open opener, dir string, want int) (loadResult, error) {
 	runtime.GC()
 	rssErr := resetPeakRSS()
+	cpu0 := cpuTime()
 	t := time.Now()
 	s, err := open(dir)
 	if err != nil {
@@ -285,6 +288,7 @@ func openLoad(open opener, dir string, want int) (loadResult, error) {
 		return r, fmt.Errorf("load: %w", err)
 	}
 	r.load = time.Since(t)
+	r.cpu = cpuTime() - cpu0
 	r.entries = len(p.Entries)
 	r.peakRSS = -1
 	if rssErr == nil {
@@ -335,9 +339,9 @@ func run(cfg config) error {
 				return fmt.Errorf("%s: recovery: %w", t, err)
 			}
 			recovers[t] = rr
-			fmt.Printf("%-7s recovery of %d entries (%s of entry data): open %v, load %v, peak RSS %s, %.0f disk bytes/entry\n", t,
+			fmt.Printf("%-7s recovery of %d entries (%s of entry data): open %v, load %v, CPU %v, peak RSS %s, %.0f disk bytes/entry\n", t,
 				rr.entries, size(int64(rr.entries)*int64(cfg.size)), rr.open.Round(time.Millisecond),
-				rr.load.Round(time.Millisecond), rss(rr.peakRSS), float64(rr.diskUsed)/float64(rr.entries))
+				rr.load.Round(time.Millisecond), rr.cpu.Round(time.Millisecond), rss(rr.peakRSS), float64(rr.diskUsed)/float64(rr.entries))
 		}
 	}
 	fmt.Println()
@@ -378,6 +382,7 @@ func run(cfg config) error {
 		row(fmt.Sprintf("recovery of %s of entries: open + load", size(cfg.recoverBytes)), func(t string) string {
 			return fmt.Sprintf("%s + %s", ms(recovers[t].open), ms(recovers[t].load))
 		})
+		row("CPU time of that Open + Load (user + system)", func(t string) string { return ms(recovers[t].cpu) })
 		row("peak RSS during that Open + Load", func(t string) string { return rss(recovers[t].peakRSS) })
 		row("disk bytes/entry, that log", func(t string) string {
 			return fmt.Sprintf("%.0f", float64(recovers[t].diskUsed)/float64(recovers[t].entries))
@@ -438,6 +443,15 @@ func recoverLog(cfg config, t string) (loadResult, error) {
 		return r, err
 	}
 	return r, os.RemoveAll(dir)
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // resetPeakRSS resets the process's peak resident set size (VmHWM).
