@@ -166,6 +166,10 @@ func orWhy(why, dflt string) string {
 	return why
 }
 
+// hugeBuffer is the size from which a segment's read buffer is advised to
+// use huge pages.
+const hugeBuffer = 8 << 20
+
 func (s *Storage) readSeg(sf segFile) ([]byte, error) {
 	path := filepath.Join(s.opts.Dir, sf.name)
 	f, err := os.Open(path)
@@ -182,6 +186,9 @@ func (s *Storage) readSeg(sf segFile) ([]byte, error) {
 		size = fi.Size()
 	}
 	data := make([]byte, size)
+	if size >= hugeBuffer {
+		adviseHuge(data)
+	}
 	if _, err := f.ReadAt(data, 0); err != nil {
 		return nil, fmt.Errorf("wal: read segment %s: %w", path, err)
 	}
