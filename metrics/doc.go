@@ -31,7 +31,13 @@
 //	forge_consensus_commit_index            gauge    highest log index known to be committed
 //	forge_consensus_last_applied            gauge    highest log index applied to the state machine
 //	forge_consensus_log_entries             gauge    log entries since the last snapshot
-//	forge_consensus_log_size                gauge    approximate bytes of those entries
+//	forge_consensus_log_size                gauge    bytes of the stored entries not yet compacted, encoded (see below)
+//
+// forge_consensus_log_size counts each entry still in the stored log (not
+// yet compacted into a snapshot) at its encoded size: its data, plus its
+// term, index and data length as varints and its type as one byte, the
+// wire protocol's encoding of an entry. It does not depend on the storage
+// type, nor count a storage's own framing.
 //
 // Client operations, from ObserveOperation:
 //

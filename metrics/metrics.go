@@ -74,7 +74,9 @@ type State struct {
 	// LogEntries is the number of entries in the log since the last
 	// snapshot.
 	LogEntries uint64
-	// LogBytes is the approximate size of those entries, in bytes.
+	// LogBytes is the size in bytes of the entries in the stored log not
+	// yet compacted into a snapshot, each at its encoded size: its data,
+	// and its term, index and data length (varints) and type (a byte).
 	LogBytes uint64
 	// Peers lists the other members of the cluster (excluding this node).
 	// It is only meaningful, and only exported, while IsLeader is true.
@@ -300,7 +302,7 @@ func newCollector(src Source, nodeID string, now func() time.Time) *collector {
 		term:            desc("term", "Current Raft term."),
 		commitIndex:     desc("commit_index", "Highest log index known to be committed."),
 		lastApplied:     desc("last_applied", "Highest log index applied to the state machine."),
-		logSize:         desc("log_size", "Approximate size in bytes of the log entries since the last snapshot."),
+		logSize:         desc("log_size", "Size in bytes of the entries in the stored log not yet compacted into a snapshot, at their encoded size (data, and term, index, type and data length)."),
 		logEntries:      desc("log_entries", "Log entries since the last snapshot."),
 		opsPerSec:       desc("operations_per_sec", fmt.Sprintf("Client operations completed per second over the last %d seconds.", rateWindowSeconds)),
 		peerLag:         desc("peer_replication_lag", "Commit index minus the peer's match index, floored at 0. Exported only by the leader.", "peer"),

@@ -259,6 +259,7 @@ func TestMetricsFollowTheNode(t *testing.T) {
 	}
 	before, _ := scrape(t, lead, "forge_consensus_operations_total", `op="apply"`)
 	commitBefore, _ := scrape(t, lead, "forge_consensus_commit_index")
+	sizeBefore, _ := scrape(t, lead, "forge_consensus_log_size")
 	for i := range 5 {
 		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/kv/m%d", lead.APIAddr(), i), strings.NewReader("v"))
 		resp, err := http.DefaultClient.Do(req)
@@ -275,6 +276,11 @@ func TestMetricsFollowTheNode(t *testing.T) {
 	}
 	if c, _ := scrape(t, lead, "forge_consensus_commit_index"); c < commitBefore+5 {
 		t.Fatalf("commit_index went from %v to %v after 5 writes", commitBefore, c)
+	}
+	// Five entries of at least a 1-byte value and its key, each with its
+	// term, index, type and data length: at least 5 × 7 bytes more.
+	if size, _ := scrape(t, lead, "forge_consensus_log_size"); size < sizeBefore+5*7 {
+		t.Fatalf("log_size went from %v to %v after 5 writes", sizeBefore, size)
 	}
 	if n, ok := scrape(t, lead, "forge_consensus_operation_duration_seconds_count", `op="apply"`); !ok || n < 5 {
 		t.Fatalf("operation_duration_seconds_count{op=apply} = %v", n)

@@ -69,6 +69,9 @@ func (ms metricsSource) Snapshot() metrics.State {
 	if cs.LastIndex >= cs.FirstIndex && cs.FirstIndex > 0 {
 		st.LogEntries = cs.LastIndex - cs.FirstIndex + 1
 	}
+	if s.logSize != nil {
+		st.LogBytes = s.logSize.LogBytes()
+	}
 	if st.IsLeader {
 		for _, n := range info.Nodes {
 			if n.ID != st.NodeID {

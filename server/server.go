@@ -40,6 +40,8 @@ type Server struct {
 	// space refuses writes while storage is short of space (nil for
 	// memory storage).
 	space *spaceGuard
+	// logSize is the node's storage, counting the log's size.
+	logSize *sizedStorage
 
 	metrics   *metrics.Metrics
 	sm        *machine
@@ -90,6 +92,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Storage.Type != "memory" && cfg.Storage.Path != "" {
 		s.space = newSpaceGuard(cfg.Storage.Path, uint64(cfg.Storage.MinFreeSpace), storage, log)
 	}
+	s.logSize = newSizedStorage(storage)
 
 	// The transport delivers to the runner, which needs the transport to
 	// start: messages that arrive in between are dropped (Raft retries).
@@ -148,7 +151,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 				ID: id, Voters: voters, ElectionTick: et, HeartbeatTick: hb, Seed: seed,
 				PreVote: *cfg.Raft.PreVote, CheckQuorum: *cfg.Raft.CheckQuorum,
 			},
-			Storage: storage, Transport: s.tr, StateMachine: sm,
+			Storage: s.logSize, Transport: s.tr, StateMachine: sm,
 			Incarnation:       inc,
 			LeaseReads:        cfg.Raft.LeaseReads,
 			SnapshotThreshold: cfg.Raft.SnapshotThreshold,

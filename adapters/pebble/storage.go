@@ -572,6 +572,14 @@ func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.
 	if err != nil {
 		return p, nil, 0, pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read log", err)
 	}
+	// One allocation for the log rather than a slice growing (and copied)
+	// millions of times.
+	if n := s.entryHint(it); n > 0 {
+		p.Entries = make([]core.Entry, 0, n)
+	}
+	if err := it.Error(); err != nil {
+		return p, nil, 0, errors.Join(pebbleError(filepath.Join(s.opts.Dir, dbSubdir), "read log", err), it.Close())
+	}
 	for ok := it.First(); ok; ok = it.Next() {
 		key := it.Key()
 		if len(key) != entryKeyLen {
@@ -612,6 +620,26 @@ func (s *Storage) load(check func(seq uint64, p *core.Persisted) error) (p core.
 		}
 	}
 	return p, ref, seq, nil
+}
+
+// entryHint returns how many entries lie between the first and the last
+// entry key, to size the slice the log is read into. It is bounded by the
+// store's size on disk (an entry takes more than 4 bytes there), so that a
+// damaged key cannot ask for an absurd allocation; the read checks the
+// keys.
+func (s *Storage) entryHint(it *pebble.Iterator) int {
+	if !it.First() || len(it.Key()) != entryKeyLen {
+		return 0
+	}
+	first := binary.BigEndian.Uint64(it.Key()[1:])
+	if !it.Last() || len(it.Key()) != entryKeyLen {
+		return 0
+	}
+	last := binary.BigEndian.Uint64(it.Key()[1:])
+	if last < first {
+		return 0
+	}
+	return int(min(last-first+1, s.db.Metrics().DiskSpaceUsage()/4))
 }
 
 // decodeEntry decodes the checked value v of the entry key and appends the

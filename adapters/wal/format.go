@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
@@ -380,22 +381,35 @@ func appendEntries(b []byte, ents []core.Entry) []byte {
 
 // decodeEntries decodes an entries payload; entry data aliases p.
 func decodeEntries(p []byte) ([]core.Entry, error) {
+	ents, err := appendDecodedEntries(nil, p)
+	if err != nil {
+		return nil, err
+	}
+	return ents, nil
+}
+
+// appendDecodedEntries decodes an entries payload and appends the entries
+// to dst, whose capacity it uses rather than allocate; entry data aliases
+// p. On error the entries appended so far may hold anything.
+func appendDecodedEntries(dst []core.Entry, p []byte) ([]core.Entry, error) {
 	d := decoder{b: p}
 	first := d.uvarint("first index")
 	n := d.uvarint("entry count")
 	if d.err != nil {
-		return nil, d.err
+		return dst, d.err
 	}
 	if first == 0 {
-		return nil, errors.New("entries from index 0")
+		return dst, errors.New("entries from index 0")
 	}
 	if n == 0 || n > uint64(len(d.b))/3 {
-		return nil, fmt.Errorf("bad entry count %d", n)
+		return dst, fmt.Errorf("bad entry count %d", n)
 	}
 	if first+n < first {
-		return nil, errors.New("entry indexes overflow")
+		return dst, errors.New("entry indexes overflow")
 	}
-	ents := make([]core.Entry, n)
+	start := len(dst)
+	dst = slices.Grow(dst, int(n))[:start+int(n)]
+	ents := dst[start:]
 	for i := range ents {
 		e := &ents[i]
 		e.Index = first + uint64(i)
@@ -403,20 +417,54 @@ func decodeEntries(p []byte) ([]core.Entry, error) {
 		e.Type = core.EntryType(d.byte("entry type"))
 		l := d.uvarint("entry data length")
 		if d.err != nil {
-			return nil, d.err
+			return dst, d.err
 		}
 		if e.Type != core.EntryNormal && e.Type != core.EntryConfChange {
-			return nil, fmt.Errorf("entry %d has unknown type %d", e.Index, e.Type)
+			return dst, fmt.Errorf("entry %d has unknown type %d", e.Index, e.Type)
 		}
 		if l > uint64(len(d.b)) {
-			return nil, fmt.Errorf("entry %d data length %d exceeds the record", e.Index, l)
+			return dst, fmt.Errorf("entry %d data length %d exceeds the record", e.Index, l)
 		}
+		e.Data = nil
 		if l > 0 {
 			e.Data = d.b[:l:l]
 		}
 		d.b = d.b[l:]
 	}
-	return ents, d.finish()
+	return dst, d.finish()
+}
+
+// entryCount returns how many entries the entries records of a segment
+// claim, following the chain of record frames from the header up to the
+// first frame that fails its check, a seal or the end of data, without
+// checking the records themselves: a hint for sizing the replay's entry
+// slice, never more than len(data)/3.
+func entryCount(data []byte) int {
+	n := 0
+	for off := headerSize; off+frameSize <= len(data); {
+		f := data[off : off+frameSize]
+		if crc(f[:12]) != binary.LittleEndian.Uint32(f[12:]) {
+			break
+		}
+		l := int(binary.LittleEndian.Uint32(f))
+		end := off + recordSize(l)
+		if l > len(data) || end > len(data) {
+			break
+		}
+		switch recType(f[4]) {
+		case recSeal:
+			return n
+		case recEntries:
+			p := data[off+frameSize : off+frameSize+l]
+			if _, k := binary.Uvarint(p); k > 0 {
+				if c, k2 := binary.Uvarint(p[k:]); k2 > 0 && c <= uint64(len(p))/3 {
+					n += int(c)
+				}
+			}
+		}
+		off = end
+	}
+	return n
 }
 
 func appendSnapRec(b []byte, kind byte, compactTo uint64, r *snapfile.Ref) ([]byte, error) {

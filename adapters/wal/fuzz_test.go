@@ -31,6 +31,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	add(recState, st)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if n := entryCount(data); n < 0 || n > len(data)/3 {
+			t.Fatalf("entryCount of %d bytes = %d", len(data), n)
+		}
 		r, kind, end, _ := readRecord(data, 0, 0)
 		if kind != badNone {
 			standaloneValid(data, 0)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
@@ -34,7 +35,10 @@ type replayed struct {
 	entries []core.Entry // when kept
 	// tail counts the entries at the end of entries read from the segment
 	// being scanned: their data aliases its buffer.
-	tail   int
+	tail int
+	// alloc is the capacity entries was allocated with, from the entry
+	// counts the segments' records claim.
+	alloc  int
 	segs   []*segment
 	repair repair
 }
@@ -65,14 +69,31 @@ func (s *Storage) corruptf(name string, off int64, format string, args ...any) e
 // to a logState (and to a list of entries when keep). At Open (open true)
 // the last segment is read whole and its tail classified; Load reads only
 // what was written and accepts nothing doubtful.
+//
+// The segments are read first, so that the entry slice is allocated once,
+// of the size their records claim: appending millions of entries to a
+// growing slice would copy them over and over. Entry data aliases the
+// segment buffers (one allocation per segment).
 func (s *Storage) readLog(files []segFile, keep, open bool) (*replayed, error) {
 	out := &replayed{}
-	var prev *scanned
+	datas := make([][]byte, len(files))
+	hint := 0
 	for i, sf := range files {
 		data, err := s.readSeg(sf)
 		if err != nil {
 			return nil, err
 		}
+		datas[i] = data
+		hint += entryCount(data)
+	}
+	if keep {
+		out.entries = make([]core.Entry, 0, hint)
+		out.alloc = hint
+	}
+	var prev *scanned
+	for i, sf := range files {
+		data := datas[i]
+		datas[i] = nil // collectable once no entry aliases it
 		out.tail = 0
 		sc, err := s.scan(sf, data, i == 0, prev, out, keep)
 		if err != nil {
@@ -130,6 +151,11 @@ func (s *Storage) readLog(files []segFile, keep, open bool) (*replayed, error) {
 		last := files[len(files)-1].name
 		return nil, fmt.Errorf("wal: %s: %w: %v", filepath.Join(s.opts.Dir, last), ErrCorrupt, err)
 	}
+	if len(out.entries) < out.alloc/2 {
+		// Most of the allocation went to entries compacted or truncated
+		// away during the replay (or claimed by records it never reached).
+		out.entries = slices.Clone(out.entries)
+	}
 	return out, nil
 }
 
@@ -139,6 +165,10 @@ func orWhy(why, dflt string) string {
 	}
 	return why
 }
+
+// hugeBuffer is the size from which a segment's read buffer is advised to
+// use huge pages.
+const hugeBuffer = 8 << 20
 
 func (s *Storage) readSeg(sf segFile) ([]byte, error) {
 	path := filepath.Join(s.opts.Dir, sf.name)
@@ -156,6 +186,9 @@ func (s *Storage) readSeg(sf segFile) ([]byte, error) {
 		size = fi.Size()
 	}
 	data := make([]byte, size)
+	if size >= hugeBuffer {
+		adviseHuge(data)
+	}
 	if _, err := f.ReadAt(data, 0); err != nil {
 		return nil, fmt.Errorf("wal: read segment %s: %w", path, err)
 	}
@@ -218,7 +251,19 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 	bad := func(format string, args ...any) error {
 		return s.corruptf(sf.name, int64(off), "%s record: %s", r.typ, fmt.Sprintf(format, args...))
 	}
-	if err := decodePayload(r.typ, r.payload); err != nil {
+	var ents []core.Entry
+	if r.typ == recEntries {
+		// Decoded once, straight into the replay's entry slice.
+		start := len(out.entries)
+		var err error
+		out.entries, err = appendDecodedEntries(out.entries, r.payload)
+		if err != nil {
+			clear(out.entries[start:])
+			out.entries = out.entries[:start]
+			return bad("%v", err)
+		}
+		ents = out.entries[start:]
+	} else if err := decodePayload(r.typ, r.payload); err != nil {
 		return bad("%v", err)
 	}
 	if (k == 0) != (r.typ == recState) {
@@ -243,13 +288,14 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 			return bad("%v", err)
 		}
 	case recEntries:
-		ents, _ := decodeEntries(r.payload)
 		if err := st.appendEntries(sf.seq, ents); err != nil {
 			return bad("%v", err)
 		}
 		if keep {
-			out.entries = append(out.entries, ents...)
 			out.tail += len(ents)
+		} else {
+			// Only the state is wanted: the slice is scratch space.
+			out.entries = out.entries[:len(out.entries)-len(ents)]
 		}
 	case recHardState:
 		st.hs, _ = decodeHS(r.payload)
@@ -257,7 +303,9 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 		kind, c, ref, _ := decodeSnapRec(r.payload)
 		if kind == snapReplace {
 			st.applySnapshot(ref)
-			out.entries, out.tail = nil, 0
+			// Reuse the allocation; drop the data references.
+			clear(out.entries)
+			out.entries, out.tail = out.entries[:0], 0
 		} else {
 			if c > ref.Meta.Index {
 				return bad("compaction to %d beyond the snapshot index %d", c, ref.Meta.Index)
@@ -267,6 +315,7 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 			for k < len(out.entries) && out.entries[k].Index <= c {
 				k++
 			}
+			clear(out.entries[:k]) // the slice's array outlives them
 			out.entries = out.entries[k:]
 			out.tail = min(out.tail, len(out.entries))
 		}
@@ -280,6 +329,7 @@ func (s *Storage) apply(sf segFile, h segHeader, off int, k int, r rawRecord, fi
 			k--
 		}
 		out.tail = max(0, out.tail-(len(out.entries)-k))
+		clear(out.entries[k:])
 		out.entries = out.entries[:k]
 	case recSeal:
 	}

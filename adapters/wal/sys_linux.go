@@ -32,3 +32,9 @@ func datasync(f *os.File) error {
 		}
 	}
 }
+
+// adviseHuge asks the kernel to back b, a large buffer about to be filled,
+// with transparent huge pages where it allows them (madvise mode): reading
+// a segment then takes a fault per 2 MiB instead of one per 4 KiB page. A
+// hint: errors are ignored.
+func adviseHuge(b []byte) { _ = syscall.Madvise(b, syscall.MADV_HUGEPAGE) }

@@ -13,7 +13,10 @@
 //     calls are stopped), less those of opening and closing an empty store;
 //   - read back: Open and Load of the store the 1,024-entry appends wrote;
 //   - recovery: Open and Load of a log holding -recover-bytes of entry data
-//     (1 GiB by default), written in 1,024-entry Saves;
+//     (1 GiB by default), written in 1,024-entry Saves: its time, the
+//     process's CPU time meanwhile (a figure less disturbed by other work
+//     on the machine), and the peak resident set size (VmHWM, reset just
+//     before the Open) until Load returns;
 //   - disk bytes per entry: the blocks the store's directory holds after
 //     Close, divided by the entries in it.
 //
@@ -21,6 +24,10 @@
 //
 //	go run ./cmd/storagebench                         # both, 1 GiB recovery
 //	go run ./cmd/storagebench -recover-bytes 64MiB    # a quick look
+//
+// To compare builds on the same files, give each run -dir DIR
+// -recover-keep: the first writes the recovery log and keeps it, the later
+// ones only time its Open and Load.
 package main
 
 import (
@@ -35,6 +42,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -77,6 +85,7 @@ func main() {
 		work         = flag.String("dir", "", "directory for the stores (default: a new temporary one, removed after)")
 		noStrace     = flag.Bool("no-strace", false, "do not count fsyncs (needs strace)")
 		profile      = flag.String("recover-profile", "", "write a CPU profile of each recovery's Open and Load to PREFIX-TYPE.pprof")
+		keep         = flag.Bool("recover-keep", false, "keep the recovery logs under -dir and reuse those already there (to time several builds on the same files)")
 		child        = flag.String("child", "", "internal: TYPE,BATCH,SAVES,DIR: appends only, for the fsync count")
 	)
 	flag.Parse()
@@ -87,7 +96,7 @@ func main() {
 		}
 		return
 	}
-	cfg := config{size: *size, strace: !*noStrace, profile: *profile}
+	cfg := config{size: *size, strace: !*noStrace, profile: *profile, keep: *keep}
 	var err error
 	if cfg.batches, err = ints(*batches); err != nil {
 		fail(fmt.Errorf("-batch: %w", err))
@@ -105,6 +114,9 @@ func main() {
 		cfg.types = append(cfg.types, t)
 	}
 	cfg.dir = *work
+	if cfg.keep && cfg.dir == "" {
+		fail(errors.New("-recover-keep needs -dir"))
+	}
 	if cfg.dir == "" {
 		if cfg.dir, err = os.MkdirTemp("", "storagebench-"); err != nil {
 			fail(err)
@@ -139,6 +151,7 @@ type config struct {
 	dir          string
 	strace       bool
 	profile      string
+	keep         bool
 }
 
 func ints(s string) ([]int, error) {
@@ -254,9 +267,14 @@ type loadResult struct {
 	entries    int
 	open, load time.Duration
 	diskUsed   int64
+	peakRSS    int64         // bytes; -1 if unknown
+	cpu        time.Duration // user + system CPU time of the process during Open and Load
 }
 
 func openLoad(open opener, dir string, want int) (loadResult, error) {
+	runtime.GC()
+	rssErr := resetPeakRSS()
+	cpu0 := cpuTime()
 	t := time.Now()
 	s, err := open(dir)
 	if err != nil {
@@ -270,7 +288,13 @@ func openLoad(open opener, dir string, want int) (loadResult, error) {
 		return r, fmt.Errorf("load: %w", err)
 	}
 	r.load = time.Since(t)
+	r.cpu = cpuTime() - cpu0
 	r.entries = len(p.Entries)
+	r.peakRSS = -1
+	if rssErr == nil {
+		r.peakRSS, _ = peakRSS()
+	}
+	runtime.KeepAlive(p)
 	if r.entries != want {
 		return r, fmt.Errorf("load: %d entries, want %d", r.entries, want)
 	}
@@ -315,9 +339,9 @@ func run(cfg config) error {
 				return fmt.Errorf("%s: recovery: %w", t, err)
 			}
 			recovers[t] = rr
-			fmt.Printf("%-7s recovery of %d entries (%s of entry data): open %v, load %v, %.0f disk bytes/entry\n", t,
+			fmt.Printf("%-7s recovery of %d entries (%s of entry data): open %v, load %v, CPU %v, peak RSS %s, %.0f disk bytes/entry\n", t,
 				rr.entries, size(int64(rr.entries)*int64(cfg.size)), rr.open.Round(time.Millisecond),
-				rr.load.Round(time.Millisecond), float64(rr.diskUsed)/float64(rr.entries))
+				rr.load.Round(time.Millisecond), rr.cpu.Round(time.Millisecond), rss(rr.peakRSS), float64(rr.diskUsed)/float64(rr.entries))
 		}
 	}
 	fmt.Println()
@@ -358,6 +382,8 @@ func run(cfg config) error {
 		row(fmt.Sprintf("recovery of %s of entries: open + load", size(cfg.recoverBytes)), func(t string) string {
 			return fmt.Sprintf("%s + %s", ms(recovers[t].open), ms(recovers[t].load))
 		})
+		row("CPU time of that Open + Load (user + system)", func(t string) string { return ms(recovers[t].cpu) })
+		row("peak RSS during that Open + Load", func(t string) string { return rss(recovers[t].peakRSS) })
 		row("disk bytes/entry, that log", func(t string) string {
 			return fmt.Sprintf("%.0f", float64(recovers[t].diskUsed)/float64(recovers[t].entries))
 		})
@@ -384,13 +410,22 @@ func size(b int64) string {
 }
 
 // recoverLog writes cfg.recoverBytes of entries in 1,024-entry Saves,
-// closes the store and times its Open and Load.
+// closes the store and times its Open and Load. With cfg.keep the log is
+// kept, and one already written (by an earlier run) is reused.
 func recoverLog(cfg config, t string) (loadResult, error) {
 	const batch = 1024
-	dir := filepath.Join(cfg.dir, t+"-recover")
 	n := int((cfg.recoverBytes + int64(batch*cfg.size) - 1) / int64(batch*cfg.size))
-	if _, err := appendN(openers[t], dir, batch, n, cfg.size); err != nil {
-		return loadResult{}, fmt.Errorf("write: %w", err)
+	dir := filepath.Join(cfg.dir, t+"-recover")
+	if cfg.keep {
+		dir = filepath.Join(cfg.dir, fmt.Sprintf("%s-recover-%d-%d", t, n*batch, cfg.size))
+	}
+	if _, err := os.Stat(dir); !cfg.keep || err != nil {
+		if err := os.RemoveAll(dir); err != nil {
+			return loadResult{}, err
+		}
+		if _, err := appendN(openers[t], dir, batch, n, cfg.size); err != nil {
+			return loadResult{}, fmt.Errorf("write: %w", err)
+		}
 	}
 	if cfg.profile != "" {
 		f, err := os.Create(fmt.Sprintf("%s-%s.pprof", cfg.profile, t))
@@ -404,10 +439,47 @@ func recoverLog(cfg config, t string) (loadResult, error) {
 		defer pprof.StopCPUProfile()
 	}
 	r, err := openLoad(openers[t], dir, n*batch)
-	if err != nil {
+	if err != nil || cfg.keep {
 		return r, err
 	}
 	return r, os.RemoveAll(dir)
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// resetPeakRSS resets the process's peak resident set size (VmHWM).
+func resetPeakRSS() error { return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS returns the process's peak resident set size (VmHWM) in bytes.
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return -1, fmt.Errorf("VmHWM %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return -1, errors.New("no VmHWM in /proc/self/status")
+}
+
+func rss(b int64) string {
+	if b < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
 }
 
 // countFsyncs runs saves Saves of batch entries in a child process under

@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -57,4 +58,24 @@ func TestSyscallCount(t *testing.T) {
 	if n, err := syscallCount(p); err != nil || n != 2100 {
 		t.Errorf("syscallCount = %d, %v; want 2100", n, err)
 	}
+}
+
+// TestPeakRSS resets and reads the peak resident set size.
+func TestPeakRSS(t *testing.T) {
+	if err := resetPeakRSS(); err != nil {
+		t.Skipf("cannot reset VmHWM: %v", err)
+	}
+	b, err := peakRSS()
+	if err != nil || b <= 0 {
+		t.Fatalf("peakRSS = %d, %v", b, err)
+	}
+	buf := make([]byte, 64<<20)
+	for i := range buf {
+		buf[i] = 1
+	}
+	after, err := peakRSS()
+	if err != nil || after < b+32<<20 {
+		t.Errorf("peakRSS after touching 64 MiB = %d, before %d (%v)", after, b, err)
+	}
+	runtime.KeepAlive(buf)
 }

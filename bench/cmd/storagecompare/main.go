@@ -624,8 +624,9 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 	}
 	s.mem.maxRSS = maxRSS
 	s.cpu = cpu / time.Duration(n+warm)
-	// forge_consensus_log_size is not filled in by the server (always 0):
-	// count the live entries and charge each its value, key and headers.
+	// The live log in memory: count the live entries and charge each its
+	// value, key and headers (forge_consensus_log_size counts their
+	// encoded size, which leaves out the in-memory overhead).
 	if ents, err := c.metric(lead, "forge_consensus_log_entries"); err == nil {
 		s.mem.logBytes = ents * int64(c.size+entryOverhead)
 	}
