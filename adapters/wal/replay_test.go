@@ -3,6 +3,7 @@ package wal
 import (
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
@@ -19,7 +20,7 @@ func TestReplayAllocation(t *testing.T) {
 	m := node.NewMemoryStorage()
 	save := func(u *node.Update) {
 		t.Helper()
-		mustSave(t, s, u)
+		storagetest.MustSave(t, s, u)
 		m.Save(u, func(err error) {
 			if err != nil {
 				t.Fatal(err)
@@ -28,13 +29,13 @@ func TestReplayAllocation(t *testing.T) {
 	}
 	reopen := func() []core.Entry {
 		t.Helper()
-		closeT(t, s)
+		storagetest.MustClose(t, s)
 		s = openT(t, o)
 		if s.opened == nil {
 			t.Fatal("Open kept nothing for the first Load")
 		}
 		es := s.opened.Entries
-		if d := diffPersisted(loadT(t, s), m.Persisted()); d != "" {
+		if d := storagetest.DiffPersisted(storagetest.MustLoad(t, s), m.Persisted()); d != "" {
 			t.Fatalf("after reopen: %s", d)
 		}
 		for i, e := range es[len(es):cap(es)] {
@@ -45,7 +46,7 @@ func TestReplayAllocation(t *testing.T) {
 		return es
 	}
 	for i := uint64(0); i < 100; i++ {
-		save(&node.Update{Entries: ents(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
+		save(&node.Update{Entries: storagetest.NamedEntries(i*5+1, i*5+5, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: i * 5}})
 	}
 	if s.Stats().Rotations < 3 {
 		t.Fatalf("only %d rotations: the log should span several segments", s.Stats().Rotations)
@@ -56,20 +57,20 @@ func TestReplayAllocation(t *testing.T) {
 
 	// A conflicting suffix overwritten (a truncation record), then a local
 	// compaction: the replay drops entries it had already decoded.
-	save(&node.Update{Entries: ents(300, 320, 2), HardState: core.HardState{Term: 2, Vote: 2, Commit: 300}})
-	save(&node.Update{LocalSnapshot: snapAt(250, 1, "two fifty"), CompactTo: 200})
+	save(&node.Update{Entries: storagetest.NamedEntries(300, 320, 2), HardState: core.HardState{Term: 2, Vote: 2, Commit: 300}})
+	save(&node.Update{LocalSnapshot: storagetest.SnapshotWith(250, 1, "two fifty"), CompactTo: 200})
 	if es := reopen(); len(es) == 0 || es[0].Index <= 200 || es[len(es)-1].Index != 320 {
-		t.Fatalf("loaded %s, want entries above 200 up to 320", span(es))
+		t.Fatalf("loaded %s, want entries above 200 up to 320", storagetest.Span(es))
 	}
 
 	// A leader's snapshot replaces the log; only what follows it is kept.
-	save(&node.Update{Snapshot: snapAt(400, 3, "four hundred"), HardState: core.HardState{Term: 3, Vote: 2, Commit: 400}})
-	save(&node.Update{Entries: ents(401, 410, 3)})
+	save(&node.Update{Snapshot: storagetest.SnapshotWith(400, 3, "four hundred"), HardState: core.HardState{Term: 3, Vote: 2, Commit: 400}})
+	save(&node.Update{Entries: storagetest.NamedEntries(401, 410, 3)})
 	es := reopen()
 	if len(es) != 10 || cap(es) > 2*len(es) {
-		t.Fatalf("loaded %d entries %s into a slice of capacity %d, want 10 and at most twice that", len(es), span(es), cap(es))
+		t.Fatalf("loaded %d entries %s into a slice of capacity %d, want 10 and at most twice that", len(es), storagetest.Span(es), cap(es))
 	}
-	closeT(t, s)
+	storagetest.MustClose(t, s)
 }
 
 // TestEntryCount checks the allocation hint: exact for a segment written
@@ -78,10 +79,10 @@ func TestEntryCount(t *testing.T) {
 	dir := t.TempDir()
 	o := testOpts(dir)
 	s := openT(t, o)
-	mustSave(t, s, &node.Update{Entries: ents(1, 40, 1), HardState: core.HardState{Term: 1, Vote: 1}})
-	mustSave(t, s, &node.Update{Entries: ents(41, 41, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 20}})
-	mustSave(t, s, &node.Update{Entries: ents(30, 35, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 20}}) // truncation, then 6 entries
-	closeT(t, s)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 40, 1), HardState: core.HardState{Term: 1, Vote: 1}})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(41, 41, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 20}})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(30, 35, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 20}}) // truncation, then 6 entries
+	storagetest.MustClose(t, s)
 	files := listDir(t, dir, segSuffix)
 	if len(files) != 1 {
 		t.Fatalf("segments %v, want one", files)
