@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
-	"strings"
 )
 
 // Minimum encoded sizes of snapshot list elements, used to bound a decoded
@@ -21,20 +20,30 @@ const (
 // Snapshot returns the whole replicated state (data, sessions and applied
 // index) as deterministic bytes: equal states at the same applied index give
 // equal bytes. The format is in the package documentation. The error is
-// always nil.
+// always nil. With Config.ShareSnapshots the Store keeps references into
+// the returned bytes (see AppendSnapshot).
 func (s *Store) Snapshot() ([]byte, error) {
-	type item struct {
-		key   string
-		value []byte
-	}
-	items := make([]item, 0, len(s.data))
+	return s.AppendSnapshot(nil), nil
+}
+
+// AppendSnapshot appends the bytes Snapshot returns to b and returns the
+// extended slice, so that a host can put its own header in front without
+// copying the state; the checksum covers the appended bytes only. b is
+// grown at most once.
+//
+// With Config.ShareSnapshots every stored value afterwards refers to the
+// appended bytes, which the caller must then never modify: the state is
+// held once, in the snapshot, and the previous snapshot is no longer
+// referenced by the Store.
+func (s *Store) AppendSnapshot(b []byte) []byte {
+	keys := make([]string, 0, len(s.data))
 	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(len(s.data))) +
 		uvarintLen(uint64(len(s.sessions))) + checksumSize
 	for k, e := range s.data {
-		items = append(items, item{k, e.value})
+		keys = append(keys, k)
 		size += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(e.value))) + len(e.value)
 	}
-	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.key, b.key) })
+	slices.Sort(keys)
 	sessions := make([]*session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		sessions = append(sessions, sess)
@@ -43,13 +52,20 @@ func (s *Store) Snapshot() ([]byte, error) {
 	}
 	slices.SortFunc(sessions, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
 
-	b := make([]byte, 0, size)
+	// Grown once: nothing below reallocates b, so the values the Store
+	// re-points into it stay valid.
+	b = slices.Grow(b, size)
+	start := len(b)
 	b = append(b, encodingVersion)
 	b = binary.AppendUvarint(b, s.applied)
-	b = binary.AppendUvarint(b, uint64(len(items)))
-	for _, it := range items {
-		b = appendString(b, it.key)
-		b = appendBytes(b, it.value)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		e := s.data[k]
+		b = appendString(b, k)
+		b, e.value = s.appendValue(b, e.value)
+		if s.share {
+			s.data[k] = e
+		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(sessions)))
 	for _, sess := range sessions {
@@ -57,16 +73,28 @@ func (s *Store) Snapshot() ([]byte, error) {
 		b = binary.AppendUvarint(b, sess.lastSeq)
 		b = binary.AppendUvarint(b, sess.index)
 		b = append(b, byte(sess.result.Status), sess.result.flags())
-		b = appendBytes(b, sess.result.Value)
+		b, sess.result.Value = s.appendValue(b, sess.result.Value)
 	}
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
-	return b, nil
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crc32.MakeTable(crc32.Castagnoli)))
+}
+
+// appendValue appends v as a byte string to b and returns b and the value
+// the Store keeps: with sharing, the appended copy (capacity-limited);
+// otherwise v.
+func (s *Store) appendValue(b, v []byte) ([]byte, []byte) {
+	b = appendBytes(b, v)
+	if !s.share || len(v) == 0 {
+		return b, v
+	}
+	return b, b[len(b)-len(v) : len(b) : len(b)]
 }
 
 // Restore replaces the whole replicated state (data, sessions, applied
 // index) with a snapshot made by Snapshot. It checks the checksum and the
 // canonical form, and on any error (wrapping ErrInvalidSnapshot) leaves the
-// Store unchanged. The Store keeps no reference to data.
+// Store unchanged. The Store keeps no reference to data, unless
+// Config.ShareSnapshots is set: then the stored values refer to data, which
+// the caller must never modify afterwards.
 //
 // If the snapshot holds more sessions than Config.MaxSessions, the excess
 // is evicted (oldest first) when the next new session is created, not at
@@ -102,7 +130,7 @@ func (s *Store) Restore(data []byte) error {
 			break
 		}
 		prev = k
-		e := entry{value: cloneBytes(v), hash: dataHash(k, v)}
+		e := entry{value: s.keep(v), hash: dataHash(k, v)}
 		kv[string(k)] = e
 		hash += e.hash
 	}
@@ -131,7 +159,7 @@ func (s *Store) Restore(data []byte) error {
 		if r.failed() {
 			break
 		}
-		res.Value = cloneBytes(res.Value)
+		res.Value = s.keep(res.Value)
 		sess.result = res
 		sess.hash = sessionHash(sess)
 		hash += sess.hash
@@ -159,4 +187,13 @@ func (s *Store) Restore(data []byte) error {
 	s.data, s.sessions, s.lru = kv, sessions, lru
 	s.applied, s.hash = applied, hash
 	return nil
+}
+
+// keep returns what the Store keeps of a value decoded from a snapshot: v
+// itself with sharing, a copy otherwise.
+func (s *Store) keep(v []byte) []byte {
+	if s.share {
+		return v
+	}
+	return cloneBytes(v)
 }

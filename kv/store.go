@@ -18,12 +18,22 @@ type Config struct {
 	// this way loses exactly-once for a retry in flight: the retry is
 	// applied again as a new command.
 	MaxSessions int
+	// ShareSnapshots lets the Store keep references into its snapshots
+	// instead of copies: after Snapshot or AppendSnapshot every stored
+	// value refers to the returned bytes, and Restore keeps references
+	// into the bytes it is given. The state is then held once, in the
+	// snapshot the host keeps anyway, rather than twice. The caller must
+	// never modify those bytes afterwards. A host that writes snapshot
+	// bytes to disk and sends them to peers as they are (the node package
+	// does) can set it; one that reuses the buffers must not.
+	ShareSnapshots bool
 }
 
 // Store is the key-value state machine. It is not safe for concurrent use
 // (the host loop is single-threaded).
 type Store struct {
 	maxSessions int
+	share       bool // Config.ShareSnapshots
 	data        map[string]entry
 	sessions    map[uint64]*session
 	lru         sessionHeap // the sessions, by (index, id): lru[0] is evicted first
@@ -57,6 +67,7 @@ func New(cfg Config) *Store {
 	}
 	return &Store{
 		maxSessions: maxSessions,
+		share:       cfg.ShareSnapshots,
 		data:        make(map[string]entry),
 		sessions:    make(map[uint64]*session),
 	}
