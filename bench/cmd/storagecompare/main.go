@@ -66,6 +66,8 @@ type options struct {
 	profileSeconds    int
 	rssKeys           []int
 	heap              bool
+	memoryLimit       int64 // memory_limit of every node (0: none)
+	port              int   // the floor's first port; clusters from port+100 on
 	keep              bool
 	serverEnv         []string // extra environment of every system's server processes
 }
@@ -94,6 +96,9 @@ func run() error {
 		" (empty: skip)")
 	flag.BoolVar(&o.heap, "heap", false, "with -rss-keys: after each large-state run save the leader's heap profile"+
 		" (after a GC) and print its Go memory statistics")
+	flag.IntVar(&o.port, "port", 27601, "first port: the floor's replicas use it and the next two, the clusters"+
+		" ports from port+100 on (10 raft ports each, +100 API, +200 client, +300 pprof)")
+	flag.Int64Var(&o.memoryLimit, "memory-limit", 0, "memory_limit (bytes) in every node's configuration (0: none)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	gomaxprocs := flag.Int("gomaxprocs", 0, "set GOMAXPROCS of every system's server processes (0: Go's default)")
 	flag.Parse()
@@ -240,14 +245,14 @@ func compare(o options) error {
 		var s system
 		switch name {
 		case "floor":
-			s = &floor{bin: b.commitfloor, port: 27601, dir: filepath.Join(o.work, "floor"), size: o.size, env: o.serverEnv}
+			s = &floor{bin: b.commitfloor, port: o.port, dir: filepath.Join(o.work, "floor"), size: o.size, env: o.serverEnv}
 		default:
 			storage, transport, _ := strings.Cut(name, "+")
 			if transport == "" {
 				transport = "grpc"
 			}
-			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: 27701 + 10*k,
-				dir: filepath.Join(o.work, "ours-"+name), size: o.size, env: o.serverEnv}
+			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: o.port + 100 + 10*k,
+				dir: filepath.Join(o.work, "ours-"+name), size: o.size, env: o.serverEnv, memoryLimit: o.memoryLimit}
 		}
 		fmt.Printf("starting %s\n", s.name())
 		if err := s.start(); err != nil {
@@ -540,6 +545,8 @@ type cluster struct {
 	size      int
 	procs     []*exec.Cmd
 	emptyRSS  int64 // the leader's VmRSS once started, before any write
+	// memoryLimit is the nodes' memory_limit (0: none).
+	memoryLimit int64
 }
 
 func (c *cluster) name() string { return "ours-" + c.label }
@@ -582,8 +589,9 @@ api:
   client_addr: 127.0.0.1:%d
 admin_api:
   allow_unauthenticated: true
+memory_limit: %d
 `, id, c.base+id-1, peers.String(), c.transport, c.storage, filepath.Join(c.dir, fmt.Sprintf("node%d", id)), c.apiAddr(id),
-		c.base+200+id-1)
+		c.base+200+id-1, c.memoryLimit)
 }
 
 func (c *cluster) start() error {
