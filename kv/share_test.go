@@ -146,3 +146,43 @@ func TestShareSnapshotsHoldsStateOnce(t *testing.T) {
 		t.Fatalf("a shared snapshot of %d bytes grew the live heap by %d bytes, want < 10 %%", size, sharedGrowth)
 	}
 }
+
+// TestSharedStoreMatchesPlainManyKeys drives a sharing store and a plain one
+// with the same random Sets, Deletes and CASes over 500 keys, the sharing
+// one snapshotting at random (each snapshot becomes its base): answers,
+// lengths, hashes and snapshots must agree throughout.
+func TestSharedStoreMatchesPlainManyKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	shared, plain := New(Config{ShareSnapshots: true}), New(Config{})
+	for i := uint64(1); i <= 20000; i++ {
+		key := fmt.Sprint("key", rng.IntN(500))
+		var c Command
+		switch rng.IntN(6) {
+		case 0, 1:
+			c = Command{Op: OpDelete, Key: key}
+		case 2:
+			v, _ := plain.Get(key)
+			c = Command{Op: OpCAS, Key: key, Expected: v, Value: []byte(fmt.Sprint("cas", i))}
+		default:
+			c = Command{Op: OpSet, Key: key, Value: []byte(fmt.Sprint("v", i))[:rng.IntN(6)]}
+		}
+		cmd := EncodeCommand(c)
+		if r1, r2 := mustApply(t, shared, i, cmd), mustApply(t, plain, i, cmd); !resultEqual(r1, r2) {
+			t.Fatalf("index %d %+v: shared %+v, plain %+v", i, c, r1, r2)
+		}
+		if shared.Len() != plain.Len() || shared.Hash() != plain.Hash() {
+			t.Fatalf("index %d: shared len %d hash %#x, plain %d %#x", i, shared.Len(), shared.Hash(), plain.Len(),
+				plain.Hash())
+		}
+		if rng.IntN(500) == 0 {
+			if a, b := mustSnapshot(t, shared), mustSnapshot(t, plain); !bytes.Equal(a, b) {
+				t.Fatalf("index %d: snapshots differ", i)
+			}
+			checkInvariants(t, shared)
+		}
+	}
+	checkInvariants(t, shared)
+	if a, b := mustSnapshot(t, shared), mustSnapshot(t, plain); !bytes.Equal(a, b) {
+		t.Fatal("final snapshots differ")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+	"strings"
 )
 
 // Minimum encoded sizes of snapshot list elements, used to bound a decoded
@@ -31,14 +32,14 @@ func (s *Store) Snapshot() ([]byte, error) {
 // copying the state; the checksum covers the appended bytes only. b is
 // grown at most once.
 //
-// With Config.ShareSnapshots every stored value afterwards refers to the
-// appended bytes, which the caller must then never modify: the state is
-// held once, in the snapshot, and the previous snapshot is no longer
-// referenced by the Store.
+// With Config.ShareSnapshots the Store afterwards keeps its state in the
+// returned slice (prefix included), which the caller must then never
+// modify, and no longer refers to the previous snapshot.
 func (s *Store) AppendSnapshot(b []byte) []byte {
 	keys := make([]string, 0, len(s.data))
-	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(len(s.data))) +
-		uvarintLen(uint64(len(s.sessions))) + checksumSize
+	// An upper bound: base's records hidden by data or deleted are counted.
+	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(s.count)) +
+		uvarintLen(uint64(len(s.sessions))) + checksumSize + s.baseBytes
 	for k, e := range s.data {
 		keys = append(keys, k)
 		size += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(e.value))) + len(e.value)
@@ -58,15 +59,20 @@ func (s *Store) AppendSnapshot(b []byte) []byte {
 	start := len(b)
 	b = append(b, encodingVersion)
 	b = binary.AppendUvarint(b, s.applied)
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		e := s.data[k]
-		b = appendString(b, k)
-		b, e.value = s.appendValue(b, e.value)
-		if s.share {
-			s.data[k] = e
-		}
+	b = binary.AppendUvarint(b, uint64(s.count))
+	var index []int
+	if s.share {
+		index = make([]int, 0, s.count)
 	}
+	records := len(b)
+	s.merge(keys, func(k mergeKey, v []byte) {
+		if s.share {
+			index = append(index, len(b))
+		}
+		b = k.append(b)
+		b = appendBytes(b, v)
+	})
+	baseBytes := len(b) - records
 	b = binary.AppendUvarint(b, uint64(len(sessions)))
 	for _, sess := range sessions {
 		b = binary.AppendUvarint(b, sess.id)
@@ -75,7 +81,63 @@ func (s *Store) AppendSnapshot(b []byte) []byte {
 		b = append(b, byte(sess.result.Status), sess.result.flags())
 		b, sess.result.Value = s.appendValue(b, sess.result.Value)
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crc32.MakeTable(crc32.Castagnoli)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crc32.MakeTable(crc32.Castagnoli)))
+	if s.share {
+		// The snapshot is the new base; what changed since the last one
+		// is in it.
+		s.base, s.index, s.baseBytes = b, index, baseBytes
+		s.data, s.deleted = make(map[string]entry), nil
+	}
+	return b
+}
+
+// mergeKey is a key met by merge: from base (bytes) or from data (str).
+type mergeKey struct {
+	bytes []byte
+	str   string
+	base  bool
+}
+
+func (k mergeKey) append(b []byte) []byte {
+	if k.base {
+		return appendBytes(b, k.bytes)
+	}
+	return appendString(b, k.str)
+}
+
+// merge calls fn with every key present and its value, in ascending key
+// order: base's records less those deleted or set since, and data's, whose
+// keys, sorted, are keys.
+func (s *Store) merge(keys []string, fn func(k mergeKey, value []byte)) {
+	i, j := 0, 0
+	for i < len(s.index) || j < len(keys) {
+		var bk, bv []byte
+		c := 1 // base exhausted: data's key comes first
+		if i < len(s.index) {
+			bk, bv, _ = recordAt(s.base, s.index[i])
+			if j < len(keys) {
+				c = strings.Compare(string(bk), keys[j])
+			} else {
+				c = -1
+			}
+		}
+		switch {
+		case c < 0:
+			i++
+			if len(s.deleted) > 0 {
+				if _, gone := s.deleted[string(bk)]; gone {
+					continue
+				}
+			}
+			fn(mergeKey{bytes: bk, base: true}, bv)
+		default: // data's key; on a tie it hides base's
+			if c == 0 {
+				i++
+			}
+			fn(mergeKey{str: keys[j]}, s.data[keys[j]].value)
+			j++
+		}
+	}
 }
 
 // appendValue appends v as a byte string to b and returns b and the value
@@ -117,9 +179,17 @@ func (s *Store) Restore(data []byte) error {
 	var hash uint64
 
 	n := r.count("data count", minEncodedDataSize)
-	kv := make(map[string]entry, n)
+	var kv map[string]entry
+	var index []int
+	if s.share {
+		index = make([]int, 0, n)
+	} else {
+		kv = make(map[string]entry, n)
+	}
+	records := r.off
 	var prev []byte
 	for i := 0; i < n && !r.failed(); i++ {
+		off := r.off
 		k := r.bytes("key", MaxKeyLen)
 		v := r.bytes("value", MaxValueLen)
 		if r.failed() {
@@ -130,10 +200,15 @@ func (s *Store) Restore(data []byte) error {
 			break
 		}
 		prev = k
-		e := entry{value: s.keep(v), hash: dataHash(k, v)}
-		kv[string(k)] = e
-		hash += e.hash
+		h := dataHash(k, v)
+		if s.share {
+			index = append(index, off)
+		} else {
+			kv[string(k)] = entry{value: cloneBytes(v), hash: h}
+		}
+		hash += h
 	}
+	baseBytes := r.off - records
 
 	m := r.count("session count", minEncodedSessionSize)
 	sessions := make(map[uint64]*session, m)
@@ -184,8 +259,15 @@ func (s *Store) Restore(data []byte) error {
 	for i, sess := range lru {
 		sess.pos = i
 	}
-	s.data, s.sessions, s.lru = kv, sessions, lru
-	s.applied, s.hash = applied, hash
+	s.sessions, s.lru = sessions, lru
+	s.applied, s.hash, s.count = applied, hash, n
+	if s.share {
+		s.base, s.index, s.baseBytes = data, index, baseBytes
+		s.data, s.deleted = make(map[string]entry), nil
+	} else {
+		s.data = kv
+		s.base, s.index, s.baseBytes, s.deleted = nil, nil, 0, nil
+	}
 	return nil
 }
 
