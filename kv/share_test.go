@@ -186,3 +186,27 @@ func TestSharedStoreMatchesPlainManyKeys(t *testing.T) {
 		t.Fatal("final snapshots differ")
 	}
 }
+
+// TestSharedSnapshotAllocations: a snapshot of a sharing store allocates a
+// bounded number of times (its bytes, its index, the sorted keys changed
+// since the last one, a new map), not once per key.
+func TestSharedSnapshotAllocations(t *testing.T) {
+	s := New(Config{ShareSnapshots: true})
+	for i := range 5000 {
+		mustApply(t, s, uint64(i+1), cmdSet(fmt.Sprint("key", i), "value", 0, 0))
+	}
+	mustSnapshot(t, s)
+	next := uint64(5001)
+	allocs := testing.AllocsPerRun(5, func() {
+		for i := range 10 { // a few keys changed since, so that both sides merge
+			mustApply(t, s, next, cmdSet(fmt.Sprint("key", i*400), "new value", 0, 0))
+			next++
+		}
+		mustSnapshot(t, s)
+	})
+	// 10 Sets (a command and a value each, plus map growth) and the
+	// snapshot's few: far below one per key.
+	if allocs > 100 {
+		t.Fatalf("%.0f allocations for a snapshot of 5,000 keys", allocs)
+	}
+}

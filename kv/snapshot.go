@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
-	"strings"
 )
 
 // Minimum encoded sizes of snapshot list elements, used to bound a decoded
@@ -115,10 +114,13 @@ func (s *Store) merge(keys []string, fn func(k mergeKey, value []byte)) {
 		c := 1 // base exhausted: data's key comes first
 		if i < len(s.index) {
 			bk, bv, _ = recordAt(s.base, s.index[i])
-			if j < len(keys) {
-				c = strings.Compare(string(bk), keys[j])
-			} else {
+			// Compared as strings without converting (which would
+			// allocate a string per record).
+			switch {
+			case j == len(keys) || string(bk) < keys[j]:
 				c = -1
+			case string(bk) == keys[j]:
+				c = 0
 			}
 		}
 		switch {
