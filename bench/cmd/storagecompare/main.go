@@ -264,8 +264,10 @@ func compare(o options) error {
 			// (nothing written yet), after the election has settled.
 			time.Sleep(2 * time.Second)
 			if lead, err := cl.leader(); err == nil {
-				cl.emptyRSS = rss(cl.procs[lead-1].Process.Pid)
-				fmt.Printf("%s: the leader's RSS with an empty state, idle: %s\n", s.name(), mib(cl.emptyRSS))
+				pid := cl.procs[lead-1].Process.Pid
+				cl.emptyRSS = rss(pid)
+				fmt.Printf("%s: the leader's RSS with an empty state, idle: %s (anonymous %s, file-backed %s: the"+
+					" binary's pages)\n", s.name(), mib(cl.emptyRSS), mib(status(pid, "RssAnon:")), mib(status(pid, "RssFile:")))
 			}
 		}
 		if o.warmup > 0 {
@@ -869,13 +871,17 @@ func sampleRSS(ctx context.Context, pid int) int64 {
 }
 
 // rss reads VmRSS from /proc/pid/status, in bytes (0 if it cannot).
-func rss(pid int) int64 {
+func rss(pid int) int64 { return status(pid, "VmRSS:") }
+
+// status reads a field given in kB (VmRSS:, RssAnon:, ...) from
+// /proc/pid/status, in bytes (0 if it cannot).
+func status(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}
