@@ -93,15 +93,25 @@ func FuzzRestore(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Random bytes rarely carry a valid checksum: also try b as the body
 		// of a snapshot, sealed with its checksum, to reach the parser.
-		checkRestore(t, b)
-		checkRestore(t, sealed(append([]byte(nil), b...)))
+		for _, share := range []bool{false, true} {
+			checkRestore(t, b, share)
+			checkRestore(t, sealed(append([]byte(nil), b...)), share)
+		}
 	})
 }
 
 // checkRestore restores b into a non-empty store: on error the store must be
-// unchanged; on success b must be canonical and the store consistent.
-func checkRestore(t *testing.T, b []byte) {
-	s := New(Config{MaxSessions: 3})
+// unchanged; on success b must be canonical and the store consistent. With
+// share the store keeps references into b, which must then stay unchanged
+// by what the store does next.
+func checkRestore(t *testing.T, b []byte, share bool) {
+	orig := append([]byte(nil), b...)
+	defer func() {
+		if !bytes.Equal(b, orig) {
+			t.Fatal("the store modified the bytes it was restored from")
+		}
+	}()
+	s := New(Config{MaxSessions: 3, ShareSnapshots: share})
 	mustApply(t, s, 1, cmdSet("mine", "v", 7, 1))
 	before := mustSnapshot(t, s)
 	hash := s.Hash()

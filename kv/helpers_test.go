@@ -60,9 +60,7 @@ func resultEqual(a, b Result) bool {
 // incremental bookkeeping.
 func recomputeHash(s *Store) uint64 {
 	var h uint64
-	for k, e := range s.data {
-		h += dataHash([]byte(k), e.value)
-	}
+	each(s, func(k string, v []byte) { h += dataHash([]byte(k), v) })
 	for _, sess := range s.sessions {
 		h += sessionHash(sess)
 	}
@@ -80,9 +78,27 @@ func checkInvariants(t testing.TB, s *Store) {
 		if e.hash != dataHash([]byte(k), e.value) {
 			t.Fatalf("stale item hash for key %q", k)
 		}
-		if e.value != nil && len(e.value) == 0 {
+	}
+	n := 0
+	var prev string
+	each(s, func(k string, v []byte) {
+		if v != nil && len(v) == 0 {
 			t.Fatalf("key %q stores a non-nil empty value", k)
 		}
+		if n > 0 && k <= prev {
+			t.Fatalf("keys out of order: %q after %q", k, prev)
+		}
+		if got, ok := s.Get(k); !ok || !bytes.Equal(got, v) {
+			t.Fatalf("Get(%q) = %q, %v; the merged state has %q", k, got, ok, v)
+		}
+		prev = k
+		n++
+	})
+	if n != s.Len() {
+		t.Fatalf("%d keys, Len %d", n, s.Len())
+	}
+	if !s.share && (s.base != nil || len(s.index) > 0 || len(s.deleted) > 0) {
+		t.Fatal("a store that does not share its snapshots has a base")
 	}
 	if len(s.lru) != len(s.sessions) {
 		t.Fatalf("heap has %d sessions, map %d", len(s.lru), len(s.sessions))
@@ -111,4 +127,20 @@ func sessionIDs(s *Store) []uint64 {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// each calls fn with every key and its value, in ascending key order.
+func each(s *Store, fn func(key string, value []byte)) {
+	keys := make([]string, 0, len(s.data))
+	for k := range s.data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	s.merge(keys, func(k mergeKey, v []byte) {
+		if k.base {
+			fn(string(k.bytes), v)
+		} else {
+			fn(k.str, v)
+		}
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
-	"strings"
 )
 
 // Minimum encoded sizes of snapshot list elements, used to bound a decoded
@@ -21,20 +20,30 @@ const (
 // Snapshot returns the whole replicated state (data, sessions and applied
 // index) as deterministic bytes: equal states at the same applied index give
 // equal bytes. The format is in the package documentation. The error is
-// always nil.
+// always nil. With Config.ShareSnapshots the Store keeps references into
+// the returned bytes (see AppendSnapshot).
 func (s *Store) Snapshot() ([]byte, error) {
-	type item struct {
-		key   string
-		value []byte
-	}
-	items := make([]item, 0, len(s.data))
-	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(len(s.data))) +
-		uvarintLen(uint64(len(s.sessions))) + checksumSize
+	return s.AppendSnapshot(nil), nil
+}
+
+// AppendSnapshot appends the bytes Snapshot returns to b and returns the
+// extended slice, so that a host can put its own header in front without
+// copying the state; the checksum covers the appended bytes only. b is
+// grown at most once.
+//
+// With Config.ShareSnapshots the Store afterwards keeps its state in the
+// returned slice (prefix included), which the caller must then never
+// modify, and no longer refers to the previous snapshot.
+func (s *Store) AppendSnapshot(b []byte) []byte {
+	keys := make([]string, 0, len(s.data))
+	// An upper bound: base's records hidden by data or deleted are counted.
+	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(s.count)) +
+		uvarintLen(uint64(len(s.sessions))) + checksumSize + s.baseBytes
 	for k, e := range s.data {
-		items = append(items, item{k, e.value})
+		keys = append(keys, k)
 		size += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(e.value))) + len(e.value)
 	}
-	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.key, b.key) })
+	slices.Sort(keys)
 	sessions := make([]*session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		sessions = append(sessions, sess)
@@ -43,30 +52,113 @@ func (s *Store) Snapshot() ([]byte, error) {
 	}
 	slices.SortFunc(sessions, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
 
-	b := make([]byte, 0, size)
+	// Grown once: nothing below reallocates b, so the values the Store
+	// re-points into it stay valid.
+	b = slices.Grow(b, size)
+	start := len(b)
 	b = append(b, encodingVersion)
 	b = binary.AppendUvarint(b, s.applied)
-	b = binary.AppendUvarint(b, uint64(len(items)))
-	for _, it := range items {
-		b = appendString(b, it.key)
-		b = appendBytes(b, it.value)
+	b = binary.AppendUvarint(b, uint64(s.count))
+	var index []int
+	if s.share {
+		index = make([]int, 0, s.count)
 	}
+	records := len(b)
+	s.merge(keys, func(k mergeKey, v []byte) {
+		if s.share {
+			index = append(index, len(b))
+		}
+		b = k.append(b)
+		b = appendBytes(b, v)
+	})
+	baseBytes := len(b) - records
 	b = binary.AppendUvarint(b, uint64(len(sessions)))
 	for _, sess := range sessions {
 		b = binary.AppendUvarint(b, sess.id)
 		b = binary.AppendUvarint(b, sess.lastSeq)
 		b = binary.AppendUvarint(b, sess.index)
 		b = append(b, byte(sess.result.Status), sess.result.flags())
-		b = appendBytes(b, sess.result.Value)
+		b, sess.result.Value = s.appendValue(b, sess.result.Value)
 	}
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
-	return b, nil
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crc32.MakeTable(crc32.Castagnoli)))
+	if s.share {
+		// The snapshot is the new base; what changed since the last one
+		// is in it.
+		s.base, s.index, s.baseBytes = b, index, baseBytes
+		s.data, s.deleted = make(map[string]entry), nil
+	}
+	return b
+}
+
+// mergeKey is a key met by merge: from base (bytes) or from data (str).
+type mergeKey struct {
+	bytes []byte
+	str   string
+	base  bool
+}
+
+func (k mergeKey) append(b []byte) []byte {
+	if k.base {
+		return appendBytes(b, k.bytes)
+	}
+	return appendString(b, k.str)
+}
+
+// merge calls fn with every key present and its value, in ascending key
+// order: base's records less those deleted or set since, and data's, whose
+// keys, sorted, are keys.
+func (s *Store) merge(keys []string, fn func(k mergeKey, value []byte)) {
+	i, j := 0, 0
+	for i < len(s.index) || j < len(keys) {
+		var bk, bv []byte
+		c := 1 // base exhausted: data's key comes first
+		if i < len(s.index) {
+			bk, bv, _ = recordAt(s.base, s.index[i])
+			// Compared as strings without converting (which would
+			// allocate a string per record).
+			switch {
+			case j == len(keys) || string(bk) < keys[j]:
+				c = -1
+			case string(bk) == keys[j]:
+				c = 0
+			}
+		}
+		switch {
+		case c < 0:
+			i++
+			if len(s.deleted) > 0 {
+				if _, gone := s.deleted[string(bk)]; gone {
+					continue
+				}
+			}
+			fn(mergeKey{bytes: bk, base: true}, bv)
+		default: // data's key; on a tie it hides base's
+			if c == 0 {
+				i++
+			}
+			fn(mergeKey{str: keys[j]}, s.data[keys[j]].value)
+			j++
+		}
+	}
+}
+
+// appendValue appends v as a byte string to b and returns b and the value
+// the Store keeps: with sharing, the appended copy (capacity-limited);
+// otherwise v.
+func (s *Store) appendValue(b, v []byte) ([]byte, []byte) {
+	b = appendBytes(b, v)
+	if !s.share || len(v) == 0 {
+		return b, v
+	}
+	return b, b[len(b)-len(v) : len(b) : len(b)]
 }
 
 // Restore replaces the whole replicated state (data, sessions, applied
 // index) with a snapshot made by Snapshot. It checks the checksum and the
 // canonical form, and on any error (wrapping ErrInvalidSnapshot) leaves the
-// Store unchanged. The Store keeps no reference to data.
+// Store unchanged. The Store keeps no reference to data, unless
+// Config.ShareSnapshots is set: then the stored values refer to data, which
+// the caller must never modify afterwards.
 //
 // If the snapshot holds more sessions than Config.MaxSessions, the excess
 // is evicted (oldest first) when the next new session is created, not at
@@ -89,9 +181,17 @@ func (s *Store) Restore(data []byte) error {
 	var hash uint64
 
 	n := r.count("data count", minEncodedDataSize)
-	kv := make(map[string]entry, n)
+	var kv map[string]entry
+	var index []int
+	if s.share {
+		index = make([]int, 0, n)
+	} else {
+		kv = make(map[string]entry, n)
+	}
+	records := r.off
 	var prev []byte
 	for i := 0; i < n && !r.failed(); i++ {
+		off := r.off
 		k := r.bytes("key", MaxKeyLen)
 		v := r.bytes("value", MaxValueLen)
 		if r.failed() {
@@ -102,10 +202,15 @@ func (s *Store) Restore(data []byte) error {
 			break
 		}
 		prev = k
-		e := entry{value: cloneBytes(v), hash: dataHash(k, v)}
-		kv[string(k)] = e
-		hash += e.hash
+		h := dataHash(k, v)
+		if s.share {
+			index = append(index, off)
+		} else {
+			kv[string(k)] = entry{value: cloneBytes(v), hash: h}
+		}
+		hash += h
 	}
+	baseBytes := r.off - records
 
 	m := r.count("session count", minEncodedSessionSize)
 	sessions := make(map[uint64]*session, m)
@@ -131,7 +236,7 @@ func (s *Store) Restore(data []byte) error {
 		if r.failed() {
 			break
 		}
-		res.Value = cloneBytes(res.Value)
+		res.Value = s.keep(res.Value)
 		sess.result = res
 		sess.hash = sessionHash(sess)
 		hash += sess.hash
@@ -156,7 +261,23 @@ func (s *Store) Restore(data []byte) error {
 	for i, sess := range lru {
 		sess.pos = i
 	}
-	s.data, s.sessions, s.lru = kv, sessions, lru
-	s.applied, s.hash = applied, hash
+	s.sessions, s.lru = sessions, lru
+	s.applied, s.hash, s.count = applied, hash, n
+	if s.share {
+		s.base, s.index, s.baseBytes = data, index, baseBytes
+		s.data, s.deleted = make(map[string]entry), nil
+	} else {
+		s.data = kv
+		s.base, s.index, s.baseBytes, s.deleted = nil, nil, 0, nil
+	}
 	return nil
+}
+
+// keep returns what the Store keeps of a value decoded from a snapshot: v
+// itself with sharing, a copy otherwise.
+func (s *Store) keep(v []byte) []byte {
+	if s.share {
+		return v
+	}
+	return cloneBytes(v)
 }

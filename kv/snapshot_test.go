@@ -84,9 +84,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 			dst.Hash(), dst.Len(), dst.Applied(), src.Hash(), src.Len(), src.Applied())
 	}
 	wantValue(t, dst, "junk", "", false)
-	for k, e := range src.data {
-		wantValue(t, dst, k, string(e.value), true)
-	}
+	each(src, func(k string, v []byte) { wantValue(t, dst, k, string(v), true) })
 	if !slices.Equal(sessionIDs(dst), sessionIDs(src)) {
 		t.Fatalf("sessions %v, want %v", sessionIDs(dst), sessionIDs(src))
 	}

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 )
 
@@ -18,13 +19,38 @@ type Config struct {
 	// this way loses exactly-once for a retry in flight: the retry is
 	// applied again as a new command.
 	MaxSessions int
+	// ShareSnapshots lets the Store keep its state in its latest snapshot
+	// instead of beside it: after Snapshot or AppendSnapshot the Store
+	// refers to the returned bytes, and after Restore to the bytes it was
+	// given, and keeps in maps only what changed since (looking keys of
+	// the snapshot up by binary search). The state is then held once, in
+	// the snapshot a host keeps anyway, at about 8 bytes per key beyond
+	// it. The caller must never modify those bytes afterwards. A host that
+	// writes snapshot bytes to disk and sends them to peers as they are
+	// (the node package does) can set it; one that reuses the buffers must
+	// not. Answers, hashes and snapshot bytes are the same either way.
+	ShareSnapshots bool
 }
 
 // Store is the key-value state machine. It is not safe for concurrent use
 // (the host loop is single-threaded).
+//
+// Without sharing every key is in data. With Config.ShareSnapshots the keys
+// as of the last snapshot (taken or restored) stay in that snapshot's bytes,
+// base, found by binary search over index; data holds only what changed
+// since (the keys set since, which hide base's), and deleted the keys of
+// base deleted since. A snapshot merges the three into new bytes, which
+// become the next base. A key then costs its record in the snapshot plus 8
+// bytes of index, instead of a map entry and two allocations beside it.
 type Store struct {
 	maxSessions int
+	share       bool // Config.ShareSnapshots
 	data        map[string]entry
+	base        []byte              // share: the last snapshot (nil: none)
+	index       []int               // share: offsets in base of its data records, in key order
+	baseBytes   int                 // share: bytes of base's data records
+	deleted     map[string]struct{} // share: keys of base deleted since (nil: none)
+	count       int                 // keys present
 	sessions    map[uint64]*session
 	lru         sessionHeap // the sessions, by (index, id): lru[0] is evicted first
 	applied     uint64
@@ -57,6 +83,7 @@ func New(cfg Config) *Store {
 	}
 	return &Store{
 		maxSessions: maxSessions,
+		share:       cfg.ShareSnapshots,
 		data:        make(map[string]entry),
 		sessions:    make(map[uint64]*session),
 	}
@@ -114,7 +141,7 @@ func (s *Store) apply(index uint64, cmd []byte) Result {
 
 // exec applies a decoded command to the data.
 func (s *Store) exec(c *commandView) Result {
-	old, found := s.data[string(c.key)]
+	old, found := s.lookup(c.key)
 	switch c.op {
 	case OpGet:
 		return Result{Value: old.value, Found: found, OK: true}
@@ -123,8 +150,7 @@ func (s *Store) exec(c *commandView) Result {
 		return Result{Value: old.value, Found: found, OK: true}
 	case OpDelete:
 		if found {
-			delete(s.data, string(c.key))
-			s.hash -= old.hash
+			s.remove(c.key, old)
 		}
 		return Result{Value: old.value, Found: found, OK: true}
 	case OpCAS:
@@ -141,14 +167,87 @@ func (s *Store) exec(c *commandView) Result {
 	return Result{Status: StatusBadCommand}
 }
 
+// lookup returns the entry of key and whether it is present.
+func (s *Store) lookup(key []byte) (entry, bool) {
+	if e, ok := s.data[string(key)]; ok {
+		return e, true
+	}
+	if len(s.index) == 0 {
+		return entry{}, false
+	}
+	if len(s.deleted) > 0 {
+		if _, ok := s.deleted[string(key)]; ok {
+			return entry{}, false
+		}
+	}
+	i, ok := s.baseFind(key)
+	if !ok {
+		return entry{}, false
+	}
+	_, v, _ := recordAt(s.base, s.index[i])
+	return entry{value: v, hash: dataHash(key, v)}, true
+}
+
+// baseFind returns the position of key among base's records, and whether
+// it is there.
+func (s *Store) baseFind(key []byte) (int, bool) {
+	i, j := 0, len(s.index)
+	for i < j {
+		h := int(uint(i+j) >> 1)
+		k, _, _ := recordAt(s.base, s.index[h])
+		switch c := bytes.Compare(k, key); {
+		case c == 0:
+			return h, true
+		case c < 0:
+			i = h + 1
+		default:
+			j = h
+		}
+	}
+	return i, false
+}
+
+// recordAt decodes the data record (key, value) at off in b, which holds a
+// valid snapshot, and returns them (aliasing b; an empty value is nil) and
+// the offset after the record.
+func recordAt(b []byte, off int) (key, value []byte, next int) {
+	n, k := binary.Uvarint(b[off:])
+	off += k
+	key = b[off : off+int(n) : off+int(n)]
+	off += int(n)
+	n, k = binary.Uvarint(b[off:])
+	off += k
+	if n > 0 {
+		value = b[off : off+int(n) : off+int(n)]
+	}
+	return key, value, off + int(n)
+}
+
 // put stores a copy of value under key, replacing old if found.
 func (s *Store) put(key, value []byte, old entry, found bool) {
 	if found {
 		s.hash -= old.hash
+	} else {
+		s.count++
 	}
 	e := entry{value: cloneBytes(value), hash: dataHash(key, value)}
 	s.data[string(key)] = e
 	s.hash += e.hash
+}
+
+// remove deletes key, present with entry old.
+func (s *Store) remove(key []byte, old entry) {
+	delete(s.data, string(key))
+	if len(s.index) > 0 {
+		if _, ok := s.baseFind(key); ok {
+			if s.deleted == nil {
+				s.deleted = make(map[string]struct{})
+			}
+			s.deleted[string(key)] = struct{}{}
+		}
+	}
+	s.hash -= old.hash
+	s.count--
 }
 
 // record stores the outcome of an applied command in the client's session
@@ -191,7 +290,7 @@ func (s *Store) Query(q []byte) (any, error) {
 	if c.op != OpGet {
 		return nil, fmt.Errorf("kv: query: %w: op %s", ErrNotReadOnly, c.op)
 	}
-	e, found := s.data[string(c.key)]
+	e, found := s.lookup(c.key)
 	return Result{Value: cloneBytes(e.value), Found: found, OK: true}, nil
 }
 
@@ -208,12 +307,12 @@ func (s *Store) Applied() uint64 { return s.applied }
 // Get returns a copy of the value of key and whether it is present: a local
 // read, with no consistency guarantee.
 func (s *Store) Get(key string) ([]byte, bool) {
-	e, ok := s.data[key]
+	e, ok := s.lookup([]byte(key))
 	return cloneBytes(e.value), ok
 }
 
 // Len returns the number of keys.
-func (s *Store) Len() int { return len(s.data) }
+func (s *Store) Len() int { return s.count }
 
 // Sessions returns the number of client sessions kept.
 func (s *Store) Sessions() int { return len(s.sessions) }

@@ -435,9 +435,17 @@ func randomCommand(rng *rand.Rand, seqs map[uint64]uint64) Command {
 }
 
 func TestRandomAgainstModel(t *testing.T) {
+	for _, share := range []bool{false, true} {
+		t.Run(fmt.Sprint("share=", share), func(t *testing.T) { randomAgainstModel(t, share) })
+	}
+}
+
+// randomAgainstModel applies random commands to a store and a model. With
+// share the store also takes snapshots at random, which become its base.
+func randomAgainstModel(t *testing.T, share bool) {
 	for seed := uint64(0); seed < 20; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
-		s := New(Config{})
+		s := New(Config{ShareSnapshots: share})
 		m := &modelStore{data: map[string]string{}, sessions: map[uint64]modelSession{}}
 		seqs := map[uint64]uint64{}
 		for idx := uint64(1); idx <= 500; idx++ {
@@ -446,6 +454,9 @@ func TestRandomAgainstModel(t *testing.T) {
 			want := m.apply(c)
 			if !resultEqual(got, want) {
 				t.Fatalf("seed %d index %d %+v: got %+v, model %+v", seed, idx, c, got, want)
+			}
+			if share && rng.IntN(8) == 0 {
+				mustSnapshot(t, s) // the store's base from now on
 			}
 			if idx%50 == 0 {
 				checkInvariants(t, s)
@@ -456,7 +467,7 @@ func TestRandomAgainstModel(t *testing.T) {
 					wantValue(t, s, k, v, true)
 				}
 				// Restore into a fresh store and continue on it.
-				fresh := New(Config{})
+				fresh := New(Config{ShareSnapshots: share})
 				if err := fresh.Restore(mustSnapshot(t, s)); err != nil {
 					t.Fatal(err)
 				}

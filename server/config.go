@@ -17,6 +17,10 @@ import (
 // DefaultVerifyInterval is raft.verify_interval when unset.
 const DefaultVerifyInterval = 10000
 
+// MinMemoryLimit is the lowest memory_limit accepted: below it the garbage
+// collector would run all the time against the node's fixed cost.
+const MinMemoryLimit = 32 << 20
+
 // ErrInvalidConfig is wrapped by every configuration error; the message
 // names the offending key.
 var ErrInvalidConfig = errors.New("invalid config")
@@ -37,6 +41,16 @@ type Config struct {
 	Security  SecurityConfig  `yaml:"security"`
 	API       APIConfig       `yaml:"api"`
 	AdminAPI  AdminAPIConfig  `yaml:"admin_api"`
+	// MemoryLimit, in bytes, is a soft limit on the whole process's memory
+	// given to Go's runtime (runtime/debug.SetMemoryLimit): as the heap
+	// nears it the garbage collector runs more often instead of letting
+	// the heap grow to twice its live size (GOGC=100). 0 (the default)
+	// sets none, leaving GOMEMLIMIT as it is. It is soft: a live state
+	// larger than it is still served, at the cost of more GC CPU (at most
+	// about half of it). At least 32 MiB (a node's fixed cost is about 35
+	// MiB: see the README's "Memory"). Process-wide: New sets it and Close
+	// puts back the limit it found.
+	MemoryLimit int64 `yaml:"memory_limit"`
 	// Join starts a node that joins a running cluster: with no membership
 	// of its own, it waits for the leader, which contacts it once an
 	// operator has added it (POST /consensus/add-node). Peers still lists
@@ -388,6 +402,9 @@ func (c *Config) Validate() error {
 		return bad("storage.max_batch_delay", "%v is negative", st.MaxBatchDelay)
 	case st.SegmentSize != 0 && (st.SegmentSize < 4<<10 || st.SegmentSize > 1<<30):
 		return bad("storage.segment_size", "%d is not between 4 KiB and 1 GiB", st.SegmentSize)
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		return bad("memory_limit", "%d is below 32 MiB (bytes; 0 sets no limit)", c.MemoryLimit)
 	}
 	if c.Storage.MinFreeSpace < 0 {
 		return bad("storage.min_free_space", "%d is negative (bytes; 0 is the default, 64 MiB)", c.Storage.MinFreeSpace)

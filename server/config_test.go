@@ -152,3 +152,23 @@ func TestWALStorageConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryLimit: memory_limit is 0 (none) unless set, and a value below
+// 32 MiB is refused with an error naming the key.
+func TestMemoryLimit(t *testing.T) {
+	base := "node_id: 1\nstorage: {path: /tmp/x}\n"
+	c, err := ParseConfig([]byte(base), func(string) string { return "" })
+	if err != nil || c.MemoryLimit != 0 {
+		t.Fatalf("default: %d %v", c.MemoryLimit, err)
+	}
+	c, err = ParseConfig([]byte(base+"memory_limit: 536870912\n"), func(string) string { return "" })
+	if err != nil || c.MemoryLimit != 512<<20 {
+		t.Fatalf("set: %d %v", c.MemoryLimit, err)
+	}
+	for _, v := range []string{"-1", "1048576"} {
+		_, err = ParseConfig([]byte(base+"memory_limit: "+v+"\n"), func(string) string { return "" })
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "memory_limit") {
+			t.Fatalf("memory_limit %s: %v", v, err)
+		}
+	}
+}

@@ -173,6 +173,12 @@ var errNoApp = errors.New("server: an application command, but no application st
 
 // machine is the server's state machine: the key-value store, the
 // replicated part of the directory and the application's state.
+// newStore returns the key-value store of a node. It shares its snapshots
+// (kv.Config.ShareSnapshots): the node keeps the latest snapshot's bytes
+// anyway (to send to peers) and never modifies them, so the store's values
+// live in those bytes instead of beside them, and the state is held once.
+func newStore() *kv.Store { return kv.New(kv.Config{ShareSnapshots: true}) }
+
 type machine struct {
 	kv  *kv.Store
 	dir *directory
@@ -218,11 +224,8 @@ func (m *machine) Snapshot() ([]byte, error) {
 	if m.snapshotted != nil {
 		defer func(start time.Time) { m.snapshotted(time.Since(start)) }(time.Now())
 	}
-	data, err := m.kv.Snapshot()
-	if err != nil {
-		return nil, err
-	}
 	var app []byte
+	var err error
 	if m.app != nil {
 		if app, err = m.app.Snapshot(); err != nil {
 			return nil, fmt.Errorf("application snapshot: %w", err)
@@ -257,7 +260,9 @@ func (m *machine) Snapshot() ([]byte, error) {
 	}
 	b = binary.AppendUvarint(b, uint64(len(app)))
 	b = append(b, app...)
-	return append(b, data...), nil
+	// The store appends itself: the state is not copied again, and with
+	// kv.Config.ShareSnapshots the store's values then live in these bytes.
+	return m.kv.AppendSnapshot(b), nil
 }
 
 // errBadSnapshot reports a snapshot whose directory does not decode.
@@ -340,18 +345,17 @@ func (m *machine) Restore(data []byte) error {
 		}
 		app, rest = rest[:n], rest[n:]
 	}
-	// The store checks its own checksum; restore it first, so that a bad
-	// snapshot changes nothing.
-	scratch := kv.New(kv.Config{})
-	if err := scratch.Restore(rest); err != nil {
+	// The store checks its own checksum; restore it into a new store
+	// first, so that a bad snapshot changes nothing, then keep that store
+	// (restoring twice would hold the state twice for a while).
+	restored := newStore()
+	if err := restored.Restore(rest); err != nil {
 		return err
 	}
 	if err := m.restoreApp(app); err != nil {
 		return err
 	}
-	if err := m.kv.Restore(rest); err != nil {
-		return err
-	}
+	m.kv = restored
 	m.dir.mu.Lock()
 	m.dir.added, m.dir.removed = added, removed
 	m.dir.mu.Unlock()

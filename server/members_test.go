@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -10,7 +11,7 @@ import (
 )
 
 func newMachine() *machine {
-	return &machine{kv: kv.New(kv.Config{}), dir: newDirectory([]PeerConfig{{ID: 1, Address: "10.0.0.1", Port: 7001}})}
+	return &machine{kv: newStore(), dir: newDirectory([]PeerConfig{{ID: 1, Address: "10.0.0.1", Port: 7001}})}
 }
 
 func TestMachineSnapshotCarriesTheDirectory(t *testing.T) {
@@ -136,5 +137,71 @@ func TestMachineRoutesApplicationCommands(t *testing.T) {
 	kvSnap, _ := m.kv.Snapshot()
 	if err := r.Restore(append(old, kvSnap...)); err != nil || r.app.(*countApp).n != 0 {
 		t.Fatalf("format-1 snapshot: %v, application count %d (want reset to 0)", err, r.app.(*countApp).n)
+	}
+}
+
+// TestMachineSnapshotWhileWritesGoOn: the node keeps a snapshot's bytes
+// (to send to peers) while the store goes on applying writes, and the
+// store shares those bytes (kv.Config.ShareSnapshots). Every snapshot must
+// still restore exactly the state at its index, and a machine restored
+// from one goes on exactly like the machine it was taken from.
+func TestMachineSnapshotWhileWritesGoOn(t *testing.T) {
+	m := newMachine()
+	set := func(_ uint64, key, value string, client, seq uint64) []byte {
+		return kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: key, Value: []byte(value), ClientID: client, Seq: seq})
+	}
+	type taken struct {
+		index      uint64
+		data, copy []byte
+		hash       uint64
+	}
+	var snaps []taken
+	for i := uint64(1); i <= 2000; i++ {
+		key := fmt.Sprint("key", i%50)
+		m.Apply(i, set(i, key, fmt.Sprint("value ", i), i%7+1, i/7+1))
+		if i%10 == 0 {
+			m.Apply(i, kv.EncodeCommand(kv.Command{Op: kv.OpDelete, Key: fmt.Sprint("key", (i/10)%50)}))
+		}
+		if i%150 == 0 {
+			data, err := m.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			snaps = append(snaps, taken{i, data, bytes.Clone(data), m.Hash()})
+		}
+	}
+	for _, s := range snaps {
+		if !bytes.Equal(s.data, s.copy) {
+			t.Fatalf("the snapshot at %d changed while writes went on", s.index)
+		}
+		r := newMachine()
+		if err := r.Restore(s.data); err != nil {
+			t.Fatalf("restore the snapshot at %d: %v", s.index, err)
+		}
+		if r.kv.Applied() != s.index || r.Hash() != s.hash {
+			t.Fatalf("restored at %d: applied %d, hash %#x; want %d, %#x", s.index, r.kv.Applied(), r.Hash(), s.index,
+				s.hash)
+		}
+	}
+	// Restored from the latest, a machine continues like the original.
+	last := snaps[len(snaps)-1]
+	r := newMachine()
+	if err := r.Restore(last.data); err != nil {
+		t.Fatal(err)
+	}
+	// m is at 2000; replay onto r what m applied after last.index.
+	for i := last.index + 1; i <= 2000; i++ {
+		r.Apply(i, set(i, fmt.Sprint("key", i%50), fmt.Sprint("value ", i), i%7+1, i/7+1))
+		if i%10 == 0 {
+			r.Apply(i, kv.EncodeCommand(kv.Command{Op: kv.OpDelete, Key: fmt.Sprint("key", (i/10)%50)}))
+		}
+	}
+	a, _ := m.Snapshot()
+	b, _ := r.Snapshot()
+	if !bytes.Equal(a, b) || m.Hash() != r.Hash() {
+		t.Fatal("a machine restored from a shared snapshot diverged from the original")
+	}
+	if !bytes.Equal(last.data, last.copy) {
+		t.Fatal("the restored machine modified the snapshot it shares")
 	}
 }

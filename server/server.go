@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,6 @@ import (
 	"github.com/forge-consensus/consensus/adapters/transport"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/core"
-	"github.com/forge-consensus/consensus/kv"
 	"github.com/forge-consensus/consensus/metrics"
 	"github.com/forge-consensus/consensus/node"
 	"github.com/forge-consensus/consensus/runner"
@@ -48,6 +48,10 @@ type Server struct {
 	watchStop chan struct{} // ends watchLeadership
 	watchDone chan struct{}
 
+	// prevMemoryLimit is the runtime's memory limit before New set
+	// memory_limit (-1: New did not set it); Close puts it back.
+	prevMemoryLimit int64
+
 	once sync.Once
 	err  error
 }
@@ -65,7 +69,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	id := uint64(cfg.NodeID)
 	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
-	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers)}
+	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers), prevMemoryLimit: -1}
+	if cfg.MemoryLimit > 0 {
+		s.prevMemoryLimit = debug.SetMemoryLimit(cfg.MemoryLimit)
+		log.Info("memory limit set", "memory_limit", cfg.MemoryLimit)
+	}
 	m, err := metrics.New(nil, metricsSource{s}, metrics.Options{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: metrics: %w", id, err)
@@ -139,7 +147,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.syncPeers()
-	sm := &machine{kv: kv.New(kv.Config{}), dir: s.dir, restored: s.syncPeers, snapshotted: m.SnapshotTaken,
+	sm := &machine{kv: newStore(), dir: s.dir, restored: s.syncPeers, snapshotted: m.SnapshotTaken,
 		app: cfg.App}
 	s.sm = sm
 
@@ -263,6 +271,9 @@ func (s *Server) Close() error {
 		}
 		if s.st != nil {
 			errs = append(errs, s.st.Close())
+		}
+		if s.prevMemoryLimit >= 0 {
+			debug.SetMemoryLimit(s.prevMemoryLimit)
 		}
 		s.err = errors.Join(errs...)
 	})

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -57,5 +58,45 @@ api:
 			}
 			l.Close()
 		}
+	}
+}
+
+// TestMemoryLimitApplied: a node with memory_limit sets Go's soft memory
+// limit while it runs and puts back the one it found when it is closed.
+func TestMemoryLimitApplied(t *testing.T) {
+	const limit = 300 << 20
+	before := debug.SetMemoryLimit(-1)
+	if before == limit {
+		t.Fatal("the runtime already has the test's limit")
+	}
+	free := servertest.FreePorts(t, 3)
+	raw := fmt.Sprintf(`node_id: 1
+bind_port: %d
+peers:
+  - {id: 1, address: 127.0.0.1, port: %d}
+storage:
+  type: memory
+api:
+  addr: 127.0.0.1:%d
+  client_addr: 127.0.0.1:%d
+memory_limit: %d
+`, free[0], free[0], free[1], free[2], limit)
+	cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != limit {
+		s.Close()
+		t.Fatalf("memory limit while the node runs: %d, want %d", got, limit)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Fatalf("memory limit after Close: %d, want the %d it found", got, before)
 	}
 }

@@ -64,7 +64,10 @@ type options struct {
 	size              int
 	profile           []int
 	profileSeconds    int
-	rssKeys           int
+	rssKeys           []int
+	heap              bool
+	memoryLimit       int64 // memory_limit of every node (0: none)
+	port              int   // the floor's first port; clusters from port+100 on
 	keep              bool
 	serverEnv         []string // extra environment of every system's server processes
 }
@@ -88,8 +91,14 @@ func run() error {
 	flag.IntVar(&o.runWarmup, "run-warmup", 1000, "writes before each timed run, unmeasured")
 	flag.IntVar(&o.size, "size", 128, "bytes per value")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of each CPU profile")
-	flag.IntVar(&o.rssKeys, "rss-keys", 0, "after the rounds, write this many distinct keys to each cluster (100"+
-		" clients) and report the leader's memory against a large state (0: skip)")
+	rssKeys := flag.String("rss-keys", "", "after the rounds, write this many distinct keys to each cluster (100"+
+		" clients) and report the leader's memory against a large state; a comma list runs one after the other"+
+		" (empty: skip)")
+	flag.BoolVar(&o.heap, "heap", false, "with -rss-keys: after each large-state run save the leader's heap profile"+
+		" (after a GC) and print its Go memory statistics")
+	flag.IntVar(&o.port, "port", 27601, "first port: the floor's replicas use it and the next two, the clusters"+
+		" ports from port+100 on (10 raft ports each, +100 API, +200 client, +300 pprof)")
+	flag.Int64Var(&o.memoryLimit, "memory-limit", 0, "memory_limit (bytes) in every node's configuration (0: none)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	gomaxprocs := flag.Int("gomaxprocs", 0, "set GOMAXPROCS of every system's server processes (0: Go's default)")
 	flag.Parse()
@@ -108,6 +117,11 @@ func run() error {
 		o.ns[i] = max(1, int(float64(o.ns[i])**scale))
 	}
 	o.warmup = int(float64(o.warmup) * *scale)
+	if *rssKeys != "" {
+		if o.rssKeys, err = ints(*rssKeys); err != nil {
+			return fmt.Errorf("-rss-keys: %w", err)
+		}
+	}
 	if *profile != "" {
 		if o.profile, err = ints(*profile); err != nil {
 			return fmt.Errorf("-profile: %w", err)
@@ -175,6 +189,7 @@ type sample struct {
 // memory is the leader's memory during a run of our cluster.
 type memory struct {
 	maxRSS   int64 // bytes, the largest sample of VmRSS
+	lastRSS  int64 // bytes, VmRSS once the run is over
 	logBytes int64 // the live log after the run (entries × (value + entryOverhead))
 	state    int64 // the newest snapshot file after the run
 }
@@ -230,20 +245,31 @@ func compare(o options) error {
 		var s system
 		switch name {
 		case "floor":
-			s = &floor{bin: b.commitfloor, port: 27601, dir: filepath.Join(o.work, "floor"), size: o.size, env: o.serverEnv}
+			s = &floor{bin: b.commitfloor, port: o.port, dir: filepath.Join(o.work, "floor"), size: o.size, env: o.serverEnv}
 		default:
 			storage, transport, _ := strings.Cut(name, "+")
 			if transport == "" {
 				transport = "grpc"
 			}
-			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: 27701 + 10*k,
-				dir: filepath.Join(o.work, "ours-"+name), size: o.size, env: o.serverEnv}
+			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: o.port + 100 + 10*k,
+				dir: filepath.Join(o.work, "ours-"+name), size: o.size, env: o.serverEnv, memoryLimit: o.memoryLimit}
 		}
 		fmt.Printf("starting %s\n", s.name())
 		if err := s.start(); err != nil {
 			return fmt.Errorf("%s: %w", s.name(), err)
 		}
 		systems = append(systems, s)
+		if cl, ok := s.(*cluster); ok {
+			// The floor of a node's memory: its RSS with an empty state
+			// (nothing written yet), after the election has settled.
+			time.Sleep(2 * time.Second)
+			if lead, err := cl.leader(); err == nil {
+				pid := cl.procs[lead-1].Process.Pid
+				cl.emptyRSS = rss(pid)
+				fmt.Printf("%s: the leader's RSS with an empty state, idle: %s (anonymous %s, file-backed %s: the"+
+					" binary's pages)\n", s.name(), mib(cl.emptyRSS), mib(status(pid, "RssAnon:")), mib(status(pid, "RssFile:")))
+			}
+		}
 		if o.warmup > 0 {
 			if _, err := s.drive(100, o.warmup, 0, 0); err != nil {
 				return fmt.Errorf("%s: warm-up: %w", s.name(), err)
@@ -271,21 +297,9 @@ func compare(o options) error {
 	fmt.Printf("\nmeasured from %s to %s UTC\n", begin.UTC().Format("15:04"), time.Now().UTC().Format("15:04"))
 	printTable(o, systems, results)
 	printMemory(o, systems, results)
-	if o.rssKeys > 0 {
-		fmt.Printf("\nleader memory with a large state: %d distinct keys of %d bytes, 100 clients\n", o.rssKeys, o.size)
-		fmt.Println("| system | writes/s | leader max RSS | live log | state (snapshot) | RSS / (log + state) |")
-		fmt.Println("|---|---:|---:|---:|---:|---:|")
-		for _, s := range systems {
-			if _, ok := s.(*cluster); !ok {
-				continue
-			}
-			res, err := s.drive(100, o.rssKeys, 0, o.rssKeys)
-			if err != nil {
-				return fmt.Errorf("%s: large state: %w", s.name(), err)
-			}
-			m := res.mem
-			fmt.Printf("| %s | %.0f | %s | %s | %s | %.2f |\n", s.name(), res.ops, mib(m.maxRSS), mib(m.logBytes),
-				mib(m.state), ratio(m))
+	if len(o.rssKeys) > 0 {
+		if err := largeState(o, systems); err != nil {
+			return err
 		}
 	}
 	for _, c := range o.profile {
@@ -307,6 +321,44 @@ func compare(o options) error {
 			}
 			fmt.Printf("profile %s (during: %s)\n  go tool pprof -top %s %s\n", path, res.line, b.consensusd, path)
 		}
+	}
+	return nil
+}
+
+// largeState writes o.rssKeys distinct keys to each cluster in turn and
+// reports the leader's memory beside its log and state, and (with -heap)
+// its Go heap.
+func largeState(o options, systems []system) error {
+	fmt.Printf("\nleader memory with a large state: distinct keys of %d bytes, 100 clients\n", o.size)
+	fmt.Println("| system | keys | writes/s | leader max RSS | RSS after | live log | state (snapshot) | max RSS / (log + state) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	var heaps []string
+	for _, keys := range o.rssKeys {
+		for _, s := range systems {
+			cl, ok := s.(*cluster)
+			if !ok {
+				continue
+			}
+			res, err := s.drive(100, keys, 0, keys)
+			if err != nil {
+				return fmt.Errorf("%s: large state: %w", s.name(), err)
+			}
+			m := res.mem
+			fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %s | %.2f |\n", s.name(), keys, res.ops, mib(m.maxRSS),
+				mib(m.lastRSS), mib(m.logBytes), mib(m.state), ratio(m))
+			if o.heap {
+				path := filepath.Join(o.work, "profiles", fmt.Sprintf("%s-heap-%d.pprof", s.name(), keys))
+				stats, err := cl.heapProfile(path)
+				if err != nil {
+					return fmt.Errorf("%s: heap profile: %w", s.name(), err)
+				}
+				heaps = append(heaps, fmt.Sprintf("%s, %d keys: %s\n  go tool pprof -sample_index=inuse_space -top %s %s",
+					s.name(), keys, stats, filepath.Join(o.work, "bin", "consensusd"), path))
+			}
+		}
+	}
+	for _, h := range heaps {
+		fmt.Println(h)
 	}
 	return nil
 }
@@ -494,6 +546,9 @@ type cluster struct {
 	dir       string
 	size      int
 	procs     []*exec.Cmd
+	emptyRSS  int64 // the leader's VmRSS once started, before any write
+	// memoryLimit is the nodes' memory_limit (0: none).
+	memoryLimit int64
 }
 
 func (c *cluster) name() string { return "ours-" + c.label }
@@ -536,8 +591,9 @@ api:
   client_addr: 127.0.0.1:%d
 admin_api:
   allow_unauthenticated: true
+memory_limit: %d
 `, id, c.base+id-1, peers.String(), c.transport, c.storage, filepath.Join(c.dir, fmt.Sprintf("node%d", id)), c.apiAddr(id),
-		c.base+200+id-1)
+		c.base+200+id-1, c.memoryLimit)
 }
 
 func (c *cluster) start() error {
@@ -604,8 +660,8 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 	cmd := exec.Command(c.bins.loadgen, args...)
 	cmd.Stderr = os.Stderr
 	ctx, cancel := context.WithCancel(context.Background())
-	rss := make(chan int64, 1)
-	go func() { rss <- sampleRSS(ctx, c.procs[lead-1].Process.Pid) }()
+	rssc := make(chan int64, 1)
+	go func() { rssc <- sampleRSS(ctx, c.procs[lead-1].Process.Pid) }()
 	var pids []int
 	for _, p := range c.procs {
 		pids = append(pids, p.Process.Pid)
@@ -614,7 +670,7 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 	out, err := cmd.Output()
 	cpu := cpuTime(pids) - before
 	cancel()
-	maxRSS := <-rss
+	maxRSS := <-rssc
 	if err != nil {
 		return sample{}, fmt.Errorf("loadgen: %w", err)
 	}
@@ -623,6 +679,7 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 		return s, err
 	}
 	s.mem.maxRSS = maxRSS
+	s.mem.lastRSS = rss(c.procs[lead-1].Process.Pid)
 	s.cpu = cpu / time.Duration(n+warm)
 	// The live log in memory: count the live entries and charge each its
 	// value, key and headers (forge_consensus_log_size counts their
@@ -668,6 +725,61 @@ func (c *cluster) profile(path string, seconds, clients, n int) (sample, error) 
 	time.Sleep(200 * time.Millisecond) // the profile starts first
 	res, err := c.drive(clients, n, 0, 0)
 	return res, errors.Join(err, <-got)
+}
+
+// heapProfile saves the leader's heap profile, taken after a garbage
+// collection, to path and returns its Go memory statistics in one line.
+func (c *cluster) heapProfile(path string) (string, error) {
+	lead, err := c.leader()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	get := func(query string) ([]byte, error) {
+		hc := http.Client{Timeout: 60 * time.Second}
+		resp, err := hc.Get(fmt.Sprintf("http://%s/debug/pprof/heap?%s", c.pprofAddr(lead), query))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("heap profile: %s", resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	b, err := get("gc=1")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return "", err
+	}
+	// The text form ends with runtime.MemStats, read right after the
+	// profile's collection: HeapAlloc is about the live heap.
+	txt, err := get("debug=1")
+	if err != nil {
+		return "", err
+	}
+	return memStats(string(txt)), nil
+}
+
+// memStats picks the figures that say where a process's memory is from the
+// "# Name = value" lines of a debug=1 heap profile.
+func memStats(txt string) string {
+	v := map[string]int64{}
+	for _, l := range strings.Split(txt, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 4 && f[0] == "#" && f[2] == "=" {
+			if n, err := strconv.ParseInt(f[3], 10, 64); err == nil {
+				v[f[1]] = n
+			}
+		}
+	}
+	return fmt.Sprintf("HeapAlloc %s, HeapInuse %s, HeapIdle %s (released %s), Stack %s, Sys %s, NextGC %s, GC runs %d",
+		mib(v["HeapAlloc"]), mib(v["HeapInuse"]), mib(v["HeapIdle"]), mib(v["HeapReleased"]), mib(v["StackInuse"]),
+		mib(v["Sys"]), mib(v["NextGC"]), v["NumGC"])
 }
 
 // metric reads a gauge from a node's Prometheus metrics.
@@ -760,13 +872,17 @@ func sampleRSS(ctx context.Context, pid int) int64 {
 }
 
 // rss reads VmRSS from /proc/pid/status, in bytes (0 if it cannot).
-func rss(pid int) int64 {
+func rss(pid int) int64 { return status(pid, "VmRSS:") }
+
+// status reads a field given in kB (VmRSS:, RssAnon:, ...) from
+// /proc/pid/status, in bytes (0 if it cannot).
+func status(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}
