@@ -402,9 +402,6 @@ func TestLeaseRead(t *testing.T) {
 // commits w while the old one hears nothing, and the old leader's read
 // point must not lie before w.
 func TestLeaseReadDuringTransfer(t *testing.T) {
-	t.Skip("BUG: core/raft.go leaseRead (and handleRead's ReadLease branch) trust quorumActive() while " +
-		"a leadership transfer is under way (r.leadTransferee != None, MsgTimeoutNow sent): the forced " +
-		"campaign overrides the followers' leases, so the old leader serves stale reads")
 	for _, viaReadIndex := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ReadIndex in ReadLease mode=%t", viaReadIndex), func(t *testing.T) {
 			c := steadyLeader(t, []uint64{1, 2, 3}, func(cfg *Config) {

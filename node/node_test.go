@@ -791,8 +791,6 @@ func TestConfChange(t *testing.T) {
 // followers' leases). A lease read on it must not return state that misses
 // a write the new leader already acknowledged.
 func TestLeaseReadDuringTransfer(t *testing.T) {
-	t.Skip("BUG: core leaseRead (core/raft.go) answers from the CheckQuorum lease while a leadership " +
-		"transfer is under way; node.Read(ReadLease) returns stale state (see core TestLeaseReadDuringTransfer)")
 	c := newTestCluster(t, func(cfg *node.Config) {
 		cfg.LeaseReads = true
 		cfg.Core.CheckQuorum = true
