@@ -95,6 +95,9 @@ type Storage struct {
 	// once, not twice.
 	opened     *core.Persisted
 	nextWanted bool
+	// pendingHS is a hard state saved without Sync and not written yet
+	// (see deferHardState).
+	pendingHS *core.HardState
 
 	spaceMu  sync.Mutex
 	spaceErr error
@@ -301,6 +304,11 @@ func (s *Storage) Load() (core.Persisted, error) {
 	if s.segs == nil {
 		return p, fmt.Errorf("wal: load: %w", ErrClosed)
 	}
+	if s.pendingHS != nil {
+		if err := s.writePending(); err != nil {
+			return p, fmt.Errorf("wal: load: %w", err)
+		}
+	}
 	if o := s.opened; o != nil {
 		s.opened = nil
 		return *o, nil
@@ -326,7 +334,9 @@ func (s *Storage) Load() (core.Persisted, error) {
 
 // Save queues u to be written and returns. done is called once, from the
 // committer goroutine, after u is written and fsynced (every write is
-// fsynced, whatever u.Sync; not with Options.NoSync), or with the error that
+// fsynced, whatever u.Sync; not with Options.NoSync; but an update of a hard
+// state alone without u.Sync may wait, unwritten, for the next write: see
+// the package documentation), or with the error that
 // stopped it. Updates are written in the order of the Save calls and their
 // done callbacks called in that order. An update that does not fit the log
 // (a gap, terms going down, a hard state the log cannot back, a compaction
@@ -380,6 +390,11 @@ func (s *Storage) Close() error {
 		s.ioMu.Lock()
 		defer s.ioMu.Unlock()
 		var errs []error
+		if s.pendingHS != nil && s.failed == nil {
+			if err := s.writePending(); err != nil {
+				errs = append(errs, fmt.Errorf("wal: close: %w", err))
+			}
+		}
 		for _, g := range s.segs {
 			if g.f != nil {
 				errs = append(errs, g.f.Close())
