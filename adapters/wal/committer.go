@@ -41,6 +41,7 @@ func (s *Storage) commit(group []request) {
 			}
 			r.done(errs[i])
 		}
+		s.inflight.Add(-int64(len(group)))
 	}()
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
@@ -150,8 +151,7 @@ func (s *Storage) deferHardState(group []request, errs []error, act *segment) bo
 		return false
 	}
 	for _, r := range group {
-		u := r.u
-		if u.Sync || u.Snapshot != nil || u.LocalSnapshot != nil || len(u.Entries) > 0 || u.HardState.IsEmpty() {
+		if !hardStateAlone(r.u) {
 			return false
 		}
 	}
@@ -179,6 +179,12 @@ func (s *Storage) deferHardState(group []request, errs []error, act *segment) bo
 		s.st = w
 	}
 	return true
+}
+
+// hardStateAlone reports whether u holds a hard state and nothing else,
+// without Sync.
+func hardStateAlone(u *node.Update) bool {
+	return !u.Sync && u.Snapshot == nil && u.LocalSnapshot == nil && len(u.Entries) == 0 && !u.HardState.IsEmpty()
 }
 
 // maxHSRecord is the largest payload of a hard state record: three

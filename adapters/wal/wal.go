@@ -106,6 +106,10 @@ type Storage struct {
 	closeErr  error
 
 	writes, syncs, updates, bytes, rotations, released atomic.Uint64
+
+	// inflight counts the Saves queued or being written whose done
+	// callbacks have not all returned.
+	inflight atomic.Int64
 }
 
 // request is one queued Save.
@@ -332,26 +336,66 @@ func (s *Storage) Load() (core.Persisted, error) {
 	return p, nil
 }
 
-// Save queues u to be written and returns. done is called once, from the
-// committer goroutine, after u is written and fsynced (every write is
-// fsynced, whatever u.Sync; not with Options.NoSync; but an update of a hard
-// state alone without u.Sync may wait, unwritten, for the next write: see
-// the package documentation), or with the error that
-// stopped it. Updates are written in the order of the Save calls and their
-// done callbacks called in that order. An update that does not fit the log
-// (a gap, terms going down, a hard state the log cannot back, a compaction
-// beyond its snapshot) fails with an error and writes nothing; an I/O error
-// fails its update and every later one (fail-stop). While the disk is full
-// (see SpaceErr) updates stay queued. u and its slices must stay unchanged
-// until done is called.
+// Save queues u to be written and returns. done is called once, after u
+// is written and fsynced, or with the error that stopped it; from the
+// committer goroutine, or before Save returns for a hard state alone
+// without u.Sync while no earlier Save is pending. Every write is fsynced,
+// whatever u.Sync (not with Options.NoSync), but a hard state alone
+// without u.Sync may wait, unwritten, for the next write (see the package
+// documentation). Updates are written in the order of the Save calls and
+// their done callbacks called in that order. An update that does not fit
+// the log (a gap, terms going down, a hard state the log cannot back, a
+// compaction beyond its snapshot) fails with an error and writes nothing;
+// an I/O error fails its update and every later one (fail-stop). While the
+// disk is full (see SpaceErr) updates stay queued. u and its slices must
+// stay unchanged until done is called.
 func (s *Storage) Save(u *node.Update, done func(error)) {
 	if u == nil {
 		done(errors.New("wal: save: nil update"))
 		return
 	}
+	if s.deferNow(u, done) {
+		return
+	}
+	s.inflight.Add(1)
 	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
+		s.inflight.Add(-1)
 		done(fmt.Errorf("wal: save: %w", ErrClosed))
 	}
+}
+
+// deferNow takes u at once, on the caller's goroutine, if it is an update
+// the committer would not write (see deferHardState) and no earlier Save
+// is queued or being written, so that the done callbacks stay in Save
+// order; then it calls done before returning and reports true. It saves
+// the committer's wake-up and the caller's wait for it.
+func (s *Storage) deferNow(u *node.Update, done func(error)) bool {
+	if !hardStateAlone(u) || s.inflight.Load() != 0 {
+		return false
+	}
+	select {
+	case <-s.queue.Closing():
+		return false // Push fails it
+	default:
+	}
+	s.ioMu.Lock()
+	if s.inflight.Load() != 0 || s.segs == nil || s.failed != nil {
+		s.ioMu.Unlock()
+		return false
+	}
+	s.opened = nil
+	group := [1]request{{u: u, done: done}}
+	var errs [1]error
+	if !s.deferHardState(group[:], errs[:], s.segs[len(s.segs)-1]) {
+		s.ioMu.Unlock()
+		return false
+	}
+	s.ioMu.Unlock()
+	if errs[0] == nil {
+		s.updates.Add(1)
+	}
+	done(errs[0])
+	return true
 }
 
 func updateSize(u *node.Update) int {

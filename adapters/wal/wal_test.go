@@ -249,6 +249,12 @@ func TestDeferredHardState(t *testing.T) {
 	if p := storagetest.MustLoad(t, s); p.HardState.Commit != 6 || len(p.Entries) != 6 {
 		t.Fatalf("after Close and reopen: commit %d, %d entries; want 6, 6", p.HardState.Commit, len(p.Entries))
 	}
+	// With nothing else pending, it is taken before Save returns.
+	taken := false
+	s.Save(&node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 6}}, func(err error) { taken = err == nil })
+	if !taken {
+		t.Fatal("an unsynced hard state with nothing pending was not taken before Save returned")
+	}
 	// A refused hard state is refused, not deferred.
 	if err := storagetest.SaveWait(t, s, &node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 9}}); err == nil {
 		t.Fatal("a commit index beyond the log was accepted")
