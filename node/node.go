@@ -516,24 +516,38 @@ func (n *Node) requestError(err error) error {
 	return fmt.Errorf("%w: %w", ErrDropped, err)
 }
 
-// expire times out requests whose deadline passed.
+// expire times out requests whose deadline passed. It also drops from the
+// front of the deadline queues the requests answered already, so that the
+// queues hold about the requests in flight rather than every request of
+// the last timeout period (which a busy leader would copy again and again
+// as the queue grows).
 func (n *Node) expire() {
 	i := 0
-	for ; i < len(n.propQueue) && n.propQueue[i].at <= n.now; i++ {
+	for ; i < len(n.propQueue); i++ {
 		seq := n.propQueue[i].seq
-		if f, ok := n.proposals[seq]; ok {
-			delete(n.proposals, seq)
-			f.resolve(nil, ErrTimeout)
+		f, ok := n.proposals[seq]
+		if !ok {
+			continue // answered
 		}
+		if n.propQueue[i].at > n.now {
+			break
+		}
+		delete(n.proposals, seq)
+		f.resolve(nil, ErrTimeout)
 	}
 	n.propQueue = n.propQueue[i:]
 	i = 0
-	for ; i < len(n.readQueue) && n.readQueue[i].at <= n.now; i++ {
+	for ; i < len(n.readQueue); i++ {
 		seq := n.readQueue[i].seq
-		if rd, ok := n.reads[seq]; ok {
-			delete(n.reads, seq)
-			rd.f.resolve(nil, ErrTimeout)
+		rd, ok := n.reads[seq]
+		if !ok {
+			continue // answered
 		}
+		if n.readQueue[i].at > n.now {
+			break
+		}
+		delete(n.reads, seq)
+		rd.f.resolve(nil, ErrTimeout)
 	}
 	n.readQueue = n.readQueue[i:]
 	if len(n.waiting) > 0 {

@@ -359,7 +359,11 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 		if first := u.Entries[0].Index; first < next {
 			recs = append(recs, rec{recTruncate, binary.AppendUvarint(nil, first)})
 		}
-		// Entries records of at most about 1 MiB each.
+		// Entries records of at most about 1 MiB each, encoded into
+		// s.enc: the records are copied into s.buf before the next
+		// update is encoded. A record still refers to the old array if
+		// appending moves enc, so nothing is overwritten early.
+		enc := s.enc[:0]
 		ents := u.Entries
 		for len(ents) > 0 {
 			n, size := 0, 0
@@ -367,8 +371,13 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 				size += 16 + len(ents[n].Data)
 				n++
 			}
-			recs = append(recs, rec{recEntries, appendEntries(nil, ents[:n])})
+			start := len(enc)
+			enc = appendEntries(enc, ents[:n])
+			recs = append(recs, rec{recEntries, enc[start:len(enc):len(enc)]})
 			ents = ents[n:]
+		}
+		if cap(enc) <= maxKeptEncoding {
+			s.enc = enc[:0]
 		}
 	}
 	if !u.HardState.IsEmpty() {
@@ -376,6 +385,10 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 	}
 	return recs, files, nil
 }
+
+// maxKeptEncoding is the largest entries encoding buffer the committer
+// keeps for the next update.
+const maxKeptEncoding = 8 << 20
 
 // retrySpace runs op, and again every RetryInterval while it fails for
 // lack of disk space (reported by SpaceErr), until it succeeds, fails

@@ -90,6 +90,7 @@ type Storage struct {
 	segs   []*segment // oldest first; the last is active
 	failed error
 	buf    []byte
+	enc    []byte // the committer's scratch space for entries records
 	// opened is what Open read, served to the first Load if nothing was
 	// written since (a node loads right after opening): the log is read
 	// once, not twice.
