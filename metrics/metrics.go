@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,6 +118,41 @@ type Metrics struct {
 	now    func() time.Time
 	logger *slog.Logger
 	c      *collector
+
+	// ops caches each op's series (copy on write): looking a series up by
+	// its label value hashes it, on every client operation otherwise.
+	ops   atomic.Pointer[map[string]opSeries]
+	opsMu sync.Mutex // serializes additions to ops
+}
+
+// opSeries are the series of one op that every observation updates.
+type opSeries struct {
+	total    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// series returns op's cached series, creating them on first use.
+func (m *Metrics) series(op string) opSeries {
+	if p := m.ops.Load(); p != nil {
+		if s, ok := (*p)[op]; ok {
+			return s
+		}
+	}
+	m.opsMu.Lock()
+	defer m.opsMu.Unlock()
+	var next map[string]opSeries
+	if p := m.ops.Load(); p != nil {
+		if s, ok := (*p)[op]; ok {
+			return s
+		}
+		next = maps.Clone(*p)
+	} else {
+		next = map[string]opSeries{}
+	}
+	s := opSeries{total: m.c.opsTotal.WithLabelValues(op), duration: m.c.opDuration.WithLabelValues(op)}
+	next[op] = s
+	m.ops.Store(&next)
+	return s
 }
 
 // New creates the metrics of the node described by src and registers them
@@ -168,11 +205,12 @@ func (m *Metrics) ObserveOperation(op string, d time.Duration, err error) {
 	if op == "" {
 		op = "unknown"
 	}
-	m.c.opsTotal.WithLabelValues(op).Inc()
+	s := m.series(op)
+	s.total.Inc()
 	if err != nil {
 		m.c.opsFailed.WithLabelValues(op).Inc()
 	}
-	m.c.opDuration.WithLabelValues(op).Observe(seconds(d))
+	s.duration.Observe(seconds(d))
 	m.c.window.add(m.now())
 }
 

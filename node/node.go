@@ -158,6 +158,9 @@ type Node struct {
 	lead uint64
 
 	ver *verifier // nil: verification off
+
+	arena   []byte   // the block proposals' entry data is carved from
+	futures []Future // unused futures of the current block
 }
 
 type deadline struct {
@@ -352,17 +355,60 @@ func (n *Node) propose(payload []byte, submit func([]byte) error) *Future {
 	}
 	n.seq++
 	seq := n.seq
-	data := make([]byte, 0, len(payload)+2*binary.MaxVarintLen64)
+	data := n.entryBuf(len(payload) + 2*binary.MaxVarintLen64)
 	data = binary.AppendUvarint(data, n.inc)
 	data = binary.AppendUvarint(data, seq)
 	data = append(data, payload...)
+	n.takeEntryBuf(data)
 	if err := submit(data); err != nil {
 		return resolved(nil, n.requestError(err))
 	}
-	f := &Future{}
+	f := n.newFuture()
 	n.proposals[seq] = f
 	n.propQueue = append(n.propQueue, deadline{seq: seq, at: n.now + uint64(n.cfg.ProposalTimeoutTicks)})
 	n.drive()
+	return f
+}
+
+// Proposals' entry data and futures are carved out of larger blocks, so
+// that a busy leader allocates once per block rather than twice per
+// proposal. A block lives as long as any entry or future in it.
+const (
+	arenaBytes   = 64 << 10
+	futureBlock  = 256
+	arenaMaxPart = arenaBytes / 8 // larger entries get their own allocation
+)
+
+// entryBuf returns an empty slice with room for size bytes, from the
+// current block when it fits. The caller fills it and passes it to
+// takeEntryBuf before the next call.
+func (n *Node) entryBuf(size int) []byte {
+	if size > arenaMaxPart {
+		return make([]byte, 0, size)
+	}
+	if cap(n.arena)-len(n.arena) < size {
+		n.arena = make([]byte, 0, arenaBytes)
+	}
+	l := len(n.arena)
+	return n.arena[l : l : l+size]
+}
+
+// takeEntryBuf marks b, filled from entryBuf, as used: later entries go
+// after it.
+func (n *Node) takeEntryBuf(b []byte) {
+	l := len(n.arena)
+	if len(b) > 0 && cap(n.arena) > l && &n.arena[:l+1][l] == &b[0] {
+		n.arena = n.arena[:l+len(b)]
+	}
+}
+
+// newFuture returns a new pending future.
+func (n *Node) newFuture() *Future {
+	if len(n.futures) == 0 {
+		n.futures = make([]Future, futureBlock)
+	}
+	f := &n.futures[0]
+	n.futures = n.futures[1:]
 	return f
 }
 
@@ -516,24 +562,38 @@ func (n *Node) requestError(err error) error {
 	return fmt.Errorf("%w: %w", ErrDropped, err)
 }
 
-// expire times out requests whose deadline passed.
+// expire times out requests whose deadline passed. It also drops from the
+// front of the deadline queues the requests answered already, so that the
+// queues hold about the requests in flight rather than every request of
+// the last timeout period (which a busy leader would copy again and again
+// as the queue grows).
 func (n *Node) expire() {
 	i := 0
-	for ; i < len(n.propQueue) && n.propQueue[i].at <= n.now; i++ {
+	for ; i < len(n.propQueue); i++ {
 		seq := n.propQueue[i].seq
-		if f, ok := n.proposals[seq]; ok {
-			delete(n.proposals, seq)
-			f.resolve(nil, ErrTimeout)
+		f, ok := n.proposals[seq]
+		if !ok {
+			continue // answered
 		}
+		if n.propQueue[i].at > n.now {
+			break
+		}
+		delete(n.proposals, seq)
+		f.resolve(nil, ErrTimeout)
 	}
 	n.propQueue = n.propQueue[i:]
 	i = 0
-	for ; i < len(n.readQueue) && n.readQueue[i].at <= n.now; i++ {
+	for ; i < len(n.readQueue); i++ {
 		seq := n.readQueue[i].seq
-		if rd, ok := n.reads[seq]; ok {
-			delete(n.reads, seq)
-			rd.f.resolve(nil, ErrTimeout)
+		rd, ok := n.reads[seq]
+		if !ok {
+			continue // answered
 		}
+		if n.readQueue[i].at > n.now {
+			break
+		}
+		delete(n.reads, seq)
+		rd.f.resolve(nil, ErrTimeout)
 	}
 	n.readQueue = n.readQueue[i:]
 	if len(n.waiting) > 0 {

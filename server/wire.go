@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -296,6 +297,18 @@ func (c *wireConn) acquire(n int) int {
 // answered at once.
 func (c *wireConn) submit(reqs []wire.Request) {
 	ops := make([]wireOp, 0, len(reqs))
+	// Every command of the batch is encoded into one buffer (a command
+	// keeps referring to the old array if appending moves it).
+	size := 0
+	for i := range reqs {
+		size += len(reqs[i].Key) + len(reqs[i].Value) + 3*binary.MaxVarintLen64 + 4
+	}
+	enc := make([]byte, 0, size)
+	encode := func(cmd kv.Command) []byte {
+		start := len(enc)
+		enc, _ = cmd.AppendBinary(enc) // an invalid command is refused when applied, as by kv.EncodeCommand
+		return enc[start:len(enc):len(enc)]
+	}
 	for i := range reqs {
 		r := &reqs[i]
 		if err := r.Check(); err != nil {
@@ -306,12 +319,12 @@ func (c *wireConn) submit(reqs []wire.Request) {
 		switch r.Op {
 		case wire.OpGet:
 			o.level = readLevel(r.Consistency)
-			o.cmd = kv.EncodeCommand(kv.Command{Op: kv.OpGet, Key: string(r.Key)})
+			o.cmd = encode(kv.Command{Op: kv.OpGet, Key: string(r.Key)})
 		case wire.OpPut:
-			o.cmd = kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: string(r.Key), Value: r.Value,
+			o.cmd = encode(kv.Command{Op: kv.OpSet, Key: string(r.Key), Value: r.Value,
 				ClientID: r.ClientID, Seq: r.Seq})
 		case wire.OpDelete:
-			o.cmd = kv.EncodeCommand(kv.Command{Op: kv.OpDelete, Key: string(r.Key),
+			o.cmd = encode(kv.Command{Op: kv.OpDelete, Key: string(r.Key),
 				ClientID: r.ClientID, Seq: r.Seq})
 		}
 		ops = append(ops, o)

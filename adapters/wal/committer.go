@@ -41,6 +41,7 @@ func (s *Storage) commit(group []request) {
 			}
 			r.done(errs[i])
 		}
+		s.inflight.Add(-int64(len(group)))
 	}()
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
@@ -62,10 +63,13 @@ func (s *Storage) commit(group []request) {
 			}
 		}
 	}
-	w := s.st.clone()
 	act := s.segs[len(s.segs)-1]
+	if s.deferHardState(group, errs, act) {
+		return
+	}
+	w := s.st.clone()
 	s.buf = s.buf[:0]
-	chain := act.chain
+	chain := s.appendPending(act, act.chain)
 	var written []string // snapshot files written by this group
 	oldSnap := s.st.snap
 	for i, r := range group {
@@ -128,6 +132,97 @@ func (s *Storage) commit(group []request) {
 		s.want <- act.seq + 1
 		s.nextWanted = true
 	}
+}
+
+// deferHardState takes, without writing anything, a group of updates that
+// each hold only a hard state and need no fsync (Update.Sync false: a
+// commit index, which a node learns again after a crash). The latest of
+// their hard states waits in s.pendingHS; its record goes out at the start
+// of the next write, whose fdatasync makes it durable with that write, or
+// by Load or Close. A crash loses it, as it may lose any write made
+// without an fsync. This saves a leader an fdatasync for every commit
+// index it learns while no new entry waits. Writing the record now without
+// an fsync would not do: a crash could then leave it torn behind a later,
+// intact write, which recovery must refuse as corruption. It reports
+// whether it took the group (the caller calls the done callbacks, with
+// errs).
+func (s *Storage) deferHardState(group []request, errs []error, act *segment) bool {
+	if len(group) == 0 {
+		return false
+	}
+	for _, r := range group {
+		if !hardStateAlone(r.u) {
+			return false
+		}
+	}
+	// The record must fit the active segment beside the seal; otherwise
+	// the group is written now, which rotates the segment.
+	if act.used+int64(recordSize(maxHSRecord)+sealReserve) > act.size {
+		return false
+	}
+	w := s.st.clone()
+	taken := false
+	for i, r := range group {
+		if err := s.check(&w, r.u); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := s.applyUpdate(&w, r.u, act.seq, nil); err != nil {
+			errs[i] = fmt.Errorf("wal: internal error: %w", err)
+			continue
+		}
+		taken = true
+	}
+	if taken {
+		hs := w.hs
+		s.pendingHS = &hs
+		s.st = w
+	}
+	return true
+}
+
+// hardStateAlone reports whether u holds a hard state and nothing else,
+// without Sync.
+func hardStateAlone(u *node.Update) bool {
+	return !u.Sync && u.Snapshot == nil && u.LocalSnapshot == nil && len(u.Entries) == 0 && !u.HardState.IsEmpty()
+}
+
+// maxHSRecord is the largest payload of a hard state record: three
+// unsigned varints.
+const maxHSRecord = 3 * binary.MaxVarintLen64
+
+// appendPending appends the deferred hard state's record (if any) to s.buf,
+// to be written at act's end, and returns the chain value after it.
+func (s *Storage) appendPending(act *segment, chain uint32) uint32 {
+	if s.pendingHS == nil {
+		return chain
+	}
+	var start int
+	s.buf, start = beginRecord(s.buf)
+	s.buf = appendHS(s.buf, *s.pendingHS)
+	s.buf, chain = endRecord(s.buf, start, recHardState, uint32(act.used), chain)
+	s.pendingHS = nil
+	return chain
+}
+
+// writePending writes and fsyncs the deferred hard state, if any (ioMu
+// held). A failure fails the store, as any write failure does.
+func (s *Storage) writePending() error {
+	if s.failed != nil {
+		return fmt.Errorf("wal: an earlier write failed: %w", s.failed)
+	}
+	if s.pendingHS == nil || len(s.segs) == 0 {
+		return nil
+	}
+	act := s.segs[len(s.segs)-1]
+	s.buf = s.buf[:0]
+	chain := s.appendPending(act, act.chain)
+	if err := s.flush(act, chain, s.st); err != nil {
+		s.failed = err
+		s.log.Error("wal: write failed; failing every later write", "err", err)
+		return err
+	}
+	return nil
 }
 
 func refFile(r *snapfile.Ref) string {
@@ -264,7 +359,11 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 		if first := u.Entries[0].Index; first < next {
 			recs = append(recs, rec{recTruncate, binary.AppendUvarint(nil, first)})
 		}
-		// Entries records of at most about 1 MiB each.
+		// Entries records of at most about 1 MiB each, encoded into
+		// s.enc: the records are copied into s.buf before the next
+		// update is encoded. A record still refers to the old array if
+		// appending moves enc, so nothing is overwritten early.
+		enc := s.enc[:0]
 		ents := u.Entries
 		for len(ents) > 0 {
 			n, size := 0, 0
@@ -272,8 +371,13 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 				size += 16 + len(ents[n].Data)
 				n++
 			}
-			recs = append(recs, rec{recEntries, appendEntries(nil, ents[:n])})
+			start := len(enc)
+			enc = appendEntries(enc, ents[:n])
+			recs = append(recs, rec{recEntries, enc[start:len(enc):len(enc)]})
 			ents = ents[n:]
+		}
+		if cap(enc) <= maxKeptEncoding {
+			s.enc = enc[:0]
 		}
 	}
 	if !u.HardState.IsEmpty() {
@@ -281,6 +385,10 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 	}
 	return recs, files, nil
 }
+
+// maxKeptEncoding is the largest entries encoding buffer the committer
+// keeps for the next update.
+const maxKeptEncoding = 8 << 20
 
 // retrySpace runs op, and again every RetryInterval while it fails for
 // lack of disk space (reported by SpaceErr), until it succeeds, fails

@@ -10,7 +10,13 @@
 // segment (one pwrite), makes it durable with one fdatasync, and then calls
 // the done callbacks in Save order. Every write is fsynced, whatever
 // Update.Sync says: recovery relies on a write being durable before the
-// next one starts (see the torn-write rule). An update is applied as
+// next one starts (see the torn-write rule). A group made only of updates
+// that hold a hard state and nothing else, none with Update.Sync (a commit
+// index the node can learn again), is not written at all: its latest hard
+// state is kept and its record goes out at the start of the next write (or
+// at Load or Close), so a leader does not pay an fdatasync for every commit
+// index it learns while no new entry waits; a crash may lose it, as it may
+// lose any unsynced write. An update is applied as
 // node.MemoryStorage applies it, in field order; one that does not fit the
 // log (a gap, entry terms going down, a hard state whose commit index the
 // log and snapshot cannot back or whose term is below the last entry's or

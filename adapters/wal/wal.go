@@ -90,11 +90,15 @@ type Storage struct {
 	segs   []*segment // oldest first; the last is active
 	failed error
 	buf    []byte
+	enc    []byte // the committer's scratch space for entries records
 	// opened is what Open read, served to the first Load if nothing was
 	// written since (a node loads right after opening): the log is read
 	// once, not twice.
 	opened     *core.Persisted
 	nextWanted bool
+	// pendingHS is a hard state saved without Sync and not written yet
+	// (see deferHardState).
+	pendingHS *core.HardState
 
 	spaceMu  sync.Mutex
 	spaceErr error
@@ -103,6 +107,10 @@ type Storage struct {
 	closeErr  error
 
 	writes, syncs, updates, bytes, rotations, released atomic.Uint64
+
+	// inflight counts the Saves queued or being written whose done
+	// callbacks have not all returned.
+	inflight atomic.Int64
 }
 
 // request is one queued Save.
@@ -301,6 +309,11 @@ func (s *Storage) Load() (core.Persisted, error) {
 	if s.segs == nil {
 		return p, fmt.Errorf("wal: load: %w", ErrClosed)
 	}
+	if s.pendingHS != nil {
+		if err := s.writePending(); err != nil {
+			return p, fmt.Errorf("wal: load: %w", err)
+		}
+	}
 	if o := s.opened; o != nil {
 		s.opened = nil
 		return *o, nil
@@ -324,24 +337,66 @@ func (s *Storage) Load() (core.Persisted, error) {
 	return p, nil
 }
 
-// Save queues u to be written and returns. done is called once, from the
-// committer goroutine, after u is written and fsynced (every write is
-// fsynced, whatever u.Sync; not with Options.NoSync), or with the error that
-// stopped it. Updates are written in the order of the Save calls and their
-// done callbacks called in that order. An update that does not fit the log
-// (a gap, terms going down, a hard state the log cannot back, a compaction
-// beyond its snapshot) fails with an error and writes nothing; an I/O error
-// fails its update and every later one (fail-stop). While the disk is full
-// (see SpaceErr) updates stay queued. u and its slices must stay unchanged
-// until done is called.
+// Save queues u to be written and returns. done is called once, after u
+// is written and fsynced, or with the error that stopped it; from the
+// committer goroutine, or before Save returns for a hard state alone
+// without u.Sync while no earlier Save is pending. Every write is fsynced,
+// whatever u.Sync (not with Options.NoSync), but a hard state alone
+// without u.Sync may wait, unwritten, for the next write (see the package
+// documentation). Updates are written in the order of the Save calls and
+// their done callbacks called in that order. An update that does not fit
+// the log (a gap, terms going down, a hard state the log cannot back, a
+// compaction beyond its snapshot) fails with an error and writes nothing;
+// an I/O error fails its update and every later one (fail-stop). While the
+// disk is full (see SpaceErr) updates stay queued. u and its slices must
+// stay unchanged until done is called.
 func (s *Storage) Save(u *node.Update, done func(error)) {
 	if u == nil {
 		done(errors.New("wal: save: nil update"))
 		return
 	}
+	if s.deferNow(u, done) {
+		return
+	}
+	s.inflight.Add(1)
 	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
+		s.inflight.Add(-1)
 		done(fmt.Errorf("wal: save: %w", ErrClosed))
 	}
+}
+
+// deferNow takes u at once, on the caller's goroutine, if it is an update
+// the committer would not write (see deferHardState) and no earlier Save
+// is queued or being written, so that the done callbacks stay in Save
+// order; then it calls done before returning and reports true. It saves
+// the committer's wake-up and the caller's wait for it.
+func (s *Storage) deferNow(u *node.Update, done func(error)) bool {
+	if !hardStateAlone(u) || s.inflight.Load() != 0 {
+		return false
+	}
+	select {
+	case <-s.queue.Closing():
+		return false // Push fails it
+	default:
+	}
+	s.ioMu.Lock()
+	if s.inflight.Load() != 0 || s.segs == nil || s.failed != nil {
+		s.ioMu.Unlock()
+		return false
+	}
+	s.opened = nil
+	group := [1]request{{u: u, done: done}}
+	var errs [1]error
+	if !s.deferHardState(group[:], errs[:], s.segs[len(s.segs)-1]) {
+		s.ioMu.Unlock()
+		return false
+	}
+	s.ioMu.Unlock()
+	if errs[0] == nil {
+		s.updates.Add(1)
+	}
+	done(errs[0])
+	return true
 }
 
 func updateSize(u *node.Update) int {
@@ -380,6 +435,11 @@ func (s *Storage) Close() error {
 		s.ioMu.Lock()
 		defer s.ioMu.Unlock()
 		var errs []error
+		if s.pendingHS != nil && s.failed == nil {
+			if err := s.writePending(); err != nil {
+				errs = append(errs, fmt.Errorf("wal: close: %w", err))
+			}
+		}
 		for _, g := range s.segs {
 			if g.f != nil {
 				errs = append(errs, g.f.Close())

@@ -205,3 +205,79 @@ func TestMaxBatchDelay(t *testing.T) {
 		t.Fatalf("stats %+v after Close, want a second write", st)
 	}
 }
+
+// TestDeferredHardState checks that an update of a hard state alone without
+// Sync is not written until the next write, which carries it; that a crash
+// before then loses it and nothing else; and that Load and Close write it.
+func TestDeferredHardState(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, testOpts(dir))
+	defer func() { storagetest.MustClose(t, s) }()
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 5, 1),
+		HardState: core.HardState{Term: 1, Vote: 1, Commit: 1}, Sync: true})
+	before := s.Stats()
+	storagetest.MustSave(t, s, &node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 3}})
+	storagetest.MustSave(t, s, &node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 4}})
+	if st := s.Stats(); st.Writes != before.Writes || st.Syncs != before.Syncs || st.Updates != before.Updates+2 {
+		t.Fatalf("after two unsynced hard states: %+v, want no write and two more updates than %+v", st, before)
+	}
+	// A crash now finds the last synced state.
+	crashed := crashCopy(t, dir)
+	if p := storagetest.MustLoad(t, crashed); p.HardState.Commit != 1 || len(p.Entries) != 5 {
+		t.Fatalf("after a crash before the next write: commit %d, %d entries; want 1, 5", p.HardState.Commit, len(p.Entries))
+	}
+	storagetest.MustClose(t, crashed)
+	// The next write carries the deferred hard state: one write, one sync.
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(6, 6, 1), Sync: true})
+	if st := s.Stats(); st.Writes != before.Writes+1 || st.Syncs != before.Syncs+1 {
+		t.Fatalf("after the next write: %+v, want one write and one sync more than %+v", st, before)
+	}
+	crashed = crashCopy(t, dir)
+	if p := storagetest.MustLoad(t, crashed); p.HardState.Commit != 4 || len(p.Entries) != 6 {
+		t.Fatalf("after a crash after the next write: commit %d, %d entries; want 4, 6", p.HardState.Commit, len(p.Entries))
+	}
+	storagetest.MustClose(t, crashed)
+	// Load writes a deferred hard state before reading.
+	storagetest.MustSave(t, s, &node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 5}})
+	if p := storagetest.MustLoad(t, s); p.HardState.Commit != 5 {
+		t.Fatalf("Load after an unsynced hard state: commit %d, want 5", p.HardState.Commit)
+	}
+	// Close writes it too.
+	storagetest.MustSave(t, s, &node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 6}})
+	storagetest.MustClose(t, s)
+	s = openT(t, testOpts(dir))
+	if p := storagetest.MustLoad(t, s); p.HardState.Commit != 6 || len(p.Entries) != 6 {
+		t.Fatalf("after Close and reopen: commit %d, %d entries; want 6, 6", p.HardState.Commit, len(p.Entries))
+	}
+	// With nothing else pending, it is taken before Save returns.
+	taken := false
+	s.Save(&node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 6}}, func(err error) { taken = err == nil })
+	if !taken {
+		t.Fatal("an unsynced hard state with nothing pending was not taken before Save returned")
+	}
+	// A refused hard state is refused, not deferred.
+	if err := storagetest.SaveWait(t, s, &node.Update{HardState: core.HardState{Term: 1, Vote: 1, Commit: 9}}); err == nil {
+		t.Fatal("a commit index beyond the log was accepted")
+	}
+}
+
+// crashCopy opens a copy of the files in dir as they are now: what a crash
+// of the process would leave.
+func crashCopy(t *testing.T, dir string) *Storage {
+	t.Helper()
+	dst := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return openT(t, testOpts(dst))
+}
