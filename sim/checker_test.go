@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -829,5 +830,24 @@ func BenchmarkCheckerWriteApply(b *testing.B) {
 	b.StopTimer()
 	if v := c.Err(); v != nil {
 		b.Fatal(v)
+	}
+}
+
+// TestCountersAdd: Add sums every counter field.
+func TestCountersAdd(t *testing.T) {
+	var a, b Counters
+	bv := reflect.ValueOf(&b).Elem()
+	for i := range bv.NumField() {
+		if f := bv.Field(i); f.Kind() == reflect.Uint64 {
+			f.SetUint(uint64(i + 1))
+		}
+	}
+	a.Add(&b)
+	a.Add(&b)
+	av := reflect.ValueOf(a)
+	for i := range av.NumField() {
+		if f := av.Field(i); f.Kind() == reflect.Uint64 && f.Uint() != 2*uint64(i+1) {
+			t.Errorf("%s: %d, want %d", av.Type().Field(i).Name, f.Uint(), 2*(i+1))
+		}
 	}
 }

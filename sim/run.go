@@ -10,6 +10,7 @@ package sim
 
 import (
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -100,40 +101,14 @@ type Counters struct {
 	StorageRepairs    uint64 `json:"storage_repairs"`
 }
 
-// Add adds o to c.
+// Add adds o to c: every uint64 field, so a new counter needs no line here.
 func (c *Counters) Add(o *Counters) {
-	c.LeaderChanges += o.LeaderChanges
-	c.Terms += o.Terms
-	c.SplitVotes += o.SplitVotes
-	c.Truncations += o.Truncations
-	c.SnapshotsTaken += o.SnapshotsTaken
-	c.SnapshotsInstalled += o.SnapshotsInstalled
-	c.Crashes += o.Crashes
-	c.CrashDuringWrite += o.CrashDuringWrite
-	c.Restarts += o.Restarts
-	c.Pauses += o.Pauses
-	c.Partitions += o.Partitions
-	c.LeaderIsolated += o.LeaderIsolated
-	c.Clogs += o.Clogs
-	c.MembershipChanges += o.MembershipChanges
-	c.Transfers += o.Transfers
-	c.ClientOps += o.ClientOps
-	c.ClientOK += o.ClientOK
-	c.ClientUnknown += o.ClientUnknown
-	c.Retries += o.Retries
-	c.Deduplicated += o.Deduplicated
-	c.Messages += o.Messages
-	c.MessagesDropped += o.MessagesDropped
-	c.DiskTorn += o.DiskTorn
-	c.StorageFaults += o.StorageFaults
-	c.DiskFlips += o.DiskFlips
-	c.DiskUnreadable += o.DiskUnreadable
-	c.DiskLostWrites += o.DiskLostWrites
-	c.DiskMisdirected += o.DiskMisdirected
-	c.StorageRefusals += o.StorageRefusals
-	c.StorageRecoveries += o.StorageRecoveries
-	c.StorageRepairs += o.StorageRepairs
-	c.VerifyConfirmed += o.VerifyConfirmed
+	cv, ov := reflect.ValueOf(c).Elem(), reflect.ValueOf(o).Elem()
+	for i := range cv.NumField() {
+		if f := cv.Field(i); f.Kind() == reflect.Uint64 {
+			f.SetUint(f.Uint() + ov.Field(i).Uint())
+		}
+	}
 }
 
 // Config says what a run keeps and how it checks, beyond its Options.

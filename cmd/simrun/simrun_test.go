@@ -417,7 +417,7 @@ func TestCounterList(t *testing.T) {
 		t.Errorf("%d counters listed, %d fields", len(list), n)
 	}
 	if list[0] != (counter{"leader changes", 3}) || !slices.Contains(list, counter{"disk torn", 4}) ||
-		list[len(list)-1] != (counter{"storage repairs", 5}) {
+		!slices.Contains(list, counter{"storage repairs", 5}) {
 		t.Errorf("list: %v", list)
 	}
 }
