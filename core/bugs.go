@@ -36,6 +36,14 @@ const (
 	// machine apply one command wrong, silently: the first write at or
 	// after index 64 goes to another key.
 	BugDivergentApply
+	// BugLeaseAfterTransfer lets the leader trust its lease while a
+	// leadership transfer is under way and after its MsgTimeoutNow went
+	// out, although the transferee's forced campaign overrides the
+	// followers' leader stickiness on which the lease rests.
+	BugLeaseAfterTransfer
+	// BugLeaseReadNoCheck answers a lease read on a leader that has
+	// committed in its term without checking the lease at all.
+	BugLeaseReadNoCheck
 	bugEnd
 )
 
@@ -63,6 +71,10 @@ func (b Bug) String() string {
 		return "trust-damaged-hard-state"
 	case BugDivergentApply:
 		return "divergent-apply"
+	case BugLeaseAfterTransfer:
+		return "lease-after-transfer"
+	case BugLeaseReadNoCheck:
+		return "lease-read-no-check"
 	}
 	return "bug?"
 }
