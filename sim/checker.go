@@ -78,6 +78,8 @@ type Checker struct {
 	maxCommit uint64            // highest index in commits
 	applied   ckTable[ckApplied]
 	conv      []ckConv // state hashes by applied index (a ring)
+
+	lease ckLease // the lease-read check (checklease.go)
 }
 
 // ckConvSlots is the size of the convergence ring: state hashes are
@@ -553,6 +555,9 @@ func (c *Checker) newLeader(at Time, n *ckNode, t uint64) {
 func (c *Checker) Send(at Time, m *core.Message) {
 	if c.err != nil || m == nil {
 		return
+	}
+	if m.Type == core.MsgTimeoutNow {
+		c.leaseTimeoutNow(m)
 	}
 	if m.Type == core.MsgPreVote || m.Type == core.MsgPreVoteResp {
 		return // pre-votes carry a term not yet reached and promise nothing

@@ -22,6 +22,9 @@ const (
 	FaultLostWrite
 	FaultMisdirect
 	FaultLatent
+	// FaultLeaseRace is a lease race (leaserace.go; lease profile only):
+	// Shape is the mode, Dur how long the leader stays cut off.
+	FaultLeaseRace
 	faultKindEnd
 )
 
@@ -30,6 +33,7 @@ var faultKindNames = [...]string{
 	FaultPartition: "partition", FaultClog: "clog", FaultMembership: "membership",
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
+	FaultLeaseRace: "lease-race",
 }
 
 // String names the kind.
@@ -130,6 +134,8 @@ func drawFaults(o *Options) []Fault {
 	poisson(st.LostWriteRate, storage(FaultLostWrite))
 	poisson(st.MisdirectRate, storage(FaultMisdirect))
 	poisson(st.LatentRate, storage(FaultLatent))
+	// Lease races come from a generator of their own.
+	fs = append(fs, drawLeaseRaces(o)...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

@@ -99,6 +99,17 @@ type Counters struct {
 	StorageRefusals   uint64 `json:"storage_refusals"`
 	StorageRecoveries uint64 `json:"storage_recoveries"`
 	StorageRepairs    uint64 `json:"storage_repairs"`
+	// Lease reads (the lease profile): lease races run (leaders cut off
+	// at a transfer or while a new leader took over, with clients steered
+	// to them); lease reads asked of a node, asked of a leader during a
+	// transfer or after its MsgTimeoutNow, asked of a leader a later one
+	// had deposed; answered on the lease; fallen back to a ReadIndex round.
+	LeaseRaces           uint64 `json:"lease_races"`
+	LeaseReadsAsked      uint64 `json:"lease_reads_asked"`
+	LeaseReadsInTransfer uint64 `json:"lease_reads_in_transfer"`
+	LeaseReadsDeposed    uint64 `json:"lease_reads_deposed"`
+	LeaseReadsAnswered   uint64 `json:"lease_reads_answered"`
+	LeaseReadsReplaced   uint64 `json:"lease_reads_replaced"`
 }
 
 // Add adds o to c: every uint64 field, so a new counter needs no line here.
@@ -177,6 +188,8 @@ type cluster struct {
 	removing  uint64
 	repairs   []*repair
 	repairRng *Rand
+
+	race *leaseRace // the lease race under way (leaserace.go)
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a

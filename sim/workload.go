@@ -21,6 +21,9 @@ type client struct {
 	target uint64
 	op     *clientOp
 	stop   bool // the fault phase ended: no new operations
+	// leaseUntil: a lease race steered this client to the leader; until
+	// then its reads not through the log go on the lease.
+	leaseUntil Time
 }
 
 // clientOp is an operation in flight.
@@ -74,6 +77,9 @@ func (cl *client) next() {
 		} else if o.LeaseReads && cl.rng.Chance(0.5) {
 			op.level = node.ReadLease
 		}
+		if !op.viaLog {
+			op.level = cl.leaseLevel(op.level)
+		}
 	case x < o.ReadShare+o.DeleteShare:
 		op.cmd = kv.Command{Op: kv.OpDelete, Key: key, ClientID: uint64(cl.id), Seq: cl.seq}
 		in = linearizability.Input{Kind: linearizability.Delete, Key: key}
@@ -126,6 +132,9 @@ func (op *clientOp) send() {
 			var f *node.Future
 			switch {
 			case op.cmd.Op == kv.OpGet && !op.viaLog:
+				if op.level == node.ReadLease {
+					c.leaseReadAsked(p)
+				}
 				f = p.n.Read(op.level, op.enc)
 			default:
 				f = p.n.Propose(op.enc)
