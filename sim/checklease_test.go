@@ -168,3 +168,19 @@ func TestLeaseRaceReached(t *testing.T) {
 		sum.LeaseRaces, sum.LeaseReadsAsked, sum.LeaseReadsInTransfer, sum.LeaseReadsDeposed,
 		sum.LeaseReadsAnswered, sum.LeaseReadsReplaced)
 }
+
+// TestLeaseRaceEndsAtHeal: seeds whose last lease race armed a transfer
+// just before healing, and whose MsgTimeoutNow went out after it. A cut
+// made then was never lifted (healing had lifted every cut before it) and
+// the cluster never recovered; a race now ends when the fault phase does.
+func TestLeaseRaceEndsAtHeal(t *testing.T) {
+	for _, seed := range []uint64{218, 726} {
+		o, err := Draw(seed, "lease")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := Run(o, Config{SkipLinearizability: true}); res.Verdict.Failed() {
+			t.Errorf("seed %d: %s: %s: %.300s", seed, res.Verdict, res.Check, res.Detail)
+		}
+	}
+}

@@ -117,6 +117,12 @@ func (c *cluster) startLeaseRace(f Fault, r *Rand) {
 // armed transfer race, and cuts the leader off when it goes out.
 func (c *cluster) leaseRaceSend(msgs []core.Message) {
 	race := c.race
+	if c.healing {
+		// The fault phase is over: no cut from now on.
+		race.armed = false
+		c.race = nil
+		return
+	}
 	for i := range msgs {
 		if m := &msgs[i]; m.Type == core.MsgTimeoutNow && m.From == race.leader {
 			race.armed = false
