@@ -47,6 +47,14 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		// (durability, at the restart).
 		{core.BugStorageIgnoresChecksums, "storage", nil, 1000, []Verdict{VerdictSafety}},
 		{core.BugTrustDamagedHardState, "storage", nil, 1000, []Verdict{VerdictSafety}},
+		// Lease bugs, under lease races (the lease profile): a lease
+		// trusted after the leader's MsgTimeoutNow, a lease read answered
+		// with no lease check. The lease-read check sees the stale read
+		// point; without it, Porcupine sees the stale reads themselves.
+		{core.BugLeaseAfterTransfer, "lease", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugLeaseReadNoCheck, "lease", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugLeaseAfterTransfer, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
+		{core.BugLeaseReadNoCheck, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
 	}
 	for _, tc := range tests {
 		name := tc.bug.String()
