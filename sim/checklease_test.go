@@ -2,6 +2,7 @@ package sim
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/forge-consensus/consensus/core"
@@ -183,4 +184,79 @@ func TestLeaseRaceEndsAtHeal(t *testing.T) {
 			t.Errorf("seed %d: %s: %s: %.300s", seed, res.Verdict, res.Check, res.Detail)
 		}
 	}
+}
+
+// scriptedLeaseRace returns the options of lease seed 1 with one lease
+// race of the given mode at 5 s as the only fault, lasting three election
+// timeouts.
+func scriptedLeaseRace(t *testing.T, mode int) Options {
+	t.Helper()
+	o, err := Draw(1, "lease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	et := Time(o.ElectionTick) * o.TickInterval
+	o.Faults = []Fault{{At: 5 * Second, Kind: FaultLeaseRace, Shape: mode, Dur: 3 * et, R: 1}}
+	return o
+}
+
+// TestLeaseRaceScripted: a transfer race cuts the leader off when its
+// MsgTimeoutNow leaves and the transferee is elected meanwhile; an
+// isolating race cuts the leader off at once. Either way the cut-off
+// leader steps down (CheckQuorum) before the cut is lifted, after its
+// duration. The unmodified code passes both.
+func TestLeaseRaceScripted(t *testing.T) {
+	for _, mode := range []int{leaseRaceTransfer, leaseRaceIsolate} {
+		o := scriptedLeaseRace(t, mode)
+		res := Run(o, Config{Trace: TraceOptions{KeepEvents: true}})
+		if res.Verdict.Failed() {
+			t.Fatalf("mode %d: %s: %s: %.300s", mode, res.Verdict, res.Check, res.Detail)
+		}
+		if res.Counters.LeaseRaces != 1 {
+			t.Fatalf("mode %d: %d lease races, want 1", mode, res.Counters.LeaseRaces)
+		}
+		var cutAt, overAt Time
+		var cutNode, to, cutTerm uint64
+		terms := map[uint64]uint64{} // node → last term it was seen in
+		elected, steppedDown := false, false
+		for _, e := range res.Trace.Events() {
+			switch {
+			case e.Kind == EvPartition && strings.HasPrefix(e.Text, "lease race: leader cut off"):
+				cutAt, cutNode, to, cutTerm = e.At, e.Node, e.Peer, terms[e.Node]
+			case e.Kind == EvHeal && e.Text == "lease race over":
+				overAt = e.At
+			case e.Kind == EvRole:
+				terms[e.Node] = e.A
+				if cutAt > 0 && overAt == 0 && core.Role(e.B) == core.Leader && e.A > cutTerm && e.Node == to {
+					elected = true
+				}
+				if cutAt > 0 && overAt == 0 && e.Node == cutNode && core.Role(e.B) != core.Leader {
+					steppedDown = true
+				}
+			}
+		}
+		et := Time(o.ElectionTick) * o.TickInterval
+		switch {
+		case cutAt == 0:
+			t.Fatalf("mode %d: the leader was never cut off", mode)
+		case mode == leaseRaceTransfer && (to == 0 || !strings.Contains(eventText(res, cutAt), "MsgTimeoutNow")):
+			t.Fatalf("mode %d: the cut did not come with the MsgTimeoutNow", mode)
+		case overAt != cutAt+3*et:
+			t.Fatalf("mode %d: cut at %d lifted at %d, want after %d", mode, cutAt, overAt, 3*et)
+		case mode == leaseRaceTransfer && !elected:
+			t.Fatalf("mode %d: transferee %d not elected while node %d was cut off", mode, to, cutNode)
+		case !steppedDown:
+			t.Fatalf("mode %d: node %d still led when its cut was lifted", mode, cutNode)
+		}
+	}
+}
+
+// eventText returns the text of the first lease-race cut event at at.
+func eventText(res *Result, at Time) string {
+	for _, e := range res.Trace.Events() {
+		if e.At == at && e.Kind == EvPartition {
+			return e.Text
+		}
+	}
+	return ""
 }
