@@ -2,12 +2,14 @@ package sim
 
 import (
 	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/kv"
+	"github.com/forge-consensus/consensus/linearizability"
 	"github.com/forge-consensus/consensus/node"
 )
 
 // Lease races (the lease profile's own fault, FaultLeaseRace): about half
-// the clients are steered to the leader and read on its lease, then the
-// leader either hands leadership over and is cut off from everyone from
+// the clients are steered to the leader and only read, on its lease; after
+// a lead time (50-500 ms) the leader either hands leadership over and is cut off from everyone from
 // its MsgTimeoutNow on (it hears nobody; only its link to the transferee
 // stays open, so the MsgTimeoutNow arrives), or is cut off from everyone
 // while the others elect a new leader that takes writes. A sound lease
@@ -73,33 +75,56 @@ func (c *cluster) startLeaseRace(f Fault, r *Rand) {
 	}
 	now := c.s.Now()
 	race := &leaseRace{leader: l.id, dur: f.Dur}
-	if f.Shape == leaseRaceTransfer {
-		var others []uint64
-		for _, id := range voters {
-			if id != l.id {
-				others = append(others, id)
-			}
-		}
-		race.to = others[r.Intn(len(others))]
-	}
 	c.partition, c.race = true, race
 	c.counters.LeaseRaces++
-	// Steer about half the clients (at least one) to the leader; until
-	// the race ends their reads go on the lease.
+	// Steer about half the clients (at least one) to the leader: until
+	// the race ends they only read, on the lease. The transfer or the cut
+	// comes after a lead time, once their operations in flight elsewhere
+	// are likely done and they read on the leader.
+	lead := r.Range(50*Millisecond, 500*Millisecond)
 	n := len(c.clients)
 	for _, i := range r.perm(n)[:(n+1)/2] {
 		cl := c.clients[i]
-		cl.target, cl.leaseUntil = l.id, now+f.Dur+Time(c.o.ElectionTick)*c.o.TickInterval
+		cl.target, cl.leaseUntil = l.id, now+lead+f.Dur+Time(c.o.ElectionTick)*c.o.TickInterval
 	}
-	if f.Shape == leaseRaceIsolate {
+	c.tr.Add(Event{At: now, Kind: EvPhase, Node: l.id, Text: "lease race: clients steered to the leader"})
+	c.s.After(lead, func() { c.runLeaseRace(race, f.Shape, r) })
+}
+
+// runLeaseRace hands leadership over or cuts the leader off, if it still
+// leads; otherwise the race ends.
+func (c *cluster) runLeaseRace(race *leaseRace, mode int, r *Rand) {
+	if c.race != race {
+		return
+	}
+	l := c.proc(race.leader)
+	if c.healing || l == nil || !l.up || l.n == nil || l.status.Role != core.Leader {
+		c.endLeaseRace(race)
+		return
+	}
+	now := c.s.Now()
+	if mode == leaseRaceIsolate {
 		c.tr.Add(Event{At: now, Kind: EvPartition, Node: l.id, Text: "lease race: leader cut off"})
 		c.cutLeader(race)
 		return
 	}
+	voters, _ := c.members()
+	var others []uint64
+	for _, id := range voters {
+		if id != l.id {
+			others = append(others, id)
+		}
+	}
+	if len(others) == 0 {
+		c.endLeaseRace(race)
+		return
+	}
+	race.to = others[r.Intn(len(others))]
 	c.tr.Add(Event{At: now, Kind: EvTransfer, Node: l.id, Peer: race.to, Text: "lease race"})
 	race.armed = true
 	if err := l.n.TransferLeadership(race.to); err != nil {
-		c.partition, c.race = false, nil // a transfer under way: no race
+		race.armed = false
+		c.endLeaseRace(race) // a transfer under way: no race
 		return
 	}
 	l.observe()
@@ -198,11 +223,15 @@ func (c *cluster) leaseReadsObserved(p *proc, old, st *core.BasicStatus) {
 	}
 }
 
-// leaseLevel is the read level of a client's read that is not through the
-// log: the lease while a lease race steers the client.
-func (cl *client) leaseLevel(level node.ReadLevel) node.ReadLevel {
-	if cl.c.o.LeaseReads && cl.c.s.Now() < cl.leaseUntil {
-		return node.ReadLease
+// leaseRead makes op a read of its key on the lease while a lease race
+// steers the client (the operation was drawn as usual, so that the
+// client's generator moves as it would have). It returns the history
+// input to record.
+func (cl *client) leaseRead(op *clientOp, in linearizability.Input) linearizability.Input {
+	if !cl.c.o.LeaseReads || cl.c.s.Now() >= cl.leaseUntil {
+		return in
 	}
-	return level
+	op.cmd = kv.Command{Op: kv.OpGet, Key: op.cmd.Key}
+	op.viaLog, op.level = false, node.ReadLease
+	return linearizability.Input{Kind: linearizability.Get, Key: op.cmd.Key}
 }

@@ -22,7 +22,7 @@ type client struct {
 	op     *clientOp
 	stop   bool // the fault phase ended: no new operations
 	// leaseUntil: a lease race steered this client to the leader; until
-	// then its reads not through the log go on the lease.
+	// then it only reads, on the lease.
 	leaseUntil Time
 }
 
@@ -77,9 +77,6 @@ func (cl *client) next() {
 		} else if o.LeaseReads && cl.rng.Chance(0.5) {
 			op.level = node.ReadLease
 		}
-		if !op.viaLog {
-			op.level = cl.leaseLevel(op.level)
-		}
 	case x < o.ReadShare+o.DeleteShare:
 		op.cmd = kv.Command{Op: kv.OpDelete, Key: key, ClientID: uint64(cl.id), Seq: cl.seq}
 		in = linearizability.Input{Kind: linearizability.Delete, Key: key}
@@ -97,6 +94,7 @@ func (cl *client) next() {
 		op.cmd = kv.Command{Op: kv.OpSet, Key: key, Value: []byte(val), ClientID: uint64(cl.id), Seq: cl.seq}
 		in = linearizability.Input{Kind: linearizability.Put, Key: key, Value: val}
 	}
+	in = cl.leaseRead(op, in)
 	op.enc = kv.EncodeCommand(op.cmd)
 	op.hist = c.hist.Invoke(cl.id, in, c.s.Now())
 	c.counters.ClientOps++
