@@ -50,9 +50,8 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		// Lease bugs, under lease races (the lease profile): a lease
 		// trusted after the leader's MsgTimeoutNow, a lease read answered
 		// with no lease check. The lease-read check sees the stale read
-		// point (a safety verdict, long before Porcupine would see a stale
-		// read: seeds 5 and 8 against 10); without it, Porcupine sees the
-		// stale reads themselves.
+		// point (a safety verdict, before Porcupine would see a stale read);
+		// without it, Porcupine sees the stale reads themselves.
 		{core.BugLeaseAfterTransfer, "lease", nil, 200, []Verdict{VerdictSafety}},
 		{core.BugLeaseReadNoCheck, "lease", nil, 200, []Verdict{VerdictSafety}},
 		{core.BugLeaseAfterTransfer, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
