@@ -268,3 +268,22 @@ func eventText(res *Result, at Time) string {
 	}
 	return ""
 }
+
+// TestOneLeaseRacePasses: the unmodified code passes the runs with one
+// lease race as the only scheduled fault that catch each lease bug
+// (TestOneLeaseRaceCatchesLeaseBugs, with the simbugs tag).
+func TestOneLeaseRacePasses(t *testing.T) {
+	for _, mode := range []int{leaseRaceTransfer, leaseRaceIsolate} {
+		for seed := uint64(1); seed <= 10; seed++ {
+			o, err := Draw(seed, "lease")
+			if err != nil {
+				t.Fatal(err)
+			}
+			et := Time(o.ElectionTick) * o.TickInterval
+			o.Faults = []Fault{{At: 5 * Second, Kind: FaultLeaseRace, Shape: mode, Dur: 3 * et, R: 1}}
+			if res := Run(o, Config{}); res.Verdict.Failed() {
+				t.Fatalf("mode %d, seed %d: %s (%s): %.300s", mode, seed, res.Verdict, res.Check, res.Detail)
+			}
+		}
+	}
+}
