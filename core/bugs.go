@@ -36,6 +36,18 @@ const (
 	// machine apply one command wrong, silently: the first write at or
 	// after index 64 goes to another key.
 	BugDivergentApply
+	// BugJointCommitOneHalf computes the commit index from the incoming
+	// voters alone while a joint configuration is in force, as a joint
+	// quorum that forgot its outgoing half would.
+	BugJointCommitOneHalf
+	// BugSecondConfChange accepts a membership change while another is
+	// still uncommitted (the pending-change guard is gone).
+	BugSecondConfChange
+	// BugApplyConfUnsynced hands out a membership change to apply from a
+	// commit index that is written but not synced (a commit-only hard
+	// state is not synced): a crash can restart the node below a change it
+	// applied.
+	BugApplyConfUnsynced
 	bugEnd
 )
 
@@ -63,6 +75,12 @@ func (b Bug) String() string {
 		return "trust-damaged-hard-state"
 	case BugDivergentApply:
 		return "divergent-apply"
+	case BugJointCommitOneHalf:
+		return "joint-commit-one-half"
+	case BugSecondConfChange:
+		return "second-conf-change"
+	case BugApplyConfUnsynced:
+		return "apply-conf-unsynced"
 	}
 	return "bug?"
 }

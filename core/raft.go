@@ -730,7 +730,7 @@ func (r *raft) leaving() bool {
 // checkConfChange validates a proposed membership change against the
 // configuration in force.
 func (r *raft) checkConfChange(data []byte) error {
-	if r.pendingConfIndex > r.log.committed {
+	if r.pendingConfIndex > r.log.committed && !BugSecondConfChange.In(r.cfg.TestBugs) {
 		return fmt.Errorf("%w: change at index %d not yet committed", ErrConfChangePending, r.pendingConfIndex)
 	}
 	cc, err := DecodeConfChange(data)
@@ -758,13 +758,19 @@ func (r *raft) forward(m Message) error {
 // maybeCommit advances the commit index to what a quorum has durably
 // stored, counting only entries of the current term (Raft §5.4.2).
 func (r *raft) maybeCommit() bool {
-	ci := r.voters.CommittedIndex(func(id uint64) (uint64, bool) {
+	acked := func(id uint64) (uint64, bool) {
 		p := r.peer(id)
 		if p == nil {
 			return 0, false
 		}
 		return p.pr.Match, true
-	})
+	}
+	ci := r.voters.CommittedIndex(acked)
+	if BugJointCommitOneHalf.In(r.cfg.TestBugs) && r.voters.IsJoint() {
+		// The incoming voters are the configuration being moved to: count
+		// them alone.
+		ci = r.voters.Incoming.CommittedIndex(acked)
+	}
 	if ci <= r.log.committed || ci > r.log.lastIndex() {
 		return false
 	}
@@ -1288,7 +1294,7 @@ func (r *raft) ready() Ready {
 	if hi > r.applying {
 		rd.CommittedEntries = r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
 		r.applying += uint64(len(rd.CommittedEntries))
-		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) {
+		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) && !BugApplyConfUnsynced.In(r.cfg.TestBugs) {
 			// The host applies a membership change once this Ready's
 			// write completes: sync the commit index that covers it (even
 			// if unchanged since an unsynced write), so that a crash cannot
