@@ -78,6 +78,10 @@ type Checker struct {
 	maxCommit uint64            // highest index in commits
 	applied   ckTable[ckApplied]
 	conv      []ckConv // state hashes by applied index (a ring)
+
+	// Membership checks (checkconf.go): the highest commit index any
+	// node reported.
+	topCommit uint64
 }
 
 // ckConvSlots is the size of the convergence ring: state hashes are
@@ -166,6 +170,9 @@ type ckNode struct {
 	// confApplied is the highest index of a membership change the node
 	// applied, in this lifetime or an earlier one: it survives restarts.
 	confApplied uint64
+	// confIdx are the indexes of the membership changes in the written
+	// log, ascending (checkconf.go).
+	confIdx []uint64
 }
 
 // ckSlot holds the first chain hash seen per term at one index.
@@ -321,6 +328,7 @@ func (c *Checker) Write(at Time, id uint64, u *node.Update) {
 	if len(u.Entries) > 0 {
 		n.pend.ents, n.pend.first = true, u.Entries[0].Index
 	}
+	c.noteConfs(n, u)
 	if c.update(at, n, &n.issued, u, true) {
 		c.recordCommits(at, n)
 	}
@@ -519,6 +527,7 @@ func (c *Checker) Status(at Time, id uint64, st core.BasicStatus) {
 	if st.Role == core.Leader && n.leaderTerm != st.Term {
 		c.newLeader(at, n, st.Term)
 	}
+	c.checkSingleConf(at, n, &st)
 }
 
 // newLeader checks a node that leads term t.
@@ -714,6 +723,7 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 	if !c.checkLoadedLog(at, n, &l) {
 		return
 	}
+	c.loadConfs(n, loaded.Entries, l.base)
 	if lc := l.commit(); lc < n.confApplied {
 		c.fail(at, id, CheckRestartBelowApplied,
 			"restarted with commit index %d, below the membership change at index %d it applied before: it is back in the configuration before the change",

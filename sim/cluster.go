@@ -42,6 +42,8 @@ type proc struct {
 	// refused to load (fail-stop: it never starts again).
 	damaged bool
 	refused bool
+	// lead is what the commit-quorum check remembers while it leads.
+	lead leaderView
 }
 
 // storage wraps the disk of one process lifetime to tell the checker what
@@ -171,6 +173,7 @@ func (p *proc) observe() {
 	p.status = st
 	now := c.s.Now()
 	c.chk.Status(now, p.id, st)
+	c.watchCommit(p, &old, &st)
 	if st.Role != old.Role || st.Term != old.Term || st.Lead != old.Lead {
 		c.tr.Add(Event{At: now, Kind: EvRole, Node: p.id, Peer: st.Lead, A: st.Term, B: uint64(st.Role)})
 		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
