@@ -44,6 +44,9 @@ type proc struct {
 	refused bool
 	// lead is what the commit-quorum check remembers while it leads.
 	lead leaderView
+	// crashAfterConf, when not 0, crashes the process for that long right
+	// after it next applies a membership change (confchurn.go).
+	crashAfterConf Time
 }
 
 // storage wraps the disk of one process lifetime to tell the checker what
@@ -422,11 +425,12 @@ func (c *cluster) members() (voters, learners []uint64) {
 // names (after a plain removal, or once a joint configuration is left).
 // They keep running until every voter of the new configuration has applied
 // the change: a removed leader may still have to tell them it committed.
-func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
+func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
 	if p.n == nil {
 		return // replayed by node.New on a restart: the others applied it already
 	}
+	c.noteConfApplied(p, index, &cc)
 	cs := p.n.Core().Status().Config
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {

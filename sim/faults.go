@@ -22,6 +22,14 @@ const (
 	FaultLostWrite
 	FaultMisdirect
 	FaultLatent
+	// Membership faults (confchurn.go, swarm profile): replace a voter
+	// through a joint configuration (Dur, when not 0, crashes the outgoing
+	// voter that long as the change is proposed); propose a second change
+	// while one is pending; crash a node for Dur right after it next
+	// applies a membership change.
+	FaultReplaceVoter
+	FaultConfRace
+	FaultCrashAfterConfApply
 	faultKindEnd
 )
 
@@ -30,6 +38,7 @@ var faultKindNames = [...]string{
 	FaultPartition: "partition", FaultClog: "clog", FaultMembership: "membership",
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
+	FaultReplaceVoter: "replace-voter", FaultConfRace: "conf-race", FaultCrashAfterConfApply: "crash-after-conf-apply",
 }
 
 // String names the kind.
@@ -130,6 +139,8 @@ func drawFaults(o *Options) []Fault {
 	poisson(st.LostWriteRate, storage(FaultLostWrite))
 	poisson(st.MisdirectRate, storage(FaultMisdirect))
 	poisson(st.LatentRate, storage(FaultLatent))
+	// Membership faults from generators of their own.
+	fs = drawConfChurnFaults(o, fs)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

@@ -32,6 +32,9 @@ type Options struct {
 	// misdirected writes, latent read errors) and the repair of the nodes
 	// they damage.
 	Storage StorageOptions `json:"storage,omitzero"`
+	// ConfChurn are the membership faults aimed at joint configurations
+	// (confchurn.go; swarm profile only).
+	ConfChurn ConfChurnOptions `json:"conf_churn,omitzero"`
 
 	// Process and cluster faults: rates are events per simulated second
 	// for the whole cluster; 0 turns the class off.
@@ -190,6 +193,9 @@ func Draw(seed uint64, profile string) (Options, error) {
 		o.HealQuorumOnly = r.Chance(0.5)
 		o.Storage = drawStorage(NewRand(seed, "storage"), o.Nodes, profile == "storage")
 	}
+	if profile == "swarm" {
+		o.ConfChurn = drawConfChurn(NewRand(seed, "confchurn"))
+	}
 	// Drawn last, so that the draws above are what they were before.
 	o.VerifyInterval = uint64(r.Range(8, 128))
 	// Faults for the whole duration; the liveness phase follows it.
@@ -220,6 +226,8 @@ func (o *Options) Validate() error {
 	case o.Storage.MaxDamaged < 0 || o.Storage.FlipRate < 0 || o.Storage.LostWriteRate < 0 ||
 		o.Storage.MisdirectRate < 0 || o.Storage.LatentRate < 0 || o.Storage.CrashAfterMax < 0 || o.Storage.RepairMax < 0:
 		return bad("storage %+v", o.Storage)
+	case o.ConfChurn.ReplaceRate < 0 || o.ConfChurn.RaceRate < 0 || o.ConfChurn.CrashAfterApplyRate < 0:
+		return bad("conf churn %+v", o.ConfChurn)
 	}
 	for _, name := range o.SkipChecks {
 		switch name {

@@ -99,6 +99,19 @@ type Counters struct {
 	StorageRefusals   uint64 `json:"storage_refusals"`
 	StorageRecoveries uint64 `json:"storage_recoveries"`
 	StorageRepairs    uint64 `json:"storage_repairs"`
+
+	// Membership churn (confchurn.go): joint configurations entered and
+	// left (each once, by index), those entered or left while a partition
+	// was in force or a member was down or paused, voters replaced through
+	// a joint configuration, membership changes proposed while another was
+	// pending (refused by correct code), crashes right after applying a
+	// membership change.
+	JointEntered            uint64 `json:"joint_entered"`
+	JointLeft               uint64 `json:"joint_left"`
+	JointUnderFault         uint64 `json:"joint_under_fault"`
+	VoterReplacements       uint64 `json:"voter_replacements"`
+	ConfChangesWhilePending uint64 `json:"conf_changes_while_pending"`
+	CrashesAfterConfApply   uint64 `json:"crashes_after_conf_apply"`
 }
 
 // Add adds o to c: every uint64 field, so a new counter needs no line here.
@@ -177,6 +190,8 @@ type cluster struct {
 	removing  uint64
 	repairs   []*repair
 	repairRng *Rand
+
+	churn confChurn // membership faults (confchurn.go)
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
