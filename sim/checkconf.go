@@ -124,7 +124,17 @@ func (c *Checker) LeaderCommit(at Time, id, old, index uint64, before, after *co
 		}
 	}
 	switch {
-	case after != nil && below > 0 && at0 == 0 && c.quorumHolds(after, index, e.chain):
+	case after != nil && below > 0 && at0 == 0:
+		if c.quorumHolds(after, index, e.chain) {
+			return
+		}
+		c.fail(at, id, CheckCommitQuorum,
+			"leader committed index %d (from %d), but it is durable on %s of voters %v and %s of outgoing voters %v "+
+				"(the configuration before), and on %s of voters %v and %s of outgoing voters %v (the one after the membership change below it)",
+			index, old, c.holders(before.Voters, index, e.chain), before.Voters,
+			c.holders(before.VotersOutgoing, index, e.chain), before.VotersOutgoing,
+			c.holders(after.Voters, index, e.chain), after.Voters,
+			c.holders(after.VotersOutgoing, index, e.chain), after.VotersOutgoing)
 		return
 	case below+at0 > 1:
 		return // an intermediate configuration may have counted it

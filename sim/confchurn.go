@@ -232,8 +232,8 @@ func (c *cluster) replaceStep(rp *replacement) bool {
 			return true
 		case cs.Joint() && rp.explicit && now-rp.at >= rp.leaveAfter:
 			c.proposeConf(l, core.ConfChange{}, "leave joint") // refused while the entry is pending: again later
-		case now-rp.at > replaceJointMx:
-			return true
+		case now-rp.at > replaceJointMx && !(rp.explicit && cs.Joint()):
+			return true // an explicit joint configuration is never left behind
 		}
 	}
 	return false
