@@ -247,6 +247,7 @@ func (c *cluster) watchCommit(p *proc, old *core.BasicStatus, st *core.BasicStat
 	v.commit = st.Commit
 	if after != nil {
 		v.conf = cs
+		c.leaderConfCommitted(p, &cs)
 	}
 	if st.Role != core.Leader {
 		v.valid = false

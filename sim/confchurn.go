@@ -11,8 +11,10 @@ import (
 //   - replace-voter: add a fresh node as a learner, and once it has caught
 //     up replace an old voter with it in one change (a joint configuration,
 //     left automatically or, on some, explicitly after a while), on some
-//     crashing the outgoing voter as the change is proposed, all while the
-//     other faults go on;
+//     crashing the outgoing voter as the change is proposed, on some
+//     cutting the leader and the fresh voter off from the rest the moment
+//     the leader commits the joint configuration (before the others learn
+//     of the commit), all while the other faults go on;
 //   - conf-race: propose a second membership change right after a first
 //     one, while it is still pending (correct code refuses it);
 //   - crash-after-conf-apply: crash a node right after it applies a
@@ -102,6 +104,9 @@ type replacement struct {
 	crash      Time   // crash the outgoing voter this long when the change is proposed
 	explicit   bool   // a joint configuration left by an explicit leave
 	leaveAfter Time   // how long an explicit joint configuration is held
+	// cut, when not 0, partitions the leader and the fresh voter from the
+	// others for that long once the leader commits the joint change.
+	cut Time
 }
 
 type replaceStep uint8
@@ -147,6 +152,9 @@ func (c *cluster) replaceVoter(f Fault, r *Rand) {
 	rp := &replacement{old: old, fresh: p.id, at: c.s.Now(), until: l.status.LastIndex, crash: f.Dur}
 	if r.Chance(0.5) {
 		rp.explicit, rp.leaveAfter = true, r.Range(0, 2*Second)
+	}
+	if r.Chance(0.5) {
+		rp.cut = r.Range(200*Millisecond, 3*Second)
 	}
 	c.churn.rep = rp
 	c.s.After(replacePoll, c.replaceTick)
@@ -357,4 +365,52 @@ func (c *cluster) underFault() bool {
 		}
 	}
 	return false
+}
+
+// leaderConfCommitted is called when leader l has just committed a
+// membership change and is now in configuration cs: if it entered the
+// joint configuration of the replacement under way, and the replacement
+// asks for it, l and the fresh voter are cut off from the other members
+// before the commit reaches them. The others still run in the
+// configuration before the change, and elect a leader among themselves;
+// a leader that counted the fresh voter alone with itself lost entries then.
+func (c *cluster) leaderConfCommitted(l *proc, cs *core.ConfState) {
+	rp := c.churn.rep
+	if rp == nil || rp.cut == 0 || c.partition || c.healing || !cs.Joint() || !slices.Contains(cs.Voters, rp.fresh) {
+		return
+	}
+	d := rp.cut
+	rp.cut = 0
+	side := []uint64{l.id, rp.fresh}
+	var links [][2]uint64
+	for _, x := range side {
+		for _, y := range c.memberIDs() {
+			if !slices.Contains(side, y) {
+				links = append(links, [2]uint64{x, y}, [2]uint64{y, x})
+			}
+		}
+	}
+	if len(links) == 0 {
+		return
+	}
+	now := c.s.Now()
+	c.partition = true
+	c.counters.Partitions++
+	c.tr.Add(Event{At: now, Kind: EvPartition, A: uint64(ShapeIsolateLeader), B: uint64(len(links)), Text: "joint cut"})
+	for _, id := range side {
+		c.hist.Annotate(annotation(now, now+d, "partition", id))
+	}
+	for _, k := range links {
+		c.net.SetBlocked(k[0], k[1], true)
+	}
+	c.s.At(now+d, func() {
+		if c.healing || !c.partition {
+			return
+		}
+		for _, k := range links {
+			c.net.SetBlocked(k[0], k[1], false)
+		}
+		c.partition = false
+		c.tr.Add(Event{At: c.s.Now(), Kind: EvHeal})
+	})
 }
