@@ -246,8 +246,8 @@ func (c *cluster) watchCommit(p *proc, old *core.BasicStatus, st *core.BasicStat
 	c.chk.LeaderCommit(c.s.Now(), p.id, v.commit, st.Commit, &v.conf, after)
 	v.commit = st.Commit
 	if after != nil {
+		c.leaderConfCommitted(p, &v.conf, &cs)
 		v.conf = cs
-		c.leaderConfCommitted(p, &cs)
 	}
 	if st.Role != core.Leader {
 		v.valid = false

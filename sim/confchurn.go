@@ -16,7 +16,11 @@ import (
 //     the leader commits the joint configuration (before the others learn
 //     of the commit), all while the other faults go on;
 //   - conf-race: propose a second membership change right after a first
-//     one, while it is still pending (correct code refuses it);
+//     one, while it is still pending (correct code refuses it), and on half
+//     of them cut the leader and just enough voters for a quorum of the
+//     new configuration off from the rest the moment the leader next
+//     commits a change of the voters (the rest still run in the
+//     configuration before it);
 //   - crash-after-conf-apply: crash a node right after it applies a
 //     membership change, before its next sync.
 //
@@ -91,6 +95,11 @@ func drawConfChurnFaults(o *Options, fs []Fault) []Fault {
 // confChurn is the run-time state of the membership faults.
 type confChurn struct {
 	rep *replacement // the voter replacement under way, if any
+	// cut, when not 0, is armed by a conf-race: the cut at the next
+	// commit of a change of the voters lasts that long; cutRng chooses
+	// its side.
+	cut    Time
+	cutRng *Rand
 	// The highest indexes of joint entries and leaves counted.
 	enteredAt, leftAt uint64
 }
@@ -260,6 +269,9 @@ func (c *cluster) confRace(r *Rand) {
 		return
 	}
 	first := l.status.LastIndex
+	if r.Chance(0.5) {
+		c.churn.cut, c.churn.cutRng = r.Range(200*Millisecond, 3*Second), r.Split("cut")
+	}
 	race := func() {
 		if c.healing || c.failed || !l.up || l.n == nil || l.status.Role != core.Leader || l.status.Commit >= first {
 			return // no longer pending, or no longer the leader
@@ -368,20 +380,52 @@ func (c *cluster) underFault() bool {
 }
 
 // leaderConfCommitted is called when leader l has just committed a
-// membership change and is now in configuration cs: if it entered the
+// membership change, from configuration before to cs: if it entered the
 // joint configuration of the replacement under way, and the replacement
 // asks for it, l and the fresh voter are cut off from the other members
-// before the commit reaches them. The others still run in the
-// configuration before the change, and elect a leader among themselves;
-// a leader that counted the fresh voter alone with itself lost entries then.
-func (c *cluster) leaderConfCommitted(l *proc, cs *core.ConfState) {
-	rp := c.churn.rep
-	if rp == nil || rp.cut == 0 || c.partition || c.healing || !cs.Joint() || !slices.Contains(cs.Voters, rp.fresh) {
+// before the commit reaches them; if a conf-race armed a cut and the
+// voters changed, l and a quorum of the new voters are. The others still
+// run in the configuration before the change, and may elect a leader
+// among themselves: a leader that counted one half of a joint
+// configuration, or took two changes at once, lost entries then.
+func (c *cluster) leaderConfCommitted(l *proc, before, cs *core.ConfState) {
+	if c.partition || c.healing {
 		return
 	}
-	d := rp.cut
-	rp.cut = 0
-	side := []uint64{l.id, rp.fresh}
+	if rp := c.churn.rep; rp != nil && rp.cut > 0 && cs.Joint() && slices.Contains(cs.Voters, rp.fresh) {
+		d := rp.cut
+		rp.cut = 0
+		c.cutOff([]uint64{l.id, rp.fresh}, d, "joint cut")
+		return
+	}
+	if c.churn.cut > 0 && !slices.Equal(before.Voters, cs.Voters) {
+		// The leader and voters new to the configuration first, then
+		// others, up to a quorum of the new voters.
+		d, r := c.churn.cut, c.churn.cutRng
+		c.churn.cut, c.churn.cutRng = 0, nil
+		side := []uint64{l.id}
+		var rest []uint64
+		for _, id := range cs.Voters {
+			switch {
+			case id == l.id:
+			case !slices.Contains(before.Voters, id):
+				side = append(side, id)
+			default:
+				rest = append(rest, id)
+			}
+		}
+		for _, i := range r.perm(len(rest)) {
+			if 2*len(side) > len(cs.Voters) {
+				break
+			}
+			side = append(side, rest[i])
+		}
+		c.cutOff(side[:min(len(side), len(cs.Voters)/2+1)], d, "conf cut")
+	}
+}
+
+// cutOff partitions side from the other members for d.
+func (c *cluster) cutOff(side []uint64, d Time, text string) {
 	var links [][2]uint64
 	for _, x := range side {
 		for _, y := range c.memberIDs() {
@@ -396,7 +440,7 @@ func (c *cluster) leaderConfCommitted(l *proc, cs *core.ConfState) {
 	now := c.s.Now()
 	c.partition = true
 	c.counters.Partitions++
-	c.tr.Add(Event{At: now, Kind: EvPartition, A: uint64(ShapeIsolateLeader), B: uint64(len(links)), Text: "joint cut"})
+	c.tr.Add(Event{At: now, Kind: EvPartition, A: uint64(ShapeIsolateLeader), B: uint64(len(links)), Text: text})
 	for _, id := range side {
 		c.hist.Annotate(annotation(now, now+d, "partition", id))
 	}
