@@ -48,6 +48,14 @@ const (
 	// state is not synced): a crash can restart the node below a change it
 	// applied.
 	BugApplyConfUnsynced
+	// BugLeaseAfterTransfer lets the leader trust its lease while a
+	// leadership transfer is under way and after its MsgTimeoutNow went
+	// out, although the transferee's forced campaign overrides the
+	// followers' leader stickiness on which the lease rests.
+	BugLeaseAfterTransfer
+	// BugLeaseReadNoCheck answers a lease read on a leader that has
+	// committed in its term without checking the lease at all.
+	BugLeaseReadNoCheck
 	bugEnd
 )
 
@@ -81,6 +89,10 @@ func (b Bug) String() string {
 		return "second-conf-change"
 	case BugApplyConfUnsynced:
 		return "apply-conf-unsynced"
+	case BugLeaseAfterTransfer:
+		return "lease-after-transfer"
+	case BugLeaseReadNoCheck:
+		return "lease-read-no-check"
 	}
 	return "bug?"
 }

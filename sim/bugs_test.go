@@ -62,6 +62,15 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{core.BugSecondConfChange, "swarm", []string{CheckSingleConfChange}, 1000,
 			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
 		{core.BugApplyConfUnsynced, "swarm", []string{CheckAppliedDurable}, 1000, []Verdict{VerdictSafety}},
+		// Lease bugs, under lease races (the lease profile): a lease
+		// trusted after the leader's MsgTimeoutNow, a lease read answered
+		// with no lease check. The lease-read check sees the stale read
+		// point (a safety verdict, before Porcupine would see a stale read);
+		// without it, Porcupine sees the stale reads themselves.
+		{core.BugLeaseAfterTransfer, "lease", nil, 200, []Verdict{VerdictSafety}},
+		{core.BugLeaseReadNoCheck, "lease", nil, 200, []Verdict{VerdictSafety}},
+		{core.BugLeaseAfterTransfer, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
+		{core.BugLeaseReadNoCheck, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
 	}
 	for _, tc := range tests {
 		name := tc.bug.String()

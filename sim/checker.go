@@ -82,6 +82,7 @@ type Checker struct {
 	// Membership checks (checkconf.go): the highest commit index any
 	// node reported.
 	topCommit uint64
+	lease     ckLease // the lease-read check (checklease.go)
 }
 
 // ckConvSlots is the size of the convergence ring: state hashes are
@@ -562,6 +563,9 @@ func (c *Checker) newLeader(at Time, n *ckNode, t uint64) {
 func (c *Checker) Send(at Time, m *core.Message) {
 	if c.err != nil || m == nil {
 		return
+	}
+	if m.Type == core.MsgTimeoutNow {
+		c.leaseTimeoutNow(m)
 	}
 	if m.Type == core.MsgPreVote || m.Type == core.MsgPreVoteResp {
 		return // pre-votes carry a term not yet reached and promise nothing

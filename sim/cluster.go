@@ -128,6 +128,9 @@ func (t transport) Send(msgs []core.Message) {
 	for i := range msgs {
 		c.chk.Send(now, &msgs[i])
 	}
+	if c.race != nil && c.race.armed {
+		c.leaseRaceSend(msgs)
+	}
 	c.net.Send(msgs)
 }
 
@@ -186,6 +189,9 @@ func (p *proc) observe() {
 	}
 	if st.Commit != old.Commit {
 		c.tr.Add(Event{At: now, Kind: EvCommit, Node: p.id, A: st.Commit, B: st.Applied})
+	}
+	if st.LeaseReads != old.LeaseReads || st.LeaseReadRounds != old.LeaseReadRounds {
+		c.leaseReadsObserved(p, &old, &st)
 	}
 	if st.Applied != old.Applied && p.sm != nil {
 		c.chk.StateHash(now, p.id, st.Applied, p.sm.Hash())

@@ -30,6 +30,9 @@ const (
 	FaultReplaceVoter
 	FaultConfRace
 	FaultCrashAfterConfApply
+	// FaultLeaseRace is a lease race (leaserace.go; lease profile only):
+	// Shape is the mode, Dur how long the leader stays cut off.
+	FaultLeaseRace
 	faultKindEnd
 )
 
@@ -39,6 +42,7 @@ var faultKindNames = [...]string{
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
 	FaultReplaceVoter: "replace-voter", FaultConfRace: "conf-race", FaultCrashAfterConfApply: "crash-after-conf-apply",
+	FaultLeaseRace: "lease-race",
 }
 
 // String names the kind.
@@ -141,6 +145,8 @@ func drawFaults(o *Options) []Fault {
 	poisson(st.LatentRate, storage(FaultLatent))
 	// Membership faults from generators of their own.
 	fs = drawConfChurnFaults(o, fs)
+	// Lease races come from a generator of their own.
+	fs = append(fs, drawLeaseRaces(o)...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

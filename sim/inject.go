@@ -63,6 +63,8 @@ func (c *cluster) inject(f Fault) {
 		c.confRace(r)
 	case FaultCrashAfterConfApply:
 		c.armCrashAfterConfApply(f, r)
+	case FaultLeaseRace:
+		c.startLeaseRace(f, r)
 	}
 }
 

@@ -51,6 +51,9 @@ type Options struct {
 	ClogMax        Time    `json:"clog_max"`
 	MembershipRate float64 `json:"membership_rate"`
 	TransferRate   float64 `json:"transfer_rate"`
+	// LeaseRaceRate is the rate of lease races (leaserace.go; lease
+	// profile only, drawn from a generator of its own).
+	LeaseRaceRate float64 `json:"lease_race_rate,omitempty"`
 
 	// Workload.
 	Clients       int     `json:"clients"`
@@ -185,6 +188,7 @@ func Draw(seed uint64, profile string) (Options, error) {
 		if profile == "lease" {
 			o.CheckQuorum, o.LeaseReads, o.PauseRate = true, true, 0
 			o.Drift = min(o.Drift, 0.02)
+			o.LeaseRaceRate = drawLeaseRaceRate(NewRand(seed, "lease-race"))
 		}
 	default:
 		return Options{}, fmt.Errorf("sim: unknown profile %q (known: swarm, calm, lease, storage)", profile)
@@ -234,7 +238,8 @@ func (o *Options) Validate() error {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
 			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
 			CheckAppliedDurable, CheckRestartBelowApplied,
-			CheckCommitQuorum, CheckSingleConfChange:
+			CheckCommitQuorum, CheckSingleConfChange,
+			CheckLeaseRead:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}

@@ -112,6 +112,17 @@ type Counters struct {
 	VoterReplacements       uint64 `json:"voter_replacements"`
 	ConfChangesWhilePending uint64 `json:"conf_changes_while_pending"`
 	CrashesAfterConfApply   uint64 `json:"crashes_after_conf_apply"`
+	// Lease reads (the lease profile): lease races run (leaders cut off
+	// at a transfer or while a new leader took over, with clients steered
+	// to them); lease reads asked of a node, asked of a leader during a
+	// transfer or after its MsgTimeoutNow, asked of a leader a later one
+	// had deposed; answered on the lease; fallen back to a ReadIndex round.
+	LeaseRaces           uint64 `json:"lease_races"`
+	LeaseReadsAsked      uint64 `json:"lease_reads_asked"`
+	LeaseReadsInTransfer uint64 `json:"lease_reads_in_transfer"`
+	LeaseReadsDeposed    uint64 `json:"lease_reads_deposed"`
+	LeaseReadsAnswered   uint64 `json:"lease_reads_answered"`
+	LeaseReadsReplaced   uint64 `json:"lease_reads_replaced"`
 }
 
 // Add adds o to c: every uint64 field, so a new counter needs no line here.
@@ -191,7 +202,8 @@ type cluster struct {
 	repairs   []*repair
 	repairRng *Rand
 
-	churn confChurn // membership faults (confchurn.go)
+	churn confChurn  // membership faults (confchurn.go)
+	race  *leaseRace // the lease race under way (leaserace.go)
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
