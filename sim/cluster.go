@@ -365,11 +365,13 @@ func (c *cluster) deliver(m core.Message) {
 	if p.paused {
 		p.queued = append(p.queued, func() {
 			if p.n != nil {
+				c.chk.Receive(p.id, &m)
 				_ = p.n.Receive(m) // a refused message changes nothing
 			}
 		})
 		return
 	}
+	c.chk.Receive(p.id, &m)
 	_ = p.n.Receive(m) // a refused message changes nothing
 	p.after()
 }

@@ -225,7 +225,8 @@ func (o *Options) Validate() error {
 		switch name {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
 			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
-			CheckAppliedDurable, CheckRestartBelowApplied:
+			CheckAppliedDurable, CheckRestartBelowApplied,
+			CheckCommitVerified, CheckPreVoteTerm:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}
