@@ -22,6 +22,8 @@ const (
 	FaultLostWrite
 	FaultMisdirect
 	FaultLatent
+	// FaultLeaderChurn opens a leader-churn window of Dur (churn.go).
+	FaultLeaderChurn
 	faultKindEnd
 )
 
@@ -30,6 +32,7 @@ var faultKindNames = [...]string{
 	FaultPartition: "partition", FaultClog: "clog", FaultMembership: "membership",
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
+	FaultLeaderChurn: "leader-churn",
 }
 
 // String names the kind.
@@ -130,6 +133,8 @@ func drawFaults(o *Options) []Fault {
 	poisson(st.LostWriteRate, storage(FaultLostWrite))
 	poisson(st.MisdirectRate, storage(FaultMisdirect))
 	poisson(st.LatentRate, storage(FaultLatent))
+	// Leader churn from a generator of its own.
+	fs = append(fs, drawChurnFaults(o)...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

@@ -57,6 +57,8 @@ func (c *cluster) inject(f Fault) {
 		l.observe()
 	case FaultFlip, FaultLostWrite, FaultMisdirect, FaultLatent:
 		c.damageStorage(f, r)
+	case FaultLeaderChurn:
+		c.startChurn(f)
 	}
 }
 

@@ -60,6 +60,11 @@ type Options struct {
 	ClientTimeout Time    `json:"client_timeout"` // give up on an operation (its outcome stays unknown)
 	AttemptTime   Time    `json:"attempt_time"`   // retry an attempt with no answer after this
 
+	// Leader churn (churn.go): windows of adversarial schedules around
+	// leader changes, per simulated second, and their longest duration.
+	LeaderChurnRate float64 `json:"leader_churn_rate,omitempty"`
+	LeaderChurnMax  Time    `json:"leader_churn_max,omitempty"`
+
 	// Code knobs (simulator only).
 	MaxSizePerMsg     uint64 `json:"max_size_per_msg"`
 	MaxInflightMsgs   int    `json:"max_inflight_msgs"`
@@ -192,6 +197,8 @@ func Draw(seed uint64, profile string) (Options, error) {
 	}
 	// Drawn last, so that the draws above are what they were before.
 	o.VerifyInterval = uint64(r.Range(8, 128))
+	// Leader churn and small messages: a generator of their own.
+	drawLeaderChurn(&o, NewRand(seed, "leader-churn"))
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration
 	return o, o.Validate()
@@ -220,6 +227,8 @@ func (o *Options) Validate() error {
 	case o.Storage.MaxDamaged < 0 || o.Storage.FlipRate < 0 || o.Storage.LostWriteRate < 0 ||
 		o.Storage.MisdirectRate < 0 || o.Storage.LatentRate < 0 || o.Storage.CrashAfterMax < 0 || o.Storage.RepairMax < 0:
 		return bad("storage %+v", o.Storage)
+	case o.LeaderChurnRate < 0 || o.LeaderChurnMax < 0:
+		return bad("leader churn rate %v, max %d", o.LeaderChurnRate, o.LeaderChurnMax)
 	}
 	for _, name := range o.SkipChecks {
 		switch name {

@@ -99,6 +99,18 @@ type Counters struct {
 	StorageRefusals   uint64 `json:"storage_refusals"`
 	StorageRecoveries uint64 `json:"storage_recoveries"`
 	StorageRepairs    uint64 `json:"storage_repairs"`
+	// Elections and commit rules: leader-churn windows opened, leaders
+	// cut off or crashed in them, new leaders holding uncommitted entries
+	// of an earlier term, truncations of 4 or more entries, pre-vote
+	// rounds, pre-vote rounds by a node that could not reach a quorum,
+	// committed entries found equal under another node's commit index.
+	LeaderChurns      uint64 `json:"leader_churns"`
+	ChurnCutoffs      uint64 `json:"churn_cutoffs"`
+	LeaderOldTermTail uint64 `json:"leader_old_term_tail"`
+	LongTruncations   uint64 `json:"long_truncations"`
+	PreVoteRounds     uint64 `json:"prevote_rounds"`
+	PreVoteIsolated   uint64 `json:"prevote_isolated"`
+	CommitsVerified   uint64 `json:"commits_verified"`
 }
 
 // Add adds o to c: every uint64 field, so a new counter needs no line here.
@@ -177,6 +189,9 @@ type cluster struct {
 	removing  uint64
 	repairs   []*repair
 	repairRng *Rand
+
+	// Leader churn: the window in force (churn.go).
+	churn *churn
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
@@ -319,6 +334,9 @@ func (c *cluster) finish() {
 			c.counters.VerifyConfirmed += p.n.Confirmed()
 		}
 	}
+	if c.chk != nil {
+		c.counters.CommitsVerified = c.chk.CommitsVerified()
+	}
 	// Term 1 is the bootstrap term, in which nobody leads.
 	c.counters.Terms = c.maxTerm
 	if c.maxTerm > 1+uint64(len(c.leaders)) {
@@ -381,6 +399,7 @@ func (c *cluster) heal() {
 		}
 	}
 	c.partition = false
+	c.churn = nil
 	c.stableFrom, c.stableLead = 0, 0
 	for _, cl := range c.clients {
 		cl.healed()
