@@ -45,7 +45,7 @@ type churn struct {
 func drawLeaderChurn(o *Options, r *Rand) {
 	on := r.Chance(0.5)
 	rate := 0.03 + 0.12*r.Float64()
-	window := r.Range(Second, 6*Second)
+	window := int(r.Range(6, 20))
 	small := r.Chance(0.55)
 	size := uint64(r.Range(64, 512))
 	inflight := int(r.Range(1, 8))
@@ -53,7 +53,7 @@ func drawLeaderChurn(o *Options, r *Rand) {
 		return
 	}
 	if on {
-		o.LeaderChurnRate, o.LeaderChurnMax = rate, window
+		o.LeaderChurnRate, o.LeaderChurnTimeouts = rate, window
 	}
 	// Small messages only on fast networks: with 7 nodes, 50–90 ms delays,
 	// tiny messages and short queues a healed cluster was seen never to
@@ -72,9 +72,10 @@ func drawChurnFaults(o *Options) []Fault {
 	r := NewRand(o.Seed, "leader-churn-faults")
 	var fs []Fault
 	mean := Time(float64(Second) / o.LeaderChurnRate)
+	et := Time(o.ElectionTick) * o.TickInterval
 	for at := r.Exp(mean); at < o.HealAt; at += r.Exp(mean) {
 		fs = append(fs, Fault{At: at, Kind: FaultLeaderChurn,
-			Dur: r.Range(500*Millisecond, max(o.LeaderChurnMax, 500*Millisecond)), R: r.Uint64()})
+			Dur: r.Range(3*et, max(Time(o.LeaderChurnTimeouts), 3)*et), R: r.Uint64()})
 	}
 	return fs
 }
@@ -184,7 +185,7 @@ func (c *cluster) churnCut(ch *churn, p *proc) {
 	now := c.s.Now()
 	r := ch.r
 	ids := c.memberIDs()
-	if r.Chance(0.2) || len(ids) < 2 {
+	if r.Chance(0.1) || len(ids) < 2 {
 		et := Time(c.o.ElectionTick) * c.o.TickInterval
 		c.crash(p, r.Range(Millisecond, 3*et))
 		return

@@ -61,9 +61,10 @@ type Options struct {
 	AttemptTime   Time    `json:"attempt_time"`   // retry an attempt with no answer after this
 
 	// Leader churn (churn.go): windows of adversarial schedules around
-	// leader changes, per simulated second, and their longest duration.
-	LeaderChurnRate float64 `json:"leader_churn_rate,omitempty"`
-	LeaderChurnMax  Time    `json:"leader_churn_max,omitempty"`
+	// leader changes, per simulated second, and their longest duration in
+	// election timeouts.
+	LeaderChurnRate     float64 `json:"leader_churn_rate,omitempty"`
+	LeaderChurnTimeouts int     `json:"leader_churn_timeouts,omitempty"`
 
 	// Code knobs (simulator only).
 	MaxSizePerMsg     uint64 `json:"max_size_per_msg"`
@@ -227,8 +228,8 @@ func (o *Options) Validate() error {
 	case o.Storage.MaxDamaged < 0 || o.Storage.FlipRate < 0 || o.Storage.LostWriteRate < 0 ||
 		o.Storage.MisdirectRate < 0 || o.Storage.LatentRate < 0 || o.Storage.CrashAfterMax < 0 || o.Storage.RepairMax < 0:
 		return bad("storage %+v", o.Storage)
-	case o.LeaderChurnRate < 0 || o.LeaderChurnMax < 0:
-		return bad("leader churn rate %v, max %d", o.LeaderChurnRate, o.LeaderChurnMax)
+	case o.LeaderChurnRate < 0 || o.LeaderChurnTimeouts < 0:
+		return bad("leader churn rate %v, %d election timeouts", o.LeaderChurnRate, o.LeaderChurnTimeouts)
 	}
 	for _, name := range o.SkipChecks {
 		switch name {
