@@ -65,3 +65,31 @@ func TestDrawLeaderChurnIndependent(t *testing.T) {
 		t.Errorf("small messages on %d of 300 seeds, want about 120", small)
 	}
 }
+
+// TestLeaderChurnCutsLeaders: in a run with leader-churn windows, new
+// leaders are cut off, leaders take over holding an older term's
+// uncommitted tail, pre-vote rounds happen cut off from a quorum, and
+// committed entries are verified under other nodes' commit indexes; the
+// run (no planted bug) passes.
+func TestLeaderChurnCutsLeaders(t *testing.T) {
+	var sum Counters
+	for seed := uint64(1); seed <= 3; seed++ {
+		o, err := Draw(seed, "swarm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.LeaderChurnRate, o.LeaderChurnTimeouts, o.PreVote = 0.15, 15, true
+		o.Faults = nil
+		res := Run(o, Config{})
+		if res.Verdict != VerdictPass {
+			t.Fatalf("seed %d: %s (%s): %s", seed, res.Verdict, res.Check, res.Detail)
+		}
+		sum.Add(&res.Counters)
+	}
+	t.Logf("churns %d, cutoffs %d, old-term tails %d, long truncations %d, pre-vote rounds %d (isolated %d), commits verified %d",
+		sum.LeaderChurns, sum.ChurnCutoffs, sum.LeaderOldTermTail, sum.LongTruncations, sum.PreVoteRounds, sum.PreVoteIsolated, sum.CommitsVerified)
+	if sum.LeaderChurns == 0 || sum.ChurnCutoffs == 0 || sum.LeaderOldTermTail == 0 ||
+		sum.PreVoteRounds == 0 || sum.PreVoteIsolated == 0 || sum.CommitsVerified == 0 {
+		t.Errorf("a leader-churn situation was never reached: %+v", sum)
+	}
+}
