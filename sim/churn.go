@@ -219,11 +219,14 @@ func (c *cluster) churnCut(ch *churn, p *proc) {
 	// A burst of writes the cut-off leader appends in its term, which
 	// reach only its group: a long uncommitted tail. They write a key no
 	// client reads, with no session.
-	for k := r.Range(1, 24); k > 0; k-- {
-		cmd := kv.Command{Op: kv.OpSet, Key: "churn", Value: []byte{byte(k)}}
-		_ = p.n.Propose(kv.EncodeCommand(cmd)) // refused when full: fine
+	// (A paused process takes none.)
+	if k := r.Range(1, 24); !p.paused {
+		for ; k > 0; k-- {
+			cmd := kv.Command{Op: kv.OpSet, Key: "churn", Value: []byte{byte(k)}}
+			_ = p.n.Propose(kv.EncodeCommand(cmd)) // refused when full: fine
+		}
+		p.after()
 	}
-	p.after()
 	if r.Chance(0.3) && len(rest) >= 2 {
 		// Competing elections: two nodes of the rest campaign at once,
 		// once the followers' leases (an election timeout) ran out.
