@@ -40,7 +40,10 @@ const (
 	// CheckPreVoteTerm fails when a node's term rises other than by
 	// campaigning (as a candidate, or a leader elected at once) or by
 	// hearing the new term in a message: a pre-vote round, in particular,
-	// must leave the term alone.
+	// must leave the term alone. With PreVote on (SetPreVote), a candidate
+	// must also come out of a pre-vote round, or of a leadership transfer
+	// (MsgTimeoutNow): a node that cannot win pre-votes, say one cut off
+	// from a quorum, never raises its term.
 	CheckPreVoteTerm = "prevote-term"
 )
 
@@ -92,6 +95,7 @@ type Checker struct {
 	// verified counts committed entries found again, equal, below another
 	// node's commit index (commit-verified).
 	verified uint64
+	preVote  bool // the nodes run pre-vote rounds (prevote-term)
 }
 
 // ckConvSlots is the size of the convergence ring: state hashes are
@@ -181,8 +185,12 @@ type ckNode struct {
 	// applied, in this lifetime or an earlier one: it survives restarts.
 	confApplied uint64
 	// heard is the highest term the node may have adopted from the
-	// messages it received since its last status (prevote-term).
-	heard uint64
+	// messages it received since its last status, timeoutNow whether one
+	// was a MsgTimeoutNow, stRole its role at its last status
+	// (prevote-term).
+	heard      uint64
+	timeoutNow bool
+	stRole     core.Role
 }
 
 // ckSlot holds the first chain hash seen per term at one index.
@@ -537,8 +545,13 @@ func (c *Checker) Status(at Time, id uint64, st core.BasicStatus) {
 		c.fail(at, id, CheckPreVoteTerm,
 			"term rose from %d to %d as %v, neither by campaigning nor from a message of that term (highest heard %d)",
 			n.stTerm, st.Term, st.Role, n.heard)
+	case c.preVote && st.Term > n.stTerm && n.stTerm > 0 && st.Term > n.heard && st.Role == core.Candidate &&
+		n.stRole != core.PreCandidate && !n.timeoutNow:
+		c.fail(at, id, CheckPreVoteTerm,
+			"candidate in term %d straight from %v in term %d, with PreVote on: no pre-vote round won, no leadership transfer",
+			st.Term, n.stRole, n.stTerm)
 	}
-	n.heard = 0
+	n.heard, n.timeoutNow, n.stRole = 0, false, st.Role
 	if c.err != nil {
 		return
 	}
@@ -583,7 +596,11 @@ func (c *Checker) Receive(id uint64, m *core.Message) {
 	}
 	n := c.node(id)
 	n.heard = max(n.heard, m.Term)
+	n.timeoutNow = n.timeoutNow || m.Type == core.MsgTimeoutNow
 }
+
+// SetPreVote tells the checker whether the nodes run pre-vote rounds.
+func (c *Checker) SetPreVote(on bool) { c.preVote = on }
 
 // CommitsVerified returns how many committed entries were found again,
 // equal, under another node's commit index.

@@ -741,6 +741,34 @@ var ckCases = []ckCase{
 		m.role = core.Follower
 		s.status(2)
 	}},
+	{name: "candidate without a pre-vote round, PreVote on", check: CheckPreVoteTerm, node: 3, build: func(s *ckScript) {
+		ckReplicated(s)
+		s.do(func(c *Checker, _ Time) { c.SetPreVote(true) })
+		m := s.n(3)
+		s.put(3, s.hs(3, m.w.hs.Term+1, 3, m.w.hs.Commit))
+		m.role = core.Candidate
+		s.status(3)
+	}},
+	{name: "candidate after a pre-vote round, PreVote on", build: func(s *ckScript) {
+		ckReplicated(s)
+		s.do(func(c *Checker, _ Time) { c.SetPreVote(true) })
+		m := s.n(3)
+		m.role = core.PreCandidate
+		s.status(3)
+		s.recv(core.Message{Type: core.MsgPreVoteResp, From: 2, To: 3, Term: m.w.hs.Term + 1})
+		s.put(3, s.hs(3, m.w.hs.Term+1, 3, m.w.hs.Commit))
+		m.role = core.Candidate
+		s.status(3)
+	}},
+	{name: "transferee campaigns at once, PreVote on", build: func(s *ckScript) {
+		ckReplicated(s)
+		s.do(func(c *Checker, _ Time) { c.SetPreVote(true) })
+		m := s.n(3)
+		s.recv(core.Message{Type: core.MsgTimeoutNow, From: 1, To: 3, Term: m.w.hs.Term})
+		s.put(3, s.hs(3, m.w.hs.Term+1, 3, m.w.hs.Commit))
+		m.role = core.Candidate
+		s.status(3)
+	}},
 	{name: "term raised by a rejected pre-vote answer", build: func(s *ckScript) {
 		ckReplicated(s)
 		m := s.n(3)

@@ -235,6 +235,7 @@ func (c *cluster) boot() {
 		ids[i] = uint64(i + 1)
 	}
 	c.chk = NewChecker(ids)
+	c.chk.SetPreVote(o.PreVote)
 	for _, name := range o.SkipChecks {
 		c.chk.Skip(name)
 	}
