@@ -56,8 +56,9 @@ func drawLeaderChurn(o *Options, r *Rand) {
 		o.LeaderChurnRate, o.LeaderChurnTimeouts = rate, window
 	}
 	// Small messages only on fast networks: with 7 nodes, 50–90 ms delays,
-	// tiny messages and short queues a healed cluster was seen never to
-	// settle (a liveness case not yet understood).
+	// tiny messages and short queues replication falls behind what the
+	// verification reports (re-proposed every election timeout until seen)
+	// and client retries append, and a healed cluster never settles.
 	if small && o.Network.DelayMean <= 20*Millisecond {
 		o.MaxSizePerMsg, o.MaxInflightMsgs = size, inflight
 	}
