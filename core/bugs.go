@@ -56,6 +56,19 @@ const (
 	// BugLeaseReadNoCheck answers a lease read on a leader that has
 	// committed in its term without checking the lease at all.
 	BugLeaseReadNoCheck
+	// BugCommitBeyondVerified makes a follower take the leader's commit
+	// index up to its own last index instead of the last index the append
+	// verified, and the leader's heartbeats carry its full commit index
+	// instead of capping it at what the follower is known to match: a
+	// follower with a stale tail from an earlier term commits that tail
+	// (a bug etcd raft once had).
+	BugCommitBeyondVerified
+	// BugPreVoteRaisesTerm makes a pre-vote round move the node to the
+	// term it campaigns for, as a real campaign does, and persist it: a
+	// node that cannot win (say, cut off from the others) raises its term
+	// on every round and disrupts the cluster when it comes back, which
+	// is what pre-vote exists to prevent.
+	BugPreVoteRaisesTerm
 	bugEnd
 )
 
@@ -93,6 +106,10 @@ func (b Bug) String() string {
 		return "lease-after-transfer"
 	case BugLeaseReadNoCheck:
 		return "lease-read-no-check"
+	case BugCommitBeyondVerified:
+		return "commit-beyond-verified"
+	case BugPreVoteRaisesTerm:
+		return "prevote-raises-term"
 	}
 	return "bug?"
 }

@@ -345,6 +345,13 @@ func (r *raft) becomeFollower(term, lead uint64) {
 }
 
 func (r *raft) becomePreCandidate() {
+	if BugPreVoteRaisesTerm.In(r.cfg.TestBugs) {
+		// The bug: set up like a candidate, in the next term (which the
+		// next Ready persists); only the vote is left alone.
+		r.reset(r.term + 1)
+		r.role = PreCandidate
+		return
+	}
 	// The term does not change: a pre-vote round must not disturb anyone.
 	r.reset(r.term)
 	r.role = PreCandidate
@@ -625,6 +632,9 @@ func (r *raft) bcastHeartbeat() {
 			continue
 		}
 		commit := min(p.pr.Match, r.log.committed)
+		if BugCommitBeyondVerified.In(r.cfg.TestBugs) {
+			commit = r.log.committed
+		}
 		r.send(Message{Type: MsgHeartbeat, To: p.id, Commit: commit, Index: r.readRound})
 	}
 	if r.self() != nil {
@@ -1211,6 +1221,14 @@ func (r *raft) handleAppend(m Message) error {
 			r.unstableFrom = min(r.unstableFrom, at)
 			r.stableIndex = min(r.stableIndex, at-1)
 		}
+	}
+	if BugCommitBeyondVerified.In(r.cfg.TestBugs) {
+		// The bug: up to our last index, which may lie past what this
+		// append showed to match the leader's log.
+		lastNew = max(lastNew, r.log.lastIndex())
+		r.commitTo(min(m.Commit, lastNew))
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: m.Index + uint64(len(m.Entries))})
+		return nil
 	}
 	r.commitTo(min(m.Commit, lastNew))
 	r.send(Message{Type: MsgAppResp, To: m.From, Index: lastNew})

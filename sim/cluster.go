@@ -83,6 +83,9 @@ func (s *storage) Save(u *node.Update, done func(error)) {
 	if n := len(u.Entries); n > 0 {
 		if u.Entries[0].Index <= p.logLast {
 			c.counters.Truncations++
+			if p.logLast-u.Entries[0].Index >= 3 {
+				c.counters.LongTruncations++
+			}
 		}
 		p.logLast = u.Entries[n-1].Index
 	}
@@ -185,6 +188,19 @@ func (p *proc) observe() {
 		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
 			c.counters.LeaderChanges++
 			c.leaderSince(p.id, st.Term)
+			if st.LastIndex > st.Commit+1 {
+				// Uncommitted entries before its first own one: older terms'.
+				c.counters.LeaderOldTermTail++
+			}
+			if c.leaderChurn != nil {
+				c.churnLeader(p)
+			}
+		}
+		if st.Role == core.PreCandidate && (old.Role != core.PreCandidate || old.Term != st.Term) {
+			c.counters.PreVoteRounds++
+			if !c.reachesQuorum(p) {
+				c.counters.PreVoteIsolated++
+			}
 		}
 	}
 	if st.Commit != old.Commit {
@@ -377,10 +393,15 @@ func (c *cluster) deliver(m core.Message) {
 	if p.paused {
 		p.queued = append(p.queued, func() {
 			if p.n != nil {
+				c.chk.Receive(p.id, &m)
 				_ = p.n.Receive(m) // a refused message changes nothing
 			}
 		})
 		return
+	}
+	c.chk.Receive(p.id, &m)
+	if ch := c.leaderChurn; ch != nil && ch.watch == p && m.Type == core.MsgAppResp {
+		c.churnAck(ch, &m)
 	}
 	_ = p.n.Receive(m) // a refused message changes nothing
 	p.after()

@@ -33,6 +33,8 @@ const (
 	// FaultLeaseRace is a lease race (leaserace.go; lease profile only):
 	// Shape is the mode, Dur how long the leader stays cut off.
 	FaultLeaseRace
+	// FaultLeaderChurn opens a leader-churn window of Dur (churn.go).
+	FaultLeaderChurn
 	faultKindEnd
 )
 
@@ -42,7 +44,8 @@ var faultKindNames = [...]string{
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
 	FaultReplaceVoter: "replace-voter", FaultConfRace: "conf-race", FaultCrashAfterConfApply: "crash-after-conf-apply",
-	FaultLeaseRace: "lease-race",
+	FaultLeaseRace:   "lease-race",
+	FaultLeaderChurn: "leader-churn",
 }
 
 // String names the kind.
@@ -147,6 +150,8 @@ func drawFaults(o *Options) []Fault {
 	fs = drawConfChurnFaults(o, fs)
 	// Lease races come from a generator of their own.
 	fs = append(fs, drawLeaseRaces(o)...)
+	// Leader churn from a generator of its own.
+	fs = append(fs, drawChurnFaults(o)...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

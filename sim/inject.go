@@ -65,6 +65,8 @@ func (c *cluster) inject(f Fault) {
 		c.armCrashAfterConfApply(f, r)
 	case FaultLeaseRace:
 		c.startLeaseRace(f, r)
+	case FaultLeaderChurn:
+		c.startChurn(f)
 	}
 }
 

@@ -66,6 +66,12 @@ type Options struct {
 	ClientTimeout Time    `json:"client_timeout"` // give up on an operation (its outcome stays unknown)
 	AttemptTime   Time    `json:"attempt_time"`   // retry an attempt with no answer after this
 
+	// Leader churn (churn.go): windows of adversarial schedules around
+	// leader changes, per simulated second, and their longest duration in
+	// election timeouts.
+	LeaderChurnRate     float64 `json:"leader_churn_rate,omitempty"`
+	LeaderChurnTimeouts int     `json:"leader_churn_timeouts,omitempty"`
+
 	// Code knobs (simulator only).
 	MaxSizePerMsg     uint64 `json:"max_size_per_msg"`
 	MaxInflightMsgs   int    `json:"max_inflight_msgs"`
@@ -202,6 +208,8 @@ func Draw(seed uint64, profile string) (Options, error) {
 	}
 	// Drawn last, so that the draws above are what they were before.
 	o.VerifyInterval = uint64(r.Range(8, 128))
+	// Leader churn and small messages: a generator of their own.
+	drawLeaderChurn(&o, NewRand(seed, "leader-churn"))
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration
 	return o, o.Validate()
@@ -232,6 +240,8 @@ func (o *Options) Validate() error {
 		return bad("storage %+v", o.Storage)
 	case o.ConfChurn.ReplaceRate < 0 || o.ConfChurn.RaceRate < 0 || o.ConfChurn.CrashAfterApplyRate < 0:
 		return bad("conf churn %+v", o.ConfChurn)
+	case o.LeaderChurnRate < 0 || o.LeaderChurnTimeouts < 0:
+		return bad("leader churn rate %v, %d election timeouts", o.LeaderChurnRate, o.LeaderChurnTimeouts)
 	}
 	for _, name := range o.SkipChecks {
 		switch name {
@@ -239,7 +249,8 @@ func (o *Options) Validate() error {
 			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
 			CheckAppliedDurable, CheckRestartBelowApplied,
 			CheckCommitQuorum, CheckSingleConfChange,
-			CheckLeaseRead:
+			CheckLeaseRead,
+			CheckCommitVerified, CheckPreVoteTerm:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}

@@ -217,7 +217,7 @@ func TestDrawStorageIndependent(t *testing.T) {
 		without := drawFaults(&b)
 		var kept []Fault
 		for _, f := range with {
-			if f.Kind < FaultFlip {
+			if f.Kind < FaultFlip || f.Kind > FaultLatent {
 				kept = append(kept, f)
 			}
 		}
