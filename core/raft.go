@@ -345,6 +345,13 @@ func (r *raft) becomeFollower(term, lead uint64) {
 }
 
 func (r *raft) becomePreCandidate() {
+	if BugPreVoteRaisesTerm.In(r.cfg.TestBugs) {
+		// The bug: set up like a candidate, in the next term (which the
+		// next Ready persists); only the vote is left alone.
+		r.reset(r.term + 1)
+		r.role = PreCandidate
+		return
+	}
 	// The term does not change: a pre-vote round must not disturb anyone.
 	r.reset(r.term)
 	r.role = PreCandidate
@@ -625,6 +632,9 @@ func (r *raft) bcastHeartbeat() {
 			continue
 		}
 		commit := min(p.pr.Match, r.log.committed)
+		if BugCommitBeyondVerified.In(r.cfg.TestBugs) {
+			commit = r.log.committed
+		}
 		r.send(Message{Type: MsgHeartbeat, To: p.id, Commit: commit, Index: r.readRound})
 	}
 	if r.self() != nil {
@@ -735,7 +745,7 @@ func (r *raft) leaving() bool {
 // checkConfChange validates a proposed membership change against the
 // configuration in force.
 func (r *raft) checkConfChange(data []byte) error {
-	if r.pendingConfIndex > r.log.committed {
+	if r.pendingConfIndex > r.log.committed && !BugSecondConfChange.In(r.cfg.TestBugs) {
 		return fmt.Errorf("%w: change at index %d not yet committed", ErrConfChangePending, r.pendingConfIndex)
 	}
 	cc, err := DecodeConfChange(data)
@@ -763,13 +773,19 @@ func (r *raft) forward(m Message) error {
 // maybeCommit advances the commit index to what a quorum has durably
 // stored, counting only entries of the current term (Raft §5.4.2).
 func (r *raft) maybeCommit() bool {
-	ci := r.voters.CommittedIndex(func(id uint64) (uint64, bool) {
+	acked := func(id uint64) (uint64, bool) {
 		p := r.peer(id)
 		if p == nil {
 			return 0, false
 		}
 		return p.pr.Match, true
-	})
+	}
+	ci := r.voters.CommittedIndex(acked)
+	if BugJointCommitOneHalf.In(r.cfg.TestBugs) && r.voters.IsJoint() {
+		// The incoming voters are the configuration being moved to: count
+		// them alone.
+		ci = r.voters.Incoming.CommittedIndex(acked)
+	}
 	if ci <= r.log.committed || ci > r.log.lastIndex() {
 		return false
 	}
@@ -1206,6 +1222,14 @@ func (r *raft) handleAppend(m Message) error {
 			r.stableIndex = min(r.stableIndex, at-1)
 		}
 	}
+	if BugCommitBeyondVerified.In(r.cfg.TestBugs) {
+		// The bug: up to our last index, which may lie past what this
+		// append showed to match the leader's log.
+		lastNew = max(lastNew, r.log.lastIndex())
+		r.commitTo(min(m.Commit, lastNew))
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: m.Index + uint64(len(m.Entries))})
+		return nil
+	}
 	r.commitTo(min(m.Commit, lastNew))
 	r.send(Message{Type: MsgAppResp, To: m.From, Index: lastNew})
 	return nil
@@ -1314,7 +1338,7 @@ func (r *raft) ready() Ready {
 	if hi > r.applying {
 		rd.CommittedEntries = r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
 		r.applying += uint64(len(rd.CommittedEntries))
-		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) {
+		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) && !BugApplyConfUnsynced.In(r.cfg.TestBugs) {
 			// The host applies a membership change once this Ready's
 			// write completes: sync the commit index that covers it (even
 			// if unchanged since an unsynced write), so that a crash cannot

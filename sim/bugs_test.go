@@ -21,8 +21,6 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		want    []Verdict // acceptable verdicts
 	}{
 		{core.BugVoteNotPersisted, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
-		// BugCommitOldTerm needs Figure 8's exact history, which random
-		// search rarely builds: TestScenarioFigure8 scripts it.
 		{core.BugKeepVoteOnNewTerm, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
 		{core.BugApplyUncommitted, "swarm", nil, 200, []Verdict{VerdictSafety, VerdictLinearizability}},
 		{core.BugReadLocal, "swarm", nil, 200, []Verdict{VerdictLinearizability}},
@@ -47,6 +45,21 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		// (durability, at the restart).
 		{core.BugStorageIgnoresChecksums, "storage", nil, 1000, []Verdict{VerdictSafety}},
 		{core.BugTrustDamagedHardState, "storage", nil, 1000, []Verdict{VerdictSafety}},
+		// Membership bugs, under the swarm profile's membership churn
+		// (confchurn.go): each is seen directly by a check of its own, and
+		// without it by what it leads to: a committed entry lost by a
+		// leader that the members cut off from the joint configuration's
+		// commit elected in the configuration before it (one half), a
+		// stuck cluster (second change), a restart below an applied change
+		// (unsynced apply).
+		{core.BugJointCommitOneHalf, "swarm", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugSecondConfChange, "swarm", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugApplyConfUnsynced, "swarm", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugJointCommitOneHalf, "swarm", []string{CheckCommitQuorum}, 1000,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		{core.BugSecondConfChange, "swarm", []string{CheckSingleConfChange}, 1000,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		{core.BugApplyConfUnsynced, "swarm", []string{CheckAppliedDurable}, 1000, []Verdict{VerdictSafety}},
 		// Lease bugs, under lease races (the lease profile): a lease
 		// trusted after the leader's MsgTimeoutNow, a lease read answered
 		// with no lease check. The lease-read check sees the stale read
@@ -56,6 +69,24 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{core.BugLeaseReadNoCheck, "lease", nil, 200, []Verdict{VerdictSafety}},
 		{core.BugLeaseAfterTransfer, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
 		{core.BugLeaseReadNoCheck, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
+		// Elections and commit rules. Figure 8's history comes from the
+		// leader-churn fault: a leader that comes back with an older
+		// term's tail replicates part of it, is cut off, and a leader
+		// holding another entry there wins (leader completeness).
+		{core.BugCommitOldTerm, "swarm", nil, 1000, []Verdict{VerdictSafety, VerdictLinearizability}},
+		// Without that check: the later leader commits its own entry at
+		// the index committed before (commit-verified or state machine
+		// safety), or clients see it (linearizability).
+		{core.BugCommitOldTerm, "swarm", []string{CheckLeaderCompleteness}, 1000,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		// A follower commits its stale tail (commit-verified); without the
+		// check, it applies another entry than the others at that index.
+		{core.BugCommitBeyondVerified, "swarm", nil, 1000, []Verdict{VerdictSafety, VerdictLinearizability}},
+		{core.BugCommitBeyondVerified, "swarm", []string{CheckCommitVerified}, 1000,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		// A pre-vote round raises the term: prevote-term sees it at the
+		// first pre-vote round of the first seed with PreVote on.
+		{core.BugPreVoteRaisesTerm, "swarm", nil, 1000, []Verdict{VerdictSafety}},
 	}
 	for _, tc := range tests {
 		name := tc.bug.String()

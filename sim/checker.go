@@ -32,6 +32,19 @@ const (
 	// it is back in the configuration before the change, which may need
 	// a node the change removed (and the harness retired).
 	CheckRestartBelowApplied = "restart-below-applied"
+	// CheckCommitVerified fails when a node's commit index covers an entry
+	// that differs from the committed entry at that index: a follower must
+	// commit only up to what an append from its leader showed to match the
+	// leader's log, never a stale tail of its own.
+	CheckCommitVerified = "commit-verified"
+	// CheckPreVoteTerm fails when a node's term rises other than by
+	// campaigning (as a candidate, or a leader elected at once) or by
+	// hearing the new term in a message: a pre-vote round, in particular,
+	// must leave the term alone. With PreVote on (SetPreVote), a candidate
+	// must also come out of a pre-vote round, or of a leadership transfer
+	// (MsgTimeoutNow): a node that cannot win pre-votes, say one cut off
+	// from a quorum, never raises its term.
+	CheckPreVoteTerm = "prevote-term"
 )
 
 // Violation is the first broken invariant a Checker saw.
@@ -79,7 +92,14 @@ type Checker struct {
 	applied   ckTable[ckApplied]
 	conv      []ckConv // state hashes by applied index (a ring)
 
-	lease ckLease // the lease-read check (checklease.go)
+	// Membership checks (checkconf.go): the highest commit index any
+	// node reported.
+	topCommit uint64
+	lease     ckLease // the lease-read check (checklease.go)
+	// verified counts committed entries found again, equal, below another
+	// node's commit index (commit-verified).
+	verified uint64
+	preVote  bool // the nodes run pre-vote rounds (prevote-term)
 }
 
 // ckConvSlots is the size of the convergence ring: state hashes are
@@ -168,6 +188,16 @@ type ckNode struct {
 	// confApplied is the highest index of a membership change the node
 	// applied, in this lifetime or an earlier one: it survives restarts.
 	confApplied uint64
+	// confIdx are the indexes of the membership changes in the written
+	// log, ascending (checkconf.go).
+	confIdx []uint64
+	// heard is the highest term the node may have adopted from the
+	// messages it received since its last status, timeoutNow whether one
+	// was a MsgTimeoutNow, stRole its role at its last status
+	// (prevote-term).
+	heard      uint64
+	timeoutNow bool
+	stRole     core.Role
 }
 
 // ckSlot holds the first chain hash seen per term at one index.
@@ -323,6 +353,7 @@ func (c *Checker) Write(at Time, id uint64, u *node.Update) {
 	if len(u.Entries) > 0 {
 		n.pend.ents, n.pend.first = true, u.Entries[0].Index
 	}
+	c.noteConfs(n, u)
 	if c.update(at, n, &n.issued, u, true) {
 		c.recordCommits(at, n)
 	}
@@ -380,7 +411,7 @@ func (c *Checker) update(at Time, n *ckNode, l *ckLog, u *node.Update, check boo
 		idx, term := s.Meta.Index, s.Meta.Term
 		l.reset(idx, term, c.baseChain(idx, term))
 		l.snapIndex, l.snapTerm = idx, term
-		if check && !c.record(at, n.id, idx, term, l.baseChain) {
+		if check && !c.record(at, n.id, idx, term, l.baseChain, CheckStateMachineSafety) {
 			return false
 		}
 	}
@@ -455,29 +486,33 @@ func (c *Checker) compact(l *ckLog, to uint64) {
 }
 
 // recordCommits records the entries of n's written log up to its written
-// commit index as committed.
+// commit index as committed. An entry there that differs from the one
+// committed before fails commit-verified: the node's commit index covers
+// an entry its leader's log does not hold.
 func (c *Checker) recordCommits(at Time, n *ckNode) {
 	l := &n.issued
 	hi := min(l.hs.Commit, l.last())
 	for i := max(n.recCommit, l.base) + 1; i <= hi; i++ {
 		e := l.ents[i-l.base-1]
-		if !c.record(at, n.id, i, e.term, e.chain) {
+		if !c.record(at, n.id, i, e.term, e.chain, CheckCommitVerified) {
 			return
 		}
 	}
 	n.recCommit = max(n.recCommit, hi)
 }
 
-// record records that node id holds (index, term, chain) as committed.
-func (c *Checker) record(at Time, id, index, term, chain uint64) bool {
+// record records that node id holds (index, term, chain) as committed;
+// check names the check that fails if another entry was committed there.
+func (c *Checker) record(at Time, id, index, term, chain uint64, check string) bool {
 	r := c.commits.at(index)
 	if r.set {
 		if r.chain != chain {
-			c.fail(at, id, CheckStateMachineSafety,
+			c.fail(at, id, check,
 				"index %d committed with term %d here but with term %d (or another prefix) on node %d",
 				index, term, r.term, r.node)
 			return false
 		}
+		c.verified++
 		return true
 	}
 	*r = ckCommit{term: term, chain: chain, node: id, set: true}
@@ -513,7 +548,18 @@ func (c *Checker) Status(at Time, id uint64, st core.BasicStatus) {
 		c.fail(at, id, CheckMonotonic, "applied index %d above commit index %d", st.Applied, st.Commit)
 	case st.Commit > st.LastIndex:
 		c.fail(at, id, CheckMonotonic, "commit index %d above last index %d", st.Commit, st.LastIndex)
+	case st.Term > n.stTerm && n.stTerm > 0 && st.Term > n.heard &&
+		st.Role != core.Candidate && st.Role != core.Leader:
+		c.fail(at, id, CheckPreVoteTerm,
+			"term rose from %d to %d as %v, neither by campaigning nor from a message of that term (highest heard %d)",
+			n.stTerm, st.Term, st.Role, n.heard)
+	case c.preVote && st.Term > n.stTerm && n.stTerm > 0 && st.Term > n.heard && st.Role == core.Candidate &&
+		n.stRole != core.PreCandidate && !n.timeoutNow:
+		c.fail(at, id, CheckPreVoteTerm,
+			"candidate in term %d straight from %v in term %d, with PreVote on: no pre-vote round won, no leadership transfer",
+			st.Term, n.stRole, n.stTerm)
 	}
+	n.heard, n.timeoutNow, n.stRole = 0, false, st.Role
 	if c.err != nil {
 		return
 	}
@@ -521,6 +567,7 @@ func (c *Checker) Status(at Time, id uint64, st core.BasicStatus) {
 	if st.Role == core.Leader && n.leaderTerm != st.Term {
 		c.newLeader(at, n, st.Term)
 	}
+	c.checkSingleConf(at, n, &st)
 }
 
 // newLeader checks a node that leads term t.
@@ -548,6 +595,25 @@ func (c *Checker) newLeader(at Time, n *ckNode, t uint64) {
 			t, h, e.term, h, r.term, r.node)
 	}
 }
+
+// Receive notes a message about to be handed to node id: it may adopt the
+// message's term (prevote-term). A pre-vote, and a granted pre-vote
+// answer, carry a term the receiver does not adopt.
+func (c *Checker) Receive(id uint64, m *core.Message) {
+	if c.err != nil || m.Type == core.MsgPreVote || m.Type == core.MsgPreVoteResp && !m.Reject {
+		return
+	}
+	n := c.node(id)
+	n.heard = max(n.heard, m.Term)
+	n.timeoutNow = n.timeoutNow || m.Type == core.MsgTimeoutNow
+}
+
+// SetPreVote tells the checker whether the nodes run pre-vote rounds.
+func (c *Checker) SetPreVote(on bool) { c.preVote = on }
+
+// CommitsVerified returns how many committed entries were found again,
+// equal, under another node's commit index.
+func (c *Checker) CommitsVerified() uint64 { return c.verified }
 
 // Send checks that what a message depends on is durable at its sender: a
 // granted vote, a vote request, a term, an acknowledged log prefix, an
@@ -719,6 +785,7 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 	if !c.checkLoadedLog(at, n, &l) {
 		return
 	}
+	c.loadConfs(n, loaded.Entries, l.base)
 	if lc := l.commit(); lc < n.confApplied {
 		c.fail(at, id, CheckRestartBelowApplied,
 			"restarted with commit index %d, below the membership change at index %d it applied before: it is back in the configuration before the change",
@@ -731,7 +798,7 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 	n.recCommit, n.leaderTerm = 0, 0
 	n.stTerm, n.stCommit, n.stApplied = 0, 0, 0
 	n.applied = l.snapIndex
-	if l.snapIndex > 0 && !c.record(at, id, l.snapIndex, l.snapTerm, l.baseChain) {
+	if l.snapIndex > 0 && !c.record(at, id, l.snapIndex, l.snapTerm, l.baseChain, CheckStateMachineSafety) {
 		return
 	}
 	c.recordCommits(at, n)

@@ -139,6 +139,11 @@ func (s *ckScript) send(m core.Message) {
 	s.do(func(c *Checker, at Time) { c.Send(at, &m) })
 }
 
+// recv hands m to its receiver.
+func (s *ckScript) recv(m core.Message) {
+	s.do(func(c *Checker, _ Time) { c.Receive(m.To, &m) })
+}
+
 func (s *ckScript) hs(id uint64, term, vote, commit uint64) node.Update {
 	return node.Update{HardState: core.HardState{Term: term, Vote: vote, Commit: commit}, Sync: true}
 }
@@ -177,7 +182,9 @@ func (s *ckScript) elect(leader, term uint64, voters ...uint64) {
 	l.role = core.Candidate
 	s.status(leader)
 	for _, v := range voters {
-		s.send(core.Message{Type: core.MsgVote, From: leader, To: v, Term: term, Index: l.w.last(), LogTerm: l.w.term(l.w.last())})
+		vote := core.Message{Type: core.MsgVote, From: leader, To: v, Term: term, Index: l.w.last(), LogTerm: l.w.term(l.w.last())}
+		s.send(vote)
+		s.recv(vote)
 		m := s.n(v)
 		s.put(v, s.hs(v, term, leader, m.w.hs.Commit))
 		m.role = core.Follower
@@ -221,6 +228,7 @@ func (s *ckScript) replicate(leader, f, upto uint64, durable bool) {
 		u.HardState = hs
 	}
 	m.role = core.Follower
+	s.recv(core.Message{Type: core.MsgApp, From: leader, To: f, Term: l.w.hs.Term})
 	s.write(f, u)
 	if !durable {
 		s.status(f)
@@ -275,6 +283,7 @@ func (s *ckScript) installSnap(leader, f uint64) {
 	l, m := s.n(leader), s.n(f)
 	idx := l.w.snapIndex
 	sn := &core.Snapshot{Meta: core.SnapshotMeta{Index: idx, Term: l.w.snapTerm}}
+	s.recv(core.Message{Type: core.MsgSnap, From: leader, To: f, Term: l.w.hs.Term})
 	s.put(f, node.Update{Snapshot: sn, HardState: core.HardState{Term: l.w.hs.Term, Commit: idx}, Sync: true})
 	m.role = core.Follower
 	m.applied, m.sm, m.snapSM, m.snapSMAt = idx, l.snapSM, l.snapSM, idx
@@ -552,7 +561,7 @@ var ckCases = []ckCase{
 		s.boot()
 		s.do(func(c *Checker, at Time) { c.Apply(at, 1, &core.Entry{Term: 1, Index: 1, Data: []byte("boot")}) })
 	}},
-	{name: "two entries committed at one index", check: CheckStateMachineSafety, node: 2, build: func(s *ckScript) {
+	{name: "two entries committed at one index", check: CheckCommitVerified, node: 2, build: func(s *ckScript) {
 		s.boot()
 		s.put(1, node.Update{Entries: []core.Entry{ckEnt2(2, 2, "a")}, HardState: core.HardState{Term: 2, Commit: 2}})
 		s.put(2, node.Update{Entries: []core.Entry{ckEnt2(3, 2, "b")}, HardState: core.HardState{Term: 3, Commit: 1}})
@@ -687,6 +696,88 @@ var ckCases = []ckCase{
 			Entries: []core.Entry{ckEnt2(2, 5, "c")}, Commit: 4})
 		s.send(core.Message{Type: core.MsgHeartbeat, From: 1, To: 3, Term: 2, Commit: 5})
 	}},
+
+	// commit-verified
+	{name: "follower commits its stale tail on a heartbeat", check: CheckCommitVerified, node: 3, build: func(s *ckScript) {
+		s.boot()
+		s.elect(1, 2, 2)
+		s.propose(1, "a", "b")     // 2 and 3, term 2
+		s.replicate(1, 3, 3, true) // node 3 holds them; nobody else
+		s.elect(2, 3, 3)           // node 2 wins term 3 with node 3's vote (its log is behind: legal in this script)
+		s.propose(2, "x", "y")     // 2 and 3, term 3
+		s.replicate(2, 1, 3, true)
+		s.commit(2, 3) // committed: node 2 and node 1
+		// Node 3 still holds term 2's entries at 2 and 3, and takes the
+		// leader's commit index 3 on a heartbeat without an append that
+		// verified them.
+		s.recv(core.Message{Type: core.MsgHeartbeat, From: 2, To: 3, Term: 3, Commit: 3})
+		s.write(3, s.hs(3, 3, 2, 3))
+	}},
+	{name: "follower commits what the append verified", build: func(s *ckScript) {
+		s.boot()
+		s.elect(1, 2, 2)
+		s.propose(1, "a", "b")
+		s.replicate(1, 3, 3, true)
+		s.elect(2, 3, 3)
+		s.propose(2, "x", "y")
+		s.replicate(2, 1, 3, true)
+		s.commit(2, 3)
+		s.replicate(2, 3, 3, true) // truncates node 3's tail, then commits
+	}},
+
+	// prevote-term
+	{name: "pre-candidate raises its term", check: CheckPreVoteTerm, node: 3, build: func(s *ckScript) {
+		ckReplicated(s)
+		m := s.n(3)
+		s.put(3, s.hs(3, m.w.hs.Term+1, 0, m.w.hs.Commit))
+		m.role = core.PreCandidate
+		s.status(3)
+	}},
+	{name: "term raised by a pre-vote request", check: CheckPreVoteTerm, node: 2, build: func(s *ckScript) {
+		ckReplicated(s)
+		m := s.n(2)
+		s.recv(core.Message{Type: core.MsgPreVote, From: 3, To: 2, Term: m.w.hs.Term + 1})
+		s.put(2, s.hs(2, m.w.hs.Term+1, 0, m.w.hs.Commit))
+		m.role = core.Follower
+		s.status(2)
+	}},
+	{name: "candidate without a pre-vote round, PreVote on", check: CheckPreVoteTerm, node: 3, build: func(s *ckScript) {
+		ckReplicated(s)
+		s.do(func(c *Checker, _ Time) { c.SetPreVote(true) })
+		m := s.n(3)
+		s.put(3, s.hs(3, m.w.hs.Term+1, 3, m.w.hs.Commit))
+		m.role = core.Candidate
+		s.status(3)
+	}},
+	{name: "candidate after a pre-vote round, PreVote on", build: func(s *ckScript) {
+		ckReplicated(s)
+		s.do(func(c *Checker, _ Time) { c.SetPreVote(true) })
+		m := s.n(3)
+		m.role = core.PreCandidate
+		s.status(3)
+		s.recv(core.Message{Type: core.MsgPreVoteResp, From: 2, To: 3, Term: m.w.hs.Term + 1})
+		s.put(3, s.hs(3, m.w.hs.Term+1, 3, m.w.hs.Commit))
+		m.role = core.Candidate
+		s.status(3)
+	}},
+	{name: "transferee campaigns at once, PreVote on", build: func(s *ckScript) {
+		ckReplicated(s)
+		s.do(func(c *Checker, _ Time) { c.SetPreVote(true) })
+		m := s.n(3)
+		s.recv(core.Message{Type: core.MsgTimeoutNow, From: 1, To: 3, Term: m.w.hs.Term})
+		s.put(3, s.hs(3, m.w.hs.Term+1, 3, m.w.hs.Commit))
+		m.role = core.Candidate
+		s.status(3)
+	}},
+	{name: "term raised by a rejected pre-vote answer", build: func(s *ckScript) {
+		ckReplicated(s)
+		m := s.n(3)
+		s.recv(core.Message{Type: core.MsgPreVoteResp, From: 2, To: 3, Term: m.w.hs.Term + 2, Reject: true})
+		s.put(3, s.hs(3, m.w.hs.Term+2, 0, m.w.hs.Commit))
+		m.role = core.Follower
+		s.status(3)
+	}},
+
 	{name: "message in a term not durable", check: CheckPersistBeforeSend, node: 2, build: func(s *ckScript) {
 		s.boot()
 		s.write(2, s.hs(2, 5, 0, 1))

@@ -42,6 +42,11 @@ type proc struct {
 	// refused to load (fail-stop: it never starts again).
 	damaged bool
 	refused bool
+	// lead is what the commit-quorum check remembers while it leads.
+	lead leaderView
+	// crashAfterConf, when not 0, crashes the process for that long right
+	// after it next applies a membership change (confchurn.go).
+	crashAfterConf Time
 }
 
 // storage wraps the disk of one process lifetime to tell the checker what
@@ -78,6 +83,9 @@ func (s *storage) Save(u *node.Update, done func(error)) {
 	if n := len(u.Entries); n > 0 {
 		if u.Entries[0].Index <= p.logLast {
 			c.counters.Truncations++
+			if p.logLast-u.Entries[0].Index >= 3 {
+				c.counters.LongTruncations++
+			}
 		}
 		p.logLast = u.Entries[n-1].Index
 	}
@@ -174,11 +182,25 @@ func (p *proc) observe() {
 	p.status = st
 	now := c.s.Now()
 	c.chk.Status(now, p.id, st)
+	c.watchCommit(p, &old, &st)
 	if st.Role != old.Role || st.Term != old.Term || st.Lead != old.Lead {
 		c.tr.Add(Event{At: now, Kind: EvRole, Node: p.id, Peer: st.Lead, A: st.Term, B: uint64(st.Role)})
 		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
 			c.counters.LeaderChanges++
 			c.leaderSince(p.id, st.Term)
+			if st.LastIndex > st.Commit+1 {
+				// Uncommitted entries before its first own one: older terms'.
+				c.counters.LeaderOldTermTail++
+			}
+			if c.leaderChurn != nil {
+				c.churnLeader(p)
+			}
+		}
+		if st.Role == core.PreCandidate && (old.Role != core.PreCandidate || old.Term != st.Term) {
+			c.counters.PreVoteRounds++
+			if !c.reachesQuorum(p) {
+				c.counters.PreVoteIsolated++
+			}
 		}
 	}
 	if st.Commit != old.Commit {
@@ -371,10 +393,15 @@ func (c *cluster) deliver(m core.Message) {
 	if p.paused {
 		p.queued = append(p.queued, func() {
 			if p.n != nil {
+				c.chk.Receive(p.id, &m)
 				_ = p.n.Receive(m) // a refused message changes nothing
 			}
 		})
 		return
+	}
+	c.chk.Receive(p.id, &m)
+	if ch := c.leaderChurn; ch != nil && ch.watch == p && m.Type == core.MsgAppResp {
+		c.churnAck(ch, &m)
 	}
 	_ = p.n.Receive(m) // a refused message changes nothing
 	p.after()
@@ -425,11 +452,12 @@ func (c *cluster) members() (voters, learners []uint64) {
 // names (after a plain removal, or once a joint configuration is left).
 // They keep running until every voter of the new configuration has applied
 // the change: a removed leader may still have to tell them it committed.
-func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
+func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
 	if p.n == nil {
 		return // replayed by node.New on a restart: the others applied it already
 	}
+	c.noteConfApplied(p, index, &cc)
 	cs := p.n.Core().Status().Config
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {

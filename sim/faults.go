@@ -22,9 +22,19 @@ const (
 	FaultLostWrite
 	FaultMisdirect
 	FaultLatent
+	// Membership faults (confchurn.go, swarm profile): replace a voter
+	// through a joint configuration (Dur, when not 0, crashes the outgoing
+	// voter that long as the change is proposed); propose a second change
+	// while one is pending; crash a node for Dur right after it next
+	// applies a membership change.
+	FaultReplaceVoter
+	FaultConfRace
+	FaultCrashAfterConfApply
 	// FaultLeaseRace is a lease race (leaserace.go; lease profile only):
 	// Shape is the mode, Dur how long the leader stays cut off.
 	FaultLeaseRace
+	// FaultLeaderChurn opens a leader-churn window of Dur (churn.go).
+	FaultLeaderChurn
 	faultKindEnd
 )
 
@@ -33,7 +43,9 @@ var faultKindNames = [...]string{
 	FaultPartition: "partition", FaultClog: "clog", FaultMembership: "membership",
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
-	FaultLeaseRace: "lease-race",
+	FaultReplaceVoter: "replace-voter", FaultConfRace: "conf-race", FaultCrashAfterConfApply: "crash-after-conf-apply",
+	FaultLeaseRace:   "lease-race",
+	FaultLeaderChurn: "leader-churn",
 }
 
 // String names the kind.
@@ -134,8 +146,12 @@ func drawFaults(o *Options) []Fault {
 	poisson(st.LostWriteRate, storage(FaultLostWrite))
 	poisson(st.MisdirectRate, storage(FaultMisdirect))
 	poisson(st.LatentRate, storage(FaultLatent))
+	// Membership faults from generators of their own.
+	fs = drawConfChurnFaults(o, fs)
 	// Lease races come from a generator of their own.
 	fs = append(fs, drawLeaseRaces(o)...)
+	// Leader churn from a generator of its own.
+	fs = append(fs, drawChurnFaults(o)...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 	return fs
 }

@@ -32,6 +32,9 @@ type Options struct {
 	// misdirected writes, latent read errors) and the repair of the nodes
 	// they damage.
 	Storage StorageOptions `json:"storage,omitzero"`
+	// ConfChurn are the membership faults aimed at joint configurations
+	// (confchurn.go; swarm profile only).
+	ConfChurn ConfChurnOptions `json:"conf_churn,omitzero"`
 
 	// Process and cluster faults: rates are events per simulated second
 	// for the whole cluster; 0 turns the class off.
@@ -62,6 +65,12 @@ type Options struct {
 	ThinkMax      Time    `json:"think_max"`
 	ClientTimeout Time    `json:"client_timeout"` // give up on an operation (its outcome stays unknown)
 	AttemptTime   Time    `json:"attempt_time"`   // retry an attempt with no answer after this
+
+	// Leader churn (churn.go): windows of adversarial schedules around
+	// leader changes, per simulated second, and their longest duration in
+	// election timeouts.
+	LeaderChurnRate     float64 `json:"leader_churn_rate,omitempty"`
+	LeaderChurnTimeouts int     `json:"leader_churn_timeouts,omitempty"`
 
 	// Code knobs (simulator only).
 	MaxSizePerMsg     uint64 `json:"max_size_per_msg"`
@@ -194,8 +203,13 @@ func Draw(seed uint64, profile string) (Options, error) {
 		o.HealQuorumOnly = r.Chance(0.5)
 		o.Storage = drawStorage(NewRand(seed, "storage"), o.Nodes, profile == "storage")
 	}
+	if profile == "swarm" {
+		o.ConfChurn = drawConfChurn(NewRand(seed, "confchurn"))
+	}
 	// Drawn last, so that the draws above are what they were before.
 	o.VerifyInterval = uint64(r.Range(8, 128))
+	// Leader churn and small messages: a generator of their own.
+	drawLeaderChurn(&o, NewRand(seed, "leader-churn"))
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration
 	return o, o.Validate()
@@ -224,13 +238,19 @@ func (o *Options) Validate() error {
 	case o.Storage.MaxDamaged < 0 || o.Storage.FlipRate < 0 || o.Storage.LostWriteRate < 0 ||
 		o.Storage.MisdirectRate < 0 || o.Storage.LatentRate < 0 || o.Storage.CrashAfterMax < 0 || o.Storage.RepairMax < 0:
 		return bad("storage %+v", o.Storage)
+	case o.ConfChurn.ReplaceRate < 0 || o.ConfChurn.RaceRate < 0 || o.ConfChurn.CrashAfterApplyRate < 0:
+		return bad("conf churn %+v", o.ConfChurn)
+	case o.LeaderChurnRate < 0 || o.LeaderChurnTimeouts < 0:
+		return bad("leader churn rate %v, %d election timeouts", o.LeaderChurnRate, o.LeaderChurnTimeouts)
 	}
 	for _, name := range o.SkipChecks {
 		switch name {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
 			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
 			CheckAppliedDurable, CheckRestartBelowApplied,
-			CheckLeaseRead:
+			CheckCommitQuorum, CheckSingleConfChange,
+			CheckLeaseRead,
+			CheckCommitVerified, CheckPreVoteTerm:
 		default:
 			return bad("unknown check %q in skip_checks", name)
 		}

@@ -99,6 +99,19 @@ type Counters struct {
 	StorageRefusals   uint64 `json:"storage_refusals"`
 	StorageRecoveries uint64 `json:"storage_recoveries"`
 	StorageRepairs    uint64 `json:"storage_repairs"`
+
+	// Membership churn (confchurn.go): joint configurations entered and
+	// left (each once, by index), those entered or left while a partition
+	// was in force or a member was down or paused, voters replaced through
+	// a joint configuration, membership changes proposed while another was
+	// pending (refused by correct code), crashes right after applying a
+	// membership change.
+	JointEntered            uint64 `json:"joint_entered"`
+	JointLeft               uint64 `json:"joint_left"`
+	JointUnderFault         uint64 `json:"joint_under_fault"`
+	VoterReplacements       uint64 `json:"voter_replacements"`
+	ConfChangesWhilePending uint64 `json:"conf_changes_while_pending"`
+	CrashesAfterConfApply   uint64 `json:"crashes_after_conf_apply"`
 	// Lease reads (the lease profile): lease races run (leaders cut off
 	// at a transfer or while a new leader took over, with clients steered
 	// to them); lease reads asked of a node, asked of a leader during a
@@ -110,6 +123,18 @@ type Counters struct {
 	LeaseReadsDeposed    uint64 `json:"lease_reads_deposed"`
 	LeaseReadsAnswered   uint64 `json:"lease_reads_answered"`
 	LeaseReadsReplaced   uint64 `json:"lease_reads_replaced"`
+	// Elections and commit rules: leader-churn windows opened, leaders
+	// cut off or crashed in them, new leaders holding uncommitted entries
+	// of an earlier term, truncations of 4 or more entries, pre-vote
+	// rounds, pre-vote rounds by a node that could not reach a quorum,
+	// committed entries found equal under another node's commit index.
+	LeaderChurns      uint64 `json:"leader_churns"`
+	ChurnCutoffs      uint64 `json:"churn_cutoffs"`
+	LeaderOldTermTail uint64 `json:"leader_old_term_tail"`
+	LongTruncations   uint64 `json:"long_truncations"`
+	PreVoteRounds     uint64 `json:"prevote_rounds"`
+	PreVoteIsolated   uint64 `json:"prevote_isolated"`
+	CommitsVerified   uint64 `json:"commits_verified"`
 }
 
 // Add adds o to c: every uint64 field, so a new counter needs no line here.
@@ -189,7 +214,10 @@ type cluster struct {
 	repairs   []*repair
 	repairRng *Rand
 
-	race *leaseRace // the lease race under way (leaserace.go)
+	churn confChurn  // membership faults (confchurn.go)
+	race  *leaseRace // the lease race under way (leaserace.go)
+	// Leader churn: the window in force (churn.go).
+	leaderChurn *churn
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
@@ -233,6 +261,7 @@ func (c *cluster) boot() {
 		ids[i] = uint64(i + 1)
 	}
 	c.chk = NewChecker(ids)
+	c.chk.SetPreVote(o.PreVote)
 	for _, name := range o.SkipChecks {
 		c.chk.Skip(name)
 	}
@@ -332,6 +361,9 @@ func (c *cluster) finish() {
 			c.counters.VerifyConfirmed += p.n.Confirmed()
 		}
 	}
+	if c.chk != nil {
+		c.counters.CommitsVerified = c.chk.CommitsVerified()
+	}
 	// Term 1 is the bootstrap term, in which nobody leads.
 	c.counters.Terms = c.maxTerm
 	if c.maxTerm > 1+uint64(len(c.leaders)) {
@@ -394,6 +426,7 @@ func (c *cluster) heal() {
 		}
 	}
 	c.partition = false
+	c.leaderChurn = nil
 	c.stableFrom, c.stableLead = 0, 0
 	for _, cl := range c.clients {
 		cl.healed()

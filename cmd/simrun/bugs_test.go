@@ -91,3 +91,47 @@ func testPlantedBugFoundReplayedShrunk(t *testing.T, bug, profile string) {
 		t.Fatalf("replay of the shrunk bundle: exit %d\n%s%s", rc, rout, rerr)
 	}
 }
+
+// TestFuzzFindsCommitOldTerm: random search of the default profile finds
+// Raft's Figure 8 bug (an older term's entry committed by counting
+// replicas) within 1,000 seeds, with no scripted schedule, by a safety
+// check; the failure's bundle names a leader-churn window among its
+// faults and replays to the same verdict and event hash.
+func TestFuzzFindsCommitOldTerm(t *testing.T) {
+	const bug = "commit-old-term"
+	bugs, err := sim.ParseBugs(bug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	cfg := fuzzConfig{Seeds: 1000, Workers: 2, Profile: "swarm", StartSeed: 1, Out: t.TempDir(),
+		Bugs: bugs, CheckTimeout: 10 * time.Second, MaxFailures: 1}
+	code := runFuzz(context.Background(), cfg, &out, &errOut)
+	s := out.String()
+	if code == exitPass || code == exitError || code == exitNonDeterminism {
+		t.Fatalf("fuzz with %s planted: exit %d\n%s\n%s", bug, code, s, errOut.String())
+	}
+	m := regexp.MustCompile(`bundle: (\S+) \(`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("no bundle in:\n%s", s)
+	}
+	b, err := loadBundle(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: seed %d, %s (%s): %.200s", bug, b.Repro.Seed, b.Verdict, b.Repro.Check, b.Repro.Detail)
+	if b.Verdict != sim.VerdictSafety && b.Verdict != sim.VerdictLinearizability {
+		t.Errorf("verdict %s (%s), want safety or linearizability", b.Verdict, b.Repro.Check)
+	}
+	churn := false
+	for _, f := range b.Options.Faults {
+		churn = churn || f.Kind == sim.FaultLeaderChurn
+	}
+	if !churn {
+		t.Errorf("seed %d failed with no leader-churn window among its %d fault decisions", b.Repro.Seed, len(b.Options.Faults))
+	}
+	rc, rout, rerr := simrun(t, "replay", m[1])
+	if rc != resultExit(b.Verdict, b.Repro.Check) || strings.Count(rout, "identical") != 2 {
+		t.Fatalf("replay: exit %d, want %d\n%s%s", rc, resultExit(b.Verdict, b.Repro.Check), rout, rerr)
+	}
+}

@@ -334,6 +334,9 @@ func coverageWarnings(profile string, c sim.Counters) []string {
 		{"isolated leaders", c.LeaderIsolated}, {"crashes during a write", c.CrashDuringWrite},
 		{"storage faults (no disk was ever damaged)", c.StorageFaults},
 		{"refusals of damaged storage", c.StorageRefusals},
+		{"leaders cut off in leader churn", c.ChurnCutoffs},
+		{"new leaders holding an older term's uncommitted entries", c.LeaderOldTermTail},
+		{"pre-vote rounds cut off from a quorum", c.PreVoteIsolated},
 	} {
 		if k.n == 0 {
 			warns = append(warns, "never reached: "+k.what)

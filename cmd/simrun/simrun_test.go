@@ -444,7 +444,8 @@ func TestCoverageWarnings(t *testing.T) {
 		t.Errorf("calm warns: %v", w)
 	}
 	w := coverageWarnings("swarm", sim.Counters{LeaderChanges: 1, SplitVotes: 1, Truncations: 1,
-		SnapshotsInstalled: 1, Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageRefusals: 1})
+		SnapshotsInstalled: 1, Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageRefusals: 1,
+		ChurnCutoffs: 1, LeaderOldTermTail: 1, PreVoteIsolated: 1})
 	if len(w) != 1 || !strings.Contains(w[0], "storage faults") {
 		t.Errorf("warnings %v, want one about storage faults", w)
 	}
