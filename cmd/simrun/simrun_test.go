@@ -449,9 +449,14 @@ func TestCoverageWarnings(t *testing.T) {
 	if len(w) != 1 || !strings.Contains(w[0], "storage faults") {
 		t.Errorf("warnings %v, want one about storage faults", w)
 	}
-	reached := sim.Counters{LeaderChanges: 1, SplitVotes: 1, Truncations: 1, SnapshotsInstalled: 1,
-		Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageFaults: 1, StorageRefusals: 1,
-		LeaseRaces: 1, LeaseReadsAnswered: 1, LeaseReadsInTransfer: 1}
+	// Every situation reached but lease reads of a deposed leader.
+	var reached sim.Counters
+	for rv, i := reflect.ValueOf(&reached).Elem(), 0; i < rv.NumField(); i++ {
+		if f := rv.Field(i); f.Kind() == reflect.Uint64 {
+			f.SetUint(1)
+		}
+	}
+	reached.LeaseReadsDeposed = 0
 	if w := coverageWarnings("swarm", reached); len(w) != 0 {
 		t.Errorf("swarm warns about lease situations: %v", w)
 	}
