@@ -65,6 +65,7 @@ func (s *storage) Load() (core.Persisted, error) {
 
 func (s *storage) Save(u *node.Update, done func(error)) {
 	p, c := s.p, s.p.c
+	c.reachWrite(p, u)
 	c.chk.Write(c.s.Now(), p.id, u)
 	if u.Snapshot != nil {
 		c.counters.SnapshotsInstalled++
@@ -122,6 +123,9 @@ func (t transport) Send(msgs []core.Message) {
 	now := c.s.Now()
 	for i := range msgs {
 		c.chk.Send(now, &msgs[i])
+		if msgs[i].Type == core.MsgSnap {
+			c.reachSend(&msgs[i])
+		}
 	}
 	c.net.Send(msgs)
 }
@@ -173,6 +177,7 @@ func (p *proc) observe() {
 	c.chk.Status(now, p.id, st)
 	if st.Role != old.Role || st.Term != old.Term || st.Lead != old.Lead {
 		c.tr.Add(Event{At: now, Kind: EvRole, Node: p.id, Peer: st.Lead, A: st.Term, B: uint64(st.Role)})
+		c.reachRole(p, old, st)
 		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
 			c.counters.LeaderChanges++
 			c.leaderSince(p.id, st.Term)
@@ -306,6 +311,7 @@ func (c *cluster) crash(p *proc, down Time) {
 	c.counters.Crashes++
 	c.tr.Add(Event{At: now, Kind: EvCrash, Node: p.id})
 	c.hist.Annotate(annotation(now, now+down, "crash", p.id))
+	c.reachCrash(p)
 	p.disk.Crash()
 	c.chk.Crash(now, p.id)
 	if p.n != nil {
@@ -425,6 +431,7 @@ func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
 		return // replayed by node.New on a restart: the others applied it already
 	}
 	cs := p.n.Core().Status().Config
+	c.reachConf(index, cs.Joint())
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {
 		for _, set := range sets {

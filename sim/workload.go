@@ -213,6 +213,9 @@ func (op *clientOp) complete(r kv.Result) {
 		return
 	}
 	c.counters.ClientOK++
+	if op.cmd.Op == kv.OpGet {
+		c.reachRead(op)
+	}
 	out := linearizability.Output{Value: string(r.Value), Found: r.Found, OK: r.OK}
 	c.hist.Return(op.hist, out, c.s.Now())
 	cl.think()
