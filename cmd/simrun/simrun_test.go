@@ -442,26 +442,3 @@ func TestDescribeDivergence(t *testing.T) {
 		t.Errorf("report:\n%s", s)
 	}
 }
-
-// TestCoverageWarnings: a faulty profile warns about each interesting
-// situation it never reached, storage faults included; calm never warns.
-func TestCoverageWarnings(t *testing.T) {
-	if w := coverageWarnings("calm", sim.Counters{}); len(w) != 0 {
-		t.Errorf("calm warns: %v", w)
-	}
-	w := coverageWarnings("swarm", sim.Counters{LeaderChanges: 1, SplitVotes: 1, Truncations: 1,
-		SnapshotsInstalled: 1, Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageRefusals: 1})
-	if len(w) != 1 || !strings.Contains(w[0], "storage faults") {
-		t.Errorf("warnings %v, want one about storage faults", w)
-	}
-	var out, errOut bytes.Buffer
-	cfg := fuzzConfig{Seeds: 4, Workers: 2, Profile: "storage", StartSeed: 1, Out: t.TempDir(),
-		CheckTimeout: 10 * time.Second}
-	if code := runFuzz(context.Background(), cfg, &out, &errOut); code != exitPass {
-		t.Fatalf("exit %d\n%s", code, out.String())
-	}
-	s := out.String()
-	if strings.Contains(s, "storage faults (no disk") || !strings.Contains(s, "storage refusals") {
-		t.Errorf("storage profile summary:\n%s", s)
-	}
-}
