@@ -21,6 +21,7 @@ type coverageClass struct {
 // Profiles that must reach a class.
 var (
 	faulty      = []string{"swarm", "lease", "storage"}
+	pausing     = []string{"swarm", "storage"} // lease runs never pause a node
 	leaseOnly   = []string{"lease"}
 	storageOnly = []string{"storage"}
 )
@@ -33,6 +34,7 @@ var coverageClasses = []coverageClass{
 	{"elections with competing candidates", faulty, func(c *sim.Counters) uint64 { return c.Reached.CompetingCandidates }},
 	{"split votes (terms without a leader)", faulty, func(c *sim.Counters) uint64 { return c.SplitVotes }},
 	{"new leader with uncommitted old-term entries", faulty, func(c *sim.Counters) uint64 { return c.Reached.OldTermTail }},
+	{"partitions", faulty, func(c *sim.Counters) uint64 { return c.Partitions }},
 	{"leader isolated by a partition", faulty, func(c *sim.Counters) uint64 { return c.LeaderIsolated }},
 	{"leadership transfers requested", faulty, func(c *sim.Counters) uint64 { return c.Transfers }},
 	{"leadership transfers completed", faulty, func(c *sim.Counters) uint64 { return c.Reached.TransfersCompleted }},
@@ -57,6 +59,7 @@ var coverageClasses = []coverageClass{
 	{"crashes during a compaction", faulty, func(c *sim.Counters) uint64 { return c.Reached.CrashCompaction }},
 	{"crashes losing unsynced writes", faulty, func(c *sim.Counters) uint64 { return c.Reached.CrashUnsynced }},
 	{"torn writes", faulty, func(c *sim.Counters) uint64 { return c.DiskTorn }},
+	{"process pauses", pausing, func(c *sim.Counters) uint64 { return c.Pauses }},
 	// Clients and reads.
 	{"retries deduplicated", faulty, func(c *sim.Counters) uint64 { return c.Deduplicated }},
 	{"reads by ReadIndex", faulty, func(c *sim.Counters) uint64 { return c.Reached.ReadsIndex }},
@@ -66,6 +69,10 @@ var coverageClasses = []coverageClass{
 	{"lease reads across a leader change", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsLeaderChange }},
 	// Silent storage faults and their outcomes.
 	{"storage faults (disks damaged)", faulty, func(c *sim.Counters) uint64 { return c.StorageFaults }},
+	{"bit flips", storageOnly, func(c *sim.Counters) uint64 { return c.DiskFlips }},
+	{"latent read errors", storageOnly, func(c *sim.Counters) uint64 { return c.DiskUnreadable }},
+	{"lost writes", storageOnly, func(c *sim.Counters) uint64 { return c.DiskLostWrites }},
+	{"misdirected writes", storageOnly, func(c *sim.Counters) uint64 { return c.DiskMisdirected }},
 	{"damaged storage refused (fail-stop)", faulty, func(c *sim.Counters) uint64 { return c.StorageRefusals }},
 	{"damaged nodes recovered intact", storageOnly, func(c *sim.Counters) uint64 { return c.StorageRecoveries }},
 	{"refusing nodes repaired", storageOnly, func(c *sim.Counters) uint64 { return c.StorageRepairs }},
