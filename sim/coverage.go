@@ -17,7 +17,8 @@ import (
 // transport.Send (reachSend), crashes in cluster.crash (reachCrash),
 // applied membership changes in cluster.confChangeApplied (reachConf),
 // partitions in partitionNet (reachPartition), transfers in inject
-// (reachTransfer), client answers in clientOp.complete (reachRead).
+// (reachTransfer), client answers in clientOp.complete (reachRead), lease
+// reads as the node answers them in clientOp.send (reachLeaseAnswer).
 
 // Reached counts the interesting states a run reached. simrun fuzz prints
 // them (with the other counters it names) as its coverage table.
@@ -56,12 +57,14 @@ type Reached struct {
 	CrashUnsynced   uint64 `json:"crash_unsynced"`
 	// Reads answered to clients, by level: ReadIndex, lease, through the
 	// log; lease reads whose operation spans a leadership transfer request
-	// or a leader change (from its call to its answer).
+	// or a leader change (from its call to its answer); lease reads a
+	// node answered while some node was in a higher term than its own.
 	ReadsIndex             uint64 `json:"reads_index"`
 	ReadsLease             uint64 `json:"reads_lease"`
 	ReadsLog               uint64 `json:"reads_log"`
 	LeaseReadsTransfer     uint64 `json:"lease_reads_transfer"`
 	LeaseReadsLeaderChange uint64 `json:"lease_reads_leader_change"`
+	LeaseReadsStaleTerm    uint64 `json:"lease_reads_stale_term"`
 }
 
 // longTail is the number of entries a truncation must replace to count as
@@ -224,6 +227,14 @@ func (c *cluster) reachRead(op *clientOp) {
 		}
 	default:
 		k.ReadsIndex++
+	}
+}
+
+// reachLeaseAnswer counts a lease read that p answers while some node is
+// in a higher term (a newer election may be under way, or won).
+func (c *cluster) reachLeaseAnswer(p *proc) {
+	if p.n != nil && p.n.Status().Term < c.chk.maxTerm {
+		c.counters.Reached.LeaseReadsStaleTerm++
 	}
 }
 

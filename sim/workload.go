@@ -132,6 +132,9 @@ func (op *clientOp) send() {
 			}
 			f.OnResolve(func(f *node.Future) {
 				res, err := f.Result()
+				if err == nil && op.level == node.ReadLease && !op.viaLog {
+					c.reachLeaseAnswer(p)
+				}
 				c.s.After(cl.latency(), func() { op.answer(attempt, res, err) })
 			})
 		})

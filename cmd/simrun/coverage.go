@@ -67,6 +67,7 @@ var coverageClasses = []coverageClass{
 	{"reads on the lease", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.ReadsLease }},
 	{"lease reads across a transfer", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsTransfer }},
 	{"lease reads across a leader change", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsLeaderChange }},
+	{"lease reads answered behind a higher term", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsStaleTerm }},
 	// Silent storage faults and their outcomes.
 	{"storage faults (disks damaged)", faulty, func(c *sim.Counters) uint64 { return c.StorageFaults }},
 	{"bit flips", storageOnly, func(c *sim.Counters) uint64 { return c.DiskFlips }},

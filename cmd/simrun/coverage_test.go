@@ -68,6 +68,19 @@ func TestCoverageClasses(t *testing.T) {
 	}
 }
 
+// TestEveryReachedCounterHasAClass: each counter of sim.Reached is read by
+// some class of the table (a new counter needs its row).
+func TestEveryReachedCounterHasAClass(t *testing.T) {
+	rt := reflect.TypeFor[sim.Reached]()
+	for i := range rt.NumField() {
+		var c sim.Counters
+		reflect.ValueOf(&c.Reached).Elem().Field(i).SetUint(1)
+		if !slices.ContainsFunc(coverageClasses, func(k coverageClass) bool { return k.count(&c) == 1 }) {
+			t.Errorf("no class reads Reached.%s", rt.Field(i).Name)
+		}
+	}
+}
+
 // TestCoverageWarnings: a run that reaches a class 0 times warns about it
 // in the profiles that must reach it, and only there; calm never warns.
 func TestCoverageWarnings(t *testing.T) {
