@@ -185,6 +185,9 @@ func (p *proc) observe() {
 	}
 	if st.Commit != old.Commit {
 		c.tr.Add(Event{At: now, Kind: EvCommit, Node: p.id, A: st.Commit, B: st.Applied})
+		if c.reach.tailLeader == p.id {
+			c.reachCommit(p, st)
+		}
 	}
 	if st.Applied != old.Applied && p.sm != nil {
 		c.chk.StateHash(now, p.id, st.Applied, p.sm.Hash())
@@ -367,6 +370,11 @@ func (c *cluster) deliver(m core.Message) {
 	p := c.proc(m.To)
 	if p == nil || !p.up {
 		return
+	}
+	if m.Type == core.MsgApp {
+		if v := m.Index + uint64(len(m.Entries)); m.Commit > v {
+			c.reachApp(m.From, m.To, m.Index, m.LogTerm, v)
+		}
 	}
 	if p.paused {
 		p.queued = append(p.queued, func() {

@@ -12,7 +12,8 @@ import (
 // each is O(1) per event it looks at (a few entries at most), so counting
 // costs no measurable speed.
 //
-// Where each is counted: role changes in proc.observe (reachRole),
+// Where each is counted: role and commit changes in proc.observe
+// (reachRole, reachCommit), appends as they are delivered (reachApp),
 // storage writes in storage.Save (reachWrite), snapshot messages in
 // transport.Send (reachSend), crashes in cluster.crash (reachCrash),
 // applied membership changes in cluster.confChangeApplied (reachConf),
@@ -30,6 +31,14 @@ type Reached struct {
 	CompetingCandidates uint64 `json:"competing_candidates"`
 	OldTermTail         uint64 `json:"old_term_tail"`
 	TransfersCompleted  uint64 `json:"transfers_completed"`
+	// OldTermCommitted: such a leader then committed past its old-term
+	// tail (in the same term: it committed an entry of its own above it).
+	OldTermCommitted uint64 `json:"old_term_committed"`
+	// StaleTailCommit: appends a follower accepts that announce a commit
+	// index past the last index they verify, to a follower whose entry
+	// after that index differs from the leader's (a stale tail that a
+	// follower committing up to its last index would commit).
+	StaleTailCommit uint64 `json:"stale_tail_commit"`
 	// Membership: joint configurations entered and left (counted when the
 	// first node applies the change), those during which a partition was
 	// in force at some time, and those left while one was.
@@ -88,6 +97,9 @@ type reachState struct {
 	transferTerm uint64
 	lastTransfer Time
 	lastLeader   Time
+	// tailLeader leads tailTerm with an old-term tail up to tailIndex,
+	// not committed yet (0: none).
+	tailLeader, tailTerm, tailIndex uint64
 }
 
 const noCandidate = ^uint64(0)
@@ -109,8 +121,9 @@ func (c *cluster) reachRole(p *proc, old, st core.BasicStatus) {
 		}
 	case st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term):
 		r.lastLeader = c.s.Now()
-		if c.chk.oldTermTail(p.id, st.Term) {
+		if i := c.chk.oldTermTail(p.id, st.Term); i > 0 {
 			k.OldTermTail++
+			r.tailLeader, r.tailTerm, r.tailIndex = p.id, st.Term, i
 		}
 		if r.transferTo != 0 && st.Term > r.transferTerm {
 			if p.id == r.transferTo {
@@ -118,6 +131,47 @@ func (c *cluster) reachRole(p *proc, old, st core.BasicStatus) {
 			}
 			r.transferTo = 0
 		}
+	}
+}
+
+// reachCommit counts the leader with an old-term tail committing past it
+// (st is p's status after its commit index moved).
+func (c *cluster) reachCommit(p *proc, st core.BasicStatus) {
+	r := &c.reach
+	switch {
+	case r.tailLeader != p.id:
+	case st.Term != r.tailTerm || st.Role != core.Leader:
+		r.tailLeader = 0
+	case st.Commit >= r.tailIndex:
+		c.counters.Reached.OldTermCommitted++
+		r.tailLeader = 0
+	}
+}
+
+// reachApp counts an append from a leader to a follower that announces a
+// commit index past verified (its last index), accepted (the follower's
+// entry at index has logTerm) by a follower whose entry at verified+1
+// differs from the leader's (or the committed one).
+func (c *cluster) reachApp(from, to, index, logTerm, verified uint64) {
+	if c.chk.err != nil {
+		return
+	}
+	fl := &c.chk.node(to).issued
+	if e, ok := fl.at(index); !ok || e.term != logTerm {
+		return
+	}
+	fe, ok := fl.at(verified + 1)
+	if !ok {
+		return
+	}
+	term := uint64(0)
+	if le, ok := c.chk.node(from).issued.at(verified + 1); ok {
+		term = le.term
+	} else if r := c.chk.commits.get(verified + 1); r != nil && r.set {
+		term = r.term
+	}
+	if term != 0 && fe.term != term {
+		c.counters.Reached.StaleTailCommit++
 	}
 }
 
@@ -260,16 +314,20 @@ func (c *Checker) conflicts(id, index, term uint64) bool {
 	return r != nil && r.set && r.chain != l.lastEnt().chain
 }
 
-// oldTermTail reports whether node id's written log holds, past the
-// highest index known committed, an entry of a term below term.
-func (c *Checker) oldTermTail(id, term uint64) bool {
+// oldTermTail returns the index of the last entry of a term below term
+// in node id's written log if it lies past the highest index known
+// committed, and otherwise 0.
+func (c *Checker) oldTermTail(id, term uint64) uint64 {
 	if c.err != nil {
-		return false
+		return 0
 	}
 	l := &c.node(id).issued
 	i := l.last()
 	for i > l.base && l.ents[i-l.base-1].term >= term {
 		i--
 	}
-	return i > l.base && i > c.maxCommit
+	if i > l.base && i > c.maxCommit {
+		return i
+	}
+	return 0
 }

@@ -89,14 +89,14 @@ func TestCheckerOldTermTail(t *testing.T) {
 	c := NewChecker([]uint64{1, 2})
 	ckWrite(c, 1, node.Update{Entries: ents(1, 1, 5), HardState: core.HardState{Term: 1, Commit: 3}})
 	ckWrite(c, 1, node.Update{Entries: ents(3, 6, 6), HardState: core.HardState{Term: 3, Commit: 3}})
-	if !c.oldTermTail(1, 3) {
+	if c.oldTermTail(1, 3) != 5 {
 		t.Error("entries 4 and 5 of term 1 past commit 3: no old-term tail")
 	}
 	ckWrite(c, 2, node.Update{Entries: ents(1, 1, 5), HardState: core.HardState{Term: 1, Commit: 5}})
-	if c.oldTermTail(1, 3) {
+	if c.oldTermTail(1, 3) != 0 {
 		t.Error("everything of term 1 committed: old-term tail")
 	}
-	if c.oldTermTail(2, 1) {
+	if c.oldTermTail(2, 1) != 0 {
 		t.Error("entries of its own term only: old-term tail")
 	}
 }
@@ -152,5 +152,55 @@ func TestReachRoleAndConf(t *testing.T) {
 	c.reachConf(14, false)
 	if k.JointEntered != 2 || k.JointPartitioned != 2 || k.JointLeftPartitioned != 2 {
 		t.Fatalf("joint under partition: %+v", *k)
+	}
+}
+
+// TestReachApp: an append that announces a commit index past what it
+// verifies counts when the follower accepts it and holds, after it, an
+// entry the leader does not have.
+func TestReachApp(t *testing.T) {
+	c := &cluster{s: &Scheduler{}, chk: NewChecker([]uint64{1, 2})}
+	ckWrite(c.chk, 1, node.Update{Entries: append(ents(1, 1, 5), ents(3, 6, 8)...), HardState: core.HardState{Term: 3, Commit: 8}})
+	ckWrite(c.chk, 2, node.Update{Entries: append(ents(1, 1, 5), ents(2, 6, 8)...), HardState: core.HardState{Term: 2, Commit: 5}})
+	k := &c.counters.Reached
+	c.reachApp(1, 2, 5, 2, 6) // rejected: entry 5 has term 1
+	c.reachApp(1, 2, 8, 3, 8) // nothing after what it verifies
+	if k.StaleTailCommit != 0 {
+		t.Fatalf("counted %d", k.StaleTailCommit)
+	}
+	c.reachApp(1, 2, 5, 1, 6) // entry 6 of term 3; the follower's 7 (term 2) is stale
+	if k.StaleTailCommit != 1 {
+		t.Fatalf("stale tail after the verified index: counted %d", k.StaleTailCommit)
+	}
+	if c.chk.Err() != nil {
+		t.Fatal(c.chk.Err())
+	}
+}
+
+// TestReachCommit: a new leader with an old-term tail counts once when its
+// commit index passes the tail in the same term.
+func TestReachCommit(t *testing.T) {
+	c := &cluster{s: &Scheduler{}, chk: NewChecker([]uint64{1, 2})}
+	ckWrite(c.chk, 1, node.Update{Entries: ents(1, 1, 5), HardState: core.HardState{Term: 1, Commit: 3}})
+	p := &proc{id: 1}
+	k := &c.counters.Reached
+	st := core.BasicStatus{Role: core.Leader, Term: 2, Commit: 3}
+	c.reachRole(p, core.BasicStatus{Term: 2}, st)
+	if k.OldTermTail != 1 || c.reach.tailIndex != 5 {
+		t.Fatalf("old-term tail: %d, index %d", k.OldTermTail, c.reach.tailIndex)
+	}
+	st.Commit = 4
+	c.reachCommit(p, st)
+	st.Commit = 6
+	c.reachCommit(p, st)
+	c.reachCommit(p, st)
+	if k.OldTermCommitted != 1 {
+		t.Fatalf("committed past the tail: %d, want 1", k.OldTermCommitted)
+	}
+	// Deposed before committing past it: not counted.
+	c.reachRole(p, core.BasicStatus{Term: 3}, core.BasicStatus{Role: core.Leader, Term: 3, Commit: 3})
+	c.reachCommit(p, core.BasicStatus{Role: core.Follower, Term: 4, Commit: 6})
+	if k.OldTermCommitted != 1 || c.reach.tailLeader != 0 {
+		t.Fatalf("deposed leader counted: %d", k.OldTermCommitted)
 	}
 }

@@ -34,6 +34,7 @@ var coverageClasses = []coverageClass{
 	{"elections with competing candidates", faulty, func(c *sim.Counters) uint64 { return c.Reached.CompetingCandidates }},
 	{"split votes (terms without a leader)", faulty, func(c *sim.Counters) uint64 { return c.SplitVotes }},
 	{"new leader with uncommitted old-term entries", faulty, func(c *sim.Counters) uint64 { return c.Reached.OldTermTail }},
+	{"old-term tail committed by that leader", faulty, func(c *sim.Counters) uint64 { return c.Reached.OldTermCommitted }},
 	{"partitions", faulty, func(c *sim.Counters) uint64 { return c.Partitions }},
 	{"leader isolated by a partition", faulty, func(c *sim.Counters) uint64 { return c.LeaderIsolated }},
 	{"leadership transfers requested", faulty, func(c *sim.Counters) uint64 { return c.Transfers }},
@@ -45,6 +46,7 @@ var coverageClasses = []coverageClass{
 	{"joint configurations under partition", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointPartitioned }},
 	{"joint configurations left under partition", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointLeftPartitioned }},
 	// Logs and snapshots.
+	{"append commits past verified, over stale tail", faulty, func(c *sim.Counters) uint64 { return c.Reached.StaleTailCommit }},
 	{"log truncations", faulty, func(c *sim.Counters) uint64 { return c.Truncations }},
 	{"truncations of long tails (>= 10 entries)", faulty, func(c *sim.Counters) uint64 { return c.Reached.LongTruncations }},
 	{"snapshots installed", faulty, func(c *sim.Counters) uint64 { return c.SnapshotsInstalled }},
