@@ -115,7 +115,11 @@ func writeCoverage(w io.Writer, cv *coverage, sum *sim.Counters) {
 		if cv.runs > 0 {
 			share = 100 * float64(seeds) / float64(cv.runs)
 		}
-		fmt.Fprintf(w, "  %-46s %10d %8d %6.1f%%\n", k.name, k.count(sum), seeds, share)
+		prec := 1
+		if share > 0 && share < 1 {
+			prec = 2 // a class reached by 1 seed in 5,000 is not 0.0 %
+		}
+		fmt.Fprintf(w, "  %-46s %10d %8d %6.*f%%\n", k.name, k.count(sum), seeds, prec, share)
 	}
 }
 
