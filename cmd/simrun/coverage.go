@@ -81,35 +81,46 @@ var coverageClasses = []coverageClass{
 	{"refusing nodes repaired", storageOnly, func(c *sim.Counters) uint64 { return c.StorageRepairs }},
 }
 
-// coverage is the coverage of a fuzz run: per class, the summed count and
-// the number of seeds that reached it.
+// coverage is the coverage of a fuzz run: per class, the number of seeds
+// that reached it and the lowest of them (the counts are summed in the
+// run's counters).
 type coverage struct {
 	runs  uint64   // seeds with a result
 	seeds []uint64 // per class of coverageClasses
+	first []uint64 // per class, the lowest seed that reached it (0: none)
 }
 
-// add accounts for one run's counters.
-func (cv *coverage) add(c *sim.Counters) {
+// add accounts for the counters of one run of seed.
+func (cv *coverage) add(seed uint64, c *sim.Counters) {
 	if cv.seeds == nil {
 		cv.seeds = make([]uint64, len(coverageClasses))
+		cv.first = make([]uint64, len(coverageClasses))
 	}
 	cv.runs++
 	for i := range coverageClasses {
 		if coverageClasses[i].count(c) > 0 {
 			cv.seeds[i]++
+			if cv.first[i] == 0 || seed < cv.first[i] {
+				cv.first[i] = seed
+			}
 		}
 	}
 }
 
 // writeCoverage writes the coverage table: per class its count summed over
-// the seeds, the seeds that reached it and their share of the run's seeds.
+// the seeds, the seeds that reached it, their share of the run's seeds and
+// the lowest of them (to replay with simrun run -seed).
 func writeCoverage(w io.Writer, cv *coverage, sum *sim.Counters) {
 	fmt.Fprintf(w, "coverage (%d seeds)\n", cv.runs)
-	fmt.Fprintf(w, "  %-46s %10s %8s %7s\n", "class", "count", "seeds", "share")
+	fmt.Fprintf(w, "  %-46s %10s %8s %7s %10s\n", "class", "count", "seeds", "share", "first seed")
 	for i, k := range coverageClasses {
 		var seeds uint64
+		first := "-"
 		if cv.seeds != nil {
 			seeds = cv.seeds[i]
+			if cv.first[i] != 0 {
+				first = fmt.Sprint(cv.first[i])
+			}
 		}
 		share := 0.0
 		if cv.runs > 0 {
@@ -119,7 +130,7 @@ func writeCoverage(w io.Writer, cv *coverage, sum *sim.Counters) {
 		if share > 0 && share < 1 {
 			prec = 2 // a class reached by 1 seed in 5,000 is not 0.0 %
 		}
-		fmt.Fprintf(w, "  %-46s %10d %8d %6.*f%%\n", k.name, k.count(sum), seeds, prec, share)
+		fmt.Fprintf(w, "  %-46s %10d %8d %6.*f%% %10s\n", k.name, k.count(sum), seeds, prec, share, first)
 	}
 }
 

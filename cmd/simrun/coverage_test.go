@@ -17,13 +17,13 @@ import (
 func TestCoverageTable(t *testing.T) {
 	var cv coverage
 	var sum sim.Counters
-	for _, c := range []sim.Counters{
+	for i, c := range []sim.Counters{
 		{LeaderChanges: 3, Reached: sim.Reached{CrashOverwrite: 2}},
 		{LeaderChanges: 1},
 		{},
 		{Reached: sim.Reached{LeaseReadsTransfer: 5}},
 	} {
-		cv.add(&c)
+		cv.add(uint64(10-i), &c) // seeds 10, 9, 8, 7
 		sum.Add(&c)
 	}
 	var b bytes.Buffer
@@ -34,22 +34,22 @@ func TestCoverageTable(t *testing.T) {
 		t.Fatalf("table:\n%s", out)
 	}
 	for _, want := range []string{
-		`(?m)^  leader changes +4 +2 +50\.0%$`,
-		`(?m)^  crashes overwriting a log suffix +2 +1 +25\.0%$`,
-		`(?m)^  lease reads across a transfer +5 +1 +25\.0%$`,
-		`(?m)^  joint configurations entered +0 +0 +0\.0%$`,
+		`(?m)^  leader changes +4 +2 +50\.0% +9$`,
+		`(?m)^  crashes overwriting a log suffix +2 +1 +25\.0% +10$`,
+		`(?m)^  lease reads across a transfer +5 +1 +25\.0% +7$`,
+		`(?m)^  joint configurations entered +0 +0 +0\.0% +-$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("no line %s in\n%s", want, out)
 		}
 	}
 	// A class reached by few seeds shows two decimals.
-	for range 196 {
-		cv.add(&sim.Counters{})
+	for i := range 196 {
+		cv.add(uint64(100+i), &sim.Counters{})
 	}
 	b.Reset()
 	writeCoverage(&b, &cv, &sum)
-	if !regexp.MustCompile(`(?m)^  crashes overwriting a log suffix +2 +1 +0\.50%$`).MatchString(b.String()) {
+	if !regexp.MustCompile(`(?m)^  crashes overwriting a log suffix +2 +1 +0\.50% +10$`).MatchString(b.String()) {
 		t.Errorf("1 seed in 200:\n%s", b.String())
 	}
 	// An empty run prints zeros, no division by zero.

@@ -126,7 +126,7 @@ func (st *fuzzStats) add(r seedRun) {
 	}
 	st.verdicts[res.Verdict]++
 	st.counters.Add(&res.Counters)
-	st.cov.add(&res.Counters)
+	st.cov.add(r.seed, &res.Counters)
 	switch {
 	case res.Verdict.Failed():
 		st.failures = append(st.failures, res)
