@@ -36,6 +36,26 @@ const (
 	// machine apply one command wrong, silently: the first write at or
 	// after index 64 goes to another key.
 	BugDivergentApply
+	// BugJointCommitOneHalf computes the commit index from the incoming
+	// voters alone while a joint configuration is in force, as a joint
+	// quorum that forgot its outgoing half would.
+	BugJointCommitOneHalf
+	// BugSecondConfChange accepts a membership change while another is
+	// still uncommitted (the pending-change guard is gone).
+	BugSecondConfChange
+	// BugApplyConfUnsynced hands out a membership change to apply from a
+	// commit index that is written but not synced (a commit-only hard
+	// state is not synced): a crash can restart the node below a change it
+	// applied.
+	BugApplyConfUnsynced
+	// BugLeaseAfterTransfer lets the leader trust its lease while a
+	// leadership transfer is under way and after its MsgTimeoutNow went
+	// out, although the transferee's forced campaign overrides the
+	// followers' leader stickiness on which the lease rests.
+	BugLeaseAfterTransfer
+	// BugLeaseReadNoCheck answers a lease read on a leader that has
+	// committed in its term without checking the lease at all.
+	BugLeaseReadNoCheck
 	// BugCommitBeyondVerified makes a follower take the leader's commit
 	// index up to its own last index instead of the last index the append
 	// verified, and the leader's heartbeats carry its full commit index
@@ -76,6 +96,16 @@ func (b Bug) String() string {
 		return "trust-damaged-hard-state"
 	case BugDivergentApply:
 		return "divergent-apply"
+	case BugJointCommitOneHalf:
+		return "joint-commit-one-half"
+	case BugSecondConfChange:
+		return "second-conf-change"
+	case BugApplyConfUnsynced:
+		return "apply-conf-unsynced"
+	case BugLeaseAfterTransfer:
+		return "lease-after-transfer"
+	case BugLeaseReadNoCheck:
+		return "lease-read-no-check"
 	case BugCommitBeyondVerified:
 		return "commit-beyond-verified"
 	case BugPreVoteRaisesTerm:

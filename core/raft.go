@@ -77,6 +77,11 @@ type raft struct {
 	pendingReads     []pendingRead
 	termReads        []pendingRead // wait for the first commit of the term
 
+	// Lease reads answered on the lease (and the last one's index and
+	// term) and lease reads that fell back to a round: see BasicStatus.
+	leaseReads, leaseReadRounds   uint64
+	leaseReadIndex, leaseReadTerm uint64
+
 	msgs       []Message
 	readStates []ReadState
 
@@ -740,7 +745,7 @@ func (r *raft) leaving() bool {
 // checkConfChange validates a proposed membership change against the
 // configuration in force.
 func (r *raft) checkConfChange(data []byte) error {
-	if r.pendingConfIndex > r.log.committed {
+	if r.pendingConfIndex > r.log.committed && !BugSecondConfChange.In(r.cfg.TestBugs) {
 		return fmt.Errorf("%w: change at index %d not yet committed", ErrConfChangePending, r.pendingConfIndex)
 	}
 	cc, err := DecodeConfChange(data)
@@ -768,13 +773,19 @@ func (r *raft) forward(m Message) error {
 // maybeCommit advances the commit index to what a quorum has durably
 // stored, counting only entries of the current term (Raft §5.4.2).
 func (r *raft) maybeCommit() bool {
-	ci := r.voters.CommittedIndex(func(id uint64) (uint64, bool) {
+	acked := func(id uint64) (uint64, bool) {
 		p := r.peer(id)
 		if p == nil {
 			return 0, false
 		}
 		return p.pr.Match, true
-	})
+	}
+	ci := r.voters.CommittedIndex(acked)
+	if BugJointCommitOneHalf.In(r.cfg.TestBugs) && r.voters.IsJoint() {
+		// The incoming voters are the configuration being moved to: count
+		// them alone.
+		ci = r.voters.Incoming.CommittedIndex(acked)
+	}
 	if ci <= r.log.committed || ci > r.log.lastIndex() {
 		return false
 	}
@@ -836,6 +847,11 @@ func (r *raft) sendTimeoutNow(to uint64) {
 
 // leaseValid reports whether the CheckQuorum lease holds.
 func (r *raft) leaseValid() bool {
+	if BugLeaseAfterTransfer.In(r.cfg.TestBugs) {
+		// The lease rests on the quorum's recent contact alone: a transfer
+		// under way, or a MsgTimeoutNow already sent, is forgotten.
+		return r.quorumActive()
+	}
 	return !r.leaseVoid && r.leadTransferee == None && r.quorumActive()
 }
 
@@ -848,12 +864,23 @@ func (r *raft) leaseRead(ctx []byte) error {
 	if r.role != Leader {
 		return &NotLeaderError{Leader: r.lead}
 	}
-	if r.committedInTerm() && r.leaseValid() {
-		r.answerRead(pendingRead{index: r.log.committed, from: None, ctx: ctx})
+	// A leader that has committed in its term knows every committed entry;
+	// BugLeaseReadNoCheck takes that for enough and checks no lease.
+	if r.committedInTerm() && (r.leaseValid() || BugLeaseReadNoCheck.In(r.cfg.TestBugs)) {
+		r.answerLeaseRead(None, ctx)
 		return nil
 	}
+	r.leaseReadRounds++
 	r.handleRead(None, ctx)
 	return nil
+}
+
+// answerLeaseRead answers a read on the lease at the commit index and
+// counts it.
+func (r *raft) answerLeaseRead(from uint64, ctx []byte) {
+	r.leaseReads++
+	r.leaseReadIndex, r.leaseReadTerm = r.log.committed, r.term
+	r.answerRead(pendingRead{index: r.log.committed, from: from, ctx: ctx})
 }
 
 // handleRead serves a ReadIndex request as leader.
@@ -867,8 +894,13 @@ func (r *raft) handleRead(from uint64, ctx []byte) {
 	// quorum-check window: each of them then ignores candidates (and will
 	// not campaign) for an election timeout from that contact, which lasts
 	// beyond the window. Otherwise confirm with a round as in ReadSafe.
-	if (r.cfg.ReadMode == ReadLease && r.leaseValid()) || alone {
-		// A lease, or a single voter: no confirmation round needed.
+	if r.cfg.ReadMode == ReadLease && r.leaseValid() {
+		// A lease: no confirmation round needed.
+		r.answerLeaseRead(from, ctx)
+		return
+	}
+	if alone {
+		// A single voter: no confirmation round needed.
 		r.answerRead(pendingRead{index: r.log.committed, from: from, ctx: ctx})
 		return
 	}
@@ -1306,7 +1338,7 @@ func (r *raft) ready() Ready {
 	if hi > r.applying {
 		rd.CommittedEntries = r.log.slice(r.applying+1, hi+1, r.cfg.MaxCommittedBytesPerReady)
 		r.applying += uint64(len(rd.CommittedEntries))
-		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) {
+		if confChangeAbove(rd.CommittedEntries, r.syncedCommit) && !BugApplyConfUnsynced.In(r.cfg.TestBugs) {
 			// The host applies a membership change once this Ready's
 			// write completes: sync the commit index that covers it (even
 			// if unchanged since an unsynced write), so that a crash cannot
@@ -1416,6 +1448,8 @@ func (r *raft) basicStatus() BasicStatus {
 		Commit: r.log.committed, Applied: r.applied,
 		FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
 		LeadTransferee: r.leadTransferee,
+		LeaseReads:     r.leaseReads, LeaseReadRounds: r.leaseReadRounds,
+		LeaseReadIndex: r.leaseReadIndex, LeaseReadTerm: r.leaseReadTerm,
 	}
 }
 

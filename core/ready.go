@@ -113,6 +113,16 @@ type BasicStatus struct {
 	FirstIndex     uint64
 	LastIndex      uint64
 	LeadTransferee uint64
+	// Lease reads (LeaseRead, or ReadIndex in ReadMode ReadLease) on this
+	// node since it started: LeaseReads were answered on the lease, without
+	// a confirmation round, the last one at read index LeaseReadIndex in
+	// term LeaseReadTerm; LeaseReadRounds fell back to a confirmation
+	// round because the lease did not hold. For observers such as the
+	// simulator's lease check.
+	LeaseReads      uint64
+	LeaseReadRounds uint64
+	LeaseReadIndex  uint64
+	LeaseReadTerm   uint64
 }
 
 // Status is BasicStatus plus the configuration and, on a leader, the

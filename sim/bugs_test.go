@@ -45,6 +45,30 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		// (durability, at the restart).
 		{core.BugStorageIgnoresChecksums, "storage", nil, 1000, []Verdict{VerdictSafety}},
 		{core.BugTrustDamagedHardState, "storage", nil, 1000, []Verdict{VerdictSafety}},
+		// Membership bugs, under the swarm profile's membership churn
+		// (confchurn.go): each is seen directly by a check of its own, and
+		// without it by what it leads to: a committed entry lost by a
+		// leader that the members cut off from the joint configuration's
+		// commit elected in the configuration before it (one half), a
+		// stuck cluster (second change), a restart below an applied change
+		// (unsynced apply).
+		{core.BugJointCommitOneHalf, "swarm", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugSecondConfChange, "swarm", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugApplyConfUnsynced, "swarm", nil, 1000, []Verdict{VerdictSafety}},
+		{core.BugJointCommitOneHalf, "swarm", []string{CheckCommitQuorum}, 1000,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		{core.BugSecondConfChange, "swarm", []string{CheckSingleConfChange}, 1000,
+			[]Verdict{VerdictSafety, VerdictLinearizability, VerdictLiveness}},
+		{core.BugApplyConfUnsynced, "swarm", []string{CheckAppliedDurable}, 1000, []Verdict{VerdictSafety}},
+		// Lease bugs, under lease races (the lease profile): a lease
+		// trusted after the leader's MsgTimeoutNow, a lease read answered
+		// with no lease check. The lease-read check sees the stale read
+		// point (a safety verdict, before Porcupine would see a stale read);
+		// without it, Porcupine sees the stale reads themselves.
+		{core.BugLeaseAfterTransfer, "lease", nil, 200, []Verdict{VerdictSafety}},
+		{core.BugLeaseReadNoCheck, "lease", nil, 200, []Verdict{VerdictSafety}},
+		{core.BugLeaseAfterTransfer, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
+		{core.BugLeaseReadNoCheck, "lease", []string{CheckLeaseRead}, 1000, []Verdict{VerdictLinearizability}},
 		// Elections and commit rules. Figure 8's history comes from the
 		// leader-churn fault: a leader that comes back with an older
 		// term's tail replicates part of it, is cut off, and a leader

@@ -92,6 +92,10 @@ type Checker struct {
 	applied   ckTable[ckApplied]
 	conv      []ckConv // state hashes by applied index (a ring)
 
+	// Membership checks (checkconf.go): the highest commit index any
+	// node reported.
+	topCommit uint64
+	lease     ckLease // the lease-read check (checklease.go)
 	// verified counts committed entries found again, equal, below another
 	// node's commit index (commit-verified).
 	verified uint64
@@ -184,6 +188,9 @@ type ckNode struct {
 	// confApplied is the highest index of a membership change the node
 	// applied, in this lifetime or an earlier one: it survives restarts.
 	confApplied uint64
+	// confIdx are the indexes of the membership changes in the written
+	// log, ascending (checkconf.go).
+	confIdx []uint64
 	// heard is the highest term the node may have adopted from the
 	// messages it received since its last status, timeoutNow whether one
 	// was a MsgTimeoutNow, stRole its role at its last status
@@ -346,6 +353,7 @@ func (c *Checker) Write(at Time, id uint64, u *node.Update) {
 	if len(u.Entries) > 0 {
 		n.pend.ents, n.pend.first = true, u.Entries[0].Index
 	}
+	c.noteConfs(n, u)
 	if c.update(at, n, &n.issued, u, true) {
 		c.recordCommits(at, n)
 	}
@@ -559,6 +567,7 @@ func (c *Checker) Status(at Time, id uint64, st core.BasicStatus) {
 	if st.Role == core.Leader && n.leaderTerm != st.Term {
 		c.newLeader(at, n, st.Term)
 	}
+	c.checkSingleConf(at, n, &st)
 }
 
 // newLeader checks a node that leads term t.
@@ -612,6 +621,9 @@ func (c *Checker) CommitsVerified() uint64 { return c.verified }
 func (c *Checker) Send(at Time, m *core.Message) {
 	if c.err != nil || m == nil {
 		return
+	}
+	if m.Type == core.MsgTimeoutNow {
+		c.leaseTimeoutNow(m)
 	}
 	if m.Type == core.MsgPreVote || m.Type == core.MsgPreVoteResp {
 		return // pre-votes carry a term not yet reached and promise nothing
@@ -773,6 +785,7 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 	if !c.checkLoadedLog(at, n, &l) {
 		return
 	}
+	c.loadConfs(n, loaded.Entries, l.base)
 	if lc := l.commit(); lc < n.confApplied {
 		c.fail(at, id, CheckRestartBelowApplied,
 			"restarted with commit index %d, below the membership change at index %d it applied before: it is back in the configuration before the change",

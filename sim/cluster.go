@@ -42,6 +42,11 @@ type proc struct {
 	// refused to load (fail-stop: it never starts again).
 	damaged bool
 	refused bool
+	// lead is what the commit-quorum check remembers while it leads.
+	lead leaderView
+	// crashAfterConf, when not 0, crashes the process for that long right
+	// after it next applies a membership change (confchurn.go).
+	crashAfterConf Time
 }
 
 // storage wraps the disk of one process lifetime to tell the checker what
@@ -126,6 +131,9 @@ func (t transport) Send(msgs []core.Message) {
 	for i := range msgs {
 		c.chk.Send(now, &msgs[i])
 	}
+	if c.race != nil && c.race.armed {
+		c.leaseRaceSend(msgs)
+	}
 	c.net.Send(msgs)
 }
 
@@ -174,6 +182,7 @@ func (p *proc) observe() {
 	p.status = st
 	now := c.s.Now()
 	c.chk.Status(now, p.id, st)
+	c.watchCommit(p, &old, &st)
 	if st.Role != old.Role || st.Term != old.Term || st.Lead != old.Lead {
 		c.tr.Add(Event{At: now, Kind: EvRole, Node: p.id, Peer: st.Lead, A: st.Term, B: uint64(st.Role)})
 		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
@@ -183,7 +192,7 @@ func (p *proc) observe() {
 				// Uncommitted entries before its first own one: older terms'.
 				c.counters.LeaderOldTermTail++
 			}
-			if c.churn != nil {
+			if c.lchurn != nil {
 				c.churnLeader(p)
 			}
 		}
@@ -196,6 +205,9 @@ func (p *proc) observe() {
 	}
 	if st.Commit != old.Commit {
 		c.tr.Add(Event{At: now, Kind: EvCommit, Node: p.id, A: st.Commit, B: st.Applied})
+	}
+	if st.LeaseReads != old.LeaseReads || st.LeaseReadRounds != old.LeaseReadRounds {
+		c.leaseReadsObserved(p, &old, &st)
 	}
 	if st.Applied != old.Applied && p.sm != nil {
 		c.chk.StateHash(now, p.id, st.Applied, p.sm.Hash())
@@ -388,7 +400,7 @@ func (c *cluster) deliver(m core.Message) {
 		return
 	}
 	c.chk.Receive(p.id, &m)
-	if ch := c.churn; ch != nil && ch.watch == p && m.Type == core.MsgAppResp {
+	if ch := c.lchurn; ch != nil && ch.watch == p && m.Type == core.MsgAppResp {
 		c.churnAck(ch, &m)
 	}
 	_ = p.n.Receive(m) // a refused message changes nothing
@@ -440,11 +452,12 @@ func (c *cluster) members() (voters, learners []uint64) {
 // names (after a plain removal, or once a joint configuration is left).
 // They keep running until every voter of the new configuration has applied
 // the change: a removed leader may still have to tell them it committed.
-func (c *cluster) confChangeApplied(p *proc, index uint64, _ core.ConfChange) {
+func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
 	c.tr.Add(Event{At: c.s.Now(), Kind: EvMembership, Node: p.id, A: index, Text: "applied"})
 	if p.n == nil {
 		return // replayed by node.New on a restart: the others applied it already
 	}
+	c.noteConfApplied(p, index, &cc)
 	cs := p.n.Core().Status().Config
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {

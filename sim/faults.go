@@ -22,6 +22,17 @@ const (
 	FaultLostWrite
 	FaultMisdirect
 	FaultLatent
+	// Membership faults (confchurn.go, swarm profile): replace a voter
+	// through a joint configuration (Dur, when not 0, crashes the outgoing
+	// voter that long as the change is proposed); propose a second change
+	// while one is pending; crash a node for Dur right after it next
+	// applies a membership change.
+	FaultReplaceVoter
+	FaultConfRace
+	FaultCrashAfterConfApply
+	// FaultLeaseRace is a lease race (leaserace.go; lease profile only):
+	// Shape is the mode, Dur how long the leader stays cut off.
+	FaultLeaseRace
 	// FaultLeaderChurn opens a leader-churn window of Dur (churn.go).
 	FaultLeaderChurn
 	faultKindEnd
@@ -32,6 +43,8 @@ var faultKindNames = [...]string{
 	FaultPartition: "partition", FaultClog: "clog", FaultMembership: "membership",
 	FaultTransfer: "transfer", FaultFlip: "bit-flip", FaultLostWrite: "lost-write",
 	FaultMisdirect: "misdirected-write", FaultLatent: "latent-read-error",
+	FaultReplaceVoter: "replace-voter", FaultConfRace: "conf-race", FaultCrashAfterConfApply: "crash-after-conf-apply",
+	FaultLeaseRace:   "lease-race",
 	FaultLeaderChurn: "leader-churn",
 }
 
@@ -133,6 +146,10 @@ func drawFaults(o *Options) []Fault {
 	poisson(st.LostWriteRate, storage(FaultLostWrite))
 	poisson(st.MisdirectRate, storage(FaultMisdirect))
 	poisson(st.LatentRate, storage(FaultLatent))
+	// Membership faults from generators of their own.
+	fs = drawConfChurnFaults(o, fs)
+	// Lease races come from a generator of their own.
+	fs = append(fs, drawLeaseRaces(o)...)
 	// Leader churn from a generator of its own.
 	fs = append(fs, drawChurnFaults(o)...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })

@@ -57,6 +57,14 @@ func (c *cluster) inject(f Fault) {
 		l.observe()
 	case FaultFlip, FaultLostWrite, FaultMisdirect, FaultLatent:
 		c.damageStorage(f, r)
+	case FaultReplaceVoter:
+		c.replaceVoter(f, r)
+	case FaultConfRace:
+		c.confRace(r)
+	case FaultCrashAfterConfApply:
+		c.armCrashAfterConfApply(f, r)
+	case FaultLeaseRace:
+		c.startLeaseRace(f, r)
 	case FaultLeaderChurn:
 		c.startChurn(f)
 	}

@@ -32,6 +32,9 @@ type Options struct {
 	// misdirected writes, latent read errors) and the repair of the nodes
 	// they damage.
 	Storage StorageOptions `json:"storage,omitzero"`
+	// ConfChurn are the membership faults aimed at joint configurations
+	// (confchurn.go; swarm profile only).
+	ConfChurn ConfChurnOptions `json:"conf_churn,omitzero"`
 
 	// Process and cluster faults: rates are events per simulated second
 	// for the whole cluster; 0 turns the class off.
@@ -48,6 +51,9 @@ type Options struct {
 	ClogMax        Time    `json:"clog_max"`
 	MembershipRate float64 `json:"membership_rate"`
 	TransferRate   float64 `json:"transfer_rate"`
+	// LeaseRaceRate is the rate of lease races (leaserace.go; lease
+	// profile only, drawn from a generator of its own).
+	LeaseRaceRate float64 `json:"lease_race_rate,omitempty"`
 
 	// Workload.
 	Clients       int     `json:"clients"`
@@ -188,6 +194,7 @@ func Draw(seed uint64, profile string) (Options, error) {
 		if profile == "lease" {
 			o.CheckQuorum, o.LeaseReads, o.PauseRate = true, true, 0
 			o.Drift = min(o.Drift, 0.02)
+			o.LeaseRaceRate = drawLeaseRaceRate(NewRand(seed, "lease-race"))
 		}
 	default:
 		return Options{}, fmt.Errorf("sim: unknown profile %q (known: swarm, calm, lease, storage)", profile)
@@ -195,6 +202,9 @@ func Draw(seed uint64, profile string) (Options, error) {
 	if profile != "calm" {
 		o.HealQuorumOnly = r.Chance(0.5)
 		o.Storage = drawStorage(NewRand(seed, "storage"), o.Nodes, profile == "storage")
+	}
+	if profile == "swarm" {
+		o.ConfChurn = drawConfChurn(NewRand(seed, "confchurn"))
 	}
 	// Drawn last, so that the draws above are what they were before.
 	o.VerifyInterval = uint64(r.Range(8, 128))
@@ -228,6 +238,8 @@ func (o *Options) Validate() error {
 	case o.Storage.MaxDamaged < 0 || o.Storage.FlipRate < 0 || o.Storage.LostWriteRate < 0 ||
 		o.Storage.MisdirectRate < 0 || o.Storage.LatentRate < 0 || o.Storage.CrashAfterMax < 0 || o.Storage.RepairMax < 0:
 		return bad("storage %+v", o.Storage)
+	case o.ConfChurn.ReplaceRate < 0 || o.ConfChurn.RaceRate < 0 || o.ConfChurn.CrashAfterApplyRate < 0:
+		return bad("conf churn %+v", o.ConfChurn)
 	case o.LeaderChurnRate < 0 || o.LeaderChurnTimeouts < 0:
 		return bad("leader churn rate %v, %d election timeouts", o.LeaderChurnRate, o.LeaderChurnTimeouts)
 	}
@@ -236,6 +248,8 @@ func (o *Options) Validate() error {
 		case CheckElectionSafety, CheckLogMatching, CheckLeaderCompleteness, CheckStateMachineSafety,
 			CheckMonotonic, CheckDurability, CheckPersistBeforeSend, CheckConvergence, CheckVerification,
 			CheckAppliedDurable, CheckRestartBelowApplied,
+			CheckCommitQuorum, CheckSingleConfChange,
+			CheckLeaseRead,
 			CheckCommitVerified, CheckPreVoteTerm:
 		default:
 			return bad("unknown check %q in skip_checks", name)

@@ -99,6 +99,30 @@ type Counters struct {
 	StorageRefusals   uint64 `json:"storage_refusals"`
 	StorageRecoveries uint64 `json:"storage_recoveries"`
 	StorageRepairs    uint64 `json:"storage_repairs"`
+
+	// Membership churn (confchurn.go): joint configurations entered and
+	// left (each once, by index), those entered or left while a partition
+	// was in force or a member was down or paused, voters replaced through
+	// a joint configuration, membership changes proposed while another was
+	// pending (refused by correct code), crashes right after applying a
+	// membership change.
+	JointEntered            uint64 `json:"joint_entered"`
+	JointLeft               uint64 `json:"joint_left"`
+	JointUnderFault         uint64 `json:"joint_under_fault"`
+	VoterReplacements       uint64 `json:"voter_replacements"`
+	ConfChangesWhilePending uint64 `json:"conf_changes_while_pending"`
+	CrashesAfterConfApply   uint64 `json:"crashes_after_conf_apply"`
+	// Lease reads (the lease profile): lease races run (leaders cut off
+	// at a transfer or while a new leader took over, with clients steered
+	// to them); lease reads asked of a node, asked of a leader during a
+	// transfer or after its MsgTimeoutNow, asked of a leader a later one
+	// had deposed; answered on the lease; fallen back to a ReadIndex round.
+	LeaseRaces           uint64 `json:"lease_races"`
+	LeaseReadsAsked      uint64 `json:"lease_reads_asked"`
+	LeaseReadsInTransfer uint64 `json:"lease_reads_in_transfer"`
+	LeaseReadsDeposed    uint64 `json:"lease_reads_deposed"`
+	LeaseReadsAnswered   uint64 `json:"lease_reads_answered"`
+	LeaseReadsReplaced   uint64 `json:"lease_reads_replaced"`
 	// Elections and commit rules: leader-churn windows opened, leaders
 	// cut off or crashed in them, new leaders holding uncommitted entries
 	// of an earlier term, truncations of 4 or more entries, pre-vote
@@ -190,8 +214,10 @@ type cluster struct {
 	repairs   []*repair
 	repairRng *Rand
 
+	churn confChurn  // membership faults (confchurn.go)
+	race  *leaseRace // the lease race under way (leaserace.go)
 	// Leader churn: the window in force (churn.go).
-	churn *churn
+	lchurn *leaderChurn
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
@@ -400,7 +426,7 @@ func (c *cluster) heal() {
 		}
 	}
 	c.partition = false
-	c.churn = nil
+	c.lchurn = nil
 	c.stableFrom, c.stableLead = 0, 0
 	for _, cl := range c.clients {
 		cl.healed()

@@ -209,6 +209,7 @@ func TestDrawStorageIndependent(t *testing.T) {
 		}
 		a, b := sw, st
 		a.Profile, b.Profile, a.Storage, b.Storage = "", "", StorageOptions{}, StorageOptions{}
+		a.ConfChurn = ConfChurnOptions{} // swarm only (confchurn_test.go)
 		if !reflect.DeepEqual(a, b) {
 			t.Fatalf("seed %d: swarm and storage profiles differ beyond storage:\n%+v\n%+v", seed, a, b)
 		}

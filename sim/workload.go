@@ -21,6 +21,9 @@ type client struct {
 	target uint64
 	op     *clientOp
 	stop   bool // the fault phase ended: no new operations
+	// leaseUntil: a lease race steered this client to the leader; until
+	// then it only reads, on the lease.
+	leaseUntil Time
 }
 
 // clientOp is an operation in flight.
@@ -91,6 +94,7 @@ func (cl *client) next() {
 		op.cmd = kv.Command{Op: kv.OpSet, Key: key, Value: []byte(val), ClientID: uint64(cl.id), Seq: cl.seq}
 		in = linearizability.Input{Kind: linearizability.Put, Key: key, Value: val}
 	}
+	in = cl.leaseRead(op, in)
 	op.enc = kv.EncodeCommand(op.cmd)
 	op.hist = c.hist.Invoke(cl.id, in, c.s.Now())
 	c.counters.ClientOps++
@@ -126,6 +130,9 @@ func (op *clientOp) send() {
 			var f *node.Future
 			switch {
 			case op.cmd.Op == kv.OpGet && !op.viaLog:
+				if op.level == node.ReadLease {
+					c.leaseReadAsked(p)
+				}
 				f = p.n.Read(op.level, op.enc)
 			default:
 				f = p.n.Propose(op.enc)

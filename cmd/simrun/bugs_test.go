@@ -19,13 +19,23 @@ import (
 // same event hash; shrink keeps the failure with no more fault decisions,
 // and the shrunk bundle replays too.
 func TestPlantedBugFoundReplayedShrunk(t *testing.T) {
-	const bug = "apply-uncommitted"
+	testPlantedBugFoundReplayedShrunk(t, "apply-uncommitted", "swarm")
+}
+
+// TestLeaseBugFoundReplayedShrunk: the same for a lease bug, found under
+// lease races (a fault kind of the lease profile only), which replay and
+// shrink must carry through the bundle.
+func TestLeaseBugFoundReplayedShrunk(t *testing.T) {
+	testPlantedBugFoundReplayedShrunk(t, "lease-after-transfer", "lease")
+}
+
+func testPlantedBugFoundReplayedShrunk(t *testing.T, bug, profile string) {
 	bugs, err := sim.ParseBugs(bug)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	cfg := fuzzConfig{Seeds: 200, Workers: 2, Profile: "swarm", StartSeed: 1, Out: t.TempDir(),
+	cfg := fuzzConfig{Seeds: 200, Workers: 2, Profile: profile, StartSeed: 1, Out: t.TempDir(),
 		Bugs: bugs, CheckTimeout: 10 * time.Second, MaxFailures: 1}
 	code := runFuzz(context.Background(), cfg, &out, &errOut)
 	s := out.String()

@@ -342,6 +342,28 @@ func coverageWarnings(profile string, c sim.Counters) []string {
 			warns = append(warns, "never reached: "+k.what)
 		}
 	}
+	return append(warns, leaseWarnings(profile, c)...)
+}
+
+// leaseWarnings names the lease situations a lease-profile run never
+// reached.
+func leaseWarnings(profile string, c sim.Counters) []string {
+	if profile != "lease" {
+		return nil
+	}
+	var warns []string
+	for _, k := range []struct {
+		what string
+		n    uint64
+	}{
+		{"lease races", c.LeaseRaces}, {"lease reads answered on the lease", c.LeaseReadsAnswered},
+		{"lease reads during a transfer", c.LeaseReadsInTransfer},
+		{"lease reads of a deposed leader", c.LeaseReadsDeposed},
+	} {
+		if k.n == 0 {
+			warns = append(warns, "never reached: "+k.what)
+		}
+	}
 	return warns
 }
 

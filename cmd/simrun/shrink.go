@@ -177,7 +177,8 @@ func optionClasses() []optionClass {
 			changed := false
 			for _, f := range []*float64{&o.CrashRate, &o.CrashOnWrite, &o.PauseRate, &o.PartitionRate,
 				&o.ClogRate, &o.MembershipRate, &o.TransferRate, &o.Storage.FlipRate, &o.Storage.LostWriteRate,
-				&o.Storage.MisdirectRate, &o.Storage.LatentRate, &o.Storage.CrashAfter} {
+				&o.Storage.MisdirectRate, &o.Storage.LatentRate, &o.Storage.CrashAfter,
+				&o.ConfChurn.ReplaceRate, &o.ConfChurn.ReplaceCrash, &o.ConfChurn.RaceRate, &o.ConfChurn.CrashAfterApplyRate} {
 				changed = zeroF(f) || changed
 			}
 			return changed

@@ -449,6 +449,16 @@ func TestCoverageWarnings(t *testing.T) {
 	if len(w) != 1 || !strings.Contains(w[0], "storage faults") {
 		t.Errorf("warnings %v, want one about storage faults", w)
 	}
+	reached := sim.Counters{LeaderChanges: 1, SplitVotes: 1, Truncations: 1, SnapshotsInstalled: 1,
+		Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageFaults: 1, StorageRefusals: 1,
+		LeaseRaces: 1, LeaseReadsAnswered: 1, LeaseReadsInTransfer: 1,
+		ChurnCutoffs: 1, LeaderOldTermTail: 1, PreVoteIsolated: 1}
+	if w := coverageWarnings("swarm", reached); len(w) != 0 {
+		t.Errorf("swarm warns about lease situations: %v", w)
+	}
+	if w := coverageWarnings("lease", reached); len(w) != 1 || !strings.Contains(w[0], "deposed leader") {
+		t.Errorf("lease warnings %v, want one about deposed leaders", w)
+	}
 	var out, errOut bytes.Buffer
 	cfg := fuzzConfig{Seeds: 4, Workers: 2, Profile: "storage", StartSeed: 1, Out: t.TempDir(),
 		CheckTimeout: 10 * time.Second}
