@@ -924,21 +924,38 @@ func BenchmarkCheckerWriteApply(b *testing.B) {
 	}
 }
 
-// TestCountersAdd: Add sums every counter field.
+// TestCountersAdd: Add sums every counter field, those of nested structs
+// (Reached) included.
 func TestCountersAdd(t *testing.T) {
 	var a, b Counters
-	bv := reflect.ValueOf(&b).Elem()
-	for i := range bv.NumField() {
-		if f := bv.Field(i); f.Kind() == reflect.Uint64 {
-			f.SetUint(uint64(i + 1))
+	var leaves []reflect.Value // every uint64 field of b, depth first
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		for i := range v.NumField() {
+			switch f := v.Field(i); f.Kind() {
+			case reflect.Uint64:
+				leaves = append(leaves, f)
+			case reflect.Struct:
+				walk(f)
+			}
 		}
+	}
+	walk(reflect.ValueOf(&b).Elem())
+	for i, f := range leaves {
+		f.SetUint(uint64(i + 1))
+	}
+	if b.Reached.LeaseReadsLeaderChange == 0 || b.StorageRepairs == 0 {
+		t.Fatalf("fields not reached by the walk: %+v", b)
 	}
 	a.Add(&b)
 	a.Add(&b)
-	av := reflect.ValueOf(a)
-	for i := range av.NumField() {
-		if f := av.Field(i); f.Kind() == reflect.Uint64 && f.Uint() != 2*uint64(i+1) {
-			t.Errorf("%s: %d, want %d", av.Type().Field(i).Name, f.Uint(), 2*(i+1))
-		}
+	want := b
+	leaves = leaves[:0]
+	walk(reflect.ValueOf(&want).Elem())
+	for _, f := range leaves {
+		f.SetUint(2 * f.Uint())
+	}
+	if a != want {
+		t.Errorf("sum of b twice:\n%+v\nwant\n%+v", a, want)
 	}
 }

@@ -21,8 +21,8 @@ import (
 // generators of its own: the window schedule from the "leader-churn-faults"
 // stream, the choices inside a window from the fault's R.
 
-// leaderChurn is the state of the leader-churn window in force.
-type leaderChurn struct {
+// churn is the state of the leader-churn window in force.
+type churn struct {
 	r          *Rand
 	end        Time
 	cut        [][2]uint64 // the links blocked now
@@ -84,21 +84,21 @@ func drawChurnFaults(o *Options) []Fault {
 // startChurn opens a leader-churn window for f.Dur, unless a partition or
 // another window is in force.
 func (c *cluster) startChurn(f Fault) {
-	if c.partition || c.lchurn != nil {
+	if c.partition || c.leaderChurn != nil {
 		return
 	}
 	now := c.s.Now()
 	c.partition = true
-	ch := &leaderChurn{r: NewRand(f.R, "churn"), end: now + f.Dur}
-	c.lchurn = ch
+	ch := &churn{r: NewRand(f.R, "churn"), end: now + f.Dur}
+	c.leaderChurn = ch
 	c.counters.LeaderChurns++
 	c.tr.Add(Event{At: now, Kind: EvPhase, A: uint64(f.Dur), Text: "leader churn"})
 	c.s.At(ch.end, func() {
-		if c.lchurn != ch || c.healing {
+		if c.leaderChurn != ch || c.healing {
 			return
 		}
 		c.churnHeal(ch)
-		c.lchurn = nil
+		c.leaderChurn = nil
 		c.partition = false
 		c.tr.Add(Event{At: c.s.Now(), Kind: EvHeal, Text: "leader churn over"})
 	})
@@ -110,7 +110,7 @@ func (c *cluster) startChurn(f Fault) {
 // churnLeader schedules the cut of p, which has just become leader, if a
 // window is in force.
 func (c *cluster) churnLeader(p *proc) {
-	ch := c.lchurn
+	ch := c.leaderChurn
 	if ch == nil || c.healing || ch.pending || p.status.Term <= ch.leaderTerm {
 		return
 	}
@@ -131,7 +131,7 @@ func (c *cluster) churnLeader(p *proc) {
 		d *= 4 // give the tail time to spread; the watch may cut earlier
 	}
 	c.s.After(d, func() {
-		if c.lchurn != ch {
+		if c.leaderChurn != ch {
 			return
 		}
 		ch.pending = false
@@ -141,8 +141,8 @@ func (c *cluster) churnLeader(p *proc) {
 
 // churnCutNow cuts p off if it still leads term term in the lifetime epoch
 // and no cut of it happened yet.
-func (c *cluster) churnCutNow(ch *leaderChurn, p *proc, term, epoch uint64) {
-	if c.healing || c.lchurn != ch || ch.cutTerm >= term || p.epoch != epoch || !p.up ||
+func (c *cluster) churnCutNow(ch *churn, p *proc, term, epoch uint64) {
+	if c.healing || c.leaderChurn != ch || ch.cutTerm >= term || p.epoch != epoch || !p.up ||
 		p.status.Role != core.Leader || p.status.Term != term {
 		return
 	}
@@ -154,7 +154,7 @@ func (c *cluster) churnCutNow(ch *leaderChurn, p *proc, term, epoch uint64) {
 // once followers that acknowledged part of its older terms' tail, but not
 // its own first entry, make a quorum with it, it is cut off right after
 // it handled m.
-func (c *cluster) churnAck(ch *leaderChurn, m *core.Message) {
+func (c *cluster) churnAck(ch *churn, m *core.Message) {
 	p := ch.watch
 	if m.Reject || m.Term != ch.watchTerm || m.Index <= ch.lo {
 		return
@@ -180,7 +180,7 @@ func (c *cluster) churnAck(ch *leaderChurn, m *core.Message) {
 
 // churnCut cuts off (or crashes) leader p with at most a minority of the
 // others, and lets the group cut off before come back.
-func (c *cluster) churnCut(ch *leaderChurn, p *proc) {
+func (c *cluster) churnCut(ch *churn, p *proc) {
 	c.churnHeal(ch)
 	c.counters.ChurnCutoffs++
 	now := c.s.Now()
@@ -234,7 +234,7 @@ func (c *cluster) churnCut(ch *leaderChurn, p *proc) {
 		a, b := rest[0], rest[1]
 		et := Time(c.o.ElectionTick) * c.o.TickInterval
 		c.s.After(et+r.Range(0, et/2), func() {
-			if c.lchurn != ch || c.healing {
+			if c.leaderChurn != ch || c.healing {
 				return
 			}
 			for _, id := range []uint64{a, b} {
@@ -248,7 +248,7 @@ func (c *cluster) churnCut(ch *leaderChurn, p *proc) {
 }
 
 // churnHeal restores the links the window cut.
-func (c *cluster) churnHeal(ch *leaderChurn) {
+func (c *cluster) churnHeal(ch *churn) {
 	for _, l := range ch.cut {
 		c.net.SetBlocked(l[0], l[1], false)
 	}

@@ -70,6 +70,7 @@ func (s *storage) Load() (core.Persisted, error) {
 
 func (s *storage) Save(u *node.Update, done func(error)) {
 	p, c := s.p, s.p.c
+	c.reachWrite(p, u)
 	c.chk.Write(c.s.Now(), p.id, u)
 	if u.Snapshot != nil {
 		c.counters.SnapshotsInstalled++
@@ -130,6 +131,9 @@ func (t transport) Send(msgs []core.Message) {
 	now := c.s.Now()
 	for i := range msgs {
 		c.chk.Send(now, &msgs[i])
+		if msgs[i].Type == core.MsgSnap {
+			c.reachSend(&msgs[i])
+		}
 	}
 	if c.race != nil && c.race.armed {
 		c.leaseRaceSend(msgs)
@@ -185,6 +189,7 @@ func (p *proc) observe() {
 	c.watchCommit(p, &old, &st)
 	if st.Role != old.Role || st.Term != old.Term || st.Lead != old.Lead {
 		c.tr.Add(Event{At: now, Kind: EvRole, Node: p.id, Peer: st.Lead, A: st.Term, B: uint64(st.Role)})
+		c.reachRole(p, old, st)
 		if st.Role == core.Leader && (old.Role != core.Leader || old.Term != st.Term) {
 			c.counters.LeaderChanges++
 			c.leaderSince(p.id, st.Term)
@@ -192,7 +197,7 @@ func (p *proc) observe() {
 				// Uncommitted entries before its first own one: older terms'.
 				c.counters.LeaderOldTermTail++
 			}
-			if c.lchurn != nil {
+			if c.leaderChurn != nil {
 				c.churnLeader(p)
 			}
 		}
@@ -205,6 +210,9 @@ func (p *proc) observe() {
 	}
 	if st.Commit != old.Commit {
 		c.tr.Add(Event{At: now, Kind: EvCommit, Node: p.id, A: st.Commit, B: st.Applied})
+		if c.reach.tailLeader == p.id {
+			c.reachCommit(p, st)
+		}
 	}
 	if st.LeaseReads != old.LeaseReads || st.LeaseReadRounds != old.LeaseReadRounds {
 		c.leaseReadsObserved(p, &old, &st)
@@ -334,6 +342,7 @@ func (c *cluster) crash(p *proc, down Time) {
 	c.counters.Crashes++
 	c.tr.Add(Event{At: now, Kind: EvCrash, Node: p.id})
 	c.hist.Annotate(annotation(now, now+down, "crash", p.id))
+	c.reachCrash(p)
 	p.disk.Crash()
 	c.chk.Crash(now, p.id)
 	if p.n != nil {
@@ -390,6 +399,11 @@ func (c *cluster) deliver(m core.Message) {
 	if p == nil || !p.up {
 		return
 	}
+	if m.Type == core.MsgApp {
+		if v := m.Index + uint64(len(m.Entries)); m.Commit > v {
+			c.reachApp(m.From, m.To, m.Index, m.LogTerm, v)
+		}
+	}
 	if p.paused {
 		p.queued = append(p.queued, func() {
 			if p.n != nil {
@@ -400,7 +414,7 @@ func (c *cluster) deliver(m core.Message) {
 		return
 	}
 	c.chk.Receive(p.id, &m)
-	if ch := c.lchurn; ch != nil && ch.watch == p && m.Type == core.MsgAppResp {
+	if ch := c.leaderChurn; ch != nil && ch.watch == p && m.Type == core.MsgAppResp {
 		c.churnAck(ch, &m)
 	}
 	_ = p.n.Receive(m) // a refused message changes nothing
@@ -459,6 +473,7 @@ func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
 	}
 	c.noteConfApplied(p, index, &cc)
 	cs := p.n.Core().Status().Config
+	c.reachConf(index, cs.Joint())
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {
 		for _, set := range sets {

@@ -53,7 +53,9 @@ func (c *cluster) inject(f Fault) {
 		}
 		c.counters.Transfers++
 		c.tr.Add(Event{At: now, Kind: EvTransfer, Node: l.id, Peer: to})
-		_ = l.n.TransferLeadership(to) // refusals (a transfer under way) are fine
+		if l.n.TransferLeadership(to) == nil { // refusals (a transfer under way) are fine
+			c.reachTransfer(l, to)
+		}
 		l.observe()
 	case FaultFlip, FaultLostWrite, FaultMisdirect, FaultLatent:
 		c.damageStorage(f, r)
@@ -151,6 +153,7 @@ func (c *cluster) partitionNet(f Fault, r *Rand) {
 	}
 	c.partition = true
 	c.counters.Partitions++
+	c.reachPartition()
 	now := c.s.Now()
 	text := "partition"
 	if f.OneWay {

@@ -135,14 +135,26 @@ type Counters struct {
 	PreVoteRounds     uint64 `json:"prevote_rounds"`
 	PreVoteIsolated   uint64 `json:"prevote_isolated"`
 	CommitsVerified   uint64 `json:"commits_verified"`
+	// Coverage you can see (sim/coverage.go): how often the run reached
+	// each interesting state. Add sums it; simrun prints it as a table.
+	Reached Reached `json:"reached"`
 }
 
-// Add adds o to c: every uint64 field, so a new counter needs no line here.
+// Add adds o to c: every uint64 field, also in nested structs (Reached),
+// so a new counter needs no line here.
 func (c *Counters) Add(o *Counters) {
-	cv, ov := reflect.ValueOf(c).Elem(), reflect.ValueOf(o).Elem()
-	for i := range cv.NumField() {
-		if f := cv.Field(i); f.Kind() == reflect.Uint64 {
-			f.SetUint(f.Uint() + ov.Field(i).Uint())
+	addUint64s(reflect.ValueOf(c).Elem(), reflect.ValueOf(o).Elem())
+}
+
+// addUint64s adds every uint64 field of the struct o to the same field of
+// c, recursing into struct fields.
+func addUint64s(c, o reflect.Value) {
+	for i := range c.NumField() {
+		switch f := c.Field(i); f.Kind() {
+		case reflect.Uint64:
+			f.SetUint(f.Uint() + o.Field(i).Uint())
+		case reflect.Struct:
+			addUint64s(f, o.Field(i))
 		}
 	}
 }
@@ -217,7 +229,8 @@ type cluster struct {
 	churn confChurn  // membership faults (confchurn.go)
 	race  *leaseRace // the lease race under way (leaserace.go)
 	// Leader churn: the window in force (churn.go).
-	lchurn *leaderChurn
+	leaderChurn *churn
+	reach       reachState // what coverage counting remembers (coverage.go)
 }
 
 // Run runs one simulation of o and returns its result. It never panics: a
@@ -426,7 +439,7 @@ func (c *cluster) heal() {
 		}
 	}
 	c.partition = false
-	c.lchurn = nil
+	c.leaderChurn = nil
 	c.stableFrom, c.stableLead = 0, 0
 	for _, cl := range c.clients {
 		cl.healed()

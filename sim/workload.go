@@ -139,6 +139,9 @@ func (op *clientOp) send() {
 			}
 			f.OnResolve(func(f *node.Future) {
 				res, err := f.Result()
+				if err == nil && op.level == node.ReadLease && !op.viaLog {
+					c.reachLeaseAnswer(p)
+				}
 				c.s.After(cl.latency(), func() { op.answer(attempt, res, err) })
 			})
 		})
@@ -220,6 +223,9 @@ func (op *clientOp) complete(r kv.Result) {
 		return
 	}
 	c.counters.ClientOK++
+	if op.cmd.Op == kv.OpGet {
+		c.reachRead(op)
+	}
 	out := linearizability.Output{Value: string(r.Value), Found: r.Found, OK: r.OK}
 	c.hist.Return(op.hist, out, c.s.Now())
 	cl.think()

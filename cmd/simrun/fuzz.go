@@ -102,6 +102,7 @@ type fuzzStats struct {
 	maxCheckSeed uint64
 	verdicts     map[sim.Verdict]uint64
 	counters     sim.Counters
+	cov          coverage // per class, the seeds that reached it
 	peakSys      uint64
 	peakHeap     uint64
 	failures     []*sim.Result
@@ -125,6 +126,7 @@ func (st *fuzzStats) add(r seedRun) {
 	}
 	st.verdicts[res.Verdict]++
 	st.counters.Add(&res.Counters)
+	st.cov.add(r.seed, &res.Counters)
 	switch {
 	case res.Verdict.Failed():
 		st.failures = append(st.failures, res)
@@ -310,61 +312,13 @@ func printFuzzSummary(w io.Writer, cfg fuzzConfig, st *fuzzStats, wall time.Dura
 		vs = append(vs, fmt.Sprintf("error %d", len(st.errs)))
 	}
 	fmt.Fprintf(w, "%-14s%s\n", "verdicts", strings.Join(vs, ", "))
-	fmt.Fprintln(w, "coverage (summed over seeds)")
+	fmt.Fprintln(w, "counters (summed over seeds)")
 	writeCounters(w, st.counters, "  ")
+	writeCoverage(w, &st.cov, &st.counters)
 	for _, warn := range coverageWarnings(cfg.Profile, st.counters) {
 		fmt.Fprintf(w, "%-14s%s\n", "WARNING", warn)
 	}
 	fmt.Fprintf(w, "%-14s%d\n", "failures", len(st.failures)+len(st.errs))
-}
-
-// coverageWarnings names the interesting situations a fuzz run of a
-// faulty profile never reached (the calm profile reaches none by design).
-func coverageWarnings(profile string, c sim.Counters) []string {
-	if profile == "calm" {
-		return nil
-	}
-	var warns []string
-	for _, k := range []struct {
-		what string
-		n    uint64
-	}{
-		{"leader changes", c.LeaderChanges}, {"split votes", c.SplitVotes}, {"log truncations", c.Truncations},
-		{"snapshot installs", c.SnapshotsInstalled}, {"deduplicated retries", c.Deduplicated},
-		{"isolated leaders", c.LeaderIsolated}, {"crashes during a write", c.CrashDuringWrite},
-		{"storage faults (no disk was ever damaged)", c.StorageFaults},
-		{"refusals of damaged storage", c.StorageRefusals},
-		{"leaders cut off in leader churn", c.ChurnCutoffs},
-		{"new leaders holding an older term's uncommitted entries", c.LeaderOldTermTail},
-		{"pre-vote rounds cut off from a quorum", c.PreVoteIsolated},
-	} {
-		if k.n == 0 {
-			warns = append(warns, "never reached: "+k.what)
-		}
-	}
-	return append(warns, leaseWarnings(profile, c)...)
-}
-
-// leaseWarnings names the lease situations a lease-profile run never
-// reached.
-func leaseWarnings(profile string, c sim.Counters) []string {
-	if profile != "lease" {
-		return nil
-	}
-	var warns []string
-	for _, k := range []struct {
-		what string
-		n    uint64
-	}{
-		{"lease races", c.LeaseRaces}, {"lease reads answered on the lease", c.LeaseReadsAnswered},
-		{"lease reads during a transfer", c.LeaseReadsInTransfer},
-		{"lease reads of a deposed leader", c.LeaseReadsDeposed},
-	} {
-		if k.n == 0 {
-			warns = append(warns, "never reached: "+k.what)
-		}
-	}
-	return warns
 }
 
 // seedList formats up to limit seeds.

@@ -115,7 +115,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 const usage = `simrun: the command-line front end of the deterministic Raft simulator.
 
 Commands:
-  fuzz               run many seeds in parallel, write a bundle per failure
+  fuzz               run many seeds in parallel, write a bundle per failure,
+                     print counters and the coverage table
   run                run one seed and print its verdict, event hash and counters
   replay BUNDLE      re-run a bundle and check verdict and event hash are identical
   shrink BUNDLE      reduce a failing bundle's fault decisions and options

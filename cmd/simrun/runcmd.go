@@ -196,4 +196,5 @@ func printResult(w io.Writer, res *sim.Result, wall time.Duration) {
 		wall.Round(time.Millisecond), simWallRatio(res.SimTime, wall), res.CheckWall.Round(time.Millisecond))
 	fmt.Fprintln(w, "counters")
 	writeCounters(w, res.Counters, "  ")
+	writeReached(w, &res.Counters)
 }

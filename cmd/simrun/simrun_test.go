@@ -413,8 +413,14 @@ func TestLoadBundleEmptyFaults(t *testing.T) {
 // TestCounterList names every counter.
 func TestCounterList(t *testing.T) {
 	list := counterList(sim.Counters{LeaderChanges: 3, DiskTorn: 4, StorageRepairs: 5})
-	if n := reflect.TypeFor[sim.Counters]().NumField(); len(list) != n {
-		t.Errorf("%d counters listed, %d fields", len(list), n)
+	n := 0
+	for f := range reflect.TypeFor[sim.Counters]().Fields() {
+		if f.Type.Kind() == reflect.Uint64 {
+			n++
+		}
+	}
+	if len(list) != n || n < 30 {
+		t.Errorf("%d counters listed, %d uint64 fields", len(list), n)
 	}
 	if list[0] != (counter{"leader changes", 3}) || !slices.Contains(list, counter{"disk torn", 4}) ||
 		!slices.Contains(list, counter{"storage repairs", 5}) {
@@ -434,39 +440,5 @@ func TestDescribeDivergence(t *testing.T) {
 	if !strings.Contains(s, "first runs diverged at event 5") || !strings.Contains(s, "did not diverge") ||
 		!regexp.MustCompile(`\n +\d+\.\d{3} [a-z-]+ `).MatchString(s) {
 		t.Errorf("report:\n%s", s)
-	}
-}
-
-// TestCoverageWarnings: a faulty profile warns about each interesting
-// situation it never reached, storage faults included; calm never warns.
-func TestCoverageWarnings(t *testing.T) {
-	if w := coverageWarnings("calm", sim.Counters{}); len(w) != 0 {
-		t.Errorf("calm warns: %v", w)
-	}
-	w := coverageWarnings("swarm", sim.Counters{LeaderChanges: 1, SplitVotes: 1, Truncations: 1,
-		SnapshotsInstalled: 1, Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageRefusals: 1,
-		ChurnCutoffs: 1, LeaderOldTermTail: 1, PreVoteIsolated: 1})
-	if len(w) != 1 || !strings.Contains(w[0], "storage faults") {
-		t.Errorf("warnings %v, want one about storage faults", w)
-	}
-	reached := sim.Counters{LeaderChanges: 1, SplitVotes: 1, Truncations: 1, SnapshotsInstalled: 1,
-		Deduplicated: 1, LeaderIsolated: 1, CrashDuringWrite: 1, StorageFaults: 1, StorageRefusals: 1,
-		LeaseRaces: 1, LeaseReadsAnswered: 1, LeaseReadsInTransfer: 1,
-		ChurnCutoffs: 1, LeaderOldTermTail: 1, PreVoteIsolated: 1}
-	if w := coverageWarnings("swarm", reached); len(w) != 0 {
-		t.Errorf("swarm warns about lease situations: %v", w)
-	}
-	if w := coverageWarnings("lease", reached); len(w) != 1 || !strings.Contains(w[0], "deposed leader") {
-		t.Errorf("lease warnings %v, want one about deposed leaders", w)
-	}
-	var out, errOut bytes.Buffer
-	cfg := fuzzConfig{Seeds: 4, Workers: 2, Profile: "storage", StartSeed: 1, Out: t.TempDir(),
-		CheckTimeout: 10 * time.Second}
-	if code := runFuzz(context.Background(), cfg, &out, &errOut); code != exitPass {
-		t.Fatalf("exit %d\n%s", code, out.String())
-	}
-	s := out.String()
-	if strings.Contains(s, "storage faults (no disk") || !strings.Contains(s, "storage refusals") {
-		t.Errorf("storage profile summary:\n%s", s)
 	}
 }
