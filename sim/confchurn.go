@@ -336,6 +336,8 @@ func (c *cluster) armCrashAfterConfApply(f Fault, r *Rand) {
 func (c *cluster) noteConfApplied(p *proc, index uint64, cc *core.ConfChange) {
 	ch := &c.churn
 	switch {
+	case index == 1:
+		// The founding configuration (core's bootstrap entry), not a change.
 	case cc.IsLeave():
 		if index > ch.leftAt {
 			ch.leftAt = index
