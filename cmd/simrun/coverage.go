@@ -22,6 +22,7 @@ type coverageClass struct {
 var (
 	faulty      = []string{"swarm", "lease", "storage"}
 	pausing     = []string{"swarm", "storage"} // lease runs never pause a node
+	swarmOnly   = []string{"swarm"}            // membership churn aimed at joint configurations
 	leaseOnly   = []string{"lease"}
 	storageOnly = []string{"storage"}
 )
@@ -35,6 +36,11 @@ var coverageClasses = []coverageClass{
 	{"split votes (terms without a leader)", faulty, func(c *sim.Counters) uint64 { return c.SplitVotes }},
 	{"new leader with uncommitted old-term entries", faulty, func(c *sim.Counters) uint64 { return c.Reached.OldTermTail }},
 	{"old-term tail committed by that leader", faulty, func(c *sim.Counters) uint64 { return c.Reached.OldTermCommitted }},
+	{"new leader with entries past its own commit", faulty, func(c *sim.Counters) uint64 { return c.LeaderOldTermTail }},
+	{"leader-churn windows", faulty, func(c *sim.Counters) uint64 { return c.LeaderChurns }},
+	{"leaders cut off or crashed in leader churn", faulty, func(c *sim.Counters) uint64 { return c.ChurnCutoffs }},
+	{"pre-vote rounds", faulty, func(c *sim.Counters) uint64 { return c.PreVoteRounds }},
+	{"pre-vote rounds cut off from a quorum", faulty, func(c *sim.Counters) uint64 { return c.PreVoteIsolated }},
 	{"partitions", faulty, func(c *sim.Counters) uint64 { return c.Partitions }},
 	{"leader isolated by a partition", faulty, func(c *sim.Counters) uint64 { return c.LeaderIsolated }},
 	{"leadership transfers requested", faulty, func(c *sim.Counters) uint64 { return c.Transfers }},
@@ -45,10 +51,18 @@ var coverageClasses = []coverageClass{
 	{"joint configurations left", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointLeft }},
 	{"joint configurations under partition", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointPartitioned }},
 	{"joint configurations left under partition", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointLeftPartitioned }},
+	{"joint-change entries applied (with founding)", swarmOnly, func(c *sim.Counters) uint64 { return c.JointEntered }},
+	{"leave-joint entries applied", swarmOnly, func(c *sim.Counters) uint64 { return c.JointLeft }},
+	{"joint entered or left under a fault", swarmOnly, func(c *sim.Counters) uint64 { return c.JointUnderFault }},
+	{"voters replaced through a joint configuration", swarmOnly, func(c *sim.Counters) uint64 { return c.VoterReplacements }},
+	{"conf changes proposed while one was pending", swarmOnly, func(c *sim.Counters) uint64 { return c.ConfChangesWhilePending }},
+	{"crashes right after applying a conf change", swarmOnly, func(c *sim.Counters) uint64 { return c.CrashesAfterConfApply }},
 	// Logs and snapshots.
 	{"append commits past verified, over stale tail", faulty, func(c *sim.Counters) uint64 { return c.Reached.StaleTailCommit }},
+	{"committed entries verified under another commit", faulty, func(c *sim.Counters) uint64 { return c.CommitsVerified }},
 	{"log truncations", faulty, func(c *sim.Counters) uint64 { return c.Truncations }},
 	{"truncations of long tails (>= 10 entries)", faulty, func(c *sim.Counters) uint64 { return c.Reached.LongTruncations }},
+	{"truncations of 4 or more entries", faulty, func(c *sim.Counters) uint64 { return c.LongTruncations }},
 	{"snapshots installed", faulty, func(c *sim.Counters) uint64 { return c.SnapshotsInstalled }},
 	{"snapshots sent to a conflicting tail", faulty, func(c *sim.Counters) uint64 { return c.Reached.SnapshotSentConflict }},
 	{"snapshots installed over a conflicting tail", faulty, func(c *sim.Counters) uint64 { return c.Reached.SnapshotOverConflict }},
@@ -70,8 +84,12 @@ var coverageClasses = []coverageClass{
 	{"lease reads across a transfer", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsTransfer }},
 	{"lease reads across a leader change", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsLeaderChange }},
 	{"lease reads answered behind a higher term", leaseOnly, func(c *sim.Counters) uint64 { return c.Reached.LeaseReadsStaleTerm }},
-	{"lease races (leaders cut off)", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseRaces }},
+	{"lease races", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseRaces }},
+	{"lease reads asked", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseReadsAsked }},
+	{"lease reads asked during a transfer", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseReadsInTransfer }},
 	{"lease reads asked of a deposed leader", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseReadsDeposed }},
+	{"lease reads answered on the lease", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseReadsAnswered }},
+	{"lease reads fallen back to ReadIndex", leaseOnly, func(c *sim.Counters) uint64 { return c.LeaseReadsReplaced }},
 	// Silent storage faults and their outcomes.
 	{"storage faults (disks damaged)", faulty, func(c *sim.Counters) uint64 { return c.StorageFaults }},
 	{"bit flips", storageOnly, func(c *sim.Counters) uint64 { return c.DiskFlips }},

@@ -90,6 +90,35 @@ func TestEveryReachedCounterHasAClass(t *testing.T) {
 	}
 }
 
+// TestNoCounterHasTwoRows: no counter is read by two classes (merged
+// branches that each add a row for the same counter show up here).
+func TestNoCounterHasTwoRows(t *testing.T) {
+	var zero sim.Counters
+	var walk func(v reflect.Value, name string)
+	walk = func(v reflect.Value, name string) {
+		for i := range v.NumField() {
+			f, n := v.Field(i), name+v.Type().Field(i).Name
+			switch f.Kind() {
+			case reflect.Uint64:
+				f.SetUint(1)
+				var rows []string
+				for _, k := range coverageClasses {
+					if k.count(&zero) == 1 {
+						rows = append(rows, k.name)
+					}
+				}
+				if len(rows) > 1 {
+					t.Errorf("%s is read by %d rows: %q", n, len(rows), rows)
+				}
+				f.SetUint(0)
+			case reflect.Struct:
+				walk(f, n+".")
+			}
+		}
+	}
+	walk(reflect.ValueOf(&zero).Elem(), "")
+}
+
 // TestCoverageWarnings: a run that reaches a class 0 times warns about it
 // in the profiles that must reach it, and only there; calm never warns.
 func TestCoverageWarnings(t *testing.T) {
