@@ -863,6 +863,9 @@ func (n *Node) apply(e *core.Entry) {
 			cmd = e.Data
 		}
 		res := n.cfg.StateMachine.Apply(e.Index, cmd)
+		if n.ver != nil {
+			n.ver.changed = true
+		}
 		if ok && inc == n.inc {
 			if f, found := n.proposals[seq]; found {
 				delete(n.proposals, seq)

@@ -372,6 +372,7 @@ type checkpoint struct {
 	reports  []report // in log order; a replica's first report counts
 	verdict  *verdict
 	proposed uint64 // tick of this node's last verdict proposal (0: none)
+	tries    uint32 // verdict proposals made (retries back off)
 	first    uint64 // tick the first report was applied here (0: none yet)
 	checked  bool   // own compared with the verdict
 }
@@ -391,9 +392,18 @@ type verifier struct {
 	hasher   Hasher
 	cps      []*checkpoint // by index ascending
 	// pending is this node's latest own checkpoint not yet seen reported
-	// in the log (0: none); tried is the tick of the last attempt.
+	// in the log (0: none); tried is the tick of the last attempt and
+	// tries how many attempts it took so far (retries back off).
 	pending uint64
 	tried   uint64
+	tries   uint32
+	// changed says whether the state machine applied a command since the
+	// last checkpoint (or since this node started or restored a snapshot).
+	// A checkpoint without one is skipped: its hash cannot differ from the
+	// last one's, and verifying it would only append records whose own
+	// indexes reach the next checkpoint (with a short interval and many
+	// voters, the reports alone kept the log growing).
+	changed bool
 	stepped uint64  // tick of the last step-down of a diverged leader
 	alarms  []Alarm // at most one per replica, by node ascending
 	gen     uint64  // bumped whenever alarms change
@@ -445,15 +455,20 @@ func (v *verifier) alarm(id uint64) (Alarm, bool) {
 
 // ---- the node's side ----
 
-// verifyApplied records this node's hash if index is a checkpoint.
+// verifyApplied records this node's hash if index is a checkpoint and a
+// command was applied since the last one. Every replica applies the same
+// log, so they skip the same checkpoints; one that restarted or restored a
+// snapshot since may skip one that the others take, which is the same as
+// a replica that was down for it.
 func (n *Node) verifyApplied(index uint64) {
 	v := n.ver
-	if v == nil || index%v.interval != 0 {
+	if v == nil || index%v.interval != 0 || !v.changed {
 		return
 	}
+	v.changed = false
 	cp := v.checkpoint(index, true)
 	cp.own, cp.hasOwn, cp.checked = v.hasher.Hash(), true, false
-	v.pending = index
+	v.pending, v.tries = index, 0
 	v.trim(index)
 	n.proposeReport()
 	// A verdict applied earlier (a restart replaying its log past reports
@@ -631,7 +646,7 @@ func (n *Node) verifyRestored(index uint64) {
 	for _, cp := range v.cps {
 		cp.hasOwn, cp.checked = false, false
 	}
-	v.pending = 0
+	v.pending, v.changed = 0, false
 	v.trim(index)
 	n.clearAlarm(n.ID(), fmt.Sprintf("state restored from the leader's snapshot at index %d", index))
 }
@@ -654,6 +669,7 @@ func (n *Node) proposeReport() {
 		return
 	}
 	v.tried = max(n.now, 1)
+	v.tries++
 	_ = n.raft.Propose(encodeReport(n.ID(), cp.index, cp.own))
 }
 
@@ -667,7 +683,7 @@ const verifyFinalTicks = 4
 // configuration, loaded if nil.
 func (n *Node) maybeVerdict(cp *checkpoint, conf *core.ConfState) *core.ConfState {
 	retry := uint64(max(n.cfg.Core.ElectionTick, 1))
-	if cp.verdict != nil || len(cp.reports) == 0 || (cp.proposed != 0 && n.now < cp.proposed+retry) {
+	if cp.verdict != nil || len(cp.reports) == 0 || (cp.proposed != 0 && n.now < cp.proposed+retryBackoff(retry, cp.tries)) {
 		return conf
 	}
 	if conf == nil {
@@ -678,9 +694,20 @@ func (n *Node) maybeVerdict(cp *checkpoint, conf *core.ConfState) *core.ConfStat
 	vd, ok := decide(cp.index, cp.reports, conf.Voters, conf.VotersOutgoing, final)
 	if ok {
 		cp.proposed = max(n.now, 1)
+		cp.tries++
 		_ = n.raft.Propose(encodeVerdict(&vd))
 	}
 	return conf
+}
+
+// retryBackoff is how long to wait after the tries-th attempt to get a
+// verification record into the log before proposing it again: one retry
+// period after the first, doubling up to 16. A proposal that is still
+// queued behind a long uncommitted log is not lost; re-proposing it at a
+// fixed rate would lengthen that log further (a 7-node cluster with tiny
+// messages never caught up with its own reports).
+func retryBackoff(retry uint64, tries uint32) uint64 {
+	return retry << min(max(tries, 1)-1, 4)
 }
 
 // verifyTick retries this node's pending report and, on the leader, the
@@ -691,7 +718,7 @@ func (n *Node) verifyTick() {
 		return
 	}
 	retry := uint64(max(n.cfg.Core.ElectionTick, 1))
-	if v.pending != 0 && n.now >= v.tried+retry {
+	if v.pending != 0 && n.now >= v.tried+retryBackoff(retry, v.tries) {
 		n.proposeReport()
 	}
 	if n.raft.BasicStatus().Role != core.Leader {

@@ -171,3 +171,17 @@ func TestIncarnationNeverZero(t *testing.T) {
 		t.Fatalf("VerifyInterval without a Hasher: %v, want ErrInvalidConfig", err)
 	}
 }
+
+// TestRetryBackoff: a verification record not yet seen in the log is
+// proposed again after one retry period, then after periods doubling up to
+// 16, never at a fixed rate.
+func TestRetryBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		tries uint32
+		want  uint64
+	}{{0, 10}, {1, 10}, {2, 20}, {3, 40}, {4, 80}, {5, 160}, {6, 160}, {100, 160}} {
+		if got := retryBackoff(10, tc.tries); got != tc.want {
+			t.Errorf("retryBackoff(10, %d) = %d, want %d", tc.tries, got, tc.want)
+		}
+	}
+}

@@ -236,7 +236,7 @@ func (c *cluster) replaceStep(rp *replacement) bool {
 		if !c.proposeConf(l, cc, "replace") {
 			return false
 		}
-		c.removing = rp.old
+		c.noteRemoval(rp.old)
 		rp.step, rp.at = replaceJoint, now
 		if o := c.proc(rp.old); rp.crash > 0 && o != nil && o != l && o.up {
 			c.crash(o, rp.crash)
@@ -313,7 +313,7 @@ func (c *cluster) proposeSecond(l *proc, r *Rand) {
 	}
 	switch ch.Type {
 	case core.RemoveNode:
-		c.removing = ch.NodeID
+		c.noteRemoval(ch.NodeID)
 	case core.AddLearner:
 		c.start(c.addProc())
 	}

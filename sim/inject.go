@@ -215,7 +215,7 @@ func (c *cluster) changeMembership(r *Rand) {
 		if c.ndamaged > 0 && !c.damageMinority(l, cc.Changes[0].NodeID, 0, 0) {
 			return // the damaged nodes would no longer be a minority of the voters
 		}
-		c.removing = cc.Changes[0].NodeID
+		c.noteRemoval(cc.Changes[0].NodeID)
 	case len(c.procs) < 2*c.o.Nodes+2:
 		p := c.addProc()
 		c.start(p)
@@ -343,6 +343,9 @@ func (c *cluster) damageMinority(l *proc, without, extra, add uint64) bool {
 			if id == out || id == without || id == add {
 				continue
 			}
+			if p := c.proc(id); p != nil && p.removed {
+				continue // retired: a stale view of the configuration still lists it
+			}
 			n++
 			if damaged(id) {
 				d++
@@ -357,9 +360,21 @@ func (c *cluster) damageMinority(l *proc, without, extra, add uint64) bool {
 		return n == 0 || 2*d < n
 	}
 	for _, set := range [][]uint64{cs.Voters, cs.VotersOutgoing} {
-		if !ok(set, 0) || c.removing != 0 && !ok(set, c.removing) {
+		if !ok(set, 0) {
 			return false
+		}
+		for _, r := range c.removing {
+			if r != 0 && !ok(set, r) {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+// noteRemoval remembers that the harness proposed removing voter id.
+func (c *cluster) noteRemoval(id uint64) {
+	if c.removing[0] != id {
+		c.removing[1], c.removing[0] = c.removing[0], id
+	}
 }

@@ -219,10 +219,12 @@ type cluster struct {
 	stableFrom Time
 	stableLead uint64
 
-	// Silent storage faults: damaged processes not yet removed, the voter
-	// the harness last proposed to remove, pending repairs.
+	// Silent storage faults: damaged processes not yet removed, the voters
+	// the harness last proposed to remove (the latest first: a removal the
+	// core refuses, as a conf-race's is, must not hide the one pending),
+	// pending repairs.
 	ndamaged  int
-	removing  uint64
+	removing  [2]uint64
 	repairs   []*repair
 	repairRng *Rand
 
