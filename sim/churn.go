@@ -56,9 +56,9 @@ func drawLeaderChurn(o *Options, r *Rand) {
 		o.LeaderChurnRate, o.LeaderChurnTimeouts = rate, window
 	}
 	// Small messages only on fast networks: with 7 nodes, 50–90 ms delays,
-	// tiny messages and short queues replication falls behind what the
-	// verification reports (re-proposed every election timeout until seen)
-	// and client retries append, and a healed cluster never settles.
+	// tiny messages and short queues replication falls behind what client
+	// retries (and, before node/verify.go backed off, verification reports)
+	// append, and a healed cluster never settles.
 	if small && o.Network.DelayMean <= 20*Millisecond {
 		o.MaxSizePerMsg, o.MaxInflightMsgs = size, inflight
 	}
