@@ -51,7 +51,7 @@ var coverageClasses = []coverageClass{
 	{"joint configurations left", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointLeft }},
 	{"joint configurations under partition", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointPartitioned }},
 	{"joint configurations left under partition", faulty, func(c *sim.Counters) uint64 { return c.Reached.JointLeftPartitioned }},
-	{"joint-change entries applied (with founding)", swarmOnly, func(c *sim.Counters) uint64 { return c.JointEntered }},
+	{"joint-change entries applied", swarmOnly, func(c *sim.Counters) uint64 { return c.JointEntered }},
 	{"leave-joint entries applied", swarmOnly, func(c *sim.Counters) uint64 { return c.JointLeft }},
 	{"joint entered or left under a fault", swarmOnly, func(c *sim.Counters) uint64 { return c.JointUnderFault }},
 	{"voters replaced through a joint configuration", swarmOnly, func(c *sim.Counters) uint64 { return c.VoterReplacements }},
