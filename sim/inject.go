@@ -331,8 +331,26 @@ func (c *cluster) configSource() *proc {
 // (if not 0) taken out of the voters and add (if not 0) added to them, and
 // also with the voter whose removal the harness proposed last taken out,
 // in case it is pending.
+//
+// It must hold in the configuration every live process holds too, not only
+// in l's: a configuration takes effect at commit, and a process that has
+// not learned of a commit (say, of a promotion) campaigns in the one
+// before it, where the damaged nodes may be half the voters.
 func (c *cluster) damageMinority(l *proc, without, extra, add uint64) bool {
-	cs := l.n.Core().Status().Config
+	if !c.damageMinorityIn(l.n.Core().Status().Config, without, extra, add) {
+		return false
+	}
+	for _, q := range c.procs {
+		if q != l && q.up && q.n != nil && !q.removed &&
+			!c.damageMinorityIn(q.n.Core().Status().Config, without, extra, add) {
+			return false
+		}
+	}
+	return true
+}
+
+// damageMinorityIn is damageMinority for one configuration cs.
+func (c *cluster) damageMinorityIn(cs core.ConfState, without, extra, add uint64) bool {
 	damaged := func(id uint64) bool {
 		p := c.proc(id)
 		return id == extra || p != nil && p.damaged && !p.removed
