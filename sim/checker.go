@@ -86,7 +86,14 @@ type Checker struct {
 	maxTerm uint64            // highest term any node reached
 	marks   []ckMark          // when maxTerm rose, and the commit index then
 
-	lm        ckTable[ckSlot]   // log matching: index → (term → first chain hash seen)
+	lm ckTable[ckSlot] // log matching: index → (term → first chain hash seen)
+	// prov holds the log-matching entries first seen in a write that is not
+	// yet durable, and no other node has written: (index, term) → the node.
+	// A crash that loses that write takes them back (lmForget): they never
+	// existed outside that node, which may write that index again in the
+	// same term (a lone voter that won a term whose hard state the crash
+	// lost). Looked up only, never iterated.
+	prov      map[ckKey]uint64
 	commits   ckTable[ckCommit] // the global committed log, by index
 	maxCommit uint64            // highest index in commits
 	applied   ckTable[ckApplied]
@@ -172,11 +179,15 @@ type ckPending struct {
 	first     uint64 // from this index
 }
 
+// ckKey names an entry by index and term.
+type ckKey struct{ index, term uint64 }
+
 // ckNode is the checker's view of one node.
 type ckNode struct {
 	id      uint64
-	issued  ckLog // what the node has written (its view of its log)
-	durable ckLog // what is durable
+	prov    []ckKey // entries its writes not yet durable registered first
+	issued  ckLog   // what the node has written (its view of its log)
+	durable ckLog   // what is durable
 	pend    ckPending
 	crashed bool
 
@@ -233,7 +244,7 @@ type ckMark struct{ term, commit uint64 }
 // NewChecker returns a checker for a cluster whose initial members are
 // nodes. Nodes that join later are tracked from their first call.
 func NewChecker(nodes []uint64) *Checker {
-	c := &Checker{leaders: make(map[uint64]uint64), conv: make([]ckConv, ckConvSlots)}
+	c := &Checker{leaders: make(map[uint64]uint64), conv: make([]ckConv, ckConvSlots), prov: make(map[ckKey]uint64)}
 	for _, id := range nodes {
 		c.node(id)
 	}
@@ -370,6 +381,7 @@ func (c *Checker) Durable(at Time, id uint64, u *node.Update) {
 		return
 	}
 	c.update(at, n, &n.durable, u, false)
+	c.lmSettle(n, &n.durable, false)
 	n.pend = ckPending{}
 }
 
@@ -386,21 +398,90 @@ func (c *Checker) baseChain(index, term uint64) uint64 {
 // lmCheck returns the chain hash first seen for (index, term), registering
 // h if none was, and whether h agrees with it.
 func (c *Checker) lmCheck(index, term, h uint64) (uint64, bool) {
+	chain, ok, _ := c.lmFind(index, term, h)
+	return chain, ok
+}
+
+// lmFind is lmCheck that also says whether h was registered now.
+func (c *Checker) lmFind(index, term, h uint64) (chain uint64, ok, fresh bool) {
 	s := c.lm.at(index)
 	if s.term == term {
-		return s.chain, s.chain == h
+		return s.chain, s.chain == h, false
 	}
 	if s.term == 0 {
 		s.term, s.chain = term, h
-		return h, true
+		return h, true, true
 	}
 	for _, e := range s.more {
 		if e.term == term {
-			return e.chain, e.chain == h
+			return e.chain, e.chain == h, false
 		}
 	}
 	s.more = append(s.more, ckEnt{term, h})
-	return h, true
+	return h, true, true
+}
+
+// lmNote checks an entry node n writes for log matching. An entry it is
+// the first to write stays provisional (c.prov) until a write of n that
+// holds it is durable or another node writes it too.
+func (c *Checker) lmNote(n *ckNode, index, term, h uint64) bool {
+	_, ok, fresh := c.lmFind(index, term, h)
+	k := ckKey{index, term}
+	switch {
+	case fresh:
+		c.prov[k] = n.id
+		n.prov = append(n.prov, k)
+	case ok:
+		if owner, found := c.prov[k]; found && owner != n.id {
+			delete(c.prov, k)
+		}
+	}
+	return ok
+}
+
+// lmSettle settles n's provisional entries against l: those l holds are
+// confirmed; with lost (a restart: l is what n loaded), the others were
+// lost with the writes in flight and are taken back, else they stay
+// provisional (their writes are still pending).
+func (c *Checker) lmSettle(n *ckNode, l *ckLog, lost bool) {
+	keep := n.prov[:0]
+	for _, k := range n.prov {
+		if c.prov[k] != n.id {
+			continue // confirmed by another node
+		}
+		if e, ok := l.at(k.index); ok && e.term == k.term {
+			delete(c.prov, k)
+			continue
+		}
+		if lost {
+			delete(c.prov, k)
+			c.lmForget(k.index, k.term)
+			continue
+		}
+		keep = append(keep, k)
+	}
+	clear(n.prov[len(keep):])
+	n.prov = keep
+}
+
+// lmForget takes back the log-matching entry registered for (index, term).
+func (c *Checker) lmForget(index, term uint64) {
+	s := c.lm.at(index)
+	if s.term == term {
+		if len(s.more) > 0 {
+			s.term, s.chain = s.more[0].term, s.more[0].chain
+			s.more = s.more[1:]
+		} else {
+			s.term, s.chain = 0, 0
+		}
+		return
+	}
+	for k, e := range s.more {
+		if e.term == term {
+			s.more = append(s.more[:k], s.more[k+1:]...)
+			return
+		}
+	}
 }
 
 // update applies u to the mirror l of node n. With check, entries are
@@ -450,7 +531,7 @@ func (c *Checker) update(at Time, n *ckNode, l *ckLog, u *node.Update, check boo
 			}
 			h := ckChain(prev.chain, e)
 			if check {
-				if _, ok := c.lmCheck(e.Index, e.Term, h); !ok {
+				if !c.lmNote(n, e.Index, e.Term, h) {
 					c.fail(at, n.id, CheckLogMatching,
 						"entry %d of term %d differs from another log's entry %d of term %d, or its preceding entries do",
 						e.Index, e.Term, e.Index, e.Term)
@@ -792,6 +873,7 @@ func (c *Checker) Restart(at Time, id uint64, loaded core.Persisted) {
 			lc, n.confApplied)
 	}
 	c.raise(l.effTerm())
+	c.lmSettle(n, &l, true)
 	n.durable.copyFrom(&l)
 	n.issued.copyFrom(&l)
 	n.pend, n.crashed = ckPending{}, false

@@ -959,3 +959,37 @@ func TestCountersAdd(t *testing.T) {
 		t.Errorf("sum of b twice:\n%+v\nwant\n%+v", a, want)
 	}
 }
+
+// TestCheckerLostWriteForgotten: entries that only one node wrote, in a
+// write a crash lost, are taken back from the log-matching table. After
+// the restart that node may write the same index in the same term again
+// with other data, as a lone voter does when the crash also lost the hard
+// state of the term it won. The same rewrite after the first write became
+// durable is a log-matching violation.
+func TestCheckerLostWriteForgotten(t *testing.T) {
+	hs := core.HardState{Term: 2, Vote: 1}
+	first := []core.Entry{{Term: 2, Index: 1, Data: []byte("a")}}
+	again := []core.Entry{{Term: 2, Index: 1, Data: []byte("b")}}
+	for _, durable := range []bool{false, true} {
+		c := NewChecker([]uint64{1, 2, 3})
+		c.Write(1, 1, &node.Update{HardState: hs, Entries: first, Sync: true})
+		var loaded core.Persisted
+		if durable {
+			c.Durable(2, 1, &node.Update{HardState: hs, Entries: first, Sync: true})
+			loaded = core.Persisted{HardState: hs, Entries: first}
+		}
+		c.Crash(3, 1)
+		c.Restart(4, 1, loaded)
+		if v := c.Err(); v != nil {
+			t.Fatalf("durable=%v: restart: %v", durable, v)
+		}
+		c.Write(5, 1, &node.Update{HardState: hs, Entries: again, Sync: true})
+		v := c.Err()
+		switch {
+		case !durable && v != nil:
+			t.Errorf("lost write rewritten: %v", v)
+		case durable && (v == nil || v.Check != CheckLogMatching):
+			t.Errorf("durable entry rewritten in its term: %v, want %s", v, CheckLogMatching)
+		}
+	}
+}
