@@ -1028,13 +1028,16 @@ func (r *raft) step(m Message) error {
 		}
 	case m.Term < r.term:
 		switch {
-		case (r.cfg.CheckQuorum || r.cfg.PreVote || !r.promotable()) && (m.Type == MsgHeartbeat || m.Type == MsgApp):
+		case (r.cfg.CheckQuorum || r.cfg.PreVote || !r.promotable() || !r.voters.Contains(m.From)) &&
+			(m.Type == MsgHeartbeat || m.Type == MsgApp):
 			// A stale leader: tell it our term so it steps down, since
 			// with these options we may never vote for it to learn it,
-			// and a node that cannot campaign will never ask it to.
+			// a node that cannot campaign will never ask it to, and our
+			// campaigns do not reach a leader outside our voters (one
+			// added by a change we have not learnt of yet).
 			r.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
-			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+			r.send(r.voteRejection(MsgPreVoteResp, m.From))
 		case m.Type == MsgVote && (!r.promotable() || !r.voters.Contains(m.From)) &&
 			r.log.isUpToDate(m.Index, m.LogTerm):
 			// A candidate behind our term, with a log we would vote for,
@@ -1043,7 +1046,7 @@ func (r *raft) step(m Message) error {
 			// or it may never reach one we can vote in. One whose log is
 			// behind gets no answer: our vote could not help it, and a
 			// node removed long ago stays harmless in its old term.
-			r.send(Message{Type: MsgVoteResp, To: m.From, Reject: true})
+			r.send(r.voteRejection(MsgVoteResp, m.From))
 		}
 		return nil
 	}
@@ -1052,6 +1055,10 @@ func (r *raft) step(m Message) error {
 	case MsgVote, MsgPreVote:
 		r.handleVote(m)
 		return nil
+	case MsgVoteResp, MsgPreVoteResp:
+		if m.Reject {
+			r.learnCommit(m.Commit, m.LogTerm)
+		}
 	}
 	switch r.role {
 	case Leader:
@@ -1081,7 +1088,34 @@ func (r *raft) handleVote(m Message) {
 		}
 		return
 	}
-	r.send(Message{Type: resp, To: m.From, Reject: true})
+	r.send(r.voteRejection(resp, m.From))
+}
+
+// voteRejection is a refused (pre-)vote. It tells the candidate our commit
+// index and the term of the entry there: a candidate that holds that entry
+// knows from it that its log is committed up to there (Log Matching), even
+// though no leader told it. Without this a membership change could wedge
+// a cluster. Take voters {1, 2} and an entry removing 1: 1 leads, commits
+// and applies it, and having left the voters never campaigns again; 2 never
+// heard of the commit, still counts {1, 2} and needs 1's vote. If 1's log
+// is ahead of 2's (2 led a later term and lost an entry it had sent before
+// its own write completed), 1 refuses, and no one can win. Learning the
+// commit index from the refusal, 2 applies the removal and wins alone.
+func (r *raft) voteRejection(t MessageType, to uint64) Message {
+	term, _ := r.log.term(r.log.committed)
+	return Message{Type: t, To: to, Reject: true, Commit: r.log.committed, LogTerm: term}
+}
+
+// learnCommit raises the commit index to ci if this log holds the entry
+// there with the given term: by Log Matching the log up to ci is then the
+// log that the sender knows to be committed.
+func (r *raft) learnCommit(ci, term uint64) {
+	if ci <= r.log.committed || ci > r.log.lastIndex() || term == 0 {
+		return
+	}
+	if t, err := r.log.term(ci); err == nil && t == term {
+		r.commitTo(ci)
+	}
 }
 
 func (r *raft) stepLeader(m Message) error {

@@ -344,7 +344,8 @@ func TestPaper51StaleTermIgnored(t *testing.T) {
 				case opt != "plain" && (m.Type == MsgApp || m.Type == MsgHeartbeat):
 					want = []Message{{Type: MsgAppResp, From: 1, To: 2, Term: 5}}
 				case m.Type == MsgPreVote:
-					want = []Message{{Type: MsgPreVoteResp, From: 1, To: 2, Term: 5, Reject: true}}
+					// A refusal tells the commit index and its term.
+					want = []Message{{Type: MsgPreVoteResp, From: 1, To: 2, Term: 5, Reject: true, Commit: 1, LogTerm: 1}}
 				}
 				if !slices.EqualFunc(rd.Messages, want, msgEqual) {
 					t.Fatalf("messages %+v, want %+v", rd.Messages, want)
@@ -695,7 +696,7 @@ func TestPaper52OneVotePerTerm(t *testing.T) {
 	// again is granted again.
 	mustStep(t, n, Message{Type: MsgVote, From: 3, To: 1, Term: 2, Index: 5, LogTerm: 2})
 	rd = takeReady(t, n)
-	want = []Message{{Type: MsgVoteResp, From: 1, To: 3, Term: 2, Reject: true}}
+	want = []Message{{Type: MsgVoteResp, From: 1, To: 3, Term: 2, Reject: true, Commit: 1, LogTerm: 1}}
 	if !slices.EqualFunc(rd.Messages, want, msgEqual) || !rd.HardState.IsEmpty() {
 		t.Fatalf("second candidate: %+v, want only %+v", rd, want)
 	}
@@ -717,7 +718,7 @@ func TestPaper52OneVotePerTerm(t *testing.T) {
 	}
 	mustStep(t, n, Message{Type: MsgVote, From: 3, To: 1, Term: 2, Index: 5, LogTerm: 2})
 	rd = takeReady(t, n)
-	want = []Message{{Type: MsgVoteResp, From: 1, To: 3, Term: 2, Reject: true}}
+	want = []Message{{Type: MsgVoteResp, From: 1, To: 3, Term: 2, Reject: true, Commit: 1, LogTerm: 1}}
 	if !slices.EqualFunc(rd.Messages, want, msgEqual) {
 		t.Fatalf("after restart, second candidate: %+v, want %+v", rd.Messages, want)
 	}
@@ -1002,6 +1003,9 @@ func TestPaper541VoteRequiresUpToDateLog(t *testing.T) {
 					}
 				}
 				want := []Message{{Type: resp, From: 1, To: 2, Term: wantTerm, Reject: !tc.grant}}
+				if !tc.grant {
+					want[0].Commit, want[0].LogTerm = 1, 1 // a refusal tells the commit index and its term
+				}
 				if !slices.EqualFunc(rd.Messages, want, msgEqual) {
 					t.Fatalf("messages %+v, want %+v", rd.Messages, want)
 				}

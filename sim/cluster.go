@@ -21,9 +21,10 @@ type proc struct {
 	up      bool
 	removed bool // removed from the configuration: never restarted
 	// member: the configuration has named this process; retireAt: the
-	// index of the entry that removed it (0 while it is a member).
+	// commit index whose configuration left it out again (0 while it is a
+	// member).
 	member   bool
-	namedAt  uint64 // the latest configuration entry seen to name it
+	namedAt  uint64 // the highest commit index whose configuration named it
 	retireAt uint64
 	// excluded: left down for the liveness phase (outside the quorum core).
 	excluded bool
@@ -472,7 +473,14 @@ func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
 		return // replayed by node.New on a restart: the others applied it already
 	}
 	c.noteConfApplied(p, index, &cc)
-	cs := p.n.Core().Status().Config
+	// The core's configuration is the one in force at its commit index,
+	// which may be past index already (with a later change in it): the
+	// configuration is as of at, and so are the namings and removals it
+	// shows (swarm seed 41088: a node that had committed the next change,
+	// adding a learner, named it at the earlier index; another node, which
+	// had not, then retired the learner at that same index).
+	st := p.n.Core().Status()
+	cs, at := st.Config, max(index, st.Commit)
 	c.reachConf(index, cs.Joint())
 	sets := [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext}
 	named := func(id uint64) bool {
@@ -486,16 +494,16 @@ func (c *cluster) confChangeApplied(p *proc, index uint64, cc core.ConfChange) {
 	for _, q := range c.procs {
 		if named(q.id) {
 			q.member = true
-			q.namedAt = max(q.namedAt, index)
+			q.namedAt = max(q.namedAt, at)
 			continue
 		}
 		// A lagging node's older configuration may not name q yet: only a
 		// configuration later than one that named q removes it.
-		if !q.member || q.removed || q.retireAt != 0 || index < q.namedAt {
+		if !q.member || q.removed || q.retireAt != 0 || at <= q.namedAt {
 			continue
 		}
-		q.retireAt = index
-		c.retiring = append(c.retiring, retirement{p: q, index: index, voters: slices.Clone(cs.Voters)})
+		q.retireAt = at
+		c.retiring = append(c.retiring, retirement{p: q, index: at, voters: slices.Clone(cs.Voters)})
 	}
 }
 

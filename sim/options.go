@@ -210,6 +210,15 @@ func Draw(seed uint64, profile string) (Options, error) {
 	o.VerifyInterval = uint64(r.Range(8, 128))
 	// Leader churn and small messages: a generator of their own.
 	drawLeaderChurn(&o, NewRand(seed, "leader-churn"))
+	// A link holds at most QueueCap messages in flight, so it carries
+	// QueueCap per delay. A link that cannot carry a few times the
+	// heartbeats is no network: heartbeats and their answers fill it for
+	// good, and a forwarded request finds it full every time, healed or
+	// not (swarm seed 42874: 2 messages per 99 ms against a heartbeat every
+	// 40 ms). Such a cap is raised to four heartbeat intervals' worth.
+	if hb := int64(o.HeartbeatTick) * o.TickInterval; hb > 0 {
+		o.Network.QueueCap = max(o.Network.QueueCap, int(4*int64(o.Network.DelayMean)/hb)+2)
+	}
 	// Faults for the whole duration; the liveness phase follows it.
 	o.HealAt = o.Duration
 	return o, o.Validate()

@@ -37,7 +37,20 @@ type clientOp struct {
 	attempt  int
 	unknown  bool // some attempt may have taken effect
 	deadline Time // give up after; 0 while healing (must finish)
-	cl       *client
+	// slow counts the attempts that a live process took but did not
+	// answer in time: each one doubles the time the next attempt waits
+	// (see patience), as a real client backs off from a slow
+	// server. A client that retried at a fixed pace would keep a cluster
+	// whose commit latency exceeds its patience in a retry storm: every
+	// attempt times out, and its re-proposal adds to the backlog that made
+	// it time out (swarm seed 52702, 7 clients against one-entry
+	// messages). An attempt at a process that is down (a refused
+	// connection, to a real client) does not count: the next one goes
+	// elsewhere at the usual pace. reached is the last attempt that found
+	// its process up.
+	slow    int
+	reached int
+	cl      *client
 }
 
 func (c *cluster) startClients() {
@@ -123,6 +136,7 @@ func (op *clientOp) send() {
 		if p == nil || !p.up {
 			return // no answer: the attempt timer retries
 		}
+		op.reached = attempt
 		p.run(func() {
 			if p.n == nil || op.done() {
 				return
@@ -146,15 +160,29 @@ func (op *clientOp) send() {
 			})
 		})
 	})
-	c.s.After(c.o.AttemptTime, func() {
+	c.s.After(op.patience(), func() {
 		if op.attempt == attempt && !op.done() {
 			op.unknown = op.unknown || op.cmd.Op != kv.OpGet || op.viaLog
+			if op.reached == attempt {
+				op.slow++
+			}
 			op.retry(0)
 		}
 	})
 }
 
 func (op *clientOp) done() bool { return op.cl.op != op }
+
+// patience is how long the client waits for an answer to an attempt:
+// AttemptTime, doubled for each attempt in a row that a live process did
+// not answer in time, up to 8 times AttemptTime or four election timeouts,
+// whichever is less (but never less than AttemptTime). The cap keeps a
+// backed-off client within the liveness bound of the cluster it uses.
+func (op *clientOp) patience() Time {
+	o := &op.cl.c.o
+	limit := max(o.AttemptTime, 4*Time(o.ElectionTick)*o.TickInterval)
+	return min(o.AttemptTime<<min(op.slow, 3), limit)
+}
 
 // answer handles the answer to one attempt (a late answer to an earlier
 // attempt is as good as any: the operation took effect between its call
@@ -185,6 +213,9 @@ func (op *clientOp) answer(attempt int, res any, err error) {
 		op.retry(0)
 	default: // timed out or stopped: it may still take effect
 		op.unknown = op.unknown || op.cmd.Op != kv.OpGet || op.viaLog
+		if errors.Is(err, node.ErrTimeout) {
+			op.slow++
+		}
 		op.retry(0)
 	}
 }
