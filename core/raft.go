@@ -389,9 +389,32 @@ func (r *raft) tick() {
 		return
 	}
 	r.electionElapsed++
-	if r.promotable() && r.electionElapsed >= r.randomizedElectionTimeout {
+	switch {
+	case r.electionElapsed < r.randomizedElectionTimeout:
+	case r.promotable():
 		r.electionElapsed = 0
 		r.hup(false)
+	case (r.electionElapsed-r.randomizedElectionTimeout)%r.cfg.ElectionTick == 0:
+		r.askCommit()
+	}
+}
+
+// askCommit is what a node that cannot campaign does when no leader spoke
+// for an election timeout: it asks the voters it knows for a pre-vote it
+// will never use, for their answers carry their commit index (see
+// voteResp), and it may be a voter's commit index it is missing. A
+// learner that a leader promoted in the same change that removed that
+// leader (a voter replaced through a joint configuration) may never have
+// heard that the change committed: the leader applied it and stepped
+// down, and the learner, a voter in every configuration since, waits as a
+// learner for a leader that will never come (simulator swarm seed 15893).
+// It asks every election timeout while no leader speaks; it changes no
+// state anywhere but the commit index it may learn.
+func (r *raft) askCommit() {
+	for _, p := range r.peers {
+		if p.id != r.id && r.voters.Contains(p.id) {
+			r.send(Message{Type: MsgPreVote, To: p.id, Term: r.term + 1, Index: r.log.lastIndex(), LogTerm: r.log.lastTerm()})
+		}
 	}
 }
 
@@ -1037,7 +1060,7 @@ func (r *raft) step(m Message) error {
 			// added by a change we have not learnt of yet).
 			r.send(Message{Type: MsgAppResp, To: m.From})
 		case m.Type == MsgPreVote:
-			r.send(r.voteRejection(MsgPreVoteResp, m.From))
+			r.send(r.voteResp(MsgPreVoteResp, m.From, 0, true))
 		case m.Type == MsgVote && (!r.promotable() || !r.voters.Contains(m.From)) &&
 			r.log.isUpToDate(m.Index, m.LogTerm):
 			// A candidate behind our term, with a log we would vote for,
@@ -1046,7 +1069,7 @@ func (r *raft) step(m Message) error {
 			// or it may never reach one we can vote in. One whose log is
 			// behind gets no answer: our vote could not help it, and a
 			// node removed long ago stays harmless in its old term.
-			r.send(r.voteRejection(MsgVoteResp, m.From))
+			r.send(r.voteResp(MsgVoteResp, m.From, 0, true))
 		}
 		return nil
 	}
@@ -1056,9 +1079,7 @@ func (r *raft) step(m Message) error {
 		r.handleVote(m)
 		return nil
 	case MsgVoteResp, MsgPreVoteResp:
-		if m.Reject {
-			r.learnCommit(m.Commit, m.LogTerm)
-		}
+		r.learnCommit(m.Commit, m.LogTerm)
 	}
 	switch r.role {
 	case Leader:
@@ -1080,19 +1101,20 @@ func (r *raft) handleVote(m Message) {
 	}
 	if canVote && r.log.isUpToDate(m.Index, m.LogTerm) {
 		// A granted vote answers in the requested term, so a pre-candidate
-		// can count it.
-		r.send(Message{Type: resp, To: m.From, Term: m.Term})
+		// can count it; like a refusal, it tells our commit index.
+		r.send(r.voteResp(resp, m.From, m.Term, false))
 		if m.Type == MsgVote {
 			r.electionElapsed = 0
 			r.vote = m.From
 		}
 		return
 	}
-	r.send(r.voteRejection(resp, m.From))
+	r.send(r.voteResp(resp, m.From, 0, true))
 }
 
-// voteRejection is a refused (pre-)vote. It tells the candidate our commit
-// index and the term of the entry there: a candidate that holds that entry
+// voteResp answers a (pre-)vote request, in term (0: ours). Granted or
+// refused, it tells the candidate our commit index and the term of the
+// entry there: a candidate that holds that entry
 // knows from it that its log is committed up to there (Log Matching), even
 // though no leader told it. Without this a membership change could wedge
 // a cluster. Take voters {1, 2} and an entry removing 1: 1 leads, commits
@@ -1101,9 +1123,9 @@ func (r *raft) handleVote(m Message) {
 // is ahead of 2's (2 led a later term and lost an entry it had sent before
 // its own write completed), 1 refuses, and no one can win. Learning the
 // commit index from the refusal, 2 applies the removal and wins alone.
-func (r *raft) voteRejection(t MessageType, to uint64) Message {
-	term, _ := r.log.term(r.log.committed)
-	return Message{Type: t, To: to, Reject: true, Commit: r.log.committed, LogTerm: term}
+func (r *raft) voteResp(t MessageType, to, term uint64, reject bool) Message {
+	ct, _ := r.log.term(r.log.committed)
+	return Message{Type: t, To: to, Term: term, Reject: reject, Commit: r.log.committed, LogTerm: ct}
 }
 
 // learnCommit raises the commit index to ci if this log holds the entry

@@ -687,7 +687,8 @@ func TestPaper52OneVotePerTerm(t *testing.T) {
 	if rd.HardState.Term != 2 || rd.HardState.Vote != 2 || !rd.MustSync {
 		t.Fatalf("Ready HardState %+v MustSync %t, want the vote for 2 in term 2, synced", rd.HardState, rd.MustSync)
 	}
-	want := []Message{{Type: MsgVoteResp, From: 1, To: 2, Term: 2}}
+	// A vote answer tells the commit index and its term.
+	want := []Message{{Type: MsgVoteResp, From: 1, To: 2, Term: 2, Commit: 1, LogTerm: 1}}
 	if !slices.EqualFunc(rd.Messages, want, msgEqual) {
 		t.Fatalf("messages %+v, want %+v in the same Ready", rd.Messages, want)
 	}
@@ -702,7 +703,7 @@ func TestPaper52OneVotePerTerm(t *testing.T) {
 	}
 	mustStep(t, n, Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1})
 	rd = takeReady(t, n)
-	want = []Message{{Type: MsgVoteResp, From: 1, To: 2, Term: 2}}
+	want = []Message{{Type: MsgVoteResp, From: 1, To: 2, Term: 2, Commit: 1, LogTerm: 1}}
 	if !slices.EqualFunc(rd.Messages, want, msgEqual) {
 		t.Fatalf("repeated request: %+v, want %+v", rd.Messages, want)
 	}
@@ -1002,10 +1003,8 @@ func TestPaper541VoteRequiresUpToDateLog(t *testing.T) {
 						wantTerm = 2 // a pre-vote never changes the voter's term
 					}
 				}
-				want := []Message{{Type: resp, From: 1, To: 2, Term: wantTerm, Reject: !tc.grant}}
-				if !tc.grant {
-					want[0].Commit, want[0].LogTerm = 1, 1 // a refusal tells the commit index and its term
-				}
+				// An answer tells the commit index and its term.
+				want := []Message{{Type: resp, From: 1, To: 2, Term: wantTerm, Reject: !tc.grant, Commit: 1, LogTerm: 1}}
 				if !slices.EqualFunc(rd.Messages, want, msgEqual) {
 					t.Fatalf("messages %+v, want %+v", rd.Messages, want)
 				}

@@ -15,7 +15,8 @@ import (
 // {1, 2} and needs 1's vote. Simulator swarm seed 40587 ended there, with
 // no leader for good. 1's refusal carries its commit index, and 2, which
 // holds the entry there, learns that the removal is committed, applies it
-// and wins alone.
+// and wins alone. (1's vote carries it too: then 2 learns it at once, see
+// TestRemovalFromTwoVotersVoteTellsCommit.)
 func TestRemovalFromTwoVotersNoWedge(t *testing.T) {
 	c := steadyLeader(t, []uint64{1, 2}, func(cfg *Config) { cfg.PreVote = true; cfg.CheckQuorum = true })
 	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: RemoveNode, NodeID: 1}}}); err != nil {
@@ -39,7 +40,10 @@ func TestRemovalFromTwoVotersNoWedge(t *testing.T) {
 	c.drop = nil
 
 	// 2 campaigns and wins term 2 with 1's vote; its first entry reaches 1
-	// but not its own disk.
+	// but not its own disk. (1's vote tells 2 its commit index, which
+	// would end the story here: the vote reaches 2 without it, as from a
+	// node that did not send it, to reach the case where only 1's refusals
+	// can help.)
 	if err := c.nodes[2].Campaign(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +52,9 @@ func TestRemovalFromTwoVotersNoWedge(t *testing.T) {
 		q := c.queue
 		c.queue = nil
 		for _, m := range q {
+			if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+				m.Commit, m.LogTerm = 0, 0
+			}
 			_ = c.nodes[m.To].Step(m)
 		}
 	}
@@ -117,5 +124,99 @@ func TestStaleLeaderOutsideVotersLearnsTerm(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].To != 3 || got[0].Type != MsgAppResp || got[0].Term != term {
 		t.Fatalf("answers to stale heartbeats from voter 2 and outsider 3: %+v; want one MsgAppResp to 3 in term %d", got, term)
+	}
+}
+
+// TestRemovalFromTwoVotersVoteTellsCommit: as above, but 2 campaigns with
+// the vote answers intact. 1's vote tells 2 that the removal committed; 2
+// applies it and leads voters {2}, and never writes an entry in {1, 2}
+// that 1 could hold alone.
+func TestRemovalFromTwoVotersVoteTellsCommit(t *testing.T) {
+	c := steadyLeader(t, []uint64{1, 2}, func(cfg *Config) { cfg.PreVote = true; cfg.CheckQuorum = true })
+	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: RemoveNode, NodeID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.drop = func(m Message) bool {
+		return m.From == 1 && m.To == 2 &&
+			(m.Type == MsgHeartbeat || m.Type == MsgTimeoutNow || (m.Type == MsgApp && len(m.Entries) == 0))
+	}
+	c.deliver()
+	removal := c.nodes[1].BasicStatus().Commit
+	if st := c.nodes[2].BasicStatus(); st.Commit >= removal {
+		t.Fatalf("setup: node 2 has commit %d, want below the removal at %d", st.Commit, removal)
+	}
+	c.drop = nil
+	c.campaign(2)
+	st := c.nodes[2].Status()
+	if st.Role != Leader || st.Commit < removal || !slices.Equal(st.Config.Voters, []uint64{2}) {
+		t.Fatalf("after one campaign node 2 is %v with commit %d and voters %v; want the leader of voters [2], commit ≥ %d",
+			st.Role, st.Commit, st.Config.Voters, removal)
+	}
+}
+
+// TestLearnerAsksForCommit: voters {1} and learner 2; leader 1 replaces
+// itself by 2 through a joint configuration, and 2 stores every entry but
+// hears of no commit index (nor of 1's hand-over). 1 applies the change
+// and steps down: it left the voters and never campaigns. 2 still sees
+// itself a learner, so it never campaigns either, and without more no one
+// ever leads (simulator swarm seed 15893). A node that cannot campaign
+// asks the voters it knows for their commit index once no leader spoke for
+// an election timeout; 2 learns from 1 that it is the only voter and wins.
+func TestLearnerAsksForCommit(t *testing.T) {
+	c := steadyLeader(t, []uint64{1}, func(cfg *Config) { cfg.PreVote = true; cfg.CheckQuorum = true })
+	c.ids = append(c.ids, 2)
+	cfg2 := c.cfgs[1]
+	cfg2.ID, cfg2.Voters = 2, nil
+	c.cfgs[2], c.stores[2] = cfg2, &memStore{}
+	n2, err := New(cfg2, Persisted{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[2] = n2
+	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: AddLearner, NodeID: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.deliver()
+	if st := c.nodes[2].Status(); !slices.Equal(st.Config.Learners, []uint64{2}) || st.Commit != c.nodes[1].BasicStatus().Commit {
+		t.Fatalf("setup: node 2 has learners %v, commit %d; want learner 2 caught up", st.Config.Learners, st.Commit)
+	}
+	if err := c.nodes[1].ProposeConfChange(ConfChange{Transition: TransitionJointImplicit,
+		Changes: []ConfChangeSingle{{Type: AddVoter, NodeID: 2}, {Type: RemoveNode, NodeID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Deliver, with no commit index (nor hand-over) from 1 reaching 2.
+	for i := 0; i < 100; i++ {
+		c.process()
+		if len(c.queue) == 0 {
+			break
+		}
+		q := c.queue
+		c.queue = nil
+		for _, m := range q {
+			if m.From == 1 && m.To == 2 {
+				if m.Type == MsgHeartbeat || m.Type == MsgTimeoutNow || (m.Type == MsgApp && len(m.Entries) == 0) {
+					continue
+				}
+				m.Commit = 0
+			}
+			_ = c.nodes[m.To].Step(m)
+		}
+	}
+	st1, st2 := c.nodes[1].Status(), c.nodes[2].Status()
+	if st1.Role == Leader || !slices.Equal(st1.Config.Voters, []uint64{2}) || st1.Config.Joint() {
+		t.Fatalf("setup: node 1 is %v with voters %v (joint %v); want a follower that applied voters [2]",
+			st1.Role, st1.Config.Voters, st1.Config.Joint())
+	}
+	if !slices.Equal(st2.Config.Learners, []uint64{2}) || st2.LastIndex != st1.LastIndex {
+		t.Fatalf("setup: node 2 has learners %v and last index %d; want itself a learner holding 1's log up to %d",
+			st2.Config.Learners, st2.LastIndex, st1.LastIndex)
+	}
+	for i := 0; i < 5*c.cfgs[2].ElectionTick && c.leader() != 2; i++ {
+		c.tick(1)
+	}
+	st := c.nodes[2].Status()
+	if st.Role != Leader || !slices.Equal(st.Config.Voters, []uint64{2}) {
+		t.Fatalf("after 5 election timeouts node 2 is %v with commit %d and voters %v; want the leader of voters [2]",
+			st.Role, st.Commit, st.Config.Voters)
 	}
 }
