@@ -1079,7 +1079,13 @@ func (r *raft) step(m Message) error {
 		r.handleVote(m)
 		return nil
 	case MsgVoteResp, MsgPreVoteResp:
-		r.learnCommit(m.Commit, m.LogTerm)
+		if r.role != Leader {
+			// A leader learns its commit index only by counting its
+			// quorum (Raft §5.4.2; the simulator's commit-quorum check
+			// holds it to that): a late answer to its campaign has nothing
+			// it needs.
+			r.learnCommit(m.Commit, m.LogTerm)
+		}
 	}
 	switch r.role {
 	case Leader:
