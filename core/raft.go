@@ -1143,6 +1143,12 @@ func (r *raft) learnCommit(ci, term uint64) {
 	}
 	if t, err := r.log.term(ci); err == nil && t == term {
 		r.commitTo(ci)
+		if (r.role == PreCandidate || r.role == Candidate) && !r.promotable() {
+			// The commit index took us out of the voters: the campaign
+			// under way must not go on to make a leader of a non-voter
+			// (swarm seed 45898).
+			r.becomeFollower(r.term, None)
+		}
 	}
 }
 

@@ -220,3 +220,47 @@ func TestLearnerAsksForCommit(t *testing.T) {
 			st.Role, st.Commit, st.Config.Voters)
 	}
 }
+
+// TestCampaignEndsWhenCommitRemovesCandidate: voters {1, 2, 3}; leader 1
+// commits the removal of 3, which stores it but hears of no commit. 3
+// campaigns (PreVote on, CheckQuorum off, so the others answer); the first
+// pre-vote answer tells it that the removal committed. It must end its
+// campaign there: before this, the grants it still collected made a
+// leader of a node outside the voters (simulator swarm seed 45898).
+func TestCampaignEndsWhenCommitRemovesCandidate(t *testing.T) {
+	c := steadyLeader(t, []uint64{1, 2, 3}, func(cfg *Config) { cfg.PreVote = true })
+	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: RemoveNode, NodeID: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		c.process()
+		if len(c.queue) == 0 {
+			break
+		}
+		q := c.queue
+		c.queue = nil
+		for _, m := range q {
+			if m.To == 3 {
+				if m.Type == MsgHeartbeat || (m.Type == MsgApp && len(m.Entries) == 0) {
+					continue
+				}
+				m.Commit = 0
+			}
+			_ = c.nodes[m.To].Step(m)
+		}
+	}
+	removal := c.nodes[1].BasicStatus().Commit
+	if st := c.nodes[3].Status(); st.Commit >= removal || st.LastIndex < removal || !slices.Contains(st.Config.Voters, 3) {
+		t.Fatalf("setup: node 3 has commit %d, last index %d, voters %v; want the removal at %d stored, not known committed",
+			st.Commit, st.LastIndex, st.Config.Voters, removal)
+	}
+	c.campaign(3)
+	for _, id := range c.ids {
+		if st := c.nodes[id].Status(); st.Role == Leader && !slices.Contains(st.Config.Voters, id) {
+			t.Fatalf("node %d leads term %d with voters %v: a leader outside the voters", id, st.Term, st.Config.Voters)
+		}
+	}
+	if st := c.nodes[3].Status(); st.Role != Follower || st.Commit < removal {
+		t.Fatalf("node 3 is %v with commit %d; want a follower that learnt the removal at %d", st.Role, st.Commit, removal)
+	}
+}
