@@ -103,7 +103,12 @@
 // them. A change takes effect on each node when it learns the change is
 // committed, and a leader accepts no new change before the previous one is
 // committed. A leader removed from the configuration steps down after the
-// change commits, handing over to the most up-to-date voter.
+// change commits, handing over to the most up-to-date voter. Since a node
+// may then be the only one that knows the change committed, every
+// (pre-)vote answer carries the voter's commit index, which a candidate
+// holding the entry there takes (Log Matching), and a node that cannot
+// campaign asks the voters for theirs with a pre-vote once no leader spoke
+// for an election timeout.
 //
 // Leadership transfer catches the target up and tells it to campaign at
 // once; it is abandoned after TransferTimeoutTicks. StepDown transfers to
