@@ -420,9 +420,6 @@ func (c *Config) Validate() error {
 		if s.CAFile == "" {
 			return bad("security.ca_file", "required with TLS")
 		}
-		if c.Transport.Type != "grpc" {
-			return bad("security.enable_tls", "TLS needs transport.type grpc")
-		}
 	}
 	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
 		return bad("api.addr", "%v", err)

@@ -172,3 +172,29 @@ func TestMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSConfig: TLS is accepted with either transport, and its files are
+// required.
+func TestTLSConfig(t *testing.T) {
+	const sec = "security:\n  enable_mtls: true\n  cert_file: c.pem\n  key_file: k.pem\n  ca_file: ca.pem\n"
+	for _, transport := range []string{"grpc", "tcp"} {
+		raw := strings.Replace(goodYAML, "type: tcp", "type: "+transport, 1) + sec
+		c, err := ParseConfig([]byte(raw), env(map[string]string{"NODE": "1"}))
+		if err != nil {
+			t.Fatalf("%s with TLS: %v", transport, err)
+		}
+		if !c.Security.EnableMTLS || c.Security.CAFile != "ca.pem" {
+			t.Fatalf("%s: security %+v", transport, c.Security)
+		}
+		for file, key := range map[string]string{
+			"  cert_file: c.pem\n": "security.cert_file",
+			"  key_file: k.pem\n":  "security.key_file",
+			"  ca_file: ca.pem\n":  "security.ca_file",
+		} {
+			_, err := ParseConfig([]byte(strings.Replace(raw, file, "", 1)), env(map[string]string{"NODE": "1"}))
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), key) {
+				t.Errorf("%s without %s: error %v does not name the key", transport, key, err)
+			}
+		}
+	}
+}

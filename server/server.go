@@ -117,10 +117,15 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		WriteTimeout:    cfg.Transport.Timeout,
 		Logger:          base,
 	}
+	var tlsConf *transport.TLSConfig // nil: plaintext
+	if sec := cfg.Security; sec.EnableTLS || sec.EnableMTLS {
+		tlsConf = &transport.TLSConfig{CertFile: sec.CertFile, KeyFile: sec.KeyFile, CAFile: sec.CAFile,
+			MutualTLS: sec.EnableMTLS}
+	}
 	switch cfg.Transport.Type {
 	case "tcp":
 		var t *tcp.Transport
-		if t, err = tcp.New(tc); err == nil {
+		if t, err = tcp.New(tc, tcp.WithTLS(tlsConf)); err == nil {
 			s.tr = t // never a typed nil: Close checks s.tr != nil
 		}
 	default:
@@ -128,10 +133,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if cfg.Transport.EnableCompression {
 			opts.Compression, opts.CompressionLevel = "gzip", cfg.Transport.CompressionLevel
 		}
-		if sec := cfg.Security; sec.EnableTLS || sec.EnableMTLS {
-			opts.TLS = &grpc.TLSConfig{CertFile: sec.CertFile, KeyFile: sec.KeyFile, CAFile: sec.CAFile,
-				MutualTLS: sec.EnableMTLS}
-		}
+		opts.TLS = tlsConf
 		var t *grpc.Transport
 		if t, err = grpc.New(tc, opts); err == nil {
 			s.tr = t

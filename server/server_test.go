@@ -1,13 +1,22 @@
 package server_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
@@ -99,4 +108,112 @@ memory_limit: %d
 	if got := debug.SetMemoryLimit(-1); got != before {
 		t.Fatalf("memory limit after Close: %d, want the %d it found", got, before)
 	}
+}
+
+// TestClusterOverMutualTLS: a three-node cluster elects a leader over
+// mutual TLS with either transport. The nodes share one certificate that
+// names all three (node-1, node-2, node-3), which is enough to check that
+// the security settings reach the transport.
+func TestClusterOverMutualTLS(t *testing.T) {
+	ca, cert, key := sharedNodeCert(t, 3)
+	extra := fmt.Sprintf("security:\n  enable_mtls: true\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n", cert, key, ca)
+	for _, transport := range []string{"grpc", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			servertest.StartClusterWith(t, 3, "memory", transport, extra)
+		})
+	}
+}
+
+// TestNewLoadsTLSFiles: with TLS on, New fails with an error naming the
+// transport and the file when a certificate file is missing, for both
+// transports.
+func TestNewLoadsTLSFiles(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, transport := range []string{"grpc", "tcp"} {
+		free := servertest.FreePorts(t, 3)
+		raw := fmt.Sprintf(`node_id: 1
+bind_port: %d
+peers:
+  - {id: 1, address: 127.0.0.1, port: %d}
+transport:
+  type: %s
+storage:
+  type: memory
+api:
+  addr: 127.0.0.1:%d
+  client_addr: 127.0.0.1:%d
+security:
+  enable_mtls: true
+  cert_file: %s
+  key_file: %s
+  ca_file: %s
+`, free[0], free[0], transport, free[1], free[2], missing, missing, missing)
+		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
+		if err != nil {
+			t.Fatalf("%s: %v", transport, err)
+		}
+		s, err := server.New(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: New succeeded with missing TLS files", transport)
+		}
+		if !strings.Contains(err.Error(), "transport") || !strings.Contains(err.Error(), missing) {
+			t.Fatalf("%s: error %q does not name the transport and the file", transport, err)
+		}
+	}
+}
+
+// sharedNodeCert writes a CA and one certificate, valid for 127.0.0.1,
+// whose DNS SANs name nodes 1 to n; it returns the PEM files.
+func sharedNodeCert(t *testing.T, n int) (caFile, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for id := 1; id <= n; id++ {
+		names = append(names, fmt.Sprintf("node-%d", id))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nodes"},
+		DNSNames: names, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", der), write("node-key.pem", "EC PRIVATE KEY", keyDER)
 }

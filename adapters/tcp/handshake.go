@@ -19,7 +19,10 @@ import (
 // carry; To is the node the dialer means to reach, which the listener
 // checks against its own ID (an address may have been reused by another
 // node). The ack carries the listener's ID and a status; on any status but
-// statusOK the listener closes the connection.
+// statusOK the listener closes the connection. Under mutual TLS the
+// listener also checks From against the client certificate
+// (statusUnauthenticated). With TLS the handshake runs inside the TLS
+// connection, after the TLS handshake.
 
 const (
 	magic = "FCTP"
@@ -40,10 +43,18 @@ const (
 	statusWrongNode  byte = 1 // To is not the listener's ID
 	statusBadVersion byte = 2 // version not spoken
 	statusBadSender  byte = 3 // From is 0 or the listener's own ID
+	// statusUnauthenticated: under mutual TLS, the client certificate
+	// does not name From (transport.NodeIdentity).
+	statusUnauthenticated byte = 4
 )
 
 // errHandshake is matched by every handshake error.
 var errHandshake = errors.New("tcp: handshake failed")
+
+// errUnauthenticated is matched by the handshake errors of mutual TLS: a
+// client certificate that does not name the hello's sender, or a server
+// certificate that does not name the peer dialled.
+var errUnauthenticated = errors.New("tcp: peer not authenticated")
 
 type hello struct {
 	version  byte
@@ -162,6 +173,8 @@ func statusText(s byte) string {
 		return "protocol version not supported"
 	case statusBadSender:
 		return "invalid sender ID"
+	case statusUnauthenticated:
+		return "the certificate does not name the sender"
 	}
 	return fmt.Sprintf("unknown status %d", s)
 }

@@ -2,11 +2,14 @@ package tcp
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/forge-consensus/consensus/adapters/transport"
@@ -48,8 +51,9 @@ func (t *Transport) acceptLoop() {
 	}
 }
 
-// serve runs an inbound connection: the handshake, then messages until the
-// connection ends or breaks the protocol.
+// serve runs an inbound connection: the TLS handshake if TLS is on, the
+// protocol handshake, then messages until the connection ends or breaks
+// the protocol.
 func (t *Transport) serve(c net.Conn) {
 	defer func() {
 		_ = c.Close()
@@ -57,16 +61,45 @@ func (t *Transport) serve(c net.Conn) {
 		delete(t.inbound, c)
 		t.mu.Unlock()
 	}()
-	log := t.log.With("remote", c.RemoteAddr().String())
-	br := bufio.NewReaderSize(c, readBufferSize)
-	from, err := t.acceptHandshake(c, br)
+	remote := c.RemoteAddr().String()
+	log := t.log.With("remote", remote)
+	// One deadline covers the TLS handshake and the hello.
+	if err := c.SetDeadline(time.Now().Add(t.cfg.DialTimeout)); err != nil {
+		log.Debug("connection dropped", "err", fmt.Errorf("tcp: set handshake deadline: %w", err))
+		return
+	}
+	conn := net.Conn(c)
+	var cert *x509.Certificate
+	if t.tlsServer != nil {
+		sc := &sniffConn{Conn: c}
+		tc := tls.Server(sc, t.tlsServer)
+		if err := tc.HandshakeContext(t.ctx); err != nil {
+			if !sc.read {
+				log.Debug("connection closed before its TLS handshake")
+				return
+			}
+			if !t.closed.Load() {
+				t.counters.Rejected.Add(1)
+				t.refused(remote, "connection refused: TLS handshake failed", err)
+			}
+			return
+		}
+		conn = tc
+		cert = transport.VerifiedLeaf(tc.ConnectionState())
+	}
+	br := bufio.NewReaderSize(conn, readBufferSize)
+	from, err := t.acceptHandshake(conn, br, cert)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			log.Debug("connection closed before its handshake")
 			return
 		}
 		t.counters.Rejected.Add(1)
-		if !t.closed.Load() {
+		switch {
+		case t.closed.Load():
+		case errors.Is(err, errUnauthenticated):
+			t.refused(remote, "connection refused: sender not authenticated", err)
+		default:
 			log.Debug("connection rejected", "err", err)
 		}
 		return
@@ -78,13 +111,63 @@ func (t *Transport) serve(c net.Conn) {
 	}
 }
 
-// acceptHandshake reads the hello within DialTimeout and answers it. It
-// returns the authenticated peer ID, or io.EOF if the connection closed
-// without a byte.
-func (t *Transport) acceptHandshake(c net.Conn, br *bufio.Reader) (uint64, error) {
-	if err := c.SetDeadline(time.Now().Add(t.cfg.DialTimeout)); err != nil {
-		return 0, fmt.Errorf("tcp: set handshake deadline: %w", err)
+// sniffConn records whether anything was read from a connection, to tell a
+// connection closed before its TLS handshake from a failed handshake.
+type sniffConn struct {
+	net.Conn
+	read bool
+}
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.read = true
 	}
+	return n, err
+}
+
+// warnInterval is the least time between two warnings of refused inbound
+// connections (see warnLimiter).
+const warnInterval = time.Second
+
+// warnLimiter lets through at most one warning per warnInterval and counts
+// those it holds back, so that a flood of bad connections cannot flood the
+// log.
+type warnLimiter struct {
+	mu         sync.Mutex
+	next       time.Time // no warning before
+	suppressed uint64    // held back since the last warning
+}
+
+// allow reports whether a warning may be logged at now and, if so, how
+// many were held back since the previous one.
+func (l *warnLimiter) allow(now time.Time) (ok bool, suppressed uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.next) {
+		l.suppressed++
+		return false, 0
+	}
+	l.next = now.Add(warnInterval)
+	suppressed, l.suppressed = l.suppressed, 0
+	return true, suppressed
+}
+
+// refused logs a refused inbound connection at Warn, rate-limited by
+// t.tlsWarn; the warnings held back are logged at Debug.
+func (t *Transport) refused(remote, msg string, err error) {
+	if ok, suppressed := t.tlsWarn.allow(time.Now()); ok {
+		t.log.Warn(msg, "remote", remote, "err", err, "suppressed", suppressed)
+		return
+	}
+	t.log.Debug(msg, "remote", remote, "err", err)
+}
+
+// acceptHandshake reads the hello (within the deadline serve set) and
+// answers it. cert is the verified client certificate under TLS (nil if
+// none). It returns the authenticated peer ID, or io.EOF if the
+// connection closed without a byte.
+func (t *Transport) acceptHandshake(c net.Conn, br *bufio.Reader, cert *x509.Certificate) (uint64, error) {
 	payload, err := transport.ReadFrame(br, maxHandshakeBytes)
 	if err != nil {
 		if err == io.EOF {
@@ -104,10 +187,21 @@ func (t *Transport) acceptHandshake(c net.Conn, br *bufio.Reader) (uint64, error
 		status = statusWrongNode
 	case h.from == 0 || h.from == t.cfg.ID:
 		status = statusBadSender
+	case t.mutual && !transport.CertHasIdentity(cert, h.from):
+		status = statusUnauthenticated
 	}
 	frame := transport.AppendFrame(nil, appendAck(nil, ack{version: ProtocolVersion, status: status, id: t.cfg.ID}))
 	if _, err := c.Write(frame); err != nil {
 		return 0, fmt.Errorf("%w: write ack to node %d: %w", errHandshake, h.from, err)
+	}
+	if status == statusUnauthenticated {
+		var cn string
+		var dns []string
+		if cert != nil {
+			cn, dns = cert.Subject.CommonName, cert.DNSNames
+		}
+		return 0, fmt.Errorf("%w: %w: hello from node %d, client certificate of %q (DNS names %v) is not %s",
+			errHandshake, errUnauthenticated, h.from, cn, dns, transport.NodeIdentity(h.from))
 	}
 	if status != statusOK {
 		return 0, fmt.Errorf("%w: hello from node %d to node %d, version %d: %s",

@@ -3,6 +3,7 @@ package tcp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -101,7 +102,8 @@ func (p *peer) take(spare []core.Message) (batch []core.Message, addr string, ge
 
 // outConn is an established outbound connection.
 type outConn struct {
-	c    net.Conn
+	c    net.Conn // the TLS connection, or raw
+	raw  net.Conn // the TCP connection: closing it ends c without writing
 	bw   *bufio.Writer
 	gen  uint64      // the peer address generation it was dialed for
 	dead atomic.Bool // the listener hung up (seen by the watcher)
@@ -134,7 +136,7 @@ func (p *peer) run() {
 	)
 	defer func() {
 		if conn != nil {
-			_ = conn.c.Close()
+			_ = conn.raw.Close()
 		}
 		p.mu.Lock()
 		p.stopped = true
@@ -190,7 +192,7 @@ func (p *peer) run() {
 				continue
 			}
 			if conn != nil && (conn.gen != gen || conn.dead.Load()) {
-				_ = conn.c.Close()
+				_ = conn.raw.Close()
 				conn = nil
 			}
 			if conn == nil {
@@ -199,7 +201,7 @@ func (p *peer) run() {
 					spare = clearBatch(batch)
 					continue
 				}
-				c, err := p.dial(addr)
+				c, raw, err := p.dial(addr)
 				if err != nil {
 					spare = clearBatch(batch)
 					if !fail(len(batch), "dial", err) {
@@ -207,7 +209,7 @@ func (p *peer) run() {
 					}
 					continue
 				}
-				oc := &outConn{c: c, gen: gen, bw: bufio.NewWriterSize(deadlineWriter{c, t.cfg.WriteTimeout}, writeBufferSize)}
+				oc := &outConn{c: c, raw: raw, gen: gen, bw: bufio.NewWriterSize(deadlineWriter{c, t.cfg.WriteTimeout}, writeBufferSize)}
 				conn = oc
 				t.wg.Go(func() { watch(oc) })
 				p.breaker.Success()
@@ -224,7 +226,7 @@ func (p *peer) run() {
 			n, err := p.write(conn, batch)
 			spare = clearBatch(batch)
 			if err != nil {
-				_ = conn.c.Close()
+				_ = conn.raw.Close()
 				conn = nil
 				if !fail(n, "write", err) {
 					return
@@ -246,7 +248,7 @@ func clearBatch(batch []core.Message) []core.Message {
 func watch(conn *outConn) {
 	_, _ = io.Copy(io.Discard, conn.c)
 	conn.dead.Store(true)
-	_ = conn.c.Close()
+	_ = conn.raw.Close()
 }
 
 // write writes batch to conn and flushes it. It counts what was sent or
@@ -279,21 +281,67 @@ func (p *peer) write(conn *outConn, batch []core.Message) (lost int, err error) 
 	return 0, nil
 }
 
-// dial connects to addr and runs the handshake, all within DialTimeout.
-func (p *peer) dial(addr string) (net.Conn, error) {
+// dial connects to addr and runs the TLS handshake, if TLS is on, and the
+// protocol handshake, all within DialTimeout. It returns the connection to
+// write to (TLS or raw) and the raw TCP connection.
+func (p *peer) dial(addr string) (c, raw net.Conn, err error) {
 	t := p.t
 	ctx, cancel := context.WithTimeout(p.ctx, t.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	raw, err = d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("tcp: dial peer %d at %s: %w", p.id, addr, err)
+		return nil, nil, fmt.Errorf("tcp: dial peer %d at %s: %w", p.id, addr, err)
+	}
+	c = raw
+	var tc *tls.Conn
+	if t.tlsClient != nil {
+		if tc, err = p.tlsHandshake(ctx, raw, addr); err != nil {
+			_ = raw.Close()
+			return nil, nil, fmt.Errorf("tcp: TLS handshake with peer %d at %s: %w", p.id, addr, err)
+		}
+		c = tc
 	}
 	if err := p.handshake(ctx, c); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("tcp: handshake with peer %d at %s: %w", p.id, addr, err)
+		_ = raw.Close()
+		return nil, nil, fmt.Errorf("tcp: handshake with peer %d at %s: %w", p.id, addr, err)
 	}
-	return c, nil
+	if t.mutual {
+		// Checked once the listener has answered the hello (so that a
+		// listener reached by mistake counts the refusal), and before
+		// any message is written.
+		if leaf := transport.VerifiedLeaf(tc.ConnectionState()); !transport.CertHasIdentity(leaf, p.id) {
+			_ = raw.Close()
+			var cn string
+			var dns []string
+			if leaf != nil {
+				cn, dns = leaf.Subject.CommonName, leaf.DNSNames
+			}
+			return nil, nil, fmt.Errorf("tcp: handshake with peer %d at %s: %w: server certificate of %q (DNS names %v) is not %s",
+				p.id, addr, errUnauthenticated, cn, dns, transport.NodeIdentity(p.id))
+		}
+	}
+	return c, raw, nil
+}
+
+// tlsHandshake runs the client side of the TLS handshake on raw within
+// ctx, verifying the server certificate against the configured server
+// name, or the host of addr.
+func (p *peer) tlsHandshake(ctx context.Context, raw net.Conn, addr string) (*tls.Conn, error) {
+	cfg := p.t.tlsClient
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
 }
 
 // handshake sends the hello on c and waits for the ack.
