@@ -1120,9 +1120,9 @@ func (r *raft) handleVote(m Message) {
 
 // voteResp answers a (pre-)vote request, in term (0: ours). Granted or
 // refused, it tells the candidate our commit index and the term of the
-// entry there: a candidate that holds that entry
-// knows from it that its log is committed up to there (Log Matching), even
-// though no leader told it. Without this a membership change could wedge
+// entry there: a candidate that holds that entry knows from it that its
+// log is committed up to there (Log Matching), even though no leader told
+// it. Without this a membership change could wedge
 // a cluster. Take voters {1, 2} and an entry removing 1: 1 leads, commits
 // and applies it, and having left the voters never campaigns again; 2 never
 // heard of the commit, still counts {1, 2} and needs 1's vote. If 1's log
