@@ -47,17 +47,12 @@ func TestRemovalFromTwoVotersNoWedge(t *testing.T) {
 	if err := c.nodes[2].Campaign(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 10 && c.nodes[2].BasicStatus().Role != Leader; i++ {
-		c.process()
-		q := c.queue
-		c.queue = nil
-		for _, m := range q {
-			if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
-				m.Commit, m.LogTerm = 0, 0
-			}
-			_ = c.nodes[m.To].Step(m)
+	c.deliverEdited(func(m *Message) bool {
+		if m.Type == MsgVoteResp || m.Type == MsgPreVoteResp {
+			m.Commit, m.LogTerm = 0, 0
 		}
-	}
+		return true
+	}, func() bool { return c.nodes[2].BasicStatus().Role == Leader })
 	if c.nodes[2].BasicStatus().Role != Leader {
 		t.Fatalf("setup: node 2 did not win term 2 with node 1's vote")
 	}
@@ -152,6 +147,10 @@ func TestRemovalFromTwoVotersVoteTellsCommit(t *testing.T) {
 		t.Fatalf("after one campaign node 2 is %v with commit %d and voters %v; want the leader of voters [2], commit ≥ %d",
 			st.Role, st.Commit, st.Config.Voters, removal)
 	}
+	// 2 knew itself alone before it led: it sent 1 nothing of its term.
+	if last := c.nodes[1].BasicStatus().LastIndex; last != removal {
+		t.Fatalf("node 1's log ends at %d, want %d: node 2 led in {1, 2} and replicated to it", last, removal)
+	}
 }
 
 // TestLearnerAsksForCommit: voters {1} and learner 2; leader 1 replaces
@@ -185,23 +184,15 @@ func TestLearnerAsksForCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Deliver, with no commit index (nor hand-over) from 1 reaching 2.
-	for i := 0; i < 100; i++ {
-		c.process()
-		if len(c.queue) == 0 {
-			break
-		}
-		q := c.queue
-		c.queue = nil
-		for _, m := range q {
-			if m.From == 1 && m.To == 2 {
-				if m.Type == MsgHeartbeat || m.Type == MsgTimeoutNow || (m.Type == MsgApp && len(m.Entries) == 0) {
-					continue
-				}
-				m.Commit = 0
+	c.deliverEdited(func(m *Message) bool {
+		if m.From == 1 && m.To == 2 {
+			if m.Type == MsgHeartbeat || m.Type == MsgTimeoutNow || (m.Type == MsgApp && len(m.Entries) == 0) {
+				return false
 			}
-			_ = c.nodes[m.To].Step(m)
+			m.Commit = 0
 		}
-	}
+		return true
+	}, nil)
 	st1, st2 := c.nodes[1].Status(), c.nodes[2].Status()
 	if st1.Role == Leader || !slices.Equal(st1.Config.Voters, []uint64{2}) || st1.Config.Joint() {
 		t.Fatalf("setup: node 1 is %v with voters %v (joint %v); want a follower that applied voters [2]",
@@ -232,23 +223,15 @@ func TestCampaignEndsWhenCommitRemovesCandidate(t *testing.T) {
 	if err := c.nodes[1].ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: RemoveNode, NodeID: 3}}}); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100; i++ {
-		c.process()
-		if len(c.queue) == 0 {
-			break
-		}
-		q := c.queue
-		c.queue = nil
-		for _, m := range q {
-			if m.To == 3 {
-				if m.Type == MsgHeartbeat || (m.Type == MsgApp && len(m.Entries) == 0) {
-					continue
-				}
-				m.Commit = 0
+	c.deliverEdited(func(m *Message) bool {
+		if m.To == 3 {
+			if m.Type == MsgHeartbeat || (m.Type == MsgApp && len(m.Entries) == 0) {
+				return false
 			}
-			_ = c.nodes[m.To].Step(m)
+			m.Commit = 0
 		}
-	}
+		return true
+	}, nil)
 	removal := c.nodes[1].BasicStatus().Commit
 	if st := c.nodes[3].Status(); st.Commit >= removal || st.LastIndex < removal || !slices.Contains(st.Config.Voters, 3) {
 		t.Fatalf("setup: node 3 has commit %d, last index %d, voters %v; want the removal at %d stored, not known committed",
@@ -263,4 +246,28 @@ func TestCampaignEndsWhenCommitRemovesCandidate(t *testing.T) {
 	if st := c.nodes[3].Status(); st.Role != Follower || st.Commit < removal {
 		t.Fatalf("node 3 is %v with commit %d; want a follower that learnt the removal at %d", st.Role, st.Commit, removal)
 	}
+}
+
+// deliverEdited is deliver with every message in flight passed through
+// edit, which may change it or drop it (false). It stops early, before
+// handling any node's next Ready, once done (if set) reports true.
+func (c *cluster) deliverEdited(edit func(m *Message) bool, done func() bool) {
+	c.t.Helper()
+	for i := 0; i < 10000; i++ {
+		if done != nil && done() {
+			return
+		}
+		c.process()
+		if len(c.queue) == 0 {
+			return
+		}
+		q := c.queue
+		c.queue = nil
+		for _, m := range q {
+			if n := c.nodes[m.To]; n != nil && edit(&m) {
+				_ = n.Step(m)
+			}
+		}
+	}
+	c.t.Fatalf("network never went quiet")
 }

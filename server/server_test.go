@@ -1,23 +1,16 @@
 package server_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/forge-consensus/consensus/adapters/transport/transporttest"
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
 )
@@ -115,8 +108,9 @@ memory_limit: %d
 // names all three (node-1, node-2, node-3), which is enough to check that
 // the security settings reach the transport.
 func TestClusterOverMutualTLS(t *testing.T) {
-	ca, cert, key := sharedNodeCert(t, 3)
-	extra := fmt.Sprintf("security:\n  enable_mtls: true\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n", cert, key, ca)
+	ca := transporttest.NewPKI(t, "cluster")
+	cert, key := ca.Issue("nodes", "node-1", "node-2", "node-3")
+	extra := fmt.Sprintf("security:\n  enable_mtls: true\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n", cert, key, ca.CAFile)
 	for _, transport := range []string{"grpc", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			servertest.StartClusterWith(t, 3, "memory", transport, extra)
@@ -161,59 +155,4 @@ security:
 			t.Fatalf("%s: error %q does not name the transport and the file", transport, err)
 		}
 	}
-}
-
-// sharedNodeCert writes a CA and one certificate, valid for 127.0.0.1,
-// whose DNS SANs name nodes 1 to n; it returns the PEM files.
-func sharedNodeCert(t *testing.T, n int) (caFile, certFile, keyFile string) {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for id := 1; id <= n; id++ {
-		names = append(names, fmt.Sprintf("node-%d", id))
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nodes"},
-		DNSNames: names, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", der), write("node-key.pem", "EC PRIVATE KEY", keyDER)
 }

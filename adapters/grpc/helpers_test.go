@@ -1,18 +1,10 @@
 package grpc_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,94 +16,17 @@ import (
 	"github.com/forge-consensus/consensus/core"
 )
 
-// pki is a throw-away certificate authority writing PEM files into a test's
-// temporary directory.
-type pki struct {
-	t      testing.TB
-	dir    string
-	name   string
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	caFile string
-	serial atomic.Int64
-}
+// pki is the shared test CA, with the helper these tests use.
+type pki struct{ *transporttest.PKI }
 
 // newPKI creates a CA named name.
-func newPKI(t testing.TB, name string) *pki {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("CA key: %v", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("CA certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("parse CA certificate: %v", err)
-	}
-	p := &pki{t: t, dir: t.TempDir(), name: name, cert: cert, key: key}
-	p.serial.Store(1)
-	p.caFile = p.write(name+"-ca.pem", "CERTIFICATE", der)
-	return p
-}
-
-func (p *pki) write(file, typ string, der []byte) string {
-	p.t.Helper()
-	path := filepath.Join(p.dir, file)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		p.t.Fatalf("write %s: %v", path, err)
-	}
-	return path
-}
-
-// issue signs a server-and-client certificate with the given CommonName
-// and DNS names (plus localhost and the loopback IPs, so that servers
-// verify when dialled by address) and returns its PEM files.
-func (p *pki) issue(cn string, dns ...string) (certFile, keyFile string) {
-	p.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		p.t.Fatalf("key: %v", err)
-	}
-	serial := p.serial.Add(1)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     append([]string{"localhost"}, dns...),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		p.t.Fatalf("certificate: %v", err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		p.t.Fatalf("marshal key: %v", err)
-	}
-	base := p.name + "-" + cn + "-" + big.NewInt(serial).String()
-	return p.write(base+".pem", "CERTIFICATE", der), p.write(base+"-key.pem", "EC PRIVATE KEY", keyDER)
-}
+func newPKI(t testing.TB, name string) pki { return pki{transporttest.NewPKI(t, name)} }
 
 // nodeTLS returns mutual-TLS settings for a node whose certificate names
 // identity (CommonName and DNS SAN).
-func (p *pki) nodeTLS(identity string) *grpc.TLSConfig {
-	cert, key := p.issue(identity, identity)
-	return &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: p.caFile, MutualTLS: true}
+func (p pki) nodeTLS(identity string) *grpc.TLSConfig {
+	cert, key := p.Issue(identity, identity)
+	return &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: p.CAFile, MutualTLS: true}
 }
 
 // recorder collects delivered messages.

@@ -70,8 +70,8 @@ func TestMutualTLSAuthentication(t *testing.T) {
 		}
 	})
 	t.Run("IdentityInSANOnly", func(t *testing.T) {
-		cert, key := ca.issue("some host", "node-2")
-		n := dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.caFile, MutualTLS: true})
+		cert, key := ca.Issue("some host", "node-2")
+		n := dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile, MutualTLS: true})
 		before := server.in.Count()
 		keepSending(t, n, 1, 0, func() bool { return server.in.Count() > before }, "no message from a node-2 SAN certificate")
 	})
@@ -79,17 +79,17 @@ func TestMutualTLSAuthentication(t *testing.T) {
 		refused(t, dialer(t, ca.nodeTLS("node-3"))) // claims ID 2 with node-3's certificate
 	})
 	t.Run("NoClientCertificate", func(t *testing.T) {
-		cert, key := ca.issue("node-2", "node-2")
+		cert, key := ca.Issue("node-2", "node-2")
 		// MutualTLS off on the client: it verifies the server but presents
 		// no certificate.
-		refused(t, dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.caFile}))
+		refused(t, dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile}))
 	})
 	t.Run("CertificateOfAnotherCA", func(t *testing.T) {
 		rogue := newPKI(t, "rogue")
-		cert, key := rogue.issue("node-2", "node-2")
+		cert, key := rogue.Issue("node-2", "node-2")
 		// Trusts the cluster CA (so it accepts the server) but presents a
 		// node-2 certificate signed by another CA.
-		refused(t, dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.caFile, MutualTLS: true}))
+		refused(t, dialer(t, &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile, MutualTLS: true}))
 	})
 	t.Run("PlaintextClient", func(t *testing.T) {
 		refused(t, dialer(t, nil))
@@ -112,10 +112,10 @@ func TestMutualTLSAuthentication(t *testing.T) {
 // claimed ID is trusted: only From must match it.
 func TestTrustedClaimWithoutMutualTLS(t *testing.T) {
 	ca := newPKI(t, "cluster")
-	cert, key := ca.issue("node-1", "node-1")
-	server := start(t, 1, grpc.Options{TLS: &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.caFile}}, nil)
-	cert2, key2 := ca.issue("anything")
-	n := start(t, 7, grpc.Options{TLS: &grpc.TLSConfig{CertFile: cert2, KeyFile: key2, CAFile: ca.caFile}}, nil)
+	cert, key := ca.Issue("node-1", "node-1")
+	server := start(t, 1, grpc.Options{TLS: &grpc.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile}}, nil)
+	cert2, key2 := ca.Issue("anything")
+	n := start(t, 7, grpc.Options{TLS: &grpc.TLSConfig{CertFile: cert2, KeyFile: key2, CAFile: ca.CAFile}}, nil)
 	n.tr.SetPeer(1, server.tr.Addr())
 	keepSending(t, n, 1, 0, func() bool { return server.in.Count() > 0 }, "no message over server-only TLS")
 }
@@ -290,7 +290,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		})
 	}
 	ca := newPKI(t, "cluster")
-	cert, key := ca.issue("node-1", "node-1")
+	cert, key := ca.Issue("node-1", "node-1")
 	if _, err := grpc.New(cfg, grpc.Options{TLS: &grpc.TLSConfig{CertFile: cert, KeyFile: key, MutualTLS: true}}); err == nil {
 		t.Fatalf("mutual TLS without CAFile accepted")
 	}

@@ -21,9 +21,9 @@ import (
 // every node has a certificate naming its own ID, from one CA. Raw garbage
 // connections fail the TLS handshake and are counted as rejected.
 func TestConformanceMutualTLS(t *testing.T) {
-	ca := newTestCA(t, "cluster")
+	ca := transporttest.NewPKI(t, "cluster")
 	transporttest.Run(t, func(t *testing.T, cfg transport.Config) transport.Transport {
-		tr, err := New(cfg, WithTLS(ca.node(cfg.ID, true)))
+		tr, err := New(cfg, WithTLS(ca.NodeTLS(cfg.ID, true)))
 		if err != nil {
 			t.Fatalf("tcp.New with mutual TLS: %v", err)
 		}
@@ -108,9 +108,9 @@ func TestTLSRoundTrip(t *testing.T) {
 			name = "MutualTLS"
 		}
 		t.Run(name, func(t *testing.T) {
-			ca := newTestCA(t, "cluster")
-			a := startTLS(t, 1, ca.node(1, mutual))
-			b := startTLS(t, 2, ca.node(2, mutual))
+			ca := transporttest.NewPKI(t, "cluster")
+			a := startTLS(t, 1, ca.NodeTLS(1, mutual))
+			b := startTLS(t, 2, ca.NodeTLS(2, mutual))
 			a.tr.SetPeer(2, b.tr.Addr())
 			b.tr.SetPeer(1, a.tr.Addr())
 
@@ -149,8 +149,8 @@ func TestTLSRoundTrip(t *testing.T) {
 // not authenticated as the node their hello names: it delivers nothing,
 // counts the refusal in Stats.Rejected and warns with the real cause.
 func TestMutualTLSRefusals(t *testing.T) {
-	ca := newTestCA(t, "cluster")
-	rogue := newTestCA(t, "rogue")
+	ca := transporttest.NewPKI(t, "cluster")
+	rogue := transporttest.NewPKI(t, "rogue")
 	cases := []struct {
 		name    string
 		client  func() *transport.TLSConfig // the settings of client node 2
@@ -163,8 +163,8 @@ func TestMutualTLSRefusals(t *testing.T) {
 			// Trusts the cluster CA, so it accepts the server, but
 			// presents a node-2 certificate of another CA.
 			client: func() *transport.TLSConfig {
-				cert, key := rogue.issue("node-2", "node-2")
-				return &transport.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.caFile, MutualTLS: true}
+				cert, key := rogue.Issue("node-2", "node-2")
+				return &transport.TLSConfig{CertFile: cert, KeyFile: key, CAFile: ca.CAFile, MutualTLS: true}
 			},
 			warning: "TLS handshake failed",
 			cause:   "x509: certificate signed by unknown authority",
@@ -172,14 +172,14 @@ func TestMutualTLSRefusals(t *testing.T) {
 		{
 			name: "NoClientCertificate",
 			// Verifies the server but presents no certificate.
-			client:  func() *transport.TLSConfig { return ca.node(2, false) },
+			client:  func() *transport.TLSConfig { return ca.NodeTLS(2, false) },
 			warning: "TLS handshake failed",
 			cause:   "tls: client didn't provide a certificate",
 		},
 		{
 			name: "CertificateOfAnotherNode",
 			// Node 2 with node 3's certificate.
-			client:  func() *transport.TLSConfig { return ca.node(3, true) },
+			client:  func() *transport.TLSConfig { return ca.NodeTLS(3, true) },
 			warning: "sender not authenticated",
 			cause:   "is not node-2",
 			dialErr: statusText(statusUnauthenticated),
@@ -187,7 +187,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			server := startTLS(t, 1, ca.node(1, true))
+			server := startTLS(t, 1, ca.NodeTLS(1, true))
 			client := startTLS(t, 2, tc.client())
 
 			elapsed, err := dialOnce(client.tr, 1, server.tr.Addr())
@@ -227,9 +227,9 @@ func TestMutualTLSRefusals(t *testing.T) {
 // certificate names another node than the one it dialled, and writes it
 // no message.
 func TestMutualTLSServerOfAnotherIdentity(t *testing.T) {
-	ca := newTestCA(t, "cluster")
-	impostor := startTLS(t, 4, ca.node(5, true)) // node 4 with node 5's certificate
-	client := startTLS(t, 2, ca.node(2, true))
+	ca := transporttest.NewPKI(t, "cluster")
+	impostor := startTLS(t, 4, ca.NodeTLS(5, true)) // node 4 with node 5's certificate
+	client := startTLS(t, 2, ca.NodeTLS(2, true))
 
 	elapsed, err := dialOnce(client.tr, 4, impostor.tr.Addr())
 	checkCleanFailure(t, elapsed, err)
@@ -256,15 +256,15 @@ func TestMutualTLSServerOfAnotherIdentity(t *testing.T) {
 // reverse, fail the dial at once (not by the timeout), and the listener
 // counts the refusal.
 func TestTLSPlaintextMismatch(t *testing.T) {
-	ca := newTestCA(t, "cluster")
+	ca := transporttest.NewPKI(t, "cluster")
 	for _, tc := range []struct {
 		name           string
 		server, client *transport.TLSConfig
 	}{
-		{"PlaintextDialerTLSListener", ca.node(1, false), nil},
-		{"PlaintextDialerMutualTLSListener", ca.node(1, true), nil},
-		{"TLSDialerPlaintextListener", nil, ca.node(2, false)},
-		{"MutualTLSDialerPlaintextListener", nil, ca.node(2, true)},
+		{"PlaintextDialerTLSListener", ca.NodeTLS(1, false), nil},
+		{"PlaintextDialerMutualTLSListener", ca.NodeTLS(1, true), nil},
+		{"TLSDialerPlaintextListener", nil, ca.NodeTLS(2, false)},
+		{"MutualTLSDialerPlaintextListener", nil, ca.NodeTLS(2, true)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			server := startTLS(t, 1, tc.server)
@@ -296,8 +296,8 @@ func TestTLSPlaintextMismatch(t *testing.T) {
 // TestTLSRefusalWarningsLimited: a flood of failed TLS handshakes is
 // counted in full but warned about at most once a second.
 func TestTLSRefusalWarningsLimited(t *testing.T) {
-	ca := newTestCA(t, "cluster")
-	server := startTLS(t, 1, ca.node(1, true))
+	ca := transporttest.NewPKI(t, "cluster")
+	server := startTLS(t, 1, ca.NodeTLS(1, true))
 	const n = 50
 	start := time.Now()
 	for range n {
@@ -344,8 +344,8 @@ func TestWarnLimiter(t *testing.T) {
 // TestNewTLSErrors: New fails with an error naming the file at fault when
 // the TLS files cannot be loaded.
 func TestNewTLSErrors(t *testing.T) {
-	ca := newTestCA(t, "cluster")
-	cert, key := ca.issue("node-1", "node-1")
+	ca := transporttest.NewPKI(t, "cluster")
+	cert, key := ca.Issue("node-1", "node-1")
 	junk := filepath.Join(t.TempDir(), "junk.pem")
 	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
