@@ -1,6 +1,10 @@
 package node
 
-import "github.com/forge-consensus/consensus/core"
+import (
+	"io"
+
+	"github.com/forge-consensus/consensus/core"
+)
 
 // Storage is a node's durable state: its log, hard state and latest
 // snapshot. The node calls it from the one goroutine that drives it and
@@ -28,6 +32,11 @@ type Update struct {
 	// machine: it replaces the stored snapshot, and stored entries at or
 	// below CompactTo are deleted (entries after CompactTo are kept).
 	LocalSnapshot *core.Snapshot
+	// LocalSnapshotFile, when set, holds LocalSnapshot's data, written by
+	// the node into a file from SnapshotStore.CreateSnapshot; LocalSnapshot
+	// then carries the metadata only (its Data is nil). Save makes the file
+	// durable and verified as the stored snapshot, or aborts it.
+	LocalSnapshotFile SnapshotFile
 	// CompactTo is the index up to which a LocalSnapshot compacts the log.
 	CompactTo uint64
 	// Entries are appended after deleting stored entries at or above
@@ -41,7 +50,40 @@ type Update struct {
 
 // IsEmpty reports whether u writes nothing.
 func (u *Update) IsEmpty() bool {
-	return u.Snapshot == nil && u.LocalSnapshot == nil && len(u.Entries) == 0 && u.HardState.IsEmpty()
+	return u.Snapshot == nil && u.LocalSnapshot == nil && u.LocalSnapshotFile == nil && len(u.Entries) == 0 && u.HardState.IsEmpty()
+}
+
+// SnapshotStore is a Storage that takes a local snapshot's data as a
+// stream and reads a stored snapshot's data back on demand. With it and a
+// state machine that is a SnapshotWriter, a node never holds its snapshot
+// in memory: it streams each local snapshot into a file and loads a
+// snapshot's data only to send it to a follower. Both methods are called
+// from the goroutine that drives the node, possibly while a Save is in
+// flight.
+type SnapshotStore interface {
+	// CreateSnapshot returns a new file for the data of a local snapshot.
+	// The node writes the data to it, then either hands it to Save in
+	// Update.LocalSnapshotFile or aborts it. Nothing is durable before
+	// that Save completes.
+	CreateSnapshot() (SnapshotFile, error)
+	// SnapshotData returns the data of the stored snapshot with meta's
+	// index and term, read back and verified; an error when no such
+	// snapshot is stored (any more, or yet).
+	SnapshotData(meta core.SnapshotMeta) ([]byte, error)
+}
+
+// SnapshotFile is the data of a local snapshot being written.
+type SnapshotFile interface {
+	io.Writer
+	// Abort discards the file; Save is not called with it afterwards.
+	Abort()
+}
+
+// SnapshotWriter is a StateMachine that can write its snapshot to a
+// stream instead of returning it whole.
+type SnapshotWriter interface {
+	// WriteSnapshot writes to w exactly the bytes Snapshot would return.
+	WriteSnapshot(w io.Writer) error
 }
 
 // Transport sends messages to peers. Send must not block and may lose
