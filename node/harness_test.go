@@ -1,10 +1,12 @@
 package node_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +56,73 @@ func (s *listSM) Restore(data []byte) error {
 	return nil
 }
 
+// streamSM is a listSM that streams its snapshots.
+type streamSM struct{ *listSM }
+
+// WriteSnapshot writes what Snapshot returns.
+func (s streamSM) WriteSnapshot(w io.Writer) error {
+	b, err := s.Snapshot()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// streamStorage is a MemoryStorage that takes local snapshots as files
+// (node.SnapshotStore): a file is a buffer, stored as the snapshot's data
+// when Save commits it. failWrite makes the next files' writes fail.
+type streamStorage struct {
+	*node.MemoryStorage
+	failWrite error
+	created   int // files created
+	aborted   int // files aborted
+	reads     int // SnapshotData calls that returned data
+}
+
+type memFile struct {
+	s   *streamStorage
+	buf bytes.Buffer
+	err error
+}
+
+func (f *memFile) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	return f.buf.Write(p)
+}
+
+func (f *memFile) Abort() { f.s.aborted++ }
+
+func (s *streamStorage) CreateSnapshot() (node.SnapshotFile, error) {
+	s.created++
+	return &memFile{s: s, err: s.failWrite}, nil
+}
+
+func (s *streamStorage) SnapshotData(meta core.SnapshotMeta) ([]byte, error) {
+	p := s.Persisted()
+	if p.Snapshot == nil || p.Snapshot.Meta.Index != meta.Index || p.Snapshot.Meta.Term != meta.Term {
+		return nil, fmt.Errorf("no snapshot at index %d term %d stored", meta.Index, meta.Term)
+	}
+	s.reads++
+	return p.Snapshot.Data, nil
+}
+
+func (s *streamStorage) Save(u *node.Update, done func(error)) {
+	if f, ok := u.LocalSnapshotFile.(*memFile); ok {
+		if u.LocalSnapshot == nil || u.LocalSnapshot.Data != nil {
+			done(errors.New("a snapshot file without metadata, or with data beside it"))
+			return
+		}
+		c := *u
+		c.LocalSnapshot = &core.Snapshot{Meta: u.LocalSnapshot.Meta, Data: f.buf.Bytes()}
+		c.LocalSnapshotFile = nil
+		u = &c
+	}
+	s.MemoryStorage.Save(u, done)
+}
+
 // confEvent is one call of Config.ConfChangeApplied.
 type confEvent struct {
 	index uint64
@@ -74,6 +143,10 @@ type testCluster struct {
 	queue []core.Message
 	// drop, when set, loses the messages it returns true for.
 	drop func(m core.Message) bool
+	// stream gives every node a streamStorage and a streamSM, so that it
+	// streams its snapshots instead of holding them.
+	stream  bool
+	streams map[uint64]*streamStorage // with stream: each node's storage
 }
 
 // clusterTransport is a node's Transport: it checks that what the node
@@ -94,8 +167,15 @@ func (tr clusterTransport) Send(msgs []core.Message) {
 // node's configuration.
 func newTestCluster(t *testing.T, tweak func(cfg *node.Config)) *testCluster {
 	t.Helper()
+	return newClusterStreaming(t, false, tweak)
+}
+
+// newClusterStreaming is newTestCluster with, if stream, nodes that stream
+// their snapshots (node.SnapshotStore and node.SnapshotWriter).
+func newClusterStreaming(t *testing.T, stream bool, tweak func(cfg *node.Config)) *testCluster {
+	t.Helper()
 	c := &testCluster{
-		t: t, ids: []uint64{1, 2, 3},
+		t: t, ids: []uint64{1, 2, 3}, stream: stream,
 		cfgs: map[uint64]node.Config{}, nodes: map[uint64]*node.Node{}, sms: map[uint64]*listSM{},
 		stores: map[uint64]*node.MemoryStorage{}, confs: map[uint64][]confEvent{}, sent: map[uint64][]core.Message{},
 	}
@@ -122,6 +202,16 @@ func (c *testCluster) start(id uint64) {
 	cfg.Storage = c.stores[id]
 	cfg.Transport = clusterTransport{c: c, id: id}
 	cfg.StateMachine = sm
+	if c.stream {
+		if c.streams == nil {
+			c.streams = map[uint64]*streamStorage{}
+		}
+		if c.streams[id] == nil || c.streams[id].MemoryStorage != c.stores[id] {
+			c.streams[id] = &streamStorage{MemoryStorage: c.stores[id]}
+		}
+		cfg.Storage = c.streams[id]
+		cfg.StateMachine = streamSM{sm}
+	}
 	user := cfg.ConfChangeApplied
 	cfg.ConfChangeApplied = func(index uint64, cc core.ConfChange) {
 		c.confs[id] = append(c.confs[id], confEvent{index: index, cc: cc})

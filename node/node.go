@@ -129,6 +129,9 @@ type Node struct {
 	now     uint64 // ticks since start
 	applied uint64 // last index applied to the state machine
 	snapIdx uint64 // index of the latest snapshot
+	// snapRetry is the applied index before which no snapshot is tried
+	// again after a snapshot file could not be written (streaming only).
+	snapRetry uint64
 
 	driving     bool
 	writing     bool
@@ -226,6 +229,11 @@ func New(cfg Config) (*Node, error) {
 		if cfg.Observer != nil {
 			cfg.Observer.Restored(s.Meta.Index)
 		}
+	}
+	if s := st.Snapshot; n.streams() && s != nil && s.Data != nil {
+		// The state machine holds the state; the storage serves the
+		// data when a follower needs it (withSnapshotData).
+		st.Snapshot = &core.Snapshot{Meta: s.Meta}
 	}
 	n.durTerm = st.HardState.Term
 	cc := cfg.Core
@@ -653,6 +661,9 @@ func (n *Node) drive() {
 		n.updBuf = Update{Snapshot: rd.Snapshot, Entries: rd.Entries, HardState: rd.HardState, Sync: rd.MustSync}
 		u := &n.updBuf
 		if core.BugAckBeforeDurable.In(n.cfg.Core.TestBugs) && len(rd.Messages) > 0 && !u.IsEmpty() {
+			if n.streams() {
+				rd.Messages = n.withSnapshotData(rd.Messages)
+			}
 			n.cfg.Transport.Send(rd.Messages)
 			rd.Messages = nil
 		}
@@ -813,6 +824,9 @@ func (n *Node) finish(rd *core.Ready) {
 		n.role, n.lead = ss.Role, ss.Lead
 	}
 	if len(rd.Messages) > 0 {
+		if n.streams() {
+			rd.Messages = n.withSnapshotData(rd.Messages)
+		}
 		n.cfg.Transport.Send(rd.Messages)
 	}
 	if s := rd.Snapshot; s != nil && s.Meta.Index > n.applied {
@@ -968,7 +982,7 @@ func (n *Node) maybeSnapshot() {
 		return
 	}
 	t := n.cfg.SnapshotThreshold
-	if len(n.snapWait) == 0 && (t == 0 || n.applied < n.snapIdx+t) {
+	if len(n.snapWait) == 0 && (t == 0 || n.applied < n.snapIdx+t || n.applied < n.snapRetry) {
 		return
 	}
 	_ = n.snapshotAt(n.applied) // on failure (e.g. the core's log moved past it): retry later
@@ -998,6 +1012,9 @@ type snapWaiter struct {
 // snapshotAt snapshots the state machine, which is at idx, and queues the
 // compaction write.
 func (n *Node) snapshotAt(idx uint64) error {
+	if n.streams() {
+		return n.streamSnapshotAt(idx)
+	}
 	data, err := n.cfg.StateMachine.Snapshot()
 	if err != nil {
 		err = fmt.Errorf("node %d: snapshot at %d: %w", n.ID(), idx, err)
@@ -1011,6 +1028,105 @@ func (n *Node) snapshotAt(idx uint64) error {
 	s := n.raft.Snapshot()
 	n.compact = &Update{LocalSnapshot: s, CompactTo: idx - min(idx, n.cfg.SnapshotKeep), Sync: true}
 	return nil
+}
+
+// streams reports whether the node streams its snapshots to storage
+// instead of holding them in memory: its storage is a SnapshotStore and its
+// state machine a SnapshotWriter.
+func (n *Node) streams() bool {
+	_, okS := n.cfg.Storage.(SnapshotStore)
+	_, okW := n.cfg.StateMachine.(SnapshotWriter)
+	return okS && okW
+}
+
+// streamSnapshotAt writes the state machine, which is at idx, into a new
+// snapshot file of the storage, keeps only the snapshot's metadata in the
+// core and queues the write that makes the file durable. A failure to
+// write the file (a full disk, say) drops this snapshot: it is tried again
+// once another SnapshotThreshold entries were applied, and TakeSnapshot's
+// waiters get the error.
+func (n *Node) streamSnapshotAt(idx uint64) error {
+	f, err := n.cfg.Storage.(SnapshotStore).CreateSnapshot()
+	if err != nil {
+		return n.snapshotFailed(idx, fmt.Errorf("create snapshot file: %w", err))
+	}
+	fw := &fileWriter{f: f}
+	if err := n.cfg.StateMachine.(SnapshotWriter).WriteSnapshot(fw); err != nil {
+		f.Abort()
+		if fw.err != nil {
+			return n.snapshotFailed(idx, fmt.Errorf("write snapshot file: %w", fw.err))
+		}
+		err = fmt.Errorf("node %d: snapshot at %d: %w", n.ID(), idx, err)
+		n.fail(err)
+		return err
+	}
+	if err := n.raft.CompactKeep(idx, nil, n.cfg.SnapshotKeep); err != nil {
+		f.Abort()
+		return fmt.Errorf("%w: snapshot at %d: %w", ErrDropped, idx, err)
+	}
+	n.snapIdx, n.snapRetry = idx, 0
+	s := n.raft.Snapshot()
+	n.compact = &Update{LocalSnapshot: s, LocalSnapshotFile: f, CompactTo: idx - min(idx, n.cfg.SnapshotKeep), Sync: true}
+	return nil
+}
+
+// snapshotFailed logs a snapshot that could not be written, answers the
+// TakeSnapshot waiters with the error and puts the next attempt off.
+func (n *Node) snapshotFailed(idx uint64, err error) error {
+	err = fmt.Errorf("%w: snapshot at %d: %w", ErrDropped, idx, err)
+	if n.cfg.Logger != nil {
+		n.cfg.Logger.Warn("snapshot not taken; the log keeps growing until one is", "node", n.ID(), "err", err)
+	}
+	for _, w := range n.snapWait {
+		w.f.resolve(nil, err)
+	}
+	clear(n.snapWait)
+	n.snapWait = n.snapWait[:0]
+	n.snapRetry = n.applied + max(n.cfg.SnapshotThreshold, 1)
+	return err
+}
+
+// fileWriter remembers the error of the snapshot file it writes to, so
+// that a failed write is told apart from a failing state machine.
+type fileWriter struct {
+	f   SnapshotFile
+	err error
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	k, err := w.f.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return k, err
+}
+
+// withSnapshotData returns msgs with the data of every snapshot a MsgSnap
+// carries without it read back from the storage (a streaming node keeps
+// only the snapshot's metadata). A message whose snapshot can no longer be
+// read is dropped and reported as not delivered, so the core tries again.
+func (n *Node) withSnapshotData(msgs []core.Message) []core.Message {
+	k := 0
+	for _, m := range msgs {
+		if m.Type == core.MsgSnap && m.Snapshot != nil && m.Snapshot.Data == nil && !m.Snapshot.IsEmpty() {
+			if ss, ok := n.cfg.Storage.(SnapshotStore); ok {
+				data, err := ss.SnapshotData(m.Snapshot.Meta)
+				if err != nil {
+					if n.cfg.Logger != nil {
+						n.cfg.Logger.Warn("snapshot not sent: its data cannot be read", "node", n.ID(), "to", m.To,
+							"index", m.Snapshot.Meta.Index, "err", err)
+					}
+					n.raft.ReportSnapshot(m.To, false)
+					continue
+				}
+				m.Snapshot = &core.Snapshot{Meta: m.Snapshot.Meta, Data: data}
+			}
+		}
+		msgs[k] = m
+		k++
+	}
+	clear(msgs[k:])
+	return msgs[:k]
 }
 
 // mix64 derives the incarnation from a seed (SplitMix64's finalizer).

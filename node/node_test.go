@@ -493,9 +493,18 @@ func TestLeaseAndStaleReads(t *testing.T) {
 // node restarted from it restores its state machine from the snapshot and
 // applies the rest once; a follower that missed the writes catches up with
 // the snapshot and converges.
+//
+// A streaming node (node.SnapshotStore storage, node.SnapshotWriter state
+// machine) does the same while its core keeps no snapshot data: what it
+// sends the follower is read back from the storage.
 func TestAutoSnapshot(t *testing.T) {
+	t.Run("bytes", func(t *testing.T) { testAutoSnapshot(t, false) })
+	t.Run("streamed", func(t *testing.T) { testAutoSnapshot(t, true) })
+}
+
+func testAutoSnapshot(t *testing.T, stream bool) {
 	const threshold, keep = 5, 2
-	c := newTestCluster(t, func(cfg *node.Config) {
+	c := newClusterStreaming(t, stream, func(cfg *node.Config) {
 		cfg.SnapshotThreshold = threshold
 		cfg.SnapshotKeep = keep
 	})
@@ -527,6 +536,9 @@ func TestAutoSnapshot(t *testing.T) {
 		if last := p.Entries[len(p.Entries)-1].Index; last != applied {
 			t.Fatalf("node %d: stored log ends at %d, applied %d", id, last, applied)
 		}
+		if cs := c.nodes[id].Core().Snapshot(); cs == nil || cs.Meta.Index != si || (stream && cs.Data != nil) {
+			t.Fatalf("node %d: core's snapshot %+v, want one at %d (without data if streamed: %v)", id, cs, si, stream)
+		}
 		if st := c.nodes[id].Status(); st.FirstIndex != si-keep+1 {
 			t.Fatalf("node %d: core log starts at %d, want %d", id, st.FirstIndex, si-keep+1)
 		}
@@ -544,6 +556,9 @@ func TestAutoSnapshot(t *testing.T) {
 	if sm := c.sms[2]; sm.restores != 1 || !slices.Equal(sm.cmds, want) {
 		t.Fatalf("restarted node 2: %d restores, state %v, want %v", sm.restores, sm.cmds, want)
 	}
+	if cs := c.nodes[2].Core().Snapshot(); cs == nil || (stream && cs.Data != nil) || (!stream && cs.Data == nil) {
+		t.Fatalf("restarted node 2: core's snapshot %+v (streamed: %v)", cs, stream)
+	}
 
 	// Node 3 missed everything after the leader's first entry.
 	if got := c.sms[3].cmds; len(got) != 0 {
@@ -554,8 +569,14 @@ func TestAutoSnapshot(t *testing.T) {
 	for i := 0; i < 20 && !slices.Equal(c.sms[3].cmds, want); i++ {
 		c.tick(1)
 	}
-	if snaps := c.sentSince(1, mark, core.MsgSnap); len(snaps) == 0 {
+	snaps := c.sentSince(1, mark, core.MsgSnap)
+	if len(snaps) == 0 {
 		t.Fatal("lagging follower caught up without a snapshot")
+	}
+	for _, m := range snaps {
+		if len(m.Snapshot.Data) == 0 {
+			t.Fatalf("MsgSnap at %d sent without data", m.Snapshot.Meta.Index)
+		}
 	}
 	if sm := c.sms[3]; sm.restores == 0 || !slices.Equal(sm.cmds, want) {
 		t.Fatalf("node 3: %d restores, state %v, want %v", sm.restores, sm.cmds, want)
@@ -998,4 +1019,55 @@ func TestAdmitWrite(t *testing.T) {
 	full = false
 	c.propose(1, "d")
 	c.propose(2, "e")
+}
+
+// TestStreamedSnapshotWriteFails: a streaming node whose snapshot file
+// cannot be written (a full disk, say) keeps running: the operator's
+// snapshot fails with ErrDropped, the file is aborted, the stored snapshot
+// and log stay, and snapshots resume once the file can be written and
+// SnapshotThreshold more entries were applied.
+func TestStreamedSnapshotWriteFails(t *testing.T) {
+	const threshold = 4
+	c := newClusterStreaming(t, true, func(cfg *node.Config) { cfg.SnapshotThreshold = threshold })
+	c.campaign(1)
+	n1, ss := c.nodes[1], c.streams[1]
+	for _, cmd := range cmdList("a", threshold) {
+		c.propose(1, cmd)
+	}
+	before := c.stores[1].Persisted().Snapshot
+	if before == nil {
+		t.Fatal("no snapshot after the threshold")
+	}
+
+	ss.failWrite = errors.New("no space left on device")
+	created, aborted := ss.created, ss.aborted
+	f := n1.TakeSnapshot()
+	mustErr(t, f, node.ErrDropped)
+	if ss.created != created+1 || ss.aborted != aborted+1 {
+		t.Fatalf("files created %d aborted %d, want one more of each", ss.created-created, ss.aborted-aborted)
+	}
+	if err := n1.Stopped(); err != nil {
+		t.Fatalf("node stopped: %v", err)
+	}
+	// Below the threshold past the failure nothing is tried.
+	for _, cmd := range cmdList("b", threshold-1) {
+		c.propose(1, cmd)
+	}
+	if ss.created != created+1 {
+		t.Fatalf("%d snapshot files created before the retry point", ss.created-created-1)
+	}
+	if got := c.stores[1].Persisted().Snapshot; got.Meta.Index != before.Meta.Index {
+		t.Fatalf("stored snapshot moved to %d after failed writes", got.Meta.Index)
+	}
+
+	ss.failWrite = nil
+	c.propose(1, "c")
+	after := c.stores[1].Persisted().Snapshot
+	if after.Meta.Index != n1.Applied() {
+		t.Fatalf("stored snapshot at %d, want a new one at %d", after.Meta.Index, n1.Applied())
+	}
+	var sm listSM
+	if err := sm.Restore(after.Data); err != nil || !slices.Equal(sm.cmds, c.sms[1].cmds) {
+		t.Fatalf("new snapshot holds %v (%v), state %v", sm.cmds, err, c.sms[1].cmds)
+	}
 }
