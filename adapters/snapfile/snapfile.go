@@ -8,6 +8,12 @@
 // (adapters/internal/durable), then reads it back and verifies it (Verify),
 // so a Ref it returns names a durable file that was checked. Read returns
 // the data of a file that passes the same checks.
+//
+// Create streams a snapshot instead: its Writer takes the data in pieces
+// into a uniquely named temporary file (one IsTemp recognises, so recovery
+// removes it after a crash), and its Commit writes the header and trailer,
+// fsyncs, renames, fsyncs the directory and verifies, giving the file and
+// Ref that Write gives for the same snapshot.
 package snapfile
 
 import (
