@@ -143,9 +143,11 @@ func (w *Writer) usable(op string) error {
 	return nil
 }
 
-// Err returns the error that made w unusable (a failed Write, or a Commit
-// that failed at or after its fsync), nil while Commit may be called.
-func (w *Writer) Err() error { return w.err }
+// Err returns why Commit cannot be called (again): the error that made w
+// unusable (a failed Write, or a Commit that failed at or after its
+// fsync, which it wraps), or a Commit that succeeded, or Abort. It is nil
+// while Commit may be called.
+func (w *Writer) Err() error { return w.usable("commit") }
 
 // Commit makes the data written so far the snapshot meta describes: it
 // writes the rest of the data, the trailer and the header (index, term,
