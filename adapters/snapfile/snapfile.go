@@ -8,6 +8,12 @@
 // (adapters/internal/durable), then reads it back and verifies it (Verify),
 // so a Ref it returns names a durable file that was checked. Read returns
 // the data of a file that passes the same checks.
+//
+// Create streams a snapshot instead: its Writer takes the data in pieces
+// into a uniquely named temporary file (one IsTemp recognises, so recovery
+// removes it after a crash), and its Commit writes the header and trailer,
+// fsyncs, renames, fsyncs the directory and verifies, giving the file and
+// Ref that Write gives for the same snapshot.
 package snapfile
 
 import (
@@ -171,10 +177,38 @@ func Write(dir string, snap *core.Snapshot, taken func(name string) bool, noSync
 // trailer and data CRC. A mismatch is an error wrapping ErrCorrupt that
 // names the file.
 func Read(dir string, r *Ref) ([]byte, error) {
-	path := filepath.Join(dir, r.File)
-	b, err := os.ReadFile(path)
+	f, err := os.Open(filepath.Join(dir, r.File))
 	if err != nil {
 		return nil, fmt.Errorf("snapfile: read snapshot file: %w", err)
+	}
+	defer f.Close()
+	return ReadFile(f, r)
+}
+
+// ReadFile reads f, a snapshot file opened for reading and not read yet,
+// and checks it against r as Read does. A reader that opens the file while
+// the file is current may read it after a log has removed it.
+func ReadFile(f *os.File, r *Ref) ([]byte, error) {
+	path := f.Name()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("snapfile: read snapshot file %s: %w", path, err)
+	}
+	// One byte more than the file's size: a file that grew meanwhile is
+	// seen (and refused) without reading it twice.
+	b := make([]byte, 0, fi.Size()+1)
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("snapfile: read snapshot file %s: %w", path, err)
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
 	}
 	data, err := check(b, r)
 	if err != nil {

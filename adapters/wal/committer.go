@@ -36,6 +36,13 @@ func (s *Storage) commit(group []request) {
 	errs := make([]error, len(group))
 	defer func() {
 		for i, r := range group {
+			if errs[i] != nil && r.u.LocalSnapshotFile != nil {
+				// Removed unless committed: a committed file is the
+				// store's (kept, or discarded below).
+				r.u.LocalSnapshotFile.Abort()
+			}
+		}
+		for i, r := range group {
 			if errs[i] == nil {
 				s.updates.Add(1)
 			}
@@ -70,7 +77,17 @@ func (s *Storage) commit(group []request) {
 	w := s.st.clone()
 	s.buf = s.buf[:0]
 	chain := s.appendPending(act, act.chain)
-	var written []string // snapshot files written by this group
+	// Snapshot files written by this group, of the updates whose records
+	// are in s.buf or written; written[:attempted] are those of records
+	// handed to a write, which may be on disk even if it failed. On
+	// failure the others, and the current update's, are discarded: no
+	// record refers to them.
+	var written []string
+	attempted := 0
+	failWith := func(err error, files []string) {
+		s.discard(append(written[attempted:len(written):len(written)], files...))
+		fail(err)
+	}
 	oldSnap := s.st.snap
 	for i, r := range group {
 		if err := s.check(&w, r.u); err != nil {
@@ -78,9 +95,8 @@ func (s *Storage) commit(group []request) {
 			continue
 		}
 		recs, files, err := s.encode(&w, r.u)
-		written = append(written, files...)
 		if err != nil {
-			fail(err)
+			failWith(err, files)
 			return
 		}
 		need := 0
@@ -88,12 +104,13 @@ func (s *Storage) commit(group []request) {
 			need += recordSize(len(r.p))
 		}
 		if act.used+int64(len(s.buf)+need+sealReserve) > act.size {
+			attempted = len(written)
 			if err := s.flush(act, chain, w); err != nil {
-				fail(err)
+				failWith(err, files)
 				return
 			}
 			if err := s.rotate(int64(need + sealReserve)); err != nil {
-				fail(err)
+				failWith(err, files)
 				return
 			}
 			act = s.segs[len(s.segs)-1]
@@ -102,9 +119,10 @@ func (s *Storage) commit(group []request) {
 		// Apply for real, now that the segment is known (cannot fail: check
 		// passed on the same state).
 		if err := s.applyUpdate(&w, r.u, act.seq, recs); err != nil {
-			fail(fmt.Errorf("wal: internal error: %w", err))
+			failWith(fmt.Errorf("wal: internal error: %w", err), files)
 			return
 		}
+		written = append(written, files...)
 		for _, rc := range recs {
 			var start int
 			s.buf, start = beginRecord(s.buf)
@@ -112,6 +130,7 @@ func (s *Storage) commit(group []request) {
 			s.buf, chain = endRecord(s.buf, start, rc.t, uint32(act.used), chain)
 		}
 	}
+	attempted = len(written)
 	if err := s.flush(act, chain, w); err != nil {
 		fail(err)
 		return
@@ -184,7 +203,8 @@ func (s *Storage) deferHardState(group []request, errs []error, act *segment) bo
 // hardStateAlone reports whether u holds a hard state and nothing else,
 // without Sync.
 func hardStateAlone(u *node.Update) bool {
-	return !u.Sync && u.Snapshot == nil && u.LocalSnapshot == nil && len(u.Entries) == 0 && !u.HardState.IsEmpty()
+	return !u.Sync && u.Snapshot == nil && u.LocalSnapshot == nil && u.LocalSnapshotFile == nil &&
+		len(u.Entries) == 0 && !u.HardState.IsEmpty()
 }
 
 // maxHSRecord is the largest payload of a hard state record: three
@@ -235,6 +255,9 @@ func refFile(r *snapfile.Ref) string {
 // check checks u against w as recovery would, on a copy.
 func (s *Storage) check(w *logState, u *node.Update) error {
 	c := w.clone()
+	if err := s.checkFile(u); err != nil {
+		return err
+	}
 	if u.LocalSnapshot != nil && u.CompactTo > u.LocalSnapshot.Meta.Index {
 		return fmt.Errorf("wal: compaction to %d beyond the local snapshot's index %d", u.CompactTo, u.LocalSnapshot.Meta.Index)
 	}
@@ -325,16 +348,19 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 			data = u.LocalSnapshot
 		}
 		var ref snapfile.Ref
-		err := s.retrySpace(func() error {
-			var err error
-			var n int64
-			ref, n, err = snapfile.Write(s.opts.Dir, data, func(name string) bool {
-				_, err := os.Stat(filepath.Join(s.opts.Dir, name))
-				return err == nil
-			}, s.opts.NoSync)
-			s.bytes.Add(uint64(n))
-			return err
-		})
+		var err error
+		if snap.kind == snapLocal && u.LocalSnapshotFile != nil {
+			// Streamed: checkFile made sure it is this store's.
+			ref, err = s.commitFile(u.LocalSnapshotFile.(*snapshotFile), data.Meta)
+		} else {
+			err = s.retrySpace(func() error {
+				var err error
+				var n int64
+				ref, n, err = snapfile.Write(s.opts.Dir, data, s.snapTaken, s.opts.NoSync)
+				s.bytes.Add(uint64(n))
+				return err
+			})
+		}
 		if err != nil {
 			return nil, files, fmt.Errorf("wal: %w", err)
 		}
@@ -393,11 +419,16 @@ const maxKeptEncoding = 8 << 20
 // retrySpace runs op, and again every RetryInterval while it fails for
 // lack of disk space (reported by SpaceErr), until it succeeds, fails
 // otherwise, or the store is closing.
-func (s *Storage) retrySpace(op func() error) error {
+func (s *Storage) retrySpace(op func() error) error { return s.retrySpaceIf(op, nil) }
+
+// retrySpaceIf is retrySpace for an op that may not be run again after
+// some failures, even for lack of space: again, when set, reports whether
+// it may.
+func (s *Storage) retrySpaceIf(op func() error, again func() bool) error {
 	set := false
 	for {
 		err := op()
-		if !noSpace(err) {
+		if !noSpace(err) || again != nil && !again() {
 			if set {
 				s.setSpaceErr(nil)
 			}
@@ -417,7 +448,7 @@ func (s *Storage) retrySpace(op func() error) error {
 // fsyncs them and makes w the stored state.
 func (s *Storage) flush(act *segment, chain uint32, w logState) error {
 	if len(s.buf) == 0 {
-		s.st = w
+		s.setState(w)
 		return nil
 	}
 	if _, err := act.f.WriteAt(s.buf, act.used); err != nil {
@@ -434,8 +465,18 @@ func (s *Storage) flush(act *segment, chain uint32, w logState) error {
 	act.used += int64(len(s.buf))
 	act.chain = chain
 	s.buf = s.buf[:0]
-	s.st = w
+	s.setState(w)
 	return nil
+}
+
+// setState makes w, durable, the stored state, and its snapshot the one
+// SnapshotData serves: before the committer removes the file of the one it
+// supersedes.
+func (s *Storage) setState(w logState) {
+	if w.snap != s.st.snap {
+		s.publishSnap(w.snap)
+	}
+	s.st = w
 }
 
 // takeNext returns the preallocated next segment file, waiting for it

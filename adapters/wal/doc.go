@@ -75,7 +75,36 @@
 // write that changed the snapshot, snapshot files other than the current
 // one are removed (the new one was written, fsynced and read back and
 // verified before its record), and then the oldest segments none of whose
-// entries is still in the log; never the active segment.
+// entries is still in the log; never the active segment. When an update
+// fails, the snapshot files written for it (and for the updates of its
+// group not yet written) are removed if no write was ever started with a
+// record referring to them; a file whose record a failed write may have
+// put on disk is kept, and recovery decides (it keeps the file the
+// verified log refers to and removes the others).
+//
+// # Streamed snapshots
+//
+// Storage is a node.SnapshotStore. CreateSnapshot creates a temporary file
+// in Options.Dir, snap-stream-<16 random hex digits>.snap.tmp (created
+// exclusively: it collides with no other, and no other write uses such a
+// name), into which the node writes a local snapshot's data, buffered
+// (snapfile.Create). It may be called while Saves are being written: it
+// touches nothing the committer uses. An update with
+// node.Update.LocalSnapshotFile set (and the snapshot's metadata, without
+// data, in LocalSnapshot) is written as one with the data in
+// LocalSnapshot: the committer commits the file (rest of the data,
+// trailer, header, fsync, rename to snap-<index>-<term>.snap, directory
+// fsync, read back and verified: the file snapfile.Write makes of the same
+// snapshot, byte for byte), then writes the same snapshot record and
+// compacts and releases by the same rules. An update whose file is not one
+// of this store's, has failed or was aborted, or that also carries data,
+// fails without failing the store; whenever an update with a file fails,
+// the file is removed, unless a write holding its record was started (see
+// above). SnapshotData serves the data of the stored snapshot
+// (local, streamed or not, or a leader's), read and verified, from the
+// moment its write is durable; a snapshot superseded meanwhile is still
+// read whole (its file is opened before it can be removed). It takes its
+// own lock, never waiting for a write in progress.
 //
 // # Recovery rules
 //
@@ -109,8 +138,10 @@
 //     match its reference: Open refuses with an error wrapping ErrCorrupt
 //     naming the file, the offset and what is wrong.
 //   - Recovery deletes or rewrites only what it proved redundant: .tmp
-//     files (never referenced), snapshot files the verified log does not
-//     refer to, the torn tail above, and a last segment holding only its
+//     files (never referenced: segments being created, snapshot files
+//     being written, streamed ones included, whole or not), snapshot files
+//     the verified log does not refer to (committed, but their record was
+//     never written), the torn tail above, and a last segment holding only its
 //     state record when the previous segment lacks its seal (a rotation
 //     interrupted before the seal was durable: the state record copies what
 //     the previous segment holds).
@@ -127,7 +158,16 @@
 // snapshot file, does not fail the update or the store: the write stays
 // queued and is retried every Options.RetryInterval, and SpaceErr reports
 // the condition. Since the next segment is created when the active one is
-// half full, SpaceErr usually reports it while writes still succeed.
+// half full, SpaceErr usually reports it while writes still succeed. A
+// streamed snapshot file is retried the same way when its commit fails in
+// writing its last buffered data, trailer or header, or in its rename: the
+// bytes are still in memory and are written again at their offsets. It
+// cannot be retried once its fsync has failed (the kernel may have dropped
+// the pages it could not write and report the next fsync as a success;
+// the data, streamed, is no longer in memory to be written again): the
+// update fails like any other I/O failure. ENOSPC while the node writes
+// the data (the file's Write, on the node's goroutine) is returned to the
+// node, which aborts the file; the store does not fail.
 //
 // # NoSync
 //

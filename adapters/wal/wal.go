@@ -59,6 +59,9 @@ type Options struct {
 	// allocHook, when set (tests), runs before a segment file is
 	// allocated; an error from it is the allocation's.
 	allocHook func(size int64) error
+	// commitHook, when set (tests), runs before a streamed snapshot file
+	// is committed; an error from it is the commit's.
+	commitHook func() error
 }
 
 // Stats counts the work done by a Storage.
@@ -102,6 +105,13 @@ type Storage struct {
 
 	spaceMu  sync.Mutex
 	spaceErr error
+
+	// snapMu guards cur, the snapshot SnapshotData serves (the stored one,
+	// once durable), and snapClosed. The committer replaces cur before it
+	// removes the file of the one it supersedes.
+	snapMu     sync.Mutex
+	cur        *snapfile.Ref
+	snapClosed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -272,6 +282,7 @@ func (s *Storage) open() error {
 			"file", filepath.Join(dir, rp.cutSeg), "offset", rp.cutFrom, "bytes", rp.cutTo-rp.cutFrom, "reason", rp.cutWhy)
 	}
 	s.st = res.st
+	s.cur = s.st.snap
 	// Snapshot files the log does not refer to were never acknowledged or
 	// are superseded by the verified one.
 	for _, name := range snaps {
@@ -349,7 +360,10 @@ func (s *Storage) Load() (core.Persisted, error) {
 // compaction beyond its snapshot) fails with an error and writes nothing;
 // an I/O error fails its update and every later one (fail-stop). While the
 // disk is full (see SpaceErr) updates stay queued. u and its slices must
-// stay unchanged until done is called.
+// stay unchanged until done is called. A streamed local snapshot
+// (u.LocalSnapshotFile, from CreateSnapshot) is committed as the stored
+// snapshot if u succeeds and removed if it fails (unless a failed write may
+// have put its record on disk: recovery decides).
 func (s *Storage) Save(u *node.Update, done func(error)) {
 	if u == nil {
 		done(errors.New("wal: save: nil update"))
@@ -361,6 +375,9 @@ func (s *Storage) Save(u *node.Update, done func(error)) {
 	s.inflight.Add(1)
 	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
 		s.inflight.Add(-1)
+		if u.LocalSnapshotFile != nil {
+			u.LocalSnapshotFile.Abort()
+		}
 		done(fmt.Errorf("wal: save: %w", ErrClosed))
 	}
 }
@@ -432,6 +449,9 @@ func (s *Storage) Close() error {
 			}
 		default:
 		}
+		s.snapMu.Lock()
+		s.snapClosed = true
+		s.snapMu.Unlock()
 		s.ioMu.Lock()
 		defer s.ioMu.Unlock()
 		var errs []error

@@ -1,0 +1,166 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/forge-consensus/consensus/adapters/snapfile"
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/node"
+)
+
+var _ node.SnapshotStore = (*Storage)(nil)
+
+// snapshotFile is a local snapshot's data being streamed into a temporary
+// file of the store (CreateSnapshot), committed by the committer when an
+// update carries it in node.Update.LocalSnapshotFile.
+type snapshotFile struct {
+	w *snapfile.Writer
+	s *Storage // the store that created it
+}
+
+// Write appends p to the snapshot's data (buffered). An error is sticky:
+// the file can then only be aborted.
+func (f *snapshotFile) Write(p []byte) (int, error) { return f.w.Write(p) }
+
+// Abort removes the file. It does nothing once the file is committed.
+func (f *snapshotFile) Abort() { f.w.Abort() }
+
+// CreateSnapshot returns a new temporary file in the data directory for
+// the data of a local snapshot (see node.SnapshotStore). It may be called
+// from any goroutine, while Saves are being written: it creates a file of
+// its own, under a unique temporary name that no other write uses and
+// recovery removes. The data written to it is buffered (1 MiB) and a write
+// error, ENOSPC included, is final: the caller aborts the file. Handed to
+// Save in node.Update.LocalSnapshotFile, with the snapshot's metadata in
+// LocalSnapshot (Data nil), it is committed (see the package
+// documentation); a Save that fails removes it.
+func (s *Storage) CreateSnapshot() (node.SnapshotFile, error) {
+	select {
+	case <-s.queue.Closing():
+		return nil, fmt.Errorf("wal: create snapshot: %w", ErrClosed)
+	default:
+	}
+	w, err := snapfile.Create(s.opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("wal: create snapshot: %w", err)
+	}
+	return &snapshotFile{w: w, s: s}, nil
+}
+
+// SnapshotData returns the data of the stored snapshot if its index and
+// term are meta's, read from its file and verified; otherwise an error
+// naming the snapshot stored. It reflects the Saves whose done has been
+// called (and the snapshot Open found): a snapshot is served from the
+// moment its write is durable, whether a local snapshot, streamed or not, or
+// a leader's. It may be called from any goroutine, while Saves are being
+// written, and does not wait for them. A file that does not match its
+// reference is an error wrapping ErrCorrupt.
+func (s *Storage) SnapshotData(meta core.SnapshotMeta) ([]byte, error) {
+	s.snapMu.Lock()
+	if s.snapClosed {
+		s.snapMu.Unlock()
+		return nil, fmt.Errorf("wal: snapshot data: %w", ErrClosed)
+	}
+	ref := s.cur
+	if ref == nil {
+		s.snapMu.Unlock()
+		return nil, fmt.Errorf("wal: snapshot data: no snapshot is stored (want index %d term %d)", meta.Index, meta.Term)
+	}
+	if ref.Meta.Index != meta.Index || ref.Meta.Term != meta.Term {
+		s.snapMu.Unlock()
+		return nil, fmt.Errorf("wal: snapshot data: the stored snapshot is at index %d term %d, not index %d term %d",
+			ref.Meta.Index, ref.Meta.Term, meta.Index, meta.Term)
+	}
+	// Opened while current: the committer removes a superseded file only
+	// after replacing s.cur, under snapMu, so the file is read whole even
+	// if it is removed meanwhile.
+	f, err := os.Open(filepath.Join(s.opts.Dir, ref.File))
+	s.snapMu.Unlock()
+	if errors.Is(err, os.ErrNotExist) {
+		s.log.Error("wal: stored snapshot file is missing", "file", ref.File)
+		return nil, fmt.Errorf("wal: snapshot data: %w: the stored snapshot's file is missing: %w", ErrCorrupt, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wal: snapshot data: %w", err)
+	}
+	defer f.Close()
+	data, err := snapfile.ReadFile(f, ref)
+	if err != nil {
+		if errors.Is(err, snapfile.ErrCorrupt) {
+			s.log.Error("wal: stored snapshot file is damaged", "err", err)
+			return nil, fmt.Errorf("wal: snapshot data: %w: %w", ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("wal: snapshot data: %w", err)
+	}
+	return data, nil
+}
+
+// publishSnap makes r the snapshot SnapshotData serves, once its write is
+// durable (ioMu held).
+func (s *Storage) publishSnap(r *snapfile.Ref) {
+	s.snapMu.Lock()
+	s.cur = r
+	s.snapMu.Unlock()
+}
+
+// checkFile checks the streamed snapshot file of u, if any: it must come
+// with a local snapshot's metadata and no data, be one of this store's, and
+// not have failed.
+func (s *Storage) checkFile(u *node.Update) error {
+	if u.LocalSnapshotFile == nil {
+		return nil
+	}
+	switch {
+	case u.LocalSnapshot == nil:
+		return errors.New("wal: a local snapshot file without a local snapshot's metadata")
+	case u.LocalSnapshot.Data != nil:
+		return errors.New("wal: a local snapshot with both data and a file")
+	}
+	f, ok := u.LocalSnapshotFile.(*snapshotFile)
+	if !ok || f.s != s {
+		return fmt.Errorf("wal: local snapshot file %T is not one this store created", u.LocalSnapshotFile)
+	}
+	if err := f.w.Err(); err != nil {
+		return fmt.Errorf("wal: local snapshot file failed: %w", err)
+	}
+	return nil
+}
+
+// commitFile commits the streamed snapshot file f for meta, waiting out a
+// full disk while the file can be committed again, and returns its
+// reference.
+func (s *Storage) commitFile(f *snapshotFile, meta core.SnapshotMeta) (snapfile.Ref, error) {
+	var ref snapfile.Ref
+	err := s.retrySpaceIf(func() error {
+		if h := s.opts.commitHook; h != nil {
+			if err := h(); err != nil {
+				return err
+			}
+		}
+		var n int64
+		var err error
+		ref, n, err = f.w.Commit(meta, s.snapTaken, s.opts.NoSync)
+		s.bytes.Add(uint64(n))
+		return err
+	}, func() bool { return f.w.Err() == nil })
+	return ref, err
+}
+
+// snapTaken reports whether a file of that name is in the data directory.
+func (s *Storage) snapTaken(name string) bool {
+	_, err := os.Stat(filepath.Join(s.opts.Dir, name))
+	return err == nil
+}
+
+// discard removes snapshot files written for updates that failed before
+// any write held a record referring to them: nothing can refer to them.
+func (s *Storage) discard(names []string) {
+	for _, name := range names {
+		if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("wal: cannot remove the snapshot file of a failed write", "file", name, "err", err)
+		}
+	}
+}
