@@ -18,6 +18,10 @@
 //   - Append, Overwrite, Compact, LeaderSnapshot, Gap, Model: each kind of
 //     update is applied as node.MemoryStorage applies it, and reads back the
 //     same after a reopen.
+//   - StreamedSnapshot (backends that are a node.SnapshotStore): local
+//     snapshots streamed into CreateSnapshot's files compact the log as
+//     in-memory ones do, SnapshotData serves the stored one (and only it),
+//     and an aborted file leaves nothing behind.
 //   - Crash: a child process (the test binary itself, re-run on the same
 //     test) saves updates and prints each acknowledgement; it is killed with
 //     SIGKILL at random moments, many times over one directory, and after
@@ -82,6 +86,7 @@ func Run(t *testing.T, b Backend) {
 		{"Append", Append},
 		{"Overwrite", Overwrite},
 		{"Compact", Compact},
+		{"StreamedSnapshot", StreamedSnapshot},
 		{"LeaderSnapshot", LeaderSnapshot},
 		{"Gap", Gap},
 		{"Model", Model},
@@ -228,6 +233,78 @@ func Compact(t *testing.T, b Backend) {
 	s = m.reopen(t, b, dir, s)
 	// Compacting the whole log.
 	m.both(t, s, &node.Update{LocalSnapshot: SnapshotAt(120, 2), CompactTo: 120, Sync: true})
+	MustClose(t, m.reopen(t, b, dir, s))
+}
+
+// StreamedSnapshot: for a backend that is a node.SnapshotStore, a local
+// snapshot whose data is streamed into a CreateSnapshot file is stored as
+// the same snapshot with its data (a node.MemoryStorage given the data is
+// the model), before and after a reopen; SnapshotData returns the stored
+// snapshot's data and refuses other metadata; an aborted file changes
+// nothing. Other backends skip it.
+func StreamedSnapshot(t *testing.T, b Backend) {
+	dir := t.TempDir()
+	s := open(t, b, dir)
+	ss, ok := s.(node.SnapshotStore)
+	if !ok {
+		MustClose(t, s)
+		t.Skipf("%s is not a node.SnapshotStore", b.Name)
+	}
+	m := newModel()
+	stream := func(snap *core.Snapshot, compactTo uint64) {
+		t.Helper()
+		f, err := ss.CreateSnapshot()
+		if err != nil {
+			t.Fatalf("CreateSnapshot: %v", err)
+		}
+		for d := snap.Data; len(d) > 0; d = d[min(len(d), 7):] {
+			if _, err := f.Write(d[:min(len(d), 7)]); err != nil {
+				t.Fatalf("write snapshot file: %v", err)
+			}
+		}
+		want := m.save(&node.Update{LocalSnapshot: snap, CompactTo: compactTo, Sync: true})
+		meta := &core.Snapshot{Meta: snap.Meta}
+		if err := SaveWait(t, s, &node.Update{LocalSnapshot: meta, LocalSnapshotFile: f, CompactTo: compactTo, Sync: true}); (err == nil) != (want == nil) {
+			t.Fatalf("Save of a streamed snapshot at %d: %v; node.MemoryStorage: %v", snap.Meta.Index, err, want)
+		}
+		data, err := ss.SnapshotData(snap.Meta)
+		if err != nil || !bytes.Equal(data, snap.Data) {
+			t.Fatalf("SnapshotData(%d/%d) = %d bytes, %v; want the %d bytes streamed", snap.Meta.Index, snap.Meta.Term, len(data), err, len(snap.Data))
+		}
+	}
+	m.both(t, s, &node.Update{Entries: Entries(1, 100, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 100}, Sync: true})
+	stream(SnapshotAt(60, 1), 50)
+	m.check(t, s, "after a streamed snapshot compacting to 50")
+	s = m.reopen(t, b, dir, s)
+	ss = s.(node.SnapshotStore)
+	if data, err := ss.SnapshotData(SnapshotAt(60, 1).Meta); err != nil || !bytes.Equal(data, SnapshotData(60, 1)) {
+		t.Fatalf("after reopening: SnapshotData(60/1) = %d bytes, %v", len(data), err)
+	}
+	if _, err := ss.SnapshotData(SnapshotAt(60, 2).Meta); err == nil {
+		t.Fatal("SnapshotData served a snapshot of another term")
+	}
+
+	// An aborted file leaves the store as it was.
+	all := func(string) bool { return true }
+	before := DirNames(t, dir, all)
+	f, err := ss.CreateSnapshot()
+	if err != nil {
+		t.Fatalf("CreateSnapshot: %v", err)
+	}
+	if _, err := f.Write([]byte("half a snapshot")); err != nil {
+		t.Fatalf("write snapshot file: %v", err)
+	}
+	f.Abort()
+	if after := DirNames(t, dir, all); !slices.Equal(after, before) {
+		t.Fatalf("files after an aborted snapshot file: %v, before: %v", after, before)
+	}
+	m.check(t, s, "after an aborted snapshot file")
+
+	m.both(t, s, &node.Update{Entries: Entries(101, 120, 2), HardState: core.HardState{Term: 2, Vote: 1, Commit: 120}, Sync: true})
+	stream(SnapshotAt(120, 2), 120)
+	if _, err := ss.SnapshotData(SnapshotAt(60, 1).Meta); err == nil {
+		t.Fatal("SnapshotData served a snapshot that was replaced")
+	}
 	MustClose(t, m.reopen(t, b, dir, s))
 }
 
