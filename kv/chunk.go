@@ -99,14 +99,9 @@ func (c *chunker) add(off int) {
 	c.offs = append(c.offs, uint32(off-c.start))
 }
 
-// size returns the bytes of the current chunk, whose last record ends at
-// end in the array.
-func (c *chunker) size(end int) int {
-	if len(c.offs) == 0 {
-		return 0
-	}
-	return end - c.start
-}
+// size returns the bytes of the current chunk, which has records, the last
+// one ending at end in the array.
+func (c *chunker) size(end int) int { return end - c.start }
 
 // cut ends the current chunk, if it has records; recs are its bytes (from
 // c.start to the end of its last record).
