@@ -21,7 +21,8 @@ const (
 // index) as deterministic bytes: equal states at the same applied index give
 // equal bytes. The format is in the package documentation. The error is
 // always nil. With Config.ShareSnapshots the Store keeps references into
-// the returned bytes (see AppendSnapshot).
+// the returned bytes (see AppendSnapshot). WriteSnapshot writes the same
+// bytes to an io.Writer without holding them whole.
 func (s *Store) Snapshot() ([]byte, error) {
 	return s.AppendSnapshot(nil), nil
 }
@@ -33,7 +34,10 @@ func (s *Store) Snapshot() ([]byte, error) {
 //
 // With Config.ShareSnapshots the Store afterwards keeps its state in the
 // returned slice (prefix included), which the caller must then never
-// modify, and no longer refers to the previous snapshot.
+// modify, and no longer refers to the previous snapshot: its records are
+// the new base, cut into chunks that are pieces of the slice, and the
+// sessions' values are in it too. The previous base is held until the end,
+// so the state is then briefly in memory twice; WriteSnapshot avoids that.
 func (s *Store) AppendSnapshot(b []byte) []byte {
 	keys := s.changedKeys()
 	sessions := s.sortedSessions()
@@ -143,7 +147,11 @@ func (s *Store) appendValue(b, v []byte) ([]byte, []byte) {
 // canonical form, and on any error (wrapping ErrInvalidSnapshot) leaves the
 // Store unchanged. The Store keeps no reference to data, unless
 // Config.ShareSnapshots is set: then the stored values refer to data, which
-// the caller must never modify afterwards.
+// the caller must never modify afterwards; its records are the base, cut
+// into chunks that are pieces of data, without a copy. The Store lets go
+// of data only when a snapshot has merged all of them: the first
+// WriteSnapshot after Restore cannot free data before its end, when the
+// new chunks are all built.
 //
 // If the snapshot holds more sessions than Config.MaxSessions, the excess
 // is evicted (oldest first) when the next new session is created, not at
