@@ -1,7 +1,10 @@
 package kv
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"testing"
 )
 
@@ -85,5 +88,120 @@ func BenchmarkApplySetShared(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		s.Apply(uint64(100001+i), cmds[i%len(cmds)])
+	}
+}
+
+// benchSnapshots caches, per number of keys, the snapshot of a store of that
+// many keys (key-%07d) with 128-byte values.
+var benchSnapshots = map[int][]byte{}
+
+// benchStore returns a store restored from the snapshot of keys keys, with
+// sharing or not; a sharing store has streamed one snapshot already, so
+// that its base is in chunks of its own, as it is on a node that streams
+// its snapshots.
+func benchStore(b *testing.B, keys int, share bool) *Store {
+	snap := benchSnapshots[keys]
+	if snap == nil {
+		s := New(Config{})
+		value := make([]byte, 128)
+		for i := range keys {
+			binary.BigEndian.PutUint64(value, uint64(i))
+			s.Apply(uint64(i+1), EncodeCommand(Command{Op: OpSet, Key: fmt.Sprintf("key-%07d", i), Value: value}))
+		}
+		snap = mustSnapshot(b, s)
+		benchSnapshots[keys] = snap
+	}
+	s := New(Config{ShareSnapshots: share})
+	if err := s.Restore(bytes.Clone(snap)); err != nil {
+		b.Fatal(err)
+	}
+	if share {
+		if err := s.WriteSnapshot(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// benchChanges applies 1,000 Sets of existing keys, the changes between two
+// snapshots.
+func benchChanges(s *Store, keys int, round int) {
+	value := make([]byte, 128)
+	for i := range 1000 {
+		k := (round*1000 + i) * 7919 % keys
+		value[0] = byte(round)
+		s.Apply(s.Applied()+1, EncodeCommand(Command{Op: OpSet, Key: fmt.Sprintf("key-%07d", k), Value: value}))
+	}
+}
+
+// BenchmarkAppendSnapshot snapshots, with AppendSnapshot, stores of 100,000
+// and 1,000,000 keys with 128-byte values, 1,000 of them changed since the
+// last snapshot, with and without sharing. With sharing, peak-B is the
+// most bytes of state the store and the snapshot hold at once: the old
+// base and the new snapshot (with its offsets).
+func BenchmarkAppendSnapshot(b *testing.B) {
+	for _, keys := range []int{100000, 1000000} {
+		for _, share := range []bool{false, true} {
+			b.Run(fmt.Sprintf("keys=%d/share=%v", keys, share), func(b *testing.B) {
+				s := benchStore(b, keys, share)
+				peak := 0
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					benchChanges(s, keys, i)
+					before := chunkBytes(s)
+					b.StartTimer()
+					snap := s.AppendSnapshot(nil)
+					b.StopTimer()
+					b.SetBytes(int64(len(snap)))
+					if share {
+						peak = max(peak, before+chunkBytes(s))
+					}
+					b.StartTimer()
+				}
+				if share {
+					b.ReportMetric(float64(peak), "peak-B")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkWriteSnapshot is BenchmarkAppendSnapshot with WriteSnapshot to
+// io.Discard. With sharing, peak-B is the most bytes of chunks the store
+// refers to at any Write: old ones not merged yet and new ones.
+func BenchmarkWriteSnapshot(b *testing.B) {
+	for _, keys := range []int{100000, 1000000} {
+		for _, share := range []bool{false, true} {
+			b.Run(fmt.Sprintf("keys=%d/share=%v", keys, share), func(b *testing.B) {
+				s := benchStore(b, keys, share)
+				peak, size := 0, 0
+				measure := writerFunc(func(p []byte) (int, error) {
+					peak = max(peak, chunkBytes(s))
+					size += len(p)
+					return len(p), nil
+				})
+				// One measured stream, then the timed ones.
+				benchChanges(s, keys, 0)
+				if err := s.WriteSnapshot(measure); err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					benchChanges(s, keys, i+1)
+					b.StartTimer()
+					if err := s.WriteSnapshot(io.Discard); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if share {
+					b.ReportMetric(float64(peak), "peak-B")
+				}
+			})
+		}
 	}
 }

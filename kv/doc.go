@@ -33,11 +33,25 @@
 //
 // By default the Store keeps every key in a map, and Snapshot returns a
 // separate copy of the state. With Config.ShareSnapshots the latest
-// snapshot's bytes are the state: keys are looked up in them by binary
-// search, and only the keys changed since live in maps until the next
-// snapshot merges them in. A host that keeps its latest snapshot (a Raft
-// node does, to send it to peers) then holds the state once instead of
-// about two and a half times.
+// snapshot's records are the state: they are cut into chunks of about
+// 1 MiB, keys are looked up in them by binary search (over the chunks'
+// first keys, then over a chunk's 4-byte record offsets), and only the
+// keys changed since live in maps until the next snapshot merges them in.
+//
+// Snapshot and AppendSnapshot merge into one new array, and the chunks are
+// then pieces of it: a host that keeps its latest snapshot (a Raft node
+// does, to send it to peers) holds the state once instead of about two and
+// a half times, but while a snapshot is taken the old one and the new one
+// are both whole in memory. WriteSnapshot streams the snapshot to an
+// io.Writer (a file) instead, in pieces of about a chunk: the merge copies
+// the records into new chunks one at a time and lets go of each old chunk
+// as soon as it has passed it, so the Store holds about one copy of the
+// state at any moment, plus a chunk and the changes since the last
+// snapshot. Only chunks that are pieces of one array (after Restore or
+// AppendSnapshot) must all be passed before the array can be freed: the
+// first WriteSnapshot after those holds the old array and the new chunks
+// together at its end. A WriteSnapshot that fails leaves the state as it
+// was, its new chunks standing in for the old records they cover.
 //
 // # Encodings
 //

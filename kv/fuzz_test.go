@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -112,6 +113,7 @@ func checkRestore(t *testing.T, b []byte, share bool) {
 		}
 	}()
 	s := New(Config{MaxSessions: 3, ShareSnapshots: share})
+	s.chunkSize = 8 // a record or two per chunk
 	mustApply(t, s, 1, cmdSet("mine", "v", 7, 1))
 	before := mustSnapshot(t, s)
 	hash := s.Hash()
@@ -125,6 +127,11 @@ func checkRestore(t *testing.T, b []byte, share bool) {
 		return
 	}
 	checkInvariants(t, s)
+	// Streamed, or not, the snapshot is the bytes restored.
+	var w bytes.Buffer
+	if err := s.WriteSnapshot(&w); err != nil || !bytes.Equal(w.Bytes(), b) {
+		t.Fatalf("WriteSnapshot after Restore (error %v) differs from the restored bytes", err)
+	}
 	if !bytes.Equal(mustSnapshot(t, s), b) {
 		t.Fatal("Snapshot after Restore differs from the restored bytes")
 	}
@@ -134,4 +141,75 @@ func checkRestore(t *testing.T, b []byte, share bool) {
 	if s.Sessions() > 3 {
 		t.Fatalf("%d sessions after a new client, bound 3", s.Sessions())
 	}
+	// A WriteSnapshot that fails half way changes nothing; then one that
+	// succeeds writes the same bytes as a plain store that went through
+	// the same commands.
+	var snap bytes.Buffer
+	if err := s.WriteSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	ref := New(Config{MaxSessions: 3})
+	if err := ref.Restore(snap.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*Store{s, ref} {
+		mustApply(t, st, st.Applied()+1, cmdDel("x", 0, 0))
+		mustApply(t, st, st.Applied()+1, cmdSet("z", "y", 0, 0))
+	}
+	want := mustSnapshot(t, ref)
+	if err := s.WriteSnapshot(&failingWriter{limit: len(want) / 2}); !errors.Is(err, errDiskFull) {
+		t.Fatalf("WriteSnapshot into a failing writer: %v", err)
+	}
+	checkInvariants(t, s)
+	if s.Hash() != ref.Hash() {
+		t.Fatal("a failed WriteSnapshot changed the hash")
+	}
+	w.Reset()
+	if err := s.WriteSnapshot(&w); err != nil || !bytes.Equal(w.Bytes(), want) {
+		t.Fatalf("after a failed WriteSnapshot the state differs (%v)", err)
+	}
+}
+
+// FuzzWriteSnapshot drives a store that shares its snapshots and a plain
+// one with commands read from ops (two bytes each: op, argument) over 16
+// keys, with chunks of 1 to 256 bytes: among the commands, streamed
+// snapshots, which must be the plain store's, and streams that fail after
+// a number of bytes derived from fail, which must change nothing.
+func FuzzWriteSnapshot(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 2, 5, 0, 2, 1, 4, 3, 6, 0, 0, 0x31, 5, 0}, uint16(7), uint8(3))
+	f.Add([]byte{0, 0xf1, 0, 0x72, 0, 0x33, 5, 0, 2, 2, 3, 1, 6, 0, 7, 0, 4, 5, 6, 1, 5, 0}, uint16(40), uint8(0))
+	f.Add([]byte{1, 1, 1, 2, 1, 3, 1, 4, 1, 5, 5, 5, 2, 3, 4, 3, 6, 6, 6, 6, 7, 7}, uint16(1000), uint8(20))
+	f.Fuzz(func(t *testing.T, ops []byte, fail uint16, chunk uint8) {
+		tw := newTwin(t, 16, 1+int(chunk), 4)
+		for ; len(ops) >= 2; ops = ops[2:] {
+			op, arg := ops[0], ops[1]
+			k := key(int(arg % 16))
+			v := []byte(strings.Repeat("v", int(arg/16)))
+			switch op % 8 {
+			case 0, 1:
+				tw.apply(Command{Op: OpSet, Key: k, Value: v})
+			case 2:
+				tw.apply(Command{Op: OpDelete, Key: k})
+			case 3:
+				cur, _ := tw.plain.Get(k)
+				tw.apply(Command{Op: OpCAS, Key: k, Expected: cur, Value: v})
+			case 4:
+				id := uint64(arg%5 + 1)
+				tw.seqs[id]++
+				tw.apply(Command{Op: OpSet, Key: k, Value: v, ClientID: id, Seq: tw.seqs[id]})
+			case 5:
+				tw.writeShared()
+			case 6:
+				want := tw.want()
+				tw.failWrite(int(fail)%(len(want)+1), want)
+				fail = fail*31 + 7
+			case 7:
+				if !bytes.Equal(mustSnapshot(t, tw.shared), tw.want()) {
+					t.Fatal("Snapshot differs")
+				}
+			}
+		}
+		tw.check()
+		tw.writeShared()
+	})
 }

@@ -97,9 +97,10 @@ func checkInvariants(t testing.TB, s *Store) {
 	if n != s.Len() {
 		t.Fatalf("%d keys, Len %d", n, s.Len())
 	}
-	if !s.share && (s.base != nil || len(s.index) > 0 || len(s.deleted) > 0) {
+	if !s.share && (s.chunks != nil || len(s.deleted) > 0) {
 		t.Fatal("a store that does not share its snapshots has a base")
 	}
+	checkChunks(t, s)
 	if len(s.lru) != len(s.sessions) {
 		t.Fatalf("heap has %d sessions, map %d", len(s.lru), len(s.sessions))
 	}
@@ -136,11 +137,44 @@ func each(s *Store, fn func(key string, value []byte)) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	s.merge(keys, func(k mergeKey, v []byte) {
+	it := s.iter(keys)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
 		if k.base {
 			fn(string(k.bytes), v)
 		} else {
 			fn(k.str, v)
 		}
-	})
+	}
+}
+
+// checkChunks verifies the base: non-empty chunks of whole records, keys
+// strictly ascending across them, baseBytes their total, and no chunks of
+// a WriteSnapshot in progress.
+func checkChunks(t testing.TB, s *Store) {
+	t.Helper()
+	if s.next != nil {
+		t.Fatal("new chunks left over from a WriteSnapshot")
+	}
+	total := 0
+	var prev []byte
+	for i, c := range s.chunks {
+		if len(c.offs) == 0 || c.offs[0] != 0 {
+			t.Fatalf("chunk %d of %d: %d records, first at %v", i, len(s.chunks), len(c.offs), c.offs)
+		}
+		for j, off := range c.offs {
+			k, _, end := recordAt(c.b, int(off))
+			if j+1 < len(c.offs) && end != int(c.offs[j+1]) || j+1 == len(c.offs) && end != len(c.b) {
+				t.Fatalf("chunk %d record %d ends at %d, the next starts at %v (chunk of %d bytes)", i, j, end,
+					c.offs, len(c.b))
+			}
+			if prev != nil && bytes.Compare(prev, k) >= 0 {
+				t.Fatalf("chunk %d record %d: key %q after %q", i, j, k, prev)
+			}
+			prev = k
+		}
+		total += len(c.b)
+	}
+	if total != s.baseBytes {
+		t.Fatalf("chunks hold %d bytes of records, baseBytes %d", total, s.baseBytes)
+	}
 }

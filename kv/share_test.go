@@ -149,11 +149,13 @@ func TestShareSnapshotsHoldsStateOnce(t *testing.T) {
 
 // TestSharedStoreMatchesPlainManyKeys drives a sharing store and a plain one
 // with the same random Sets, Deletes and CASes over 500 keys, the sharing
-// one snapshotting at random (each snapshot becomes its base): answers,
-// lengths, hashes and snapshots must agree throughout.
+// one snapshotting at random (each snapshot becomes its base, in chunks of
+// about 64 bytes, contiguous or streamed): answers, lengths, hashes and
+// snapshots must agree throughout.
 func TestSharedStoreMatchesPlainManyKeys(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	shared, plain := New(Config{ShareSnapshots: true}), New(Config{})
+	shared.chunkSize = 64
 	for i := uint64(1); i <= 20000; i++ {
 		key := fmt.Sprint("key", rng.IntN(500))
 		var c Command
@@ -175,7 +177,17 @@ func TestSharedStoreMatchesPlainManyKeys(t *testing.T) {
 				plain.Hash())
 		}
 		if rng.IntN(500) == 0 {
-			if a, b := mustSnapshot(t, shared), mustSnapshot(t, plain); !bytes.Equal(a, b) {
+			var a []byte
+			if rng.IntN(2) == 0 {
+				a = mustSnapshot(t, shared)
+			} else {
+				var w bytes.Buffer
+				if err := shared.WriteSnapshot(&w); err != nil {
+					t.Fatal(err)
+				}
+				a = w.Bytes()
+			}
+			if b := mustSnapshot(t, plain); !bytes.Equal(a, b) {
 				t.Fatalf("index %d: snapshots differ", i)
 			}
 			checkInvariants(t, shared)
@@ -208,5 +220,57 @@ func TestSharedSnapshotAllocations(t *testing.T) {
 	// snapshot's few: far below one per key.
 	if allocs > 100 {
 		t.Fatalf("%.0f allocations for a snapshot of 5,000 keys", allocs)
+	}
+}
+
+// TestStreamedSnapshotsMatchPlain drives a store that shares its snapshots
+// (in chunks of one record to the default size) and a plain one with the
+// same random commands over 400 keys and 12 session clients (8 kept), and
+// compares them after every step (answers, Hash, Len, a query) and in full
+// every 100 steps. Between steps the shared store snapshots at random, by
+// Snapshot, WriteSnapshot or a WriteSnapshot that fails part way, or both
+// stores restore the latest snapshot: every snapshot must equal the plain
+// store's. (Snapshots are taken at random rather than after every step:
+// each one merges the changes into the shared store's base, and merges of
+// many changes at once must be tested too.)
+func TestStreamedSnapshotsMatchPlain(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		tw := newTwin(t, 400, []int{1, 40, 300, defaultChunkSize}[seed%4], 8)
+		for step := 1; step <= 2500; step++ {
+			tw.random(rng, 1)
+			q := EncodeCommand(Command{Op: OpGet, Key: key(rng.IntN(tw.keys))})
+			a1, err1 := tw.shared.Query(q)
+			a2, err2 := tw.plain.Query(q)
+			if err1 != nil || err2 != nil || !resultEqual(a1.(Result), a2.(Result)) {
+				t.Fatalf("seed %d step %d: query answered %+v %v, plain %+v %v", seed, step, a1, err1, a2, err2)
+			}
+			switch rng.IntN(60) {
+			case 0:
+				if !bytes.Equal(mustSnapshot(t, tw.shared), tw.want()) {
+					t.Fatalf("seed %d step %d: Snapshot differs", seed, step)
+				}
+			case 1, 2:
+				tw.writeShared()
+			case 3:
+				want := tw.want()
+				tw.failWrite(rng.IntN(len(want)), want)
+			case 4:
+				b := tw.want()
+				if rng.IntN(2) == 0 {
+					b = tw.writeShared()
+				}
+				for _, s := range []*Store{tw.shared, tw.plain} {
+					if err := s.Restore(bytes.Clone(b)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if step%100 == 0 {
+				tw.check()
+			}
+		}
+		tw.check()
+		tw.writeShared()
 	}
 }

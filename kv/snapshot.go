@@ -21,7 +21,8 @@ const (
 // index) as deterministic bytes: equal states at the same applied index give
 // equal bytes. The format is in the package documentation. The error is
 // always nil. With Config.ShareSnapshots the Store keeps references into
-// the returned bytes (see AppendSnapshot).
+// the returned bytes (see AppendSnapshot). WriteSnapshot writes the same
+// bytes to an io.Writer without holding them whole.
 func (s *Store) Snapshot() ([]byte, error) {
 	return s.AppendSnapshot(nil), nil
 }
@@ -33,113 +34,101 @@ func (s *Store) Snapshot() ([]byte, error) {
 //
 // With Config.ShareSnapshots the Store afterwards keeps its state in the
 // returned slice (prefix included), which the caller must then never
-// modify, and no longer refers to the previous snapshot.
+// modify, and no longer refers to the previous snapshot: its records are
+// the new base, cut into chunks that are pieces of the slice, and the
+// sessions' values are in it too. The previous base is held until the end,
+// so the state is then briefly in memory twice; WriteSnapshot avoids that.
 func (s *Store) AppendSnapshot(b []byte) []byte {
-	keys := make([]string, 0, len(s.data))
-	// An upper bound: base's records hidden by data or deleted are counted.
-	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(s.count)) +
-		uvarintLen(uint64(len(s.sessions))) + checksumSize + s.baseBytes
-	for k, e := range s.data {
-		keys = append(keys, k)
-		size += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(e.value))) + len(e.value)
-	}
-	slices.Sort(keys)
-	sessions := make([]*session, 0, len(s.sessions))
-	for _, sess := range s.sessions {
-		sessions = append(sessions, sess)
-		size += uvarintLen(sess.id) + uvarintLen(sess.lastSeq) + uvarintLen(sess.index) + 2 +
-			uvarintLen(uint64(len(sess.result.Value))) + len(sess.result.Value)
-	}
-	slices.SortFunc(sessions, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
-
-	// Grown once: nothing below reallocates b, so the values the Store
-	// re-points into it stay valid.
-	b = slices.Grow(b, size)
+	keys := s.changedKeys()
+	sessions := s.sortedSessions()
+	// Grown once: nothing below reallocates b, so the chunks and values
+	// the Store re-points into it stay valid.
+	b = slices.Grow(b, s.sizeBound(keys, sessions))
 	start := len(b)
-	b = append(b, encodingVersion)
-	b = binary.AppendUvarint(b, s.applied)
-	b = binary.AppendUvarint(b, uint64(s.count))
-	var index []int
-	if s.share {
-		index = make([]int, 0, s.count)
-	}
-	records := len(b)
-	s.merge(keys, func(k mergeKey, v []byte) {
+	b = s.appendHeader(b)
+	var ck chunker
+	it := s.iter(keys)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
 		if s.share {
-			index = append(index, len(b))
+			ck.add(len(b))
 		}
 		b = k.append(b)
 		b = appendBytes(b, v)
-	})
-	baseBytes := len(b) - records
+		if s.share && ck.size(len(b)) >= s.chunkSize {
+			ck.cut(b[ck.start:len(b):len(b)])
+		}
+	}
+	if s.share {
+		ck.cut(b[ck.start:len(b):len(b)])
+	}
 	b = binary.AppendUvarint(b, uint64(len(sessions)))
 	for _, sess := range sessions {
-		b = binary.AppendUvarint(b, sess.id)
-		b = binary.AppendUvarint(b, sess.lastSeq)
-		b = binary.AppendUvarint(b, sess.index)
-		b = append(b, byte(sess.result.Status), sess.result.flags())
+		b = appendSessionHead(b, sess)
 		b, sess.result.Value = s.appendValue(b, sess.result.Value)
 	}
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crc32.MakeTable(crc32.Castagnoli)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
 	if s.share {
 		// The snapshot is the new base; what changed since the last one
 		// is in it.
-		s.base, s.index, s.baseBytes = b, index, baseBytes
+		s.chunks, s.baseBytes = ck.chunks, ck.bytes
 		s.data, s.deleted = make(map[string]entry), nil
 	}
 	return b
 }
 
-// mergeKey is a key met by merge: from base (bytes) or from data (str).
-type mergeKey struct {
-	bytes []byte
-	str   string
-	base  bool
+// castagnoli is the CRC-32C table of the snapshot checksum.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// changedKeys returns data's keys, sorted.
+func (s *Store) changedKeys() []string {
+	keys := make([]string, 0, len(s.data))
+	for k := range s.data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
-func (k mergeKey) append(b []byte) []byte {
-	if k.base {
-		return appendBytes(b, k.bytes)
+// sortedSessions returns the sessions in ascending ClientID order.
+func (s *Store) sortedSessions() []*session {
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		sessions = append(sessions, sess)
 	}
-	return appendString(b, k.str)
+	slices.SortFunc(sessions, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
+	return sessions
 }
 
-// merge calls fn with every key present and its value, in ascending key
-// order: base's records less those deleted or set since, and data's, whose
-// keys, sorted, are keys.
-func (s *Store) merge(keys []string, fn func(k mergeKey, value []byte)) {
-	i, j := 0, 0
-	for i < len(s.index) || j < len(keys) {
-		var bk, bv []byte
-		c := 1 // base exhausted: data's key comes first
-		if i < len(s.index) {
-			bk, bv, _ = recordAt(s.base, s.index[i])
-			// Compared as strings without converting (which would
-			// allocate a string per record).
-			switch {
-			case j == len(keys) || string(bk) < keys[j]:
-				c = -1
-			case string(bk) == keys[j]:
-				c = 0
-			}
-		}
-		switch {
-		case c < 0:
-			i++
-			if len(s.deleted) > 0 {
-				if _, gone := s.deleted[string(bk)]; gone {
-					continue
-				}
-			}
-			fn(mergeKey{bytes: bk, base: true}, bv)
-		default: // data's key; on a tie it hides base's
-			if c == 0 {
-				i++
-			}
-			fn(mergeKey{str: keys[j]}, s.data[keys[j]].value)
-			j++
-		}
+// sizeBound returns an upper bound of the snapshot's size: the base's
+// records hidden by data or deleted are counted. keys are data's keys.
+func (s *Store) sizeBound(keys []string, sessions []*session) int {
+	size := 1 + uvarintLen(s.applied) + uvarintLen(uint64(s.count)) +
+		uvarintLen(uint64(len(sessions))) + checksumSize + s.baseBytes
+	for _, k := range keys {
+		v := s.data[k].value
+		size += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v)
 	}
+	for _, sess := range sessions {
+		size += uvarintLen(sess.id) + uvarintLen(sess.lastSeq) + uvarintLen(sess.index) + 2 +
+			uvarintLen(uint64(len(sess.result.Value))) + len(sess.result.Value)
+	}
+	return size
+}
+
+// appendHeader appends the snapshot's header: version, applied index and
+// data count.
+func (s *Store) appendHeader(b []byte) []byte {
+	b = append(b, encodingVersion)
+	b = binary.AppendUvarint(b, s.applied)
+	return binary.AppendUvarint(b, uint64(s.count))
+}
+
+// appendSessionHead appends a session record but its value.
+func appendSessionHead(b []byte, sess *session) []byte {
+	b = binary.AppendUvarint(b, sess.id)
+	b = binary.AppendUvarint(b, sess.lastSeq)
+	b = binary.AppendUvarint(b, sess.index)
+	return append(b, byte(sess.result.Status), sess.result.flags())
 }
 
 // appendValue appends v as a byte string to b and returns b and the value
@@ -158,7 +147,11 @@ func (s *Store) appendValue(b, v []byte) ([]byte, []byte) {
 // canonical form, and on any error (wrapping ErrInvalidSnapshot) leaves the
 // Store unchanged. The Store keeps no reference to data, unless
 // Config.ShareSnapshots is set: then the stored values refer to data, which
-// the caller must never modify afterwards.
+// the caller must never modify afterwards; its records are the base, cut
+// into chunks that are pieces of data, without a copy. The Store lets go
+// of data only when a snapshot has merged all of them: the first
+// WriteSnapshot after Restore cannot free data before its end, when the
+// new chunks are all built.
 //
 // If the snapshot holds more sessions than Config.MaxSessions, the excess
 // is evicted (oldest first) when the next new session is created, not at
@@ -169,7 +162,7 @@ func (s *Store) Restore(data []byte) error {
 	}
 	body := data[:len(data)-checksumSize]
 	sum := binary.LittleEndian.Uint32(data[len(body):])
-	if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != sum {
+	if crc32.Checksum(body, castagnoli) != sum {
 		return fmt.Errorf("kv: restore: %w: checksum mismatch", ErrInvalidSnapshot)
 	}
 
@@ -182,13 +175,10 @@ func (s *Store) Restore(data []byte) error {
 
 	n := r.count("data count", minEncodedDataSize)
 	var kv map[string]entry
-	var index []int
-	if s.share {
-		index = make([]int, 0, n)
-	} else {
+	var ck chunker
+	if !s.share {
 		kv = make(map[string]entry, n)
 	}
-	records := r.off
 	var prev []byte
 	for i := 0; i < n && !r.failed(); i++ {
 		off := r.off
@@ -204,13 +194,18 @@ func (s *Store) Restore(data []byte) error {
 		prev = k
 		h := dataHash(k, v)
 		if s.share {
-			index = append(index, off)
+			ck.add(off)
+			if ck.size(r.off) >= s.chunkSize {
+				ck.cut(data[ck.start:r.off:r.off])
+			}
 		} else {
 			kv[string(k)] = entry{value: cloneBytes(v), hash: h}
 		}
 		hash += h
 	}
-	baseBytes := r.off - records
+	if s.share && !r.failed() {
+		ck.cut(data[ck.start:r.off:r.off])
+	}
 
 	m := r.count("session count", minEncodedSessionSize)
 	sessions := make(map[uint64]*session, m)
@@ -264,11 +259,11 @@ func (s *Store) Restore(data []byte) error {
 	s.sessions, s.lru = sessions, lru
 	s.applied, s.hash, s.count = applied, hash, n
 	if s.share {
-		s.base, s.index, s.baseBytes = data, index, baseBytes
+		s.chunks, s.baseBytes = ck.chunks, ck.bytes
 		s.data, s.deleted = make(map[string]entry), nil
 	} else {
 		s.data = kv
-		s.base, s.index, s.baseBytes, s.deleted = nil, nil, 0, nil
+		s.chunks, s.baseBytes, s.deleted = nil, 0, nil
 	}
 	return nil
 }

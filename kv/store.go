@@ -2,7 +2,6 @@ package kv
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 )
 
@@ -23,12 +22,16 @@ type Config struct {
 	// instead of beside it: after Snapshot or AppendSnapshot the Store
 	// refers to the returned bytes, and after Restore to the bytes it was
 	// given, and keeps in maps only what changed since (looking keys of
-	// the snapshot up by binary search). The state is then held once, in
-	// the snapshot a host keeps anyway, at about 8 bytes per key beyond
-	// it. The caller must never modify those bytes afterwards. A host that
-	// writes snapshot bytes to disk and sends them to peers as they are
-	// (the node package does) can set it; one that reuses the buffers must
-	// not. Answers, hashes and snapshot bytes are the same either way.
+	// the snapshot up by binary search). After WriteSnapshot it keeps its
+	// own copy of the records written, in chunks, and refers to nothing
+	// of what it wrote. The state is then held once, in the snapshot a
+	// host keeps anyway or in the Store's chunks, at about 4 bytes per key
+	// beyond it. The caller must never modify bytes the Store refers to.
+	// A host that writes snapshot bytes to disk and sends them to peers
+	// as they are (the node package does), or that streams its snapshots
+	// with WriteSnapshot, can set it; one that reuses the buffers given to
+	// Restore or returned by Snapshot must not. Answers, hashes and
+	// snapshot bytes are the same either way.
 	ShareSnapshots bool
 }
 
@@ -36,20 +39,26 @@ type Config struct {
 // (the host loop is single-threaded).
 //
 // Without sharing every key is in data. With Config.ShareSnapshots the keys
-// as of the last snapshot (taken or restored) stay in that snapshot's bytes,
-// base, found by binary search over index; data holds only what changed
-// since (the keys set since, which hide base's), and deleted the keys of
-// base deleted since. A snapshot merges the three into new bytes, which
-// become the next base. A key then costs its record in the snapshot plus 8
-// bytes of index, instead of a map entry and two allocations beside it.
+// as of the last snapshot (taken or restored) stay in that snapshot's
+// encoded records, the base: a list of chunks of about chunkSize bytes each,
+// found by binary search over the chunks' first keys and then over the
+// chunk's record offsets; data holds only what changed since (the keys set
+// since, which hide the base's), and deleted the keys of the base deleted
+// since. A snapshot merges the three into a new base. AppendSnapshot writes
+// it into the returned bytes, and the chunks are pieces of them;
+// WriteSnapshot copies it into new chunks one at a time while the old ones
+// it has passed are let go, so that the state is never held twice. A key
+// then costs its record plus 4 bytes of offset, instead of a map entry and
+// two allocations beside it.
 type Store struct {
 	maxSessions int
 	share       bool // Config.ShareSnapshots
+	chunkSize   int  // share: the size chunks of the base are cut at (defaultChunkSize; tests lower it)
 	data        map[string]entry
-	base        []byte              // share: the last snapshot (nil: none)
-	index       []int               // share: offsets in base of its data records, in key order
-	baseBytes   int                 // share: bytes of base's data records
-	deleted     map[string]struct{} // share: keys of base deleted since (nil: none)
+	chunks      []chunk             // share: the base, in key order (nil: none)
+	next        []chunk             // share: during WriteSnapshot, the chunks of the new base written so far
+	baseBytes   int                 // share: bytes of the base's records
+	deleted     map[string]struct{} // share: keys of the base deleted since (nil: none)
 	count       int                 // keys present
 	sessions    map[uint64]*session
 	lru         sessionHeap // the sessions, by (index, id): lru[0] is evicted first
@@ -84,6 +93,7 @@ func New(cfg Config) *Store {
 	return &Store{
 		maxSessions: maxSessions,
 		share:       cfg.ShareSnapshots,
+		chunkSize:   defaultChunkSize,
 		data:        make(map[string]entry),
 		sessions:    make(map[uint64]*session),
 	}
@@ -172,7 +182,7 @@ func (s *Store) lookup(key []byte) (entry, bool) {
 	if e, ok := s.data[string(key)]; ok {
 		return e, true
 	}
-	if len(s.index) == 0 {
+	if len(s.chunks) == 0 {
 		return entry{}, false
 	}
 	if len(s.deleted) > 0 {
@@ -180,47 +190,11 @@ func (s *Store) lookup(key []byte) (entry, bool) {
 			return entry{}, false
 		}
 	}
-	i, ok := s.baseFind(key)
+	v, ok := s.baseFind(key)
 	if !ok {
 		return entry{}, false
 	}
-	_, v, _ := recordAt(s.base, s.index[i])
 	return entry{value: v, hash: dataHash(key, v)}, true
-}
-
-// baseFind returns the position of key among base's records, and whether
-// it is there.
-func (s *Store) baseFind(key []byte) (int, bool) {
-	i, j := 0, len(s.index)
-	for i < j {
-		h := int(uint(i+j) >> 1)
-		k, _, _ := recordAt(s.base, s.index[h])
-		switch c := bytes.Compare(k, key); {
-		case c == 0:
-			return h, true
-		case c < 0:
-			i = h + 1
-		default:
-			j = h
-		}
-	}
-	return i, false
-}
-
-// recordAt decodes the data record (key, value) at off in b, which holds a
-// valid snapshot, and returns them (aliasing b; an empty value is nil) and
-// the offset after the record.
-func recordAt(b []byte, off int) (key, value []byte, next int) {
-	n, k := binary.Uvarint(b[off:])
-	off += k
-	key = b[off : off+int(n) : off+int(n)]
-	off += int(n)
-	n, k = binary.Uvarint(b[off:])
-	off += k
-	if n > 0 {
-		value = b[off : off+int(n) : off+int(n)]
-	}
-	return key, value, off + int(n)
 }
 
 // put stores a copy of value under key, replacing old if found.
@@ -238,7 +212,7 @@ func (s *Store) put(key, value []byte, old entry, found bool) {
 // remove deletes key, present with entry old.
 func (s *Store) remove(key []byte, old entry) {
 	delete(s.data, string(key))
-	if len(s.index) > 0 {
+	if len(s.chunks) > 0 {
 		if _, ok := s.baseFind(key); ok {
 			if s.deleted == nil {
 				s.deleted = make(map[string]struct{})

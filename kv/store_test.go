@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -446,6 +447,8 @@ func randomAgainstModel(t *testing.T, share bool) {
 	for seed := uint64(0); seed < 20; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		s := New(Config{ShareSnapshots: share})
+		chunkSize := 1 + int(seed%3)*20 // a record per chunk, or a few
+		s.chunkSize = chunkSize
 		m := &modelStore{data: map[string]string{}, sessions: map[uint64]modelSession{}}
 		seqs := map[uint64]uint64{}
 		for idx := uint64(1); idx <= 500; idx++ {
@@ -456,7 +459,12 @@ func randomAgainstModel(t *testing.T, share bool) {
 				t.Fatalf("seed %d index %d %+v: got %+v, model %+v", seed, idx, c, got, want)
 			}
 			if share && rng.IntN(8) == 0 {
-				mustSnapshot(t, s) // the store's base from now on
+				// The store's base from now on, contiguous or streamed.
+				if rng.IntN(2) == 0 {
+					mustSnapshot(t, s)
+				} else if err := s.WriteSnapshot(io.Discard); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if idx%50 == 0 {
 				checkInvariants(t, s)
@@ -468,6 +476,7 @@ func randomAgainstModel(t *testing.T, share bool) {
 				}
 				// Restore into a fresh store and continue on it.
 				fresh := New(Config{ShareSnapshots: share})
+				fresh.chunkSize = chunkSize
 				if err := fresh.Restore(mustSnapshot(t, s)); err != nil {
 					t.Fatal(err)
 				}
