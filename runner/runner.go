@@ -77,6 +77,10 @@ func Start(cfg Config) (*Runner, error) {
 	}
 	nc := cfg.Node
 	nc.Storage = &storage{r: r, inner: cfg.Node.Storage}
+	if ss, ok := cfg.Node.Storage.(node.SnapshotStore); ok {
+		// The node streams its snapshots to a storage that takes them.
+		nc.Storage = snapshotStorage{nc.Storage.(*storage), ss}
+	}
 	if nc.Logger == nil {
 		nc.Logger = cfg.Logger
 	}
@@ -101,6 +105,19 @@ func (s *storage) Load() (core.Persisted, error) { return s.inner.Load() }
 
 func (s *storage) Save(u *node.Update, done func(error)) {
 	s.inner.Save(u, func(err error) { s.r.post(func() { done(err) }, false) })
+}
+
+// snapshotStorage is the storage wrapper of a node.SnapshotStore; its
+// methods are called on the loop goroutine and answer at once.
+type snapshotStorage struct {
+	*storage
+	snaps node.SnapshotStore
+}
+
+func (s snapshotStorage) CreateSnapshot() (node.SnapshotFile, error) { return s.snaps.CreateSnapshot() }
+
+func (s snapshotStorage) SnapshotData(meta core.SnapshotMeta) ([]byte, error) {
+	return s.snaps.SnapshotData(meta)
 }
 
 // post queues fn for the loop. Messages beyond MaxInbox are dropped.

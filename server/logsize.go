@@ -29,6 +29,33 @@ type sizedStorage struct {
 
 func newSizedStorage(s node.Storage) *sizedStorage { return &sizedStorage{Storage: s} }
 
+// nodeStorage returns s as the node's storage: a node.SnapshotStore too
+// when the storage it counts for is one, so that the node streams its
+// snapshots to it.
+func (s *sizedStorage) nodeStorage() node.Storage {
+	if ss, ok := s.Storage.(node.SnapshotStore); ok {
+		return sizedSnapshotStore{s, ss}
+	}
+	return s
+}
+
+// sizedSnapshotStore is a sizedStorage whose storage is a
+// node.SnapshotStore.
+type sizedSnapshotStore struct {
+	*sizedStorage
+	snaps node.SnapshotStore
+}
+
+// CreateSnapshot creates a snapshot file in the storage.
+func (s sizedSnapshotStore) CreateSnapshot() (node.SnapshotFile, error) {
+	return s.snaps.CreateSnapshot()
+}
+
+// SnapshotData reads a stored snapshot's data back from the storage.
+func (s sizedSnapshotStore) SnapshotData(meta core.SnapshotMeta) ([]byte, error) {
+	return s.snaps.SnapshotData(meta)
+}
+
 // LogBytes returns the encoded size of the stored log entries, as of the
 // last Load or completed Save.
 func (s *sizedStorage) LogBytes() uint64 { return s.bytes.Load() }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -174,9 +175,10 @@ var errNoApp = errors.New("server: an application command, but no application st
 // machine is the server's state machine: the key-value store, the
 // replicated part of the directory and the application's state.
 // newStore returns the key-value store of a node. It shares its snapshots
-// (kv.Config.ShareSnapshots): the node keeps the latest snapshot's bytes
-// anyway (to send to peers) and never modifies them, so the store's values
-// live in those bytes instead of beside them, and the state is held once.
+// (kv.Config.ShareSnapshots): its state lives in its latest snapshot's
+// bytes (or, once it streamed a snapshot to storage, in chunks copied as
+// it wrote them), never modified, so the state is held once; a node whose
+// storage takes streamed snapshots keeps none of its own.
 func newStore() *kv.Store { return kv.New(kv.Config{ShareSnapshots: true}) }
 
 type machine struct {
@@ -224,6 +226,36 @@ func (m *machine) Snapshot() ([]byte, error) {
 	if m.snapshotted != nil {
 		defer func(start time.Time) { m.snapshotted(time.Since(start)) }(time.Now())
 	}
+	b, err := m.header()
+	if err != nil {
+		return nil, err
+	}
+	// The store appends itself: the state is not copied again, and with
+	// kv.Config.ShareSnapshots the store's values then live in these bytes.
+	return m.kv.AppendSnapshot(b), nil
+}
+
+// WriteSnapshot writes what Snapshot returns to w (node.SnapshotWriter):
+// the directory and the application's state, then the store, which
+// streams itself without building its snapshot in memory.
+func (m *machine) WriteSnapshot(w io.Writer) error {
+	if m.snapshotted != nil {
+		defer func(start time.Time) { m.snapshotted(time.Since(start)) }(time.Now())
+	}
+	b, err := m.header()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("write snapshot header: %w", err)
+	}
+	return m.kv.WriteSnapshot(w)
+}
+
+// header encodes what precedes the store in a snapshot: the directory's
+// added members and removed IDs, in ID order, and the application's
+// state.
+func (m *machine) header() ([]byte, error) {
 	var app []byte
 	var err error
 	if m.app != nil {
@@ -259,10 +291,7 @@ func (m *machine) Snapshot() ([]byte, error) {
 		b = binary.AppendUvarint(b, id)
 	}
 	b = binary.AppendUvarint(b, uint64(len(app)))
-	b = append(b, app...)
-	// The store appends itself: the state is not copied again, and with
-	// kv.Config.ShareSnapshots the store's values then live in these bytes.
-	return m.kv.AppendSnapshot(b), nil
+	return append(b, app...), nil
 }
 
 // errBadSnapshot reports a snapshot whose directory does not decode.

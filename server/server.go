@@ -161,7 +161,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 				ID: id, Voters: voters, ElectionTick: et, HeartbeatTick: hb, Seed: seed,
 				PreVote: *cfg.Raft.PreVote, CheckQuorum: *cfg.Raft.CheckQuorum,
 			},
-			Storage: s.logSize, Transport: s.tr, StateMachine: sm,
+			Storage: s.logSize.nodeStorage(), Transport: s.tr, StateMachine: sm,
 			Incarnation:       inc,
 			LeaseReads:        cfg.Raft.LeaseReads,
 			SnapshotThreshold: cfg.Raft.SnapshotThreshold,
