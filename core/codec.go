@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"slices"
 )
 
 // Binary encoding of the wire types.
@@ -184,8 +185,15 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	if m == nil {
 		return b, fmt.Errorf("core: encode message: %w: nil message", ErrInvalidMessage)
 	}
+	// One allocation at most, instead of growing b step by step while a
+	// large append is encoded.
+	b = slices.Grow(b, headerSize+messageSize(m))
 	return appendMessage(append(b, codecVersion, kindMessage), m), nil
 }
+
+// EncodedSize returns the number of bytes AppendBinary appends for m, so
+// that a caller can size its buffer first.
+func (m *Message) EncodedSize() int { return headerSize + messageSize(m) }
 
 // MarshalBinary returns the encoding of m.
 func (m *Message) MarshalBinary() ([]byte, error) {

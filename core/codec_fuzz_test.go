@@ -84,6 +84,10 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add(codecCat(codecHdr(kindMessage), []byte{byte(MsgApp), 0, 1, 2, 0, 0, 0, 0, 0}, codecUv(1<<60), []byte{0, 0}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		codecCheckDecode(t, data, validateMessage, codecEqMessage)
+		var m Message
+		if m.UnmarshalBinary(data) == nil && m.EncodedSize() != len(data) {
+			t.Fatalf("EncodedSize %d, encoding %d bytes", m.EncodedSize(), len(data))
+		}
 	})
 }
 

@@ -353,7 +353,12 @@ func (t *Transport) writeMessages(p *peer, st *outStream, msgs []core.Message) e
 	defer func() { p.frame = frame[:0] }()
 	for i := range msgs {
 		enc, err := msgs[i].AppendBinary(p.scratch[:0])
-		p.scratch = enc
+		if cap(enc) <= maxKeptScratch {
+			p.scratch = enc
+		} else {
+			// A snapshot's encoding is not kept for the peer's lifetime.
+			p.scratch = nil
+		}
 		switch {
 		case err != nil:
 			t.counters.Dropped.Add(1)
@@ -412,3 +417,7 @@ func causeErr(ctx context.Context, what string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// maxKeptScratch bounds the encoding buffer a peer keeps between sends;
+// a larger message (a snapshot) gets a buffer of its own.
+const maxKeptScratch = 4 << 20

@@ -29,6 +29,9 @@ type peer struct {
 	ctx     context.Context // canceled by stop
 	cancel  context.CancelFunc
 	wake    chan struct{} // capacity 1: the queue is not empty
+	// frame is where a message too large for the writer's free buffer is
+	// encoded, kept for the next one (the sending goroutine's only).
+	frame []byte
 
 	mu      sync.Mutex
 	addr    string
@@ -236,6 +239,10 @@ func (p *peer) run() {
 	}
 }
 
+// maxKeptFrame bounds the frame buffer a peer keeps for large messages;
+// larger ones (snapshots) are encoded into a buffer of their own.
+const maxKeptFrame = 4 << 20
+
 // clearBatch drops the references a written batch holds and returns it
 // for reuse.
 func clearBatch(batch []core.Message) []core.Message {
@@ -259,6 +266,12 @@ func (p *peer) write(conn *outConn, batch []core.Message) (lost int, err error) 
 	var tooLarge int
 	for i := range batch {
 		buf := conn.bw.AvailableBuffer()
+		if need := transport.FrameHeaderSize + batch[i].EncodedSize(); cap(buf) < need && need <= maxKeptFrame {
+			if cap(p.frame) < need {
+				p.frame = make([]byte, 0, max(need, 2*cap(p.frame)))
+			}
+			buf = p.frame[:0]
+		}
 		buf, size, err := transport.AppendMessageFrame(buf, &batch[i])
 		if err == nil && size > t.cfg.MaxMessageBytes {
 			err = fmt.Errorf("%w: %v of %d bytes, limit %d", transport.ErrMessageTooLarge, batch[i].Type, size, t.cfg.MaxMessageBytes)
