@@ -113,9 +113,12 @@ func (s *Storage) complete() {
 }
 
 // commit writes a group of Saves as one batch and returns its completion,
-// with the error of each Save that failed.
+// with the error of each Save that failed. The streamed snapshot files of
+// the group that it does not commit (those of failed updates, and those a
+// later snapshot of the batch supersedes) are removed before it returns.
 func (s *Storage) commit(group []request) (c completion) {
 	c = completion{group: group, errs: make([]error, len(group))}
+	defer abortFiles(group)
 	if err := s.failure(); err != nil {
 		for i := range c.errs {
 			c.errs[i] = fmt.Errorf("pebble storage: an earlier write failed: %w", err)
@@ -128,12 +131,19 @@ func (s *Storage) commit(group []request) (c completion) {
 	st := s.state
 	var (
 		snap    *core.Snapshot
+		file    *snapshotFile // the streamed file holding snap's data, if any
 		hs      *core.HardState
 		sync    bool
 		applied uint64
+		// unrecorded is the snapshot file written for this batch until
+		// the batch is handed to Pebble: a failure before that removes it.
+		unrecorded string
 	)
 	// fail fails every update of the group not already failed by a check.
 	fail := func(err error) {
+		if unrecorded != "" {
+			s.removeUnrecorded(unrecorded)
+		}
 		s.setFailed(err)
 		s.log.Error("pebble storage: write failed; failing this and every later write", "err", err)
 		for i := range c.errs {
@@ -143,6 +153,10 @@ func (s *Storage) commit(group []request) (c completion) {
 		}
 	}
 	for i, r := range group {
+		if err := s.checkFile(r.u); err != nil {
+			c.errs[i] = err
+			continue
+		}
 		if err := checkUpdate(r.u); err != nil {
 			c.errs[i] = err
 			continue
@@ -158,10 +172,14 @@ func (s *Storage) commit(group []request) (c completion) {
 		}
 		applied++
 		if r.u.Snapshot != nil {
-			snap = r.u.Snapshot
+			snap, file = r.u.Snapshot, nil
 		}
 		if r.u.LocalSnapshot != nil {
-			snap = r.u.LocalSnapshot
+			// checkFile made sure a file is this store's.
+			snap, file = r.u.LocalSnapshot, nil
+			if r.u.LocalSnapshotFile != nil {
+				file = r.u.LocalSnapshotFile.(*snapshotFile)
+			}
 		}
 		if !r.u.HardState.IsEmpty() {
 			hs = &r.u.HardState
@@ -171,10 +189,13 @@ func (s *Storage) commit(group []request) (c completion) {
 
 	var fileBytes uint64
 	if snap != nil {
-		ref, n, err := s.writeSnapshot(snap)
+		ref, n, err := s.writeSnapshot(snap, file)
 		if err != nil {
 			fail(err)
 			return c
+		}
+		if n > 0 {
+			unrecorded = ref.File
 		}
 		v, err := encodeSnapRef(&ref)
 		if err == nil {
@@ -209,6 +230,15 @@ func (s *Storage) commit(group []request) (c completion) {
 		if sync {
 			wo = pebble.Sync
 		}
+		if h := s.opts.applyHook; h != nil {
+			if err := h(); err != nil {
+				fail(fmt.Errorf("pebble storage: commit batch %d: %w", st.seq, err))
+				return c
+			}
+		}
+		// From here on the batch may be durable, and refer to the new
+		// snapshot file: a failure keeps the file, and Open decides.
+		unrecorded = ""
 		if err := s.apply(b, wo); err != nil {
 			fail(fmt.Errorf("pebble storage: commit batch %d: %w", st.seq, err))
 			return c
@@ -223,6 +253,11 @@ func (s *Storage) commit(group []request) (c completion) {
 	old := s.state
 	s.state = st
 	s.updates.Add(applied)
+	if snap != nil {
+		// Served from now on; the old file is deleted only once the
+		// completer has recorded this batch in the guard file.
+		s.publishSnap(st.ref)
+	}
 	if snap != nil && old.hasSnap && old.ref.File != st.ref.File {
 		s.obsMu.Lock()
 		s.obsolete = append(s.obsolete, obsoleteFile{name: old.ref.File, seq: st.seq, replacement: st.ref})
@@ -342,12 +377,22 @@ func checkUpdate(u *node.Update) error {
 }
 
 // writeSnapshot makes snap's data durable in a file (unless the file in use
-// already holds it) and returns its reference and the bytes written. It
-// never overwrites the file in use, nor a file waiting to be deleted.
-func (s *Storage) writeSnapshot(snap *core.Snapshot) (snapfile.Ref, uint64, error) {
+// already holds it) and returns its reference and the bytes written (0 if
+// it wrote nothing). With file set, the data is in that streamed file
+// (snap.Data is nil), which it commits: written out, fsynced, renamed,
+// the directory fsynced, read back and verified. It never overwrites the
+// file in use, nor a file waiting to be deleted.
+func (s *Storage) writeSnapshot(snap *core.Snapshot, file *snapshotFile) (snapfile.Ref, uint64, error) {
 	cur := &s.state.ref
 	taken := func(name string) bool {
 		return s.state.hasSnap && name == cur.File || s.isObsolete(name)
+	}
+	if file != nil {
+		ref, n, err := file.w.Commit(snap.Meta, taken, s.opts.NoSync)
+		if err != nil {
+			return ref, 0, fmt.Errorf("pebble storage: commit streamed snapshot %d/%d: %w", snap.Meta.Index, snap.Meta.Term, err)
+		}
+		return ref, uint64(n), nil
 	}
 	// The file in use may hold this data already: if so, it comes before
 	// the first name snapfile.Write would take.

@@ -68,7 +68,41 @@
 // batch that switches to a new snapshot file is always fsynced. The
 // previous file is deleted only after that batch is recorded in the guard
 // file and the new file has been read back and verified again (with
-// NoSync, at Close).
+// NoSync, at Close). A file written for a batch that fails before it is
+// handed to Pebble is removed (no key can refer to it); one whose batch
+// Pebble may have made durable is kept, and Open decides (below).
+//
+// # Streamed snapshots
+//
+// Storage is a node.SnapshotStore. CreateSnapshot creates a temporary file
+// in Options.Dir, snap-stream-<16 random hex digits>.snap.tmp (created
+// exclusively: it collides with no other, and no other write uses such a
+// name), into which the node writes a local snapshot's data, buffered
+// (snapfile.Create). It may be called while Saves are being written: it
+// touches nothing the committer uses. An update with
+// node.Update.LocalSnapshotFile set (and the snapshot's metadata, without
+// data, in LocalSnapshot) is written as one with the data in
+// LocalSnapshot: the committer commits the file in place of writing one
+// (rest of the data, trailer, header, fsync, rename to
+// snap-<index>-<term>.snap or the next free name, directory fsync, read
+// back and verified: the file snapfile.Write makes of the same snapshot,
+// byte for byte), then commits the batch that references it, with the
+// same "s" key, the same compaction of the log, the same fsync, guard
+// record and deletion of the previous file as above. Only the last
+// snapshot of a batch is stored: the file of a streamed snapshot that a
+// later update of the same batch supersedes is removed. So is the file of
+// every update that fails, alone (its file is not one of this store's, has
+// failed, was committed or aborted, or the update also carries data or
+// does not fit the log: the store goes on) or with the store, unless the
+// file was committed and its batch handed to Pebble (above: Open decides).
+// As for a snapshot written whole, a failure to commit the file (ENOSPC
+// included) fails the update and the store (fail-stop): this store does
+// not wait out a full disk, unlike adapters/wal. SnapshotData serves the
+// data of the stored snapshot (local, streamed or not, or a leader's),
+// read and verified, from the moment the batch that records it is
+// committed, and the one Open found; a snapshot superseded meanwhile is
+// still read whole (its file is opened before the completer can delete
+// it). It takes its own lock, never waiting for a write in progress.
 //
 // # What Open guarantees
 //
@@ -96,10 +130,13 @@
 //   - Every table is then read whole (Pebble's CheckLevels), so that a bad
 //     block in data no longer live is found now, not by a later compaction.
 //   - Only then is the database opened for writing, read and checked again,
-//     and the redundant files deleted: leftover temporary files, and
-//     snapshot files of an index at or below the verified snapshot in use.
-//     An unreferenced snapshot file of a higher index (a crash between
-//     writing it and committing its reference) is kept, with a WARN.
+//     and the redundant files deleted: leftover temporary files (streamed
+//     snapshot files never committed among them), and snapshot files of an
+//     index at or below the verified snapshot in use. An unreferenced
+//     snapshot file of a higher index (a crash between writing or
+//     committing it and committing its reference) is kept, with a WARN,
+//     and never served: the snapshot in use is the one the database
+//     refers to.
 //
 // Errors Pebble returns at open or while the store is read (block checksum
 // mismatches, a malformed MANIFEST, CURRENT or OPTIONS file) wrap

@@ -54,6 +54,10 @@ type Options struct {
 	// noGuard turns the guard file off: for the benchmark that measures
 	// its cost only.
 	noGuard bool
+	// applyHook, when set, is called by the committer just before it hands
+	// a batch to Pebble; an error fails the batch as a failed write does,
+	// before anything of it can be durable. For tests only.
+	applyHook func() error
 }
 
 // Stats counts the work done by a Storage.
@@ -71,7 +75,8 @@ type Stats struct {
 	GuardWrites uint64
 }
 
-// Storage is a durable node.Storage. Its methods may be called from any
+// Storage is a durable node.Storage, and a node.SnapshotStore (see
+// CreateSnapshot and SnapshotData). Its methods may be called from any
 // goroutine.
 type Storage struct {
 	opts  Options
@@ -99,6 +104,14 @@ type Storage struct {
 	// avoids their names) and the completer (which deletes them).
 	obsMu    sync.Mutex
 	obsolete []obsoleteFile
+
+	// snapMu guards cur, the reference of the snapshot SnapshotData serves
+	// (the stored one, once the batch recording it is committed), and
+	// snapClosed. The committer replaces cur before it hands the batch that
+	// superseded the old file to the completer, which deletes that file.
+	snapMu     sync.Mutex
+	cur        *snapfile.Ref
+	snapClosed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -241,6 +254,9 @@ func Open(o Options) (*Storage, error) {
 	}
 	s.state = stateOf(&p, ref, seq)
 	s.committed = s.state.summary()
+	if ref != nil {
+		s.publishSnap(*ref)
+	}
 	if !o.noGuard {
 		if hasGuard {
 			s.guarded = gr.state.seq
@@ -683,7 +699,9 @@ func (s *Storage) get(r pebble.Reader, key string) (v []byte, ok bool, err error
 // error that stopped it; after Close it is
 // called at once with an error wrapping ErrClosed. Updates are written in
 // the order of the Save calls, and their done callbacks called in that
-// order. u and its slices must stay unchanged until done is called.
+// order. u and its slices must stay unchanged until done is called. A
+// streamed snapshot file in u.LocalSnapshotFile (from CreateSnapshot) is
+// the store's from then on: committed if u is written, removed if not.
 //
 // done runs on the completer goroutine, which waits for it to return. A
 // node.Node is not safe for concurrent use, so its host must hand the
@@ -694,6 +712,9 @@ func (s *Storage) Save(u *node.Update, done func(error)) {
 		return
 	}
 	if !s.queue.Push(request{u: u, done: done}, updateSize(u)) {
+		if u.LocalSnapshotFile != nil {
+			u.LocalSnapshotFile.Abort()
+		}
 		done(fmt.Errorf("pebble storage: save: %w", ErrClosed))
 	}
 }
@@ -732,6 +753,9 @@ func (s *Storage) Close() error {
 	s.closeOnce.Do(func() {
 		s.queue.Close()
 		<-s.stopped
+		s.snapMu.Lock()
+		s.snapClosed = true
+		s.snapMu.Unlock()
 		s.readMu.Lock()
 		s.dbClosed = true
 		err := closeDB(s.db)
