@@ -69,13 +69,20 @@ func TestClusterOnWAL(t *testing.T) {
 	}
 }
 
-// TestClusterOnWALStreamsSnapshots: on storage.type wal a node streams its
-// snapshots into the wal's files and keeps no snapshot of its own; a
+// TestClusterOnWALStreamsSnapshots: on storage.type wal (and pebble) a
+// node streams its snapshots into the storage's files and keeps no
+// snapshot of its own; a
 // follower that fell behind the leader's log catches up from the snapshot
 // the leader reads back from its disk, and nodes restarted from streamed
 // snapshots hold every key.
 func TestClusterOnWALStreamsSnapshots(t *testing.T) {
-	srvs, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 3, Storage: "wal", Transport: "tcp",
+	for _, storage := range []string{"wal", "pebble"} {
+		t.Run(storage, func(t *testing.T) { testStreamsSnapshots(t, storage) })
+	}
+}
+
+func testStreamsSnapshots(t *testing.T, storage string) {
+	srvs, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 3, Storage: storage, Transport: "tcp",
 		Raft: "  snapshot_threshold: 20\n  trailing_logs: 5\n"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

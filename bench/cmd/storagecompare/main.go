@@ -184,6 +184,8 @@ type sample struct {
 	line           string
 	mem            memory
 	cpu            time.Duration // CPU time of the system's server processes per write (warm-up included)
+	clientCPU      time.Duration // CPU time of the load generator per write (warm-up included)
+	busy           float64       // the machine's busy fraction of all CPUs over the run (/proc/stat)
 }
 
 // memory is the leader's memory during a run of our cluster.
@@ -431,8 +433,10 @@ func printTable(o options, systems []system, results [][][]sample) {
 				errs += x.errors
 			}
 			cpu := median(xs, func(x sample) float64 { return float64(x.cpu) })
-			fmt.Printf("  %5d clients  %-16s %8.0f – %8.0f  (%3.0f %%)  errors %d  server CPU per write %.0f µs\n", c, s.name(),
-				lo, hi, 100*hi/lo, errs, cpu/1e3)
+			ccpu := median(xs, func(x sample) float64 { return float64(x.clientCPU) })
+			busy := median(xs, func(x sample) float64 { return x.busy })
+			fmt.Printf("  %5d clients  %-16s %8.0f – %8.0f  (%3.0f %%)  errors %d  server CPU per write %.1f µs, client %.1f µs, machine busy %.0f %%\n", c, s.name(),
+				lo, hi, 100*hi/lo, errs, cpu/1e3, ccpu/1e3, 100*busy)
 		}
 	}
 }
@@ -512,12 +516,15 @@ func (f *floor) drive(clients, n, warm, _ int) (sample, error) {
 	cmd.Stderr = os.Stderr
 	pids := children(f.proc.Process.Pid)
 	before := cpuTime(pids)
+	busy0, all0 := machineTicks()
 	out, err := cmd.Output()
 	if err != nil {
 		return sample{}, fmt.Errorf("commitfloor -drive: %w", err)
 	}
 	s, err := parse(string(out))
 	s.cpu = (cpuTime(pids) - before) / time.Duration(n+warm)
+	s.clientCPU = processCPU(cmd) / time.Duration(n+warm)
+	s.busy = busyFraction(busy0, all0)
 	return s, err
 }
 
@@ -667,8 +674,10 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 		pids = append(pids, p.Process.Pid)
 	}
 	before := cpuTime(pids)
+	busy0, all0 := machineTicks()
 	out, err := cmd.Output()
 	cpu := cpuTime(pids) - before
+	busy := busyFraction(busy0, all0)
 	cancel()
 	maxRSS := <-rssc
 	if err != nil {
@@ -681,6 +690,8 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 	s.mem.maxRSS = maxRSS
 	s.mem.lastRSS = rss(c.procs[lead-1].Process.Pid)
 	s.cpu = cpu / time.Duration(n+warm)
+	s.clientCPU = processCPU(cmd) / time.Duration(n+warm)
+	s.busy = busy
 	// The live log in memory: count the live entries and charge each its
 	// value, key and headers (forge_consensus_log_size counts their
 	// encoded size, which leaves out the in-memory overhead).
@@ -691,8 +702,9 @@ func (c *cluster) drive(clients, n, warm, keys int) (sample, error) {
 	return s, nil
 }
 
-// profile takes a CPU profile of the leader while loadgen runs n writes
-// from clients clients.
+// profile takes a CPU profile of the leader, and one of a follower (saved
+// beside it, "-follower" before the extension), while loadgen runs n
+// writes from clients clients.
 func (c *cluster) profile(path string, seconds, clients, n int) (sample, error) {
 	lead, err := c.leader()
 	if err != nil {
@@ -701,10 +713,15 @@ func (c *cluster) profile(path string, seconds, clients, n int) (sample, error) 
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return sample{}, err
 	}
-	got := make(chan error, 1)
-	go func() {
+	follower := 1
+	if follower == lead {
+		follower = 2
+	}
+	fpath := strings.TrimSuffix(path, filepath.Ext(path)) + "-follower" + filepath.Ext(path)
+	got := make(chan error, 2)
+	take := func(id int, path string) {
 		hc := http.Client{Timeout: time.Duration(seconds+30) * time.Second}
-		resp, err := hc.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.pprofAddr(lead), seconds))
+		resp, err := hc.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.pprofAddr(id), seconds))
 		if err != nil {
 			got <- err
 			return
@@ -721,10 +738,12 @@ func (c *cluster) profile(path string, seconds, clients, n int) (sample, error) 
 		}
 		_, err = io.Copy(f, resp.Body)
 		got <- errors.Join(err, f.Close())
-	}()
-	time.Sleep(200 * time.Millisecond) // the profile starts first
+	}
+	go take(lead, path)
+	go take(follower, fpath)
+	time.Sleep(200 * time.Millisecond) // the profiles start first
 	res, err := c.drive(clients, n, 0, 0)
-	return res, errors.Join(err, <-got)
+	return res, errors.Join(err, <-got, <-got)
 }
 
 // heapProfile saves the leader's heap profile, taken after a garbage
@@ -853,6 +872,47 @@ func cpuTime(pids []int) time.Duration {
 		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// processCPU returns the user and system CPU time of a finished command.
+func processCPU(cmd *exec.Cmd) time.Duration {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// machineTicks returns the busy and total CPU ticks of the machine, all
+// CPUs together, from the first line of /proc/stat (busy: all but idle and
+// iowait).
+func machineTicks() (busy, all int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i := 1; i < len(f); i++ {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		if i == 8 || i == 9 || i == 10 {
+			continue // steal, guest and guest_nice: not this machine's time, or counted in user
+		}
+		all += v
+		if i != 4 && i != 5 {
+			busy += v
+		}
+	}
+	return busy, all
+}
+
+// busyFraction returns the machine's busy fraction since machineTicks
+// returned busy0 and all0.
+func busyFraction(busy0, all0 int64) float64 {
+	busy, all := machineTicks()
+	if all <= all0 {
+		return 0
+	}
+	return float64(busy-busy0) / float64(all-all0)
 }
 
 // sampleRSS returns the largest VmRSS of process pid, read every 50 ms
