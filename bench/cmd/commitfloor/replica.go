@@ -54,7 +54,7 @@ func (w *wal) append(b []byte) error {
 	return syscall.Fdatasync(int(w.f.Fd()))
 }
 
-func runReplica(i, base int, dir string) error {
+func runReplica(i, base int, dir string, apply bool) error {
 	w, err := openWAL(dir, i)
 	if err != nil {
 		return err
@@ -64,14 +64,19 @@ func runReplica(i, base int, dir string) error {
 		return err
 	}
 	if i != 1 {
-		return follow(ln, w)
+		return follow(ln, w, apply)
 	}
-	return lead(ln, w, base)
+	return lead(ln, w, base, apply)
 }
 
 // follow appends every batch the leader sends and acknowledges it with one
 // byte once it is on disk.
-func follow(ln net.Listener, w *wal) error {
+//
+// With apply, each command of the batch is then applied to the replica's
+// key-value store, off the acknowledgement's path (as a Raft follower
+// applies what it learns is committed).
+func follow(ln net.Listener, w *wal, apply bool) error {
+	sm := newStateMachine(apply)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -96,6 +101,10 @@ func follow(ln net.Listener, w *wal) error {
 					return
 				}
 				if _, err := c.Write([]byte{1}); err != nil {
+					return
+				}
+				if err := sm.applyFrame(buf); err != nil {
+					fmt.Fprintln(os.Stderr, "commitfloor: follower:", err)
 					return
 				}
 			}
@@ -164,7 +173,12 @@ func (lc *leaderConn) writeLoop() {
 
 // lead batches the clients' writes, replicates each batch and answers its
 // clients once two of three replicas have it on disk.
-func lead(ln net.Listener, w *wal, base int) error {
+//
+// With apply, the leader encodes each write as a key-value command (the
+// frame carries the commands) and applies a committed batch to its store
+// before answering it, as a Raft leader applies before it answers.
+func lead(ln net.Listener, w *wal, base int, apply bool) error {
+	sm := newStateMachine(apply)
 	var followers []net.Conn
 	for _, j := range []int{2, 3} {
 		c, err := net.Dial("tcp", addr(base, j))
@@ -237,13 +251,18 @@ func lead(ln net.Listener, w *wal, base int) error {
 	}
 	// answer answers a committed batch: its IDs go to each client
 	// connection's writer.
-	answer := func(batch []clientWrite) {
+	answer := func(batch []clientWrite, body []byte) error {
+		if err := sm.applyFrame(body); err != nil {
+			return err
+		}
 		for _, wr := range batch {
 			wr.c.reply(wr.data[:respLen])
 		}
+		return nil
 	}
 	var (
 		inflight [][]clientWrite // batches sent and not yet committed, oldest first
+		bodies   [][]byte        // their frame bodies
 		durable  [3]int          // batches durable at each replica, counted from the oldest in flight
 		writing  bool            // the leader's own append is running
 		frame    []byte
@@ -270,8 +289,10 @@ func lead(ln net.Listener, w *wal, base int) error {
 				if n < 2 {
 					break
 				}
-				answer(inflight[0])
-				inflight = inflight[1:]
+				if err := answer(inflight[0], bodies[0]); err != nil {
+					return err
+				}
+				inflight, bodies = inflight[1:], bodies[1:]
 				for k := range durable {
 					durable[k]--
 				}
@@ -288,10 +309,7 @@ func lead(ln net.Listener, w *wal, base int) error {
 			continue
 		}
 		frame = append(frame[:0], 0, 0, 0, 0)
-		for _, wr := range batch {
-			frame = binary.BigEndian.AppendUint32(frame, uint32(len(wr.data)))
-			frame = append(frame, wr.data...)
-		}
+		frame = sm.appendBatch(frame, batch)
 		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
 		for _, f := range followers {
 			if _, err := f.Write(frame); err != nil {
@@ -301,6 +319,7 @@ func lead(ln net.Listener, w *wal, base int) error {
 		inflight = append(inflight, batch)
 		writing = true
 		data := slices.Clone(frame[4:])
+		bodies = append(bodies, data)
 		go func() { acks <- ack{0, w.append(data)} }()
 	}
 }

@@ -75,7 +75,7 @@ type options struct {
 func run() error {
 	var (
 		o       options
-		systems = flag.String("systems", "floor,wal,pebble", "systems in the order each round runs them: floor, and"+
+		systems = flag.String("systems", "floor,wal,pebble", "systems in the order each round runs them: floor, floor+apply (commitfloor -apply), and"+
 			" storage types of our cluster (wal, pebble), each optionally with +TRANSPORT (default +grpc; +tcp)")
 		clients = flag.String("clients", "1,100,1000", "client counts")
 		ns      = flag.String("n", "3000,50000,100000", "writes timed per run, one per client count")
@@ -248,6 +248,9 @@ func compare(o options) error {
 		switch name {
 		case "floor":
 			s = &floor{bin: b.commitfloor, port: o.port, dir: filepath.Join(o.work, "floor"), size: o.size, env: o.serverEnv}
+		case "floor+apply":
+			s = &floor{bin: b.commitfloor, port: o.port + 50, dir: filepath.Join(o.work, "floor-apply"), size: o.size,
+				env: o.serverEnv, apply: true}
 		default:
 			storage, transport, _ := strings.Cut(name, "+")
 			if transport == "" {
@@ -484,12 +487,20 @@ type floor struct {
 	size int
 	env  []string
 	proc *exec.Cmd
+	// apply runs commitfloor -apply: every replica applies every write
+	// to a key-value store.
+	apply bool
 }
 
-func (f *floor) name() string { return "floor" }
+func (f *floor) name() string {
+	if f.apply {
+		return "floor+apply"
+	}
+	return "floor"
+}
 
 func (f *floor) start() error {
-	f.proc = exec.Command(f.bin, "-serve", "-port", fmt.Sprint(f.port), "-dir", f.dir)
+	f.proc = exec.Command(f.bin, "-serve", "-port", fmt.Sprint(f.port), "-dir", f.dir, fmt.Sprintf("-apply=%v", f.apply))
 	f.proc.Env = append(os.Environ(), f.env...)
 	out, err := f.proc.StdoutPipe()
 	if err != nil {
