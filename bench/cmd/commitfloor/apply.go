@@ -75,7 +75,7 @@ func (sm *stateMachine) applyFrame(body []byte) error {
 		}
 		sm.index++
 		r, ok := sm.store.Apply(sm.index, body[4:4+n]).(kv.Result)
-		if !ok || r.Status != kv.StatusOK {
+		if !ok || r.Status != kv.StatusOK || r.Deduplicated {
 			return fmt.Errorf("apply at %d: %+v", sm.index, r)
 		}
 		body = body[4+n:]
