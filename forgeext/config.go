@@ -79,14 +79,14 @@ type PeerConfig struct {
 // keys it sets, and only those.
 type Option func(*Config) error
 
-// WithNodeID sets node_id ("3" or "node-3").
+// WithNodeID sets node_id, this node's name ("node-1", "us-east-1a", or a
+// number such as "3"; see package nodename).
 func WithNodeID(id string) Option {
 	return func(c *Config) error {
-		v, err := server.ParseNodeID(id)
-		if err != nil {
+		if _, err := server.ParseNodeID(id); err != nil {
 			return fmt.Errorf("WithNodeID: %w", err)
 		}
-		c.NodeID = server.NodeID(v)
+		c.NodeID = server.NodeName(id)
 		return nil
 	}
 }
@@ -107,11 +107,10 @@ func WithPeers(peers []PeerConfig) Option {
 	return func(c *Config) error {
 		ps := make([]server.PeerConfig, 0, len(peers))
 		for i, p := range peers {
-			id, err := server.ParseNodeID(p.ID)
-			if err != nil {
+			if _, err := server.ParseNodeID(p.ID); err != nil {
 				return fmt.Errorf("WithPeers: peers[%d]: %w", i, err)
 			}
-			ps = append(ps, server.PeerConfig{ID: server.NodeID(id), Address: p.Address, Port: p.Port})
+			ps = append(ps, server.PeerConfig{ID: server.NodeName(p.ID), Address: p.Address, Port: p.Port})
 		}
 		c.Peers = ps
 		return nil
@@ -214,7 +213,7 @@ func resolve(yamlCfg Config, opts []Option) (Config, error) {
 // overlay copies into c every field that o sets (non-zero), recursively
 // through the nested sections.
 func overlay(c, o *Config) {
-	if o.NodeID != 0 {
+	if o.NodeID != "" {
 		c.NodeID = o.NodeID
 	}
 	setString(&c.ClusterID, o.ClusterID)

@@ -61,8 +61,8 @@ func TestYAMLAndOptionsCombine(t *testing.T) {
 	if cfg.ClusterID != "from-code" {
 		t.Errorf("cluster_id = %q; the option should override YAML", cfg.ClusterID)
 	}
-	if cfg.NodeID != 2 || cfg.BindPort != ports[0] || cfg.Storage.Path != dir {
-		t.Errorf("YAML keys lost: node_id %d, bind_port %d, storage.path %q", cfg.NodeID, cfg.BindPort, cfg.Storage.Path)
+	if cfg.NodeID.ID() != 2 || cfg.BindPort != ports[0] || cfg.Storage.Path != dir {
+		t.Errorf("YAML keys lost: node_id %s, bind_port %d, storage.path %q", cfg.NodeID, cfg.BindPort, cfg.Storage.Path)
 	}
 	if cfg.Raft.HeartbeatInterval != 30*time.Millisecond || cfg.Raft.ElectionTimeoutMin != 300*time.Millisecond {
 		t.Errorf("raft durations = %v, %v; want 30ms, 300ms from YAML", cfg.Raft.HeartbeatInterval, cfg.Raft.ElectionTimeoutMin)
@@ -88,7 +88,7 @@ func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
 		{"unknown key", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat": "1s"}}, nil, "heartbeat"},
 		{"bad duration", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat_interval": "soon"}}, nil, "soon"},
 		{"bad transport", map[string]any{"node_id": 1, "transport": map[string]any{"type": "carrier-pigeon"}}, nil, "transport.type"},
-		{"bad node id option", nil, []forgeext.Option{forgeext.WithNodeID("zero")}, "node_id"},
+		{"bad node id option", nil, []forgeext.Option{forgeext.WithNodeID("node 1")}, "node_id"},
 		{"unsupported discovery", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "discovery": map[string]any{"type": "consul"}}, nil, "discovery.type"},
 		{"bad token role", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "security": map[string]any{"tokens": []any{map[string]any{"token": "t", "role": "root"}}}}, nil, "security.tokens[0].role"},
 		{"bad app url", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "app_urls": map[string]any{"1": "ftp://x"}}, nil, "app_urls[1]"},
@@ -142,9 +142,9 @@ func TestConfigFromTheAppsYAMLFile(t *testing.T) {
 	}
 	defer app.Stop(context.Background())
 	cfg := ext.Service().Config()
-	if cfg.NodeID != 1 || cfg.BindPort != ports[0] || cfg.Raft.HeartbeatInterval != 25*time.Millisecond ||
+	if cfg.NodeID.ID() != 1 || cfg.BindPort != ports[0] || cfg.Raft.HeartbeatInterval != 25*time.Millisecond ||
 		cfg.Storage.Type != "memory" || len(cfg.Security.Tokens) != 1 || cfg.ClusterID != "from-code" {
-		t.Fatalf("configuration from the file: node %d, port %d, heartbeat %v, storage %q, tokens %d, cluster %q",
+		t.Fatalf("configuration from the file: node %s, port %d, heartbeat %v, storage %q, tokens %d, cluster %q",
 			cfg.NodeID, cfg.BindPort, cfg.Raft.HeartbeatInterval, cfg.Storage.Type, len(cfg.Security.Tokens), cfg.ClusterID)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func newNodes(t *testing.T, n int, extra ...forgeext.Option) []*testNode {
 	ports := servertest.FreePorts(t, 3*n)
 	var peers []server.PeerConfig
 	for i := range n {
-		peers = append(peers, server.PeerConfig{ID: server.NodeID(i + 1), Address: "127.0.0.1",
+		peers = append(peers, server.PeerConfig{ID: server.NodeName(strconv.Itoa(i + 1)), Address: "127.0.0.1",
 			Port: ports[3*i], APIPort: ports[3*i+1], ClientPort: ports[3*i+2]})
 	}
 	var nodes []*testNode

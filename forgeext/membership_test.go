@@ -27,7 +27,7 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 
 	// A fourth app, started in join mode, knowing the cluster's peers.
 	ports := servertest.FreePorts(t, 3)
-	peers := append(svcs[0].Config().Peers, server.PeerConfig{ID: 4, Address: "127.0.0.1", Port: ports[0],
+	peers := append(svcs[0].Config().Peers, server.PeerConfig{ID: "node-4", Address: "127.0.0.1", Port: ports[0],
 		APIPort: ports[1], ClientPort: ports[2]})
 	joiner := &testNode{id: 4, opts: []forgeext.Option{
 		forgeext.WithNodeID("node-4"),

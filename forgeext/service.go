@@ -279,7 +279,7 @@ func (s *Service) status() (core.BasicStatus, bool) {
 }
 
 // NodeID returns this node's ID.
-func (s *Service) NodeID() uint64 { return uint64(s.Config().NodeID) }
+func (s *Service) NodeID() uint64 { return s.Config().NodeID.ID() }
 
 // IsLeader reports whether this node is the leader.
 func (s *Service) IsLeader() bool {

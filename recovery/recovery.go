@@ -205,10 +205,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := r.setup(); err != nil {
 		return nil, err
 	}
-	if uint64(cfg.NodeID) == o.NewID {
+	if cfg.NodeID.ID() == o.NewID {
 		err = r.resume(ctx)
 	} else {
-		r.res.OldID = uint64(cfg.NodeID)
+		r.res.OldID = cfg.NodeID.ID()
 		err = r.replace(ctx)
 	}
 	if err != nil {
@@ -241,7 +241,7 @@ func (r *run) setup() error {
 		for _, p := range cfg.Peers {
 			if p.ID != cfg.NodeID {
 				u := "http://" + net.JoinHostPort(p.Address, strconv.Itoa(p.APIPort))
-				eps = append(eps, endpoint{url: u, id: uint64(p.ID)})
+				eps = append(eps, endpoint{url: u, id: p.ID.ID()})
 			}
 		}
 	}
@@ -585,7 +585,7 @@ func (r *run) checkNewID(v view) error {
 	}
 	for _, p := range r.cfg.Peers {
 		a := net.JoinHostPort(p.Address, strconv.Itoa(p.Port))
-		if uint64(p.ID) == nid && a != r.addr {
+		if p.ID.ID() == nid && a != r.addr {
 			return refused("node %d is in %s's peers at %s; choose an unused ID", nid, r.o.ConfigPath, a)
 		}
 	}
@@ -775,7 +775,7 @@ func (r *run) writeConfig() error {
 		return fmt.Errorf("rewrite %s: %w", path, err)
 	}
 	cfg, err := server.ParseConfig(data, r.o.Getenv)
-	if err != nil || uint64(cfg.NodeID) != nid || !cfg.Join {
+	if err != nil || cfg.NodeID.ID() != nid || !cfg.Join {
 		return fmt.Errorf("rewrite %s: the new file does not load as node %d with join: %v", path, nid, err)
 	}
 	perm := os.FileMode(0o644)

@@ -236,8 +236,8 @@ func TestRecoverDamagedNode(t *testing.T) {
 		t.Fatalf("backup %s: %v, equal to the old file: %v", res.ConfigBackup, err, bytes.Equal(b, before))
 	}
 	cfg, err := server.LoadConfig(r.paths[1])
-	if err != nil || cfg.NodeID != 4 || !cfg.Join {
-		t.Fatalf("new config: node_id %d join %v, %v", cfg.NodeID, cfg.Join, err)
+	if err != nil || cfg.NodeID.ID() != 4 || !cfg.Join {
+		t.Fatalf("new config: node_id %s join %v, %v", cfg.NodeID, cfg.Join, err)
 	}
 
 	// A normal start from the rewritten file: node 4 with every key.

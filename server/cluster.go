@@ -65,7 +65,7 @@ func membership(cs core.ConfState) (voters, learners []uint64) {
 // active if it was heard from within the last election timeout; elsewhere
 // only this node and the leader it follows are known to be.
 func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
-	self := uint64(s.cfg.NodeID)
+	self := s.cfg.NodeID.ID()
 	info := admin.ClusterInfo{ID: s.cfg.ClusterID, NodeID: self}
 	st, err := s.run.CoreStatus(ctx)
 	if err != nil {
@@ -155,7 +155,7 @@ func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 		msgs := make([]string, len(alarms))
 		for i, a := range alarms {
 			msgs[i] = a.String()
-			if a.Node == uint64(s.cfg.NodeID) {
+			if a.Node == s.cfg.NodeID.ID() {
 				msgs[i] += " (this node: it serves no reads until repaired)"
 			}
 		}

@@ -52,7 +52,7 @@ func startJoiner(t *testing.T, peers []server.PeerConfig, id uint64, port int) *
 	t.Helper()
 	var b strings.Builder
 	for _, p := range peers {
-		fmt.Fprintf(&b, "  - {id: %d, address: %s, port: %d, api_port: %d, client_port: %d}\n",
+		fmt.Fprintf(&b, "  - {id: %s, address: %s, port: %d, api_port: %d, client_port: %d}\n",
 			p.ID, p.Address, p.Port, p.APIPort, p.ClientPort)
 	}
 	fmt.Fprintf(&b, "  - {id: %d, address: 127.0.0.1, port: %d}\n", id, port)

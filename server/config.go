@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/nodename"
 	"hash/fnv"
 	"net"
 	"os"
@@ -30,7 +31,7 @@ var ErrInvalidConfig = errors.New("invalid config")
 // transport.*, storage.*, security.*) plus api.* for the HTTP API and the
 // binary client protocol.
 type Config struct {
-	NodeID    NodeID          `yaml:"node_id"`
+	NodeID    NodeName        `yaml:"node_id"`
 	ClusterID string          `yaml:"cluster_id"`
 	BindAddr  string          `yaml:"bind_addr"`
 	BindPort  int             `yaml:"bind_port"`
@@ -66,34 +67,60 @@ type Config struct {
 	HintURL func(id uint64) string `yaml:"-"`
 }
 
-// NodeID is a node's ID: a positive integer, written as a number or a
-// string of digits (optionally prefixed "node-").
+// NodeID is a node's numeric ID, as the Raft core knows it.
 type NodeID uint64
 
-// UnmarshalYAML parses 3, "3" or "node-3".
-func (id *NodeID) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseNodeID(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+// NodeName is a member's name as configured: "node-1", "us-east-1a", a
+// pod name, or a number ("3"); package nodename says which names are
+// valid and which ID each stands for. Configurations written with numeric
+// IDs keep their IDs.
+type NodeName string
+
+// UnmarshalYAML takes a name written as a string or a number (3, "3",
+// "node-3", "us-east-1a"); Validate refuses an invalid one, naming its key.
+func (n *NodeName) UnmarshalYAML(v *yaml.Node) error {
+	if v.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: node_id or peers[].id: a name or a number, not a %s", v.Line, kindName(v.Kind))
 	}
-	*id = NodeID(v)
+	*n = NodeName(v.Value)
 	return nil
 }
 
-// ParseNodeID parses "3" or "node-3".
-func ParseNodeID(s string) (uint64, error) {
-	v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "node-"), 10, 64)
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("node_id or peers[].id: %q is not a positive integer (or node-N)", s)
+// ID returns the ID the name stands for (0 for an invalid name, which
+// Validate refuses).
+func (n NodeName) ID() uint64 {
+	id, _ := nodename.ID(string(n))
+	return id
+}
+
+// String returns the name.
+func (n NodeName) String() string { return string(n) }
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
 	}
-	return v, nil
+	return "value of another kind"
+}
+
+// ParseNodeID parses a node name ("3", "node-3", "us-east-1a") and returns
+// the ID it stands for.
+func ParseNodeID(s string) (uint64, error) {
+	id, err := nodename.ID(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("node_id or peers[].id: %w", err)
+	}
+	return id, nil
 }
 
 // PeerConfig is one member of the initial cluster (this node included).
 type PeerConfig struct {
-	ID      NodeID `yaml:"id"`
-	Address string `yaml:"address"`
-	Port    int    `yaml:"port"`
+	ID      NodeName `yaml:"id"`
+	Address string   `yaml:"address"`
+	Port    int      `yaml:"port"`
 	// APIPort is the peer's HTTP API port (0: Port + 100), used to forward
 	// writes to the leader or redirect clients to it.
 	APIPort int `yaml:"api_port"`
@@ -332,21 +359,29 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
 	}
-	if c.NodeID == 0 {
-		return bad("node_id", "required (a positive integer)")
+	if c.NodeID == "" {
+		return bad("node_id", "required (a name such as node-1, or a positive integer)")
+	}
+	if _, err := nodename.ID(string(c.NodeID)); err != nil {
+		return bad("node_id", "%v", err)
 	}
 	if c.BindPort <= 0 || c.BindPort > 65535 {
 		return bad("bind_port", "%d is not a port", c.BindPort)
 	}
 	self := false
-	seen := map[NodeID]bool{}
+	seen := map[uint64]NodeName{}
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
+		_, nameErr := nodename.ID(string(p.ID))
 		switch {
-		case p.ID == 0:
+		case p.ID == "":
 			return bad(key+".id", "required")
-		case seen[p.ID]:
-			return bad(key+".id", "node %d listed twice", p.ID)
+		case nameErr != nil:
+			return bad(key+".id", "%v", nameErr)
+		case seen[p.ID.ID()] == p.ID:
+			return bad(key+".id", "node %s listed twice", p.ID)
+		case seen[p.ID.ID()] != "":
+			return bad(key+".id", "%v", nodename.Collision(string(p.ID), string(seen[p.ID.ID()]), p.ID.ID()))
 		case p.Address == "":
 			return bad(key+".address", "required")
 		case p.Port <= 0 || p.Port > 65535:
@@ -356,11 +391,11 @@ func (c *Config) Validate() error {
 		case p.ClientPort < 0 || p.ClientPort > 65535:
 			return bad(key+".client_port", "%d is not a port", p.ClientPort)
 		}
-		seen[p.ID] = true
-		self = self || p.ID == c.NodeID
+		seen[p.ID.ID()] = p.ID
+		self = self || p.ID.ID() == c.NodeID.ID()
 	}
 	if len(c.Peers) > 0 && !self {
-		return bad("peers", "node_id %d is not among the peers", c.NodeID)
+		return bad("peers", "node_id %s is not among the peers", c.NodeID)
 	}
 	r := c.Raft
 	switch {

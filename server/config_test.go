@@ -36,7 +36,7 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.NodeID != 1 || c.Peers[1].ID != 2 || c.Peers[2].ID != 3 {
+	if c.NodeID.ID() != 1 || c.Peers[1].ID.ID() != 2 || c.Peers[2].ID.ID() != 3 {
 		t.Fatalf("IDs: %+v", c)
 	}
 	if c.Raft.HeartbeatInterval != 50*time.Millisecond || c.Raft.ElectionTimeoutMax != time.Second {
@@ -74,7 +74,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"client_port: 9203", "peers[2].client_port"},
 	}
 	repl := map[string]string{
-		"node_id: ${NODE}":            "node_id: abc",
+		"node_id: ${NODE}":            "node_id: \"a b\"",
 		"bind_port: 7001":             "bind_port: 70000",
 		"election_timeout_min: 500ms": "election_timeout_min: 10ms",
 		"election_timeout_max: 1s":    "election_timeout_max: 100ms",
@@ -195,6 +195,40 @@ func TestTLSConfig(t *testing.T) {
 			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), key) {
 				t.Errorf("%s without %s: error %v does not name the key", transport, key, err)
 			}
+		}
+	}
+}
+
+// TestConfigNames: members named by strings (a zone, a pod name, node-N or
+// a number) get the IDs package nodename gives them; two names for one ID
+// ("3" and "node-3"), an invalid name and a name listed twice are refused,
+// naming the key.
+func TestConfigNames(t *testing.T) {
+	config := func(self, a, b, c string) string {
+		return strings.NewReplacer("node_id: ${NODE}", "node_id: "+self, "{id: 1,", "{id: "+a+",",
+			`{id: "2",`, "{id: "+b+",", "{id: node-3,", "{id: "+c+",").Replace(goodYAML)
+	}
+	c, err := ParseConfig([]byte(config("us-east-1a", "us-east-1a", "forge-consensus-0", "node-3")), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeID != "us-east-1a" || c.Peers[0].ID != "us-east-1a" || c.Peers[1].ID != "forge-consensus-0" || c.Peers[2].ID != "node-3" {
+		t.Fatalf("names: node %q, peers %q %q %q", c.NodeID, c.Peers[0].ID, c.Peers[1].ID, c.Peers[2].ID)
+	}
+	if c.NodeID.ID() != 0xbcc3edcc1ecf38f7 || c.Peers[1].ID.ID() != 0x8cef15f394005a0b || c.Peers[2].ID.ID() != 3 {
+		t.Fatalf("IDs: %#x %#x %d", c.NodeID.ID(), c.Peers[1].ID.ID(), c.Peers[2].ID.ID())
+	}
+	for _, tc := range []struct{ raw, key, says string }{
+		{config("a", "a", "3", "node-3"), "peers[2].id", `its ID 3 is already "3"'s`},
+		{config("a", "a", "b", "a"), "peers[2].id", "listed twice"},
+		{config("a", "a", "b", `"c d"`), "peers[2].id", "invalid node name"},
+		{config("[a]", "a", "b", "c"), "node_id", "not a list"},
+		{config("node-0", "a", "b", "c"), "node_id", "from 1 to 2^63-1"},
+		{config("d", "a", "b", "c"), "peers", "node_id d is not among the peers"},
+	} {
+		_, err := ParseConfig([]byte(tc.raw), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("error %v; want one naming %s and saying %q", err, tc.key, tc.says)
 		}
 	}
 }

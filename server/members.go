@@ -61,7 +61,7 @@ type directory struct {
 func newDirectory(peers []PeerConfig) *directory {
 	d := &directory{static: map[uint64]Member{}, added: map[uint64]Member{}, removed: map[uint64]bool{}}
 	for _, p := range peers {
-		d.static[uint64(p.ID)] = memberOf(uint64(p.ID), p.Address, p.Port, p.APIPort, p.ClientPort)
+		d.static[p.ID.ID()] = memberOf(p.ID.ID(), p.Address, p.Port, p.APIPort, p.ClientPort)
 	}
 	return d
 }

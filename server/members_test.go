@@ -11,7 +11,7 @@ import (
 )
 
 func newMachine() *machine {
-	return &machine{kv: newStore(), dir: newDirectory([]PeerConfig{{ID: 1, Address: "10.0.0.1", Port: 7001}})}
+	return &machine{kv: newStore(), dir: newDirectory([]PeerConfig{{ID: "1", Address: "10.0.0.1", Port: 7001}})}
 }
 
 func TestMachineSnapshotCarriesTheDirectory(t *testing.T) {

@@ -51,7 +51,7 @@ type metricsSource struct{ s *Server }
 // Snapshot implements metrics.Source.
 func (ms metricsSource) Snapshot() metrics.State {
 	s := ms.s
-	st := metrics.State{NodeID: uint64(s.cfg.NodeID)}
+	st := metrics.State{NodeID: s.cfg.NodeID.ID()}
 	if s.run == nil { // New reads the node ID before the node runs
 		return st
 	}

@@ -66,7 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	id := uint64(cfg.NodeID)
+	id := cfg.NodeID.ID()
 	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
 	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers), prevMemoryLimit: -1}
@@ -145,7 +145,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	var voters []uint64
 	if !cfg.Join {
 		for _, p := range cfg.Peers {
-			voters = append(voters, uint64(p.ID))
+			voters = append(voters, p.ID.ID())
 		}
 	}
 	s.syncPeers()
@@ -360,7 +360,7 @@ func (s *Server) clientAddr(id uint64) string {
 // syncPeers points the transport at every member's address.
 func (s *Server) syncPeers() {
 	for _, m := range s.dir.all() {
-		if m.ID != uint64(s.cfg.NodeID) {
+		if m.ID != s.cfg.NodeID.ID() {
 			s.tr.SetPeer(m.ID, m.raftAddr())
 		}
 	}
@@ -370,7 +370,7 @@ func (s *Server) syncPeers() {
 // the membership (on the node's goroutine, in log order).
 func (s *Server) confChangeApplied(index uint64, cc core.ConfChange) {
 	for _, id := range s.dir.memberChanged(cc) {
-		if id == uint64(s.cfg.NodeID) {
+		if id == s.cfg.NodeID.ID() {
 			continue
 		}
 		if m, ok := s.dir.get(id); ok {

@@ -20,7 +20,7 @@ func openStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) 
 		return node.NewMemoryStorage(), nil, nil
 	case "wal":
 		ws, err := wal.Open(wal.Options{
-			Dir: cfg.Storage.Path, ClusterID: cfg.ClusterHash(), NodeID: uint64(cfg.NodeID),
+			Dir: cfg.Storage.Path, ClusterID: cfg.ClusterHash(), NodeID: cfg.NodeID.ID(),
 			SegmentSize: cfg.Storage.SegmentSize, MaxBatchDelay: cfg.Storage.MaxBatchDelay,
 			MaxBatchBytes: cfg.Storage.MaxBatchSize, NoSync: !*cfg.Storage.SyncWrites, Logger: log,
 		})

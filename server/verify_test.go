@@ -78,7 +78,7 @@ func TestVerifyTamperedReplica(t *testing.T) {
 	}
 	for _, s := range srvs {
 		if h := s.Health(ctx); !h.Healthy || corruptionCount(t, s) != 0 {
-			t.Fatalf("node %d before tampering: health %+v, corruption count %v", s.Config().NodeID, h, corruptionCount(t, s))
+			t.Fatalf("node %s before tampering: health %+v, corruption count %v", s.Config().NodeID, h, corruptionCount(t, s))
 		}
 	}
 	var bad *server.Server
@@ -88,7 +88,7 @@ func TestVerifyTamperedReplica(t *testing.T) {
 			break
 		}
 	}
-	badID := uint64(bad.Config().NodeID)
+	badID := bad.Config().NodeID.ID()
 	if err := bad.TamperState(ctx, "tampered", "not what the log says"); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestVerifyTamperedReplica(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			for _, s := range srvs {
-				t.Logf("node %d alarms %+v", s.Config().NodeID, s.Runner().Alarms())
+				t.Logf("node %s alarms %+v", s.Config().NodeID, s.Runner().Alarms())
 			}
 			t.Fatal("no alarm on every node")
 		}
@@ -118,7 +118,7 @@ func TestVerifyTamperedReplica(t *testing.T) {
 	}
 
 	for _, s := range srvs {
-		id := uint64(s.Config().NodeID)
+		id := s.Config().NodeID.ID()
 		if n := corruptionCount(t, s); n < 1 {
 			t.Errorf("node %d: forge_consensus_corruption_detected_total = %v", id, n)
 		}
@@ -193,7 +193,7 @@ func TestVerifyTamperedReplica(t *testing.T) {
 		resp.Body.Close()
 		want := fmt.Sprintf("node %d diverged at index %d", badID, alarm.Index)
 		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), want) {
-			t.Errorf("node %d admin health: %d %s", s.Config().NodeID, resp.StatusCode, body)
+			t.Errorf("node %s admin health: %d %s", s.Config().NodeID, resp.StatusCode, body)
 		}
 	}
 }

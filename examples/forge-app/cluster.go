@@ -75,12 +75,12 @@ func (cc ClusterConfig) addr(port int) string { return net.JoinHostPort(cc.Host,
 func (cc ClusterConfig) consensusConfig(id int) forgeext.Config {
 	var cfg forgeext.Config
 	p := cc.Nodes[id-1]
-	cfg.NodeID = server.NodeID(id)
+	cfg.NodeID = server.NodeName(fmt.Sprintf("node-%d", id))
 	cfg.ClusterID = ClusterID
 	cfg.BindAddr, cfg.BindPort = cc.Host, p.Raft
 	for i, q := range cc.Nodes {
 		cfg.Peers = append(cfg.Peers, server.PeerConfig{
-			ID: server.NodeID(i + 1), Address: cc.Host, Port: q.Raft, APIPort: q.API, ClientPort: q.Client,
+			ID: server.NodeName(fmt.Sprintf("node-%d", i+1)), Address: cc.Host, Port: q.Raft, APIPort: q.API, ClientPort: q.Client,
 		})
 	}
 	cfg.API.Addr = cc.addr(p.API)
