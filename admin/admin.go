@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/nodename"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -46,7 +47,10 @@ type MemberAdder interface {
 
 // NewMember is a node to add through MemberAdder.
 type NewMember struct {
-	ID      uint64
+	ID uint64
+	// Name is the member's name as given (package nodename), "" if it was
+	// given by number alone.
+	Name    string
 	Address string
 	Port    int
 	// APIPort and ClientPort are the member's HTTP API and client-protocol
@@ -210,10 +214,42 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// NodeID is a node ID in a request body. It decodes from a JSON number (3),
-// a decimal string ("3") or a "node-N" string ("node-3"), and encodes as a
-// number.
-type NodeID uint64
+// NodeID names a node in a request body: a JSON number (3) or a string
+// with the node's name ("node-4", "us-east-1a", "3"; package nodename
+// says which names are valid and which ID each stands for). It encodes as
+// the name given, or as a number when it has none.
+type NodeID struct {
+	ID   uint64
+	Name string // as given; "" when given as a number
+}
+
+// ID returns the NodeID of a node known by number only.
+func ID(id uint64) NodeID { return NodeID{ID: id} }
+
+// Named returns the NodeID of a node name, or the error of an invalid one.
+func Named(name string) (NodeID, error) {
+	id, err := nodename.ID(name)
+	if err != nil {
+		return NodeID{}, err
+	}
+	return NodeID{ID: id, Name: name}, nil
+}
+
+// String returns the name, or the ID in decimal.
+func (id NodeID) String() string {
+	if id.Name != "" {
+		return id.Name
+	}
+	return nodename.String(id.ID)
+}
+
+// MarshalJSON implements json.Marshaler.
+func (id NodeID) MarshalJSON() ([]byte, error) {
+	if id.Name != "" {
+		return json.Marshal(id.Name)
+	}
+	return []byte(strconv.FormatUint(id.ID, 10)), nil
+}
 
 // UnmarshalJSON implements json.Unmarshaler. A JSON null leaves id unchanged.
 func (id *NodeID) UnmarshalJSON(b []byte) error {
@@ -222,16 +258,22 @@ func (id *NodeID) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	if strings.HasPrefix(s, `"`) {
-		if err := json.Unmarshal(b, &s); err != nil {
+		var name string
+		if err := json.Unmarshal(b, &name); err != nil {
 			return fmt.Errorf("invalid node id %s: %w", truncate(b), err)
 		}
-		s = strings.TrimPrefix(s, "node-")
+		v, err := Named(name)
+		if err != nil {
+			return fmt.Errorf("invalid node id: %w", err)
+		}
+		*id = v
+		return nil
 	}
 	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf(`invalid node id %s: want a non-negative integer, "N" or "node-N"`, truncate(b))
+	if err != nil || !nodename.Numeric(n) {
+		return fmt.Errorf(`invalid node id %s: want a name ("node-4", "us-east-1a") or an integer from 1 to 2^63-1`, truncate(b))
 	}
-	*id = NodeID(n)
+	*id = NodeID{ID: n}
 	return nil
 }
 
@@ -259,7 +301,7 @@ type AddNodeRequest struct {
 
 func (r *AddNodeRequest) validate() error {
 	switch {
-	case r.NodeID == 0:
+	case r.NodeID.ID == 0:
 		return fmt.Errorf("%w: node_id is required and must be non-zero", ErrInvalidRequest)
 	case strings.TrimSpace(r.Address) == "":
 		return fmt.Errorf("%w: address is required", ErrInvalidRequest)

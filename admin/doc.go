@@ -25,8 +25,10 @@
 //	POST /transfer-leadership  {"target_node_id":N}                    -> 200 {"ok":true,"target_node_id":N}
 //	POST /snapshot             empty or {}                             -> 200 {"ok":true,"index":I}
 //
-// A node ID in a request is a JSON number (3), a decimal string ("3") or
-// "node-N" ("node-3"); IDs are non-zero and port is in 1..65535. A request
+// A node ID in a request is the node's name, a JSON string ("node-4",
+// "us-east-1a", "3"; package nodename says which names are valid and the
+// ID each stands for), or a JSON number from 1 to 2^63-1; the answer
+// echoes it as given. A port is in 1..65535. A request
 // body is at most 64 KiB (413 beyond) and must be a single JSON object with
 // no unknown fields. The Cluster is never called for an invalid request.
 //

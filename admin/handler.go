@@ -247,13 +247,13 @@ func (h *handler) addNode(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
-	id := uint64(req.NodeID)
+	id := req.NodeID.ID
 	addr := strings.TrimSpace(req.Address)
 	var err error
 	ma, ok := h.c.(MemberAdder)
 	switch {
 	case ok:
-		err = ma.AddMember(r.Context(), NewMember{ID: id, Address: addr, Port: req.Port, APIPort: req.APIPort,
+		err = ma.AddMember(r.Context(), NewMember{ID: id, Name: req.NodeID.Name, Address: addr, Port: req.Port, APIPort: req.APIPort,
 			ClientPort: req.ClientPort, Learner: req.Learner})
 	case req.extended():
 		h.refuse(w, r, http.StatusNotImplemented, "this cluster adds voters only, at the default API and client ports",
@@ -262,7 +262,7 @@ func (h *handler) addNode(w http.ResponseWriter, r *http.Request) {
 	default:
 		err = h.c.AddNode(r.Context(), id, addr, req.Port)
 	}
-	ok200 := map[string]any{"ok": true, "node_id": id}
+	ok200 := map[string]any{"ok": true, "node_id": req.NodeID}
 	if req.Learner {
 		ok200["learner"] = true
 	}
@@ -274,12 +274,11 @@ func (h *handler) removeNode(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req, false) {
 		return
 	}
-	if req.NodeID == 0 {
+	if req.NodeID.ID == 0 {
 		h.refuse(w, r, http.StatusBadRequest, ErrInvalidRequest.Error()+": node_id is required and must be non-zero", nil)
 		return
 	}
-	id := uint64(req.NodeID)
-	h.finish(w, r, h.c.RemoveNode(r.Context(), id), map[string]any{"ok": true, "node_id": id})
+	h.finish(w, r, h.c.RemoveNode(r.Context(), req.NodeID.ID), map[string]any{"ok": true, "node_id": req.NodeID})
 }
 
 func (h *handler) transferLeadership(w http.ResponseWriter, r *http.Request) {
@@ -287,12 +286,11 @@ func (h *handler) transferLeadership(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req, false) {
 		return
 	}
-	if req.Target == 0 {
+	if req.Target.ID == 0 {
 		h.refuse(w, r, http.StatusBadRequest, ErrInvalidRequest.Error()+": target_node_id is required and must be non-zero", nil)
 		return
 	}
-	id := uint64(req.Target)
-	h.finish(w, r, h.c.TransferLeadership(r.Context(), id), map[string]any{"ok": true, "target_node_id": id})
+	h.finish(w, r, h.c.TransferLeadership(r.Context(), req.Target.ID), map[string]any{"ok": true, "target_node_id": req.Target})
 }
 
 func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {

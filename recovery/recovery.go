@@ -328,7 +328,7 @@ func (r *run) replace(ctx context.Context) error {
 	if _, ok := v.member(old); !ok {
 		r.step(3, "remove node %d: not a member (already removed)", old)
 	} else {
-		if v, err = r.change(ctx, "/remove-node", admin.RemoveNodeRequest{NodeID: admin.NodeID(old)},
+		if v, err = r.change(ctx, "/remove-node", admin.RemoveNodeRequest{NodeID: admin.ID(old)},
 			func(v view) bool { _, ok := v.member(old); return !ok }); err != nil {
 			return fmt.Errorf("remove node %d: %w", old, err)
 		}
@@ -399,7 +399,7 @@ func (r *run) rejoin(ctx context.Context, v view) error {
 		if err := server.CheckStorage(r.cfg, nil); err != nil {
 			return fmt.Errorf("create the storage of node %d: %w", nid, err)
 		}
-		req := admin.AddNodeRequest{NodeID: admin.NodeID(nid), Address: r.self.Address, Port: r.self.Port,
+		req := admin.AddNodeRequest{NodeID: admin.ID(nid), Address: r.self.Address, Port: r.self.Port,
 			APIPort: r.self.APIPort, ClientPort: r.self.ClientPort, Learner: true}
 		if v, err = r.change(ctx, "/add-node", req, func(v view) bool { _, ok := v.member(nid); return ok }); err != nil {
 			return fmt.Errorf("add node %d as a learner: %w", nid, err)
@@ -452,7 +452,7 @@ func (r *run) rejoin(ctx context.Context, v view) error {
 	if n.Voter {
 		r.step(8, "promote node %d to voter: a voter already", nid)
 	} else {
-		req := admin.AddNodeRequest{NodeID: admin.NodeID(nid), Address: r.self.Address, Port: r.self.Port,
+		req := admin.AddNodeRequest{NodeID: admin.ID(nid), Address: r.self.Address, Port: r.self.Port,
 			APIPort: r.self.APIPort, ClientPort: r.self.ClientPort}
 		if v, err = r.change(ctx, "/add-node", req, func(v view) bool {
 			n, ok := v.member(nid)

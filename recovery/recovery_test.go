@@ -299,7 +299,7 @@ func TestRecoverResumes(t *testing.T) {
 	if err := ru.setup(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ru.change(context.Background(), "/remove-node", admin.RemoveNodeRequest{NodeID: 2},
+	if _, err := ru.change(context.Background(), "/remove-node", admin.RemoveNodeRequest{NodeID: admin.ID(2)},
 		func(v view) bool { _, ok := v.member(2); return !ok }); err != nil {
 		t.Fatal(err)
 	}

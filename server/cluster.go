@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/nodename"
 	"slices"
 	"strings"
 	"time"
@@ -216,7 +217,7 @@ func (s *Server) clusterError(err error) error {
 // AddNode adds a voter reachable at address:port (its API and client
 // ports are port + 100 and + 200). Start the new node with join: true.
 func (s *Server) AddNode(ctx context.Context, id uint64, address string, port int) error {
-	return s.addMember(ctx, core.AddVoter, memberOf(id, address, port, 0, 0))
+	return s.addMember(ctx, core.AddVoter, memberOf(id, "", address, port, 0, 0))
 }
 
 // AddMember adds a voter, or a learner with m.Learner, at the addresses
@@ -235,18 +236,28 @@ func (s *Server) AddMember(ctx context.Context, m admin.NewMember) error {
 		}
 		typ = core.AddLearner
 	}
-	return s.addMember(ctx, typ, memberOf(m.ID, m.Address, m.Port, m.APIPort, m.ClientPort))
+	return s.addMember(ctx, typ, memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort))
 }
 
 // AddLearner adds a learner (a non-voting member that receives the log),
 // or demotes a voter to one.
 func (s *Server) AddLearner(ctx context.Context, id uint64, address string, port int) error {
-	return s.addMember(ctx, core.AddLearner, memberOf(id, address, port, 0, 0))
+	return s.addMember(ctx, core.AddLearner, memberOf(id, "", address, port, 0, 0))
 }
 
 func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Member) error {
 	if m.ID == 0 || m.Address == "" || m.Port <= 0 || m.Port > 65535 || m.ClientPort > 65535 {
 		return fmt.Errorf("%w: node %d at %q port %d", admin.ErrInvalidRequest, m.ID, m.Address, m.Port)
+	}
+	if m.Name != "" {
+		if id, err := nodename.ID(m.Name); err != nil || id != m.ID {
+			return fmt.Errorf("%w: node %d is not named %q", admin.ErrInvalidRequest, m.ID, m.Name)
+		}
+		// Numeric names of one ID ("4", "node-4") are the same member; two
+		// hashed names of one ID are two members that cannot both exist.
+		if known := s.dir.name(m.ID); !nodename.Numeric(m.ID) && known != m.Name && known != nodename.String(m.ID) {
+			return fmt.Errorf("%w: %w", admin.ErrConflict, nodename.Collision(m.Name, known, m.ID))
+		}
 	}
 	st, err := s.onLeader(ctx)
 	if err != nil {

@@ -15,13 +15,17 @@ import (
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/kv"
 	"github.com/forge-consensus/consensus/node"
+	"github.com/forge-consensus/consensus/nodename"
 )
 
 // Member is a node's addresses as the cluster knows them: the peers of the
 // configuration, and the nodes added later with their addresses in the
 // membership change (core.ConfChange.Context, JSON).
 type Member struct {
-	ID         uint64 `json:"id"`
+	ID uint64 `json:"id"`
+	// Name is the member's name (package nodename), "" for a member added
+	// before names were recorded: it is then shown by its ID.
+	Name       string `json:"name,omitempty"`
 	Address    string `json:"address"`
 	Port       int    `json:"port"`
 	APIPort    int    `json:"api_port,omitempty"`
@@ -30,14 +34,14 @@ type Member struct {
 
 // memberOf returns a member with the default API and client ports (port
 // + 100 and + 200) where they are unset.
-func memberOf(id uint64, address string, port, apiPort, clientPort int) Member {
+func memberOf(id uint64, name, address string, port, apiPort, clientPort int) Member {
 	if apiPort == 0 {
 		apiPort = port + 100
 	}
 	if clientPort == 0 {
 		clientPort = port + 200
 	}
-	return Member{ID: id, Address: address, Port: port, APIPort: apiPort, ClientPort: clientPort}
+	return Member{ID: id, Name: name, Address: address, Port: port, APIPort: apiPort, ClientPort: clientPort}
 }
 
 func (m Member) raftAddr() string { return net.JoinHostPort(m.Address, strconv.Itoa(m.Port)) }
@@ -56,12 +60,16 @@ type directory struct {
 	static  map[uint64]Member
 	added   map[uint64]Member
 	removed map[uint64]bool
+	// names keeps the names of members added and later removed, so that
+	// what refers to them still shows their name (not replicated).
+	names map[uint64]string
 }
 
 func newDirectory(peers []PeerConfig) *directory {
-	d := &directory{static: map[uint64]Member{}, added: map[uint64]Member{}, removed: map[uint64]bool{}}
+	d := &directory{static: map[uint64]Member{}, added: map[uint64]Member{}, removed: map[uint64]bool{},
+		names: map[uint64]string{}}
 	for _, p := range peers {
-		d.static[p.ID.ID()] = memberOf(p.ID.ID(), p.Address, p.Port, p.APIPort, p.ClientPort)
+		d.static[p.ID.ID()] = memberOf(p.ID.ID(), string(p.ID), p.Address, p.Port, p.APIPort, p.ClientPort)
 	}
 	return d
 }
@@ -78,6 +86,27 @@ func (d *directory) get(id uint64) (Member, bool) {
 	}
 	m, ok := d.static[id]
 	return m, ok
+}
+
+// name returns how to show member id: its recorded name (a member added
+// with one, or a configured peer), else its ID in decimal. A removed
+// member keeps its name.
+func (d *directory) name(id uint64) string {
+	if id == 0 {
+		return ""
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if m, ok := d.added[id]; ok && m.Name != "" {
+		return m.Name
+	}
+	if n := d.names[id]; n != "" {
+		return n
+	}
+	if m, ok := d.static[id]; ok && m.Name != "" {
+		return m.Name
+	}
+	return nodename.String(id)
 }
 
 // all returns every known member, by ID.
@@ -121,6 +150,9 @@ func (d *directory) add(m Member) {
 func (d *directory) remove(id uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if m, ok := d.added[id]; ok && m.Name != "" {
+		d.names[id] = m.Name
+	}
 	delete(d.added, id)
 	d.removed[id] = true
 }
@@ -137,11 +169,14 @@ func cmpU64(a, b uint64) int {
 
 // Snapshot formats: the key-value store's alone (it starts with its
 // version byte, 1); machineMagic1, the directory then the store;
-// machineMagic, the directory, the application's state (length-prefixed),
+// machineMagic2, the directory, the application's state (length-prefixed),
+// then the store; machineMagic, the same with each added member's name
+// (length-prefixed, after its ID),
 // then the store.
 const (
 	machineMagic1 = "FCM\x01"
-	machineMagic  = "FCM\x02"
+	machineMagic2 = "FCM\x02"
+	machineMagic  = "FCM\x03"
 )
 
 // appCommandTag starts a command for Config.App; the key-value store's
@@ -280,6 +315,8 @@ func (m *machine) header() ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(added)))
 	for _, mem := range added {
 		b = binary.AppendUvarint(b, mem.ID)
+		b = binary.AppendUvarint(b, uint64(len(mem.Name)))
+		b = append(b, mem.Name...)
 		b = binary.AppendUvarint(b, uint64(len(mem.Address)))
 		b = append(b, mem.Address...)
 		b = binary.AppendUvarint(b, uint64(mem.Port))
@@ -304,6 +341,8 @@ func (m *machine) Restore(data []byte) error {
 	var version int
 	switch {
 	case len(data) >= len(machineMagic) && string(data[:len(machineMagic)]) == machineMagic:
+		version = 3
+	case len(data) >= len(machineMagic2) && string(data[:len(machineMagic2)]) == machineMagic2:
 		version = 2
 	case len(data) >= len(machineMagic1) && string(data[:len(machineMagic1)]) == machineMagic1:
 		version = 1
@@ -337,7 +376,19 @@ func (m *machine) Restore(data []byte) error {
 	for range n {
 		var mem Member
 		var l uint64
-		if mem.ID, err = next(); err == nil {
+		mem.ID, err = next()
+		if err == nil && version >= 3 {
+			if l, err = next(); err == nil && l > uint64(len(rest)) {
+				err = errBadSnapshot
+			}
+			if err == nil {
+				mem.Name, rest = string(rest[:l]), rest[l:]
+				if id, nerr := nodename.ID(mem.Name); mem.Name != "" && (nerr != nil || id != mem.ID) {
+					return fmt.Errorf("%w: member %d named %q", errBadSnapshot, mem.ID, mem.Name)
+				}
+			}
+		}
+		if err == nil {
 			l, err = next()
 		}
 		if err != nil || l > uint64(len(rest)) {
@@ -427,7 +478,12 @@ func (d *directory) memberChanged(cc core.ConfChange) (changed []uint64) {
 				m.Port <= 0 || m.Port > 65535 {
 				continue
 			}
-			d.add(memberOf(m.ID, m.Address, m.Port, m.APIPort, m.ClientPort))
+			if m.Name != "" {
+				if id, err := nodename.ID(m.Name); err != nil || id != m.ID {
+					m.Name = "" // not this ID's name: shown by its ID
+				}
+			}
+			d.add(memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort))
 		case core.RemoveNode:
 			d.remove(c.NodeID)
 		default:

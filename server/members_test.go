@@ -18,11 +18,11 @@ func TestMachineSnapshotCarriesTheDirectory(t *testing.T) {
 	m := newMachine()
 	m.kv.Apply(1, kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: "k", Value: []byte("v")}))
 	m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddVoter, NodeID: 4}},
-		Context: encodeMember(memberOf(4, "10.0.0.4", 7004, 0, 0))})
+		Context: encodeMember(memberOf(4, "", "10.0.0.4", 7004, 0, 0))})
 	m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: 1}}})
 	// A change whose context does not name the node adds no address.
 	m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: 5}},
-		Context: encodeMember(memberOf(6, "10.0.0.6", 7006, 0, 0))})
+		Context: encodeMember(memberOf(6, "", "10.0.0.6", 7006, 0, 0))})
 	snap, err := m.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestMachineSnapshotCarriesTheDirectory(t *testing.T) {
 	if v, ok := r.kv.Get("k"); !ok || string(v) != "v" {
 		t.Fatalf("store not restored: %q %v", v, ok)
 	}
-	if got := r.dir.all(); len(got) != 1 || got[0] != memberOf(4, "10.0.0.4", 7004, 0, 0) {
+	if got := r.dir.all(); len(got) != 1 || got[0] != memberOf(4, "", "10.0.0.4", 7004, 0, 0) {
 		t.Fatalf("directory after restore: %+v (node 1 removed, node 4 added)", got)
 	}
 	again, _ := r.Snapshot()
@@ -65,7 +65,7 @@ func TestMachineSnapshotCarriesTheDirectory(t *testing.T) {
 func FuzzMachineRestore(f *testing.F) {
 	m := newMachine()
 	m.kv.Apply(1, kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: "k", Value: []byte("v")}))
-	m.dir.add(memberOf(4, "h", 1, 2, 3))
+	m.dir.add(memberOf(4, "", "h", 1, 2, 3))
 	m.dir.remove(2)
 	good, _ := m.Snapshot()
 	f.Add(good)

@@ -40,10 +40,10 @@ func (c *cli) dispatch(cmd string, args []string) error {
 			return err
 		}
 		if cmd == "remove-node" {
-			return c.mutate("/remove-node", admin.RemoveNodeRequest{NodeID: id}, fmt.Sprintf("node %d removed", id), false)
+			return c.mutate("/remove-node", admin.RemoveNodeRequest{NodeID: id}, fmt.Sprintf("node %s removed", id), false)
 		}
 		return c.mutate("/transfer-leadership", admin.TransferLeadershipRequest{Target: id},
-			fmt.Sprintf("leadership transferred to node %d", id), false)
+			fmt.Sprintf("leadership transferred to node %s", id), false)
 	case "snapshot":
 		if err := wantArgs(args, 0, "snapshot"); err != nil {
 			return err
@@ -237,7 +237,7 @@ func (c *cli) addNode(args []string) error {
 		return usagef("invalid port %q: want 1..65535", args[2])
 	}
 	req := admin.AddNodeRequest{NodeID: id, Address: host, Port: port}
-	return c.mutate("/add-node", req, fmt.Sprintf("node %d added at %s", id, net.JoinHostPort(host, strconv.Itoa(port))), false)
+	return c.mutate("/add-node", req, fmt.Sprintf("node %s added at %s", id, net.JoinHostPort(host, strconv.Itoa(port))), false)
 }
 
 // mutate POSTs req to an admin route and prints done, followed by the

@@ -21,7 +21,8 @@
 //	kv put <key> <value>         a value of "-" is read from standard input
 //	kv delete <key>
 //
-// A node ID is "3" or "node-3". kv get prints the value and a newline, or
+// A node ID is its name: "node-3", "us-east-1a", or a number such as "3".
+// kv get prints the value and a newline, or
 // with -o json {"key":K,"value":V} ("value_base64" if V is not UTF-8).
 //
 // Global flags, before the command:
@@ -55,7 +56,6 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -85,7 +85,7 @@ commands:
   kv put <key> <value>         a value of "-" is read from standard input
   kv delete <key>
 
-A node ID is "3" or "node-3". With -o json, kv get prints {"key":K,"value":V}.
+A node ID is its name: "node-3", "us-east-1a", or a number such as "3". With -o json, kv get prints {"key":K,"value":V}.
 
 global flags (before the command):
   --endpoints URLs     comma-separated base URLs, tried in order
@@ -283,15 +283,12 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
-// parseID accepts the node ID forms the admin API accepts: "3" or "node-3".
+// parseID accepts a node's name as the admin API does: "node-4",
+// "us-east-1a", or a number such as "3".
 func parseID(s string) (admin.NodeID, error) {
-	q, err := json.Marshal(s)
-	var id admin.NodeID
-	if err == nil {
-		err = id.UnmarshalJSON(q)
-	}
-	if err != nil || id == 0 {
-		return 0, usagef("invalid node id %q: want N or node-N, N > 0", s)
+	id, err := admin.Named(s)
+	if err != nil {
+		return admin.NodeID{}, usagef("invalid node id: %v", err)
 	}
 	return id, nil
 }

@@ -309,11 +309,11 @@ func TestMutations(t *testing.T) {
 		args            []string
 		table, json, fn string
 	}{
-		{[]string{"add-node", "node-3", "10.0.0.3", "7001"}, "node 3 added at 10.0.0.3:7001\n",
-			"{\n  \"node_id\": 3,\n  \"ok\": true\n}\n", "AddNode(3,10.0.0.3,7001)"},
-		{[]string{"remove-node", "2"}, "node 2 removed\n", "{\n  \"node_id\": 2,\n  \"ok\": true\n}\n", "RemoveNode(2)"},
-		{[]string{"transfer-leadership", "node-2"}, "leadership transferred to node 2\n",
-			"{\n  \"ok\": true,\n  \"target_node_id\": 2\n}\n", "TransferLeadership(2)"},
+		{[]string{"add-node", "node-3", "10.0.0.3", "7001"}, "node node-3 added at 10.0.0.3:7001\n",
+			"{\n  \"node_id\": \"node-3\",\n  \"ok\": true\n}\n", "AddNode(3,10.0.0.3,7001)"},
+		{[]string{"remove-node", "2"}, "node 2 removed\n", "{\n  \"node_id\": \"2\",\n  \"ok\": true\n}\n", "RemoveNode(2)"},
+		{[]string{"transfer-leadership", "node-2"}, "leadership transferred to node node-2\n",
+			"{\n  \"ok\": true,\n  \"target_node_id\": \"node-2\"\n}\n", "TransferLeadership(2)"},
 		{[]string{"snapshot"}, "snapshot taken at index 42\n", "{\n  \"index\": 42,\n  \"ok\": true\n}\n", "Snapshot"},
 	} {
 		r := ctl(t, n.URL, tc.args...)
@@ -330,7 +330,7 @@ func TestMutations(t *testing.T) {
 			t.Errorf("%v: cluster calls %v, want %s last", tc.args, calls, tc.fn)
 		}
 	}
-	if s := n.Seen()[0]; s.body != `{"node_id":3,"address":"10.0.0.3","port":7001}` || s.auth != "Bearer "+token {
+	if s := n.Seen()[0]; s.body != `{"node_id":"node-3","address":"10.0.0.3","port":7001}` || s.auth != "Bearer "+token {
 		t.Errorf("add-node request %+v", s)
 	}
 }
@@ -414,8 +414,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"status", "extra"}, "consensusctl: status: want 0 argument(s), got 1"},
 		{[]string{"add-node", "3", "h"}, "consensusctl: add-node: want 3 argument(s), got 2"},
 		{[]string{"add-node", "3", "h", "70000"}, `invalid port "70000"`},
-		{[]string{"remove-node", "node-x"}, `invalid node id "node-x"`},
-		{[]string{"transfer-leadership", "0"}, `invalid node id "0"`},
+		{[]string{"remove-node", "node x"}, `invalid node id: invalid node name "node x"`},
+		{[]string{"transfer-leadership", "0"}, `invalid node id: invalid node name "0"`},
 		{[]string{"--bogus", "status"}, "consensusctl: flag provided but not defined: -bogus"},
 		{[]string{"-o", "yaml", "status"}, `--output "yaml"`},
 		{[]string{"--timeout", "0s", "status"}, "--timeout must be positive"},
@@ -457,7 +457,7 @@ func TestFollowsRedirects(t *testing.T) {
 			t.Errorf("%s: leader calls %v", name, got)
 		}
 		s := leader.Seen()
-		if last := s[len(s)-1]; last.uri != "/consensus/remove-node" || last.body != `{"node_id":2}` || last.auth != "Bearer "+token {
+		if last := s[len(s)-1]; last.uri != "/consensus/remove-node" || last.body != `{"node_id":"node-2"}` || last.auth != "Bearer "+token {
 			t.Errorf("%s: leader got %+v", name, last)
 		}
 	}
