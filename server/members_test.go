@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"testing"
@@ -203,5 +204,68 @@ func TestMachineSnapshotWhileWritesGoOn(t *testing.T) {
 	}
 	if !bytes.Equal(last.data, last.copy) {
 		t.Fatal("the restored machine modified the snapshot it shares")
+	}
+}
+
+// TestDirectoryNames: a member added with a name is shown by it on every
+// node (the name travels in the change and in snapshots) and keeps it once
+// removed; a configured peer is shown by its configured name; a member
+// added by number, by its ID; a change whose name does not stand for its
+// ID records no name; a snapshot of the previous format (FCM v2, no names)
+// still restores.
+func TestDirectoryNames(t *testing.T) {
+	m := &machine{kv: newStore(), dir: newDirectory([]PeerConfig{{ID: "node-1", Address: "10.0.0.1", Port: 7001}})}
+	zone := uint64(0xbcc3edcc1ecf38f7) // nodename.ID("us-east-1a")
+	add := func(id uint64, name string) {
+		m.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.AddVoter, NodeID: id}},
+			Context: encodeMember(memberOf(id, name, "10.0.0.9", 7009, 0, 0))})
+	}
+	add(zone, "us-east-1a")
+	add(4, "")
+	add(5, "us-east-1a") // not 5's name
+	for id, want := range map[uint64]string{1: "node-1", zone: "us-east-1a", 4: "4", 5: "5", 77: "77"} {
+		if got := m.dir.name(id); got != want {
+			t.Errorf("name(%d) = %q, want %q", id, got, want)
+		}
+	}
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newMachine()
+	if err := r.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.dir.name(zone); got != "us-east-1a" {
+		t.Fatalf("after restoring a snapshot: name = %q", got)
+	}
+	r.dir.memberChanged(core.ConfChange{Changes: []core.ConfChangeSingle{{Type: core.RemoveNode, NodeID: zone}}})
+	if got := r.dir.name(zone); got != "us-east-1a" {
+		t.Fatalf("after removal: name = %q", got)
+	}
+
+	// The same directory in the previous format: no names.
+	v2 := []byte(machineMagic2)
+	v2 = binary.AppendUvarint(v2, 1)
+	v2 = binary.AppendUvarint(v2, 4)
+	v2 = binary.AppendUvarint(v2, uint64(len("10.0.0.4")))
+	v2 = append(v2, "10.0.0.4"...)
+	v2 = binary.AppendUvarint(v2, 7004)
+	v2 = binary.AppendUvarint(v2, 7104)
+	v2 = binary.AppendUvarint(v2, 7204)
+	v2 = binary.AppendUvarint(v2, 0) // removed
+	v2 = binary.AppendUvarint(v2, 0) // application state
+	store, _ := newStore().Snapshot()
+	o := newMachine()
+	if err := o.Restore(append(v2, store...)); err != nil {
+		t.Fatalf("FCM v2 snapshot: %v", err)
+	}
+	if got, ok := o.dir.get(4); !ok || got.Address != "10.0.0.4" || got.Name != "" || o.dir.name(4) != "4" {
+		t.Fatalf("FCM v2 member: %+v %v, name %q", got, ok, o.dir.name(4))
+	}
+	// A v3 snapshot whose member name does not stand for its ID is refused.
+	bad := bytes.Replace(snap, []byte("us-east-1a"), []byte("us-east-1b"), 1)
+	if err := newMachine().Restore(bad); err == nil {
+		t.Fatal("a snapshot naming a member with another ID's name was restored")
 	}
 }
