@@ -63,9 +63,13 @@ type NewMember struct {
 
 // ClusterInfo is the body of GET /status.
 type ClusterInfo struct {
-	ID            string       `json:"cluster_id"`
-	NodeID        uint64       `json:"node_id"`
-	Leader        uint64       `json:"leader_id"`
+	ID     string `json:"cluster_id"`
+	NodeID uint64 `json:"node_id"`
+	// NodeName is this node's name (package nodename).
+	NodeName string `json:"node_name,omitempty"`
+	Leader   uint64 `json:"leader_id"`
+	// LeaderName is the leader's name, "" when there is no leader.
+	LeaderName    string       `json:"leader_name,omitempty"`
 	LeaderAddress string       `json:"leader_address,omitempty"`
 	Term          uint64       `json:"term"`
 	Role          string       `json:"role"`
@@ -98,7 +102,10 @@ type DivergedNode struct {
 
 // NodeStatus describes one cluster member.
 type NodeStatus struct {
-	ID      uint64 `json:"id"`
+	ID uint64 `json:"id"`
+	// Name is the member's name, or its ID in decimal when none is
+	// recorded.
+	Name    string `json:"name,omitempty"`
 	Address string `json:"address"`
 	// Role is "leader", "follower", "candidate" or "learner".
 	Role       string `json:"role"`
@@ -114,6 +121,7 @@ type HealthStatus struct {
 	Status      string  `json:"status"`
 	Healthy     bool    `json:"healthy"`
 	Leader      uint64  `json:"leader_id"`
+	LeaderName  string  `json:"leader_name,omitempty"`
 	HasQuorum   bool    `json:"has_quorum"`
 	ActiveNodes int     `json:"active_nodes"`
 	TotalNodes  int     `json:"total_nodes"`

@@ -65,9 +65,10 @@ func membership(cs core.ConfState) (voters, learners []uint64) {
 // Info returns the cluster as this node sees it. On the leader, a node is
 // active if it was heard from within the last election timeout; elsewhere
 // only this node and the leader it follows are known to be.
-func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
+func (s *Server) Info(ctx context.Context) (info admin.ClusterInfo) {
 	self := s.cfg.NodeID.ID()
-	info := admin.ClusterInfo{ID: s.cfg.ClusterID, NodeID: self}
+	info = admin.ClusterInfo{ID: s.cfg.ClusterID, NodeID: self, NodeName: string(s.cfg.NodeID)}
+	defer func() { info.LeaderName = s.dir.name(info.Leader) }()
 	st, err := s.run.CoreStatus(ctx)
 	if err != nil {
 		bs := s.run.Status()
@@ -85,7 +86,7 @@ func (s *Server) Info(ctx context.Context) admin.ClusterInfo {
 	activeVoters := 0
 	for _, id := range slices.Concat(voters, learners) {
 		learner := slices.Contains(learners, id)
-		ns := admin.NodeStatus{ID: id, Voter: !learner}
+		ns := admin.NodeStatus{ID: id, Name: s.dir.name(id), Voter: !learner}
 		if m, ok := s.dir.get(id); ok {
 			ns.Address = m.raftAddr()
 		}
@@ -173,7 +174,7 @@ func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	}
 	space := s.spaceCheck()
 	checks = append(checks, space)
-	h := admin.HealthStatus{Leader: info.Leader, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
+	h := admin.HealthStatus{Leader: info.Leader, LeaderName: info.LeaderName, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
 		TotalNodes: info.TotalNodes, Checks: checks,
 		Healthy: running && info.Leader != 0 && info.HasQuorum && space.Healthy && len(alarms) == 0}
 	switch {

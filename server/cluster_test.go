@@ -47,16 +47,17 @@ func post(t *testing.T, s *server.Server, path, token, body string) (int, string
 	return resp.StatusCode, string(b)
 }
 
-// startJoiner starts node id with join: true, knowing the cluster's peers.
-func startJoiner(t *testing.T, peers []server.PeerConfig, id uint64, port int) *server.Server {
+// startJoiner starts node id (a name) with join: true, knowing the
+// cluster's peers.
+func startJoiner(t *testing.T, peers []server.PeerConfig, id string, port int) *server.Server {
 	t.Helper()
 	var b strings.Builder
 	for _, p := range peers {
 		fmt.Fprintf(&b, "  - {id: %s, address: %s, port: %d, api_port: %d, client_port: %d}\n",
 			p.ID, p.Address, p.Port, p.APIPort, p.ClientPort)
 	}
-	fmt.Fprintf(&b, "  - {id: %d, address: 127.0.0.1, port: %d}\n", id, port)
-	raw := fmt.Sprintf(`node_id: %d
+	fmt.Fprintf(&b, "  - {id: %s, address: 127.0.0.1, port: %d}\n", id, port)
+	raw := fmt.Sprintf(`node_id: %s
 bind_port: %d
 join: true
 peers:
@@ -124,7 +125,7 @@ func TestMembershipThroughTheAdminAPI(t *testing.T) {
 	if code, _ := post(t, lead, "/add-node", "admin-secret", body); code != http.StatusConflict {
 		t.Fatalf("adding node 4 again: %d, want 409", code)
 	}
-	joiner := startJoiner(t, lead.Config().Peers, 4, port)
+	joiner := startJoiner(t, lead.Config().Peers, "4", port)
 	eventually(t, "node 4 follows the leader and is active", func() bool {
 		info := lead.Info(ctx)
 		return joiner.Runner().Status().Lead == lead.Runner().ID() && info.TotalNodes == 4 && info.ActiveNodes == 4

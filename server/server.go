@@ -67,7 +67,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.Default()
 	}
 	id := cfg.NodeID.ID()
-	base := log // for the transport, node and runner, which name the node themselves
+	// Every log line names the node: the transport, node and runner add
+	// its numeric ID ("node"), the server's own lines name it too.
+	log = log.With("node_name", string(cfg.NodeID))
+	base := log
 	log = log.With("node", id)
 	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers), prevMemoryLimit: -1}
 	if cfg.MemoryLimit > 0 {

@@ -69,6 +69,9 @@ type Options struct {
 	// Logger receives every node's logs (nil: discarded, or warnings to
 	// standard error with -test.v).
 	Logger *slog.Logger
+	// Names, when set, are the nodes' names (node_id and peers[].id), in
+	// order; by default node i+1 is named "i+1".
+	Names []string
 }
 
 // StartClusterOpts is StartCluster with Options.
@@ -78,9 +81,15 @@ func StartClusterOpts(t testing.TB, o Options) ([]*server.Server, *server.Server
 	dir := t.TempDir()
 	ports := FreePorts(t, 3*n)
 	var peers strings.Builder
+	name := func(i int) string {
+		if i < len(o.Names) {
+			return o.Names[i]
+		}
+		return strconv.Itoa(i + 1)
+	}
 	for i := range n {
-		fmt.Fprintf(&peers, "  - {id: %d, address: 127.0.0.1, port: %d, api_port: %d, client_port: %d}\n",
-			i+1, ports[3*i], ports[3*i+1], ports[3*i+2])
+		fmt.Fprintf(&peers, "  - {id: %q, address: 127.0.0.1, port: %d, api_port: %d, client_port: %d}\n",
+			name(i), ports[3*i], ports[3*i+1], ports[3*i+2])
 	}
 	log := o.Logger
 	if log == nil {
@@ -91,7 +100,7 @@ func StartClusterOpts(t testing.TB, o Options) ([]*server.Server, *server.Server
 	}
 	var srvs []*server.Server
 	for i := range n {
-		raw := fmt.Sprintf(`node_id: %d
+		raw := fmt.Sprintf(`node_id: %q
 bind_port: %d
 peers:
 %sraft:
@@ -105,7 +114,7 @@ storage:
 api:
   addr: 127.0.0.1:%d
   client_addr: 127.0.0.1:%d
-%s`, i+1, ports[3*i], peers.String(), o.Raft, o.Transport, o.Storage, filepath.Join(dir, strconv.Itoa(i+1)),
+%s`, name(i), ports[3*i], peers.String(), o.Raft, o.Transport, o.Storage, filepath.Join(dir, strconv.Itoa(i+1)),
 			ports[3*i+1], ports[3*i+2], o.Extra)
 		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
 		if err != nil {
