@@ -228,9 +228,10 @@ func (h *handler) leader(w http.ResponseWriter, r *http.Request) {
 	body := struct {
 		Error         string `json:"error,omitempty"`
 		LeaderID      uint64 `json:"leader_id"`
+		LeaderName    string `json:"leader_name,omitempty"`
 		LeaderAddress string `json:"leader_address"`
 		Term          uint64 `json:"term"`
-	}{LeaderID: info.Leader, LeaderAddress: info.LeaderAddress, Term: info.Term}
+	}{LeaderID: info.Leader, LeaderName: info.LeaderName, LeaderAddress: info.LeaderAddress, Term: info.Term}
 	status := http.StatusOK
 	if info.Leader == 0 {
 		status, body.Error = http.StatusServiceUnavailable, "no leader"

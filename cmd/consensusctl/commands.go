@@ -144,8 +144,8 @@ func (c *cli) status(args []string) error {
 	}
 	return c.print(body, func(w io.Writer) {
 		fmt.Fprintf(w, "CLUSTER\t%s\n", info.ID)
-		fmt.Fprintf(w, "NODE\t%d (%s)\n", info.NodeID, info.Role)
-		fmt.Fprintf(w, "LEADER\t%s\n", leaderString(info.Leader, info.LeaderAddress))
+		fmt.Fprintf(w, "NODE\t%s (%s)\n", nameOr(info.NodeName, info.NodeID), info.Role)
+		fmt.Fprintf(w, "LEADER\t%s\n", leaderString(info.Leader, info.LeaderName, info.LeaderAddress))
 		fmt.Fprintf(w, "TERM\t%d\n", info.Term)
 		fmt.Fprintf(w, "COMMIT\t%d\n", info.CommitIndex)
 		fmt.Fprintf(w, "APPLIED\t%d\n", info.LastApplied)
@@ -169,14 +169,15 @@ func (c *cli) nodes(args []string) error {
 func nodesTable(w io.Writer, nodes []admin.NodeStatus) {
 	fmt.Fprintln(w, "ID\tADDRESS\tROLE\tVOTER\tACTIVE\tMATCH\tLAG")
 	for _, n := range nodes {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\n",
-			n.ID, n.Address, n.Role, yesNo(n.Voter), yesNo(n.Active), n.MatchIndex, n.Lag)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
+			nameOr(n.Name, n.ID), n.Address, n.Role, yesNo(n.Voter), yesNo(n.Active), n.MatchIndex, n.Lag)
 	}
 }
 
 func (c *cli) leader(args []string) error {
 	var v struct {
 		ID      uint64 `json:"leader_id"`
+		Name    string `json:"leader_name"`
 		Address string `json:"leader_address"`
 		Term    uint64 `json:"term"`
 	}
@@ -185,7 +186,7 @@ func (c *cli) leader(args []string) error {
 		return err
 	}
 	return c.print(body, func(w io.Writer) {
-		fmt.Fprintf(w, "ID\tADDRESS\tTERM\n%d\t%s\t%d\n", v.ID, v.Address, v.Term)
+		fmt.Fprintf(w, "ID\tADDRESS\tTERM\n%s\t%s\t%d\n", nameOr(v.Name, v.ID), v.Address, v.Term)
 	})
 }
 
@@ -206,7 +207,7 @@ func (c *cli) health(args []string) error {
 	}
 	err = c.print(resp.body, func(w io.Writer) {
 		fmt.Fprintf(w, "STATUS\t%s\n", hs.Status)
-		fmt.Fprintf(w, "LEADER\t%s\n", leaderString(hs.Leader, ""))
+		fmt.Fprintf(w, "LEADER\t%s\n", leaderString(hs.Leader, hs.LeaderName, ""))
 		fmt.Fprintf(w, "QUORUM\t%s\n", yesNo(hs.HasQuorum))
 		fmt.Fprintf(w, "NODES\t%d active of %d\n\n", hs.ActiveNodes, hs.TotalNodes)
 		fmt.Fprintln(w, "CHECK\tHEALTHY\tMESSAGE")
@@ -348,14 +349,23 @@ func (c *cli) kvWrite(method, path string, value []byte, ctype string, summary f
 	return c.print(resp.body, func(w io.Writer) { fmt.Fprintln(w, summary(v)) })
 }
 
-func leaderString(id uint64, addr string) string {
+func leaderString(id uint64, name, addr string) string {
 	switch {
 	case id == 0:
 		return "none"
 	case addr == "":
-		return strconv.FormatUint(id, 10)
+		return nameOr(name, id)
 	}
-	return fmt.Sprintf("%d at %s", id, addr)
+	return fmt.Sprintf("%s at %s", nameOr(name, id), addr)
+}
+
+// nameOr returns a member's name, or its ID when the node did not send
+// one (an older node).
+func nameOr(name string, id uint64) string {
+	if name != "" {
+		return name
+	}
+	return strconv.FormatUint(id, 10)
 }
 
 func yesNo(b bool) string {

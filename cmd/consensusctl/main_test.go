@@ -658,3 +658,22 @@ func TestStatusAndNodesComeFromTheLeader(t *testing.T) {
 		t.Fatalf("status with the leader out of reach:\n%s", r.stdout)
 	}
 }
+
+// TestNamesShown: the tables show a member's name when the node sends one,
+// its ID otherwise.
+func TestNamesShown(t *testing.T) {
+	if got := leaderString(13601976760535038199, "us-east-1a", "http://10.0.0.1:7101"); got != "us-east-1a at http://10.0.0.1:7101" {
+		t.Errorf("leader with a name: %q", got)
+	}
+	if got := leaderString(3, "", ""); got != "3" {
+		t.Errorf("leader without a name: %q", got)
+	}
+	if got := leaderString(0, "x", ""); got != "none" {
+		t.Errorf("no leader: %q", got)
+	}
+	var b strings.Builder
+	nodesTable(&b, []admin.NodeStatus{{ID: 13601976760535038199, Name: "us-east-1a", Address: "a:1", Role: "leader"}, {ID: 4, Address: "b:2"}})
+	if !strings.Contains(b.String(), "us-east-1a\ta:1\tleader") || !strings.Contains(b.String(), "\n4\tb:2\t") {
+		t.Errorf("nodes table:\n%s", b.String())
+	}
+}
