@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/nodename"
 	"time"
 
 	"github.com/forge-consensus/consensus/admin"
@@ -18,18 +19,64 @@ var (
 	// ErrConflict: the change is impossible as asked (removing the last
 	// voter, transferring to a learner, adding a member twice).
 	ErrConflict = admin.ErrConflict
+	// ErrInvalidRequest: a node name, address or port is invalid.
+	ErrInvalidRequest = admin.ErrInvalidRequest
 )
 
-// ClusterInfo is the cluster as this node sees it (the admin API's GET
-// /status body).
-type ClusterInfo = admin.ClusterInfo
+// ClusterStatus is the cluster as this node sees it in full (the admin
+// API's GET /status body): every member with its role, activity and lag.
+type ClusterStatus = admin.ClusterInfo
 
-// NodeStatus is one member in ClusterInfo.
+// NodeStatus is one member in ClusterStatus.
 type NodeStatus = admin.NodeStatus
 
-// HealthStatus is this node's health and the checks behind it (the admin
-// API's GET /health body).
-type HealthStatus = admin.HealthStatus
+// HealthReport is this node's health and the checks behind it in full
+// (the admin API's GET /health body).
+type HealthReport = admin.HealthStatus
+
+// ClusterInfo is the cluster as this node sees it (GetClusterInfo).
+type ClusterInfo struct {
+	// ID is the cluster's ID (cluster_id).
+	ID string
+	// NodeID is this node's name.
+	NodeID string
+	// Leader is the leader's name ("" when this node knows none).
+	Leader string
+	// Role is this node's role: "leader", "follower", "candidate",
+	// "learner", or "stopped".
+	Role string
+	// Term, CommitIndex and LastApplied are this node's.
+	Term, CommitIndex, LastApplied uint64
+	// TotalNodes counts the members; ActiveNodes those heard from lately
+	// (on the leader; elsewhere this node and its leader).
+	TotalNodes, ActiveNodes int
+	// HasQuorum reports whether a quorum is reachable, as far as this
+	// node can tell.
+	HasQuorum bool
+	// Nodes are the members' names.
+	Nodes []string
+}
+
+// HealthStatus is this node's health (GetHealthStatus).
+type HealthStatus struct {
+	// Status is "healthy", "degraded" (a member is not active) or
+	// "unhealthy" (stopped, no leader, no quorum, or a diverged replica).
+	Status string
+	// Leader reports whether this node is the leader.
+	Leader    bool
+	HasQuorum bool
+	// ActiveNodes and TotalNodes are as in ClusterInfo.
+	ActiveNodes, TotalNodes int
+	// Details are the checks behind Status.
+	Details []HealthDetail
+}
+
+// HealthDetail is one named health check.
+type HealthDetail struct {
+	Name    string
+	Healthy bool
+	Message string
+}
 
 // server returns the running node, or ErrNotStarted.
 func (s *Service) server() (*server.Server, error) {
@@ -79,28 +126,51 @@ func (s *Service) member(ctx context.Context, op string, fn func(*server.Server)
 	return nil
 }
 
-// AddNode adds a voter reachable at address:port (its peer port; its
-// admin and client ports are port + 100 and + 200). Start the new node
-// with join: true. Only the leader adds nodes.
-func (s *Service) AddNode(ctx context.Context, id uint64, address string, port int) error {
-	return s.member(ctx, "add_node", func(srv *server.Server) error { return srv.AddNode(ctx, id, address, port) })
+// AddNode adds a voter named id ("node-4", "us-east-1a", or a number)
+// reachable at address:port (its peer port; its admin and client ports
+// are port + 100 and + 200). Start the new node with join: true. Only the
+// leader adds nodes; adding a learner again as a voter promotes it.
+func (s *Service) AddNode(ctx context.Context, id, address string, port int) error {
+	return s.addMember(ctx, "add_node", id, address, port, false)
 }
 
-// AddLearner adds a learner: a member that receives the log but does not
-// vote (promote it later with AddNode).
-func (s *Service) AddLearner(ctx context.Context, id uint64, address string, port int) error {
-	return s.member(ctx, "add_learner", func(srv *server.Server) error { return srv.AddLearner(ctx, id, address, port) })
+// AddLearner adds a learner named id: a member that receives the log but
+// does not vote (promote it later with AddNode), or demotes a voter to one.
+func (s *Service) AddLearner(ctx context.Context, id, address string, port int) error {
+	return s.addMember(ctx, "add_learner", id, address, port, true)
 }
 
-// RemoveNode removes a voter or learner. The last voter cannot be removed.
-func (s *Service) RemoveNode(ctx context.Context, id uint64) error {
-	return s.member(ctx, "remove_node", func(srv *server.Server) error { return srv.RemoveNode(ctx, id) })
+func (s *Service) addMember(ctx context.Context, op, id, address string, port int, learner bool) error {
+	nid, err := nodename.ID(id)
+	if err != nil {
+		return fmt.Errorf("consensus: %s: %w: %w", op, ErrInvalidRequest, err)
+	}
+	return s.member(ctx, op, func(srv *server.Server) error {
+		if learner {
+			return srv.AddNamedLearner(ctx, nid, id, address, port) // demotes a voter too
+		}
+		return srv.AddMember(ctx, admin.NewMember{ID: nid, Name: id, Address: address, Port: port})
+	})
 }
 
-// TransferLeadership hands leadership to the voter target and returns once
-// it leads.
-func (s *Service) TransferLeadership(ctx context.Context, target uint64) error {
-	return s.member(ctx, "transfer_leadership", func(srv *server.Server) error { return srv.TransferLeadership(ctx, target) })
+// RemoveNode removes the voter or learner named id. The last voter cannot
+// be removed.
+func (s *Service) RemoveNode(ctx context.Context, id string) error {
+	nid, err := nodename.ID(id)
+	if err != nil {
+		return fmt.Errorf("consensus: remove_node: %w: %w", ErrInvalidRequest, err)
+	}
+	return s.member(ctx, "remove_node", func(srv *server.Server) error { return srv.RemoveNode(ctx, nid) })
+}
+
+// TransferLeadership hands leadership to the voter named target and
+// returns once it leads.
+func (s *Service) TransferLeadership(ctx context.Context, target string) error {
+	nid, err := nodename.ID(target)
+	if err != nil {
+		return fmt.Errorf("consensus: transfer_leadership: %w: %w", ErrInvalidRequest, err)
+	}
+	return s.member(ctx, "transfer_leadership", func(srv *server.Server) error { return srv.TransferLeadership(ctx, nid) })
 }
 
 // StepDown hands leadership to the most up-to-date voter and returns once
@@ -109,9 +179,16 @@ func (s *Service) StepDown(ctx context.Context) error {
 	return s.member(ctx, "step_down", func(srv *server.Server) error { return srv.StepDown(ctx) })
 }
 
-// Snapshot snapshots the state on this node and compacts its log; it
-// returns the snapshot's index once the snapshot is durable.
-func (s *Service) Snapshot(ctx context.Context) (uint64, error) {
+// Snapshot snapshots the state on this node and compacts its log, and
+// returns once the snapshot is durable. TakeSnapshot also returns its
+// index.
+func (s *Service) Snapshot(ctx context.Context) error {
+	_, err := s.TakeSnapshot(ctx)
+	return err
+}
+
+// TakeSnapshot is Snapshot, returning the snapshot's log index.
+func (s *Service) TakeSnapshot(ctx context.Context) (uint64, error) {
 	var idx uint64
 	err := s.member(ctx, "snapshot", func(srv *server.Server) error {
 		var err error
@@ -121,12 +198,33 @@ func (s *Service) Snapshot(ctx context.Context) (uint64, error) {
 	return idx, err
 }
 
-// GetClusterInfo returns the cluster as this node sees it: members, roles,
-// leader, term, indexes, activity and whether a quorum is reachable.
-func (s *Service) GetClusterInfo(ctx context.Context) (ClusterInfo, error) {
+// GetClusterInfo returns the cluster as this node sees it: its ID, the
+// leader, the members and whether a quorum is reachable. It asks this
+// node only and waits at most a second; ClusterStatus has every member's
+// role, activity and lag.
+func (s *Service) GetClusterInfo() ClusterInfo {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := s.ClusterStatus(ctx)
+	if err != nil {
+		return ClusterInfo{ID: s.Config().ClusterID, NodeID: s.NodeName(), Role: "stopped"}
+	}
+	info := ClusterInfo{ID: st.ID, NodeID: st.NodeName, Leader: st.LeaderName, Role: st.Role, Term: st.Term,
+		CommitIndex: st.CommitIndex, LastApplied: st.LastApplied, TotalNodes: st.TotalNodes,
+		ActiveNodes: st.ActiveNodes, HasQuorum: st.HasQuorum}
+	for _, n := range st.Nodes {
+		info.Nodes = append(info.Nodes, n.Name)
+	}
+	return info
+}
+
+// ClusterStatus returns the cluster as this node sees it in full:
+// members, roles, leader, term, indexes, activity and whether a quorum is
+// reachable.
+func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	srv, err := s.server()
 	if err != nil {
-		return ClusterInfo{}, err
+		return ClusterStatus{}, err
 	}
 	return srv.Info(ctx), nil
 }
@@ -135,9 +233,21 @@ func (s *Service) GetClusterInfo(ctx context.Context) (ClusterInfo, error) {
 // member is not active) or "unhealthy" (stopped, no leader or no quorum),
 // with the checks behind it.
 func (s *Service) GetHealthStatus(ctx context.Context) HealthStatus {
+	r := s.HealthReport(ctx)
+	h := HealthStatus{Status: r.Status, Leader: s.IsLeader(), HasQuorum: r.HasQuorum, ActiveNodes: r.ActiveNodes,
+		TotalNodes: r.TotalNodes}
+	for _, c := range r.Checks {
+		h.Details = append(h.Details, HealthDetail{Name: c.Name, Healthy: c.Healthy, Message: c.Message})
+	}
+	return h
+}
+
+// HealthReport is GetHealthStatus in full, as the admin API's GET /health
+// answers it.
+func (s *Service) HealthReport(ctx context.Context) HealthReport {
 	srv, err := s.server()
 	if err != nil {
-		return HealthStatus{Status: "unhealthy", Checks: []admin.Check{{Name: "running", Message: err.Error()}}}
+		return HealthReport{Status: "unhealthy", Checks: []admin.Check{{Name: "running", Message: err.Error()}}}
 	}
 	return srv.Health(ctx)
 }
@@ -145,7 +255,7 @@ func (s *Service) GetHealthStatus(ctx context.Context) HealthStatus {
 // HealthCheck returns nil when the node is healthy (or degraded) and an
 // error saying why otherwise.
 func (s *Service) HealthCheck(ctx context.Context) error {
-	h := s.GetHealthStatus(ctx)
+	h := s.HealthReport(ctx)
 	if h.Healthy {
 		return nil
 	}

@@ -75,7 +75,7 @@ func TestAdminAPIOnTheAppRouter(t *testing.T) {
 		t.Fatalf("status without a token: %d", code)
 	}
 	code, body, _ := call(t, lead, "GET", "/consensus/status", "viewer-token", "")
-	var info forgeext.ClusterInfo
+	var info forgeext.ClusterStatus
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &info) != nil || info.Leader != uint64(l+1) || info.TotalNodes != 3 || !info.HasQuorum {
 		t.Fatalf("status: %d %s", code, body)
 	}
@@ -111,7 +111,7 @@ func TestAdminAPIOnTheAppRouter(t *testing.T) {
 	}
 	poll(t, "every node follows the new leader", func() bool {
 		for _, s := range svcs {
-			if s.GetLeader() != uint64(target) {
+			if s.LeaderID() != uint64(target) {
 				return false
 			}
 		}
@@ -126,7 +126,7 @@ func TestAdminAPIOnTheAppRouter(t *testing.T) {
 	}
 
 	// Metrics through the app's router count what the service did.
-	if _, err := svcs[target-1].Apply(ctx, set("m", "1")); err != nil {
+	if _, err := svcs[target-1].ApplyResult(ctx, set("m", "1")); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {

@@ -97,8 +97,15 @@ type LeadershipChecker struct{ svc *Service }
 // IsLeader reports whether this node is the leader.
 func (c *LeadershipChecker) IsLeader() bool { return c.svc.IsLeader() }
 
-// GetLeader returns the leader's ID as this node knows it (0: none).
-func (c *LeadershipChecker) GetLeader() uint64 { return c.svc.GetLeader() }
+// GetLeader returns the leader's name as this node knows it ("": none).
+func (c *LeadershipChecker) GetLeader() string { return c.svc.GetLeader() }
+
+// LeaderURL returns the leader's base URL ("" when unknown), where
+// requests this node refuses should go.
+func (c *LeadershipChecker) LeaderURL() string { return c.svc.LeaderURL() }
+
+// Service returns the service the checker asks.
+func (c *LeadershipChecker) Service() *Service { return c.svc }
 
 // RequireLeader returns nil on the leader and a *NotLeaderError naming the
 // leader elsewhere.
@@ -106,7 +113,7 @@ func (c *LeadershipChecker) RequireLeader() error {
 	if c.svc.IsLeader() {
 		return nil
 	}
-	return c.svc.notLeader(c.svc.GetLeader())
+	return c.svc.notLeader(c.svc.LeaderID())
 }
 
 // Service returns the extension's service. It exists from NewExtension

@@ -126,10 +126,10 @@ func leader(t *testing.T, svcs []*forgeext.Service) int {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		l := svcs[0].GetLeader()
+		l := svcs[0].LeaderID()
 		agree := l != 0
 		for _, s := range svcs {
-			agree = agree && s.GetLeader() == l
+			agree = agree && s.LeaderID() == l
 		}
 		if agree && svcs[l-1].IsLeader() {
 			return int(l - 1)
@@ -158,7 +158,7 @@ func TestForgeAppsFormACluster(t *testing.T) {
 	if lead.GetTerm() == 0 {
 		t.Fatal("leader in term 0")
 	}
-	if _, err := lead.Apply(ctx, set("user/1", "ada")); err != nil {
+	if _, err := lead.ApplyResult(ctx, set("user/1", "ada")); err != nil {
 		t.Fatalf("apply on the leader: %v", err)
 	}
 	// Linearizable reads on every node see the write.
@@ -173,7 +173,7 @@ func TestForgeAppsFormACluster(t *testing.T) {
 	if got := f.GetRole(); got != "follower" {
 		t.Fatalf("follower's role = %q", got)
 	}
-	_, err := f.Apply(ctx, set("user/2", "bob"))
+	_, err := f.ApplyResult(ctx, set("user/2", "bob"))
 	var nl *forgeext.NotLeaderError
 	if !forgeext.IsNotLeaderError(err) || !errors.As(err, &nl) || nl.LeaderID != uint64(l+1) || nl.LeaderAddress == "" {
 		t.Fatalf("apply on a follower: %v; want a not-leader error naming node %d and its address", err, l+1)
@@ -186,14 +186,14 @@ func TestForgeAppsFormACluster(t *testing.T) {
 		p, _ := json.Marshal(forgeext.KVPayload{Key: "user/1", Expected: []byte(expected), Value: []byte(value)})
 		return forgeext.Command{Type: forgeext.CommandCAS, Payload: p}
 	}
-	if r, err := lead.Apply(ctx, cas("nobody", "x")); err != nil || r.OK || string(r.Value) != "ada" {
+	if r, err := lead.ApplyResult(ctx, cas("nobody", "x")); err != nil || r.OK || string(r.Value) != "ada" {
 		t.Fatalf("failed cas = %+v, %v; want not OK with the current value", r, err)
 	}
-	if r, err := lead.Apply(ctx, cas("ada", "grace")); err != nil || !r.OK {
+	if r, err := lead.ApplyResult(ctx, cas("ada", "grace")); err != nil || !r.OK {
 		t.Fatalf("cas = %+v, %v; want OK", r, err)
 	}
 	del, _ := json.Marshal(forgeext.KVPayload{Key: "user/1"})
-	if r, err := lead.Apply(ctx, forgeext.Command{Type: forgeext.CommandDelete, Payload: del}); err != nil || !r.Found || string(r.Value) != "grace" {
+	if r, err := lead.ApplyResult(ctx, forgeext.Command{Type: forgeext.CommandDelete, Payload: del}); err != nil || !r.Found || string(r.Value) != "grace" {
 		t.Fatalf("delete = %+v, %v", r, err)
 	}
 	if _, err := lead.Read(ctx, "user/1", forgeext.WithConsistency(forgeext.Stale)); !errors.Is(err, forgeext.ErrKeyNotFound) {
@@ -213,7 +213,7 @@ func TestInvalidCommandsChangeNothing(t *testing.T) {
 		{Type: forgeext.CommandDelete, Payload: []byte(`{"key":"k","value":"dmFsdWU="}`)},
 		{Type: forgeext.CommandSet, Payload: []byte(`{"key":"` + string(make([]byte, 5000)) + `"}`)},
 	} {
-		if _, err := s.Apply(ctx, c); !errors.Is(err, forgeext.ErrInvalidCommand) {
+		if _, err := s.ApplyResult(ctx, c); !errors.Is(err, forgeext.ErrInvalidCommand) {
 			t.Errorf("Apply(%s, %.40q) = %v; want ErrInvalidCommand", c.Type, c.Payload, err)
 		}
 	}
@@ -241,7 +241,7 @@ func TestStartAndStopAreIdempotent(t *testing.T) {
 	if s.GetRole() != "stopped" {
 		t.Fatalf("role after stop = %q", s.GetRole())
 	}
-	if _, err := s.Apply(ctx, set("k", "v")); !errors.Is(err, forgeext.ErrNotStarted) {
+	if _, err := s.ApplyResult(ctx, set("k", "v")); !errors.Is(err, forgeext.ErrNotStarted) {
 		t.Fatalf("apply after stop: %v; want ErrNotStarted", err)
 	}
 }

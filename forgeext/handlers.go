@@ -99,10 +99,10 @@ func (r *handlers) has(typ string) bool {
 
 // encodeAppCommand is an application command's payload for the server:
 // the type's length, the type, the payload.
-func encodeAppCommand(cmd Command) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 2+len(cmd.Type)+len(cmd.Payload)), uint64(len(cmd.Type)))
-	b = append(b, cmd.Type...)
-	return append(b, cmd.Payload...)
+func encodeAppCommand(typ string, payload []byte) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 2+len(typ)+len(payload)), uint64(len(typ)))
+	b = append(b, typ...)
+	return append(b, payload...)
 }
 
 // Apply implements server.AppMachine.

@@ -21,8 +21,8 @@ type counter struct {
 }
 
 func (c *counter) Apply(_ uint64, cmd forgeext.Command) (any, error) {
-	d, err := strconv.ParseInt(string(cmd.Payload), 10, 64)
-	if err != nil {
+	var d int64
+	if err := cmd.Decode(&d); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -83,17 +83,17 @@ func TestUserHandlersAreReplicated(t *testing.T) {
 		t.Fatal("a handler registered after start")
 	}
 	for i := range 5 {
-		res, err := svcs[l].Apply(ctx, add(i+1))
+		res, err := svcs[l].ApplyResult(ctx, add(i+1))
 		if err != nil || res.Output != int64((i+1)*(i+2)/2) {
 			t.Fatalf("add %d: %+v, %v", i+1, res, err)
 		}
 	}
 	// A command the handler refuses is committed with the same outcome
 	// everywhere: an error, and no change.
-	if res, err := svcs[l].Apply(ctx, add(-100)); !errors.Is(err, forgeext.ErrCommandFailed) || res.Output != int64(15) {
+	if res, err := svcs[l].ApplyResult(ctx, add(-100)); !errors.Is(err, forgeext.ErrCommandFailed) || res.Output != int64(15) {
 		t.Fatalf("add -100: %+v, %v; want ErrCommandFailed with the value 15", res, err)
 	}
-	if _, err := svcs[l].Apply(ctx, forgeext.Command{Type: "multiply", Payload: []byte("2")}); !errors.Is(err, forgeext.ErrInvalidCommand) {
+	if _, err := svcs[l].ApplyResult(ctx, forgeext.Command{Type: "multiply", Payload: []byte("2")}); !errors.Is(err, forgeext.ErrInvalidCommand) {
 		t.Fatalf("unregistered type: %v", err)
 	}
 	for i, s := range svcs {
@@ -107,10 +107,10 @@ func TestUserHandlersAreReplicated(t *testing.T) {
 
 	// A node restarted from its snapshot and log gets its state back.
 	r := (l + 1) % 3
-	if _, err := svcs[r].Snapshot(ctx); err != nil {
+	if err := svcs[r].Snapshot(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svcs[l].Apply(ctx, add(5)); err != nil {
+	if _, err := svcs[l].ApplyResult(ctx, add(5)); err != nil {
 		t.Fatal(err)
 	}
 	nodes[r].stop(t)

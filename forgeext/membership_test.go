@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,30 +42,30 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 		},
 		withTokens,
 	}}
-	body := fmt.Sprintf(`{"node_id": 4, "address": "127.0.0.1", "port": %d}`, ports[0])
+	body := fmt.Sprintf(`{"node_id": "node-4", "address": "127.0.0.1", "port": %d}`, ports[0])
 	if code, resp, _ := call(t, lead, "POST", "/consensus/add-node", "admin-token", body); code != http.StatusOK {
 		t.Fatalf("add-node: %d %s", code, resp)
 	}
 	joiner.start(t)
 	t.Cleanup(func() { joiner.stop(t) })
-	if _, err := svcs[l].Apply(ctx, set("joined", "yes")); err != nil {
+	if _, err := svcs[l].ApplyResult(ctx, set("joined", "yes")); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "the fourth app serves the cluster's data", func() bool {
 		v, err := joiner.svc.Read(ctx, "joined")
 		return err == nil && string(v) == "yes"
 	})
-	info, err := svcs[l].GetClusterInfo(ctx)
-	if err != nil || info.TotalNodes != 4 {
-		t.Fatalf("cluster info after the join: %+v, %v", info, err)
+	info := svcs[l].GetClusterInfo()
+	if info.TotalNodes != 4 || !slices.Contains(info.Nodes, "node-4") || info.Leader != svcs[l].NodeName() {
+		t.Fatalf("cluster info after the join: %+v", info)
 	}
 
 	// Demoted to a learner, it says so.
-	if err := svcs[l].AddLearner(ctx, 4, "127.0.0.1", ports[0]); err != nil {
+	if err := svcs[l].AddLearner(ctx, "node-4", "127.0.0.1", ports[0]); err != nil {
 		t.Fatalf("demote node 4: %v", err)
 	}
 	poll(t, "node 4 reports the learner role", func() bool { return joiner.svc.GetRole() == "learner" })
-	if err := svcs[l].TransferLeadership(ctx, 4); !errors.Is(err, forgeext.ErrConflict) {
+	if err := svcs[l].TransferLeadership(ctx, "node-4"); !errors.Is(err, forgeext.ErrConflict) {
 		t.Fatalf("transfer to a learner: %v", err)
 	}
 
@@ -72,10 +73,10 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 	if code, resp, _ := call(t, lead, "POST", "/consensus/remove-node", "admin-token", `{"node_id": "node-4"}`); code != http.StatusOK {
 		t.Fatalf("remove-node: %d %s", code, resp)
 	}
-	if info, _ := svcs[l].GetClusterInfo(ctx); info.TotalNodes != 3 {
+	if info := svcs[l].GetClusterInfo(); info.TotalNodes != 3 {
 		t.Fatalf("cluster info after the removal: %d nodes", info.TotalNodes)
 	}
-	if _, err := svcs[l].Apply(ctx, set("after", "removal")); err != nil {
+	if _, err := svcs[l].ApplyResult(ctx, set("after", "removal")); err != nil {
 		t.Fatalf("write after the removal: %v", err)
 	}
 
@@ -138,7 +139,7 @@ func TestRedirectsNameTheLeadersApp(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := svcs[f].Apply(ctx, set("k", "v"))
+	_, err := svcs[f].ApplyResult(ctx, set("k", "v"))
 	var nl *forgeext.NotLeaderError
 	if !errors.As(err, &nl) || nl.LeaderAddress != want {
 		t.Fatalf("apply on a follower: %v; want a hint naming %q", err, want)

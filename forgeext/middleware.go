@@ -38,6 +38,8 @@ const (
 	HeaderTerm = "X-Consensus-Term"
 	// HeaderRole carries "leader" or "follower".
 	HeaderRole = "X-Consensus-Role"
+	// HeaderLeaderName is the leader's name ("" when none is known).
+	HeaderLeaderName = "X-Consensus-Leader-Name"
 )
 
 // DefaultBarrierTimeout bounds ConsistencyMiddleware's read barrier unless
@@ -48,7 +50,8 @@ const DefaultBarrierTimeout = 5 * time.Second
 // tests use a fake.
 type clusterView interface {
 	IsLeader() bool
-	GetLeader() uint64
+	LeaderID() uint64
+	GetLeader() string
 	GetTerm() uint64
 	LeaderURL() string
 	ReadBarrier(ctx context.Context) error
@@ -176,7 +179,7 @@ func requireLeader(n clusterView, opts ...MiddlewareOption) forge.Middleware {
 			if (!cfg.allMethods && isRead(r.Method)) || n.IsLeader() {
 				return next(ctx)
 			}
-			lead, addr := n.GetLeader(), n.LeaderURL()
+			lead, addr := n.LeaderID(), n.LeaderURL()
 			if cfg.redirect && addr != "" {
 				return redirectToLeader(ctx, lead, addr)
 			}
@@ -197,7 +200,8 @@ func addLeaderHeader(n clusterView) forge.Middleware {
 				role = "leader"
 			}
 			h := ctx.Response().Header()
-			h.Set(HeaderLeader, strconv.FormatUint(n.GetLeader(), 10))
+			h.Set(HeaderLeader, strconv.FormatUint(n.LeaderID(), 10))
+			h.Set(HeaderLeaderName, n.GetLeader())
 			h.Set(HeaderTerm, strconv.FormatUint(n.GetTerm(), 10))
 			h.Set(HeaderRole, role)
 			return next(ctx)

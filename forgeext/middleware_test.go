@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,8 +31,14 @@ type fakeNode struct {
 	deadline []time.Duration
 }
 
-func (f *fakeNode) IsLeader() bool    { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }
-func (f *fakeNode) GetLeader() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.leaderID }
+func (f *fakeNode) IsLeader() bool   { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }
+func (f *fakeNode) LeaderID() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.leaderID }
+func (f *fakeNode) GetLeader() string {
+	if id := f.LeaderID(); id != 0 {
+		return strconv.FormatUint(id, 10)
+	}
+	return ""
+}
 func (f *fakeNode) GetTerm() uint64   { f.mu.Lock(); defer f.mu.Unlock(); return f.term }
 func (f *fakeNode) LeaderURL() string { f.mu.Lock(); defer f.mu.Unlock(); return f.url }
 

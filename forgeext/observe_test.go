@@ -52,7 +52,7 @@ func TestSpansLogsAndCorrelation(t *testing.T) {
 	if err := r.POST("/t", func(c forge.Context) error {
 		ctx, parent := tp.Tracer("test").Start(c.Request().Context(), "http POST /t")
 		defer parent.End()
-		if _, err := svc.Apply(ctx, set("traced", "1")); err != nil {
+		if _, err := svc.ApplyResult(ctx, set("traced", "1")); err != nil {
 			return err
 		}
 		return c.String(http.StatusOK, forgeext.CorrelationID(ctx))

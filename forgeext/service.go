@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/nodename"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -76,13 +77,48 @@ const (
 	CommandCAS    = "cas"
 )
 
-// Command is a request to change the replicated state. For the built-in
-// types the payload is JSON: {"key": "...", "value": "...",
-// "expected": "..."} (value for set and cas, expected for cas; values are
-// byte strings, base64 in JSON).
+// Command is a request to change the replicated state: a type, which
+// picks the built-in key-value command or a registered Handler, and a
+// payload. The payload is raw bytes ([]byte or json.RawMessage, as they
+// are) or any value that encodes to JSON (a map, a struct), encoded when
+// the command is applied. For the built-in types it is KVPayload's JSON:
+// {"key": "...", "value": "...", "expected": "..."} (value for set and
+// cas, expected for cas; values are byte strings, base64 in JSON). A
+// Handler receives the payload as the bytes that were replicated
+// ([]byte); Bytes and Decode read it.
 type Command struct {
 	Type    string
-	Payload []byte
+	Payload any
+}
+
+// Bytes returns the payload as bytes: raw bytes as they are, any other
+// value encoded as JSON (nil: none).
+func (c Command) Bytes() ([]byte, error) {
+	switch p := c.Payload.(type) {
+	case nil:
+		return nil, nil
+	case []byte:
+		return p, nil
+	case json.RawMessage:
+		return p, nil
+	}
+	b, err := json.Marshal(c.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s payload: %v", ErrInvalidCommand, c.Type, err)
+	}
+	return b, nil
+}
+
+// Decode decodes the payload's JSON into v (a Handler's usual first step).
+func (c Command) Decode(v any) error {
+	b, err := c.Bytes()
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %s payload: %v", ErrInvalidCommand, c.Type, err)
+	}
+	return nil
 }
 
 // KVPayload is the payload of the built-in commands.
@@ -287,11 +323,28 @@ func (s *Service) IsLeader() bool {
 	return ok && st.Role == core.Leader
 }
 
-// GetLeader returns the leader's ID as this node knows it (0: none).
-func (s *Service) GetLeader() uint64 {
+// GetLeader returns the leader's name as this node knows it ("" when it
+// knows none). LeaderID returns its numeric ID.
+func (s *Service) GetLeader() string {
+	id := s.LeaderID()
+	if id == 0 {
+		return ""
+	}
+	srv, err := s.server()
+	if err != nil {
+		return nodename.String(id)
+	}
+	return srv.NodeName(id)
+}
+
+// LeaderID returns the leader's ID as this node knows it (0: none).
+func (s *Service) LeaderID() uint64 {
 	st, _ := s.status()
 	return st.Lead
 }
+
+// NodeName returns this node's name.
+func (s *Service) NodeName() string { return string(s.Config().NodeID) }
 
 // GetRole returns "leader", "follower", "learner" (a non-voting member)
 // or "candidate" (a pre-candidate is a candidate), or "stopped" when the
@@ -324,13 +377,26 @@ func (s *Service) GetTerm() uint64 {
 
 // Apply proposes cmd and waits until it is committed and applied on this
 // node (the leader). On a follower it returns a *NotLeaderError naming the
-// leader.
-func (s *Service) Apply(ctx context.Context, cmd Command) (_ Result, err error) {
+// leader (IsNotLeaderError). ApplyResult also returns what applying it
+// gave.
+func (s *Service) Apply(ctx context.Context, cmd Command) error {
+	_, err := s.ApplyResult(ctx, cmd)
+	return err
+}
+
+// ApplyResult is Apply, returning the state machine's result: a
+// Handler's output, or for the built-in commands whether the key existed
+// and its previous value.
+func (s *Service) ApplyResult(ctx context.Context, cmd Command) (_ Result, err error) {
 	ctx, end := s.operation(ctx, "apply", attribute.String("consensus.command", cmd.Type))
 	defer func() { end(err) }()
 	var data []byte
 	if s.handlers.has(cmd.Type) {
-		data = server.EncodeAppCommand(encodeAppCommand(cmd))
+		payload, err := cmd.Bytes()
+		if err != nil {
+			return Result{}, err
+		}
+		data = server.EncodeAppCommand(encodeAppCommand(cmd.Type, payload))
 	} else {
 		kc, err := kvCommand(cmd)
 		if err != nil {
@@ -376,8 +442,10 @@ func (s *Service) Apply(ctx context.Context, cmd Command) (_ Result, err error) 
 // kvCommand turns a built-in command into the state machine's.
 func kvCommand(cmd Command) (kv.Command, error) {
 	var p KVPayload
-	if err := json.Unmarshal(cmd.Payload, &p); err != nil {
-		return kv.Command{}, fmt.Errorf("%w: %s payload: %v", ErrInvalidCommand, cmd.Type, err)
+	if kp, ok := cmd.Payload.(KVPayload); ok {
+		p = kp
+	} else if err := cmd.Decode(&p); err != nil {
+		return kv.Command{}, err
 	}
 	var kc kv.Command
 	if cmd.Type != CommandCAS && len(p.Expected) > 0 {
@@ -490,7 +558,7 @@ func (s *Service) ReadBarrier(ctx context.Context) error {
 // consensus HTTP API (the peer's api_port, or bind port + 100); "" when no
 // leader is known.
 func (s *Service) LeaderURL() string {
-	lead := s.GetLeader()
+	lead := s.LeaderID()
 	if lead == 0 {
 		return ""
 	}

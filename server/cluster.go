@@ -62,6 +62,10 @@ func membership(cs core.ConfState) (voters, learners []uint64) {
 	return voters, slices.Compact(learners)
 }
 
+// NodeName returns how to show member id: its name (a configured peer, or
+// a member added with one), else its ID in decimal.
+func (s *Server) NodeName(id uint64) string { return s.dir.name(id) }
+
 // Info returns the cluster as this node sees it. On the leader, a node is
 // active if it was heard from within the last election timeout; elsewhere
 // only this node and the leader it follows are known to be.
@@ -243,7 +247,13 @@ func (s *Server) AddMember(ctx context.Context, m admin.NewMember) error {
 // AddLearner adds a learner (a non-voting member that receives the log),
 // or demotes a voter to one.
 func (s *Server) AddLearner(ctx context.Context, id uint64, address string, port int) error {
-	return s.addMember(ctx, core.AddLearner, memberOf(id, "", address, port, 0, 0))
+	return s.AddNamedLearner(ctx, id, "", address, port)
+}
+
+// AddNamedLearner is AddLearner for a member with a name (package
+// nodename; "" for none), which must stand for id.
+func (s *Server) AddNamedLearner(ctx context.Context, id uint64, name, address string, port int) error {
+	return s.addMember(ctx, core.AddLearner, memberOf(id, name, address, port, 0, 0))
 }
 
 func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Member) error {

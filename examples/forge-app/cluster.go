@@ -300,13 +300,13 @@ func (ns Nodes) Leader() *Node {
 	if len(ns) == 0 {
 		return nil
 	}
-	lead := ns[0].svc.GetLeader()
+	lead := ns[0].svc.LeaderID()
 	if lead == 0 {
 		return nil
 	}
 	var leader *Node
 	for _, n := range ns {
-		if n.svc.GetLeader() != lead {
+		if n.svc.LeaderID() != lead {
 			return nil
 		}
 		if uint64(n.id) == lead && n.svc.IsLeader() {

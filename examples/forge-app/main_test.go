@@ -243,7 +243,7 @@ func TestAdminTokenProtectsTheAdminAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var info forgeext.ClusterInfo
+	var info forgeext.ClusterStatus
 	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil || resp.StatusCode != http.StatusOK ||
 		info.Leader != uint64(lead.ID()) || info.ID != ClusterID {
 		t.Fatalf("status with the token: %d %+v %v", resp.StatusCode, info, err)

@@ -193,7 +193,7 @@ func (u *usersAPI) create(ctx forge.Context) error {
 	} else if !errors.Is(err, forgeext.ErrKeyNotFound) {
 		return u.fail(ctx, "create user: check for an existing user", err)
 	}
-	res, err := u.svc.Apply(rctx, kvCommand(forgeext.CommandSet, forgeext.KVPayload{Key: key, Value: value}))
+	res, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandSet, forgeext.KVPayload{Key: key, Value: value}))
 	if err != nil {
 		return u.fail(ctx, "create user", err)
 	}
@@ -203,7 +203,7 @@ func (u *usersAPI) create(ctx forge.Context) error {
 		// its user back unless something changed it since, and refuse.
 		u.log.Error("create raced with another create; restoring the previous user", "id", user.ID)
 		undo := forgeext.KVPayload{Key: key, Expected: value, Value: res.Value}
-		if _, err := u.svc.Apply(rctx, kvCommand(forgeext.CommandCAS, undo)); err != nil {
+		if _, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandCAS, undo)); err != nil {
 			return u.fail(ctx, "create user: restore the previous user", err)
 		}
 		return writeError(ctx, http.StatusConflict, fmt.Sprintf("user %q already exists", user.ID))
@@ -244,7 +244,7 @@ func (u *usersAPI) update(ctx forge.Context) error {
 		return u.fail(ctx, "update user: read the current user", err)
 	}
 	for range casAttempts {
-		res, err := u.svc.Apply(rctx, kvCommand(forgeext.CommandCAS,
+		res, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandCAS,
 			forgeext.KVPayload{Key: key, Expected: current, Value: value}))
 		switch {
 		case err != nil:
@@ -266,7 +266,7 @@ func (u *usersAPI) remove(ctx forge.Context) error {
 	id := ctx.Param("id")
 	rctx, cancel := context.WithTimeout(ctx.Context(), requestTimeout)
 	defer cancel()
-	res, err := u.svc.Apply(rctx, kvCommand(forgeext.CommandDelete, forgeext.KVPayload{Key: userKey(id)}))
+	res, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandDelete, forgeext.KVPayload{Key: userKey(id)}))
 	if err != nil {
 		return u.fail(ctx, "delete user", err)
 	}
