@@ -53,8 +53,10 @@ type Source interface {
 // Source.Snapshot.
 type State struct {
 	// NodeID is this node's ID. It is read once, by New, and becomes the
-	// node_id constant label of every metric.
+	// node_id constant label of every metric unless NodeName is set.
 	NodeID uint64
+	// NodeName is this node's name; when set, it is the node_id label.
+	NodeName string
 	// Term is the current Raft term.
 	Term uint64
 	// Leader is the ID of the leader this node knows of, 0 if none.
@@ -93,6 +95,9 @@ type State struct {
 type PeerState struct {
 	// ID is the peer's node ID.
 	ID uint64
+	// Name is the peer's name; when set, it is the peer label (else the
+	// ID).
+	Name string
 	// MatchIndex is the highest log index known to be replicated on the peer.
 	MatchIndex uint64
 	// Active reports whether the peer was recently heard from.
@@ -175,8 +180,13 @@ func New(reg *prometheus.Registry, src Source, opts Options) (*Metrics, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	nodeID := src.Snapshot().NodeID
-	c := newCollector(src, strconv.FormatUint(nodeID, 10), now)
+	first := src.Snapshot()
+	nodeID := first.NodeID
+	label := first.NodeName
+	if label == "" {
+		label = strconv.FormatUint(nodeID, 10)
+	}
+	c := newCollector(src, label, now)
 	if err := reg.Register(c); err != nil {
 		return nil, fmt.Errorf("metrics: registering metrics of node %d: %w", nodeID, err)
 	}
@@ -401,7 +411,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				continue // a duplicate series would fail the whole scrape
 			}
 			seen[p.ID] = true
-			peer := strconv.FormatUint(p.ID, 10)
+			peer := p.Name
+			if peer == "" {
+				peer = strconv.FormatUint(p.ID, 10)
+			}
 			var lag uint64
 			if s.CommitIndex > p.MatchIndex {
 				lag = s.CommitIndex - p.MatchIndex

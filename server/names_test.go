@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +70,19 @@ func TestNamedCluster(t *testing.T) {
 	eventually(t, "the leader sees all four active", func() bool { return lead.Info(ctx).ActiveNodes == 4 })
 	if got := nameOf(lead.Info(ctx)); !slices.Equal(got, all) {
 		t.Fatalf("leader's members after the add: %v", got)
+	}
+	// Metrics label the node and its peers by name.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+lead.APIAddr()+"/consensus/metrics", nil)
+	req.Header.Set("Authorization", "Bearer view-secret")
+	mresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	want := fmt.Sprintf(`forge_consensus_peer_active{node_id=%q,peer="us-west-2a"} 1`, lead.Config().NodeID)
+	if mresp.StatusCode != http.StatusOK || !strings.Contains(string(mbody), want) {
+		t.Fatalf("metrics (%d) lack %s:\n%s", mresp.StatusCode, want, mbody)
 	}
 
 	// Leadership to a member named in the request.

@@ -51,7 +51,7 @@ type metricsSource struct{ s *Server }
 // Snapshot implements metrics.Source.
 func (ms metricsSource) Snapshot() metrics.State {
 	s := ms.s
-	st := metrics.State{NodeID: s.cfg.NodeID.ID()}
+	st := metrics.State{NodeID: s.cfg.NodeID.ID(), NodeName: string(s.cfg.NodeID)}
 	if s.run == nil { // New reads the node ID before the node runs
 		return st
 	}
@@ -75,7 +75,7 @@ func (ms metricsSource) Snapshot() metrics.State {
 	if st.IsLeader {
 		for _, n := range info.Nodes {
 			if n.ID != st.NodeID {
-				st.Peers = append(st.Peers, metrics.PeerState{ID: n.ID, MatchIndex: n.MatchIndex, Active: n.Active})
+				st.Peers = append(st.Peers, metrics.PeerState{ID: n.ID, Name: n.Name, MatchIndex: n.MatchIndex, Active: n.Active})
 			}
 		}
 	}
