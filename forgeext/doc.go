@@ -3,17 +3,35 @@
 // of the app becomes a member of a Raft cluster, with leader election, a
 // replicated command log and a key-value state machine.
 //
+//	import consensus "github.com/forge-consensus/consensus/forgeext"
+//
 //	app := forge.NewApp(forge.AppConfig{Name: "users"})
-//	app.RegisterExtension(forgeext.NewExtension(
-//		forgeext.WithNodeID("1"),
-//		forgeext.WithBindAddress("127.0.0.1", 7001),
-//		forgeext.WithPeers([]forgeext.PeerConfig{
-//			{ID: "1", Address: "127.0.0.1", Port: 7001},
-//			{ID: "2", Address: "127.0.0.1", Port: 7002},
-//			{ID: "3", Address: "127.0.0.1", Port: 7003},
+//	app.RegisterExtension(consensus.NewExtension(
+//		consensus.WithNodeID("node-1"),
+//		consensus.WithClusterID("my-cluster"),
+//		consensus.WithBindAddress("0.0.0.0", 7000),
+//		consensus.WithPeers([]consensus.PeerConfig{
+//			{ID: "node-1", Address: "10.0.1.11", Port: 7000},
+//			{ID: "node-2", Address: "10.0.1.12", Port: 7000},
+//			{ID: "node-3", Address: "10.0.1.13", Port: 7000},
 //		}),
-//		forgeext.WithStoragePath("/var/lib/users/raft"),
+//		consensus.WithStoragePath("/var/lib/users/raft"),
 //	))
+//	app.Start(ctx)
+//	svc, _ := forge.Resolve[*consensus.Service](app.Container(), "consensus")
+//	err := svc.Apply(ctx, consensus.Command{Type: "set",
+//		Payload: map[string]interface{}{"key": "user:123", "value": []byte(`{"name":"Alice"}`)}})
+//	if consensus.IsNotLeaderError(err) { /* send the write to svc.GetLeader() */ }
+//	v, err := svc.Read(ctx, "user:123")
+//
+// Members are named ("node-1", "us-east-1a", a pod name, or a number as
+// before; see package nodename): in options, YAML, the Service's methods
+// (AddNode(ctx, "node-4", "10.0.1.14", 7000), RemoveNode,
+// TransferLeadership, GetLeader), the admin API, metrics and logs. The
+// documented calls (Apply, Snapshot, GetClusterInfo, GetHealthStatus) have
+// richer forms beside them: ApplyResult, TakeSnapshot, ClusterStatus,
+// HealthReport. Package forgeext/middleware has the leadership middleware
+// in the documented shape; examples/quickstart uses exactly these calls.
 //
 // The same settings can come from the app's configuration under
 // extensions.consensus, in the keys of consensusd's YAML (node_id,
@@ -26,5 +44,7 @@
 // "consensus" (forge.Resolve[*forgeext.Service](app.Container(),
 // "consensus")) and by type (forge.Inject[*forgeext.Service]). Under the
 // service runs the same node as consensusd: the Raft core proven in the
-// simulator, Pebble storage and the gRPC transport.
+// simulator, the dedicated Raft log (storage.type wal) and the gRPC
+// transport. The *LeadershipChecker is registered as
+// "consensus:leadership".
 package forgeext
