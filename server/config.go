@@ -49,7 +49,7 @@ type Config struct {
 	// sets none, leaving GOMEMLIMIT as it is. It is soft: a live state
 	// larger than it is still served, at the cost of more GC CPU (at most
 	// about half of it). At least 32 MiB (a node's fixed cost is about 35
-	// MiB: see the README's "Memory"). Process-wide: New sets it and Close
+	// MiB: see docs/measured.md, "Memory"). Process-wide: New sets it and Close
 	// puts back the limit it found.
 	MemoryLimit int64 `yaml:"memory_limit"`
 	// Join starts a node that joins a running cluster: with no membership

@@ -9,7 +9,7 @@ import (
 	"github.com/forge-consensus/consensus/server"
 )
 
-// Exit codes of consensusd (documented in the README and in -h).
+// Exit codes of consensusd (documented in docs/operations.md and in -h).
 const (
 	// exitOK: stopped by a signal, cleanly.
 	exitOK = 0
