@@ -75,6 +75,10 @@ const (
 	CommandSet    = "set"
 	CommandDelete = "delete"
 	CommandCAS    = "cas"
+	// CommandCreate sets a key only if it is absent, in one command:
+	// Result.OK says whether it did; otherwise Result.Value is the current
+	// value. Every node must run a release that knows it.
+	CommandCreate = "create"
 )
 
 // Command is a request to change the replicated state: a type, which
@@ -461,8 +465,10 @@ func kvCommand(cmd Command) (kv.Command, error) {
 		kc = kv.Command{Op: kv.OpDelete, Key: p.Key}
 	case CommandCAS:
 		kc = kv.Command{Op: kv.OpCAS, Key: p.Key, Value: p.Value, Expected: p.Expected}
+	case CommandCreate:
+		kc = kv.Command{Op: kv.OpCreate, Key: p.Key, Value: p.Value}
 	default:
-		return kv.Command{}, fmt.Errorf("%w: unknown type %q (built-in: set, delete, cas)", ErrInvalidCommand, cmd.Type)
+		return kv.Command{}, fmt.Errorf("%w: unknown type %q (built-in: set, delete, cas, create)", ErrInvalidCommand, cmd.Type)
 	}
 	if _, err := kc.AppendBinary(nil); err != nil {
 		return kv.Command{}, fmt.Errorf("%w: %s: %v", ErrInvalidCommand, cmd.Type, err)

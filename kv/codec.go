@@ -47,6 +47,12 @@ const (
 	// OpCAS is compare-and-set: it writes Value iff the key is present and
 	// its value equals Expected (an empty Expected matches an empty value).
 	OpCAS Op = 4
+	// OpCreate writes Value iff the key is absent (create-if-absent in one
+	// command, as Consul's cas=0). Every node must know it before a client
+	// sends it: a node of an earlier release refuses it (StatusBadCommand)
+	// while the others apply it, and cross-replica verification then
+	// reports the divergence.
+	OpCreate Op = 5
 )
 
 // String returns the name of op.
@@ -60,6 +66,8 @@ func (op Op) String() string {
 		return "Delete"
 	case OpCAS:
 		return "CAS"
+	case OpCreate:
+		return "Create"
 	}
 	return "Op(" + itoa(uint64(op)) + ")"
 }
@@ -74,7 +82,7 @@ func (op Op) String() string {
 type Command struct {
 	Op       Op
 	Key      string
-	Value    []byte // OpSet, OpCAS: the new value
+	Value    []byte // OpSet, OpCAS, OpCreate: the new value
 	Expected []byte // OpCAS: the value expected
 	ClientID uint64
 	Seq      uint64 // 0 = no session (no deduplication), used e.g. for reads
@@ -115,12 +123,14 @@ func (st Status) String() string {
 type Result struct {
 	Status Status
 	// Value: OpGet the value; OpSet, OpDelete and successful OpCAS the
-	// previous value; failed OpCAS the current value (nil if absent).
+	// previous value; failed OpCAS and failed OpCreate the current value
+	// (nil if absent).
 	Value []byte
 	// Found reports whether the key existed before the command.
 	Found bool
 	// OK is true for OpGet, OpSet and OpDelete when Status is StatusOK;
-	// for OpCAS, true iff the swap happened.
+	// for OpCAS, true iff the swap happened; for OpCreate, true iff the key
+	// was absent and is now set.
 	OK bool
 	// Deduplicated is true when the result was answered from the session
 	// cache (a retry of an applied command).
@@ -172,7 +182,7 @@ func (c Command) check() (field, reason string) {
 
 func checkCommand(op Op, keyLen, valueLen, expectedLen int) (field, reason string) {
 	switch {
-	case op < OpGet || op > OpCAS:
+	case op < OpGet || op > OpCreate:
 		return "op", "unknown op"
 	case keyLen > MaxKeyLen:
 		return "key", "longer than MaxKeyLen"
@@ -380,7 +390,7 @@ func decodeCommandView(data []byte, r *reader) commandView {
 		r.fail("version", "unknown version")
 	}
 	c.op = Op(r.u8("op"))
-	if !r.failed() && (c.op < OpGet || c.op > OpCAS) {
+	if !r.failed() && (c.op < OpGet || c.op > OpCreate) {
 		r.fail("op", "unknown op")
 	}
 	c.clientID = r.uvarint("client ID")

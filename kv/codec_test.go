@@ -101,7 +101,7 @@ func TestDecodeCommandRejects(t *testing.T) {
 		"version 0":          rawCommand(0, byte(OpSet), 5, 6, lenPrefixed("k"), lenPrefixed("v"), lenPrefixed("")),
 		"version 2":          rawCommand(2, byte(OpSet), 5, 6, lenPrefixed("k"), lenPrefixed("v"), lenPrefixed("")),
 		"op 0":               rawCommand(1, 0, 5, 6, lenPrefixed("k"), lenPrefixed(""), lenPrefixed("")),
-		"op 5":               rawCommand(1, 5, 5, 6, lenPrefixed("k"), lenPrefixed(""), lenPrefixed("")),
+		"op 6":               rawCommand(1, 6, 5, 6, lenPrefixed("k"), lenPrefixed(""), lenPrefixed("")),
 		"op 255":             rawCommand(1, 255, 5, 6, lenPrefixed("k"), lenPrefixed(""), lenPrefixed("")),
 		"trailing byte":      append(append([]byte(nil), valid...), 0),
 		"overlong client id": append([]byte{1, byte(OpGet), 0x85, 0x00}, 0, 1, 'k', 0, 0),

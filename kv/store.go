@@ -163,6 +163,12 @@ func (s *Store) exec(c *commandView) Result {
 			s.remove(c.key, old)
 		}
 		return Result{Value: old.value, Found: found, OK: true}
+	case OpCreate:
+		if found {
+			return Result{Value: old.value, Found: true}
+		}
+		s.put(c.key, c.value, old, false)
+		return Result{OK: true}
 	case OpCAS:
 		if !found {
 			return Result{}

@@ -77,6 +77,37 @@ func TestCAS(t *testing.T) {
 	checkInvariants(t, s)
 }
 
+// TestCreate: OpCreate sets an absent key and reports success; on a
+// present key it changes nothing and returns the current value; a retry in
+// the same session is answered from the session (not applied again); a
+// Create with an expected value is refused.
+func TestCreate(t *testing.T) {
+	s := New(Config{})
+	create := func(key, value string, client, seq uint64) []byte {
+		return EncodeCommand(Command{Op: OpCreate, Key: key, Value: []byte(value), ClientID: client, Seq: seq})
+	}
+	if r := mustApply(t, s, 1, create("k", "first", 1, 1)); !resultEqual(r, Result{OK: true}) {
+		t.Fatalf("create on an absent key = %+v", r)
+	}
+	wantValue(t, s, "k", "first", true)
+	if r := mustApply(t, s, 2, create("k", "second", 2, 1)); !resultEqual(r, Result{Value: []byte("first"), Found: true}) {
+		t.Fatalf("create on a present key = %+v", r)
+	}
+	wantValue(t, s, "k", "first", true)
+	if r := mustApply(t, s, 3, create("k", "first", 1, 1)); !r.Deduplicated || !r.OK {
+		t.Fatalf("retried create = %+v, want the first answer, deduplicated", r)
+	}
+	bad := EncodeCommand(Command{Op: OpCreate, Key: "x", Value: []byte("v"), Expected: []byte("e")})
+	if r := mustApply(t, s, 4, bad); r.Status != StatusBadCommand {
+		t.Fatalf("create with an expected value = %+v", r)
+	}
+	wantValue(t, s, "x", "", false)
+	if OpCreate.String() != "Create" {
+		t.Fatalf("OpCreate.String() = %q", OpCreate.String())
+	}
+	checkInvariants(t, s)
+}
+
 func TestApplyBadCommand(t *testing.T) {
 	s := New(Config{})
 	mustApply(t, s, 1, cmdSet("a", "1", 1, 1))
@@ -390,6 +421,13 @@ func (m *modelStore) apply(c Command) Result {
 	case OpDelete:
 		delete(m.data, c.Key)
 		r = Result{Value: oldVal, Found: found, OK: true}
+	case OpCreate:
+		if found {
+			r = Result{Value: oldVal, Found: true}
+		} else {
+			m.data[c.Key] = string(c.Value)
+			r = Result{OK: true}
+		}
 	case OpCAS:
 		switch {
 		case !found:
@@ -410,9 +448,9 @@ func (m *modelStore) apply(c Command) Result {
 func randomCommand(rng *rand.Rand, seqs map[uint64]uint64) Command {
 	keys := []string{"", "a", "b", "c", "dd", "eee"}
 	vals := []string{"", "1", "2", "long value"}
-	c := Command{Op: Op(1 + rng.IntN(4)), Key: keys[rng.IntN(len(keys))]}
+	c := Command{Op: Op(1 + rng.IntN(5)), Key: keys[rng.IntN(len(keys))]}
 	switch c.Op {
-	case OpSet:
+	case OpSet, OpCreate:
 		c.Value = []byte(vals[rng.IntN(len(vals))])
 	case OpCAS:
 		c.Value = []byte(vals[rng.IntN(len(vals))])

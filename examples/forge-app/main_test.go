@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -267,5 +269,38 @@ func TestParseFlags(t *testing.T) {
 		if (err == nil) != c.ok {
 			t.Errorf("parseFlags(%q) = %v; want ok %v", c.args, err, c.ok)
 		}
+	}
+}
+
+// TestConcurrentCreatesOfOneID: many clients create the same user at once
+// on the leader; exactly one gets 201 and every other 409, and the stored
+// user is the winner's (create-if-absent is one replicated command).
+func TestConcurrentCreatesOfOneID(t *testing.T) {
+	_, nodes := testCluster(t, "")
+	lead := waitForLeader(t, nodes)
+	const n = 20
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"id":"same","name":"Client %d","email":"c%d@example.com"}`, i, i)
+			codes[i] = do(t, "POST", lead.URL()+"/api/users", body).code
+		}()
+	}
+	wg.Wait()
+	created := slices.Index(codes, http.StatusCreated)
+	if created < 0 || slices.Index(codes[created+1:], http.StatusCreated) >= 0 {
+		t.Fatalf("codes %v: want exactly one 201", codes)
+	}
+	for i, c := range codes {
+		if i != created && c != http.StatusConflict {
+			t.Fatalf("codes %v: want 409 for every other create", codes)
+		}
+	}
+	want := User{ID: "same", Name: fmt.Sprintf("Client %d", created), Email: fmt.Sprintf("c%d@example.com", created)}
+	for _, nd := range nodes {
+		wantUser(t, "the winner's user", do(t, "GET", nd.URL()+"/api/users/same", ""), want)
 	}
 }

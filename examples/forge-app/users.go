@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/mail"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/xraph/forge"
@@ -88,14 +87,6 @@ func userKey(id string) string { return "users/" + id }
 type usersAPI struct {
 	svc *forgeext.Service
 	log *slog.Logger
-
-	// createMu serializes creates on this node between their existence
-	// check and their write: the key-value store's cas only swaps a
-	// present key, so "create if absent" is a linearizable read followed
-	// by a set, and two creates of one ID on the leader must not
-	// interleave. Creates on a deposed leader cannot commit once a new
-	// leader is elected, so the lock on the current leader is enough.
-	createMu sync.Mutex
 }
 
 // registerRoutes sets up the middleware and the users API on the app's
@@ -186,26 +177,13 @@ func (u *usersAPI) create(ctx forge.Context) error {
 	rctx, cancel := context.WithTimeout(ctx.Context(), requestTimeout)
 	defer cancel()
 
-	u.createMu.Lock()
-	defer u.createMu.Unlock()
-	if _, err := u.svc.Read(rctx, key); err == nil {
-		return writeError(ctx, http.StatusConflict, fmt.Sprintf("user %q already exists", user.ID))
-	} else if !errors.Is(err, forgeext.ErrKeyNotFound) {
-		return u.fail(ctx, "create user: check for an existing user", err)
-	}
-	res, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandSet, forgeext.KVPayload{Key: key, Value: value}))
+	// One replicated command: it sets the key only if it is absent, so two
+	// creates of one ID, on any nodes, at any moment, cannot both succeed.
+	res, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandCreate, forgeext.KVPayload{Key: key, Value: value}))
 	if err != nil {
 		return u.fail(ctx, "create user", err)
 	}
-	if res.Found {
-		// Another create won the race after all (it cannot, by the
-		// argument on createMu, but a store is no place for hope): put
-		// its user back unless something changed it since, and refuse.
-		u.log.Error("create raced with another create; restoring the previous user", "id", user.ID)
-		undo := forgeext.KVPayload{Key: key, Expected: value, Value: res.Value}
-		if _, err := u.svc.ApplyResult(rctx, kvCommand(forgeext.CommandCAS, undo)); err != nil {
-			return u.fail(ctx, "create user: restore the previous user", err)
-		}
+	if !res.OK {
 		return writeError(ctx, http.StatusConflict, fmt.Sprintf("user %q already exists", user.ID))
 	}
 	ctx.SetHeader("Location", "/api/users/"+user.ID)
