@@ -22,7 +22,7 @@ import (
 // testCluster starts the three apps in this process as -local-cluster does
 // (StartNodes), on free loopback ports with temporary data, and stops them
 // at the test's end if the test has not.
-func testCluster(t *testing.T, token string) (ClusterConfig, Nodes) {
+func testCluster(t testing.TB, token string) (ClusterConfig, Nodes) {
 	t.Helper()
 	ports := servertest.FreePorts(t, 4*clusterSize)
 	cc := ClusterConfig{
@@ -51,7 +51,7 @@ func testCluster(t *testing.T, token string) (ClusterConfig, Nodes) {
 
 // waitForLeader polls until every node knows the same leader, which
 // leads, and returns it.
-func waitForLeader(t *testing.T, nodes Nodes) *Node {
+func waitForLeader(t testing.TB, nodes Nodes) *Node {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
