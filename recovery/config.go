@@ -14,10 +14,11 @@ import (
 )
 
 // rewriteConfig returns the configuration file raw with the node's ID
-// changed from oldID to newID (node_id and its entry in peers) and join
+// changed from oldID to newID, named newName ("": the number), in node_id
+// and its entry in peers, and join
 // set, every other key, comment and ${VAR} left as written. getenv expands
 // ${VAR} only to recognise IDs written that way.
-func rewriteConfig(raw []byte, oldID, newID uint64, comment string, getenv func(string) string) ([]byte, error) {
+func rewriteConfig(raw []byte, oldID, newID uint64, newName, comment string, getenv func(string) string) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
@@ -32,6 +33,9 @@ func rewriteConfig(raw []byte, oldID, newID uint64, comment string, getenv func(
 	}
 	setInt := func(n *yaml.Node, v uint64) {
 		n.Kind, n.Tag, n.Style, n.Value = yaml.ScalarNode, "!!int", 0, strconv.FormatUint(v, 10)
+		if newName != "" && newName != n.Value {
+			n.Tag, n.Value = "!!str", newName
+		}
 	}
 	id := lookup(root, "node_id")
 	if id == nil || !isOld(id) {

@@ -82,6 +82,10 @@ type Options struct {
 	// NewID is the ID the node comes back under. It must never have been
 	// a member of the cluster.
 	NewID uint64
+	// NewName is the name NewID stands for (package nodename), written
+	// into the configuration and the membership change; "" writes NewID
+	// as a number.
+	NewName string
 	// Force replaces the node even if its storage opens cleanly.
 	Force bool
 	// Endpoints are admin API base URLs of other members, such as
@@ -399,7 +403,7 @@ func (r *run) rejoin(ctx context.Context, v view) error {
 		if err := server.CheckStorage(r.cfg, nil); err != nil {
 			return fmt.Errorf("create the storage of node %d: %w", nid, err)
 		}
-		req := admin.AddNodeRequest{NodeID: admin.ID(nid), Address: r.self.Address, Port: r.self.Port,
+		req := admin.AddNodeRequest{NodeID: admin.NodeID{ID: nid, Name: r.o.NewName}, Address: r.self.Address, Port: r.self.Port,
 			APIPort: r.self.APIPort, ClientPort: r.self.ClientPort, Learner: true}
 		if v, err = r.change(ctx, "/add-node", req, func(v view) bool { _, ok := v.member(nid); return ok }); err != nil {
 			return fmt.Errorf("add node %d as a learner: %w", nid, err)
@@ -452,7 +456,7 @@ func (r *run) rejoin(ctx context.Context, v view) error {
 	if n.Voter {
 		r.step(8, "promote node %d to voter: a voter already", nid)
 	} else {
-		req := admin.AddNodeRequest{NodeID: admin.ID(nid), Address: r.self.Address, Port: r.self.Port,
+		req := admin.AddNodeRequest{NodeID: admin.NodeID{ID: nid, Name: r.o.NewName}, Address: r.self.Address, Port: r.self.Port,
 			APIPort: r.self.APIPort, ClientPort: r.self.ClientPort}
 		if v, err = r.change(ctx, "/add-node", req, func(v view) bool {
 			n, ok := v.member(nid)
@@ -770,7 +774,7 @@ func (r *run) writeConfig() error {
 		comment = fmt.Sprintf("Written by consensusd recover at %s: node %d came back as node %d.\n"+
 			"The previous file is %s.", ts, old, nid, backup)
 	}
-	data, err := rewriteConfig(r.raw, old, nid, comment, r.o.Getenv)
+	data, err := rewriteConfig(r.raw, old, nid, r.o.NewName, comment, r.o.Getenv)
 	if err != nil {
 		return fmt.Errorf("rewrite %s: %w", path, err)
 	}

@@ -98,7 +98,7 @@ func recoverCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := recovery.Run(ctx, recovery.Options{
-		ConfigPath: *path, NewID: id, Force: *force, Endpoints: eps, Token: *token,
+		ConfigPath: *path, NewID: id, NewName: strings.TrimSpace(*newID), Force: *force, Endpoints: eps, Token: *token,
 		MaxLag: *maxLag, CatchUpTimeout: *timeout, KeepRunning: *serve,
 		Out: stdout, Logger: log,
 	})
@@ -113,7 +113,7 @@ func recoverCmd(args []string, stdout, stderr io.Writer) int {
 	if s == nil {
 		return 0
 	}
-	fmt.Fprintf(stdout, "serving as node %d until SIGTERM\n", res.NewID)
+	fmt.Fprintf(stdout, "serving as node %s until SIGTERM\n", strings.TrimSpace(*newID))
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
