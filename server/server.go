@@ -67,12 +67,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.Default()
 	}
 	id := cfg.NodeID.ID()
-	// Every log line names the node: the transport, node and runner add
-	// its numeric ID ("node"), the server's own lines name it too.
-	log = log.With("node_name", string(cfg.NodeID))
-	base := log
+	dir := newDirectory(cfg.Peers)
+	// Logs name nodes: the transports, runner and node log numeric IDs
+	// ("node", "peer", "leader", ...), which the handler shows by name.
+	log = slog.New(namingHandler{h: log.Handler(), name: dir.name})
+	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
-	s := &Server{cfg: cfg, log: log, dir: newDirectory(cfg.Peers), prevMemoryLimit: -1}
+	s := &Server{cfg: cfg, log: log, dir: dir, prevMemoryLimit: -1}
 	if cfg.MemoryLimit > 0 {
 		s.prevMemoryLimit = debug.SetMemoryLimit(cfg.MemoryLimit)
 		log.Info("memory limit set", "memory_limit", cfg.MemoryLimit)
