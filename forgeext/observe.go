@@ -78,7 +78,7 @@ func (s *Service) tracer() trace.Tracer {
 func (s *Service) operation(ctx context.Context, op string, attrs ...attribute.KeyValue) (context.Context, func(error)) {
 	start := time.Now()
 	term := s.GetTerm()
-	attrs = append(attrs, attribute.Int64("consensus.node_id", int64(s.NodeID())),
+	attrs = append(attrs, attribute.String("consensus.node_id", s.NodeName()),
 		attribute.Int64("consensus.term", int64(term)))
 	cid := CorrelationID(ctx)
 	if cid != "" {
@@ -96,7 +96,7 @@ func (s *Service) operation(ctx context.Context, op string, attrs ...attribute.K
 		}
 		span.End()
 		if s.log.Enabled(ctx, level) {
-			s.log.LogAttrs(ctx, level, "consensus "+op, slog.Uint64("node", s.NodeID()), slog.Uint64("term", term),
+			s.log.LogAttrs(ctx, level, "consensus "+op, slog.String("node", s.NodeName()), slog.Uint64("term", term),
 				slog.String("correlation_id", cid), slog.Duration("took", time.Since(start)), slog.Any("err", err))
 		}
 	}

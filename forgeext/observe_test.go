@@ -94,7 +94,7 @@ func TestSpansLogsAndCorrelation(t *testing.T) {
 		t.Fatalf("span attributes: %v", attrs)
 	}
 	out := logs.String()
-	if !strings.Contains(out, `"msg":"consensus apply"`) || !strings.Contains(out, `"correlation_id":"req-42"`) || !strings.Contains(out, `"node":1`) {
+	if !strings.Contains(out, `"msg":"consensus apply"`) || !strings.Contains(out, `"correlation_id":"req-42"`) || !strings.Contains(out, `"node":"1"`) {
 		t.Fatalf("no apply log with node and correlation ID in:\n%s", out)
 	}
 	// Protocol-level detail stays off by default.
