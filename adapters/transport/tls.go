@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/nodename"
 	"os"
 	"strconv"
 )
@@ -97,19 +98,32 @@ func NodeIdentity(id uint64) string {
 }
 
 // CertHasIdentity reports whether cert authenticates node id: its
-// CommonName or one of its DNS SANs is NodeIdentity(id). A nil cert
+// CommonName or one of its DNS SANs is NodeIdentity(id) ("node-7") or
+// the ID in decimal ("7"), or, for a node with a name other than a number
+// (package nodename), that name ("us-east-1a"): a node's certificate
+// names the node. A nil cert
 // authenticates nobody. The caller is responsible for cert having been
 // verified (for example, the leaf of a verified TLS chain).
 func CertHasIdentity(cert *x509.Certificate, id uint64) bool {
 	if cert == nil {
 		return false
 	}
-	want := NodeIdentity(id)
-	if cert.Subject.CommonName == want {
+	names := func(name string) bool {
+		if nodename.Numeric(id) {
+			// Canonical forms only: "node-7" or "7", not "node-07".
+			return name == NodeIdentity(id) || name == nodename.String(id)
+		}
+		if name == NodeIdentity(id) {
+			return true
+		}
+		n, err := nodename.ID(name)
+		return err == nil && n == id
+	}
+	if names(cert.Subject.CommonName) {
 		return true
 	}
 	for _, name := range cert.DNSNames {
-		if name == want {
+		if names(name) {
 			return true
 		}
 	}

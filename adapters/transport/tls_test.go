@@ -38,6 +38,24 @@ func TestCertHasIdentity(t *testing.T) {
 	if CertHasIdentity(nil, 7) {
 		t.Error("a nil certificate has an identity")
 	}
+	// A named node's certificate names it.
+	zone := uint64(0xbcc3edcc1ecf38f7) // nodename.ID("us-east-1a")
+	for _, tc := range []struct {
+		names []string
+		id    uint64
+		want  bool
+	}{
+		{[]string{"us-east-1a"}, zone, true},
+		{[]string{"us-east-1b"}, zone, false},
+		{[]string{"node-13601976760535038199"}, zone, true},
+		{[]string{"7"}, 7, true},
+		{[]string{"us-east-1a"}, 7, false},
+	} {
+		cert := &x509.Certificate{DNSNames: tc.names}
+		if got := CertHasIdentity(cert, tc.id); got != tc.want {
+			t.Errorf("CertHasIdentity(DNS %v, %d) = %v, want %v", tc.names, tc.id, got, tc.want)
+		}
+	}
 	if VerifiedLeaf(tls.ConnectionState{}) != nil {
 		t.Error("a connection without verified chains has a leaf")
 	}
