@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/forge-consensus/consensus/nodename"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -260,6 +261,14 @@ func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Membe
 	if m.ID == 0 || m.Address == "" || m.Port <= 0 || m.Port > 65535 || m.ClientPort > 65535 {
 		return fmt.Errorf("%w: node %d at %q port %d", admin.ErrInvalidRequest, m.ID, m.Address, m.Port)
 	}
+	if err := checkHost(m.Address); err != nil {
+		return fmt.Errorf("%w: address %q: %v", admin.ErrInvalidRequest, clipString(m.Address), err)
+	}
+	for _, o := range s.dir.all() {
+		if o.ID != m.ID && strings.EqualFold(o.Address, m.Address) && o.Port == m.Port {
+			return fmt.Errorf("%w: %s is node %s's address", admin.ErrConflict, o.raftAddr(), s.dir.name(o.ID))
+		}
+	}
 	if m.Name != "" {
 		if id, err := nodename.ID(m.Name); err != nil || id != m.ID {
 			return fmt.Errorf("%w: node %d is not named %q", admin.ErrInvalidRequest, m.ID, m.Name)
@@ -372,4 +381,40 @@ func (s *Server) Snapshot(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("snapshot: %w", s.clusterError(err))
 	}
 	return idx, nil
+}
+
+// checkHost accepts an IP address or a DNS host name (letters, digits, '-'
+// and '.', labels of at most 63 bytes, at most 253 in all), without a
+// port.
+func checkHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	switch {
+	case h == "":
+		return errors.New("empty")
+	case len(h) > 253:
+		return errors.New("longer than 253 bytes")
+	case strings.Contains(h, ":"):
+		return errors.New("a host, not host:port (the port is its own field)")
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q is not a DNS label", clipString(label))
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("byte %q is not allowed in a host name", c)
+			}
+		}
+	}
+	return nil
+}
+
+func clipString(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

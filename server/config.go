@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/forge-consensus/consensus/nodename"
 	"hash/fnv"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -258,7 +259,10 @@ func ParseConfig(raw []byte, env func(string) string) (Config, error) {
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		if errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("%w: the configuration is empty (it needs at least node_id and peers)", ErrInvalidConfig)
+		}
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, decodeError([]byte(expanded), err))
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
@@ -370,6 +374,7 @@ func (c *Config) Validate() error {
 	}
 	self := false
 	seen := map[uint64]NodeName{}
+	addrs := map[string]NodeName{}
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
 		_, nameErr := nodename.ID(string(p.ID))
@@ -391,6 +396,11 @@ func (c *Config) Validate() error {
 		case p.ClientPort < 0 || p.ClientPort > 65535:
 			return bad(key+".client_port", "%d is not a port", p.ClientPort)
 		}
+		at := net.JoinHostPort(strings.ToLower(p.Address), strconv.Itoa(p.Port))
+		if other, dup := addrs[at]; dup {
+			return bad(key+".address", "%s is node %s's address too", at, other)
+		}
+		addrs[at] = p.ID
 		seen[p.ID.ID()] = p.ID
 		self = self || p.ID.ID() == c.NodeID.ID()
 	}

@@ -232,3 +232,32 @@ func TestConfigNames(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigErrorsSayWhatTheKeyTakes: decoding errors name the key, its
+// line and what it takes (not a Go type); an empty file says so; two
+// peers at one address are refused.
+func TestConfigErrorsSayWhatTheKeyTakes(t *testing.T) {
+	for _, tc := range []struct{ from, to, want string }{
+		{"heartbeat_interval: 50ms", "heartbeat_interval: soon", `raft.heartbeat_interval (line 11): "soon" is not a duration (like 500ms or 2s)`},
+		{"bind_port: 7001", "bind_port: x", `bind_port (line 5): "x" is not a whole number`},
+		{"heartbeat_interval: 50ms", "heartbeat: 50ms", `raft.heartbeat (line 11): unknown key`},
+		{"{id: \"2\", address: 127.0.0.1, port: 7002}", "{id: \"2\", address: 127.0.0.1, port: 7001}", `peers[1].address: 127.0.0.1:7001 is node 1's address too`},
+	} {
+		raw := strings.Replace(goodYAML, tc.from, tc.to, 1)
+		if raw == goodYAML {
+			t.Fatalf("%q not in the configuration", tc.from)
+		}
+		_, err := ParseConfig([]byte(raw), env(map[string]string{"NODE": "1"}))
+		if err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v; want one containing %s", tc.to, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "time.Duration") || strings.Contains(err.Error(), "server.")) {
+			t.Errorf("%s: error names a Go type: %v", tc.to, err)
+		}
+	}
+	for _, empty := range []string{"", "\n# nothing\n"} {
+		if _, err := ParseConfig([]byte(empty), env(nil)); err == nil || !strings.Contains(err.Error(), "configuration is empty") {
+			t.Errorf("empty file %q: %v", empty, err)
+		}
+	}
+}

@@ -48,6 +48,23 @@ func TestNamedCluster(t *testing.T) {
 		t.Fatalf("leader's members: %v", got)
 	}
 
+	// Bad addresses and another member's address are refused, changing
+	// nothing.
+	for body, want := range map[string]int{
+		`{"node_id": "x1", "address": "a b/c\u0000:x", "port": 7000}`:                                        http.StatusBadRequest,
+		`{"node_id": "x1", "address": "10.0.0.9:7000", "port": 7000}`:                                        http.StatusBadRequest,
+		`{"node_id": "x1", "address": "-bad-.example", "port": 7000}`:                                        http.StatusBadRequest,
+		`{"node_id": 18446744073709551615, "address": "h", "port": 7000}`:                                    http.StatusBadRequest,
+		fmt.Sprintf(`{"node_id": "x1", "address": "127.0.0.1", "port": %d}`, srvs[0].Config().Peers[0].Port): http.StatusConflict,
+	} {
+		if code, resp := post(t, lead, "/add-node", "admin-secret", body); code != want {
+			t.Fatalf("add-node %s: %d %s, want %d", body, code, resp, want)
+		}
+	}
+	if n := len(lead.Info(ctx).Nodes); n != 3 {
+		t.Fatalf("refused add-nodes changed the membership: %d nodes", n)
+	}
+
 	port := servertest.FreePorts(t, 1)[0]
 	body := fmt.Sprintf(`{"node_id": "us-west-2a", "address": "127.0.0.1", "port": %d}`, port)
 	code, resp := post(t, lead, "/add-node", "admin-secret", body)
