@@ -383,7 +383,7 @@ func (s *Server) Snapshot(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-// checkHost accepts an IP address or a DNS host name (letters, digits, '-'
+// checkHost accepts an IP address or a host name (letters, digits, '-', '_'
 // and '.', labels of at most 63 bytes, at most 253 in all), without a
 // port.
 func checkHost(h string) error {
@@ -404,7 +404,7 @@ func checkHost(h string) error {
 		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
 				return fmt.Errorf("byte %q is not allowed in a host name", c)
 			}
 		}
