@@ -5,10 +5,15 @@ import (
 	"log/slog"
 )
 
-// nodeAttrs are the log attributes whose integer values are node IDs,
-// shown by name instead.
-var nodeAttrs = map[string]bool{"node": true, "peer": true, "leader": true, "from": true, "to": true,
-	"target": true, "lead": true}
+// nodeAttr reports whether key is a log attribute whose integer values
+// are node IDs, shown by name instead.
+func nodeAttr(key string) bool {
+	switch key {
+	case "node", "peer", "leader", "lead", "from", "to", "target":
+		return true
+	}
+	return false
+}
 
 // namingHandler shows node IDs by name: an attribute in nodeAttrs whose
 // value is an integer (the transports', runner's and node's logs carry
@@ -43,7 +48,7 @@ func (n namingHandler) WithGroup(g string) slog.Handler {
 }
 
 func (n namingHandler) attr(a slog.Attr) slog.Attr {
-	if !nodeAttrs[a.Key] {
+	if !nodeAttr(a.Key) {
 		return a
 	}
 	v := a.Value.Resolve()
