@@ -15,7 +15,7 @@ func nodeAttr(key string) bool {
 	return false
 }
 
-// namingHandler shows node IDs by name: an attribute in nodeAttrs whose
+// namingHandler shows node IDs by name: an attribute nodeAttr names whose
 // value is an integer (the transports', runner's and node's logs carry
 // numeric IDs) becomes the member's name (its ID in decimal if it has
 // none). Other attributes pass unchanged.
