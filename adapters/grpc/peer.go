@@ -37,6 +37,7 @@ type peer struct {
 	connAddr  string
 	cc        *grpc.ClientConn
 	connected bool      // a stream was established before (Stats.Reconnects)
+	down      bool      // failing since the last stream: warned once for this outage
 	openUntil time.Time // when the open breaker turns half-open
 	scratch   []byte    // one message's encoding
 	frame     []byte    // the batch frame being built
@@ -109,6 +110,10 @@ func (t *Transport) runPeer(p *peer) {
 			t.counters.Reconnects.Add(1)
 		}
 		p.connected = true
+		if p.down {
+			t.log.Info("grpc transport: peer reachable again", "peer", p.id, "addr", p.connAddr)
+			p.down = false
+		}
 		t.log.Debug("grpc transport: stream open", "peer", p.id, "addr", p.connAddr)
 
 		pending, err = t.pump(p, st, pending)
@@ -132,7 +137,14 @@ func (t *Transport) peerFailed(p *peer, op string, err error) {
 	now := time.Now()
 	if p.breaker.Failure(now) {
 		p.openUntil = now.Add(t.cfg.BackoffMax)
-		t.log.Warn("grpc transport: circuit breaker open", "peer", p.id, "addr", p.connAddr, "op", op, "err", err, "for", t.cfg.BackoffMax)
+		// The breaker opens again every back-off while the peer stays
+		// down: warn once per outage.
+		if !p.down {
+			t.log.Warn("grpc transport: circuit breaker open", "peer", p.id, "addr", p.connAddr, "op", op, "err", err, "for", t.cfg.BackoffMax)
+		} else {
+			t.log.Debug("grpc transport: circuit breaker open again", "peer", p.id, "addr", p.connAddr, "op", op, "err", err)
+		}
+		p.down = true
 	} else {
 		t.log.Debug("grpc transport: peer unreachable", "peer", p.id, "addr", p.connAddr, "op", op, "err", err)
 	}

@@ -154,14 +154,20 @@ func (p *peer) run() {
 	fail := func(n int, what string, err error) bool {
 		t.counters.Dropped.Add(uint64(n))
 		opened := p.breaker.Failure(time.Now())
+		wasFailing := failing
 		if !failing {
 			log.Warn("peer unreachable", "op", what, "err", err, "dropped", n)
 			failing = true
 		} else {
 			log.Debug("peer still unreachable", "op", what, "err", err, "dropped", n)
 		}
-		if opened {
+		// The breaker opens again every back-off while the peer stays
+		// down: say so once per outage.
+		switch {
+		case opened && !wasFailing:
 			log.Info("circuit breaker open", "for", t.cfg.BackoffMax)
+		case opened:
+			log.Debug("circuit breaker open again", "for", t.cfg.BackoffMax)
 		}
 		t.unreachable(p.id)
 		timer := time.NewTimer(backoff.Next())

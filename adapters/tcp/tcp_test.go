@@ -2,8 +2,10 @@ package tcp
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"reflect"
 	"sync"
@@ -392,4 +394,49 @@ func BenchmarkSendLoopback(b *testing.B) {
 		time.Sleep(20 * time.Microsecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// countLogs counts log records by level and message.
+type countLogs struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *countLogs) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countLogs) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n[r.Level.String()+" "+r.Message]++
+	return nil
+}
+func (h *countLogs) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countLogs) WithGroup(string) slog.Handler      { return h }
+func (h *countLogs) count(key string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[key]
+}
+
+// TestBreakerLogsOncePerOutage: a peer that stays down opens its breaker
+// again after every cool-down; the outage is one warning and one "breaker
+// open" line, the rest is debug.
+func TestBreakerLogsOncePerOutage(t *testing.T) {
+	addr, _ := closingListener(t)
+	logs := &countLogs{n: map[string]int{}}
+	a := start(t, 1, new(recorder), func(c *transport.Config) {
+		c.BreakerFailures = 1
+		c.BackoffMin = time.Millisecond
+		c.BackoffMax = 20 * time.Millisecond
+		c.Logger = slog.New(logs)
+	})
+	a.SetPeer(2, addr)
+	seq := uint64(0)
+	waitFor(t, func() bool {
+		seq++
+		a.Send([]core.Message{heartbeat(1, 2, seq)})
+		return logs.count("DEBUG circuit breaker open again") >= 3
+	}, "the breaker to open three more times")
+	if w, i := logs.count("WARN peer unreachable"), logs.count("INFO circuit breaker open"); w != 1 || i != 1 {
+		t.Fatalf("%d warnings and %d 'breaker open' lines for one outage, want 1 and 1", w, i)
+	}
 }
