@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"github.com/forge-consensus/consensus/internal/lograte"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +39,16 @@ const (
 	wireKeepBatch = 1 << 20
 )
 
+// badFrame logs a connection closed for a bad frame: at Warn at most once
+// a second (with the number held back since), at Debug otherwise.
+func (ws *wireServer) badFrame(msg, remote string, err error) {
+	if ok, suppressed := ws.badFrames.Allow(time.Now()); ok {
+		ws.log.Warn(msg, "remote", remote, "err", err, "suppressed", suppressed)
+		return
+	}
+	ws.log.Debug(msg, "remote", remote, "err", err)
+}
+
 // wireServer serves the binary client protocol (package wire) of one node.
 //
 // Each connection has a reader goroutine and a writer goroutine. The reader
@@ -70,6 +81,9 @@ type wireServer struct {
 	// observe, if set, is told of every request's outcome (on the node's
 	// goroutine).
 	observe func(op string, d time.Duration, err error)
+	// badFrames limits the warnings of bad frames: a client that sends
+	// garbage in a loop cannot flood the log.
+	badFrames lograte.Limiter
 
 	start   sync.Once
 	stop    sync.Once
@@ -229,8 +243,7 @@ func (c *wireConn) readLoop() {
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 				c.ws.log.Debug("client protocol: connection closed", "remote", c.nc.RemoteAddr().String())
 			case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrChecksum):
-				c.ws.log.Warn("client protocol: bad frame; closing the connection",
-					"remote", c.nc.RemoteAddr().String(), "err", err)
+				c.ws.badFrame("client protocol: bad frame; closing the connection", c.nc.RemoteAddr().String(), err)
 			default:
 				c.ws.log.Debug("client protocol: read", "remote", c.nc.RemoteAddr().String(), "err", err)
 			}
@@ -243,16 +256,14 @@ func (c *wireConn) readLoop() {
 		for rest := p; len(rest) > 0; {
 			r, next, err := wire.DecodeRequest(rest)
 			if err != nil && !errors.Is(err, wire.ErrInvalidRequest) {
-				c.ws.log.Warn("client protocol: malformed frame; closing the connection",
-					"remote", c.nc.RemoteAddr().String(), "err", err)
+				c.ws.badFrame("client protocol: malformed frame; closing the connection", c.nc.RemoteAddr().String(), err)
 				return
 			}
 			reqs = append(reqs, r)
 			rest = next
 		}
 		if len(reqs) == 0 {
-			c.ws.log.Warn("client protocol: empty frame; closing the connection",
-				"remote", c.nc.RemoteAddr().String())
+			c.ws.badFrame("client protocol: empty frame; closing the connection", c.nc.RemoteAddr().String(), nil)
 			return
 		}
 		for i := 0; i < len(reqs); {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -379,5 +380,61 @@ func BenchmarkWire(b *testing.B) {
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 		})
+	}
+}
+
+// warnCounter counts the Warn records whose message starts with a prefix.
+type warnCounter struct {
+	prefix string
+	mu     sync.Mutex
+	warns  int
+	debugs int
+}
+
+func (h *warnCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *warnCounter) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.prefix) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		switch r.Level {
+		case slog.LevelWarn:
+			h.warns++
+		case slog.LevelDebug:
+			h.debugs++
+		}
+	}
+	return nil
+}
+func (h *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnCounter) WithGroup(string) slog.Handler      { return h }
+
+// TestWireBadFramesDoNotFloodTheLog: a client sending bad frames on
+// connection after connection gets each connection closed, and the node
+// warns at most once a second (the rest at Debug).
+func TestWireBadFramesDoNotFloodTheLog(t *testing.T) {
+	logs := &warnCounter{prefix: "client protocol: "}
+	srvs, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 1, Storage: "memory", Transport: "tcp",
+		Logger: slog.New(logs)})
+	_ = srvs
+	bad := wire.AppendFrame(nil, nil) // empty
+	const n = 200
+	start := time.Now()
+	for range n {
+		c := dialRaw(t, lead.ClientAddr())
+		if _, err := c.nc.Write(bad); err != nil {
+			t.Fatal(err)
+		}
+		c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if k, _ := c.br.Read(make([]byte, 1)); k != 0 {
+			t.Fatal("the server answered an empty frame")
+		}
+		c.nc.Close()
+	}
+	elapsed := time.Since(start)
+	logs.mu.Lock()
+	warns, debugs := logs.warns, logs.debugs
+	logs.mu.Unlock()
+	if most := int(elapsed/time.Second) + 1; warns == 0 || warns > most || warns+debugs < n {
+		t.Fatalf("%d warnings and %d debug lines for %d bad frames in %v; want 1 to %d warnings", warns, debugs, n, elapsed, most)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/forge-consensus/consensus/adapters/transport"
@@ -126,37 +125,10 @@ func (c *sniffConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// warnInterval is the least time between two warnings of refused inbound
-// connections (see warnLimiter).
-const warnInterval = time.Second
-
-// warnLimiter lets through at most one warning per warnInterval and counts
-// those it holds back, so that a flood of bad connections cannot flood the
-// log.
-type warnLimiter struct {
-	mu         sync.Mutex
-	next       time.Time // no warning before
-	suppressed uint64    // held back since the last warning
-}
-
-// allow reports whether a warning may be logged at now and, if so, how
-// many were held back since the previous one.
-func (l *warnLimiter) allow(now time.Time) (ok bool, suppressed uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Before(l.next) {
-		l.suppressed++
-		return false, 0
-	}
-	l.next = now.Add(warnInterval)
-	suppressed, l.suppressed = l.suppressed, 0
-	return true, suppressed
-}
-
 // refused logs a refused inbound connection at Warn, rate-limited by
 // t.tlsWarn; the warnings held back are logged at Debug.
 func (t *Transport) refused(remote, msg string, err error) {
-	if ok, suppressed := t.tlsWarn.allow(time.Now()); ok {
+	if ok, suppressed := t.tlsWarn.Allow(time.Now()); ok {
 		t.log.Warn(msg, "remote", remote, "err", err, "suppressed", suppressed)
 		return
 	}

@@ -52,6 +52,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/forge-consensus/consensus/internal/lograte"
 	"log/slog"
 	"net"
 	"sync"
@@ -71,8 +72,8 @@ type Transport struct {
 
 	// TLS: nil configurations mean plaintext.
 	tlsServer, tlsClient *tls.Config
-	mutual               bool        // mutual TLS: nodes are authenticated
-	tlsWarn              warnLimiter // failed inbound TLS handshakes
+	mutual               bool            // mutual TLS: nodes are authenticated
+	tlsWarn              lograte.Limiter // failed inbound TLS handshakes
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc

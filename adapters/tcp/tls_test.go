@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"errors"
+	"github.com/forge-consensus/consensus/internal/lograte"
 	"io"
 	"log/slog"
 	"net"
@@ -313,31 +314,8 @@ func TestTLSRefusalWarningsLimited(t *testing.T) {
 	waitFor(t, func() bool { return server.tr.Stats().Rejected >= n }, "every refusal to be counted")
 	elapsed := time.Since(start)
 	warnings := server.log.warnings("TLS handshake failed")
-	if most := int(elapsed/warnInterval) + 1; len(warnings) == 0 || len(warnings) > most {
+	if most := int(elapsed/lograte.DefaultInterval) + 1; len(warnings) == 0 || len(warnings) > most {
 		t.Fatalf("%d warnings for %d refusals in %v, want 1 to %d", len(warnings), n, elapsed, most)
-	}
-}
-
-func TestWarnLimiter(t *testing.T) {
-	var l warnLimiter
-	t0 := time.Unix(1000, 0)
-	for _, step := range []struct {
-		at         time.Duration
-		ok         bool
-		suppressed uint64
-	}{
-		{0, true, 0},
-		{100 * time.Millisecond, false, 0},
-		{999 * time.Millisecond, false, 0},
-		{time.Second, true, 2},
-		{1500 * time.Millisecond, false, 0},
-		{5 * time.Second, true, 1},
-		{5*time.Second + time.Millisecond, false, 0},
-	} {
-		ok, suppressed := l.allow(t0.Add(step.at))
-		if ok != step.ok || suppressed != step.suppressed {
-			t.Fatalf("allow at +%v = %v, %d; want %v, %d", step.at, ok, suppressed, step.ok, step.suppressed)
-		}
 	}
 }
 
