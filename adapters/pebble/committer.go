@@ -131,7 +131,7 @@ func (s *Storage) commit(group []request) (c completion) {
 	st := s.state
 	var (
 		snap    *core.Snapshot
-		file    *snapshotFile // the streamed file holding snap's data, if any
+		file    *snapfile.StreamFile // the streamed file holding snap's data, if any
 		hs      *core.HardState
 		sync    bool
 		applied uint64
@@ -178,7 +178,7 @@ func (s *Storage) commit(group []request) (c completion) {
 			// checkFile made sure a file is this store's.
 			snap, file = r.u.LocalSnapshot, nil
 			if r.u.LocalSnapshotFile != nil {
-				file = r.u.LocalSnapshotFile.(*snapshotFile)
+				file = r.u.LocalSnapshotFile.(*snapfile.StreamFile)
 			}
 		}
 		if !r.u.HardState.IsEmpty() {
@@ -256,7 +256,8 @@ func (s *Storage) commit(group []request) (c completion) {
 	if snap != nil {
 		// Served from now on; the old file is deleted only once the
 		// completer has recorded this batch in the guard file.
-		s.publishSnap(st.ref)
+		ref := st.ref
+		s.served.Publish(&ref)
 	}
 	if snap != nil && old.hasSnap && old.ref.File != st.ref.File {
 		s.obsMu.Lock()
@@ -382,13 +383,13 @@ func checkUpdate(u *node.Update) error {
 // (snap.Data is nil), which it commits: written out, fsynced, renamed,
 // the directory fsynced, read back and verified. It never overwrites the
 // file in use, nor a file waiting to be deleted.
-func (s *Storage) writeSnapshot(snap *core.Snapshot, file *snapshotFile) (snapfile.Ref, uint64, error) {
+func (s *Storage) writeSnapshot(snap *core.Snapshot, file *snapfile.StreamFile) (snapfile.Ref, uint64, error) {
 	cur := &s.state.ref
 	taken := func(name string) bool {
 		return s.state.hasSnap && name == cur.File || s.isObsolete(name)
 	}
 	if file != nil {
-		ref, n, err := file.w.Commit(snap.Meta, taken, s.opts.NoSync)
+		ref, n, err := file.W.Commit(snap.Meta, taken, s.opts.NoSync)
 		if err != nil {
 			return ref, 0, fmt.Errorf("pebble storage: commit streamed snapshot %d/%d: %w", snap.Meta.Index, snap.Meta.Term, err)
 		}

@@ -105,13 +105,11 @@ type Storage struct {
 	obsMu    sync.Mutex
 	obsolete []obsoleteFile
 
-	// snapMu guards cur, the reference of the snapshot SnapshotData serves
-	// (the stored one, once the batch recording it is committed), and
-	// snapClosed. The committer replaces cur before it hands the batch that
-	// superseded the old file to the completer, which deletes that file.
-	snapMu     sync.Mutex
-	cur        *snapfile.Ref
-	snapClosed bool
+	// served is the snapshot SnapshotData serves (the stored one, once the
+	// batch recording it is committed). The committer publishes it before
+	// it hands the batch that superseded the old file to the completer,
+	// which deletes that file.
+	served snapfile.Served
 
 	closeOnce sync.Once
 	closeErr  error
@@ -255,7 +253,8 @@ func Open(o Options) (*Storage, error) {
 	s.state = stateOf(&p, ref, seq)
 	s.committed = s.state.summary()
 	if ref != nil {
-		s.publishSnap(*ref)
+		r := *ref
+		s.served.Publish(&r)
 	}
 	if !o.noGuard {
 		if hasGuard {
@@ -753,9 +752,7 @@ func (s *Storage) Close() error {
 	s.closeOnce.Do(func() {
 		s.queue.Close()
 		<-s.stopped
-		s.snapMu.Lock()
-		s.snapClosed = true
-		s.snapMu.Unlock()
+		s.served.Close()
 		s.readMu.Lock()
 		s.dbClosed = true
 		err := closeDB(s.db)

@@ -3,7 +3,6 @@ package pebblestore
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/forge-consensus/consensus/adapters/snapfile"
@@ -12,21 +11,6 @@ import (
 )
 
 var _ node.SnapshotStore = (*Storage)(nil)
-
-// snapshotFile is a local snapshot's data being streamed into a temporary
-// file of the store (CreateSnapshot), committed by the committer when an
-// update carries it in node.Update.LocalSnapshotFile.
-type snapshotFile struct {
-	w *snapfile.Writer
-	s *Storage // the store that created it
-}
-
-// Write appends p to the snapshot's data (buffered). An error is sticky:
-// the file can then only be aborted.
-func (f *snapshotFile) Write(p []byte) (int, error) { return f.w.Write(p) }
-
-// Abort removes the file. It does nothing once the file is committed.
-func (f *snapshotFile) Abort() { f.w.Abort() }
 
 // CreateSnapshot returns a new temporary file in Options.Dir, where the
 // store keeps its snapshot files, for the data of a local snapshot (see
@@ -49,7 +33,7 @@ func (s *Storage) CreateSnapshot() (node.SnapshotFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pebble storage: create snapshot: %w", err)
 	}
-	return &snapshotFile{w: w, s: s}, nil
+	return &snapfile.StreamFile{W: w, Owner: s}, nil
 }
 
 // SnapshotData returns the data of the stored snapshot if its index and
@@ -62,52 +46,17 @@ func (s *Storage) CreateSnapshot() (node.SnapshotFile, error) {
 // does not match its reference, or is missing, is an error wrapping
 // ErrCorrupt.
 func (s *Storage) SnapshotData(meta core.SnapshotMeta) ([]byte, error) {
-	s.snapMu.Lock()
-	if s.snapClosed {
-		s.snapMu.Unlock()
+	data, err := s.served.Data(s.opts.Dir, meta)
+	switch {
+	case errors.Is(err, snapfile.ErrClosed):
 		return nil, fmt.Errorf("pebble storage: snapshot data: %w", ErrClosed)
-	}
-	ref := s.cur
-	if ref == nil {
-		s.snapMu.Unlock()
-		return nil, fmt.Errorf("pebble storage: snapshot data: no snapshot is stored (want index %d term %d)", meta.Index, meta.Term)
-	}
-	if ref.Meta.Index != meta.Index || ref.Meta.Term != meta.Term {
-		s.snapMu.Unlock()
-		return nil, fmt.Errorf("pebble storage: snapshot data: the stored snapshot is at index %d term %d, not index %d term %d",
-			ref.Meta.Index, ref.Meta.Term, meta.Index, meta.Term)
-	}
-	// Opened while current: the completer deletes a superseded file only
-	// after the committer has replaced s.cur, under snapMu, so the file is
-	// read whole even if it is deleted meanwhile.
-	path := filepath.Join(s.opts.Dir, ref.File)
-	f, err := os.Open(path)
-	s.snapMu.Unlock()
-	if errors.Is(err, os.ErrNotExist) {
-		s.log.Error("pebble storage: stored snapshot file is missing", "file", path)
-		return nil, fmt.Errorf("pebble storage: snapshot data: %w: the stored snapshot's file is missing: %w", ErrCorrupt, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pebble storage: snapshot data: %w", err)
-	}
-	defer f.Close()
-	data, err := snapfile.ReadFile(f, ref)
-	if err != nil {
-		if errors.Is(err, snapfile.ErrCorrupt) {
-			s.log.Error("pebble storage: stored snapshot file is damaged", "file", path, "err", err)
-			return nil, fmt.Errorf("pebble storage: snapshot data: %w: %w", ErrCorrupt, err)
-		}
+	case errors.Is(err, snapfile.ErrCorrupt):
+		s.log.Error("pebble storage: stored snapshot file is missing or damaged", "err", err)
+		return nil, fmt.Errorf("pebble storage: snapshot data: %w: %w", ErrCorrupt, err)
+	case err != nil:
 		return nil, fmt.Errorf("pebble storage: snapshot data: %w", err)
 	}
 	return data, nil
-}
-
-// publishSnap makes r the snapshot SnapshotData serves, once the batch
-// recording it is committed (committer goroutine, or Open).
-func (s *Storage) publishSnap(r snapfile.Ref) {
-	s.snapMu.Lock()
-	s.cur = &r
-	s.snapMu.Unlock()
 }
 
 // checkFile checks the streamed snapshot file of u, if any: it must come
@@ -123,12 +72,8 @@ func (s *Storage) checkFile(u *node.Update) error {
 	case u.LocalSnapshot.Data != nil:
 		return errors.New("pebble storage: a local snapshot with both data and a file")
 	}
-	f, ok := u.LocalSnapshotFile.(*snapshotFile)
-	if !ok || f.s != s {
-		return fmt.Errorf("pebble storage: local snapshot file %T is not one this store created", u.LocalSnapshotFile)
-	}
-	if err := f.w.Err(); err != nil {
-		return fmt.Errorf("pebble storage: local snapshot file cannot be stored: %w", err)
+	if _, err := snapfile.Owned(u.LocalSnapshotFile, s); err != nil {
+		return fmt.Errorf("pebble storage: %w", err)
 	}
 	return nil
 }

@@ -248,9 +248,9 @@ func TestStreamedSnapshotRefused(t *testing.T) {
 			u.Entries = append(storagetest.NamedEntries(16, 16, 1), storagetest.NamedEntries(18, 18, 1)...)
 		}, "not consecutive"},
 		{"a file already committed", func(u *node.Update) {
-			f := u.LocalSnapshotFile.(*snapshotFile)
-			f.w.Commit(u.LocalSnapshot.Meta, func(string) bool { return false }, true) // committed: cannot be again
-			os.Remove(f.w.Path())
+			f := u.LocalSnapshotFile.(*snapfile.StreamFile)
+			f.W.Commit(u.LocalSnapshot.Meta, func(string) bool { return false }, true) // committed: cannot be again
+			os.Remove(f.W.Path())
 		}, "already committed"},
 	} {
 		u, _ := streamed(t, s, snapAt(15, 1, 100), 15)
@@ -310,7 +310,7 @@ func TestStreamedSnapshotWriteFails(t *testing.T) {
 	if err := storagetest.SaveWait(t, s, u); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("Save: %v", err)
 	}
-	if err := u.LocalSnapshotFile.(*snapshotFile).w.Err(); err == nil || !strings.Contains(err.Error(), "already committed") {
+	if err := u.LocalSnapshotFile.(*snapfile.StreamFile).W.Err(); err == nil || !strings.Contains(err.Error(), "already committed") {
 		t.Fatal("the file of the failed update was not committed (the test no longer fails after the commit)")
 	}
 	wantStoreFiles(t, s, "snap-3-1.snap")

@@ -351,7 +351,7 @@ func (s *Storage) encode(w *logState, u *node.Update) ([]rec, []string, error) {
 		var err error
 		if snap.kind == snapLocal && u.LocalSnapshotFile != nil {
 			// Streamed: checkFile made sure it is this store's.
-			ref, err = s.commitFile(u.LocalSnapshotFile.(*snapshotFile), data.Meta)
+			ref, err = s.commitFile(u.LocalSnapshotFile.(*snapfile.StreamFile), data.Meta)
 		} else {
 			err = s.retrySpace(func() error {
 				var err error
@@ -474,7 +474,7 @@ func (s *Storage) flush(act *segment, chain uint32, w logState) error {
 // supersedes.
 func (s *Storage) setState(w logState) {
 	if w.snap != s.st.snap {
-		s.publishSnap(w.snap)
+		s.served.Publish(w.snap)
 	}
 	s.st = w
 }

@@ -13,21 +13,6 @@ import (
 
 var _ node.SnapshotStore = (*Storage)(nil)
 
-// snapshotFile is a local snapshot's data being streamed into a temporary
-// file of the store (CreateSnapshot), committed by the committer when an
-// update carries it in node.Update.LocalSnapshotFile.
-type snapshotFile struct {
-	w *snapfile.Writer
-	s *Storage // the store that created it
-}
-
-// Write appends p to the snapshot's data (buffered). An error is sticky:
-// the file can then only be aborted.
-func (f *snapshotFile) Write(p []byte) (int, error) { return f.w.Write(p) }
-
-// Abort removes the file. It does nothing once the file is committed.
-func (f *snapshotFile) Abort() { f.w.Abort() }
-
 // CreateSnapshot returns a new temporary file in the data directory for
 // the data of a local snapshot (see node.SnapshotStore). It may be called
 // from any goroutine, while Saves are being written: it creates a file of
@@ -47,7 +32,7 @@ func (s *Storage) CreateSnapshot() (node.SnapshotFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wal: create snapshot: %w", err)
 	}
-	return &snapshotFile{w: w, s: s}, nil
+	return &snapfile.StreamFile{W: w, Owner: s}, nil
 }
 
 // SnapshotData returns the data of the stored snapshot if its index and
@@ -59,51 +44,17 @@ func (s *Storage) CreateSnapshot() (node.SnapshotFile, error) {
 // written, and does not wait for them. A file that does not match its
 // reference is an error wrapping ErrCorrupt.
 func (s *Storage) SnapshotData(meta core.SnapshotMeta) ([]byte, error) {
-	s.snapMu.Lock()
-	if s.snapClosed {
-		s.snapMu.Unlock()
+	data, err := s.served.Data(s.opts.Dir, meta)
+	switch {
+	case errors.Is(err, snapfile.ErrClosed):
 		return nil, fmt.Errorf("wal: snapshot data: %w", ErrClosed)
-	}
-	ref := s.cur
-	if ref == nil {
-		s.snapMu.Unlock()
-		return nil, fmt.Errorf("wal: snapshot data: no snapshot is stored (want index %d term %d)", meta.Index, meta.Term)
-	}
-	if ref.Meta.Index != meta.Index || ref.Meta.Term != meta.Term {
-		s.snapMu.Unlock()
-		return nil, fmt.Errorf("wal: snapshot data: the stored snapshot is at index %d term %d, not index %d term %d",
-			ref.Meta.Index, ref.Meta.Term, meta.Index, meta.Term)
-	}
-	// Opened while current: the committer removes a superseded file only
-	// after replacing s.cur, under snapMu, so the file is read whole even
-	// if it is removed meanwhile.
-	f, err := os.Open(filepath.Join(s.opts.Dir, ref.File))
-	s.snapMu.Unlock()
-	if errors.Is(err, os.ErrNotExist) {
-		s.log.Error("wal: stored snapshot file is missing", "file", ref.File)
-		return nil, fmt.Errorf("wal: snapshot data: %w: the stored snapshot's file is missing: %w", ErrCorrupt, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("wal: snapshot data: %w", err)
-	}
-	defer f.Close()
-	data, err := snapfile.ReadFile(f, ref)
-	if err != nil {
-		if errors.Is(err, snapfile.ErrCorrupt) {
-			s.log.Error("wal: stored snapshot file is damaged", "err", err)
-			return nil, fmt.Errorf("wal: snapshot data: %w: %w", ErrCorrupt, err)
-		}
+	case errors.Is(err, snapfile.ErrCorrupt):
+		s.log.Error("wal: stored snapshot file is missing or damaged", "err", err)
+		return nil, fmt.Errorf("wal: snapshot data: %w: %w", ErrCorrupt, err)
+	case err != nil:
 		return nil, fmt.Errorf("wal: snapshot data: %w", err)
 	}
 	return data, nil
-}
-
-// publishSnap makes r the snapshot SnapshotData serves, once its write is
-// durable (ioMu held).
-func (s *Storage) publishSnap(r *snapfile.Ref) {
-	s.snapMu.Lock()
-	s.cur = r
-	s.snapMu.Unlock()
 }
 
 // checkFile checks the streamed snapshot file of u, if any: it must come
@@ -119,12 +70,8 @@ func (s *Storage) checkFile(u *node.Update) error {
 	case u.LocalSnapshot.Data != nil:
 		return errors.New("wal: a local snapshot with both data and a file")
 	}
-	f, ok := u.LocalSnapshotFile.(*snapshotFile)
-	if !ok || f.s != s {
-		return fmt.Errorf("wal: local snapshot file %T is not one this store created", u.LocalSnapshotFile)
-	}
-	if err := f.w.Err(); err != nil {
-		return fmt.Errorf("wal: local snapshot file failed: %w", err)
+	if _, err := snapfile.Owned(u.LocalSnapshotFile, s); err != nil {
+		return fmt.Errorf("wal: %w", err)
 	}
 	return nil
 }
@@ -132,7 +79,7 @@ func (s *Storage) checkFile(u *node.Update) error {
 // commitFile commits the streamed snapshot file f for meta, waiting out a
 // full disk while the file can be committed again, and returns its
 // reference.
-func (s *Storage) commitFile(f *snapshotFile, meta core.SnapshotMeta) (snapfile.Ref, error) {
+func (s *Storage) commitFile(f *snapfile.StreamFile, meta core.SnapshotMeta) (snapfile.Ref, error) {
 	var ref snapfile.Ref
 	err := s.retrySpaceIf(func() error {
 		if h := s.opts.commitHook; h != nil {
@@ -142,10 +89,10 @@ func (s *Storage) commitFile(f *snapshotFile, meta core.SnapshotMeta) (snapfile.
 		}
 		var n int64
 		var err error
-		ref, n, err = f.w.Commit(meta, s.snapTaken, s.opts.NoSync)
+		ref, n, err = f.W.Commit(meta, s.snapTaken, s.opts.NoSync)
 		s.bytes.Add(uint64(n))
 		return err
-	}, func() bool { return f.w.Err() == nil })
+	}, func() bool { return f.W.Err() == nil })
 	return ref, err
 }
 

@@ -106,12 +106,10 @@ type Storage struct {
 	spaceMu  sync.Mutex
 	spaceErr error
 
-	// snapMu guards cur, the snapshot SnapshotData serves (the stored one,
-	// once durable), and snapClosed. The committer replaces cur before it
-	// removes the file of the one it supersedes.
-	snapMu     sync.Mutex
-	cur        *snapfile.Ref
-	snapClosed bool
+	// served is the snapshot SnapshotData serves (the stored one, once
+	// durable). The committer publishes it before it removes the file of
+	// the one it supersedes.
+	served snapfile.Served
 
 	closeOnce sync.Once
 	closeErr  error
@@ -282,7 +280,7 @@ func (s *Storage) open() error {
 			"file", filepath.Join(dir, rp.cutSeg), "offset", rp.cutFrom, "bytes", rp.cutTo-rp.cutFrom, "reason", rp.cutWhy)
 	}
 	s.st = res.st
-	s.cur = s.st.snap
+	s.served.Publish(s.st.snap)
 	// Snapshot files the log does not refer to were never acknowledged or
 	// are superseded by the verified one.
 	for _, name := range snaps {
@@ -449,9 +447,7 @@ func (s *Storage) Close() error {
 			}
 		default:
 		}
-		s.snapMu.Lock()
-		s.snapClosed = true
-		s.snapMu.Unlock()
+		s.served.Close()
 		s.ioMu.Lock()
 		defer s.ioMu.Unlock()
 		var errs []error
