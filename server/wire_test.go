@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/forge-consensus/consensus/internal/logtest"
 	"io"
 	"log/slog"
 	"net"
@@ -383,36 +384,11 @@ func BenchmarkWire(b *testing.B) {
 	}
 }
 
-// warnCounter counts the Warn records whose message starts with a prefix.
-type warnCounter struct {
-	prefix string
-	mu     sync.Mutex
-	warns  int
-	debugs int
-}
-
-func (h *warnCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h *warnCounter) Handle(_ context.Context, r slog.Record) error {
-	if strings.HasPrefix(r.Message, h.prefix) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		switch r.Level {
-		case slog.LevelWarn:
-			h.warns++
-		case slog.LevelDebug:
-			h.debugs++
-		}
-	}
-	return nil
-}
-func (h *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *warnCounter) WithGroup(string) slog.Handler      { return h }
-
 // TestWireBadFramesDoNotFloodTheLog: a client sending bad frames on
 // connection after connection gets each connection closed, and the node
 // warns at most once a second (the rest at Debug).
 func TestWireBadFramesDoNotFloodTheLog(t *testing.T) {
-	logs := &warnCounter{prefix: "client protocol: "}
+	logs := &logtest.Counter{}
 	srvs, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 1, Storage: "memory", Transport: "tcp",
 		Logger: slog.New(logs)})
 	_ = srvs
@@ -431,9 +407,8 @@ func TestWireBadFramesDoNotFloodTheLog(t *testing.T) {
 		c.nc.Close()
 	}
 	elapsed := time.Since(start)
-	logs.mu.Lock()
-	warns, debugs := logs.warns, logs.debugs
-	logs.mu.Unlock()
+	warns := logs.CountPrefix(slog.LevelWarn, "client protocol: ")
+	debugs := logs.CountPrefix(slog.LevelDebug, "client protocol: ")
 	if most := int(elapsed/time.Second) + 1; warns == 0 || warns > most || warns+debugs < n {
 		t.Fatalf("%d warnings and %d debug lines for %d bad frames in %v; want 1 to %d warnings", warns, debugs, n, elapsed, most)
 	}

@@ -1,11 +1,10 @@
 package grpc_test
 
 import (
-	"context"
+	"github.com/forge-consensus/consensus/internal/logtest"
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -304,32 +303,11 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// countingHandler counts log records by level and message.
-type countingHandler struct {
-	mu sync.Mutex
-	n  map[string]int // "LEVEL message"
-}
-
-func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.n[r.Level.String()+" "+r.Message]++
-	return nil
-}
-func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
-func (h *countingHandler) count(key string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.n[key]
-}
-
 // TestBreakerWarnsOncePerOutage: while a peer stays down its breaker opens
 // again after every cool-down, but only the first opening is a warning;
 // the peer's return is logged once.
 func TestBreakerWarnsOncePerOutage(t *testing.T) {
-	logs := &countingHandler{n: map[string]int{}}
+	logs := &logtest.Counter{}
 	dead := deadAddr(t)
 	a := start(t, 1, grpc.Options{}, func(c *transport.Config) {
 		c.BreakerFailures = 1
@@ -339,14 +317,14 @@ func TestBreakerWarnsOncePerOutage(t *testing.T) {
 	})
 	a.tr.SetPeer(2, dead)
 	keepSending(t, a, 2, 0, func() bool {
-		return logs.count("DEBUG grpc transport: circuit breaker open again") >= 3
+		return logs.Count(slog.LevelDebug, "grpc transport: circuit breaker open again") >= 3
 	}, "the breaker did not open three more times")
-	if n := logs.count("WARN grpc transport: circuit breaker open"); n != 1 {
+	if n := logs.Count(slog.LevelWarn, "grpc transport: circuit breaker open"); n != 1 {
 		t.Fatalf("%d warnings for one outage, want 1", n)
 	}
 	b := start(t, 2, grpc.Options{}, func(c *transport.Config) { c.ListenAddr = dead })
 	keepSending(t, a, 2, 0, func() bool { return b.in.Count() > 0 }, "no message after the peer came back")
-	if n := logs.count("INFO grpc transport: peer reachable again"); n != 1 {
+	if n := logs.Count(slog.LevelInfo, "grpc transport: peer reachable again"); n != 1 {
 		t.Fatalf("%d 'reachable again' lines, want 1", n)
 	}
 }

@@ -2,8 +2,8 @@ package tcp
 
 import (
 	"bytes"
-	"context"
 	"errors"
+	"github.com/forge-consensus/consensus/internal/logtest"
 	"io"
 	"log/slog"
 	"net"
@@ -396,33 +396,12 @@ func BenchmarkSendLoopback(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
 
-// countLogs counts log records by level and message.
-type countLogs struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (h *countLogs) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countLogs) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.n[r.Level.String()+" "+r.Message]++
-	return nil
-}
-func (h *countLogs) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countLogs) WithGroup(string) slog.Handler      { return h }
-func (h *countLogs) count(key string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.n[key]
-}
-
 // TestBreakerLogsOncePerOutage: a peer that stays down opens its breaker
 // again after every cool-down; the outage is one warning and one "breaker
 // open" line, the rest is debug.
 func TestBreakerLogsOncePerOutage(t *testing.T) {
 	addr, _ := closingListener(t)
-	logs := &countLogs{n: map[string]int{}}
+	logs := &logtest.Counter{}
 	a := start(t, 1, new(recorder), func(c *transport.Config) {
 		c.BreakerFailures = 1
 		c.BackoffMin = time.Millisecond
@@ -434,9 +413,9 @@ func TestBreakerLogsOncePerOutage(t *testing.T) {
 	waitFor(t, func() bool {
 		seq++
 		a.Send([]core.Message{heartbeat(1, 2, seq)})
-		return logs.count("DEBUG circuit breaker open again") >= 3
+		return logs.Count(slog.LevelDebug, "circuit breaker open again") >= 3
 	}, "the breaker to open three more times")
-	if w, i := logs.count("WARN peer unreachable"), logs.count("INFO circuit breaker open"); w != 1 || i != 1 {
+	if w, i := logs.Count(slog.LevelWarn, "peer unreachable"), logs.Count(slog.LevelInfo, "circuit breaker open"); w != 1 || i != 1 {
 		t.Fatalf("%d warnings and %d 'breaker open' lines for one outage, want 1 and 1", w, i)
 	}
 }
