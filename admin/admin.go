@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/forge-consensus/consensus/nodename"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/forge-consensus/consensus/nodename"
 )
 
 // Cluster is what the admin API reads and changes. Implementations must be
@@ -39,11 +42,41 @@ type Cluster interface {
 // the Cluster has it, and AddNode otherwise; without it, a request with
 // "learner" or a port of the API or client protocol is refused (501).
 type MemberAdder interface {
-	// AddMember adds m as a voter, or as a learner with m.Learner. Adding
-	// a learner as a voter promotes it; adding a voter as a learner is a
-	// conflict.
+	// AddMember adds m. Without m.Learner the node joins learner-first:
+	// as a learner that the leader promotes to voter once it has caught
+	// up (NodeStatus.Promotion says how far it is); with m.Learner it
+	// stays a learner until promoted explicitly. Adding a learner again
+	// without m.Learner marks it for promotion once caught up; adding a
+	// voter, or a joining learner, again is a conflict.
 	AddMember(ctx context.Context, m NewMember) error
 }
+
+// Promoter is implemented by a Cluster that can promote a learner on
+// request (POST /promote, like etcd's member promote). Without it, POST
+// /promote is refused (501).
+type Promoter interface {
+	// PromoteMember promotes learner id to voter if it has caught up with
+	// the leader, and returns once the change is applied. It returns nil
+	// if id is a voter already, an error wrapping ErrNotCaughtUp (409) if
+	// the learner is behind or not heard from, ErrUnknownNode if id is no
+	// member.
+	PromoteMember(ctx context.Context, id uint64) error
+}
+
+// Stages of a member, as add-node and promote answer them.
+const (
+	// StageLearner is a member that receives the log but does not vote.
+	StageLearner = "learner"
+	// StageVoter is a member that votes and counts in quorums.
+	StageVoter = "voter"
+)
+
+// Waiting for a promotion (?wait=voter): the default and the longest
+// timeout a request may ask for.
+const (
+	DefaultWaitTimeout = 30 * time.Second
+	MaxWaitTimeout     = 10 * time.Minute
+)
 
 // NewMember is a node to add through MemberAdder.
 type NewMember struct {
@@ -113,6 +146,11 @@ type NodeStatus struct {
 	Active     bool   `json:"active"`
 	MatchIndex uint64 `json:"match_index"`
 	Lag        uint64 `json:"lag"`
+	// Promotion says, for a learner, whether and when it becomes a voter:
+	// for one that joined learner-first (add-node), "pending: ..." with
+	// why it is not promoted yet; for one added with "learner":true,
+	// "manual: ...". Empty for a voter.
+	Promotion string `json:"promotion,omitempty"`
 }
 
 // HealthStatus is the body of GET /health.
@@ -147,6 +185,9 @@ var (
 	ErrConflict = errors.New("admin: conflict")
 	// ErrNoQuorum means the cluster cannot reach a quorum (503).
 	ErrNoQuorum = errors.New("admin: no quorum")
+	// ErrNotCaughtUp means a learner cannot be promoted yet: it is too far
+	// behind the leader's log, or the leader has not heard from it (409).
+	ErrNotCaughtUp = errors.New("admin: learner not caught up")
 )
 
 // NotLeaderError means a mutating request reached a node that is not the
@@ -179,7 +220,7 @@ const (
 	RoleViewer Role = "viewer"
 	// RoleOperator may also POST /snapshot and /transfer-leadership.
 	RoleOperator Role = "operator"
-	// RoleAdmin may also POST /add-node and /remove-node.
+	// RoleAdmin may also POST /add-node, /promote and /remove-node.
 	RoleAdmin Role = "admin"
 )
 
@@ -268,22 +309,36 @@ func (id *NodeID) UnmarshalJSON(b []byte) error {
 	if strings.HasPrefix(s, `"`) {
 		var name string
 		if err := json.Unmarshal(b, &name); err != nil {
-			return fmt.Errorf("invalid node id %s: %w", truncate(b), err)
+			return &nodeIDError{fmt.Errorf("invalid node id %s: %w", truncate(b), err)}
 		}
 		v, err := Named(name)
 		if err != nil {
-			return fmt.Errorf("invalid node id: %w", err)
+			return &nodeIDError{fmt.Errorf("invalid node id: %w", err)}
 		}
 		*id = v
 		return nil
 	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || !nodename.Numeric(n) {
-		return fmt.Errorf(`invalid node id %s: want a name ("node-4", "us-east-1a") or an integer from 1 to 2^63-1`, truncate(b))
+		return &nodeIDError{fmt.Errorf(`invalid node id %s: want a name ("node-4", "us-east-1a") or an integer from 1 to 2^63-1`,
+			truncate(b))}
 	}
 	*id = NodeID{ID: n}
 	return nil
 }
+
+// nodeIDError is a NodeID that does not decode; the handlers name the
+// request's field in front of it.
+type nodeIDError struct{ err error }
+
+func (e *nodeIDError) Error() string { return e.err.Error() }
+func (e *nodeIDError) Unwrap() error { return e.err }
+
+// idField names a request's NodeID field, for errors.
+func (*AddNodeRequest) idField() string            { return "node_id" }
+func (*RemoveNodeRequest) idField() string         { return "node_id" }
+func (*PromoteRequest) idField() string            { return "node_id" }
+func (*TransferLeadershipRequest) idField() string { return "target_node_id" }
 
 func truncate(b []byte) string {
 	const limit = 32
@@ -302,8 +357,10 @@ type AddNodeRequest struct {
 	// port + 100 and port + 200 for consensusd).
 	APIPort    int `json:"api_port,omitempty"`
 	ClientPort int `json:"client_port,omitempty"`
-	// Learner adds a non-voting member; adding a learner again without it
-	// promotes it to voter.
+	// Learner adds a member that stays a learner until promoted (POST
+	// /promote); without it the node joins as a learner and the leader
+	// promotes it once it has caught up. Adding a learner again without
+	// it marks it for that promotion.
 	Learner bool `json:"learner,omitempty"`
 }
 
@@ -311,8 +368,13 @@ func (r *AddNodeRequest) validate() error {
 	switch {
 	case r.NodeID.ID == 0:
 		return fmt.Errorf("%w: node_id is required and must be non-zero", ErrInvalidRequest)
+	case r.NodeID.Name == "" && !nodename.Numeric(r.NodeID.ID):
+		return fmt.Errorf("%w: node_id %d: a numeric ID must be from 1 to 2^63-1 (larger IDs are names' hashes)",
+			ErrInvalidRequest, r.NodeID.ID)
 	case strings.TrimSpace(r.Address) == "":
 		return fmt.Errorf("%w: address is required", ErrInvalidRequest)
+	case CheckHost(strings.TrimSpace(r.Address)) != nil:
+		return fmt.Errorf("%w: address %q: %v", ErrInvalidRequest, clip(r.Address), CheckHost(strings.TrimSpace(r.Address)))
 	case r.Port < 1 || r.Port > 65535:
 		return fmt.Errorf("%w: port must be in 1..65535, got %d", ErrInvalidRequest, r.Port)
 	case r.APIPort < 0 || r.APIPort > 65535:
@@ -326,6 +388,48 @@ func (r *AddNodeRequest) validate() error {
 
 // extended reports whether the request needs a MemberAdder.
 func (r *AddNodeRequest) extended() bool { return r.Learner || r.APIPort != 0 || r.ClientPort != 0 }
+
+// PromoteRequest is the body of POST /promote.
+type PromoteRequest struct {
+	NodeID NodeID `json:"node_id"`
+}
+
+// CheckHost accepts an IP address or a host name (letters, digits, '-',
+// '_' and '.', labels of at most 63 bytes, at most 253 in all), without a
+// port: what add-node takes as a member's address.
+func CheckHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	switch {
+	case h == "":
+		return errors.New("empty")
+	case len(h) > 253:
+		return errors.New("longer than 253 bytes")
+	case strings.Contains(h, ":"):
+		return errors.New("a host, not host:port (the port is its own field)")
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q is not a DNS label", clip(label))
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("byte %q is not allowed in a host name", c)
+			}
+		}
+	}
+	return nil
+}
+
+// clip shortens what a request gave for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
 
 // RemoveNodeRequest is the body of POST /remove-node.
 type RemoveNodeRequest struct {

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 )
 
 // maxBodyBytes caps request bodies.
@@ -83,6 +84,7 @@ func Handler(cfg Config, c Cluster) (http.Handler, error) {
 		"/snapshot":            {post, RoleOperator, (*handler).snapshot},
 		"/transfer-leadership": {post, RoleOperator, (*handler).transferLeadership},
 		"/add-node":            {post, RoleAdmin, (*handler).addNode},
+		"/promote":             {post, RoleAdmin, (*handler).promote},
 		"/remove-node":         {post, RoleAdmin, (*handler).removeNode},
 	}
 	return h, nil
@@ -248,9 +250,13 @@ func (h *handler) addNode(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
+	wait, timeout, err := waitParams(r.URL.Query())
+	if err != nil {
+		h.refuse(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
 	id := req.NodeID.ID
 	addr := strings.TrimSpace(req.Address)
-	var err error
 	ma, ok := h.c.(MemberAdder)
 	switch {
 	case ok:
@@ -263,11 +269,148 @@ func (h *handler) addNode(w http.ResponseWriter, r *http.Request) {
 	default:
 		err = h.c.AddNode(r.Context(), id, addr, req.Port)
 	}
+	if err != nil {
+		h.finish(w, r, err, nil)
+		return
+	}
 	ok200 := map[string]any{"ok": true, "node_id": req.NodeID}
 	if req.Learner {
 		ok200["learner"] = true
 	}
-	h.finish(w, r, err, ok200)
+	h.answerStage(w, r, req.NodeID, wait, timeout, nil, ok200)
+}
+
+// promote promotes a learner that has caught up (POST /promote); with
+// ?wait=voter it retries until the learner has caught up or the timeout
+// ends.
+func (h *handler) promote(w http.ResponseWriter, r *http.Request) {
+	var req PromoteRequest
+	if !h.decode(w, r, &req, false) {
+		return
+	}
+	if req.NodeID.ID == 0 {
+		h.refuse(w, r, http.StatusBadRequest, ErrInvalidRequest.Error()+": node_id is required and must be non-zero", nil)
+		return
+	}
+	wait, timeout, err := waitParams(r.URL.Query())
+	if err != nil {
+		h.refuse(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	p, ok := h.c.(Promoter)
+	if !ok {
+		h.refuse(w, r, http.StatusNotImplemented, "this cluster does not promote learners on request", nil)
+		return
+	}
+	id := req.NodeID.ID
+	ok200 := map[string]any{"ok": true, "node_id": req.NodeID}
+	if !wait {
+		if err := p.PromoteMember(r.Context(), id); err != nil {
+			h.finish(w, r, err, nil)
+			return
+		}
+		h.answerStage(w, r, req.NodeID, false, 0, nil, ok200)
+		return
+	}
+	// Retry while the learner catches up (or another change is applied).
+	retry := func(ctx context.Context) error {
+		err := p.PromoteMember(ctx, id)
+		if errors.Is(err, ErrNotCaughtUp) || errors.Is(err, ErrConflict) {
+			return nil // not yet: answerStage polls again
+		}
+		return err
+	}
+	h.answerStage(w, r, req.NodeID, true, timeout, retry, ok200)
+}
+
+// waitParams reads ?wait=voter and ?timeout=D (default DefaultWaitTimeout,
+// at most MaxWaitTimeout).
+func waitParams(q url.Values) (wait bool, timeout time.Duration, err error) {
+	switch q.Get("wait") {
+	case "":
+		if q.Get("timeout") != "" {
+			return false, 0, fmt.Errorf("%w: query parameter timeout needs wait=voter", ErrInvalidRequest)
+		}
+		return false, 0, nil
+	case StageVoter:
+	default:
+		return false, 0, fmt.Errorf("%w: query parameter wait: %q is not %q", ErrInvalidRequest, clip(q.Get("wait")), StageVoter)
+	}
+	timeout = DefaultWaitTimeout
+	if t := q.Get("timeout"); t != "" {
+		if timeout, err = time.ParseDuration(t); err != nil || timeout <= 0 || timeout > MaxWaitTimeout {
+			return false, 0, fmt.Errorf("%w: query parameter timeout: %q is not a duration from 1ms to %v (like 30s)",
+				ErrInvalidRequest, clip(t), MaxWaitTimeout)
+		}
+	}
+	return true, timeout, nil
+}
+
+// waitPoll is how often a waiting request looks at the member's stage.
+const waitPoll = 50 * time.Millisecond
+
+// answerStage answers a successful add-node or promote with the member's
+// stage ("learner" or "voter") and, for a learner, its promotion state.
+// With wait it first waits, at most timeout, until the member is a voter,
+// calling step (if set) on each poll; if the time runs out it answers 504
+// with the stage reached and why the member is not a voter.
+func (h *handler) answerStage(w http.ResponseWriter, r *http.Request, id NodeID, wait bool, timeout time.Duration,
+	step func(context.Context) error, ok map[string]any) {
+	ctx := r.Context()
+	look := func() (found bool, ns NodeStatus) {
+		for _, n := range h.c.Info(ctx).Nodes {
+			if n.ID == id.ID {
+				return true, n
+			}
+		}
+		return false, NodeStatus{}
+	}
+	found, ns := look()
+	if wait && !(found && ns.Voter) {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		t := time.NewTicker(waitPoll)
+		defer t.Stop()
+		for !(found && ns.Voter) {
+			if step != nil {
+				if err := step(wctx); err != nil && wctx.Err() == nil {
+					h.finish(w, r, err, nil)
+					return
+				}
+			}
+			if found, ns = look(); found && ns.Voter {
+				break
+			}
+			select {
+			case <-t.C:
+				continue
+			case <-wctx.Done():
+			}
+			if ctx.Err() != nil {
+				return // the client went away
+			}
+			extra := map[string]any{"node_id": id, "stage": StageLearner}
+			msg := fmt.Sprintf("node %s is still a learner after %v", id, timeout)
+			if !found {
+				extra["stage"] = ""
+				msg = fmt.Sprintf("node %s is not a member after %v", id, timeout)
+			} else if ns.Promotion != "" {
+				msg += ": " + ns.Promotion
+				extra["promotion"] = ns.Promotion
+			}
+			h.refuse(w, r, http.StatusGatewayTimeout, msg, extra)
+			return
+		}
+	}
+	if found {
+		ok["stage"] = StageLearner
+		if ns.Voter {
+			ok["stage"] = StageVoter
+		} else if ns.Promotion != "" {
+			ok["promotion"] = ns.Promotion
+		}
+	}
+	h.finish(w, r, nil, ok)
 }
 
 func (h *handler) removeNode(w http.ResponseWriter, r *http.Request) {
@@ -335,7 +478,12 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, dst any, allowE
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		h.refuse(w, r, http.StatusBadRequest, describeJSONError(err), nil)
+		msg := describeJSONError(err)
+		var idErr *nodeIDError
+		if f, ok := dst.(interface{ idField() string }); ok && errors.As(err, &idErr) {
+			msg = "invalid JSON body: " + f.idField() + ": " + idErr.Error()
+		}
+		h.refuse(w, r, http.StatusBadRequest, msg, nil)
 		return false
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -388,7 +536,7 @@ func (h *handler) clusterError(w http.ResponseWriter, r *http.Request, err error
 		status = http.StatusNotFound
 	case errors.Is(err, ErrInvalidRequest):
 		status = http.StatusBadRequest
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrNotCaughtUp):
 		status = http.StatusConflict
 	case errors.Is(err, ErrNoQuorum):
 		status = http.StatusServiceUnavailable

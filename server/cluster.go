@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/forge-consensus/consensus/nodename"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -111,6 +110,9 @@ func (s *Server) Info(ctx context.Context) (info admin.ClusterInfo) {
 		if st.Role == core.Leader && ns.MatchIndex < st.Commit {
 			ns.Lag = st.Commit - ns.MatchIndex
 		}
+		if learner {
+			ns.Promotion = s.promotion(st, id)
+		}
 		if ns.Active {
 			info.ActiveNodes++
 			if ns.Voter {
@@ -212,6 +214,8 @@ func (s *Server) clusterError(err error) error {
 	switch {
 	case errors.As(err, &nl):
 		return &admin.NotLeaderError{LeaderID: nl.LeaderID, LeaderAddress: s.hintURL(nl.LeaderID)}
+	case errors.Is(err, core.ErrConfChangePending):
+		return fmt.Errorf("%w: another membership change is in progress, retry once it is applied: %w", admin.ErrConflict, err)
 	case errors.Is(err, node.ErrTimeout):
 		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 	case errors.Is(err, node.ErrDropped), errors.Is(err, node.ErrStopped), errors.Is(err, runner.ErrStopped):
@@ -220,33 +224,29 @@ func (s *Server) clusterError(err error) error {
 	return err
 }
 
-// AddNode adds a voter reachable at address:port (its API and client
-// ports are port + 100 and + 200). Start the new node with join: true.
+// AddNode adds a node reachable at address:port (its API and client
+// ports are port + 100 and + 200), learner-first: it joins as a learner
+// and the leader promotes it to voter once it has caught up. Start the
+// new node with join: true.
 func (s *Server) AddNode(ctx context.Context, id uint64, address string, port int) error {
-	return s.addMember(ctx, core.AddVoter, memberOf(id, "", address, port, 0, 0))
+	return s.AddMember(ctx, admin.NewMember{ID: id, Address: address, Port: port})
 }
 
-// AddMember adds a voter, or a learner with m.Learner, at the addresses
-// of m (the admin API's POST /add-node). Adding a learner as a voter
-// promotes it; adding a voter as a learner is a conflict (AddLearner
-// demotes).
+// AddMember adds a node at the addresses of m (the admin API's POST
+// /add-node). Without m.Learner it joins learner-first: a learner the
+// leader promotes to voter once it has caught up (raft.learner_promote_lag);
+// adding such a learner again is a conflict. With m.Learner it stays a
+// learner until promoted (PromoteMember). Adding a learner that is to stay
+// one without m.Learner marks it for promotion; adding a voter is a
+// conflict (AddLearner demotes).
 func (s *Server) AddMember(ctx context.Context, m admin.NewMember) error {
-	typ := core.AddVoter
-	if m.Learner {
-		st, err := s.onLeader(ctx)
-		if err != nil {
-			return err
-		}
-		if voters, _ := membership(st.Config); slices.Contains(voters, m.ID) {
-			return fmt.Errorf("%w: node %d is a voter already", admin.ErrConflict, m.ID)
-		}
-		typ = core.AddLearner
-	}
-	return s.addMember(ctx, typ, memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort))
+	mem := memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort)
+	mem.Promote = !m.Learner
+	return s.addMember(ctx, core.AddLearner, mem)
 }
 
 // AddLearner adds a learner (a non-voting member that receives the log),
-// or demotes a voter to one.
+// or demotes a voter to one. It stays a learner until promoted.
 func (s *Server) AddLearner(ctx context.Context, id uint64, address string, port int) error {
 	return s.AddNamedLearner(ctx, id, "", address, port)
 }
@@ -254,41 +254,76 @@ func (s *Server) AddLearner(ctx context.Context, id uint64, address string, port
 // AddNamedLearner is AddLearner for a member with a name (package
 // nodename; "" for none), which must stand for id.
 func (s *Server) AddNamedLearner(ctx context.Context, id uint64, name, address string, port int) error {
-	return s.addMember(ctx, core.AddLearner, memberOf(id, name, address, port, 0, 0))
+	m := memberOf(id, name, address, port, 0, 0)
+	if err := s.checkMember(m); err != nil {
+		return err
+	}
+	return s.confChange(ctx, core.ConfChange{
+		Changes: []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: m.ID}},
+		Context: encodeMember(m),
+	})
 }
 
-func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Member) error {
-	if m.ID == 0 || m.Address == "" || m.Port <= 0 || m.Port > 65535 || m.ClientPort > 65535 {
-		return fmt.Errorf("%w: node %d at %q port %d", admin.ErrInvalidRequest, m.ID, m.Address, m.Port)
+// checkMember refuses a member that cannot be added: an ID that is not a
+// node's (0, or a hashed name's without the name), an address that is not
+// a host, a port out of range, another member's address, or a name that
+// does not stand for the ID or collides with a member's.
+func (s *Server) checkMember(m Member) error {
+	switch {
+	case m.ID == 0:
+		return fmt.Errorf("%w: node_id is required and must be non-zero", admin.ErrInvalidRequest)
+	case m.Name == "" && !nodename.Numeric(m.ID):
+		return fmt.Errorf("%w: node_id %d: a numeric ID must be from 1 to 2^63-1 (larger IDs are names' hashes)",
+			admin.ErrInvalidRequest, m.ID)
+	case m.Port <= 0 || m.Port > 65535:
+		return fmt.Errorf("%w: port must be in 1..65535, got %d", admin.ErrInvalidRequest, m.Port)
+	case m.APIPort <= 0 || m.APIPort > 65535:
+		return fmt.Errorf("%w: api_port must be in 1..65535, got %d", admin.ErrInvalidRequest, m.APIPort)
+	case m.ClientPort <= 0 || m.ClientPort > 65535:
+		return fmt.Errorf("%w: client_port must be in 1..65535, got %d", admin.ErrInvalidRequest, m.ClientPort)
 	}
-	if err := checkHost(m.Address); err != nil {
+	if err := admin.CheckHost(m.Address); err != nil {
 		return fmt.Errorf("%w: address %q: %v", admin.ErrInvalidRequest, clipString(m.Address), err)
 	}
 	for _, o := range s.dir.all() {
 		if o.ID != m.ID && strings.EqualFold(o.Address, m.Address) && o.Port == m.Port {
-			return fmt.Errorf("%w: %s is node %s's address", admin.ErrConflict, o.raftAddr(), s.dir.name(o.ID))
+			return fmt.Errorf("%w: address %s is node %s's address", admin.ErrConflict, o.raftAddr(), s.dir.name(o.ID))
 		}
 	}
 	if m.Name != "" {
 		if id, err := nodename.ID(m.Name); err != nil || id != m.ID {
-			return fmt.Errorf("%w: node %d is not named %q", admin.ErrInvalidRequest, m.ID, m.Name)
+			return fmt.Errorf("%w: node_id: node %d is not named %q", admin.ErrInvalidRequest, m.ID, m.Name)
 		}
 		// Numeric names of one ID ("4", "node-4") are the same member; two
 		// hashed names of one ID are two members that cannot both exist.
 		if known := s.dir.name(m.ID); !nodename.Numeric(m.ID) && known != m.Name && known != nodename.String(m.ID) {
-			return fmt.Errorf("%w: %w", admin.ErrConflict, nodename.Collision(m.Name, known, m.ID))
+			return fmt.Errorf("%w: node_id: %w", admin.ErrConflict, nodename.Collision(m.Name, known, m.ID))
 		}
+	}
+	return nil
+}
+
+// addMember adds m as typ (core.AddLearner: Member.Promote says whether
+// the leader promotes it once caught up).
+func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Member) error {
+	if err := s.checkMember(m); err != nil {
+		return err
 	}
 	st, err := s.onLeader(ctx)
 	if err != nil {
 		return err
 	}
 	voters, learners := membership(st.Config)
+	known, _ := s.dir.get(m.ID)
 	switch {
-	case typ == core.AddVoter && slices.Contains(voters, m.ID):
-		return fmt.Errorf("%w: node %d is a voter already", admin.ErrConflict, m.ID)
-	case typ == core.AddLearner && slices.Contains(learners, m.ID):
-		return fmt.Errorf("%w: node %d is a learner already", admin.ErrConflict, m.ID)
+	case slices.Contains(voters, m.ID):
+		return fmt.Errorf("%w: node_id: node %s is a voter already", admin.ErrConflict, s.dir.name(m.ID))
+	case slices.Contains(learners, m.ID) && (known.Promote || !m.Promote):
+		what := "a learner already"
+		if known.Promote {
+			what = "joining already (a learner, promoted once it has caught up)"
+		}
+		return fmt.Errorf("%w: node_id: node %s is %s", admin.ErrConflict, s.dir.name(m.ID), what)
 	}
 	return s.confChange(ctx, core.ConfChange{
 		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: m.ID}},
@@ -381,35 +416,6 @@ func (s *Server) Snapshot(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("snapshot: %w", s.clusterError(err))
 	}
 	return idx, nil
-}
-
-// checkHost accepts an IP address or a host name (letters, digits, '-', '_'
-// and '.', labels of at most 63 bytes, at most 253 in all), without a
-// port.
-func checkHost(h string) error {
-	if net.ParseIP(h) != nil {
-		return nil
-	}
-	switch {
-	case h == "":
-		return errors.New("empty")
-	case len(h) > 253:
-		return errors.New("longer than 253 bytes")
-	case strings.Contains(h, ":"):
-		return errors.New("a host, not host:port (the port is its own field)")
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("label %q is not a DNS label", clipString(label))
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("byte %q is not allowed in a host name", c)
-			}
-		}
-	}
-	return nil
 }
 
 func clipString(s string) string {

@@ -19,6 +19,11 @@ import (
 // DefaultVerifyInterval is raft.verify_interval when unset.
 const DefaultVerifyInterval = 10000
 
+// DefaultLearnerPromoteLag is raft.learner_promote_lag when unset: a
+// joining learner is promoted once it is at most this many entries behind
+// the leader's last index.
+const DefaultLearnerPromoteLag = 1000
+
 // MinMemoryLimit is the lowest memory_limit accepted: below it the garbage
 // collector would run all the time against the node's fixed cost.
 const MinMemoryLimit = 32 << 20
@@ -32,17 +37,23 @@ var ErrInvalidConfig = errors.New("invalid config")
 // transport.*, storage.*, security.*) plus api.* for the HTTP API and the
 // binary client protocol.
 type Config struct {
-	NodeID    NodeName        `yaml:"node_id"`
-	ClusterID string          `yaml:"cluster_id"`
-	BindAddr  string          `yaml:"bind_addr"`
-	BindPort  int             `yaml:"bind_port"`
-	Peers     []PeerConfig    `yaml:"peers"`
-	Raft      RaftConfig      `yaml:"raft"`
-	Transport TransportConfig `yaml:"transport"`
-	Storage   StorageConfig   `yaml:"storage"`
-	Security  SecurityConfig  `yaml:"security"`
-	API       APIConfig       `yaml:"api"`
-	AdminAPI  AdminAPIConfig  `yaml:"admin_api"`
+	NodeID    NodeName `yaml:"node_id"`
+	ClusterID string   `yaml:"cluster_id"`
+	BindAddr  string   `yaml:"bind_addr"`
+	BindPort  int      `yaml:"bind_port"`
+	// AllowPortMapping accepts a bind_port that differs from the port of
+	// this node's own peers entry, for a node reached through a port
+	// mapping (Docker, NAT: bound on 7000, reached at 17000). Without it
+	// such a configuration is refused: peers would dial a port nothing
+	// listens on.
+	AllowPortMapping bool            `yaml:"allow_port_mapping"`
+	Peers            []PeerConfig    `yaml:"peers"`
+	Raft             RaftConfig      `yaml:"raft"`
+	Transport        TransportConfig `yaml:"transport"`
+	Storage          StorageConfig   `yaml:"storage"`
+	Security         SecurityConfig  `yaml:"security"`
+	API              APIConfig       `yaml:"api"`
+	AdminAPI         AdminAPIConfig  `yaml:"admin_api"`
 	// MemoryLimit, in bytes, is a soft limit on the whole process's memory
 	// given to Go's runtime (runtime/debug.SetMemoryLimit): as the heap
 	// nears it the garbage collector runs more often instead of letting
@@ -143,6 +154,11 @@ type RaftConfig struct {
 	PreVote           *bool         `yaml:"pre_vote"`
 	CheckQuorum       *bool         `yaml:"check_quorum"`
 	LeaseReads        bool          `yaml:"lease_reads"`
+	// LearnerPromoteLag is how close, in log entries, a learner that
+	// joined learner-first (add-node) must be to the leader's last index
+	// before the leader promotes it to voter (default
+	// DefaultLearnerPromoteLag).
+	LearnerPromoteLag uint64 `yaml:"learner_promote_lag"`
 	// VerifyInterval is the cross-replica verification interval: every
 	// node reports its state hash through the log each time it has applied
 	// this many entries, and a replica whose hash differs from the
@@ -282,6 +298,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.BindPort == 0 {
 		c.BindPort = 7000
+		// Bound where the peers reach it: its own entry's port.
+		for _, p := range c.Peers {
+			if p.ID != "" && p.ID.ID() == c.NodeID.ID() && p.Port > 0 && p.Port <= 65535 {
+				c.BindPort = p.Port
+			}
+		}
 	}
 	r := &c.Raft
 	if r.HeartbeatInterval == 0 {
@@ -298,6 +320,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if r.TrailingLogs == 0 {
 		r.TrailingLogs = 1000
+	}
+	if r.LearnerPromoteLag == 0 {
+		r.LearnerPromoteLag = DefaultLearnerPromoteLag
 	}
 	if r.VerifyInterval == nil {
 		v := uint64(DefaultVerifyInterval)
@@ -402,7 +427,14 @@ func (c *Config) Validate() error {
 		}
 		addrs[at] = p.ID
 		seen[p.ID.ID()] = p.ID
-		self = self || p.ID.ID() == c.NodeID.ID()
+		if p.ID.ID() == c.NodeID.ID() {
+			self = true
+			if p.Port != c.BindPort && !c.AllowPortMapping {
+				return bad("bind_port", "%d differs from %s.port %d, where the peers reach node %s (set both to one port, "+
+					"or allow_port_mapping: true if a port mapping forwards %d to %d)", c.BindPort, key, p.Port, p.ID,
+					p.Port, c.BindPort)
+			}
+		}
 	}
 	if len(c.Peers) > 0 && !self {
 		return bad("peers", "node_id %s is not among the peers", c.NodeID)

@@ -30,6 +30,10 @@ type Member struct {
 	Port       int    `json:"port"`
 	APIPort    int    `json:"api_port,omitempty"`
 	ClientPort int    `json:"client_port,omitempty"`
+	// Promote marks a learner that joined learner-first (add-node): the
+	// leader, whichever node it is, promotes it to voter once it has
+	// caught up (raft.learner_promote_lag). Replicated with the member.
+	Promote bool `json:"promote,omitempty"`
 }
 
 // memberOf returns a member with the default API and client ports (port
@@ -170,14 +174,19 @@ func cmpU64(a, b uint64) int {
 // Snapshot formats: the key-value store's alone (it starts with its
 // version byte, 1); machineMagic1, the directory then the store;
 // machineMagic2, the directory, the application's state (length-prefixed),
-// then the store; machineMagic, the same with each added member's name
-// (length-prefixed, after its ID),
-// then the store.
+// then the store; machineMagic3, the same with each added member's name
+// (length-prefixed, after its ID); machineMagic, the same with each added
+// member's flags (a uvarint after its ports: bit 0, Promote), then the
+// store.
 const (
 	machineMagic1 = "FCM\x01"
 	machineMagic2 = "FCM\x02"
-	machineMagic  = "FCM\x03"
+	machineMagic3 = "FCM\x03"
+	machineMagic  = "FCM\x04"
 )
+
+// memberPromote is the flag bit of Member.Promote in a snapshot.
+const memberPromote = 1
 
 // appCommandTag starts a command for Config.App; the key-value store's
 // commands start with their version byte, 1.
@@ -322,6 +331,11 @@ func (m *machine) header() ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(mem.Port))
 		b = binary.AppendUvarint(b, uint64(mem.APIPort))
 		b = binary.AppendUvarint(b, uint64(mem.ClientPort))
+		var flags uint64
+		if mem.Promote {
+			flags |= memberPromote
+		}
+		b = binary.AppendUvarint(b, flags)
 	}
 	b = binary.AppendUvarint(b, uint64(len(removed)))
 	for _, id := range removed {
@@ -341,6 +355,8 @@ func (m *machine) Restore(data []byte) error {
 	var version int
 	switch {
 	case len(data) >= len(machineMagic) && string(data[:len(machineMagic)]) == machineMagic:
+		version = 4
+	case len(data) >= len(machineMagic3) && string(data[:len(machineMagic3)]) == machineMagic3:
 		version = 3
 	case len(data) >= len(machineMagic2) && string(data[:len(machineMagic2)]) == machineMagic2:
 		version = 2
@@ -402,6 +418,13 @@ func (m *machine) Restore(data []byte) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%w: member %d ports", errBadSnapshot, mem.ID)
+		}
+		if version >= 4 {
+			flags, err := next()
+			if err != nil || flags&^memberPromote != 0 {
+				return fmt.Errorf("%w: member %d flags", errBadSnapshot, mem.ID)
+			}
+			mem.Promote = flags&memberPromote != 0
 		}
 		added[mem.ID] = mem
 	}
@@ -468,7 +491,8 @@ func encodeMember(m Member) []byte {
 
 // memberChanged updates the directory for an applied membership change:
 // an added node's addresses come from the change's context (a promotion
-// without them keeps what is known); a removed node is forgotten.
+// without them keeps what is known), and whether the leader is to promote
+// it (Member.Promote, for a learner only); a removed node is forgotten.
 func (d *directory) memberChanged(cc core.ConfChange) (changed []uint64) {
 	for _, c := range cc.Changes {
 		switch c.Type {
@@ -483,7 +507,9 @@ func (d *directory) memberChanged(cc core.ConfChange) (changed []uint64) {
 					m.Name = "" // not this ID's name: shown by its ID
 				}
 			}
-			d.add(memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort))
+			mem := memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort)
+			mem.Promote = m.Promote && c.Type == core.AddLearner
+			d.add(mem)
 		case core.RemoveNode:
 			d.remove(c.NodeID)
 		default:

@@ -47,6 +47,9 @@ type Server struct {
 	sm        *machine
 	watchStop chan struct{} // ends watchLeadership
 	watchDone chan struct{}
+	// promoteStop ends promoteLearners, which closes promoteDone.
+	promoteStop context.CancelFunc
+	promoteDone chan struct{}
 
 	// prevMemoryLimit is the runtime's memory limit before New set
 	// memory_limit (-1: New did not set it); Close puts it back.
@@ -193,6 +196,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		mux.HandleFunc("/admin/block", s.block)
 	}
 	s.startWatch()
+	s.startPromoter()
 	if cfg.AdminAPI.Enabled == nil || *cfg.AdminAPI.Enabled {
 		h, err := s.adminHandler(s.metrics.Handler())
 		if err != nil {
@@ -266,6 +270,10 @@ func (s *Server) Close() error {
 			close(s.watchStop)
 			<-s.watchDone
 		}
+		if s.promoteDone != nil {
+			s.promoteStop()
+			<-s.promoteDone
+		}
 		if s.run != nil {
 			s.run.Stop()
 		}
@@ -323,6 +331,10 @@ func (c observedCluster) AddNode(ctx context.Context, id uint64, address string,
 
 func (c observedCluster) AddMember(ctx context.Context, m admin.NewMember) error {
 	return c.timed("add_node", func() error { return c.Server.AddMember(ctx, m) })
+}
+
+func (c observedCluster) PromoteMember(ctx context.Context, id uint64) error {
+	return c.timed("promote", func() error { return c.Server.PromoteMember(ctx, id) })
 }
 
 func (c observedCluster) RemoveNode(ctx context.Context, id uint64) error {
