@@ -280,11 +280,24 @@ func ParseConfig(raw []byte, env func(string) string) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, decodeError([]byte(expanded), err))
 	}
+	if emptyDocument([]byte(expanded)) {
+		return Config{}, fmt.Errorf("%w: the configuration is empty (it needs at least node_id and peers)", ErrInvalidConfig)
+	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// emptyDocument reports whether raw is a YAML document with nothing in it
+// ("---", "null", "~").
+func emptyDocument(raw []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil {
+		return false
+	}
+	return len(doc.Content) == 0 || doc.Content[0].Tag == "!!null"
 }
 
 // ApplyDefaults fills zero fields with defaults.

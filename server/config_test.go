@@ -261,3 +261,57 @@ func TestConfigErrorsSayWhatTheKeyTakes(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigIssue13Probes (issue 13 §3): a bind_port that differs from
+// the node's own peers entry is refused naming both keys, unless
+// allow_port_mapping says a port mapping forwards it; an unset bind_port
+// is the node's own entry's port; a value of the wrong shape (a list for
+// a duration, a mapping for the peers, a list for the whole file) and a
+// wrong value among several keys on one line name the key, not a Go
+// type; a document with nothing in it says it is empty, not EOF.
+func TestConfigIssue13Probes(t *testing.T) {
+	parse := func(raw string) (Config, error) {
+		return ParseConfig([]byte(raw), env(map[string]string{"NODE": "1"}))
+	}
+	mapped := strings.Replace(goodYAML, "bind_port: 7001", "bind_port: 7000", 1)
+	_, err := parse(mapped)
+	if err == nil || !strings.Contains(err.Error(), "bind_port: 7000 differs from peers[0].port 7001") ||
+		!strings.Contains(err.Error(), "allow_port_mapping") {
+		t.Fatalf("bind_port 7000 with the node's entry at 7001: %v", err)
+	}
+	if c, err := parse(mapped + "allow_port_mapping: true\n"); err != nil || c.BindPort != 7000 {
+		t.Fatalf("with allow_port_mapping: %v (bind_port %d)", err, c.BindPort)
+	}
+	if c, err := parse(strings.Replace(goodYAML, "bind_port: 7001\n", "", 1)); err != nil || c.BindPort != 7001 {
+		t.Fatalf("bind_port unset: %v, bound on %d, want the node's entry's port 7001", err, c.BindPort)
+	}
+
+	for _, tc := range []struct{ from, to, want string }{
+		{"heartbeat_interval: 50ms", "heartbeat_interval: [50ms]", `raft.heartbeat_interval (line 11): a list is not a duration`},
+		{"port: 7003, api_port: 9003", "port: 7003, api_port: x", `peers[2].api_port (line 9): "x" is not a whole number`},
+		{"peers:\n  - {id: 1, address: 127.0.0.1, port: 7001}\n  - {id: \"2\", address: 127.0.0.1, port: 7002}\n  - {id: node-3, address: 127.0.0.1, port: 7003, api_port: 9003, client_port: 9203}",
+			"peers: {a: 1}", `peers (line 6): a mapping is not a list`},
+		{"election_timeout_max: 1s", "election_timeout_max: 1s:", `not valid YAML: line 13`},
+	} {
+		raw := strings.Replace(goodYAML, tc.from, tc.to, 1)
+		if raw == goodYAML {
+			t.Fatalf("%q not in the configuration", tc.from)
+		}
+		_, err := parse(raw)
+		if err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v; want one containing %s", tc.to, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "time.Duration") || strings.Contains(err.Error(), "server.") ||
+			strings.Contains(err.Error(), "!!")) {
+			t.Errorf("%s: error names a Go type or a YAML tag: %v", tc.to, err)
+		}
+	}
+	if _, err := parse("[]"); err == nil || err.Error() != "invalid config: the configuration (line 1): a list is not a mapping of keys" {
+		t.Errorf("a list for the whole file: %v", err)
+	}
+	for _, empty := range []string{"---\n", "null\n", "~", "# nothing\n---\n"} {
+		if _, err := parse(empty); err == nil || !strings.Contains(err.Error(), "configuration is empty") || strings.Contains(err.Error(), "EOF") {
+			t.Errorf("empty document %q: %v", empty, err)
+		}
+	}
+}

@@ -15,7 +15,7 @@ import (
 // server.RaftConfig": a line and a Go type. decodeError rewrites each into
 // the key's dotted path, its line and what the key takes.
 var (
-	typeErrRE    = regexp.MustCompile("^line (\\d+): cannot unmarshal \\S+ `(.*)` into (.+)$")
+	typeErrRE    = regexp.MustCompile("^line (\\d+): cannot unmarshal (\\S+)(?: `(.*)`)? into (.+)$")
 	unknownKeyRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
 )
 
@@ -24,11 +24,12 @@ var (
 func decodeError(raw []byte, err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return err
+		// A syntax error: it has a line but no key to name.
+		return fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	var doc yaml.Node
 	if yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
-		return err
+		return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	msgs := make([]string, 0, len(te.Errors))
 	for _, m := range te.Errors {
@@ -40,14 +41,29 @@ func decodeError(raw []byte, err error) error {
 func rewriteDecodeMessage(root *yaml.Node, m string) string {
 	if g := typeErrRE.FindStringSubmatch(m); g != nil {
 		line, _ := strconv.Atoi(g[1])
-		if path := keyAt(root, line, "", false); path != "" {
-			return fmt.Sprintf("%s (line %d): %q is not %s", path, line, g[2], wantOf(g[3]))
+		tag, value, want := g[2], g[3], wantOf(g[4])
+		kind, what := yaml.ScalarNode, strconv.Quote(value)
+		switch tag {
+		case "!!seq":
+			kind, what = yaml.SequenceNode, "a list"
+		case "!!map":
+			kind, what = yaml.MappingNode, "a mapping"
 		}
-		return fmt.Sprintf("line %d: %q is not %s", line, g[2], wantOf(g[3]))
+		if line == root.Line && kind == root.Kind && kind != yaml.ScalarNode {
+			return fmt.Sprintf("the configuration (line %d): %s is not %s", line, what, want)
+		}
+		path := keyAt(root, line, "", false, valueMatch{kind, value, true})
+		if path == "" {
+			path = keyAt(root, line, "", false, valueMatch{kind, value, false})
+		}
+		if path != "" {
+			return fmt.Sprintf("%s (line %d): %s is not %s", path, line, what, want)
+		}
+		return fmt.Sprintf("line %d: %s is not %s", line, what, want)
 	}
 	if g := unknownKeyRE.FindStringSubmatch(m); g != nil {
 		line, _ := strconv.Atoi(g[1])
-		if path := keyAt(root, line, "", true); path != "" {
+		if path := keyAt(root, line, "", true, valueMatch{}); path != "" {
 			return fmt.Sprintf("%s (line %d): unknown key", path, line)
 		}
 		return fmt.Sprintf("line %d: unknown key %q", line, g[2])
@@ -74,9 +90,25 @@ func wantOf(goType string) string {
 	return "a mapping of keys"
 }
 
-// keyAt returns the dotted path of the key (keyNode) or of the value at
-// line, under n with prefix.
-func keyAt(n *yaml.Node, line int, prefix string, keyNode bool) string {
+// valueMatch is the value a decoding error is about: its kind and, for a
+// scalar, its text (exact: only a scalar with that text matches, for a
+// line holding several keys, as in "{port: 1, api_port: x}").
+type valueMatch struct {
+	kind  yaml.Kind
+	value string
+	exact bool
+}
+
+func (vm valueMatch) matches(v *yaml.Node) bool {
+	if v.Kind != vm.kind {
+		return false
+	}
+	return v.Kind != yaml.ScalarNode || !vm.exact || v.Value == vm.value
+}
+
+// keyAt returns the dotted path of the key (keyNode) or of the value (vm)
+// at line, under n with prefix.
+func keyAt(n *yaml.Node, line int, prefix string, keyNode bool, vm valueMatch) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -85,19 +117,16 @@ func keyAt(n *yaml.Node, line int, prefix string, keyNode bool) string {
 			if prefix != "" {
 				path = prefix + "." + k.Value
 			}
-			if (keyNode && k.Line == line) || (!keyNode && v.Kind == yaml.ScalarNode && v.Line == line) {
+			if (keyNode && k.Line == line) || (!keyNode && v.Line == line && vm.matches(v)) {
 				return path
 			}
-			if !keyNode && v.Kind != yaml.ScalarNode && v.Line == line && len(v.Content) == 0 {
-				return path
-			}
-			if p := keyAt(v, line, path, keyNode); p != "" {
+			if p := keyAt(v, line, path, keyNode, vm); p != "" {
 				return p
 			}
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			if p := keyAt(c, line, fmt.Sprintf("%s[%d]", prefix, i), keyNode); p != "" {
+			if p := keyAt(c, line, fmt.Sprintf("%s[%d]", prefix, i), keyNode, vm); p != "" {
 				return p
 			}
 		}
