@@ -118,17 +118,19 @@ func TestMembershipThroughTheAdminAPI(t *testing.T) {
 		t.Fatalf("refused requests changed the membership: %d nodes", n)
 	}
 
-	// The leader adds node 4; node 4 joins and catches up.
-	if code, resp := post(t, lead, "/add-node", "admin-secret", body); code != http.StatusOK {
+	// The leader adds node 4 as a learner; node 4 joins, catches up and
+	// is promoted.
+	if code, resp := post(t, lead, "/add-node", "admin-secret", body); code != http.StatusOK || !strings.Contains(resp, `"stage":"learner"`) {
 		t.Fatalf("add-node: %d %s", code, resp)
 	}
 	if code, _ := post(t, lead, "/add-node", "admin-secret", body); code != http.StatusConflict {
 		t.Fatalf("adding node 4 again: %d, want 409", code)
 	}
 	joiner := startJoiner(t, lead.Config().Peers, "4", port)
-	eventually(t, "node 4 follows the leader and is active", func() bool {
+	eventually(t, "node 4 follows the leader, is active and promoted", func() bool {
 		info := lead.Info(ctx)
-		return joiner.Runner().Status().Lead == lead.Runner().ID() && info.TotalNodes == 4 && info.ActiveNodes == 4
+		return joiner.Runner().Status().Lead == lead.Runner().ID() && info.TotalNodes == 4 && info.ActiveNodes == 4 &&
+			info.Nodes[3].Voter
 	})
 	if _, err := lead.Runner().Propose(ctx, setCmd("k", "v")); err != nil {
 		t.Fatal(err)

@@ -391,7 +391,13 @@ func (s *Server) confChangeApplied(index uint64, cc core.ConfChange) {
 		}
 		if m, ok := s.dir.get(id); ok {
 			s.tr.SetPeer(id, m.raftAddr())
-			s.log.Info("member added", "member", id, "addr", m.raftAddr(), "index", index)
+			as := "voter"
+			for _, c := range cc.Changes {
+				if c.NodeID == id && c.Type == core.AddLearner {
+					as = "learner"
+				}
+			}
+			s.log.Info("member added", "member", id, "as", as, "promote", m.Promote, "addr", m.raftAddr(), "index", index)
 		} else {
 			s.tr.RemovePeer(id)
 			s.log.Info("member removed", "member", id, "index", index)
