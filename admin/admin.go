@@ -47,7 +47,8 @@ type MemberAdder interface {
 	// up (NodeStatus.Promotion says how far it is); with m.Learner it
 	// stays a learner until promoted explicitly. Adding a learner again
 	// without m.Learner marks it for promotion once caught up; adding a
-	// voter, or a joining learner, again is a conflict.
+	// joining learner again at the same addresses changes nothing (a
+	// retry); adding a voter is a conflict.
 	AddMember(ctx context.Context, m NewMember) error
 }
 

@@ -234,11 +234,11 @@ func (s *Server) AddNode(ctx context.Context, id uint64, address string, port in
 
 // AddMember adds a node at the addresses of m (the admin API's POST
 // /add-node). Without m.Learner it joins learner-first: a learner the
-// leader promotes to voter once it has caught up (raft.learner_promote_lag);
-// adding such a learner again is a conflict. With m.Learner it stays a
-// learner until promoted (PromoteMember). Adding a learner that is to stay
-// one without m.Learner marks it for promotion; adding a voter is a
-// conflict (AddLearner demotes).
+// leader promotes to voter once it has caught up (raft.learner_promote_lag).
+// With m.Learner it stays a learner until promoted (PromoteMember). Adding a learner that is to stay
+// one without m.Learner marks it for promotion; adding a joining learner
+// again at the same addresses changes nothing (nil), at others is a
+// conflict; adding a voter is a conflict (AddLearner demotes).
 func (s *Server) AddMember(ctx context.Context, m admin.NewMember) error {
 	mem := memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort)
 	mem.Promote = !m.Learner
@@ -318,17 +318,25 @@ func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Membe
 	switch {
 	case slices.Contains(voters, m.ID):
 		return fmt.Errorf("%w: node_id: node %s is a voter already", admin.ErrConflict, s.dir.name(m.ID))
-	case slices.Contains(learners, m.ID) && (known.Promote || !m.Promote):
-		what := "a learner already"
-		if known.Promote {
-			what = "joining already (a learner, promoted once it has caught up)"
+	case slices.Contains(learners, m.ID) && known.Promote && m.Promote:
+		if sameAddresses(known, m) {
+			return nil // joining already, as asked: a retry (of a wait that timed out) waits again
 		}
-		return fmt.Errorf("%w: node_id: node %s is %s", admin.ErrConflict, s.dir.name(m.ID), what)
+		return fmt.Errorf("%w: node_id: node %s is joining already, at %s", admin.ErrConflict, s.dir.name(m.ID), known.raftAddr())
+	case slices.Contains(learners, m.ID) && !m.Promote:
+		return fmt.Errorf("%w: node_id: node %s is a learner already", admin.ErrConflict, s.dir.name(m.ID))
 	}
 	return s.confChange(ctx, core.ConfChange{
 		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: m.ID}},
 		Context: encodeMember(m),
 	})
+}
+
+// sameAddresses reports whether a and b are the same member at the same
+// addresses.
+func sameAddresses(a, b Member) bool {
+	return a.ID == b.ID && strings.EqualFold(a.Address, b.Address) && a.Port == b.Port && a.APIPort == b.APIPort &&
+		a.ClientPort == b.ClientPort
 }
 
 // RemoveNode removes a voter or learner. The last voter cannot be removed.
