@@ -21,6 +21,8 @@ var (
 	ErrConflict = admin.ErrConflict
 	// ErrInvalidRequest: a node name, address or port is invalid.
 	ErrInvalidRequest = admin.ErrInvalidRequest
+	// ErrNotCaughtUp: a learner cannot be promoted yet (PromoteNode).
+	ErrNotCaughtUp = admin.ErrNotCaughtUp
 )
 
 // ClusterStatus is the cluster as this node sees it in full (the admin
@@ -126,18 +128,72 @@ func (s *Service) member(ctx context.Context, op string, fn func(*server.Server)
 	return nil
 }
 
-// AddNode adds a voter named id ("node-4", "us-east-1a", or a number)
+// AddNode adds the node named id ("node-4", "us-east-1a", or a number)
 // reachable at address:port (its peer port; its admin and client ports
-// are port + 100 and + 200). Start the new node with join: true. Only the
-// leader adds nodes; adding a learner again as a voter promotes it.
+// are port + 100 and + 200), learner-first: it joins as a learner and the
+// leader promotes it to voter once it has caught up (raft.learner_promote_lag),
+// so a node that is slow to start or catch up never counts in a quorum.
+// It returns once the learner is added; WaitForVoter waits for the
+// promotion. Start the new node with join: true. Only the leader adds
+// nodes; adding a learner again marks it for that promotion.
 func (s *Service) AddNode(ctx context.Context, id, address string, port int) error {
 	return s.addMember(ctx, "add_node", id, address, port, false)
 }
 
 // AddLearner adds a learner named id: a member that receives the log but
-// does not vote (promote it later with AddNode), or demotes a voter to one.
+// does not vote, and stays a learner until promoted (PromoteNode), or
+// demotes a voter to one.
 func (s *Service) AddLearner(ctx context.Context, id, address string, port int) error {
 	return s.addMember(ctx, "add_learner", id, address, port, true)
+}
+
+// PromoteNode promotes the learner named id to voter now if it has caught
+// up with the leader (etcd's member promote), and returns once the change
+// is applied; a learner that is behind is an error wrapping
+// ErrNotCaughtUp that says why. Promoting a voter does nothing.
+func (s *Service) PromoteNode(ctx context.Context, id string) error {
+	nid, err := nodename.ID(id)
+	if err != nil {
+		return fmt.Errorf("consensus: promote: %w: %w", ErrInvalidRequest, err)
+	}
+	return s.member(ctx, "promote", func(srv *server.Server) error { return srv.PromoteMember(ctx, nid) })
+}
+
+// WaitForVoter returns once this node sees the member named id as a voter
+// (AddNode's learner promoted), or, when ctx ends first, an error wrapping
+// ErrTimeout that says how far the promotion is.
+func (s *Service) WaitForVoter(ctx context.Context, id string) error {
+	nid, err := nodename.ID(id)
+	if err != nil {
+		return fmt.Errorf("consensus: wait_for_voter: %w: %w", ErrInvalidRequest, err)
+	}
+	srv, err := s.server()
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(srv.Config().Raft.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		// The last look must still work once ctx has ended, to say why.
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		nodes := srv.Info(ictx).Nodes
+		cancel()
+		state := "not a member"
+		for _, n := range nodes {
+			if n.ID != nid {
+				continue
+			}
+			if n.Voter {
+				return nil
+			}
+			state = "a learner: " + n.Promotion
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consensus: wait_for_voter: node %s is %s: %w: %w", id, state, ErrTimeout, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Service) addMember(ctx context.Context, op, id, address string, port int, learner bool) error {

@@ -46,8 +46,19 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 	if code, resp, _ := call(t, lead, "POST", "/consensus/add-node", "admin-token", body); code != http.StatusOK {
 		t.Fatalf("add-node: %d %s", code, resp)
 	}
+	// It joins as a learner, not running yet: a wait for its promotion
+	// times out saying so.
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := svcs[l].WaitForVoter(short, "node-4")
+	cancelShort()
+	if !errors.Is(err, forgeext.ErrTimeout) || !strings.Contains(err.Error(), "is a learner: pending") {
+		t.Fatalf("wait for a learner that does not run: %v", err)
+	}
 	joiner.start(t)
 	t.Cleanup(func() { joiner.stop(t) })
+	if err := svcs[l].WaitForVoter(ctx, "node-4"); err != nil {
+		t.Fatalf("wait for node 4's promotion: %v", err)
+	}
 	if _, err := svcs[l].ApplyResult(ctx, set("joined", "yes")); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +79,11 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 	if err := svcs[l].TransferLeadership(ctx, "node-4"); !errors.Is(err, forgeext.ErrConflict) {
 		t.Fatalf("transfer to a learner: %v", err)
 	}
+	// Promoted on request, it votes again.
+	if err := svcs[l].PromoteNode(ctx, "node-4"); err != nil {
+		t.Fatalf("promote node 4: %v", err)
+	}
+	poll(t, "node 4 is a voter again", func() bool { return joiner.svc.GetRole() == "follower" })
 
 	// Remove it again; the cluster carries on with three.
 	if code, resp, _ := call(t, lead, "POST", "/consensus/remove-node", "admin-token", `{"node_id": "node-4"}`); code != http.StatusOK {
