@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/forge-consensus/consensus/admin"
@@ -31,6 +32,8 @@ func (c *cli) dispatch(cmd string, args []string) error {
 		return c.health(args)
 	case "add-node":
 		return c.addNode(args)
+	case "promote":
+		return c.promote(args)
 	case "remove-node", "transfer-leadership":
 		if err := wantArgs(args, 1, cmd+" <id>"); err != nil {
 			return err
@@ -222,23 +225,116 @@ func (c *cli) health(args []string) error {
 }
 
 func (c *cli) addNode(args []string) error {
-	if err := wantArgs(args, 3, "add-node <id> <host> <port>"); err != nil {
-		return err
-	}
-	id, err := parseID(args[0])
+	fs := flag.NewFlagSet("add-node", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	learner := fs.Bool("learner", false, "")
+	wait, waitTimeout := waitFlags(fs)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	host := strings.TrimSpace(args[1])
+	if err := wantArgs(pos, 3, "add-node <id> <host> <port> [--learner] [--wait [--wait-timeout D]]"); err != nil {
+		return err
+	}
+	if *learner && *wait {
+		return usagef("--wait waits for a promotion that --learner does not ask for (promote it with: promote <id> --wait)")
+	}
+	id, err := parseID(pos[0])
+	if err != nil {
+		return err
+	}
+	host := strings.TrimSpace(pos[1])
 	if host == "" {
 		return usagef("empty host")
 	}
-	port, err := strconv.Atoi(args[2])
-	if err != nil || port < 1 || port > 65535 {
-		return usagef("invalid port %q: want 1..65535", args[2])
+	if err := admin.CheckHost(host); err != nil {
+		return usagef("invalid host %q: %v", host, err)
 	}
-	req := admin.AddNodeRequest{NodeID: id, Address: host, Port: port}
-	return c.mutate("/add-node", req, fmt.Sprintf("node %s added at %s", id, net.JoinHostPort(host, strconv.Itoa(port))), false)
+	port, err := strconv.Atoi(pos[2])
+	if err != nil || port < 1 || port > 65535 {
+		return usagef("invalid port %q: want 1..65535", pos[2])
+	}
+	route, err := waitRoute("/add-node", *wait, *waitTimeout)
+	if err != nil {
+		return err
+	}
+	req := admin.AddNodeRequest{NodeID: id, Address: host, Port: port, Learner: *learner}
+	done := fmt.Sprintf("node %s added at %s", id, net.JoinHostPort(host, strconv.Itoa(port)))
+	return c.staged(route, req, done, id, *waitTimeout)
+}
+
+// promote asks the leader to promote a learner that has caught up.
+func (c *cli) promote(args []string) error {
+	fs := flag.NewFlagSet("promote", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	wait, waitTimeout := waitFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "promote <id> [--wait [--wait-timeout D]]"); err != nil {
+		return err
+	}
+	id, err := parseID(pos[0])
+	if err != nil {
+		return err
+	}
+	route, err := waitRoute("/promote", *wait, *waitTimeout)
+	if err != nil {
+		return err
+	}
+	return c.staged(route, admin.PromoteRequest{NodeID: id}, fmt.Sprintf("node %s", id), id, *waitTimeout)
+}
+
+// waitFlags adds --wait and --wait-timeout to fs.
+func waitFlags(fs *flag.FlagSet) (wait *bool, timeout *time.Duration) {
+	return fs.Bool("wait", false, ""), fs.Duration("wait-timeout", admin.DefaultWaitTimeout, "")
+}
+
+// waitRoute adds ?wait=voter&timeout=D to route when waiting.
+func waitRoute(route string, wait bool, timeout time.Duration) (string, error) {
+	if !wait {
+		return route, nil
+	}
+	if timeout <= 0 || timeout > admin.MaxWaitTimeout {
+		return "", usagef("--wait-timeout %v: want more than 0 and at most %v", timeout, admin.MaxWaitTimeout)
+	}
+	return route + "?" + url.Values{"wait": {admin.StageVoter}, "timeout": {timeout.String()}}.Encode(), nil
+}
+
+// staged POSTs a membership request and prints done with the stage the
+// member reached. A request that waits for a promotion gets waitTimeout
+// on top of the request timeout.
+func (c *cli) staged(route string, req any, done string, id admin.NodeID, waitTimeout time.Duration) error {
+	if strings.Contains(route, "wait=") {
+		defer func(t time.Duration) { c.timeout = t }(c.timeout)
+		c.timeout += waitTimeout
+	}
+	body, err := c.admin(http.MethodPost, route, req)
+	if err != nil {
+		return err
+	}
+	var v struct {
+		Stage     string `json:"stage"`
+		Promotion string `json:"promotion"`
+	}
+	if err := decode(body, &v); err != nil {
+		return err
+	}
+	return c.print(body, func(w io.Writer) {
+		switch {
+		case v.Stage == admin.StageVoter:
+			done += ": a voter"
+		case v.Stage == admin.StageLearner && strings.HasPrefix(v.Promotion, "manual"):
+			done += fmt.Sprintf(": a learner until promoted (consensusctl promote %s)", id)
+		case v.Stage == admin.StageLearner:
+			done += ": a learner, promoted to voter once it has caught up (--wait waits for that)"
+			if v.Promotion != "" {
+				done += "\n" + v.Promotion
+			}
+		}
+		fmt.Fprintln(w, done)
+	})
 }
 
 // mutate POSTs req to an admin route and prints done, followed by the

@@ -13,7 +13,14 @@
 //	nodes                        the members, their activity and lag (from the leader too)
 //	leader                       leader id, address and term
 //	health                       health checks; exit status 0 if healthy, 1 if not
-//	add-node <id> <host> <port>  add a node (admin token)
+//	add-node <id> <host> <port> [--learner] [--wait [--wait-timeout D]]
+//	                             add a node (admin token): it joins as a
+//	                             learner, promoted to voter once caught up;
+//	                             --wait waits for that (default 30s);
+//	                             --learner keeps it a learner
+//	promote <id> [--wait [--wait-timeout D]]
+//	                             promote a learner that has caught up (admin
+//	                             token); --wait waits until it has
 //	remove-node <id>             remove a node (admin token)
 //	transfer-leadership <id>     hand leadership to a node (operator token)
 //	snapshot                     take a snapshot (operator token)
@@ -77,7 +84,13 @@ commands:
   nodes                        the members, their activity and lag (from the leader too)
   leader                       leader id, address and term
   health                       health checks; exit status 0 if healthy, 1 if not
-  add-node <id> <host> <port>  add a node (admin token)
+  add-node <id> <host> <port> [--learner] [--wait [--wait-timeout D]]
+                               add a node (admin token): it joins as a learner,
+                               promoted to voter once caught up; --wait waits
+                               for that (default 30s); --learner keeps it one
+  promote <id> [--wait [--wait-timeout D]]
+                               promote a learner that has caught up (admin
+                               token); --wait waits until it has
   remove-node <id>             remove a node (admin token)
   transfer-leadership <id>     hand leadership to a node (operator token)
   snapshot                     take a snapshot (operator token)
