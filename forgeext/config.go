@@ -171,7 +171,7 @@ func parseYAML(raw []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("%w: extensions.%s: %v", server.ErrInvalidConfig, ConfigKey, err)
+		return Config{}, fmt.Errorf("%w: extensions.%s: %v", server.ErrInvalidConfig, ConfigKey, server.DescribeYAMLError(raw, err))
 	}
 	return c, nil
 }
@@ -219,6 +219,7 @@ func overlay(c, o *Config) {
 	setString(&c.ClusterID, o.ClusterID)
 	setString(&c.BindAddr, o.BindAddr)
 	setInt(&c.BindPort, o.BindPort)
+	c.AllowPortMapping = c.AllowPortMapping || o.AllowPortMapping
 	if o.Peers != nil {
 		c.Peers = o.Peers
 	}
@@ -232,6 +233,9 @@ func overlay(c, o *Config) {
 	}
 	if or.TrailingLogs != 0 {
 		r.TrailingLogs = or.TrailingLogs
+	}
+	if or.LearnerPromoteLag != 0 {
+		r.LearnerPromoteLag = or.LearnerPromoteLag
 	}
 	if or.PreVote != nil {
 		r.PreVote = or.PreVote

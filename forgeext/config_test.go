@@ -86,7 +86,10 @@ func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
 		key     string
 	}{
 		{"unknown key", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat": "1s"}}, nil, "heartbeat"},
-		{"bad duration", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat_interval": "soon"}}, nil, "soon"},
+		{"bad duration", map[string]any{"node_id": 1, "raft": map[string]any{"heartbeat_interval": "soon"}}, nil,
+			`raft.heartbeat_interval: "soon" is not a duration`},
+		{"port mapping", map[string]any{"node_id": 1, "bind_port": 7000, "storage": map[string]any{"type": "memory"},
+			"peers": []any{map[string]any{"id": 1, "address": "127.0.0.1", "port": 17000}}}, nil, "bind_port: 7000 differs from peers[0].port 17000"},
 		{"bad transport", map[string]any{"node_id": 1, "transport": map[string]any{"type": "carrier-pigeon"}}, nil, "transport.type"},
 		{"bad node id option", nil, []forgeext.Option{forgeext.WithNodeID("node 1")}, "node_id"},
 		{"unsupported discovery", map[string]any{"node_id": 1, "storage": map[string]any{"type": "memory"}, "discovery": map[string]any{"type": "consul"}}, nil, "discovery.type"},
@@ -98,6 +101,9 @@ func TestInvalidConfigFailsNamingTheKey(t *testing.T) {
 			_, err := startWithYAML(t, c.section, c.opts...)
 			if !errors.Is(err, server.ErrInvalidConfig) || !strings.Contains(err.Error(), c.key) {
 				t.Fatalf("start error = %v; want an invalid-config error naming %q", err, c.key)
+			}
+			if strings.Contains(err.Error(), "time.Duration") || strings.Contains(err.Error(), "server.") {
+				t.Fatalf("start error names a Go type: %v", err)
 			}
 		})
 	}

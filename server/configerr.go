@@ -19,9 +19,18 @@ var (
 	unknownKeyRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
 )
 
+// DescribeYAMLError returns err, from decoding raw (YAML) into Config or
+// a struct with its keys, with its messages naming keys and what they
+// take instead of Go types, but no line numbers: for YAML that is not the
+// user's file as written (the Forge extension's section, which its
+// configuration re-encodes).
+func DescribeYAMLError(raw []byte, err error) error { return describe(raw, err, false) }
+
 // decodeError returns err, from decoding raw, with its messages naming
-// keys instead of Go types.
-func decodeError(raw []byte, err error) error {
+// keys, their lines and what they take instead of Go types.
+func decodeError(raw []byte, err error) error { return describe(raw, err, true) }
+
+func describe(raw []byte, err error, lines bool) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		// A syntax error: it has a line but no key to name.
@@ -33,12 +42,23 @@ func decodeError(raw []byte, err error) error {
 	}
 	msgs := make([]string, 0, len(te.Errors))
 	for _, m := range te.Errors {
-		msgs = append(msgs, rewriteDecodeMessage(doc.Content[0], m))
+		msgs = append(msgs, rewriteDecodeMessage(doc.Content[0], m, lines))
 	}
 	return errors.New(strings.Join(msgs, "; "))
 }
 
-func rewriteDecodeMessage(root *yaml.Node, m string) string {
+func rewriteDecodeMessage(root *yaml.Node, m string, lines bool) string {
+	at := func(path string, line int) string {
+		switch {
+		case lines && path != "":
+			return fmt.Sprintf("%s (line %d)", path, line)
+		case lines:
+			return fmt.Sprintf("line %d", line)
+		case path != "":
+			return path
+		}
+		return "a key"
+	}
 	if g := typeErrRE.FindStringSubmatch(m); g != nil {
 		line, _ := strconv.Atoi(g[1])
 		tag, value, want := g[2], g[3], wantOf(g[4])
@@ -50,23 +70,20 @@ func rewriteDecodeMessage(root *yaml.Node, m string) string {
 			kind, what = yaml.MappingNode, "a mapping"
 		}
 		if line == root.Line && kind == root.Kind && kind != yaml.ScalarNode {
-			return fmt.Sprintf("the configuration (line %d): %s is not %s", line, what, want)
+			return fmt.Sprintf("%s: %s is not %s", at("the configuration", line), what, want)
 		}
 		path := keyAt(root, line, "", false, valueMatch{kind, value, true})
 		if path == "" {
 			path = keyAt(root, line, "", false, valueMatch{kind, value, false})
 		}
-		if path != "" {
-			return fmt.Sprintf("%s (line %d): %s is not %s", path, line, what, want)
-		}
-		return fmt.Sprintf("line %d: %s is not %s", line, what, want)
+		return fmt.Sprintf("%s: %s is not %s", at(path, line), what, want)
 	}
 	if g := unknownKeyRE.FindStringSubmatch(m); g != nil {
 		line, _ := strconv.Atoi(g[1])
 		if path := keyAt(root, line, "", true, valueMatch{}); path != "" {
-			return fmt.Sprintf("%s (line %d): unknown key", path, line)
+			return fmt.Sprintf("%s: unknown key", at(path, line))
 		}
-		return fmt.Sprintf("line %d: unknown key %q", line, g[2])
+		return fmt.Sprintf("%s: unknown key %q", at("", line), g[2])
 	}
 	return m
 }
