@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/forge-consensus/consensus/admin"
@@ -27,19 +28,33 @@ func (s *Server) promoteLag() uint64 {
 // status is st: the leader hears from it, replicates to it (no probe, no
 // snapshot in flight) and its match index is within raft.learner_promote_lag
 // of the leader's last index. If not, it says why.
+//
+// The leader clears its "heard from" mark every election timeout and sets
+// it again on the next answer, so a learner that answers every heartbeat
+// still looks unheard for about one heartbeat interval after each clear:
+// the promotion loop watches the log position over time and asks for the
+// mark only at the moment it promotes; PromoteMember looks again for a few
+// heartbeats.
 func (s *Server) caughtUp(st core.Status, id uint64) (bool, string) {
 	i := slices.IndexFunc(st.Progress, func(p core.PeerProgress) bool { return p.ID == id })
 	if i < 0 {
 		return false, "the leader has no replication progress for it"
 	}
-	p := st.Progress[i]
+	if !st.Progress[i].RecentActive {
+		return false, "the leader has not heard from it within an election timeout (is it running, with join: true?)"
+	}
+	return s.inStep(st, st.Progress[i])
+}
+
+// inStep reports whether the leader replicates to learner p (no probe,
+// no snapshot in flight) and its log is within raft.learner_promote_lag
+// of the leader's last index, and if not, why.
+func (s *Server) inStep(st core.Status, p core.PeerProgress) (bool, string) {
 	behind := uint64(0)
 	if st.LastIndex > p.Match {
 		behind = st.LastIndex - p.Match
 	}
 	switch {
-	case !p.RecentActive:
-		return false, "the leader has not heard from it within an election timeout (is it running, with join: true?)"
 	case p.Match == 0 || p.State != core.ProgressReplicate:
 		return false, fmt.Sprintf("the leader is still finding where its log ends (replication %s, match index %d)",
 			p.State, p.Match)
@@ -87,7 +102,23 @@ func (s *Server) PromoteMember(ctx context.Context, id uint64) error {
 	case st.Config.Joint():
 		return fmt.Errorf("%w: a joint configuration is in force; retry once it is left", admin.ErrConflict)
 	}
-	if ok, why := s.caughtUp(st, id); !ok {
+	ok, why := s.caughtUp(st, id)
+	// Not heard from may be the moment after the leader cleared its mark:
+	// look again for a few heartbeats.
+	t := time.NewTicker(s.cfg.Raft.HeartbeatInterval / 2)
+	defer t.Stop()
+	for tries := 0; !ok && tries < 6 && strings.HasPrefix(why, "the leader has not heard"); tries++ {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: node %s: %s", admin.ErrNotCaughtUp, s.dir.name(id), why)
+		case <-t.C:
+		}
+		if st, err = s.onLeader(ctx); err != nil {
+			return err
+		}
+		ok, why = s.caughtUp(st, id)
+	}
+	if !ok {
 		return fmt.Errorf("%w: node %s: %s", admin.ErrNotCaughtUp, s.dir.name(id), why)
 	}
 	return s.promote(ctx, id)
@@ -113,17 +144,14 @@ func (s *Server) startPromoter() {
 }
 
 // promoteLearners runs every heartbeat interval: while this node leads, it
-// promotes to voter each learner marked Promote that has stayed caught up
-// (caughtUp) for an election timeout, one change at a time, never in a
-// joint configuration. A learner that falls behind starts its wait again;
-// one that never catches up stays a learner (NodeStatus.Promotion says
+// promotes the learner promotionWatch.due names, one change at a time. A
+// learner that never catches up stays a learner (NodeStatus.Promotion says
 // why) until an operator removes it.
 func (s *Server) promoteLearners(ctx context.Context) {
 	defer close(s.promoteDone)
 	t := time.NewTicker(s.cfg.Raft.HeartbeatInterval)
 	defer t.Stop()
-	since := map[uint64]time.Time{} // caught up without a break since, in this term
-	var term uint64
+	w := promotionWatch{since: map[uint64]time.Time{}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -133,39 +161,66 @@ func (s *Server) promoteLearners(ctx context.Context) {
 		sctx, cancel := context.WithTimeout(ctx, s.cfg.Raft.ElectionTimeoutMax)
 		st, err := s.run.CoreStatus(sctx)
 		cancel()
-		if err != nil || st.Role != core.Leader || st.Config.Joint() || st.Term != term {
-			clear(since)
-			term = st.Term
+		if err != nil {
+			st = core.Status{} // not known to lead: forget
+		}
+		id := w.due(s, st, time.Now())
+		if id == 0 {
 			continue
 		}
-		for _, id := range st.Config.Learners {
-			m, known := s.dir.get(id)
-			ok, _ := s.caughtUp(st, id)
-			if !known || !m.Promote || !ok {
-				delete(since, id)
-				continue
-			}
-			now := time.Now()
-			if first, seen := since[id]; !seen {
-				since[id] = now
-				continue
-			} else if now.Sub(first) < s.cfg.Raft.ElectionTimeoutMin {
-				continue
-			}
-			delete(since, id)
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.API.RequestTimeout)
-			start := time.Now()
-			err := s.promote(pctx, id)
-			cancel()
-			s.metrics.ObserveOperation("promote", time.Since(start), err)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Info("learner not promoted; retrying once it is caught up again", "member", s.dir.name(id), "err", err)
-				}
-			} else {
-				s.log.Info("learner caught up and promoted to voter", "member", s.dir.name(id))
-			}
-			break // one change at a time: the next round sees the new configuration
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.API.RequestTimeout)
+		start := time.Now()
+		err = s.promote(pctx, id)
+		cancel()
+		s.metrics.ObserveOperation("promote", time.Since(start), err)
+		switch {
+		case err == nil:
+			s.log.Info("learner caught up and promoted to voter", "member", s.dir.name(id))
+		case ctx.Err() == nil:
+			s.log.Info("learner not promoted; retrying once it is caught up again", "member", s.dir.name(id), "err", err)
 		}
 	}
+}
+
+// promotionWatch follows, on the leader, how long each learner marked
+// Promote has been in step (inStep).
+type promotionWatch struct {
+	term  uint64
+	since map[uint64]time.Time // in step without a break since, in this term
+}
+
+// due returns the learner to promote now, given this node's status st at
+// now, or 0: the first, by ID, marked Promote that has been in step for an
+// election timeout without a break, in this term, and was heard from
+// lately at this moment. Never while this node does not lead or in a joint
+// configuration. The learner's clock starts again when it is chosen (a
+// failed promotion waits another election timeout).
+func (w *promotionWatch) due(s *Server, st core.Status, now time.Time) uint64 {
+	if st.Role != core.Leader || st.Config.Joint() || st.Term != w.term {
+		clear(w.since)
+		w.term = st.Term
+		return 0
+	}
+	var chosen uint64
+	for _, id := range st.Config.Learners {
+		m, known := s.dir.get(id)
+		i := slices.IndexFunc(st.Progress, func(p core.PeerProgress) bool { return p.ID == id })
+		if !known || !m.Promote || i < 0 {
+			delete(w.since, id)
+			continue
+		}
+		if ok, _ := s.inStep(st, st.Progress[i]); !ok {
+			delete(w.since, id)
+			continue
+		}
+		first, seen := w.since[id]
+		if !seen {
+			w.since[id] = now
+		}
+		if chosen == 0 && seen && now.Sub(first) >= s.cfg.Raft.ElectionTimeoutMin && st.Progress[i].RecentActive {
+			chosen = id
+		}
+	}
+	delete(w.since, chosen)
+	return chosen
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forge-consensus/consensus/core"
 )
@@ -107,5 +108,70 @@ func TestCaughtUp(t *testing.T) {
 		if ok != tc.ok || !strings.Contains(why, tc.want) {
 			t.Errorf("%+v: caught up %v (%q), want %v (%q)", tc.p, ok, why, tc.ok, tc.want)
 		}
+	}
+}
+
+// TestPromotionWatch: the loop promotes a learner marked Promote once it
+// has been in step for an election timeout, even though the leader's
+// "heard from" mark is cleared every election timeout and so looks unset
+// now and then (a real three-node cluster once never promoted: the loop's
+// samples kept landing on that moment and restarting the wait); it waits
+// for a moment the mark is set; a learner that falls behind starts again;
+// none in another term, on a follower, or for a learner to stay one.
+func TestPromotionWatch(t *testing.T) {
+	s := &Server{cfg: Config{Raft: RaftConfig{LearnerPromoteLag: 100, ElectionTimeoutMin: 500 * time.Millisecond}},
+		dir: newDirectory(nil)}
+	for id, promote := range map[uint64]bool{4: true, 5: false} {
+		m := memberOf(id, "", "10.0.0.9", 7000+int(id), 0, 0)
+		m.Promote = promote
+		s.dir.add(m)
+	}
+	status := func(term, match uint64, active bool) core.Status {
+		return core.Status{BasicStatus: core.BasicStatus{Role: core.Leader, Term: term, LastIndex: 1000},
+			Config: core.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4, 5}},
+			Progress: []core.PeerProgress{
+				{ID: 4, Match: match, State: core.ProgressReplicate, RecentActive: active},
+				{ID: 5, Match: 1000, State: core.ProgressReplicate, RecentActive: true},
+			}}
+	}
+	w := promotionWatch{since: map[uint64]time.Time{}}
+	t0 := time.Unix(0, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	w.due(s, status(7, 990, true), at(0)) // a new term: starts watching
+	// Every tenth sample, the mark looks unset: the wait goes on.
+	for ms := 50; ms < 550; ms += 50 {
+		active := ms%500 != 0
+		if id := w.due(s, status(7, 990, active), at(ms)); id != 0 {
+			t.Fatalf("promoted %d at %dms, before an election timeout in step", id, ms)
+		}
+	}
+	if id := w.due(s, status(7, 990, false), at(600)); id != 0 {
+		t.Fatal("promoted while not heard from at this moment")
+	}
+	if id := w.due(s, status(7, 990, true), at(650)); id != 4 {
+		t.Fatalf("due = %d after an election timeout in step; want 4 (5 stays a learner)", id)
+	}
+
+	// Behind by more than the lag: the wait starts again.
+	w = promotionWatch{since: map[uint64]time.Time{}}
+	w.due(s, status(8, 990, true), at(0))
+	w.due(s, status(8, 990, true), at(50))
+	w.due(s, status(8, 800, true), at(300))
+	if id := w.due(s, status(8, 990, true), at(600)); id != 0 {
+		t.Fatal("promoted a learner that fell behind within the last election timeout")
+	}
+	// Another term, or not leading: nothing, and the wait starts again.
+	if id := w.due(s, status(9, 990, true), at(1200)); id != 0 {
+		t.Fatal("promoted in the first moment of a new term")
+	}
+	follower := status(9, 990, true)
+	follower.Role = core.Follower
+	if id := w.due(s, follower, at(2000)); id != 0 {
+		t.Fatal("promoted on a follower")
+	}
+	joint := status(9, 990, true)
+	joint.Config.VotersOutgoing = []uint64{1, 2}
+	if id := w.due(s, joint, at(3000)); id != 0 {
+		t.Fatal("promoted in a joint configuration")
 	}
 }
