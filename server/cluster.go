@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/forge-consensus/consensus/nodename"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -285,8 +286,12 @@ func (s *Server) checkMember(m Member) error {
 	if err := admin.CheckHost(m.Address); err != nil {
 		return fmt.Errorf("%w: address %q: %v", admin.ErrInvalidRequest, clipString(m.Address), err)
 	}
+	if slices.Contains(s.dir.removedIDs(), m.ID) {
+		return fmt.Errorf("%w: node_id: node %s was a member and has been removed: an ID is never reused (a message "+
+			"from its old incarnation could count for the new one); give the node a new name", admin.ErrConflict, s.dir.name(m.ID))
+	}
 	for _, o := range s.dir.all() {
-		if o.ID != m.ID && strings.EqualFold(o.Address, m.Address) && o.Port == m.Port {
+		if o.ID != m.ID && sameHost(o.Address, m.Address) && o.Port == m.Port {
 			return fmt.Errorf("%w: address %s is node %s's address", admin.ErrConflict, o.raftAddr(), s.dir.name(o.ID))
 		}
 	}
@@ -335,8 +340,17 @@ func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Membe
 // sameAddresses reports whether a and b are the same member at the same
 // addresses.
 func sameAddresses(a, b Member) bool {
-	return a.ID == b.ID && strings.EqualFold(a.Address, b.Address) && a.Port == b.Port && a.APIPort == b.APIPort &&
+	return a.ID == b.ID && sameHost(a.Address, b.Address) && a.Port == b.Port && a.APIPort == b.APIPort &&
 		a.ClientPort == b.ClientPort
+}
+
+// sameHost reports whether two hosts are the same: equal IP addresses
+// however written ("::1", "0:0::1"), or names equal but for case.
+func sameHost(a, b string) bool {
+	if ia, ib := net.ParseIP(a), net.ParseIP(b); ia != nil && ib != nil {
+		return ia.Equal(ib)
+	}
+	return strings.EqualFold(a, b)
 }
 
 // RemoveNode removes a voter or learner. The last voter cannot be removed.

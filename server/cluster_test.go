@@ -174,6 +174,11 @@ func TestMembershipThroughTheAdminAPI(t *testing.T) {
 	if got := joiner.APIURL(1); got != "" {
 		t.Fatalf("node 1 still has an address after its removal: %q", got)
 	}
+	// A removed ID is never given to a new member.
+	if err := joiner.AddNode(ctx, 1, "127.0.0.1", servertest.FreePorts(t, 1)[0]); !errors.Is(err, admin.ErrConflict) ||
+		!strings.Contains(err.Error(), "never reused") {
+		t.Fatalf("adding the removed node 1 again: %v, want a conflict", err)
+	}
 
 	// A learner can be added, but not given leadership.
 	if err := joiner.AddLearner(ctx, 5, "127.0.0.1", servertest.FreePorts(t, 1)[0]); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/forge-consensus/consensus/nodename"
 	"hash/fnv"
 	"io"
 	"net"
@@ -14,6 +13,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/forge-consensus/consensus/admin"
+	"github.com/forge-consensus/consensus/nodename"
 )
 
 // DefaultVerifyInterval is raft.verify_interval when unset.
@@ -434,7 +436,14 @@ func (c *Config) Validate() error {
 		case p.ClientPort < 0 || p.ClientPort > 65535:
 			return bad(key+".client_port", "%d is not a port", p.ClientPort)
 		}
-		at := net.JoinHostPort(strings.ToLower(p.Address), strconv.Itoa(p.Port))
+		if err := admin.CheckHost(p.Address); err != nil {
+			return bad(key+".address", "%q is not a host name or IP address: %v", p.Address, err)
+		}
+		host := strings.ToLower(p.Address)
+		if ip := net.ParseIP(host); ip != nil {
+			host = ip.String() // one spelling of each address
+		}
+		at := net.JoinHostPort(host, strconv.Itoa(p.Port))
 		if other, dup := addrs[at]; dup {
 			return bad(key+".address", "%s is node %s's address too", at, other)
 		}

@@ -306,6 +306,19 @@ func TestConfigIssue13Probes(t *testing.T) {
 			t.Errorf("%s: error names a Go type or a YAML tag: %v", tc.to, err)
 		}
 	}
+	// A peer's address is a host, and one address is one member however
+	// it is spelt.
+	ipv6 := strings.Replace(goodYAML, `{id: 1, address: 127.0.0.1, port: 7001}`, `{id: 1, address: "::1", port: 7001}`, 1)
+	for _, tc := range []struct{ base, to, want string }{
+		{goodYAML, `{id: "2", address: "a b/c", port: 7002}`, `peers[1].address: "a b/c" is not a host name or IP address`},
+		{goodYAML, `{id: "2", address: "10.0.0.2:7002", port: 7002}`, `peers[1].address: "10.0.0.2:7002" is not a host`},
+		{ipv6, `{id: "2", address: "0:0::1", port: 7001}`, `peers[1].address: [::1]:7001 is node 1's address too`},
+	} {
+		raw := strings.Replace(tc.base, `{id: "2", address: 127.0.0.1, port: 7002}`, tc.to, 1)
+		if _, err := parse(raw); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error containing %s", tc.to, err, tc.want)
+		}
+	}
 	if _, err := parse("[]"); err == nil || err.Error() != "invalid config: the configuration (line 1): a list is not a mapping of keys" {
 		t.Errorf("a list for the whole file: %v", err)
 	}
