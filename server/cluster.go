@@ -236,14 +236,15 @@ func (s *Server) AddNode(ctx context.Context, id uint64, address string, port in
 // AddMember adds a node at the addresses of m (the admin API's POST
 // /add-node). Without m.Learner it joins learner-first: a learner the
 // leader promotes to voter once it has caught up (raft.learner_promote_lag).
-// With m.Learner it stays a learner until promoted (PromoteMember). Adding a learner that is to stay
-// one without m.Learner marks it for promotion; adding a joining learner
-// again at the same addresses changes nothing (nil), at others is a
-// conflict; adding a voter is a conflict (AddLearner demotes).
+// With m.Learner it stays a learner until promoted (PromoteMember).
+// Adding a learner that is to stay one without m.Learner marks it for
+// promotion; adding a joining learner again at the same addresses changes
+// nothing (nil), at others is a conflict; adding a voter is a conflict
+// (AddLearner demotes).
 func (s *Server) AddMember(ctx context.Context, m admin.NewMember) error {
 	mem := memberOf(m.ID, m.Name, m.Address, m.Port, m.APIPort, m.ClientPort)
 	mem.Promote = !m.Learner
-	return s.addMember(ctx, core.AddLearner, mem)
+	return s.addLearner(ctx, mem)
 }
 
 // AddLearner adds a learner (a non-voting member that receives the log),
@@ -308,9 +309,9 @@ func (s *Server) checkMember(m Member) error {
 	return nil
 }
 
-// addMember adds m as typ (core.AddLearner: Member.Promote says whether
-// the leader promotes it once caught up).
-func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Member) error {
+// addLearner adds m as a learner; m.Promote says whether the leader
+// promotes it once it has caught up.
+func (s *Server) addLearner(ctx context.Context, m Member) error {
 	if err := s.checkMember(m); err != nil {
 		return err
 	}
@@ -332,7 +333,7 @@ func (s *Server) addMember(ctx context.Context, typ core.ConfChangeType, m Membe
 		return fmt.Errorf("%w: node_id: node %s is a learner already", admin.ErrConflict, s.dir.name(m.ID))
 	}
 	return s.confChange(ctx, core.ConfChange{
-		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: m.ID}},
+		Changes: []core.ConfChangeSingle{{Type: core.AddLearner, NodeID: m.ID}},
 		Context: encodeMember(m),
 	})
 }
