@@ -39,23 +39,17 @@ var ErrInvalidConfig = errors.New("invalid config")
 // transport.*, storage.*, security.*) plus api.* for the HTTP API and the
 // binary client protocol.
 type Config struct {
-	NodeID    NodeName `yaml:"node_id"`
-	ClusterID string   `yaml:"cluster_id"`
-	BindAddr  string   `yaml:"bind_addr"`
-	BindPort  int      `yaml:"bind_port"`
-	// AllowPortMapping accepts a bind_port that differs from the port of
-	// this node's own peers entry, for a node reached through a port
-	// mapping (Docker, NAT: bound on 7000, reached at 17000). Without it
-	// such a configuration is refused: peers would dial a port nothing
-	// listens on.
-	AllowPortMapping bool            `yaml:"allow_port_mapping"`
-	Peers            []PeerConfig    `yaml:"peers"`
-	Raft             RaftConfig      `yaml:"raft"`
-	Transport        TransportConfig `yaml:"transport"`
-	Storage          StorageConfig   `yaml:"storage"`
-	Security         SecurityConfig  `yaml:"security"`
-	API              APIConfig       `yaml:"api"`
-	AdminAPI         AdminAPIConfig  `yaml:"admin_api"`
+	NodeID    NodeName        `yaml:"node_id"`
+	ClusterID string          `yaml:"cluster_id"`
+	BindAddr  string          `yaml:"bind_addr"`
+	BindPort  int             `yaml:"bind_port"`
+	Peers     []PeerConfig    `yaml:"peers"`
+	Raft      RaftConfig      `yaml:"raft"`
+	Transport TransportConfig `yaml:"transport"`
+	Storage   StorageConfig   `yaml:"storage"`
+	Security  SecurityConfig  `yaml:"security"`
+	API       APIConfig       `yaml:"api"`
+	AdminAPI  AdminAPIConfig  `yaml:"admin_api"`
 	// MemoryLimit, in bytes, is a soft limit on the whole process's memory
 	// given to Go's runtime (runtime/debug.SetMemoryLimit): as the heap
 	// nears it the garbage collector runs more often instead of letting
@@ -71,6 +65,12 @@ type Config struct {
 	// operator has added it (POST /consensus/add-node). Peers still lists
 	// the existing members' addresses. Ignored once the node has state.
 	Join bool `yaml:"join"`
+	// AllowPortMapping accepts a bind_port that differs from the port of
+	// this node's own peers entry, for a node reached through a port
+	// mapping (Docker, NAT: bound on 7000, reached at 17000). Without it
+	// such a configuration is refused: peers would dial a port nothing
+	// listens on.
+	AllowPortMapping bool `yaml:"allow_port_mapping"`
 	// App is application state replicated beside the key-value store
 	// (optional; set in code, not in YAML). See AppMachine.
 	App AppMachine `yaml:"-"`
