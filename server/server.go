@@ -185,6 +185,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.run = r
 	run.Store(r)
+	if !cfg.Join {
+		s.warnIfIdle(log)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
@@ -219,6 +222,23 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "client", wln.Addr().String(),
 		"transport", cfg.Transport.Type, "storage", cfg.Storage.Type)
 	return s, nil
+}
+
+// warnIfIdle warns when the node is in no cluster and has no way into
+// one: no peers configured, no state of its own, and join off. Such a node
+// would otherwise say "node ready" and never do anything.
+func (s *Server) warnIfIdle(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.run.CoreStatus(ctx)
+	if err != nil {
+		return
+	}
+	if len(st.Config.Voters)+len(st.Config.Learners)+len(st.Config.VotersOutgoing) == 0 {
+		log.Warn("this node is not a member of any cluster and will do nothing: its storage holds no membership, " +
+			"peers is empty and join is off; list the cluster's members (this node included) in peers, " +
+			"or set join: true and add the node from the leader (POST /consensus/add-node)")
+	}
 }
 
 // Serve answers HTTP and client-protocol requests until Close; it returns
