@@ -28,15 +28,17 @@ import (
 // Server is one running node: storage, transport, runner, HTTP API and
 // binary client protocol (package wire).
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	run  *runner.Runner
-	tr   transport.Transport
-	st   interface{ Close() error }
-	http *http.Server
-	ln   net.Listener
-	wire *wireServer
-	dir  *directory
+	cfg Config
+	// lview caches the leader's view of active members (a follower's /status).
+	lview leaderView
+	log   *slog.Logger
+	run   *runner.Runner
+	tr    transport.Transport
+	st    interface{ Close() error }
+	http  *http.Server
+	ln    net.Listener
+	wire  *wireServer
+	dir   *directory
 	// space refuses writes while storage is short of space (nil for
 	// memory storage).
 	space *spaceGuard
