@@ -29,6 +29,17 @@
 // most once. The session then returns to the free list: a session has at
 // most one write in flight. A write that gives up without knowing whether it
 // was applied returns an error matching ErrUnknownOutcome.
+//
+// # Authentication and TLS
+//
+// With Config.Token set, every connection starts with an Auth request (see
+// package wire) and is used only once the node accepted the token; a node
+// that needs no token accepts any, and a node older than Auth (which
+// answers it BadRequest) is used without. A wrong token fails calls with
+// ErrUnauthorized, a role that may not do a call (a reader's Put) with
+// ErrForbidden; neither is retried. A node with tokens answers a client
+// without one ErrRefused, saying a token is needed. With Config.TLS set,
+// connections are TLS (nodes with api.tls).
 package client
 
 import (

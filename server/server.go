@@ -199,9 +199,15 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	auth := newDataAuth(cfg.Security, s.authLimit, log)
 	if !auth.required && !cfg.API.MTLS {
-		log.Warn("the data plane (/kv, /status, the client protocol) needs no token: anyone who can reach "+
-			"api.addr or api.client_addr can read and write every key (set security.tokens with role reader or writer)",
-			"api", cfg.API.Addr, "client", cfg.API.ClientAddr)
+		level := slog.LevelInfo // on loopback: only local processes can reach it
+		if cfg.API.AllowUnauthenticated {
+			level = slog.LevelWarn
+		}
+		log.Log(context.Background(), level, "the data plane (/kv, /status, the client protocol) needs no token: "+
+			"anyone who can reach api.addr or api.client_addr can read and write every key "+
+			"(set security.tokens with role reader or writer)",
+			"api", cfg.API.Addr, "client", cfg.API.ClientAddr,
+			"api.allow_unauthenticated", cfg.API.AllowUnauthenticated)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
