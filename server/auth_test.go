@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -186,7 +187,8 @@ func TestDataPlaneOpenWithoutTokens(t *testing.T) {
 // serves the data plane off loopback without tokens refuses to start,
 // naming the keys, unless told explicitly.
 func TestOffLoopbackNeedsTokens(t *testing.T) {
-	base := "node_id: 1\nbind_port: 7000\nstorage: {type: memory}\npeers: [{id: 1, address: 127.0.0.1, port: 7000}]\n"
+	port := servertest.FreePorts(t, 1)[0]
+	base := fmt.Sprintf("node_id: 1\nbind_port: %d\nstorage: {type: memory}\npeers: [{id: 1, address: 127.0.0.1, port: %d}]\n", port, port)
 	for _, tc := range []struct {
 		name, yaml, want string
 	}{
@@ -223,7 +225,11 @@ func TestOffLoopbackNeedsTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.API.Addr = "0.0.0.0:0"
-	if _, err := server.New(cfg, nil); !errors.Is(err, server.ErrInvalidConfig) {
+	s, err := server.New(cfg, nil)
+	if s != nil {
+		s.Close()
+	}
+	if !errors.Is(err, server.ErrInvalidConfig) {
 		t.Fatalf("New off loopback: %v", err)
 	}
 }
