@@ -65,7 +65,8 @@ func authDo(t *testing.T, hc *http.Client, method, url, token, body string) (int
 // tokens configured, /kv, /status and the client protocol serve no request
 // without a token, and each role does what its table says.
 func TestDataPlaneNeedsToken(t *testing.T) {
-	srvs, lead := servertest.StartClusterWith(t, 1, "memory", "tcp", dataTokens)
+	srvs, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 1, Storage: "memory", Transport: "tcp",
+		API: "  fault_switch: true\n", Extra: dataTokens})
 	base := "http://" + lead.APIAddr()
 	hc := http.DefaultClient
 
@@ -88,6 +89,9 @@ func TestDataPlaneNeedsToken(t *testing.T) {
 		{"GET", "/status", viewerToken, http.StatusOK},
 		{"GET", "/status", readerToken, http.StatusOK},
 		{"DELETE", "/kv/k", writerToken, http.StatusOK},
+		{"POST", "/admin/block?peer=0&on=false", "", http.StatusUnauthorized},
+		{"POST", "/admin/block?peer=0&on=false", readerToken, http.StatusForbidden},
+		{"POST", "/admin/block?peer=0&on=false", writerToken, http.StatusOK},
 	} {
 		code, body := authDo(t, hc, tc.method, base+tc.path, tc.token, "v")
 		if code != tc.want {

@@ -213,7 +213,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
 		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation, Alarms: r.Alarms, auth: auth})
 	if cfg.API.FaultSwitch {
-		mux.HandleFunc("/admin/block", s.block)
+		mux.HandleFunc("/admin/block", func(w http.ResponseWriter, r *http.Request) {
+			if auth.authorizeHTTP(w, r, accessWrite) {
+				s.block(w, r)
+			}
+		})
 	}
 	s.startWatch()
 	if cfg.AdminAPI.Enabled == nil || *cfg.AdminAPI.Enabled {
