@@ -191,22 +191,40 @@ func (c *Config) ClusterHash() uint64 {
 	return h.Sum64()
 }
 
-// SecurityConfig configures TLS between nodes and the admin API's tokens.
+// SecurityConfig configures TLS between nodes (and, with api.tls, on the
+// HTTP API and the client protocol) and the bearer tokens of the admin API
+// and the data plane.
 type SecurityConfig struct {
 	EnableTLS  bool   `yaml:"enable_tls"`
 	EnableMTLS bool   `yaml:"enable_mtls"`
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	CAFile     string `yaml:"ca_file"`
-	// Tokens are the admin API's bearer tokens and their roles (viewer,
-	// operator, admin). Write them as ${VAR} to keep them out of the file.
+	// Tokens are the bearer tokens and their roles: viewer, operator and
+	// admin for the admin API, reader and writer for the data plane (/kv,
+	// /status and the client protocol; an admin token is a writer there
+	// too, a viewer or operator token may read /status). Once a reader or
+	// writer token is listed, the data plane needs a token. Write them as
+	// ${VAR} to keep them out of the file.
 	Tokens []TokenConfig `yaml:"tokens"`
 }
 
-// TokenConfig is one admin API bearer token.
+// TokenConfig is one bearer token.
 type TokenConfig struct {
 	Token string `yaml:"token"`
-	Role  string `yaml:"role"` // viewer, operator or admin
+	Role  string `yaml:"role"` // viewer, operator, admin, reader or writer
+}
+
+// DataTokens reports whether a token with a data-plane role (reader or
+// writer) is configured: the HTTP API (/kv, /status) and the client
+// protocol then serve only requests that present a token.
+func (s SecurityConfig) DataTokens() bool {
+	for _, t := range s.Tokens {
+		if t.Role == "reader" || t.Role == "writer" {
+			return true
+		}
+	}
+	return false
 }
 
 // AdminAPIConfig configures the admin REST API (package admin), served on
@@ -239,6 +257,18 @@ type APIConfig struct {
 	// FaultSwitch serves POST /admin/block, which cuts this node off from
 	// its peers. For fault tests only; off by default.
 	FaultSwitch bool `yaml:"fault_switch"`
+	// AllowUnauthenticated serves the data plane (/kv, /status, the client
+	// protocol) without tokens on addresses other than loopback. Without
+	// it, a node with no reader or writer token (and no api.mtls) whose
+	// api.addr or api.client_addr is not loopback refuses to start.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
+	// TLS serves the HTTP API (admin API included) and the client protocol
+	// over TLS, with security.cert_file and security.key_file.
+	TLS bool `yaml:"tls"`
+	// MTLS (implies TLS) also requires every client of the HTTP API and
+	// the client protocol to present a certificate that security.ca_file
+	// verifies.
+	MTLS bool `yaml:"mtls"`
 }
 
 // LoadConfig reads a YAML file, expanding ${VAR} from the environment
@@ -466,11 +496,28 @@ func (c *Config) Validate() error {
 			return bad("security.ca_file", "required with TLS")
 		}
 	}
-	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
+	apiHost, _, err := net.SplitHostPort(c.API.Addr)
+	if err != nil {
 		return bad("api.addr", "%v", err)
 	}
-	if _, _, err := net.SplitHostPort(c.API.ClientAddr); err != nil {
+	clientHost, _, err := net.SplitHostPort(c.API.ClientAddr)
+	if err != nil {
 		return bad("api.client_addr", "%v", err)
+	}
+	if c.API.TLS || c.API.MTLS {
+		key := "api.tls"
+		if c.API.MTLS {
+			key = "api.mtls"
+		}
+		if s.CertFile == "" {
+			return bad("security.cert_file", "required with %s", key)
+		}
+		if s.KeyFile == "" {
+			return bad("security.key_file", "required with %s", key)
+		}
+		if c.API.MTLS && s.CAFile == "" {
+			return bad("security.ca_file", "required with api.mtls (it verifies the clients' certificates)")
+		}
 	}
 	switch c.API.FollowerWrites {
 	case "forward", "redirect":
@@ -480,16 +527,50 @@ func (c *Config) Validate() error {
 	if p := c.AdminAPI.PathPrefix; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/")) {
 		return bad("admin_api.path_prefix", "%q must start with / and not end with one", p)
 	}
+	seenTokens := map[string]int{}
 	for i, t := range c.Security.Tokens {
 		key := fmt.Sprintf("security.tokens[%d]", i)
-		switch {
+		switch j, dup := seenTokens[t.Token]; {
 		case strings.TrimSpace(t.Token) == "" || strings.TrimSpace(t.Token) != t.Token:
 			return bad(key+".token", "empty or surrounded by spaces")
-		case t.Role != "viewer" && t.Role != "operator" && t.Role != "admin":
-			return bad(key+".role", "%q is not viewer, operator or admin", t.Role)
+		case len(t.Token) > maxTokenLen:
+			return bad(key+".token", "longer than %d bytes", maxTokenLen)
+		case dup:
+			return bad(key+".token", "the same token as security.tokens[%d] (a token has one role)", j)
+		}
+		switch t.Role {
+		case "viewer", "operator", "admin", "reader", "writer":
+		default:
+			return bad(key+".role", "%q is not viewer, operator, admin (admin API), reader or writer (data plane)", t.Role)
+		}
+		seenTokens[t.Token] = i
+	}
+	if !c.API.AllowUnauthenticated && !c.API.MTLS && !c.Security.DataTokens() {
+		for _, a := range []struct{ key, host string }{{"api.addr", apiHost}, {"api.client_addr", clientHost}} {
+			if !loopbackHost(a.host) {
+				return bad(a.key, "%q is not a loopback address, and the data plane (/kv, /status, the client "+
+					"protocol) has no tokens: anyone who can reach it could read and write every key. "+
+					"Set security.tokens with role reader or writer, or api.mtls, or api.allow_unauthenticated: true "+
+					"to serve it to anyone", a.host)
+			}
 		}
 	}
 	return nil
+}
+
+// maxTokenLen is the longest token: what an Auth request of the client
+// protocol can carry (wire.MaxTokenLen).
+const maxTokenLen = 4096
+
+// loopbackHost reports whether a listening host is loopback only:
+// "localhost" or a loopback IP. "" (every interface) and other names are
+// not.
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Ticks converts the timing into core ticks: a tick is one heartbeat
