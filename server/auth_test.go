@@ -422,3 +422,27 @@ func TestAPITLS(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowerHealthOverAPITLS: with the HTTP API on mutual TLS and
+// tokens, a follower still asks the leader for its view of active
+// members (over TLS, with its own certificate and a viewer token).
+func TestFollowerHealthOverAPITLS(t *testing.T) {
+	pki := transporttest.NewPKI(t, "api-ca")
+	cert, key := pki.Issue("node")
+	sec := dataTokens + "  cert_file: " + cert + "\n  key_file: " + key + "\n  ca_file: " + pki.CAFile + "\n"
+	srvs, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 3, Storage: "memory", Transport: "tcp",
+		API: "  mtls: true\n", Extra: sec})
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for lead.Health(ctx).ActiveNodes != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader never saw every member active")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, s := range srvs {
+		if h := s.Health(ctx); h.ActiveFrom != "leader" || h.ActiveNodes != 3 {
+			t.Fatalf("health %+v: want 3 active, from the leader", h)
+		}
+	}
+}

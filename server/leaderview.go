@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -76,7 +79,11 @@ func (s *Server) askLeader(ctx context.Context, leader, term uint64) (admin.Clus
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if s.lview.client == nil {
-		s.lview.client = &http.Client{Timeout: leaderViewTimeout}
+		c, err := s.peerHTTPClient()
+		if err != nil {
+			return info, fmt.Errorf("ask the leader: %w", err)
+		}
+		s.lview.client = c
 	}
 	resp, err := s.lview.client.Do(req)
 	if err != nil {
@@ -93,6 +100,30 @@ func (s *Server) askLeader(ctx context.Context, leader, term uint64) (admin.Clus
 		return info, fmt.Errorf("ask the leader: node %d answered as %s in term %d", info.NodeID, info.Role, info.Term)
 	}
 	return info, nil
+}
+
+// peerHTTPClient returns a client for another member's HTTP API: over
+// TLS when the API is (api.tls, api.mtls), trusting security.ca_file (the
+// system's roots if none) and presenting this node's certificate, which a
+// member with api.mtls asks for.
+func (s *Server) peerHTTPClient() (*http.Client, error) {
+	c := &http.Client{Timeout: leaderViewTimeout}
+	if s.apiTLS == nil {
+		return c, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: s.apiTLS.Certificates}
+	if f := s.cfg.Security.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("security.ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("security.ca_file %s: no PEM certificate in it", f)
+		}
+	}
+	c.Transport = &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: leaderViewTimeout}
+	return c, nil
 }
 
 // viewerToken returns a configured admin token that may read /status, ""
