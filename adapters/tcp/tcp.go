@@ -73,7 +73,8 @@ type Transport struct {
 	// TLS: nil configurations mean plaintext.
 	tlsServer, tlsClient *tls.Config
 	mutual               bool            // mutual TLS: nodes are authenticated
-	tlsWarn              lograte.Limiter // failed inbound TLS handshakes
+	tlsWarn              lograte.Limiter // refused inbound connections
+	limits               *transport.ConnLimiter
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -149,6 +150,7 @@ func New(cfg transport.Config, opts ...Option) (*Transport, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		inbound: make(map[net.Conn]struct{}),
+		limits:  transport.NewConnLimiter(cfg.MaxInboundConns, cfg.MaxInboundConnsPerIP, cfg.MaxHandshakes),
 
 		tlsServer: tlsServer,
 		tlsClient: tlsClient,
