@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/forge-consensus/consensus/adapters/transport"
-	"github.com/forge-consensus/consensus/internal/lograte"
 	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/internal/lograte"
 )
 
 // Options are the gRPC-specific settings of a Transport.
