@@ -227,7 +227,7 @@ func (t *Transport) refused(msg string, args ...any) {
 func (t *Transport) dialOptions() []grpc.DialOption {
 	creds := insecure.NewCredentials()
 	if t.tls != nil {
-		creds = t.tls.client
+		creds = handshakeWatch{TransportCredentials: t.tls.client, t: t}
 	}
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
@@ -473,6 +473,7 @@ func (h handshakeWatch) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthI
 	conn, info, err := h.TransportCredentials.ServerHandshake(c)
 	if err != nil {
 		h.t.counters.Rejected.Add(1)
+		err = transport.ExplainTLSError(err)
 		h.t.refused("grpc transport: refused connection: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		return nil, nil, fmt.Errorf("grpc transport: server handshake with %s: %w", c.RemoteAddr(), err)
 	}
@@ -484,4 +485,14 @@ func (h handshakeWatch) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthI
 // Clone returns a copy watching the same transport.
 func (h handshakeWatch) Clone() credentials.TransportCredentials {
 	return handshakeWatch{TransportCredentials: h.TransportCredentials.Clone(), t: h.t}
+}
+
+// ClientHandshake runs the client side of the handshake and explains a
+// TLS failure (transport.ExplainTLSError).
+func (h handshakeWatch) ClientHandshake(ctx context.Context, authority string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, c)
+	if err != nil {
+		return nil, nil, transport.ExplainTLSError(err)
+	}
+	return conn, info, nil
 }

@@ -89,7 +89,7 @@ func (t *Transport) serve(c net.Conn, adm *transport.Admission) {
 			}
 			if !t.closed.Load() {
 				t.counters.Rejected.Add(1)
-				t.refused(remote, "connection refused: TLS handshake failed", err)
+				t.refused(remote, "connection refused: TLS handshake failed", transport.ExplainTLSError(err))
 			}
 			return
 		}

@@ -333,7 +333,7 @@ func (p *peer) dial(addr string) (c, raw net.Conn, err error) {
 	if t.tlsClient != nil {
 		if tc, err = p.tlsHandshake(ctx, raw, addr); err != nil {
 			_ = raw.Close()
-			return nil, nil, fmt.Errorf("tcp: TLS handshake with peer %d at %s: %w", p.id, addr, err)
+			return nil, nil, fmt.Errorf("tcp: TLS handshake with peer %d at %s: %w", p.id, addr, transport.ExplainTLSError(err))
 		}
 		c = tc
 	}
