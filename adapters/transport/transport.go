@@ -156,11 +156,14 @@ type Config struct {
 	// connection over a limit is closed at once and counted in
 	// Stats.Rejected. See ConnLimiter.
 	MaxInboundConns, MaxInboundConnsPerIP, MaxHandshakes int
-	// FrameTimeout bounds the arrival of a started inbound frame (or
-	// chunked message): from its first byte it must be complete within
-	// FrameTimeout plus FrameTimeoutPerMiB for every MiB it announces, or
-	// the connection is closed (0: DefaultFrameTimeout). The handshake is
-	// bounded by DialTimeout.
+	// FrameTimeout bounds the arrival of a started inbound frame (tcp) or
+	// chunked message (grpc): once its header has arrived, no byte of it
+	// for FrameTimeout, or the whole not there within FrameTimeout plus
+	// FrameTimeoutPerMiB for every MiB it announces, closes the
+	// connection (grpc: the stream) and counts in Stats.Rejected (0:
+	// DefaultFrameTimeout). Payload buffers grow with the bytes received,
+	// never to the size announced. The handshake is bounded by
+	// DialTimeout.
 	FrameTimeout time.Duration
 	// IdleTimeout closes an inbound connection on which nothing arrived
 	// for that long (0: DefaultIdleTimeout). Dialers close their own
