@@ -3,6 +3,7 @@ package tcp
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/transport"
 	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/internal/logtest"
 )
 
 // rawPeer dials tr as a stranger would and, if hello, completes the
@@ -166,4 +168,36 @@ func TestInboundConnectionCaps(t *testing.T) {
 		peer.Send(append([]core.Message(nil), heartbeat(3, 2, seq)))
 		return r.Count() > 0
 	}, "delivery from a real peer")
+}
+
+// TestIdleConnectionClosedByDialerFirst: a connection that carries nothing
+// is closed by its dialer after IdleTimeout/2, before the listener's
+// IdleTimeout would close it under a write; the next message redials and
+// nothing is lost.
+func TestIdleConnectionClosedByDialerFirst(t *testing.T) {
+	idle := func(c *transport.Config) { c.IdleTimeout = 400 * time.Millisecond }
+	logs := &logtest.Counter{}
+	var ra, rb recorder
+	a := start(t, 1, &ra, func(c *transport.Config) { idle(c); c.Logger = slog.New(logs) })
+	b := start(t, 2, &rb, idle)
+	a.SetPeer(2, b.Addr())
+	inbound := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.inbound)
+	}
+	for i := range uint64(3) {
+		a.Send([]core.Message{heartbeat(1, 2, i+1)})
+		waitFor(t, func() bool { return rb.Count() == int(i+1) }, "delivery")
+		waitFor(t, func() bool { return inbound() == 0 }, "the idle connection to close")
+	}
+	if st := a.Stats(); st.Dropped != 0 || st.Sent != 3 {
+		t.Fatalf("dialer Stats %+v: want 3 sent, none dropped", st)
+	}
+	if n := logs.Count(slog.LevelDebug, "idle connection closed"); n != 3 {
+		t.Errorf("the dialer closed %d idle connections, want 3 (the listener closed the others)", n)
+	}
+	if st := b.Stats(); st.Rejected != 0 {
+		t.Fatalf("listener Stats %+v: an idle close counted as a refusal", st)
+	}
 }
