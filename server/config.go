@@ -158,6 +158,15 @@ type TransportConfig struct {
 	ConnectionTimeout time.Duration `yaml:"connection_timeout"`
 	EnableCompression bool          `yaml:"enable_compression"`
 	CompressionLevel  int           `yaml:"compression_level"`
+	// Inbound limits of the peer transport (0: the defaults of package
+	// transport: 64 connections, 16 per remote IP, 16 in their handshake,
+	// a started frame stalled 10s or not done in 10s + 1s per MiB, 2m
+	// idle). See transport.Config.
+	MaxInboundConns      int           `yaml:"max_inbound_conns"`
+	MaxInboundConnsPerIP int           `yaml:"max_inbound_conns_per_ip"`
+	MaxHandshakes        int           `yaml:"max_handshakes"`
+	FrameTimeout         time.Duration `yaml:"frame_timeout"`
+	IdleTimeout          time.Duration `yaml:"idle_timeout"`
 }
 
 // StorageConfig chooses and tunes storage.
@@ -200,6 +209,11 @@ type SecurityConfig struct {
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	CAFile     string `yaml:"ca_file"`
+	// AllowInsecureTransport lets the peer transport listen on, or talk
+	// to, an address off loopback without mutual TLS: any process that
+	// reaches the port can then claim to be a member. Off by default (see
+	// CheckTransportSecurity).
+	AllowInsecureTransport bool `yaml:"allow_insecure_transport"`
 	// Tokens are the bearer tokens and their roles: viewer, operator and
 	// admin for the admin API, reader and writer for the data plane (/kv,
 	// /status and the client protocol; an admin token is a writer there
@@ -461,6 +475,18 @@ func (c *Config) Validate() error {
 	if c.Transport.EnableCompression && (c.Transport.CompressionLevel < -1 || c.Transport.CompressionLevel > 9) {
 		return bad("transport.compression_level", "%d is not in -1..9", c.Transport.CompressionLevel)
 	}
+	switch tr := c.Transport; {
+	case tr.MaxInboundConns < 0:
+		return bad("transport.max_inbound_conns", "%d is negative (0 is the default, 64)", tr.MaxInboundConns)
+	case tr.MaxInboundConnsPerIP < 0:
+		return bad("transport.max_inbound_conns_per_ip", "%d is negative (0 is the default, 16)", tr.MaxInboundConnsPerIP)
+	case tr.MaxHandshakes < 0:
+		return bad("transport.max_handshakes", "%d is negative (0 is the default, 16)", tr.MaxHandshakes)
+	case tr.FrameTimeout < 0:
+		return bad("transport.frame_timeout", "%v is negative (0 is the default, 10s)", tr.FrameTimeout)
+	case tr.IdleTimeout < 0:
+		return bad("transport.idle_timeout", "%v is negative (0 is the default, 2m)", tr.IdleTimeout)
+	}
 	switch c.Storage.Type {
 	case "pebble", "wal":
 		if c.Storage.Path == "" {
@@ -495,6 +521,9 @@ func (c *Config) Validate() error {
 		if s.CAFile == "" {
 			return bad("security.ca_file", "required with TLS")
 		}
+	}
+	if err := CheckTransportSecurity(c); err != nil {
+		return err
 	}
 	apiHost, _, err := net.SplitHostPort(c.API.Addr)
 	if err != nil {
@@ -583,4 +612,47 @@ func (c *Config) Ticks() (tick time.Duration, heartbeat, election int) {
 		election = 2
 	}
 	return tick, 1, election
+}
+
+// CheckTransportSecurity is the authentication rule of the peer transport
+// (tcp or grpc): without mutual TLS a listener takes a peer's claimed
+// node ID on trust, so a node must not listen on (bind_addr) or talk to
+// (peers[].address) an address off loopback without security.enable_mtls,
+// unless security.allow_insecure_transport says the network is trusted.
+// Loopback (127.0.0.0/8, ::1, "localhost") keeps working without TLS, as
+// local-cluster and tests run. The error names the keys.
+func CheckTransportSecurity(c *Config) error {
+	s := c.Security
+	if s.EnableMTLS || s.AllowInsecureTransport {
+		return nil
+	}
+	why := func(key, what string) error {
+		tls := "security.enable_mtls is off"
+		if s.EnableTLS {
+			tls = "security.enable_tls is on but security.enable_mtls is off (a peer's claimed node ID is not checked)"
+		}
+		return fmt.Errorf("%w: %s: %s is off loopback and %s: any process that reaches the peer port can claim to be a member; "+
+			"set security.enable_tls and security.enable_mtls (with security.cert_file, key_file and ca_file), "+
+			"or security.allow_insecure_transport: true on a trusted network", ErrInvalidConfig, key, what, tls)
+	}
+	if !isLoopbackHost(c.BindAddr) {
+		return why("bind_addr", fmt.Sprintf("the peer transport listens on %q, which", c.BindAddr))
+	}
+	for i, p := range c.Peers {
+		if !isLoopbackHost(p.Address) {
+			return why(fmt.Sprintf("peers[%d].address", i), fmt.Sprintf("peer %s at %q", p.ID, p.Address))
+		}
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether host (an IP address or a name, without a
+// port) is a loopback address or "localhost". Other names are not looked
+// up: they count as off loopback.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

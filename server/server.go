@@ -130,6 +130,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		DialTimeout:     cfg.Transport.ConnectionTimeout,
 		WriteTimeout:    cfg.Transport.Timeout,
 		Logger:          base,
+
+		MaxInboundConns:      cfg.Transport.MaxInboundConns,
+		MaxInboundConnsPerIP: cfg.Transport.MaxInboundConnsPerIP,
+		MaxHandshakes:        cfg.Transport.MaxHandshakes,
+		FrameTimeout:         cfg.Transport.FrameTimeout,
+		IdleTimeout:          cfg.Transport.IdleTimeout,
 	}
 	var tlsConf *transport.TLSConfig // nil: plaintext
 	if sec := cfg.Security; sec.EnableTLS || sec.EnableMTLS {
