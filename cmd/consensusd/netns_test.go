@@ -329,7 +329,7 @@ security:
 	return paths
 }
 
-// TestNetnsFaults runs three consensusd processes, each in its own network
+// TestNetnsFaults runs three consensusd processes (CONSENSUSD_NETNS_NODES sets another number), each in its own network
 // namespace joined to the others by veth pairs and a bridge, talking mutual
 // TLS, under concurrent clients in the root namespace, while it impairs the
 // links (loss, delay with jitter, duplication, reordering), partitions the
@@ -349,8 +349,15 @@ func TestNetnsFaults(t *testing.T) {
 		}
 		t.Skip(why)
 	}
+	nodes := 3
+	if n := os.Getenv("CONSENSUSD_NETNS_NODES"); n != "" {
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 3 || v > 9 {
+			t.Fatalf("CONSENSUSD_NETNS_NODES: want 3..9, got %q", n)
+		}
+		nodes = v
+	}
 	const (
-		nodes         = 3
 		keys          = 8
 		clients       = 4
 		opsPerClient  = 600
