@@ -513,10 +513,15 @@ func TestNetnsFaults(t *testing.T) {
 	// After each heal, a leader that every node follows within the
 	// liveness bound; the times are reported.
 	var toLeader []time.Duration
+	var slowest string
 	waitLeader := func(after string) {
 		healed := time.Now()
 		c.waitFor("a leader every node follows after healing "+after, netnsLiveness, agreed)
-		toLeader = append(toLeader, time.Since(healed))
+		d := time.Since(healed)
+		if len(toLeader) == 0 || d > slices.Max(toLeader) {
+			slowest = after
+		}
+		toLeader = append(toLeader, d)
 	}
 	// Two rounds over every kind in a seeded order: the first one fault
 	// at a time, the second each with a link impairment on another node,
@@ -591,10 +596,10 @@ func TestNetnsFaults(t *testing.T) {
 	}
 	t.Logf("netns summary: seed %d, %s over mTLS, %d nodes; operations %d: %d ok, %d failed (reads with no answer), "+
 		"%d unknown (writes with no answer); faults %d: %s; packets matched: dropped by loss %d, duplicated %d, "+
-		"delayed %d, reordered %d, dropped by partitions %d; a leader after each of %d heals within %v (median %v); verdict %v",
+		"delayed %d, reordered %d, dropped by partitions %d; a leader after each of %d heals within %v (after %s; median %v); verdict %v",
 		seed, transportType, nodes, len(h.Ops), answered, failedReads, openWrites, total,
 		strings.Join(kindsSeen, ", "), nw.hits["loss"], nw.hits["duplication"], nw.hits["delay"],
-		nw.hits["reordering"], nw.hits["partition"], len(toLeader), slices.Max(toLeader).Round(time.Millisecond),
+		nw.hits["reordering"], nw.hits["partition"], len(toLeader), slices.Max(toLeader).Round(time.Millisecond), slowest,
 		median(toLeader).Round(time.Millisecond), res.Verdict)
 	if res.Verdict != linearizability.Ok {
 		out := filepath.Join(os.TempDir(), "consensusd-netns.html")
