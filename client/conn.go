@@ -298,6 +298,10 @@ func (cn *conn) writeLoop() {
 		// first: one write then carries many of them.
 		for n, i := -1, 0; i < 4; i++ {
 			cn.mu.Lock()
+			if cn.err != nil { // fail has run: cn.out is nil
+				cn.mu.Unlock()
+				return
+			}
 			m := cn.out.Len()
 			cn.mu.Unlock()
 			if m == n {
