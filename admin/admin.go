@@ -103,16 +103,21 @@ type ClusterInfo struct {
 	NodeName string `json:"node_name,omitempty"`
 	Leader   uint64 `json:"leader_id"`
 	// LeaderName is the leader's name, "" when there is no leader.
-	LeaderName    string       `json:"leader_name,omitempty"`
-	LeaderAddress string       `json:"leader_address,omitempty"`
-	Term          uint64       `json:"term"`
-	Role          string       `json:"role"`
-	CommitIndex   uint64       `json:"commit_index"`
-	LastApplied   uint64       `json:"last_applied"`
-	TotalNodes    int          `json:"total_nodes"`
-	ActiveNodes   int          `json:"active_nodes"`
-	HasQuorum     bool         `json:"has_quorum"`
-	Nodes         []NodeStatus `json:"nodes"`
+	LeaderName    string `json:"leader_name,omitempty"`
+	LeaderAddress string `json:"leader_address,omitempty"`
+	Term          uint64 `json:"term"`
+	Role          string `json:"role"`
+	CommitIndex   uint64 `json:"commit_index"`
+	LastApplied   uint64 `json:"last_applied"`
+	TotalNodes    int    `json:"total_nodes"`
+	ActiveNodes   int    `json:"active_nodes"`
+	HasQuorum     bool   `json:"has_quorum"`
+	// ActiveFrom says whose view the active flags, match indexes and lags
+	// are: "leader" (the leader's own, or a follower's copy of it, asked
+	// at most once a second) or "self" (a follower that could not ask the
+	// leader: only itself and the leader are known to be active).
+	ActiveFrom string       `json:"active_from,omitempty"`
+	Nodes      []NodeStatus `json:"nodes"`
 	// Diverged lists the replicas whose state diverged from the
 	// majority's, as this node's cross-replica verification knows them.
 	Diverged []DivergedNode `json:"diverged,omitempty"`
@@ -157,14 +162,16 @@ type NodeStatus struct {
 // HealthStatus is the body of GET /health.
 type HealthStatus struct {
 	// Status is "healthy", "degraded" or "unhealthy".
-	Status      string  `json:"status"`
-	Healthy     bool    `json:"healthy"`
-	Leader      uint64  `json:"leader_id"`
-	LeaderName  string  `json:"leader_name,omitempty"`
-	HasQuorum   bool    `json:"has_quorum"`
-	ActiveNodes int     `json:"active_nodes"`
-	TotalNodes  int     `json:"total_nodes"`
-	Checks      []Check `json:"checks"`
+	Status      string `json:"status"`
+	Healthy     bool   `json:"healthy"`
+	Leader      uint64 `json:"leader_id"`
+	LeaderName  string `json:"leader_name,omitempty"`
+	HasQuorum   bool   `json:"has_quorum"`
+	ActiveNodes int    `json:"active_nodes"`
+	TotalNodes  int    `json:"total_nodes"`
+	// ActiveFrom is ClusterInfo.ActiveFrom: whose view ActiveNodes is.
+	ActiveFrom string  `json:"active_from,omitempty"`
+	Checks     []Check `json:"checks"`
 }
 
 // Check is one named health check and its result.

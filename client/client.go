@@ -29,11 +29,23 @@
 // most once. The session then returns to the free list: a session has at
 // most one write in flight. A write that gives up without knowing whether it
 // was applied returns an error matching ErrUnknownOutcome.
+//
+// # Authentication and TLS
+//
+// With Config.Token set, every connection starts with an Auth request (see
+// package wire) and is used only once the node accepted the token; a node
+// that needs no token accepts any, and a node older than Auth (which
+// answers it BadRequest) is used without. A wrong token fails calls with
+// ErrUnauthorized, a role that may not do a call (a reader's Put) with
+// ErrForbidden; neither is retried. A node with tokens answers a client
+// without one ErrRefused, saying a token is needed. With Config.TLS set,
+// connections are TLS (nodes with api.tls).
 package client
 
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -71,6 +83,12 @@ var (
 	// much is free. Reads still work; writes succeed again once the
 	// operator frees space.
 	ErrNoSpace = errors.New("client: no space left on device")
+	// ErrUnauthorized means the node needs a token and Config.Token is
+	// wrong (or missing); nothing was applied. Retrying will not help.
+	ErrUnauthorized = errors.New("client: unauthorized")
+	// ErrForbidden means Config.Token is valid but its role may not do
+	// this (a reader's Put); nothing was applied.
+	ErrForbidden = errors.New("client: forbidden")
 )
 
 // errTimeout is the cause of a request that ran out of RequestTimeout.
@@ -102,6 +120,15 @@ type Config struct {
 	// Logger receives connection failures and leader changes at debug
 	// level (optional).
 	Logger *slog.Logger
+	// Token, if set, is presented on every connection (an Auth request of
+	// package wire) to a node that needs one (security.tokens with role
+	// reader or writer); a node that needs none ignores it. It is never
+	// logged.
+	Token string
+	// TLS, if set, connects over TLS (api.tls on the nodes); set RootCAs
+	// to the nodes' CA, and Certificates for api.mtls. ServerName, if
+	// empty, is each address's host.
+	TLS *tls.Config
 }
 
 // Client is a connection to a cluster. See the package documentation.
@@ -134,6 +161,9 @@ type session struct {
 func New(cfg Config) (*Client, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, fmt.Errorf("client: %w: no addresses", ErrBadRequest)
+	}
+	if len(cfg.Token) > wire.MaxTokenLen {
+		return nil, fmt.Errorf("client: %w: token longer than %d bytes", ErrBadRequest, wire.MaxTokenLen)
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
@@ -277,7 +307,7 @@ func (c *Client) do(ctx context.Context, req *wire.Request) (answer, error) {
 		}
 		ep := c.leader.Load()
 		cn, err := ep.conn(ctx, deadline)
-		if errors.Is(err, ErrClosed) {
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrForbidden) {
 			return answer{}, err
 		}
 		if err != nil {
@@ -318,6 +348,10 @@ func (c *Client) do(ctx context.Context, req *wire.Request) (answer, error) {
 			return answer{}, fmt.Errorf("%w: %s", ErrBadRequest, cl.msg)
 		case wire.StatusNoSpace:
 			return answer{}, fmt.Errorf("%w: %s", ErrNoSpace, cl.msg)
+		case wire.StatusUnauthorized:
+			return answer{}, fmt.Errorf("%w: %s", ErrUnauthorized, cl.msg)
+		case wire.StatusForbidden:
+			return answer{}, fmt.Errorf("%w: %s", ErrForbidden, cl.msg)
 		case wire.StatusNotLeader:
 			last = fmt.Errorf("node at %s is not the leader", ep.addr)
 			hops++

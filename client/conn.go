@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -66,8 +67,14 @@ func (ep *endpoint) conn(ctx context.Context, deadline time.Time) (*conn, error)
 		ep.dialErr = fmt.Errorf("dial %s: %w", ep.addr, err)
 		return nil, ep.dialErr
 	}
+	nc, br, err := ep.open(ctx, nc, deadline)
+	if err != nil {
+		_ = nc.Close()
+		ep.dialErr = err
+		return nil, err
+	}
 	ep.dialErr = nil
-	cn := &conn{ep: ep, nc: nc, out: &wire.Batch{}, pending: make(map[uint64]*call),
+	cn := &conn{ep: ep, nc: nc, br: br, out: &wire.Batch{}, pending: make(map[uint64]*call),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed { // Close ran during the dial
@@ -83,6 +90,58 @@ func (ep *endpoint) conn(ctx context.Context, deadline time.Time) (*conn, error)
 	ep.cur.Store(cn)
 	c.log.Debug("client: connected", "addr", ep.addr)
 	return cn, nil
+}
+
+// open sets up a new connection before requests go over it: the TLS
+// handshake (Config.TLS) and authentication (Config.Token), by the
+// deadline. It returns the connection to use and its reader.
+func (ep *endpoint) open(ctx context.Context, nc net.Conn, deadline time.Time) (net.Conn, *bufio.Reader, error) {
+	cfg := ep.c.cfg
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName, _, _ = net.SplitHostPort(ep.addr)
+		}
+		t := tls.Client(nc, tc)
+		if err := t.HandshakeContext(ctx); err != nil {
+			return nc, nil, fmt.Errorf("dial %s: TLS handshake: %w", ep.addr, err)
+		}
+		nc = t
+	}
+	br := bufio.NewReaderSize(nc, readBuffer)
+	if cfg.Token == "" {
+		return nc, br, nil
+	}
+	_ = nc.SetDeadline(deadline)
+	defer func() { _ = nc.SetDeadline(time.Time{}) }()
+	auth := wire.Request{Op: wire.OpAuth, Value: []byte(cfg.Token)}
+	if _, err := nc.Write(wire.AppendFrame(nil, wire.AppendRequest(nil, &auth))); err != nil {
+		return nc, nil, fmt.Errorf("authenticate to %s: %w", ep.addr, err)
+	}
+	p, err := wire.ReadFrame(br, nil)
+	if err != nil {
+		return nc, nil, fmt.Errorf("authenticate to %s: %w", ep.addr, err)
+	}
+	r, rest, err := wire.DecodeResponse(p)
+	if err == nil && (len(rest) > 0 || r.ID != 0) {
+		err = errors.New("unexpected response")
+	}
+	if err != nil {
+		return nc, nil, fmt.Errorf("authenticate to %s: %w", ep.addr, err)
+	}
+	switch r.Status {
+	case wire.StatusOK:
+		return nc, br, nil
+	case wire.StatusBadRequest:
+		// A node older than Auth: it needs no token.
+		ep.c.log.Debug("client: the node does not know Auth requests; going on without", "addr", ep.addr)
+		return nc, br, nil
+	case wire.StatusUnauthorized:
+		return nc, nil, fmt.Errorf("authenticate to %s: %w: %s", ep.addr, ErrUnauthorized, r.Value)
+	case wire.StatusForbidden:
+		return nc, nil, fmt.Errorf("authenticate to %s: %w: %s", ep.addr, ErrForbidden, r.Value)
+	}
+	return nc, nil, fmt.Errorf("authenticate to %s: %s: %s", ep.addr, r.Status, r.Value)
 }
 
 // call is one caller's request in flight. Calls are pooled; ch is empty
@@ -106,6 +165,7 @@ type call struct {
 type conn struct {
 	ep     *endpoint
 	nc     net.Conn
+	br     *bufio.Reader // reads nc
 	broken atomic.Bool
 	once   sync.Once
 	done   chan struct{} // closed when the connection fails
@@ -238,6 +298,10 @@ func (cn *conn) writeLoop() {
 		// first: one write then carries many of them.
 		for n, i := -1, 0; i < 4; i++ {
 			cn.mu.Lock()
+			if cn.err != nil { // fail has run: cn.out is nil
+				cn.mu.Unlock()
+				return
+			}
 			m := cn.out.Len()
 			cn.mu.Unlock()
 			if m == n {
@@ -272,7 +336,7 @@ func (cn *conn) writeLoop() {
 
 func (cn *conn) readLoop() {
 	defer cn.ep.c.wg.Done()
-	br := bufio.NewReaderSize(cn.nc, readBuffer)
+	br := cn.br
 	var buf []byte
 	var resps []wire.Response
 	var calls []*call

@@ -136,7 +136,7 @@ func TestAdminAPIOnTheAppRouter(t *testing.T) {
 		{target, fmt.Sprintf(`forge_consensus_is_leader{node_id="%d"} 1`, target)},
 		{target, fmt.Sprintf(`forge_consensus_operations_total{node_id="%d",op="apply"} 1`, target)},
 		{l + 1, fmt.Sprintf(`forge_consensus_operations_total{node_id="%d",op="transfer_leadership"} 1`, l+1)},
-		{l + 1, fmt.Sprintf(`forge_consensus_operations_failed{node_id="%d",op="remove_node"} 2`, l+1)},
+		{l + 1, fmt.Sprintf(`forge_consensus_operations_failed_total{node_id="%d",op="remove_node"} 2`, l+1)},
 	} {
 		code, body, _ := call(t, http0[c.node-1], "GET", "/consensus/metrics", "viewer-token", "")
 		if code != http.StatusOK || !strings.Contains(body, c.want) {

@@ -295,6 +295,9 @@ func overlay(c, o *Config) {
 	setString(&a.FollowerWrites, oa.FollowerWrites)
 	setDur(&a.RequestTimeout, oa.RequestTimeout)
 	a.FaultSwitch = a.FaultSwitch || oa.FaultSwitch
+	a.AllowUnauthenticated = a.AllowUnauthenticated || oa.AllowUnauthenticated
+	a.TLS = a.TLS || oa.TLS
+	a.MTLS = a.MTLS || oa.MTLS
 }
 
 func setString(dst *string, v string) {

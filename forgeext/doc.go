@@ -10,6 +10,7 @@
 //		consensus.WithNodeID("node-1"),
 //		consensus.WithClusterID("my-cluster"),
 //		consensus.WithBindAddress("0.0.0.0", 7000),
+//		consensus.WithMTLS("node-1.pem", "node-1-key.pem", "ca.pem"), // required off loopback
 //		consensus.WithPeers([]consensus.PeerConfig{
 //			{ID: "node-1", Address: "10.0.1.11", Port: 7000},
 //			{ID: "node-2", Address: "10.0.1.12", Port: 7000},

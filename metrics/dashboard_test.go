@@ -185,7 +185,7 @@ func TestUnknownMetrics(t *testing.T) {
 		`rate(forge_consensus_operation_duration_seconds_bucket[5m])`:           nil,
 		`rate(forge_consensus_snapshot_duration_seconds_count[5m])`:             nil,
 		`rate(forge_consensus_ops_total[5m]) / forge_consensus_commit_index`:    {"forge_consensus_ops_total"},
-		`forge_consensus_term_bucket + forge_consensus_operations_failed_total`: {"forge_consensus_term_bucket", "forge_consensus_operations_failed_total"},
+		`forge_consensus_term_bucket + forge_consensus_operations_failed_count`: {"forge_consensus_term_bucket", "forge_consensus_operations_failed_count"},
 	} {
 		if got := unknownMetrics(expr, registered); !slices.Equal(got, want) {
 			t.Errorf("unknownMetrics(%q) = %v, want %v", expr, got, want)

@@ -42,11 +42,11 @@
 // Client operations, from ObserveOperation:
 //
 //	forge_consensus_operations_total{op}              counter    operations completed, failed or not
-//	forge_consensus_operations_failed{op}             counter    operations completed with an error
+//	forge_consensus_operations_failed_total{op}             counter    operations completed with an error
 //	forge_consensus_operation_duration_seconds{op}    histogram  operation latency; buckets 100µs to 10s
-//	forge_consensus_operations_per_sec                gauge      operations completed per second, last 10s
+//	forge_consensus_operations_per_second                gauge      operations completed per second, last 10s
 //
-// forge_consensus_operations_per_sec is computed by the node itself, at
+// forge_consensus_operations_per_second is computed by the node itself, at
 // scrape time, from a ring of ten per-second buckets: the operations
 // observed in the current second and the nine before it, divided by 10. It
 // therefore reads low during the first 10 seconds after start and drops to 0

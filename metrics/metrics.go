@@ -20,7 +20,7 @@ const (
 	subsystem = "consensus"
 
 	// rateWindowSeconds is the length of the sliding window behind
-	// forge_consensus_operations_per_sec, in whole seconds.
+	// forge_consensus_operations_per_second, in whole seconds.
 	rateWindowSeconds = 10
 )
 
@@ -107,7 +107,7 @@ type PeerState struct {
 // Options tunes New. The zero value is ready to use.
 type Options struct {
 	// Now returns the current time. It drives
-	// forge_consensus_operations_per_sec. nil means time.Now.
+	// forge_consensus_operations_per_second. nil means time.Now.
 	Now func() time.Time
 	// Logger receives errors that the HTTP handler hits while serving a
 	// scrape. nil means slog.Default().
@@ -209,7 +209,7 @@ func (m *Metrics) Handler() http.Handler {
 // "apply", "read", "add_node"; an empty op is recorded as "unknown"), how
 // long it took, and whether it failed (err != nil). Every call counts
 // towards forge_consensus_operations_total and
-// forge_consensus_operations_per_sec, failed or not. Each distinct op
+// forge_consensus_operations_per_second, failed or not. Each distinct op
 // creates new series, so op should come from a small fixed set.
 func (m *Metrics) ObserveOperation(op string, d time.Duration, err error) {
 	if op == "" {
@@ -305,7 +305,7 @@ func newCollector(src Source, nodeID string, now func() time.Time) *collector {
 			ConstLabels: constLabels,
 		}, []string{"op"}),
 		opsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: subsystem, Name: "operations_failed",
+			Namespace: namespace, Subsystem: subsystem, Name: "operations_failed_total",
 			Help:        "Client operations that completed with an error, by operation.",
 			ConstLabels: constLabels,
 		}, []string{"op"}),
@@ -352,7 +352,7 @@ func newCollector(src Source, nodeID string, now func() time.Time) *collector {
 		lastApplied:     desc("last_applied", "Highest log index applied to the state machine."),
 		logSize:         desc("log_size", "Size in bytes of the entries in the stored log not yet compacted into a snapshot, at their encoded size (data, and term, index, type and data length)."),
 		logEntries:      desc("log_entries", "Log entries since the last snapshot."),
-		opsPerSec:       desc("operations_per_sec", fmt.Sprintf("Client operations completed per second over the last %d seconds.", rateWindowSeconds)),
+		opsPerSec:       desc("operations_per_second", fmt.Sprintf("Client operations completed per second over the last %d seconds.", rateWindowSeconds)),
 		peerLag:         desc("peer_replication_lag", "Commit index minus the peer's match index, floored at 0. Exported only by the leader.", "peer"),
 		peerActive:      desc("peer_active", "1 if the peer was recently active, else 0. Exported only by the leader.", "peer"),
 		transportErrors: desc("transport_errors_total", "Transport errors, by kind.", "kind"),

@@ -83,8 +83,8 @@ var expectedTypes = map[string]dto.MetricType{
 	"forge_consensus_has_quorum":                       dto.MetricType_GAUGE,
 	"forge_consensus_term":                             dto.MetricType_GAUGE,
 	"forge_consensus_operations_total":                 dto.MetricType_COUNTER,
-	"forge_consensus_operations_failed":                dto.MetricType_COUNTER,
-	"forge_consensus_operations_per_sec":               dto.MetricType_GAUGE,
+	"forge_consensus_operations_failed_total":                dto.MetricType_COUNTER,
+	"forge_consensus_operations_per_second":               dto.MetricType_GAUGE,
 	"forge_consensus_operation_duration_seconds":       dto.MetricType_HISTOGRAM,
 	"forge_consensus_leader_elections_total":           dto.MetricType_COUNTER,
 	"forge_consensus_leader_election_duration_seconds": dto.MetricType_HISTOGRAM,
@@ -368,11 +368,11 @@ func TestOperationCountersAndHistogram(t *testing.T) {
 		}
 	}
 	for o, want := range map[string]float64{"apply": 1, "add_node": 1} {
-		if got := valueOf(t, mfs, "forge_consensus_operations_failed", op(o)); got != want {
+		if got := valueOf(t, mfs, "forge_consensus_operations_failed_total", op(o)); got != want {
 			t.Errorf("operations_failed{op=%q} = %v, want %v", o, got, want)
 		}
 	}
-	if find(mfs, "forge_consensus_operations_failed", op("read")) != nil {
+	if find(mfs, "forge_consensus_operations_failed_total", op("read")) != nil {
 		t.Error("operations_failed{op=read} exported without any failure")
 	}
 
@@ -438,7 +438,7 @@ func TestOperationsPerSecond(t *testing.T) {
 	m, _, clk := newTestMetrics(t, leaderState())
 	rate := func() float64 {
 		t.Helper()
-		return valueOf(t, scrape(t, m), "forge_consensus_operations_per_sec", nil)
+		return valueOf(t, scrape(t, m), "forge_consensus_operations_per_second", nil)
 	}
 	if got := rate(); got != 0 {
 		t.Fatalf("initial rate = %v, want 0", got)
@@ -603,7 +603,7 @@ func TestConcurrentRecordersAndScrapes(t *testing.T) {
 	for _, s := range mfs["forge_consensus_operations_total"].GetMetric() {
 		total += value(s)
 	}
-	for _, s := range mfs["forge_consensus_operations_failed"].GetMetric() {
+	for _, s := range mfs["forge_consensus_operations_failed_total"].GetMetric() {
 		failed += value(s)
 	}
 	if total != workers*perWorker {

@@ -68,8 +68,9 @@ func membership(cs core.ConfState) (voters, learners []uint64) {
 func (s *Server) NodeName(id uint64) string { return s.dir.name(id) }
 
 // Info returns the cluster as this node sees it. On the leader, a node is
-// active if it was heard from within the last election timeout; elsewhere
-// only this node and the leader it follows are known to be.
+// active if it was heard from within the last election timeout. A follower
+// reports the leader's view of that (see adoptLeaderView), or, when it
+// cannot ask the leader, knows only itself and the leader to be active.
 func (s *Server) Info(ctx context.Context) (info admin.ClusterInfo) {
 	self := s.cfg.NodeID.ID()
 	info = admin.ClusterInfo{ID: s.cfg.ClusterID, NodeID: self, NodeName: string(s.cfg.NodeID)}
@@ -126,10 +127,15 @@ func (s *Server) Info(ctx context.Context) (info admin.ClusterInfo) {
 	info.RemovedNodes = s.dir.removedIDs()
 	info.Role = roleName(st.Role, slices.Contains(learners, self))
 	info.Diverged = divergedNodes(s.run.Alarms())
-	if st.Role == core.Leader {
+	switch {
+	case st.Role == core.Leader:
 		info.HasQuorum = activeVoters > len(voters)/2
-	} else {
-		info.HasQuorum = st.Lead != 0
+		info.ActiveFrom = "leader"
+	case st.Lead != 0 && st.Lead != self:
+		info.HasQuorum = true
+		s.adoptLeaderView(ctx, &info)
+	default:
+		info.ActiveFrom = "self"
 	}
 	return info
 }
@@ -183,12 +189,12 @@ func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	space := s.spaceCheck()
 	checks = append(checks, space)
 	h := admin.HealthStatus{Leader: info.Leader, LeaderName: info.LeaderName, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
-		TotalNodes: info.TotalNodes, Checks: checks,
+		TotalNodes: info.TotalNodes, ActiveFrom: info.ActiveFrom, Checks: checks,
 		Healthy: running && info.Leader != 0 && info.HasQuorum && space.Healthy && len(alarms) == 0}
 	switch {
 	case !h.Healthy:
 		h.Status = "unhealthy"
-	case info.ActiveNodes < info.TotalNodes && info.Role == "leader":
+	case info.ActiveNodes < info.TotalNodes && info.ActiveFrom == "leader":
 		h.Status = "degraded"
 	default:
 		h.Status = "healthy"

@@ -218,6 +218,53 @@ func TestHealthFollowsQuorum(t *testing.T) {
 	}
 }
 
+// TestFollowerHealthAgreesWithLeader: every node's health and status
+// report the leader's view of which members are active. Before, a
+// follower reported 2 of 3 nodes active (itself and the leader) while the
+// leader reported 3 of 3, and only the leader ever said "degraded".
+func TestFollowerHealthAgreesWithLeader(t *testing.T) {
+	srvs, lead := servertest.StartClusterWith(t, 3, "memory", "grpc", "")
+	ctx := context.Background()
+	eventually(t, "the leader sees every member active", func() bool { return lead.Health(ctx).ActiveNodes == 3 })
+	for _, s := range srvs {
+		h, info := s.Health(ctx), s.Info(ctx)
+		if h.ActiveNodes != 3 || h.TotalNodes != 3 || h.Status != "healthy" || h.ActiveFrom != "leader" {
+			t.Fatalf("node %d health %+v, want 3 of 3 active, healthy, from the leader", info.NodeID, h)
+		}
+		if info.ActiveNodes != 3 || info.ActiveFrom != "leader" {
+			t.Fatalf("node %d status: %d of %d active (from %q), want 3 of 3 from the leader", info.NodeID,
+				info.ActiveNodes, info.TotalNodes, info.ActiveFrom)
+		}
+		for _, n := range info.Nodes {
+			if !n.Active {
+				t.Fatalf("node %d status says member %d is not active", info.NodeID, n.ID)
+			}
+		}
+	}
+	// Stop one follower: the leader says degraded, 2 of 3, and so does the
+	// other follower.
+	var down, other *server.Server
+	for _, s := range srvs {
+		switch {
+		case s == lead:
+		case down == nil:
+			down = s
+		default:
+			other = s
+		}
+	}
+	down.Close()
+	eventually(t, "the leader reports the member down", func() bool { return lead.Health(ctx).ActiveNodes == 2 })
+	want := lead.Health(ctx)
+	if want.Status != "degraded" {
+		t.Fatalf("leader health with a member down: %+v", want)
+	}
+	eventually(t, "the other follower reports what the leader does", func() bool {
+		h := other.Health(ctx)
+		return h.Status == want.Status && h.ActiveNodes == want.ActiveNodes && h.TotalNodes == want.TotalNodes
+	})
+}
+
 func setCmd(key, value string) []byte {
 	return kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: key, Value: []byte(value)})
 }

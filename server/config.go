@@ -176,6 +176,15 @@ type TransportConfig struct {
 	ConnectionTimeout time.Duration `yaml:"connection_timeout"`
 	EnableCompression bool          `yaml:"enable_compression"`
 	CompressionLevel  int           `yaml:"compression_level"`
+	// Inbound limits of the peer transport (0: the defaults of package
+	// transport: 64 connections, 16 per remote IP, 16 in their handshake,
+	// a started frame stalled 10s or not done in 10s + 1s per MiB, 2m
+	// idle). See transport.Config.
+	MaxInboundConns      int           `yaml:"max_inbound_conns"`
+	MaxInboundConnsPerIP int           `yaml:"max_inbound_conns_per_ip"`
+	MaxHandshakes        int           `yaml:"max_handshakes"`
+	FrameTimeout         time.Duration `yaml:"frame_timeout"`
+	IdleTimeout          time.Duration `yaml:"idle_timeout"`
 }
 
 // StorageConfig chooses and tunes storage.
@@ -209,22 +218,45 @@ func (c *Config) ClusterHash() uint64 {
 	return h.Sum64()
 }
 
-// SecurityConfig configures TLS between nodes and the admin API's tokens.
+// SecurityConfig configures TLS between nodes (and, with api.tls, on the
+// HTTP API and the client protocol) and the bearer tokens of the admin API
+// and the data plane.
 type SecurityConfig struct {
 	EnableTLS  bool   `yaml:"enable_tls"`
 	EnableMTLS bool   `yaml:"enable_mtls"`
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	CAFile     string `yaml:"ca_file"`
-	// Tokens are the admin API's bearer tokens and their roles (viewer,
-	// operator, admin). Write them as ${VAR} to keep them out of the file.
+	// AllowInsecureTransport lets the peer transport listen on, or talk
+	// to, an address off loopback without mutual TLS: any process that
+	// reaches the port can then claim to be a member. Off by default (see
+	// CheckTransportSecurity).
+	AllowInsecureTransport bool `yaml:"allow_insecure_transport"`
+	// Tokens are the bearer tokens and their roles: viewer, operator and
+	// admin for the admin API, reader and writer for the data plane (/kv,
+	// /status and the client protocol; an admin token is a writer there
+	// too, a viewer or operator token may read /status). Once a reader or
+	// writer token is listed, the data plane needs a token. Write them as
+	// ${VAR} to keep them out of the file.
 	Tokens []TokenConfig `yaml:"tokens"`
 }
 
-// TokenConfig is one admin API bearer token.
+// TokenConfig is one bearer token.
 type TokenConfig struct {
 	Token string `yaml:"token"`
-	Role  string `yaml:"role"` // viewer, operator or admin
+	Role  string `yaml:"role"` // viewer, operator, admin, reader or writer
+}
+
+// DataTokens reports whether a token with a data-plane role (reader or
+// writer) is configured: the HTTP API (/kv, /status) and the client
+// protocol then serve only requests that present a token.
+func (s SecurityConfig) DataTokens() bool {
+	for _, t := range s.Tokens {
+		if t.Role == "reader" || t.Role == "writer" {
+			return true
+		}
+	}
+	return false
 }
 
 // AdminAPIConfig configures the admin REST API (package admin), served on
@@ -257,6 +289,18 @@ type APIConfig struct {
 	// FaultSwitch serves POST /admin/block, which cuts this node off from
 	// its peers. For fault tests only; off by default.
 	FaultSwitch bool `yaml:"fault_switch"`
+	// AllowUnauthenticated serves the data plane (/kv, /status, the client
+	// protocol) without tokens on addresses other than loopback. Without
+	// it, a node with no reader or writer token (and no api.mtls) whose
+	// api.addr or api.client_addr is not loopback refuses to start.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
+	// TLS serves the HTTP API (admin API included) and the client protocol
+	// over TLS, with security.cert_file and security.key_file.
+	TLS bool `yaml:"tls"`
+	// MTLS (implies TLS) also requires every client of the HTTP API and
+	// the client protocol to present a certificate that security.ca_file
+	// verifies.
+	MTLS bool `yaml:"mtls"`
 }
 
 // LoadConfig reads a YAML file, expanding ${VAR} from the environment
@@ -485,6 +529,18 @@ func (c *Config) Validate() error {
 	if c.Transport.EnableCompression && (c.Transport.CompressionLevel < -1 || c.Transport.CompressionLevel > 9) {
 		return bad("transport.compression_level", "%d is not in -1..9", c.Transport.CompressionLevel)
 	}
+	switch tr := c.Transport; {
+	case tr.MaxInboundConns < 0:
+		return bad("transport.max_inbound_conns", "%d is negative (0 is the default, 64)", tr.MaxInboundConns)
+	case tr.MaxInboundConnsPerIP < 0:
+		return bad("transport.max_inbound_conns_per_ip", "%d is negative (0 is the default, 16)", tr.MaxInboundConnsPerIP)
+	case tr.MaxHandshakes < 0:
+		return bad("transport.max_handshakes", "%d is negative (0 is the default, 16)", tr.MaxHandshakes)
+	case tr.FrameTimeout < 0:
+		return bad("transport.frame_timeout", "%v is negative (0 is the default, 10s)", tr.FrameTimeout)
+	case tr.IdleTimeout < 0:
+		return bad("transport.idle_timeout", "%v is negative (0 is the default, 2m)", tr.IdleTimeout)
+	}
 	switch c.Storage.Type {
 	case "pebble", "wal":
 		if c.Storage.Path == "" {
@@ -520,11 +576,31 @@ func (c *Config) Validate() error {
 			return bad("security.ca_file", "required with TLS")
 		}
 	}
-	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
+	if err := CheckTransportSecurity(c); err != nil {
+		return err
+	}
+	apiHost, _, err := net.SplitHostPort(c.API.Addr)
+	if err != nil {
 		return bad("api.addr", "%v", err)
 	}
-	if _, _, err := net.SplitHostPort(c.API.ClientAddr); err != nil {
+	clientHost, _, err := net.SplitHostPort(c.API.ClientAddr)
+	if err != nil {
 		return bad("api.client_addr", "%v", err)
+	}
+	if c.API.TLS || c.API.MTLS {
+		key := "api.tls"
+		if c.API.MTLS {
+			key = "api.mtls"
+		}
+		if s.CertFile == "" {
+			return bad("security.cert_file", "required with %s", key)
+		}
+		if s.KeyFile == "" {
+			return bad("security.key_file", "required with %s", key)
+		}
+		if c.API.MTLS && s.CAFile == "" {
+			return bad("security.ca_file", "required with api.mtls (it verifies the clients' certificates)")
+		}
 	}
 	switch c.API.FollowerWrites {
 	case "forward", "redirect":
@@ -534,16 +610,50 @@ func (c *Config) Validate() error {
 	if p := c.AdminAPI.PathPrefix; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/")) {
 		return bad("admin_api.path_prefix", "%q must start with / and not end with one", p)
 	}
+	seenTokens := map[string]int{}
 	for i, t := range c.Security.Tokens {
 		key := fmt.Sprintf("security.tokens[%d]", i)
-		switch {
+		switch j, dup := seenTokens[t.Token]; {
 		case strings.TrimSpace(t.Token) == "" || strings.TrimSpace(t.Token) != t.Token:
 			return bad(key+".token", "empty or surrounded by spaces")
-		case t.Role != "viewer" && t.Role != "operator" && t.Role != "admin":
-			return bad(key+".role", "%q is not viewer, operator or admin", t.Role)
+		case len(t.Token) > maxTokenLen:
+			return bad(key+".token", "longer than %d bytes", maxTokenLen)
+		case dup:
+			return bad(key+".token", "the same token as security.tokens[%d] (a token has one role)", j)
+		}
+		switch t.Role {
+		case "viewer", "operator", "admin", "reader", "writer":
+		default:
+			return bad(key+".role", "%q is not viewer, operator, admin (admin API), reader or writer (data plane)", t.Role)
+		}
+		seenTokens[t.Token] = i
+	}
+	if !c.API.AllowUnauthenticated && !c.API.MTLS && !c.Security.DataTokens() {
+		for _, a := range []struct{ key, host string }{{"api.addr", apiHost}, {"api.client_addr", clientHost}} {
+			if !loopbackHost(a.host) {
+				return bad(a.key, "%q is not a loopback address, and the data plane (/kv, /status, the client "+
+					"protocol) has no tokens: anyone who can reach it could read and write every key. "+
+					"Set security.tokens with role reader or writer, or api.mtls, or api.allow_unauthenticated: true "+
+					"to serve it to anyone", a.host)
+			}
 		}
 	}
 	return nil
+}
+
+// maxTokenLen is the longest token: what an Auth request of the client
+// protocol can carry (wire.MaxTokenLen).
+const maxTokenLen = 4096
+
+// loopbackHost reports whether a listening host is loopback only:
+// "localhost" or a loopback IP. "" (every interface) and other names are
+// not.
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Ticks converts the timing into core ticks: a tick is one heartbeat
@@ -556,4 +666,47 @@ func (c *Config) Ticks() (tick time.Duration, heartbeat, election int) {
 		election = 2
 	}
 	return tick, 1, election
+}
+
+// CheckTransportSecurity is the authentication rule of the peer transport
+// (tcp or grpc): without mutual TLS a listener takes a peer's claimed
+// node ID on trust, so a node must not listen on (bind_addr) or talk to
+// (peers[].address) an address off loopback without security.enable_mtls,
+// unless security.allow_insecure_transport says the network is trusted.
+// Loopback (127.0.0.0/8, ::1, "localhost") keeps working without TLS, as
+// local-cluster and tests run. The error names the keys.
+func CheckTransportSecurity(c *Config) error {
+	s := c.Security
+	if s.EnableMTLS || s.AllowInsecureTransport {
+		return nil
+	}
+	why := func(key, what string) error {
+		tls := "security.enable_mtls is off"
+		if s.EnableTLS {
+			tls = "security.enable_tls is on but security.enable_mtls is off (a peer's claimed node ID is not checked)"
+		}
+		return fmt.Errorf("%w: %s: %s is off loopback and %s: any process that reaches the peer port can claim to be a member; "+
+			"set security.enable_tls and security.enable_mtls (with security.cert_file, key_file and ca_file), "+
+			"or security.allow_insecure_transport: true on a trusted network", ErrInvalidConfig, key, what, tls)
+	}
+	if !isLoopbackHost(c.BindAddr) {
+		return why("bind_addr", fmt.Sprintf("the peer transport listens on %q, which", c.BindAddr))
+	}
+	for i, p := range c.Peers {
+		if !isLoopbackHost(p.Address) {
+			return why(fmt.Sprintf("peers[%d].address", i), fmt.Sprintf("peer %s at %q", p.ID, p.Address))
+		}
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether host (an IP address or a name, without a
+// port) is a loopback address or "localhost". Other names are not looked
+// up: they count as off loopback.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/forge-consensus/consensus/core"
@@ -44,6 +45,12 @@ type Node interface {
 // write did not happen; reads still work). A node whose state diverged from
 // the cluster's (cross-replica verification) answers every read and write
 // with 503 and the reason, until it is repaired.
+//
+// With reader or writer tokens configured (security.tokens), every request
+// needs "Authorization: Bearer <token>": 401 without one or with a wrong
+// one, 403 when the token's role may not do it (GET /status: any token;
+// GET /kv: reader, writer or admin; PUT and DELETE: writer or admin), 429
+// once an address has sent too many wrong tokens.
 type API struct {
 	Node           Node
 	LeaderAPI      func(id uint64) string // base URL of a node's API ("" if unknown)
@@ -54,6 +61,20 @@ type API struct {
 	Observe func(op string, d time.Duration, err error)
 	// Alarms, if set, returns the node's divergence alarms for /status.
 	Alarms func() []node.Alarm
+	// auth, if set, authenticates every request (see above).
+	auth *dataAuth
+}
+
+// need is the access a request needs: GET /kv reads, PUT and DELETE /kv
+// write, anything else (/status, unknown paths) needs a valid token.
+func need(r *http.Request) access {
+	if strings.HasPrefix(r.URL.Path, "/kv/") {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			return accessRead
+		}
+		return accessWrite
+	}
+	return accessStatus
 }
 
 // divergedJSON describes divergence alarms for /status.
@@ -78,6 +99,9 @@ func (a *API) observe(op string, start time.Time, err error) {
 
 // ServeHTTP routes a request.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.auth != nil && !a.auth.authorizeHTTP(w, r, need(r)) {
+		return
+	}
 	st := a.Node.Status()
 	w.Header().Set("X-Consensus-Leader", strconv.FormatUint(st.Lead, 10))
 	w.Header().Set("X-Consensus-Term", strconv.FormatUint(st.Term, 10))

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,20 +30,28 @@ import (
 // Server is one running node: storage, transport, runner, HTTP API and
 // binary client protocol (package wire).
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	run  *runner.Runner
-	tr   transport.Transport
-	st   interface{ Close() error }
-	http *http.Server
-	ln   net.Listener
-	wire *wireServer
-	dir  *directory
+	cfg Config
+	// lview caches the leader's view of active members (a follower's /status).
+	lview leaderView
+	log   *slog.Logger
+	run   *runner.Runner
+	tr    transport.Transport
+	st    interface{ Close() error }
+	http  *http.Server
+	ln    net.Listener
+	wire  *wireServer
+	dir   *directory
 	// space refuses writes while storage is short of space (nil for
 	// memory storage).
 	space *spaceGuard
 	// logSize is the node's storage, counting the log's size.
 	logSize *sizedStorage
+	// authLimit counts failed authentications per remote address, on the
+	// HTTP API, the admin API and the client protocol.
+	authLimit *authLimiter
+	// apiTLS serves the HTTP API and the client protocol over TLS (nil:
+	// plaintext).
+	apiTLS *tls.Config
 
 	metrics   *metrics.Metrics
 	sm        *machine
@@ -76,7 +86,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	log = slog.New(namingHandler{h: log.Handler(), name: dir.name})
 	base := log // for the transport, node and runner, which name the node themselves
 	log = log.With("node", id)
-	s := &Server{cfg: cfg, log: log, dir: dir, prevMemoryLimit: -1}
+	s := &Server{cfg: cfg, log: log, dir: dir, prevMemoryLimit: -1, authLimit: newAuthLimiter()}
 	if cfg.MemoryLimit > 0 {
 		s.prevMemoryLimit = debug.SetMemoryLimit(cfg.MemoryLimit)
 		log.Info("memory limit set", "memory_limit", cfg.MemoryLimit)
@@ -123,6 +133,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		DialTimeout:     cfg.Transport.ConnectionTimeout,
 		WriteTimeout:    cfg.Transport.Timeout,
 		Logger:          base,
+
+		MaxInboundConns:      cfg.Transport.MaxInboundConns,
+		MaxInboundConnsPerIP: cfg.Transport.MaxInboundConnsPerIP,
+		MaxHandshakes:        cfg.Transport.MaxHandshakes,
+		FrameTimeout:         cfg.Transport.FrameTimeout,
+		IdleTimeout:          cfg.Transport.IdleTimeout,
 	}
 	var tlsConf *transport.TLSConfig // nil: plaintext
 	if sec := cfg.Security; sec.EnableTLS || sec.EnableMTLS {
@@ -188,12 +204,34 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.run = r
 	run.Store(r)
+	if !cfg.Join {
+		s.warnIfIdle(log)
+	}
 
+	if s.apiTLS, err = apiTLSConfig(cfg); err != nil {
+		return nil, fmt.Errorf("server: node %d: %w", id, err)
+	}
+	auth := newDataAuth(cfg.Security, s.authLimit, log)
+	if !auth.required && !cfg.API.MTLS {
+		level := slog.LevelInfo // on loopback: only local processes can reach it
+		if cfg.API.AllowUnauthenticated {
+			level = slog.LevelWarn
+		}
+		log.Log(context.Background(), level, "the data plane (/kv, /status, the client protocol) needs no token: "+
+			"anyone who can reach api.addr or api.client_addr can read and write every key "+
+			"(set security.tokens with role reader or writer)",
+			"api", cfg.API.Addr, "client", cfg.API.ClientAddr,
+			"api.allow_unauthenticated", cfg.API.AllowUnauthenticated)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
-		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation, Alarms: r.Alarms})
+		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation, Alarms: r.Alarms, auth: auth})
 	if cfg.API.FaultSwitch {
-		mux.HandleFunc("/admin/block", s.block)
+		mux.HandleFunc("/admin/block", func(w http.ResponseWriter, r *http.Request) {
+			if auth.authorizeHTTP(w, r, accessWrite) {
+				s.block(w, r)
+			}
+		})
 	}
 	s.startWatch()
 	s.startPromoter()
@@ -216,20 +254,47 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: api.client_addr: %w", id, err)
 	}
+	wln = blockingListener{Listener: wln, limit: s.authLimit, log: log}
+	if s.apiTLS != nil {
+		wln = tls.NewListener(wln, s.apiTLS)
+	}
 	s.wire = newWireServer(wln, r, s.clientAddr, log)
 	s.wire.observe = m.ObserveOperation
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.wire.auth = auth
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: s.apiTLS}
 	ok = true
 	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "client", wln.Addr().String(),
 		"transport", cfg.Transport.Type, "storage", cfg.Storage.Type)
 	return s, nil
 }
 
+// warnIfIdle warns when the node is in no cluster and has no way into
+// one: no peers configured, no state of its own, and join off. Such a node
+// would otherwise say "node ready" and never do anything.
+func (s *Server) warnIfIdle(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.run.CoreStatus(ctx)
+	if err != nil {
+		return
+	}
+	if len(st.Config.Voters)+len(st.Config.Learners)+len(st.Config.VotersOutgoing) == 0 {
+		log.Warn("this node is not a member of any cluster and will do nothing: its storage holds no membership, " +
+			"peers is empty and join is off; list the cluster's members (this node included) in peers, " +
+			"or set join: true and add the node from the leader (POST /consensus/add-node)")
+	}
+}
+
 // Serve answers HTTP and client-protocol requests until Close; it returns
 // nil after Close.
 func (s *Server) Serve() error {
 	s.wire.serve()
-	err := s.http.Serve(s.ln)
+	var err error
+	if s.apiTLS != nil {
+		err = s.http.ServeTLS(s.ln, "", "") // the certificate is in TLSConfig
+	} else {
+		err = s.http.Serve(s.ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -306,12 +371,20 @@ func (s *Server) adminHandler(metrics http.Handler) (http.Handler, error) {
 	a := s.cfg.AdminAPI
 	tokens := make(map[string]admin.Role, len(s.cfg.Security.Tokens))
 	for _, t := range s.cfg.Security.Tokens {
-		tokens[t.Token] = admin.Role(t.Role)
+		switch r := admin.Role(t.Role); r {
+		case admin.RoleViewer, admin.RoleOperator, admin.RoleAdmin:
+			tokens[t.Token] = r
+		}
+		// reader and writer tokens are for the data plane only.
 	}
-	return admin.Handler(admin.Config{
+	h, err := admin.Handler(admin.Config{
 		PathPrefix: a.PathPrefix, Tokens: tokens, AllowUnauthenticated: a.AllowUnauthenticated,
 		RedirectWrites: a.RedirectWrites, Metrics: metrics, Logger: s.log,
 	}, observedCluster{s})
+	if err != nil {
+		return nil, err
+	}
+	return limitAuthFailures(h, s.authLimit, s.log), nil
 }
 
 // observedCluster is the Server as the admin API's Cluster, recording each
@@ -357,10 +430,15 @@ func (c observedCluster) Snapshot(ctx context.Context) (idx uint64, err error) {
 // ("" for a node not in it).
 func (s *Server) APIURL(id uint64) string { return s.apiURL(id) }
 
-// apiURL returns the base URL of a node's HTTP API ("" if unknown).
+// apiURL returns the base URL of a node's HTTP API ("" if unknown): https
+// when this node serves it over TLS (api.tls), as every member's does.
 func (s *Server) apiURL(id uint64) string {
 	if m, ok := s.dir.get(id); ok {
-		return m.apiURL()
+		u := m.apiURL()
+		if s.cfg.API.TLS || s.cfg.API.MTLS {
+			u = "https://" + strings.TrimPrefix(u, "http://")
+		}
+		return u
 	}
 	return ""
 }

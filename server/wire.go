@@ -84,6 +84,9 @@ type wireServer struct {
 	// badFrames limits the warnings of bad frames: a client that sends
 	// garbage in a loop cannot flood the log.
 	badFrames lograte.Limiter
+	// auth, if set, authenticates connections (Auth requests; see package
+	// wire).
+	auth *dataAuth
 
 	start   sync.Once
 	stop    sync.Once
@@ -204,6 +207,10 @@ type wireConn struct {
 	wake      chan struct{}    // capacity 1: wakes the writer
 	space     chan struct{}    // capacity 1: wakes the reader
 	kick      func(*node.Node) // wakes the writer, from the node's queue
+
+	// Authentication, read and written by the reader goroutine only.
+	authSent bool   // the client sent an Auth request
+	role     string // the role of its last Auth's token ("" if none or wrong)
 }
 
 // wireOp is a request on its way to the node: a copy of what the node
@@ -326,6 +333,14 @@ func (c *wireConn) submit(reqs []wire.Request) {
 			c.respond(&wire.Response{ID: r.ID, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
 			continue
 		}
+		if r.Op == wire.OpAuth {
+			c.respond(c.authenticate(r))
+			continue
+		}
+		if refusal := c.authorize(r); refusal != nil {
+			c.respond(refusal)
+			continue
+		}
 		o := wireOp{id: r.ID, op: r.Op}
 		switch r.Op {
 		case wire.OpGet:
@@ -349,6 +364,63 @@ func (c *wireConn) submit(reqs []wire.Request) {
 			c.respond(&wire.Response{ID: ops[i].id, Status: wire.StatusDropped, Value: []byte(err.Error())})
 		}
 	}
+}
+
+// authenticate answers an Auth request and sets the connection's role
+// from it. Too many wrong tokens from one address close the connection
+// (and, for a while, refuse its new ones).
+func (c *wireConn) authenticate(r *wire.Request) *wire.Response {
+	c.authSent = true
+	a := c.ws.auth
+	if a == nil || !a.required {
+		c.role = "writer"
+		return &wire.Response{ID: r.ID} // no token needed: it is not even looked at
+	}
+	ip := remoteIP(c.nc.RemoteAddr().String())
+	if _, blocked := a.limit.blocked(ip, time.Now()); blocked {
+		c.role = ""
+		c.close()
+		return &wire.Response{ID: r.ID, Status: wire.StatusUnauthorized}
+	}
+	role, ok := a.lookup(r.Value)
+	if !ok {
+		c.role = ""
+		if a.failed(ip, "wire") {
+			c.close()
+		}
+		return &wire.Response{ID: r.ID, Status: wire.StatusUnauthorized, Value: []byte("invalid token")}
+	}
+	c.role = role
+	if roleAccess(role) < accessRead {
+		return &wire.Response{ID: r.ID, Status: wire.StatusForbidden,
+			Value: []byte("role " + role + " has no access to the data plane: it needs role reader, writer or admin")}
+	}
+	return &wire.Response{ID: r.ID, Value: []byte(roleAccess(role).String())}
+}
+
+// authorize returns the refusal of a request the connection's role may not
+// make, or nil.
+func (c *wireConn) authorize(r *wire.Request) *wire.Response {
+	a := c.ws.auth
+	if a == nil || !a.required {
+		return nil
+	}
+	need := accessRead
+	if r.Op != wire.OpGet {
+		need = accessWrite
+	}
+	switch {
+	case roleAccess(c.role) >= need:
+		return nil
+	case !c.authSent: // perhaps a client older than Auth: a status it knows
+		return &wire.Response{ID: r.ID, Status: wire.StatusRefused,
+			Value: []byte("unauthorized: this node needs a token: send an Auth request first (client.Config.Token)")}
+	case c.role == "":
+		return &wire.Response{ID: r.ID, Status: wire.StatusUnauthorized,
+			Value: []byte("unauthorized: no valid token on this connection")}
+	}
+	return &wire.Response{ID: r.ID, Status: wire.StatusForbidden,
+		Value: []byte("forbidden: role " + c.role + " may not do this: it needs role " + needRoles(need))}
 }
 
 func readLevel(c wire.Consistency) node.ReadLevel {

@@ -18,6 +18,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add(AppendRequest(nil, &r))
 	}
 	f.Add(AppendRequest(nil, &Request{ID: 1, Op: 7, Consistency: 9, Key: []byte("k")}))
+	f.Add(AppendRequest(nil, &Request{ID: 2, Op: OpAuth, Key: []byte("k"), Value: []byte("token")}))
+	f.Add(AppendRequest(nil, &Request{ID: 3, Op: OpAuth, ClientID: 1, Value: []byte("token")}))
 	f.Add([]byte{0x81, 0x00})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -30,6 +32,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		if (err == nil) != (r.Check() == nil) {
 			t.Fatalf("decode error %v but Check %v", err, r.Check())
+		}
+		// A valid Auth carries a token within its limits and nothing else;
+		// a valid data request is never taken for one.
+		if err == nil && r.Op == OpAuth &&
+			(len(r.Key) != 0 || len(r.Value) == 0 || len(r.Value) > MaxTokenLen || r.ClientID != 0 || r.Seq != 0 || r.Consistency != 0) {
+			t.Fatalf("accepted Auth %+v", r)
+		}
+		if err == nil && r.Op != OpAuth && len(r.Key) == 0 {
+			t.Fatalf("accepted keyless %v", r.Op)
 		}
 		used := b[:len(b)-len(rest)]
 		if enc := AppendRequest(nil, &r); !bytes.Equal(enc, used) {

@@ -36,6 +36,23 @@
 // but is invalid (an unknown Op, a key that is empty or too long, ...) is an
 // error wrapping ErrInvalidRequest: its ID and the rest of the frame are
 // still good, so a server answers it with StatusBadRequest and carries on.
+//
+// # Authentication
+//
+// A node that has data-plane tokens (security.tokens with role reader or
+// writer) serves a connection only once it has presented one: the client
+// sends an Auth request (Op OpAuth, the token as Value, no Key, no session)
+// before, or in the same frame as, its other requests. The node answers it
+// StatusOK, with the role the token grants as Value ("reader" or "writer";
+// empty if the node needs no token, which it then ignores), or
+// StatusUnauthorized (the token is wrong) or StatusForbidden (the token is
+// valid but grants nothing on the data plane). The connection keeps the
+// role of its last Auth; requests it does not allow are answered
+// StatusUnauthorized or StatusForbidden and not carried out. A connection
+// that never sent Auth is answered StatusRefused instead, with a message
+// that says a token is needed, so that clients older than Auth see a clear
+// error. A node that answers too many wrong tokens from one address closes
+// that address's connections for a while.
 package wire
 
 import (
@@ -62,6 +79,8 @@ const (
 	MaxValueLen = kv.MaxValueLen
 	// MaxAddrLen is the longest LeaderAddr.
 	MaxAddrLen = 1024
+	// MaxTokenLen is the longest token an Auth request carries.
+	MaxTokenLen = 4096
 )
 
 // Errors matched with errors.Is. Every error of the package wraps one of
@@ -94,6 +113,9 @@ const (
 	OpPut Op = 2
 	// OpDelete removes Key.
 	OpDelete Op = 3
+	// OpAuth presents a token (the request's Value) for the connection: see
+	// Authentication in the package documentation.
+	OpAuth Op = 4
 )
 
 // String names the operation.
@@ -105,6 +127,8 @@ func (o Op) String() string {
 		return "Put"
 	case OpDelete:
 		return "Delete"
+	case OpAuth:
+		return "Auth"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
@@ -167,10 +191,18 @@ const (
 	// the write certainly did not happen. Value says where and how much is
 	// free. Reads still work; writes are taken again once space returns.
 	StatusNoSpace Status = 8
+	// StatusUnauthorized: the connection presented no valid token (an Auth
+	// with a wrong token, or a request after one); not applied. Value says
+	// why. Sent only on connections that sent an Auth request.
+	StatusUnauthorized Status = 9
+	// StatusForbidden: the connection's token is valid but its role may not
+	// do this (a reader's Put, say); not applied. Value says why. Sent only
+	// on connections that sent an Auth request.
+	StatusForbidden Status = 10
 )
 
 // maxStatus is the highest known status.
-const maxStatus = StatusNoSpace
+const maxStatus = StatusForbidden
 
 // String names the status.
 func (s Status) String() string {
@@ -193,6 +225,10 @@ func (s Status) String() string {
 		return "NoSpace"
 	case StatusOverloaded:
 		return "Overloaded"
+	case StatusUnauthorized:
+		return "Unauthorized"
+	case StatusForbidden:
+		return "Forbidden"
 	}
 	return fmt.Sprintf("Status(%d)", uint8(s))
 }
@@ -202,7 +238,9 @@ func (s Status) String() string {
 // A valid request has a known Op; a Key of 1 to MaxKeyLen bytes; for a Get,
 // a known Consistency, no Value and no session (ClientID and Seq 0); for a
 // Put, a Value of at most MaxValueLen bytes (possibly empty); for a Delete,
-// no Value; and for Put and Delete, Consistency 0.
+// no Value; and for Put and Delete, Consistency 0. An Auth has no Key, a
+// Value (the token) of 1 to MaxTokenLen bytes, Consistency 0 and no
+// session.
 type Request struct {
 	ID          uint64
 	Op          Op
@@ -238,6 +276,21 @@ func (r *Request) Check() error {
 
 // check returns what makes r invalid (a constant string), or "".
 func (r *Request) check() string {
+	if r.Op == OpAuth {
+		switch {
+		case len(r.Key) > 0:
+			return "key is not for Auth"
+		case len(r.Value) == 0:
+			return "empty token"
+		case len(r.Value) > MaxTokenLen:
+			return "token longer than MaxTokenLen"
+		case r.Consistency != Linearizable:
+			return "consistency is only for Get"
+		case r.ClientID != 0 || r.Seq != 0:
+			return "session is only for Put and Delete"
+		}
+		return ""
+	}
 	switch {
 	case r.Op < OpGet || r.Op > OpDelete:
 		return "unknown op"

@@ -20,6 +20,8 @@ func sampleRequests() []Request {
 		{ID: 5, Op: OpPut, Key: []byte("empty-value")},
 		{ID: 6, Op: OpPut, ClientID: 9, Seq: 1, Key: []byte("big"), Value: bytes.Repeat([]byte{0xff}, MaxValueLen)},
 		{ID: 0, Op: OpDelete, ClientID: 3, Seq: 300, Key: []byte("gone")},
+		{ID: 8, Op: OpAuth, Value: []byte("s3cret-token")},
+		{ID: 9, Op: OpAuth, Value: bytes.Repeat([]byte{'t'}, MaxTokenLen)},
 	}
 }
 
@@ -35,6 +37,9 @@ func sampleResponses() []Response {
 		{ID: 8, Status: StatusBadRequest, Value: []byte("empty key")},
 		{ID: 1<<64 - 1, Status: StatusOverloaded},
 		{ID: 9, Status: StatusOK, Value: bytes.Repeat([]byte("x"), MaxValueLen)},
+		{ID: 10, Status: StatusUnauthorized, Value: []byte("invalid token")},
+		{ID: 11, Status: StatusForbidden, Value: []byte("role reader may not write")},
+		{ID: 12, Status: StatusOK, Value: []byte("writer")},
 	}
 }
 
@@ -105,7 +110,12 @@ func TestRequestValidation(t *testing.T) {
 		want string
 	}{
 		{"unknown op 0", Request{Op: 0, Key: []byte("k")}, "unknown op"},
-		{"unknown op 4", Request{Op: 4, Key: []byte("k")}, "unknown op"},
+		{"unknown op 5", Request{Op: 5, Key: []byte("k")}, "unknown op"},
+		{"key on auth", Request{Op: OpAuth, Key: []byte("k"), Value: []byte("t")}, "key is not for Auth"},
+		{"empty token", Request{Op: OpAuth}, "empty token"},
+		{"long token", Request{Op: OpAuth, Value: make([]byte, MaxTokenLen+1)}, "token longer"},
+		{"consistency on auth", Request{Op: OpAuth, Consistency: Stale, Value: []byte("t")}, "only for Get"},
+		{"session on auth", Request{Op: OpAuth, ClientID: 1, Seq: 1, Value: []byte("t")}, "session"},
 		{"empty key", Request{Op: OpGet}, "empty key"},
 		{"long key", Request{Op: OpPut, Key: make([]byte, MaxKeyLen+1)}, "key longer"},
 		{"long value", Request{Op: OpPut, Key: []byte("k"), Value: make([]byte, MaxValueLen+1)}, "value longer"},
@@ -304,10 +314,10 @@ func TestNames(t *testing.T) {
 			t.Errorf("status %d has no name", s)
 		}
 	}
-	if (maxStatus+1).String() != "Status(9)" || Op(9).String() != "Op(9)" || Consistency(7).String() != "Consistency(7)" {
+	if (maxStatus+1).String() != "Status(11)" || Op(9).String() != "Op(9)" || Consistency(7).String() != "Consistency(7)" {
 		t.Error("unknown values")
 	}
-	if OpDelete.String() != "Delete" || Lease.String() != "lease" {
+	if OpDelete.String() != "Delete" || OpAuth.String() != "Auth" || Lease.String() != "lease" {
 		t.Error("names")
 	}
 }

@@ -93,6 +93,23 @@
 // breaker or opens it again. gRPC keepalives (every 20 s, 10 s to answer)
 // find dead connections that carry nothing.
 //
+// Each attempt dials afresh: after a failed attempt the peer gives up its
+// gRPC ClientConn, whose own reconnect back-off would otherwise fail the
+// next streams with its cached error until it ran out, so that after a
+// heal the peer is reached again within the transport's back-off.
+//
+// # Limits
+//
+// The listener admits connections through a transport.ConnLimiter
+// (Config.MaxInboundConns, MaxInboundConnsPerIP, and MaxHandshakes for
+// those in their TLS handshake) and closes one over a limit at once. The
+// server allows 8 concurrent streams per connection and 16 KiB of headers,
+// closes a connection without a stream after IdleTimeout and one that
+// pings more often than every 10 s. A chunked message is buffered as its
+// chunks arrive, never at the size it announces, and a stream whose
+// message stalls for FrameTimeout, or does not end within
+// transport.FrameDeadline, is ended (codes.DeadlineExceeded).
+//
 // # Compression
 //
 // With Options.Compression "gzip", frames are compressed with gzip at

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,21 +51,76 @@ func (t *Transport) serveStream(ss grpc.ServerStream) error {
 	}
 	t.log.Debug("grpc transport: inbound stream", "peer", h.from, "remote", remote)
 
-	in := inbound{t: t, from: h.from}
+	// The frames are received by a helper so that the handler can end
+	// the stream when a chunked message stalls (a receive cannot be
+	// given a deadline; returning from the handler ends it).
+	in := &inbound{t: t, from: h.from, stalled: make(chan error, 1)}
+	done := make(chan error, 1)
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		done <- in.receive(ss, remote)
+	}()
+	select {
+	case err := <-done:
+		in.stopWatch()
+		return err
+	case err := <-in.stalled:
+		t.counters.Rejected.Add(1)
+		t.refused("grpc transport: closing stream: chunked message not complete in time", "remote", remote, "peer", h.from, "err", err)
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+}
+
+// receive receives and handles frames until the stream ends or a frame
+// is refused.
+func (in *inbound) receive(ss grpc.ServerStream, remote string) error {
+	t := in.t
 	for {
 		var f []byte
 		if err := ss.RecvMsg(&f); err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
 				return nil
 			}
-			t.log.Debug("grpc transport: inbound stream ended", "peer", h.from, "err", err)
-			return fmt.Errorf("grpc transport: receive from node %d: %w", h.from, err)
+			t.log.Debug("grpc transport: inbound stream ended", "peer", in.from, "err", err)
+			return fmt.Errorf("grpc transport: receive from node %d: %w", in.from, err)
 		}
 		if err := in.frame(f); err != nil {
 			t.counters.Rejected.Add(1)
-			t.log.Warn("grpc transport: refused frame; closing stream", "peer", h.from, "remote", remote, "err", err)
+			t.log.Warn("grpc transport: refused frame; closing stream", "peer", in.from, "remote", remote, "err", err)
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
+	}
+}
+
+// errChunkTimeout is matched by the error of a stream ended because a
+// chunked message stalled or did not arrive within its deadline.
+var errChunkTimeout = errors.New("grpc transport: chunked message not complete in time")
+
+// watch puts a started chunked message of total bytes under its
+// deadlines: FrameTimeout without a chunk, and transport.FrameDeadline in
+// all; each chunk calls it again to push the stall deadline.
+func (in *inbound) watch(total uint64) {
+	t := in.t
+	now := time.Now()
+	if in.asm.got == 0 { // a new message: a new timer
+		in.stopWatch()
+		in.end = now.Add(transport.FrameDeadline(t.cfg.FrameTimeout, int(min(total, 1<<40))))
+		in.timer = time.AfterFunc(time.Hour, func() {
+			select {
+			case in.stalled <- fmt.Errorf("%w: %d of %d bytes from node %d after %v", errChunkTimeout,
+				in.progress.Load(), total, in.from, time.Since(now).Round(time.Millisecond)):
+			default:
+			}
+		})
+	}
+	in.timer.Reset(min(t.cfg.FrameTimeout, in.end.Sub(now)))
+}
+
+// stopWatch stops the deadline of a chunked message.
+func (in *inbound) stopWatch() {
+	if in.timer != nil {
+		in.timer.Stop()
 	}
 }
 
@@ -125,13 +181,21 @@ type inbound struct {
 	t    *Transport
 	from uint64
 	asm  reassembly
+
+	// The deadlines of a chunked message being received (see watch).
+	end      time.Time
+	timer    *time.Timer
+	progress atomic.Uint64 // bytes of it received, for the timer's message
+	stalled  chan error    // the timer fired
 }
 
-// reassembly is a chunked message being received.
+// reassembly is a chunked message being received. Its buffer grows with
+// the bytes received (append's doubling), never to the size announced.
 type reassembly struct {
 	active     bool
+	skip       bool // an oversize message: its chunks are dropped
 	total, got uint64
-	buf        []byte // nil while an oversize message is skipped
+	buf        []byte
 }
 
 // frame handles one received frame. Its error (a malformed frame or a
@@ -167,24 +231,26 @@ func (in *inbound) chunk(c chunk) error {
 		}
 		*a = reassembly{active: true, total: c.total}
 		if c.total > uint64(t.cfg.MaxMessageBytes) {
+			a.skip = true
 			t.counters.Rejected.Add(1)
 			t.log.Warn("grpc transport: refused message: too large", "peer", in.from,
 				"bytes", c.total, "limit", t.cfg.MaxMessageBytes)
-		} else {
-			a.buf = make([]byte, 0, c.total)
 		}
 	} else if !a.active || c.total != a.total || c.offset != a.got {
 		return fmt.Errorf("%w: chunk at %d of %d does not continue the message (at %d of %d)",
 			errFrame, c.offset, c.total, a.got, a.total)
 	}
-	if a.buf != nil {
+	in.watch(c.total)
+	if !a.skip {
 		a.buf = append(a.buf, c.data...)
 	}
 	a.got += uint64(len(c.data))
+	in.progress.Store(a.got)
 	if a.got == a.total {
-		buf := a.buf
+		in.stopWatch()
+		buf, skip := a.buf, a.skip
 		*a = reassembly{}
-		if buf != nil {
+		if !skip {
 			in.message(buf)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/transport"
 	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/internal/lograte"
 )
 
 // Options are the gRPC-specific settings of a Transport.
@@ -84,6 +85,8 @@ type Transport struct {
 
 	lis    net.Listener
 	server *grpc.Server
+	limits *transport.ConnLimiter
+	warn   lograte.Limiter // refused connections and streams
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -156,14 +159,18 @@ func New(cfg transport.Config, opts Options) (*Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpc transport: listen on %s: %w", cfg.ListenAddr, err)
 	}
-	t.lis = lis
+	t.limits = transport.NewConnLimiter(cfg.MaxInboundConns, cfg.MaxInboundConnsPerIP, cfg.MaxHandshakes)
+	t.lis = transport.LimitListener(lis, t.limits, func(remote net.Addr, err error) {
+		t.counters.Rejected.Add(1)
+		t.refused("grpc transport: connection refused", "remote", remote.String(), "err", err)
+	})
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.server = grpc.NewServer(t.serverOptions()...)
 	t.server.RegisterService(serviceDesc(), t)
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		if err := t.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := t.server.Serve(t.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			t.log.Error("grpc transport: serve stopped", "err", err)
 		}
 	}()
@@ -179,22 +186,48 @@ func (t *Transport) serverOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(max(t.chunk, recvFrameFloor) + frameHeaderMax),
 		grpc.ConnectionTimeout(t.cfg.DialTimeout),
 		grpc.WaitForHandlers(true),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		// A connection without a stream (a peer keeps one open) for
+		// IdleTimeout is closed.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout,
+			MaxConnectionIdle: t.cfg.IdleTimeout}),
+		// A client pinging more often than every keepaliveTime/2 is
+		// cut off (GOAWAY "too_many_pings").
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true}),
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
+		// A peer needs one stream per connection; a few more cover a
+		// stream being replaced.
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
+		grpc.MaxHeaderListSize(maxHeaderListBytes),
 	}
+	creds := insecure.NewCredentials()
 	if t.tls != nil {
-		opts = append(opts, grpc.Creds(handshakeWatch{TransportCredentials: t.tls.server, t: t}))
+		creds = t.tls.server
 	}
-	return opts
+	return append(opts, grpc.Creds(handshakeWatch{TransportCredentials: creds, t: t}))
+}
+
+// Limits of the server's connections besides transport.Config's.
+const (
+	maxStreamsPerConn  = 8
+	maxHeaderListBytes = 16 << 10
+)
+
+// refused logs a refused connection or stream at Warn, at most once a
+// second (the rest at Debug, counted in the next warning).
+func (t *Transport) refused(msg string, args ...any) {
+	if ok, suppressed := t.warn.Allow(time.Now()); ok {
+		t.log.Warn(msg, append(args, "suppressed", suppressed)...)
+		return
+	}
+	t.log.Debug(msg, args...)
 }
 
 // dialOptions returns the options of the transport's client connections.
 func (t *Transport) dialOptions() []grpc.DialOption {
 	creds := insecure.NewCredentials()
 	if t.tls != nil {
-		creds = t.tls.client
+		creds = handshakeWatch{TransportCredentials: t.tls.client, t: t}
 	}
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
@@ -440,13 +473,26 @@ func (h handshakeWatch) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthI
 	conn, info, err := h.TransportCredentials.ServerHandshake(c)
 	if err != nil {
 		h.t.counters.Rejected.Add(1)
-		h.t.log.Warn("grpc transport: refused connection: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		err = transport.ExplainTLSError(err)
+		h.t.refused("grpc transport: refused connection: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		return nil, nil, fmt.Errorf("grpc transport: server handshake with %s: %w", c.RemoteAddr(), err)
 	}
+	// Past its handshake, the connection leaves the handshake pool.
+	transport.AuthenticatedConn(c)
 	return conn, info, nil
 }
 
 // Clone returns a copy watching the same transport.
 func (h handshakeWatch) Clone() credentials.TransportCredentials {
 	return handshakeWatch{TransportCredentials: h.TransportCredentials.Clone(), t: h.t}
+}
+
+// ClientHandshake runs the client side of the handshake and explains a
+// TLS failure (transport.ExplainTLSError).
+func (h handshakeWatch) ClientHandshake(ctx context.Context, authority string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, c)
+	if err != nil {
+		return nil, nil, transport.ExplainTLSError(err)
+	}
+	return conn, info, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/forge-consensus/consensus/adapters/transport"
@@ -38,14 +39,22 @@ func (t *Transport) acceptLoop() {
 			}
 		}
 		delay = 0
+		adm, err := t.limits.Admit(c.RemoteAddr())
+		if err != nil {
+			_ = c.Close()
+			t.counters.Rejected.Add(1)
+			t.refused(c.RemoteAddr().String(), "connection refused", err)
+			continue
+		}
 		t.mu.Lock()
 		if t.closed.Load() {
 			t.mu.Unlock()
 			_ = c.Close()
+			adm.Release()
 			return
 		}
 		t.inbound[c] = struct{}{}
-		t.wg.Go(func() { t.serve(c) })
+		t.wg.Go(func() { t.serve(c, adm) })
 		t.mu.Unlock()
 	}
 }
@@ -53,9 +62,10 @@ func (t *Transport) acceptLoop() {
 // serve runs an inbound connection: the TLS handshake if TLS is on, the
 // protocol handshake, then messages until the connection ends or breaks
 // the protocol.
-func (t *Transport) serve(c net.Conn) {
+func (t *Transport) serve(c net.Conn, adm *transport.Admission) {
 	defer func() {
 		_ = c.Close()
+		adm.Release()
 		t.mu.Lock()
 		delete(t.inbound, c)
 		t.mu.Unlock()
@@ -79,14 +89,15 @@ func (t *Transport) serve(c net.Conn) {
 			}
 			if !t.closed.Load() {
 				t.counters.Rejected.Add(1)
-				t.refused(remote, "connection refused: TLS handshake failed", err)
+				t.refused(remote, "connection refused: TLS handshake failed", transport.ExplainTLSError(err))
 			}
 			return
 		}
 		conn = tc
 		cert = transport.VerifiedLeaf(tc.ConnectionState())
 	}
-	br := bufio.NewReaderSize(conn, readBufferSize)
+	dr := &deadlineReader{c: conn}
+	br := bufio.NewReaderSize(dr, readBufferSize)
 	from, err := t.acceptHandshake(conn, br, cert)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -103,9 +114,15 @@ func (t *Transport) serve(c net.Conn) {
 		}
 		return
 	}
+	adm.Authenticated()
 	log = log.With("peer", from)
 	log.Debug("inbound connection")
-	if err := t.readMessages(br, from, log); err != nil && !t.closed.Load() {
+	if err := t.readMessages(dr, br, from, log); err != nil && !t.closed.Load() {
+		if errors.Is(err, errFrameTimeout) {
+			t.counters.Rejected.Add(1)
+			t.refused(remote, "connection closed: frame not complete in time", err)
+			return
+		}
 		log.Debug("inbound connection ended", "err", err)
 	}
 }
@@ -185,12 +202,83 @@ func (t *Transport) acceptHandshake(c net.Conn, br *bufio.Reader, cert *x509.Cer
 	return h.from, nil
 }
 
+// errFrameTimeout is matched by the error of a connection closed because
+// a started frame stalled or did not arrive within its deadline.
+var errFrameTimeout = errors.New("tcp: frame not complete in time")
+
+// deadlineReader reads from an inbound connection after the handshake
+// under a read deadline renewed on every read: IdleTimeout between frames;
+// within a started frame FrameTimeout without a byte (a stall), and at
+// most until the frame's end (transport.FrameDeadline from its header).
+// Before arm it sets none (the handshake has its own).
+type deadlineReader struct {
+	c            net.Conn
+	armed        bool
+	idle, stall  time.Duration
+	inFrame      bool
+	frameEnd     time.Time
+	frameSize    int
+	frameAllowed time.Duration
+}
+
+func (r *deadlineReader) arm(idle, stall time.Duration) { r.armed, r.idle, r.stall = true, idle, stall }
+
+// startFrame puts the reader under the deadlines of a frame of size bytes.
+func (r *deadlineReader) startFrame(size int) {
+	r.inFrame, r.frameSize = true, size
+	r.frameAllowed = transport.FrameDeadline(r.stall, size)
+	r.frameEnd = time.Now().Add(r.frameAllowed)
+}
+
+// endFrame goes back to the idle deadline.
+func (r *deadlineReader) endFrame() { r.inFrame = false }
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	if r.armed {
+		now := time.Now()
+		d := now.Add(r.idle)
+		if r.inFrame {
+			d = now.Add(r.stall)
+			if r.frameEnd.Before(d) {
+				d = r.frameEnd
+			}
+		}
+		if err := r.c.SetReadDeadline(d); err != nil {
+			return 0, fmt.Errorf("tcp: set read deadline: %w", err)
+		}
+	}
+	return r.c.Read(p)
+}
+
 // readMessages reads message frames from peer from until the connection
-// ends, delivering the valid ones.
-func (t *Transport) readMessages(br *bufio.Reader, from uint64, log *slog.Logger) error {
+// ends, delivering the valid ones, under the deadlines of dr.
+func (t *Transport) readMessages(dr *deadlineReader, br *bufio.Reader, from uint64, log *slog.Logger) error {
 	fr := transport.NewFrameReader(br, t.cfg.MaxMessageBytes)
+	dr.arm(t.cfg.IdleTimeout, t.cfg.FrameTimeout)
+	fr.OnHeader(func(size int) error {
+		if br.Buffered() < size {
+			dr.startFrame(size)
+		}
+		return nil
+	})
+	timedOut := func(err error) error {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil
+		}
+		if dr.inFrame {
+			return fmt.Errorf("%w: frame of %d bytes from node %d: no byte for %v or not complete within %v",
+				errFrameTimeout, dr.frameSize, from, t.cfg.FrameTimeout, dr.frameAllowed)
+		}
+		return fmt.Errorf("tcp: connection of node %d idle for %v: %w", from, t.cfg.IdleTimeout, err)
+	}
 	for {
 		payload, err := fr.Next()
+		if terr := timedOut(err); terr != nil {
+			return terr
+		}
+		if !errors.Is(err, transport.ErrFrameTooLarge) {
+			dr.endFrame()
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, transport.ErrFrameTooLarge):
@@ -198,8 +286,12 @@ func (t *Transport) readMessages(br *bufio.Reader, from uint64, log *slog.Logger
 			t.counters.Rejected.Add(1)
 			log.Debug("message rejected", "err", err)
 			if err := fr.Discard(); err != nil {
+				if terr := timedOut(err); terr != nil {
+					return terr
+				}
 				return fmt.Errorf("tcp: read from node %d: %w", from, err)
 			}
+			dr.endFrame()
 			continue
 		case errors.Is(err, io.EOF):
 			return nil

@@ -180,11 +180,27 @@ func (p *peer) run() {
 		}
 	}
 
+	// An idle connection is closed before the listener's IdleTimeout
+	// would close it under a write, losing what was written.
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	defer idle.Stop()
 	for {
+		var idleC <-chan time.Time
+		if conn != nil {
+			idle.Reset(t.cfg.IdleTimeout / 2)
+			idleC = idle.C
+		}
 		select {
 		case <-p.ctx.Done():
 			return
+		case <-idleC:
+			_ = conn.raw.Close()
+			conn = nil
+			log.Debug("idle connection closed", "after", t.cfg.IdleTimeout/2)
+			continue
 		case <-p.wake:
+			idle.Stop()
 		}
 		for {
 			if p.ctx.Err() != nil {
@@ -317,7 +333,7 @@ func (p *peer) dial(addr string) (c, raw net.Conn, err error) {
 	if t.tlsClient != nil {
 		if tc, err = p.tlsHandshake(ctx, raw, addr); err != nil {
 			_ = raw.Close()
-			return nil, nil, fmt.Errorf("tcp: TLS handshake with peer %d at %s: %w", p.id, addr, err)
+			return nil, nil, fmt.Errorf("tcp: TLS handshake with peer %d at %s: %w", p.id, addr, transport.ExplainTLSError(err))
 		}
 		c = tc
 	}

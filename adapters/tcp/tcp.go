@@ -23,6 +23,18 @@
 // frames, validates them with transport.CheckInbound and calls Deliver in
 // arrival order.
 //
+// # Limits
+//
+// Inbound connections are admitted by a transport.ConnLimiter
+// (Config.MaxInboundConns, MaxInboundConnsPerIP, MaxHandshakes: a
+// connection counts as in its handshake until its hello is accepted) and
+// closed at once over a limit. The TLS handshake and the hello must finish
+// within DialTimeout; then the connection may idle for IdleTimeout between
+// frames, and a started frame must keep arriving (FrameTimeout without a
+// byte) and end within transport.FrameDeadline. Payload buffers grow with
+// the bytes received. A dialer closes its connection after IdleTimeout/2
+// without traffic, before the listener would.
+//
 // # TLS
 //
 // Without options the transport speaks plaintext: only for tests and
@@ -73,7 +85,8 @@ type Transport struct {
 	// TLS: nil configurations mean plaintext.
 	tlsServer, tlsClient *tls.Config
 	mutual               bool            // mutual TLS: nodes are authenticated
-	tlsWarn              lograte.Limiter // failed inbound TLS handshakes
+	tlsWarn              lograte.Limiter // refused inbound connections
+	limits               *transport.ConnLimiter
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -149,6 +162,7 @@ func New(cfg transport.Config, opts ...Option) (*Transport, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		inbound: make(map[net.Conn]struct{}),
+		limits:  transport.NewConnLimiter(cfg.MaxInboundConns, cfg.MaxInboundConnsPerIP, cfg.MaxHandshakes),
 
 		tlsServer: tlsServer,
 		tlsClient: tlsClient,

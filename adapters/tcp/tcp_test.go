@@ -327,7 +327,11 @@ func FuzzInbound(f *testing.F) {
 			_, _ = client.Write(data)
 			_ = client.Close()
 		})
-		tr.serve(server)
+		adm, err := tr.limits.Admit(server.RemoteAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.serve(server, adm)
 		wg.Wait()
 		for _, m := range r.All()[before:] {
 			if m.To != 2 || m.From != 1 {

@@ -158,6 +158,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 		warning string                      // the server's warning
 		cause   string                      // in the warning
 		dialErr string                      // in the client's dial error, if set
+		reason  string                      // the explanation in the warning, if set
 	}{
 		{
 			name: "CertificateOfAnotherCA",
@@ -169,6 +170,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 			},
 			warning: "TLS handshake failed",
 			cause:   "x509: certificate signed by unknown authority",
+			reason:  "signed by an unknown authority (not the CA of ca_file)",
 		},
 		{
 			name: "NoClientCertificate",
@@ -176,6 +178,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 			client:  func() *transport.TLSConfig { return ca.NodeTLS(2, false) },
 			warning: "TLS handshake failed",
 			cause:   "tls: client didn't provide a certificate",
+			reason:  "the client presented no certificate",
 		},
 		{
 			name: "CertificateOfAnotherNode",
@@ -201,6 +204,9 @@ func TestMutualTLSRefusals(t *testing.T) {
 			w := server.log.warnings(tc.warning)[0]
 			if !strings.Contains(w, tc.cause) || !strings.Contains(w, "remote=127.0.0.1:") {
 				t.Fatalf("warning %q does not name the remote address and the cause %q", w, tc.cause)
+			}
+			if !strings.Contains(w, tc.reason) {
+				t.Fatalf("warning %q does not explain %q", w, tc.reason)
 			}
 			if tc.cause != "tls: client didn't provide a certificate" && strings.Contains(w, "didn't provide") {
 				t.Fatalf("warning %q blames a missing certificate", w)

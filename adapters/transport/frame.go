@@ -95,7 +95,16 @@ type FrameReader struct {
 	hdr     [FrameHeaderSize]byte
 	buf     []byte
 	pending uint32 // payload bytes of a rejected oversize frame not yet read
+	// onHeader, if set, is called with each header's announced size
+	// before any of the payload is read.
+	onHeader func(size int) error
 }
+
+// OnHeader makes Next call f with the payload size each frame header
+// announces (oversize ones too), before reading the payload: a reader
+// sets the deadline of the frame's arrival there. An error of f is
+// returned by Next, with the payload unread.
+func (fr *FrameReader) OnHeader(f func(size int) error) { fr.onHeader = f }
 
 // NewFrameReader returns a reader of frames from r whose payloads are at
 // most max bytes.
@@ -119,6 +128,11 @@ func (fr *FrameReader) Next() ([]byte, error) {
 	}
 	size := binary.BigEndian.Uint32(fr.hdr[:4])
 	sum := binary.BigEndian.Uint32(fr.hdr[4:])
+	if fr.onHeader != nil {
+		if err := fr.onHeader(int(size)); err != nil {
+			return nil, err
+		}
+	}
 	if uint64(size) > uint64(max(fr.max, 0)) {
 		fr.pending = size
 		return nil, &FrameSizeError{Size: size, Max: fr.max}

@@ -5,9 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/forge-consensus/consensus/nodename"
+	"io"
+	"net"
 	"os"
 	"strconv"
+	"strings"
+
+	"github.com/forge-consensus/consensus/nodename"
 )
 
 // TLSConfig configures TLS, and optionally mutual TLS with node
@@ -138,4 +142,58 @@ func VerifiedLeaf(st tls.ConnectionState) *x509.Certificate {
 		return st.VerifiedChains[0][0]
 	}
 	return nil
+}
+
+// ExplainTLSError returns err, from a TLS handshake, prefixed with what
+// was wrong in words an operator can act on: a certificate of an unknown
+// authority, an expired one, one for another name, no certificate, a
+// certificate the other side refused, a peer that does not speak TLS, a
+// handshake cut short or timed out. A nil err stays nil; an error it does
+// not recognise is returned wrapped as "TLS handshake failed". The result
+// wraps err.
+func ExplainTLSError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", tlsReason(err), err)
+}
+
+func tlsReason(err error) string {
+	var (
+		unknown  x509.UnknownAuthorityError
+		invalid  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		record   tls.RecordHeaderError
+		netErr   net.Error
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknown):
+		return "TLS: the certificate is signed by an unknown authority (not the CA of ca_file)"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "TLS: the certificate has expired or is not yet valid"
+	case errors.As(err, &invalid):
+		return "TLS: the certificate is not valid for this use"
+	case errors.As(err, &hostname):
+		return "TLS: the certificate does not name the host dialled"
+	case strings.Contains(msg, "didn't provide a certificate"):
+		return "TLS: the client presented no certificate (mutual TLS requires one)"
+	case errors.As(err, &record) || strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "TLS: the other side does not speak TLS (plaintext, or another protocol)"
+	case strings.Contains(msg, "remote error: tls: unknown certificate authority"):
+		return "TLS: the other side does not trust our certificate (signed by a CA it does not know)"
+	case strings.Contains(msg, "remote error: tls: expired certificate"):
+		return "TLS: the other side says our certificate has expired"
+	case strings.Contains(msg, "remote error: tls: certificate required"):
+		return "TLS: the other side requires a client certificate (mutual TLS)"
+	case strings.Contains(msg, "remote error: tls: bad certificate"):
+		return "TLS: the other side refused our certificate"
+	case strings.Contains(msg, "remote error: "):
+		return "TLS: refused by the other side"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "TLS: handshake timed out"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(msg, "connection reset"):
+		return "TLS: the connection closed during the handshake (the other side refused it, or does not speak TLS)"
+	}
+	return "TLS handshake failed"
 }

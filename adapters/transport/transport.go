@@ -149,6 +149,27 @@ type Config struct {
 	// without dialing; after BackoffMax it goes half-open and one probe
 	// dial decides whether it closes or opens again.
 	BreakerFailures int
+	// MaxInboundConns caps the concurrent inbound connections (0:
+	// DefaultMaxInboundConns); MaxInboundConnsPerIP caps those from one IP
+	// address (0: DefaultMaxInboundConnsPerIP); MaxHandshakes caps those
+	// not yet through their handshake (0: DefaultMaxHandshakes). A
+	// connection over a limit is closed at once and counted in
+	// Stats.Rejected. See ConnLimiter.
+	MaxInboundConns, MaxInboundConnsPerIP, MaxHandshakes int
+	// FrameTimeout bounds the arrival of a started inbound frame (tcp) or
+	// chunked message (grpc): once its header has arrived, no byte of it
+	// for FrameTimeout, or the whole not there within FrameTimeout plus
+	// FrameTimeoutPerMiB for every MiB it announces, closes the
+	// connection (grpc: the stream) and counts in Stats.Rejected (0:
+	// DefaultFrameTimeout). Payload buffers grow with the bytes received,
+	// never to the size announced. The handshake is bounded by
+	// DialTimeout.
+	FrameTimeout time.Duration
+	// IdleTimeout closes an inbound connection on which nothing arrived
+	// for that long (0: DefaultIdleTimeout). Dialers close their own
+	// connections after IdleTimeout/2 without traffic, before the
+	// listener would, so an idle close never loses a message.
+	IdleTimeout time.Duration
 	// Logger receives the transport's logs (nil: discarded).
 	Logger *slog.Logger
 }
@@ -179,6 +200,21 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = DefaultBreakerFailures
+	}
+	if c.MaxInboundConns == 0 {
+		c.MaxInboundConns = DefaultMaxInboundConns
+	}
+	if c.MaxInboundConnsPerIP == 0 {
+		c.MaxInboundConnsPerIP = DefaultMaxInboundConnsPerIP
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = DefaultFrameTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -220,6 +256,16 @@ func (c *Config) Validate() error {
 		return bad("BackoffMin", "%v is above BackoffMax %v", c.BackoffMin, c.BackoffMax)
 	case c.BreakerFailures < 0:
 		return bad("BreakerFailures", "%d is negative", c.BreakerFailures)
+	case c.MaxInboundConns < 0:
+		return bad("MaxInboundConns", "%d is negative", c.MaxInboundConns)
+	case c.MaxInboundConnsPerIP < 0:
+		return bad("MaxInboundConnsPerIP", "%d is negative", c.MaxInboundConnsPerIP)
+	case c.MaxHandshakes < 0:
+		return bad("MaxHandshakes", "%d is negative", c.MaxHandshakes)
+	case c.FrameTimeout < 0:
+		return bad("FrameTimeout", "%v is negative", c.FrameTimeout)
+	case c.IdleTimeout < 0:
+		return bad("IdleTimeout", "%v is negative", c.IdleTimeout)
 	}
 	return nil
 }

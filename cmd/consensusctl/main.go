@@ -37,7 +37,10 @@
 //	--endpoints URLs   comma-separated base URLs of the nodes, tried in order
 //	                   (default $CONSENSUSCTL_ENDPOINTS, else http://127.0.0.1:7101)
 //	--prefix PATH      admin API path prefix (default /consensus)
-//	--token TOKEN      bearer token (default $CONSENSUSCTL_TOKEN); never printed
+//	--token TOKEN      bearer token (default $CONSENSUSCTL_TOKEN, else
+//	                   $CONSENSUS_TOKEN); never printed. The kv commands need a
+//	                   reader or writer token (or an admin one) on a node with
+//	                   data-plane tokens; the others an admin API token
 //	--cacert FILE      PEM CA certificates to trust instead of the system roots
 //	--cert FILE, --key FILE
 //	                   client certificate and key for mutual TLS
@@ -104,7 +107,8 @@ global flags (before the command):
   --endpoints URLs     comma-separated base URLs, tried in order
                        (default $CONSENSUSCTL_ENDPOINTS, else ` + defaultEndpoint + `)
   --prefix PATH        admin API path prefix (default /consensus)
-  --token TOKEN        bearer token (default $CONSENSUSCTL_TOKEN)
+  --token TOKEN        bearer token (default $CONSENSUSCTL_TOKEN, else $CONSENSUS_TOKEN):
+                       reader/writer (or admin) for kv, viewer/operator/admin for the rest
   --cacert FILE        PEM CA certificates to trust instead of the system roots
   --cert FILE          client certificate for mutual TLS (with --key)
   --key FILE           client key for mutual TLS
@@ -208,6 +212,9 @@ func (rc runConfig) parse(args []string) (*cli, []string, error) {
 	c := &cli{runConfig: rc, token: *token, timeout: *timeout, json: output == "json", trusted: map[string]bool{}}
 	if c.token == "" {
 		c.token = rc.getenv("CONSENSUSCTL_TOKEN")
+	}
+	if c.token == "" {
+		c.token = rc.getenv("CONSENSUS_TOKEN")
 	}
 	if output != "table" && output != "json" {
 		return nil, nil, usagef("--output %q: want table or json", output)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,6 +60,11 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	var cmds []*exec.Cmd
 	for i, p := range paths {
 		cmd := exec.Command(self, "-config", p)
+		cmd.SysProcAttr = childAttr()
+		// The node checks that this process is still its parent once it
+		// has started: Pdeathsig cannot fire for a parent that died
+		// between the fork and the node's start.
+		cmd.Env = append(os.Environ(), localParentEnv+"="+strconv.Itoa(os.Getpid()))
 		pipe, err := cmd.StderrPipe()
 		if err != nil {
 			fmt.Fprintf(stderr, "consensusd local-cluster: %v\n", err)
@@ -91,7 +97,7 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "  client protocol (package client, loadgen -proto wire): %s\n", strings.Join(clients, ","))
 	fmt.Fprintf(stdout, "  loadgen -addrs %s -n 20000 -clients 100\n", strings.Join(clients, ","))
-	fmt.Fprintln(stdout, "Ctrl-C stops the cluster.")
+	fmt.Fprintln(stdout, "Ctrl-C (or killing this process) stops the cluster.")
 	<-ctx.Done()
 	for _, c := range cmds {
 		_ = c.Process.Signal(syscall.SIGTERM)
@@ -113,6 +119,22 @@ func localCluster(args []string, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	return 0
+}
+
+// localParentEnv names the environment variable through which
+// local-cluster tells a node its parent's PID.
+const localParentEnv = "CONSENSUSD_LOCAL_CLUSTER_PARENT"
+
+// orphanedLocalNode reports whether this process is a local-cluster node
+// whose local-cluster process has already gone (it was started with
+// localParentEnv, and its parent is now another process).
+func orphanedLocalNode() bool {
+	v := os.Getenv(localParentEnv)
+	if v == "" {
+		return false
+	}
+	pid, err := strconv.Atoi(v)
+	return err == nil && os.Getppid() != pid
 }
 
 // WriteLocalConfigs writes node<i>.yaml for a loopback cluster of n nodes

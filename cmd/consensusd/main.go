@@ -71,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	if orphanedLocalNode() {
+		log.Warn("not starting: the local-cluster process that started this node has exited")
+		return exitOK
+	}
 	cfg, err := server.LoadConfig(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "consensusd: %s: %v\n", *path, err)

@@ -29,6 +29,9 @@ type cluster struct {
 	mu    sync.Mutex
 	procs []*exec.Cmd
 	logs  []*os.File
+	// wrap, when set, is the command that runs node i's consensusd (such
+	// as "ip netns exec NS"), its arguments before the binary's.
+	wrap func(i int) []string
 }
 
 func buildDaemon(t *testing.T) string {
@@ -53,6 +56,14 @@ func startCluster(t *testing.T, n, port int) *cluster {
 		c.api = append(c.api, "http://127.0.0.1:"+strconv.Itoa(port+100+i))
 		c.start(i)
 	}
+	c.stopAtCleanup()
+	return c
+}
+
+// stopAtCleanup kills every node when the test ends and, if it failed,
+// logs the tail of each node's log.
+func (c *cluster) stopAtCleanup() {
+	t := c.t
 	t.Cleanup(func() {
 		for i := range c.procs {
 			c.kill(i, syscall.SIGKILL)
@@ -64,7 +75,6 @@ func startCluster(t *testing.T, n, port int) *cluster {
 			}
 		}
 	})
-	return c
 }
 
 func tail(s string, n int) string {
@@ -84,7 +94,12 @@ func (c *cluster) start(i int) {
 		}
 		c.logs[i] = f
 	}
-	cmd := exec.Command(c.bin, "-config", c.paths[i])
+	var args []string
+	if c.wrap != nil {
+		args = c.wrap(i)
+	}
+	args = append(args, c.bin, "-config", c.paths[i])
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stderr = c.logs[i]
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start node %d: %v", i+1, err)
@@ -160,12 +175,20 @@ type client struct {
 	rec  *linearizability.Recorder
 	http *http.Client
 	ok   *atomic.Int64
+	// attempts bounds the tries of one write (20 when 0).
+	attempts int
+	// readQuery is appended to every read's URL ("?consistency=stale").
+	readQuery string
 }
 
 func (cl *client) put(key, value string) {
 	cl.seq++
 	id := cl.rec.Invoke(cl.id, linearizability.Input{Kind: linearizability.Put, Key: key, Value: value}, time.Now().UnixNano())
-	for attempt := 0; attempt < 20; attempt++ {
+	attempts := cl.attempts
+	if attempts == 0 {
+		attempts = 20
+	}
+	for attempt := 0; attempt < attempts; attempt++ {
 		node := cl.rng.IntN(len(cl.c.api))
 		req, _ := http.NewRequest(http.MethodPut, cl.c.api[node]+"/kv/"+key, strings.NewReader(value))
 		req.Header.Set("X-Client-ID", strconv.Itoa(cl.id))
@@ -189,7 +212,7 @@ func (cl *client) put(key, value string) {
 
 func (cl *client) get(node int, key string) bool {
 	id := cl.rec.Invoke(cl.id, linearizability.Input{Kind: linearizability.Get, Key: key}, time.Now().UnixNano())
-	resp, err := cl.http.Get(cl.c.api[node] + "/kv/" + key)
+	resp, err := cl.http.Get(cl.c.api[node] + "/kv/" + key + cl.readQuery)
 	if err != nil {
 		cl.rec.Fail(id)
 		return false

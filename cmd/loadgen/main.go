@@ -12,9 +12,16 @@
 // http they use the HTTP API (-addrs are base URLs): writes go to the leader
 // (found through /status) unless -any-node is set. Either way every write
 // has a session, so retries are exactly-once.
+//
+// Against nodes with data-plane tokens, pass a writer token with -token or
+// $CONSENSUS_TOKEN (never printed); against nodes with api.tls, their CA
+// with -cacert (and -cert, -key for api.mtls): -addrs are then https base
+// URLs for http.
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -44,6 +51,8 @@ type config struct {
 	anyNode bool
 	keys    int
 	warmup  int
+	token   string      // bearer token / Auth request ("" for none)
+	tls     *tls.Config // nil: plaintext
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,8 +69,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.anyNode, "any-node", false, "spread requests over every node instead of the leader (http only)")
 	fs.IntVar(&c.keys, "keys", 1000, "distinct keys")
 	fs.IntVar(&c.warmup, "warmup", 0, "writes to run first, unmeasured (a fresh cluster is slower until its storage has recycled its first write-ahead log)")
+	token := fs.String("token", "", "data-plane token (role writer, or reader for -op read with keys already written; default $CONSENSUS_TOKEN)")
+	cacert := fs.String("cacert", "", "PEM CA certificates that verify the nodes (api.tls)")
+	cert := fs.String("cert", "", "client certificate for api.mtls (with -key)")
+	key := fs.String("key", "", "client key for api.mtls")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	c.token = *token
+	if c.token == "" {
+		c.token = os.Getenv("CONSENSUS_TOKEN")
+	}
+	if (*cert == "") != (*key == "") {
+		fmt.Fprintln(stderr, "loadgen: -cert and -key go together")
+		return 2
+	}
+	if *cacert != "" || *cert != "" {
+		tc, err := tlsConfig(*cacert, *cert, *key)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 2
+		}
+		c.tls = tc
 	}
 	if c.n <= 0 || c.clients <= 0 || c.size < 0 || c.keys <= 0 || c.warmup < 0 || (c.op != "write" && c.op != "read") {
 		fmt.Fprintln(stderr, "loadgen: -n, -clients, -keys must be positive, -size and -warmup ≥ 0, -op write or read")
@@ -105,6 +134,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// tlsConfig builds the TLS configuration of -cacert, -cert and -key.
+func tlsConfig(cacert, cert, key string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cacert != "" {
+		pem, err := os.ReadFile(cacert)
+		if err != nil {
+			return nil, fmt.Errorf("-cacert: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-cacert: no PEM certificate in %s", cacert)
+		}
+	}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("-cert/-key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
+
+// authorize adds c's token to an HTTP request.
+func (c config) authorize(req *http.Request) *http.Request {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req
+}
+
 // Default addresses: a local cluster on its default ports (consensusd
 // local-cluster: raft 7001-7003, HTTP API 7101-7103, client protocol
 // 7201-7203).
@@ -135,9 +195,14 @@ func (r result) String() string {
 	return s
 }
 
-func leaderURL(hc *http.Client, addrs []string) (string, error) {
+func leaderURL(hc *http.Client, c config) (string, error) {
+	addrs := c.addrs
 	for _, a := range addrs {
-		resp, err := hc.Get(a + "/status")
+		req, err := http.NewRequest(http.MethodGet, a+"/status", nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := hc.Do(c.authorize(req))
 		if err != nil {
 			continue
 		}
@@ -155,11 +220,11 @@ func leaderURL(hc *http.Client, addrs []string) (string, error) {
 
 // driveHTTP runs the load over the HTTP API.
 func driveHTTP(c config) (result, error) {
-	tr := &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2}
+	tr := &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2, TLSClientConfig: c.tls}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	targets := c.addrs
 	if !c.anyNode {
-		l, err := leaderURL(hc, c.addrs)
+		l, err := leaderURL(hc, c)
 		if err != nil {
 			return result{}, err
 		}
@@ -169,7 +234,7 @@ func driveHTTP(c config) (result, error) {
 	if c.op == "read" { // something to read
 		for k := range min(c.keys, 1000) {
 			req, _ := http.NewRequest(http.MethodPut, targets[0]+"/kv/key"+strconv.Itoa(k), strings.NewReader(value))
-			if resp, err := hc.Do(req); err == nil {
+			if resp, err := hc.Do(c.authorize(req)); err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
@@ -190,7 +255,7 @@ func driveHTTP(c config) (result, error) {
 		} else {
 			req, _ = http.NewRequest(http.MethodGet, target+"/kv/key"+strconv.Itoa(i%min(c.keys, 1000)), nil)
 		}
-		resp, err := hc.Do(req)
+		resp, err := hc.Do(c.authorize(req))
 		if err != nil {
 			return "transport error"
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/transport/transporttest"
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
 )
@@ -70,6 +71,38 @@ func TestFlags(t *testing.T) {
 		var out, errs bytes.Buffer
 		if code := run(args, &out, &errs); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// TestTokenAndTLS: against a node with data-plane tokens and api.tls, both
+// protocols run clean with a writer token from $CONSENSUS_TOKEN and the CA
+// from -cacert; without the token every operation fails.
+func TestTokenAndTLS(t *testing.T) {
+	const writer = "loadgen-writer-93be0c4d"
+	pki := transporttest.NewPKI(t, "loadgen-ca")
+	cert, key := pki.Issue("node-1")
+	_, s := servertest.StartClusterOpts(t, servertest.Options{Nodes: 1, Storage: "memory", Transport: "tcp",
+		API: "  tls: true\n", Extra: "security:\n  cert_file: " + cert + "\n  key_file: " + key +
+			"\n  tokens:\n    - {token: " + writer + ", role: writer}\n"})
+	for _, tc := range []struct{ proto, addrs string }{
+		{"wire", s.ClientAddr()},
+		{"http", "https://" + s.APIAddr()},
+	} {
+		t.Setenv("CONSENSUS_TOKEN", writer)
+		var out, errs bytes.Buffer
+		args := []string{"-proto", tc.proto, "-addrs", tc.addrs, "-n", "100", "-clients", "4", "-cacert", pki.CAFile}
+		if code := run(args, &out, &errs); code != 0 || !strings.Contains(out.String(), " errors=0 ") {
+			t.Fatalf("%v: exit %d: %s%s", args, code, out.String(), errs.String())
+		}
+		if strings.Contains(out.String()+errs.String(), writer) {
+			t.Fatalf("the output shows the token: %s%s", out.String(), errs.String())
+		}
+		t.Setenv("CONSENSUS_TOKEN", "")
+		out.Reset()
+		errs.Reset()
+		if code := run(args, &out, &errs); code == 0 && strings.Contains(out.String(), " errors=0 ") {
+			t.Fatalf("%v without a token: %s", args, out.String())
 		}
 	}
 }

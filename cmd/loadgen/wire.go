@@ -15,7 +15,7 @@ import (
 // driveWire runs the load over the binary client protocol: c.clients
 // goroutines, each with one request outstanding, share one client.Client.
 func driveWire(c config) (result, error) {
-	cl, err := client.New(client.Config{Addrs: c.addrs, RequestTimeout: 10 * time.Second})
+	cl, err := client.New(client.Config{Addrs: c.addrs, RequestTimeout: 10 * time.Second, Token: c.token, TLS: c.tls})
 	if err != nil {
 		return result{}, err
 	}

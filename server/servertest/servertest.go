@@ -66,6 +66,9 @@ type Options struct {
 	// section (each line indented by two spaces).
 	Extra string
 	Raft  string
+	// API is YAML appended to every node's api section (each line
+	// indented by two spaces), such as "  tls: true\n".
+	API string
 	// Logger receives every node's logs (nil: discarded, or warnings to
 	// standard error with -test.v).
 	Logger *slog.Logger
@@ -114,8 +117,8 @@ storage:
 api:
   addr: 127.0.0.1:%d
   client_addr: 127.0.0.1:%d
-%s`, name(i), ports[3*i], peers.String(), o.Raft, o.Transport, o.Storage, filepath.Join(dir, strconv.Itoa(i+1)),
-			ports[3*i+1], ports[3*i+2], o.Extra)
+%s%s`, name(i), ports[3*i], peers.String(), o.Raft, o.Transport, o.Storage, filepath.Join(dir, strconv.Itoa(i+1)),
+			ports[3*i+1], ports[3*i+2], o.API, o.Extra)
 		cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
 		if err != nil {
 			t.Fatal(err)

@@ -80,6 +80,24 @@ func (p *PKI) write(file, typ string, der []byte) string {
 // certificate and key files.
 func (p *PKI) Issue(cn string, dns ...string) (certFile, keyFile string) {
 	p.t.Helper()
+	return p.issue(time.Now().Add(24*time.Hour), cn, nil, dns...)
+}
+
+// IssueFor is Issue for a server dialled by other addresses too: the
+// certificate is also valid for the IP addresses ips (beside loopback).
+func (p *PKI) IssueFor(cn string, ips []net.IP, dns ...string) (certFile, keyFile string) {
+	p.t.Helper()
+	return p.issue(time.Now().Add(24*time.Hour), cn, ips, dns...)
+}
+
+// IssueExpired is Issue with a certificate that expired an hour ago.
+func (p *PKI) IssueExpired(cn string, dns ...string) (certFile, keyFile string) {
+	p.t.Helper()
+	return p.issue(time.Now().Add(-time.Hour), cn, nil, dns...)
+}
+
+func (p *PKI) issue(notAfter time.Time, cn string, ips []net.IP, dns ...string) (certFile, keyFile string) {
+	p.t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		p.t.Fatalf("key: %v", err)
@@ -89,9 +107,9 @@ func (p *PKI) Issue(cn string, dns ...string) (certFile, keyFile string) {
 		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     append([]string{"localhost"}, dns...),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
+		NotBefore:    time.Now().Add(-2 * time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
