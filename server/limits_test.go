@@ -314,4 +314,3 @@ func TestAPILimitsValidate(t *testing.T) {
 		t.Fatalf("defaults: %+v", l)
 	}
 }
-
