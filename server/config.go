@@ -16,6 +16,7 @@ import (
 
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/nodename"
+	"github.com/forge-consensus/consensus/wire"
 )
 
 // DefaultVerifyInterval is raft.verify_interval when unset.
@@ -301,6 +302,39 @@ type APIConfig struct {
 	// the client protocol to present a certificate that security.ca_file
 	// verifies.
 	MTLS bool `yaml:"mtls"`
+	APILimits   `yaml:",inline"`
+}
+
+// APILimits are the resource limits of the node's client-facing listeners,
+// the HTTP API (with the admin API) and the client protocol: each listener
+// applies them on its own. Zero fields take the defaults.
+type APILimits struct {
+	// MaxConnections is the most connections a listener holds at once;
+	// one more is closed as soon as it is accepted (default 4096).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP is the most connections a listener holds at
+	// once from one remote IP address, loopback included (default 2048).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// ReadTimeout bounds receiving one request once its first byte came:
+	// an HTTP request's header and body, a client-protocol frame (default
+	// 30s). A client that trickles a request is cut off at it.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each write of responses to a connection: a
+	// client that stops reading is cut off at it (default 30s).
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a connection that sends nothing for it while no
+	// request of it is in progress (default 5m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxInFlight is the most requests a listener has in progress at once:
+	// HTTP requests beyond it are answered 503 with Retry-After; the client
+	// protocol stops reading from its connections until answers go out
+	// (default 65536).
+	MaxInFlight int `yaml:"max_inflight"`
+	// MaxReadMemory is the most bytes the client protocol spends on frames
+	// being read beyond the first 64 KiB of each connection's buffer, in
+	// all: a connection whose frame needs more waits for room, within
+	// ReadTimeout (default 64 MiB).
+	MaxReadMemory int64 `yaml:"max_read_memory"`
 }
 
 // LoadConfig reads a YAML file, expanding ${VAR} from the environment
@@ -426,6 +460,7 @@ func (c *Config) ApplyDefaults() {
 	if c.API.RequestTimeout == 0 {
 		c.API.RequestTimeout = 5 * time.Second
 	}
+	c.API.APILimits.applyDefaults()
 	if c.AdminAPI.Enabled == nil {
 		c.AdminAPI.Enabled = &t
 	}
@@ -607,6 +642,9 @@ func (c *Config) Validate() error {
 	default:
 		return bad("api.follower_writes", "%q is not forward or redirect", c.API.FollowerWrites)
 	}
+	if key, err := c.API.APILimits.validate(); err != nil {
+		return bad(key, "%v", err)
+	}
 	if p := c.AdminAPI.PathPrefix; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/")) {
 		return bad("admin_api.path_prefix", "%q must start with / and not end with one", p)
 	}
@@ -709,4 +747,64 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// Defaults of APILimits.
+const (
+	DefaultMaxConnections      = 4096
+	DefaultMaxConnectionsPerIP = 2048
+	DefaultAPIReadTimeout      = 30 * time.Second
+	DefaultAPIWriteTimeout     = 30 * time.Second
+	DefaultAPIIdleTimeout      = 5 * time.Minute
+	DefaultMaxInFlight         = 65536
+	DefaultMaxReadMemory       = 64 << 20
+)
+
+func (l *APILimits) applyDefaults() {
+	if l.MaxConnections == 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	if l.MaxConnectionsPerIP == 0 {
+		l.MaxConnectionsPerIP = min(DefaultMaxConnectionsPerIP, l.MaxConnections)
+	}
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = DefaultAPIReadTimeout
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = DefaultAPIWriteTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = DefaultAPIIdleTimeout
+	}
+	if l.MaxInFlight == 0 {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if l.MaxReadMemory == 0 {
+		l.MaxReadMemory = DefaultMaxReadMemory
+	}
+}
+
+// validate returns the key of the first bad limit and what is wrong with it.
+func (l *APILimits) validate() (string, error) {
+	switch {
+	case l.MaxConnections < 0:
+		return "api.max_connections", fmt.Errorf("%d is negative (0 is the default, %d)", l.MaxConnections, DefaultMaxConnections)
+	case l.MaxConnectionsPerIP < 0:
+		return "api.max_connections_per_ip", fmt.Errorf("%d is negative (0 is the default, %d)", l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	case l.MaxConnections > 0 && l.MaxConnectionsPerIP > l.MaxConnections:
+		return "api.max_connections_per_ip", fmt.Errorf("%d is more than api.max_connections (%d)", l.MaxConnectionsPerIP, l.MaxConnections)
+	case l.ReadTimeout < 0:
+		return "api.read_timeout", fmt.Errorf("%v is negative (0 is the default, %v)", l.ReadTimeout, DefaultAPIReadTimeout)
+	case l.WriteTimeout < 0:
+		return "api.write_timeout", fmt.Errorf("%v is negative (0 is the default, %v)", l.WriteTimeout, DefaultAPIWriteTimeout)
+	case l.IdleTimeout < 0:
+		return "api.idle_timeout", fmt.Errorf("%v is negative (0 is the default, %v)", l.IdleTimeout, DefaultAPIIdleTimeout)
+	case l.MaxInFlight < 0:
+		return "api.max_inflight", fmt.Errorf("%d is negative (0 is the default, %d)", l.MaxInFlight, DefaultMaxInFlight)
+	case l.MaxReadMemory < 0:
+		return "api.max_read_memory", fmt.Errorf("%d is negative (bytes; 0 is the default, 64 MiB)", l.MaxReadMemory)
+	case l.MaxReadMemory > 0 && l.MaxReadMemory < wire.MaxFrameBytes:
+		return "api.max_read_memory", fmt.Errorf("%d bytes is less than the largest frame (%d bytes)", l.MaxReadMemory, wire.MaxFrameBytes)
+	}
+	return "", nil
 }

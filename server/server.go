@@ -73,6 +73,7 @@ type Server struct {
 // listens for the HTTP API and the client protocol (call Serve to answer
 // requests).
 func New(cfg Config, log *slog.Logger) (*Server, error) {
+	cfg.API.APILimits.applyDefaults() // a Config built in code gets the defaults too
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -246,22 +247,25 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		mux.Handle(prefix+"/", h)
 	}
-	s.ln, err = net.Listen("tcp", cfg.API.Addr)
+	ln, err := net.Listen("tcp", cfg.API.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: api.addr: %w", id, err)
 	}
+	s.ln = limitListener(ln, cfg.API.APILimits, "http api", log)
 	wln, err := net.Listen("tcp", cfg.API.ClientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: api.client_addr: %w", id, err)
 	}
-	wln = blockingListener{Listener: wln, limit: s.authLimit, log: log}
+	wln = blockingListener{Listener: limitListener(wln, cfg.API.APILimits, "client protocol", log), limit: s.authLimit, log: log}
 	if s.apiTLS != nil {
 		wln = tls.NewListener(wln, s.apiTLS)
 	}
 	s.wire = newWireServer(wln, r, s.clientAddr, log)
+	s.wire.setLimits(cfg.API.APILimits)
 	s.wire.observe = m.ObserveOperation
 	s.wire.auth = auth
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: s.apiTLS}
+	s.http = httpServer(mux, cfg.API.APILimits, log)
+	s.http.TLSConfig = s.apiTLS
 	ok = true
 	log.Info("node ready", "raft", s.tr.Addr(), "api", s.ln.Addr().String(), "client", wln.Addr().String(),
 		"transport", cfg.Transport.Type, "storage", cfg.Storage.Type)

@@ -37,7 +37,26 @@ const (
 	// wireKeepBatch is the largest response buffer a connection keeps for
 	// reuse; a larger one (after a burst of large values) is dropped.
 	wireKeepBatch = 1 << 20
+	// wireKeepFrame is the largest frame buffer a connection keeps for
+	// reuse; the memory of a larger frame is counted against
+	// api.max_read_memory while the frame is read and handled.
+	wireKeepFrame = 64 << 10
 )
+
+// wireLimits are a client-protocol server's limits (from api.*).
+type wireLimits struct {
+	readTimeout time.Duration // to receive a frame once it started
+	idleTimeout time.Duration // between frames, with nothing in flight
+	inflight    *gate         // requests in flight over all connections
+	readMemory  *gate         // bytes of large frames being read
+}
+
+// setLimits sets the server's limits; call it before serve. Without it the
+// server has none beyond the per-connection ones.
+func (ws *wireServer) setLimits(l APILimits) {
+	ws.limits = wireLimits{readTimeout: l.ReadTimeout, idleTimeout: l.IdleTimeout,
+		inflight: newGate(int64(l.MaxInFlight)), readMemory: newGate(l.MaxReadMemory)}
+}
 
 // badFrame logs a connection closed for a bad frame: at Warn at most once
 // a second (with the number held back since), at Debug otherwise.
@@ -87,6 +106,10 @@ type wireServer struct {
 	// auth, if set, authenticates connections (Auth requests; see package
 	// wire).
 	auth *dataAuth
+	// slowClients limits the warnings of connections cut off for sending a
+	// frame too slowly.
+	slowClients lograte.Limiter
+	limits      wireLimits
 
 	start   sync.Once
 	stop    sync.Once
@@ -198,6 +221,8 @@ type wireConn struct {
 	once sync.Once
 	done chan struct{} // closed when the connection closes
 
+	reserved int64 // bytes of api.max_read_memory the reader holds (reader only)
+
 	mu        sync.Mutex
 	out       *wire.Batch // responses for the writer
 	inflight  int         // requests read whose responses are not written
@@ -228,6 +253,9 @@ func (c *wireConn) close() {
 		c.mu.Lock()
 		c.closed = true
 		c.out = nil
+		if g := c.ws.limits.inflight; g != nil {
+			g.give(int64(c.inflight)) // their answers will be dropped
+		}
 		c.mu.Unlock()
 		close(c.done)
 		_ = c.nc.Close()
@@ -240,17 +268,23 @@ func (c *wireConn) close() {
 func (c *wireConn) readLoop() {
 	defer c.ws.wg.Done()
 	defer c.close()
+	defer c.giveReadMemory()
 	br := bufio.NewReaderSize(c.nc, wireReadBuffer)
 	var buf []byte
 	var reqs []wire.Request
 	for {
-		p, err := wire.ReadFrame(br, buf)
+		p, err := c.readFrame(br, buf)
 		if err != nil {
+			var ne net.Error
 			switch {
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 				c.ws.log.Debug("client protocol: connection closed", "remote", c.nc.RemoteAddr().String())
 			case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrChecksum):
 				c.ws.badFrame("client protocol: bad frame; closing the connection", c.nc.RemoteAddr().String(), err)
+			case errors.Is(err, errIdle):
+				c.ws.log.Debug("client protocol: idle connection closed", "remote", c.nc.RemoteAddr().String())
+			case errors.Is(err, errReadBudget), errors.As(err, &ne) && ne.Timeout():
+				c.ws.slowClient(c.nc.RemoteAddr().String(), err)
 			default:
 				c.ws.log.Debug("client protocol: read", "remote", c.nc.RemoteAddr().String(), "err", err)
 			}
@@ -282,7 +316,91 @@ func (c *wireConn) readLoop() {
 			i += k
 		}
 		clear(reqs) // drop the references into buf
+
+		// A large frame's buffer goes, with its room in the read memory.
+		if cap(buf) > wireKeepFrame {
+			buf = nil
+			c.giveReadMemory()
+		}
 	}
+}
+
+// errIdle is why a connection that sent nothing for api.idle_timeout, with
+// no request in flight, is closed.
+var errIdle = errors.New("idle")
+
+// readFrame reads the next frame within the server's limits: the
+// connection may stay idle (with nothing in flight) for the idle timeout;
+// once a frame's first byte came, the whole frame must come within the
+// read timeout; and a frame larger than wireKeepFrame takes room in the
+// server's read memory as its bytes arrive, waiting (within the read
+// timeout) while there is none.
+func (c *wireConn) readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
+	lim := c.ws.limits
+	for lim.idleTimeout > 0 && br.Buffered() == 0 {
+		if err := c.nc.SetReadDeadline(time.Now().Add(lim.idleTimeout)); err != nil {
+			return nil, err
+		}
+		_, err := br.Peek(1)
+		if err == nil {
+			break
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			if errors.Is(err, io.EOF) {
+				return nil, io.EOF
+			}
+			return nil, err
+		}
+		c.mu.Lock()
+		busy := c.inflight > 0
+		c.mu.Unlock()
+		if !busy {
+			return nil, errIdle
+		}
+		// Quiet while it waits for answers: not idle.
+	}
+	var deadline time.Time
+	if lim.readTimeout > 0 {
+		deadline = time.Now().Add(lim.readTimeout)
+	}
+	if err := c.nc.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	if lim.readMemory == nil {
+		return wire.ReadFrame(br, buf)
+	}
+	return wire.ReadFrameGrow(br, buf, func(newCap int) error {
+		need := int64(max(0, newCap-wireKeepFrame)) - c.reserved
+		if need <= 0 {
+			return nil
+		}
+		if err := lim.readMemory.take(need, deadline, c.done); err != nil {
+			return err
+		}
+		c.reserved += need
+		return nil
+	})
+}
+
+// giveReadMemory gives back the read memory the reader holds.
+func (c *wireConn) giveReadMemory() {
+	if c.reserved > 0 {
+		c.ws.limits.readMemory.give(c.reserved)
+		c.reserved = 0
+	}
+}
+
+// slowClient logs a connection closed for sending a frame too slowly: at
+// Warn at most once a second (with the number held back since), at Debug
+// otherwise.
+func (ws *wireServer) slowClient(remote string, err error) {
+	const msg = "client protocol: frame not received within api.read_timeout; closing the connection"
+	if ok, suppressed := ws.slowClients.Allow(time.Now()); ok {
+		ws.log.Warn(msg, "remote", remote, "err", err, "suppressed", suppressed)
+		return
+	}
+	ws.log.Debug(msg, "remote", remote, "err", err)
 }
 
 // acquire waits until up to n more requests may be in flight (and the
@@ -296,15 +414,25 @@ func (c *wireConn) acquire(n int) int {
 			return 0
 		}
 		free := wireMaxInFlight - c.inflight
+		var global <-chan struct{} // closed when the server has room again
 		if k := min(n, free); k >= min(n, wireMinChunk) && c.out.Size() <= wireMaxOutbox {
-			c.inflight += k
-			c.mu.Unlock()
-			return k
+			if g := c.ws.limits.inflight; g != nil {
+				var got int64
+				if got, global = g.takeUpTo(int64(k), wireMinChunk); got > 0 {
+					k = int(got)
+				}
+			}
+			if global == nil {
+				c.inflight += k
+				c.mu.Unlock()
+				return k
+			}
 		}
 		c.wantSpace = true
 		c.mu.Unlock()
 		select {
 		case <-c.space:
+		case <-global:
 		case <-c.done:
 		}
 		c.mu.Lock()
@@ -592,7 +720,14 @@ func (c *wireConn) writeLoop() {
 		b.Reset()
 		spare = b
 		c.mu.Lock()
+		if c.closed { // close gave back what was in flight
+			c.mu.Unlock()
+			return
+		}
 		c.inflight -= n
+		if g := c.ws.limits.inflight; g != nil {
+			g.give(int64(n))
+		}
 		wake := c.wantSpace
 		c.wantSpace = false
 		c.mu.Unlock()

@@ -469,7 +469,22 @@ func AppendFrame(dst, payload []byte) []byte {
 // a frame cut short is io.ErrUnexpectedEOF; a frame announcing more than
 // MaxFrameBytes is ErrFrameTooLarge (its payload is not read); a payload
 // that fails its CRC is ErrChecksum.
+//
+// A payload larger than buf is read in chunks into a buffer that grows as
+// bytes arrive (at most doubling): the memory a frame takes follows the
+// bytes received, not the length its header announces.
 func ReadFrame(r *bufio.Reader, buf []byte) ([]byte, error) {
+	return ReadFrameGrow(r, buf, nil)
+}
+
+// readChunk is the least a growing frame buffer grows by.
+const readChunk = 64 << 10
+
+// ReadFrameGrow is ReadFrame calling grow (if not nil) before the payload
+// buffer grows beyond cap(buf), with the buffer's new capacity: an error
+// from grow aborts the read with that error (wrapped). The caller can so
+// account for, and bound, the memory of frames being read.
+func ReadFrameGrow(r *bufio.Reader, buf []byte, grow func(newCap int) error) ([]byte, error) {
 	h, err := r.Peek(HeaderLen)
 	if err != nil {
 		if len(h) == 0 && errors.Is(err, io.EOF) {
@@ -480,21 +495,33 @@ func ReadFrame(r *bufio.Reader, buf []byte) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("wire: read frame header: %w", err)
 	}
-	n := binary.BigEndian.Uint32(h[:4])
+	n := int(binary.BigEndian.Uint32(h[:4]))
 	sum := binary.BigEndian.Uint32(h[4:])
 	if n > MaxFrameBytes {
 		return nil, fmt.Errorf("wire: read frame: %w: %d bytes", ErrFrameTooLarge, n)
 	}
 	_, _ = r.Discard(HeaderLen) // cannot fail: the bytes are buffered
-	if cap(buf) < int(n) {
-		buf = make([]byte, n, max(int(n), 2*cap(buf)))
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	buf = buf[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			c := min(n, max(2*cap(buf), readChunk))
+			if grow != nil {
+				if err := grow(c); err != nil {
+					return nil, fmt.Errorf("wire: read frame payload: %w", err)
+				}
+			}
+			nb := make([]byte, len(buf), c)
+			copy(nb, buf)
+			buf = nb
 		}
-		return nil, fmt.Errorf("wire: read frame payload: %w", err)
+		m, err := io.ReadFull(r, buf[len(buf):min(n, cap(buf))])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("wire: read frame payload: %w", err)
+		}
 	}
 	if crc32.Checksum(buf, castagnoli) != sum {
 		return nil, fmt.Errorf("wire: read frame of %d bytes: %w", n, ErrChecksum)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -331,5 +332,49 @@ func BenchmarkDecodeRequest(b *testing.B) {
 		if _, _, err := DecodeRequest(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestReadFrameIncremental: a frame that announces MaxFrameBytes but
+// delivers only a little takes memory for what arrived, not for what it
+// announced (issue 13: a client that announces 4 MiB frames and stalls
+// must not make the server reserve 4 MiB per connection).
+func TestReadFrameIncremental(t *testing.T) {
+	hdr := binary.BigEndian.AppendUint32(nil, MaxFrameBytes)
+	hdr = append(hdr, 0, 0, 0, 0)
+	sent := append(hdr, make([]byte, 10<<10)...) // 10 KiB of 4 MiB, then EOF
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(sent)), nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("cut frame: %v", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 10*256<<10 {
+		t.Fatalf("10 reads of a 4 MiB frame cut after 10 KiB allocated %d bytes, want at most %d", got, 10*256<<10)
+	}
+	// The buffer grows as bytes arrive, and grow sees each new capacity.
+	var caps []int
+	payload := bytes.Repeat([]byte("x"), 300<<10)
+	p, err := ReadFrameGrow(bufio.NewReader(bytes.NewReader(AppendFrame(nil, payload))), nil,
+		func(c int) error { caps = append(caps, c); return nil })
+	if err != nil || !bytes.Equal(p, payload) {
+		t.Fatalf("ReadFrameGrow: %d bytes, %v", len(p), err)
+	}
+	if want := []int{64 << 10, 128 << 10, 256 << 10, 300 << 10}; !reflect.DeepEqual(caps, want) {
+		t.Fatalf("grow saw capacities %v, want %v", caps, want)
+	}
+	// An error from grow aborts the read.
+	stop := errors.New("over budget")
+	if _, err := ReadFrameGrow(bufio.NewReader(bytes.NewReader(AppendFrame(nil, payload))), nil,
+		func(c int) error {
+			if c > 64<<10 {
+				return stop
+			}
+			return nil
+		}); !errors.Is(err, stop) {
+		t.Fatalf("grow's error: got %v", err)
 	}
 }
