@@ -301,8 +301,8 @@ type APIConfig struct {
 	// MTLS (implies TLS) also requires every client of the HTTP API and
 	// the client protocol to present a certificate that security.ca_file
 	// verifies.
-	MTLS bool `yaml:"mtls"`
-	APILimits   `yaml:",inline"`
+	MTLS      bool `yaml:"mtls"`
+	APILimits `yaml:",inline"`
 }
 
 // APILimits are the resource limits of the node's client-facing listeners,
