@@ -19,6 +19,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/transport/transporttest"
 	"github.com/forge-consensus/consensus/client"
+	"github.com/forge-consensus/consensus/internal/logtest"
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
 	"github.com/forge-consensus/consensus/wire"
@@ -444,5 +445,54 @@ func TestFollowerHealthOverAPITLS(t *testing.T) {
 		if h := s.Health(ctx); h.ActiveFrom != "leader" || h.ActiveNodes != 3 {
 			t.Fatalf("health %+v: want 3 active, from the leader", h)
 		}
+	}
+}
+
+// TestAPITLSRefusalsLoggedAndLimited: a client of another CA refused by
+// the HTTP API's mutual TLS is logged by the node's logger (not the
+// standard library's), saying why, at most one Warn a second.
+func TestAPITLSRefusalsLoggedAndLimited(t *testing.T) {
+	pki := transporttest.NewPKI(t, "api-ca")
+	cert, key := pki.Issue("node-1")
+	other := transporttest.NewPKI(t, "other-ca")
+	strangerCert, strangerKey := other.Issue("stranger")
+	pair, err := tls.LoadX509KeyPair(strangerCert, strangerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logtest.Counter{}
+	sec := dataTokens + "  cert_file: " + cert + "\n  key_file: " + key + "\n  ca_file: " + pki.CAFile + "\n"
+	_, lead := servertest.StartClusterOpts(t, servertest.Options{Nodes: 1, Storage: "memory", Transport: "tcp",
+		API: "  mtls: true\n", Extra: sec, Logger: slog.New(logs)})
+	const n = 30
+	start := time.Now()
+	for range n {
+		c, err := tls.Dial("tcp", lead.APIAddr(), &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
+		if err == nil {
+			// TLS 1.3: the server's refusal arrives after the client's
+			// side of the handshake; a read sees it.
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err == nil {
+			t.Fatal("a client certificate of another CA was accepted")
+		}
+	}
+	const prefix = "http API: TLS handshake error"
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.CountPrefix(slog.LevelWarn, prefix)+logs.CountPrefix(slog.LevelDebug, prefix) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d refused handshakes logged", logs.CountPrefix(slog.LevelWarn, prefix)+
+				logs.CountPrefix(slog.LevelDebug, prefix), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	warns := logs.CountPrefix(slog.LevelWarn, prefix)
+	if most := int(time.Since(start)/time.Second) + 1; warns < 1 || warns > most {
+		t.Fatalf("%d warnings for %d refused handshakes; want 1 to %d", warns, n, most)
+	}
+	if logs.CountPrefix(slog.LevelWarn, prefix+" from") == 0 {
+		t.Fatal("the warning does not name the client's address")
 	}
 }

@@ -2,9 +2,11 @@ package server
 
 import (
 	"errors"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,5 +133,26 @@ func httpServer(h http.Handler, l APILimits, log *slog.Logger) *http.Server {
 		ReadHeaderTimeout: min(5*time.Second, l.ReadTimeout),
 		ReadTimeout:       l.ReadTimeout,
 		IdleTimeout:       l.IdleTimeout,
+		ErrorLog:          stdlog.New(&httpErrorLog{log: log}, "", 0),
 	}
+}
+
+// httpErrorLog takes net/http's own error lines (a refused TLS handshake:
+// "http: TLS handshake error from ADDR: ... certificate signed by unknown
+// authority", a bad request line) into the node's log: at most one Warn a
+// second, with a count of those held back, the rest at Debug. Without it
+// they went to the standard library's logger, unthrottled.
+type httpErrorLog struct {
+	log   *slog.Logger
+	warns lograte.Limiter
+}
+
+func (h *httpErrorLog) Write(p []byte) (int, error) {
+	msg := "http API: " + strings.TrimSpace(strings.TrimPrefix(string(p), "http: "))
+	if ok, held := h.warns.Allow(time.Now()); ok {
+		h.log.Warn(msg, "held_back", held)
+	} else {
+		h.log.Debug(msg)
+	}
+	return len(p), nil
 }
