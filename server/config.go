@@ -240,6 +240,17 @@ type SecurityConfig struct {
 	// writer token is listed, the data plane needs a token. Write them as
 	// ${VAR} to keep them out of the file.
 	Tokens []TokenConfig `yaml:"tokens"`
+	// EnableEncryption encrypts the storage at rest with AES-256-GCM
+	// (package adapters/encrypt): entries and snapshots, for every
+	// storage type.
+	EnableEncryption bool `yaml:"enable_encryption"`
+	// EncryptionKey is the active key, 32 bytes as base64 or hex; write
+	// it as ${CONSENSUS_ENCRYPTION_KEY}. Or EncryptionKeyFile.
+	EncryptionKey     string `yaml:"encryption_key"`
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
+	// EncryptionOldKeys are earlier keys, still read (never written with)
+	// after a rotation, until no stored record uses them.
+	EncryptionOldKeys []EncryptionKeyConfig `yaml:"encryption_old_keys"`
 }
 
 // TokenConfig is one bearer token.
@@ -612,6 +623,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := CheckTransportSecurity(c); err != nil {
+		return err
+	}
+	if err := validateEncryption(s); err != nil {
 		return err
 	}
 	apiHost, _, err := net.SplitHostPort(c.API.Addr)

@@ -33,7 +33,7 @@ type Node interface {
 //	GET    /kv/{key}?consistency=linearizable|lease|stale
 //	                                     200 value, 404 if absent
 //	DELETE /kv/{key}                     200 {"deleted":bool}
-//	GET    /status                       200 {"id","role","term","leader","commit","applied"}
+//	GET    /status                       200 {"id","role","term","leader","commit","applied"[,"encryption"]}
 //	                                     (+ "diverged": [...] while a divergence alarm stands)
 //
 // Every response carries X-Consensus-Leader and X-Consensus-Term. A write
@@ -61,6 +61,9 @@ type API struct {
 	Observe func(op string, d time.Duration, err error)
 	// Alarms, if set, returns the node's divergence alarms for /status.
 	Alarms func() []node.Alarm
+	// Encryption, if set, returns which encryption keys the stored records
+	// use, for /status (an encrypted storage).
+	Encryption func() any
 	// auth, if set, authenticates every request (see above).
 	auth *dataAuth
 }
@@ -114,6 +117,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if as := a.Alarms(); len(as) > 0 {
 				body["diverged"] = divergedJSON(as)
 			}
+		}
+		if a.Encryption != nil {
+			body["encryption"] = a.Encryption()
 		}
 		writeJSON(w, http.StatusOK, body)
 		return

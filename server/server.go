@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/forge-consensus/consensus/adapters/encrypt"
 	"github.com/forge-consensus/consensus/adapters/grpc"
 	"github.com/forge-consensus/consensus/adapters/tcp"
 	"github.com/forge-consensus/consensus/adapters/transport"
@@ -104,7 +105,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}()
 
-	storage, closer, err := openStorage(cfg, log)
+	storage, closer, err := openNodeStorage(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("server: node %d: %w", id, err)
 	}
@@ -201,7 +202,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Logger:       base,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("server: node %d: %w", id, err)
+		return nil, fmt.Errorf("server: node %d: %w", id, keyError("security.encryption_old_keys", err))
 	}
 	s.run = r
 	run.Store(r)
@@ -225,8 +226,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			"api.allow_unauthenticated", cfg.API.AllowUnauthenticated)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
-		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation, Alarms: r.Alarms, auth: auth})
+	api := &API{Node: r, LeaderAPI: s.apiURL, FollowerWrites: cfg.API.FollowerWrites,
+		Timeout: cfg.API.RequestTimeout, Observe: m.ObserveOperation, Alarms: r.Alarms, auth: auth}
+	if es, ok := storage.(encrypt.Store); ok {
+		api.Encryption = func() any { return es.Usage() }
+	}
+	mux.Handle("/", api)
 	if cfg.API.FaultSwitch {
 		mux.HandleFunc("/admin/block", func(w http.ResponseWriter, r *http.Request) {
 			if auth.authorizeHTTP(w, r, accessWrite) {

@@ -42,7 +42,7 @@ func openStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) 
 }
 
 // CheckStorage opens the node's storage as New does, which reads back and
-// verifies everything it holds, and closes it again; it starts nothing
+// verifies everything it holds (and, encrypted, decrypts it), and closes it again; it starts nothing
 // else. It returns nil if the storage opens cleanly. An error for which
 // IsCorrupt holds means the storage refused its data: the node must not
 // start with it (see consensusd recover). Like New, it creates an absent
@@ -51,9 +51,18 @@ func CheckStorage(cfg Config, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	_, c, err := openStorage(cfg, log)
+	st, c, err := openNodeStorage(cfg, log)
 	if err != nil {
 		return fmt.Errorf("storage %s: %w", cfg.Storage.Path, err)
+	}
+	if cfg.Security.EnableEncryption {
+		// The backend verified its files; decrypting verifies the records.
+		if _, err := st.Load(); err != nil {
+			if c != nil {
+				c.Close()
+			}
+			return fmt.Errorf("storage %s: %w", cfg.Storage.Path, keyError("security.encryption_old_keys", err))
+		}
 	}
 	if c != nil {
 		if err := c.Close(); err != nil {

@@ -23,7 +23,7 @@ import (
 // another backend's records.
 type fixed struct{ p core.Persisted }
 
-func (f *fixed) Load() (core.Persisted, error)        { return f.p, nil }
+func (f *fixed) Load() (core.Persisted, error)         { return f.p, nil }
 func (f *fixed) Save(u *node.Update, done func(error)) { done(errors.New("fixed: read only")) }
 
 func mustOpen(t *testing.T, opts encrypt.Options, open func() (node.Storage, error)) encrypt.Store {

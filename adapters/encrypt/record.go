@@ -91,7 +91,13 @@ func (kr *keyring) nonce(dst []byte) error {
 
 // sealEntry returns the encrypted data of e.
 func (kr *keyring) sealEntry(e *core.Entry) ([]byte, error) {
-	out := make([]byte, entryHeader, entryHeader+len(e.Data)+tagSize)
+	return kr.sealEntryInto(make([]byte, 0, entryHeader+len(e.Data)+tagSize), e)
+}
+
+// sealEntryInto appends the encrypted data of e to buf, which must have
+// room for it (entryHeader+len(e.Data)+tagSize), and returns the result.
+func (kr *keyring) sealEntryInto(buf []byte, e *core.Entry) ([]byte, error) {
+	out := buf[:entryHeader]
 	out[0] = entryMagic
 	copy(out[1:5], kr.active[:])
 	if err := kr.nonce(out[5:entryHeader]); err != nil {

@@ -266,11 +266,18 @@ func (s *Storage) seal(u *node.Update) (*node.Update, error) {
 	}
 	if len(u.Entries) > 0 {
 		eu.Entries = make([]core.Entry, len(u.Entries))
+		n := 0
+		for _, e := range u.Entries {
+			n += entryHeader + len(e.Data) + tagSize
+		}
+		buf := make([]byte, n) // one allocation for the batch
 		for i, e := range u.Entries {
-			d, err := s.kr.sealEntry(&e)
+			k := entryHeader + len(e.Data) + tagSize
+			d, err := s.kr.sealEntryInto(buf[:0:k], &e)
 			if err != nil {
 				return nil, err
 			}
+			buf = buf[k:]
 			e.Data = d
 			eu.Entries[i] = e
 		}

@@ -11,6 +11,9 @@
 //	consensusd recover -config node2.yaml -new-id 4
 //	                                     bring back a node whose storage is
 //	                                     damaged, under a new ID (package recovery)
+//	consensusd encryption-status -config node1.yaml
+//	                                     list the encryption key IDs the stopped
+//	                                     node's stored records still use
 //
 // The HTTP API (see package server): PUT/GET/DELETE /kv/{key}, GET /status.
 package main
@@ -43,6 +46,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "recover" {
 		return recoverCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "encryption-status" {
+		return encryptionStatusCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("consensusd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file (YAML)")
@@ -61,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster, consensusd recover)")
+		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster, consensusd recover, consensusd encryption-status)")
 		fs.Usage()
 		return exitConfig
 	}
