@@ -103,6 +103,13 @@ func encryptionOptions(cfg Config) (*encrypt.Options, error) {
 	}
 	opts := &encrypt.Options{Key: active, NoSync: !*cfg.Storage.SyncWrites}
 	if cfg.Storage.Type != "memory" {
+		// The ENCRYPTION marker (salt, nonce epoch, key IDs) lives in
+		// storage.path: a durable storage without one could not be
+		// decrypted after a restart.
+		if cfg.Storage.Path == "" {
+			return nil, fmt.Errorf("%w: security.enable_encryption: storage.type %s has no storage.path to keep the %s file in",
+				ErrInvalidConfig, cfg.Storage.Type, encrypt.MarkerName)
+		}
 		opts.Dir = cfg.Storage.Path
 	}
 	seen := map[encrypt.KeyID]string{active.ID(): "security.encryption_key"}
