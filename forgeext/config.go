@@ -263,9 +263,16 @@ func overlay(c, o *Config) {
 	setInt(&s.MaxBatchSize, ost.MaxBatchSize)
 	setDur(&s.MaxBatchDelay, ost.MaxBatchDelay)
 	if sec := o.Security; sec.EnableTLS || sec.EnableMTLS || sec.CertFile != "" {
-		tokens := c.Security.Tokens
+		tokens, enc := c.Security.Tokens, c.Security
 		c.Security = sec
 		c.Security.Tokens = tokens
+		// Encryption at rest is overlaid apart, below.
+		c.Security.EnableEncryption, c.Security.EncryptionKey = enc.EnableEncryption, enc.EncryptionKey
+		c.Security.EncryptionKeyFile, c.Security.EncryptionOldKeys = enc.EncryptionKeyFile, enc.EncryptionOldKeys
+	}
+	if sec := o.Security; sec.EnableEncryption {
+		c.Security.EnableEncryption, c.Security.EncryptionKey = true, sec.EncryptionKey
+		c.Security.EncryptionKeyFile, c.Security.EncryptionOldKeys = sec.EncryptionKeyFile, sec.EncryptionOldKeys
 	}
 	if o.Security.Tokens != nil {
 		c.Security.Tokens = o.Security.Tokens
