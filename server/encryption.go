@@ -148,6 +148,7 @@ func openNodeStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, err
 		return openStorage(cfg, log)
 	}
 	var closer io.Closer
+	opts.Logger = log
 	st, err := encrypt.Open(*opts, func() (node.Storage, error) {
 		st, c, err := openStorage(cfg, log)
 		closer = c
@@ -166,6 +167,9 @@ func openNodeStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, err
 // keyError makes an encryption key refusal a configuration error naming
 // cfgKey.
 func keyError(cfgKey string, err error) error {
+	if errors.Is(err, encrypt.ErrMissingKey) {
+		cfgKey = "security.encryption_old_keys"
+	}
 	if errors.Is(err, encrypt.ErrKey) {
 		return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, cfgKey, err)
 	}

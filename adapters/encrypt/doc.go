@@ -76,14 +76,19 @@
 //
 // Open writes a file named ENCRYPTION (MarkerName) into a new data
 // directory before anything else: the format, the cipher, the salt, the
-// epoch and the IDs of every key that ever wrote into the directory.
-// Before the backend is opened, Open refuses with ErrKey a directory that
-// holds files but no marker (written without encryption) and one whose
-// marker lists none of the configured keys (a wrong key); CheckPlain
-// refuses an encrypted directory opened without encryption. Nothing is
-// read or written in these cases. A record sealed with a key that is no
-// longer configured (a missing old key) is refused by Load, which reads
-// before the node writes anything.
+// epoch and the IDs of the keys stored records may be sealed with. A key
+// is listed before its first record is written and dropped once the Save
+// that removed its last record is durable (a crash in between leaves it
+// listed: a superset, never less; the next process's first write lists
+// only the keys in use). Before the backend is opened — Pebble, for one,
+// rewrites files when it opens — Open refuses with ErrKey a directory that
+// holds files but no marker (written without encryption), one whose marker
+// lists none of the configured keys (a wrong key) and one whose marker
+// lists a key that is not configured (ErrMissingKey: records still need
+// it); CheckPlain refuses an encrypted directory opened without
+// encryption. Nothing is read or written in these cases. Load refuses a
+// record sealed with a key that is not configured all the same
+// (ErrMissingKey), should the marker ever say less than the records.
 //
 // # Rotation
 //
@@ -92,6 +97,6 @@
 // sealed with old keys are read as before. Once the node has taken a
 // snapshot that covers every entry sealed with an old key (and compacted
 // them away), no stored record uses it: Usage lists the keys still in use,
-// and an old key not in Usage().InUse can be removed from the
+// the marker stops listing the old key, and it can be removed from the
 // configuration.
 package encrypt

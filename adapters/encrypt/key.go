@@ -89,7 +89,11 @@ func ParseKey(s string) (Key, error) {
 // encryption or a plain one with it.
 var ErrKey = errors.New("encryption key")
 
+// ErrMissingKey is wrapped by the refusal of stored records sealed with a
+// key that is not configured (it wraps ErrKey).
+var ErrMissingKey = fmt.Errorf("%w: missing key", ErrKey)
+
 // ErrCorrupt is wrapped by every error about a record that cannot be
 // decrypted with its key although the key is configured: damaged, moved
 // to another place (index, term or snapshot) or forged.
-var ErrCorrupt = errors.New("encrypted record corrupt")
+var ErrCorrupt = errors.New("corrupt encrypted storage")

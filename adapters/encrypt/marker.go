@@ -23,8 +23,10 @@ const markerFormat = "forge-consensus encryption at rest v1"
 
 // marker is the content of the marker file: it says the directory is
 // encrypted, holds the salt its data keys are derived with, the epoch of
-// the last process that wrote to it, and the IDs of every key ever used
-// to write into it.
+// the last process that wrote to it, and the IDs of the keys stored
+// records may be sealed with: a key is added before its first record is
+// written, and dropped once no stored record uses it (a superset after a
+// crash, never less).
 type marker struct {
 	Format string   `json:"format"`
 	Cipher string   `json:"cipher"`
@@ -94,8 +96,9 @@ func CheckPlain(dir string) error {
 // opened, and returns its marker: a new one, written, for a directory
 // that is absent or empty. A directory with files but no marker was
 // written without encryption; one whose marker lists none of the keys was
-// encrypted with other keys: both are refused with ErrKey, touching
-// nothing.
+// encrypted with other keys; one whose marker lists a key that is not
+// configured holds records that could not be read: all are refused with
+// ErrKey, touching nothing.
 func prepare(dir string, active Key, old []Key, noSync bool) (*marker, error) {
 	m, err := readMarker(dir)
 	if err != nil {
@@ -133,15 +136,27 @@ func prepare(dir string, active Key, old []Key, noSync bool) (*marker, error) {
 		}
 		return m, nil
 	}
-	for _, k := range append([]Key{active}, old...) {
-		if slices.Contains(m.Keys, k.id.String()) {
-			return m, nil
-		}
-	}
 	ids := []string{active.id.String()}
 	for _, k := range old {
 		ids = append(ids, k.id.String())
 	}
-	return nil, fmt.Errorf("%w: wrong key: data directory %s was encrypted with keys %s, and none of the configured "+
-		"keys (%s) is one of them; nothing was read or written", ErrKey, dir, strings.Join(m.Keys, ", "), strings.Join(ids, ", "))
+	var missing []string
+	known := false
+	for _, k := range m.Keys {
+		if slices.Contains(ids, k) {
+			known = true
+		} else {
+			missing = append(missing, k)
+		}
+	}
+	switch {
+	case !known:
+		return nil, fmt.Errorf("%w: wrong key: data directory %s was encrypted with keys %s, and none of the configured "+
+			"keys (%s) is one of them; nothing was read or written", ErrKey, dir, strings.Join(m.Keys, ", "), strings.Join(ids, ", "))
+	case len(missing) > 0:
+		return nil, fmt.Errorf("%w: data directory %s holds records sealed with keys %s, which are not configured "+
+			"(configured: %s); configure them as old keys until a snapshot covers those records; nothing was read or written",
+			ErrMissingKey, dir, strings.Join(missing, ", "), strings.Join(ids, ", "))
+	}
+	return m, nil
 }

@@ -135,7 +135,7 @@ func (kr *keyring) openEntry(e *core.Entry) ([]byte, KeyID, error) {
 	}
 	a, ok := kr.aeads[id]
 	if !ok {
-		return nil, id, fmt.Errorf("%w: entry %d (term %d) is encrypted with key %s, which is not configured", ErrKey, e.Index, e.Term, id)
+		return nil, id, fmt.Errorf("%w: entry %d (term %d) is encrypted with key %s, which is not configured", ErrMissingKey, e.Index, e.Term, id)
 	}
 	ad := entryAD(e.Index, e.Term, e.Type, id)
 	pt, err := a.Open(nil, e.Data[5:entryHeader], e.Data[entryHeader:], ad[:])
@@ -281,7 +281,7 @@ func (kr *keyring) openSnapshot(data []byte, index, term uint64) ([]byte, KeyID,
 	}
 	a, ok := kr.aeads[id]
 	if !ok {
-		return nil, id, fmt.Errorf("%w: the snapshot at index %d (term %d) is encrypted with key %s, which is not configured", ErrKey, index, term, id)
+		return nil, id, fmt.Errorf("%w: the snapshot at index %d (term %d) is encrypted with key %s, which is not configured", ErrMissingKey, index, term, id)
 	}
 	bad := func(what string) error {
 		return fmt.Errorf("%w: snapshot at index %d (term %d, key %s): %s: damaged, moved from another snapshot, or forged",

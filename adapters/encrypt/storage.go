@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/forge-consensus/consensus/core"
@@ -29,6 +31,8 @@ type Options struct {
 	// NoSync does not fsync the marker file (UNSAFE, as the backend's own
 	// option).
 	NoSync bool
+	// Logger receives warnings (nil discards them).
+	Logger *slog.Logger
 }
 
 // Store is an encrypted node.Storage; it is also a node.SnapshotStore when
@@ -45,11 +49,10 @@ type Store interface {
 
 // Open checks dir against the keys (Options), then opens the backend with
 // openBackend and returns it wrapped. A data directory that holds data
-// but no marker (written without encryption), or whose marker lists none
-// of the keys (a wrong key), is refused with an ErrKey error before the
-// backend is opened: nothing is read or written. A missing old key is
-// found by Load, which refuses the first record sealed with it, also
-// before anything is written.
+// but no marker (written without encryption), whose marker lists none of
+// the keys (a wrong key), or lists a key that is not configured (a missing
+// key, ErrMissingKey), is refused with an ErrKey error before the backend
+// is opened: nothing is read or written.
 func Open(opts Options, openBackend func() (node.Storage, error)) (Store, error) {
 	for _, k := range opts.OldKeys {
 		if k.id == opts.Key.id {
@@ -75,6 +78,9 @@ func Open(opts Options, openBackend func() (node.Storage, error)) (Store, error)
 	if err != nil {
 		return nil, err
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	s := &Storage{inner: inner, kr: kr, opts: opts, marker: m}
 	kr.epoch = epochSource(s.startEpoch)
 	if ss, ok := inner.(node.SnapshotStore); ok {
@@ -91,7 +97,11 @@ type Storage struct {
 	opts   Options
 	marker *marker // nil without Dir
 
+	// markerMu serializes the marker's rewrites (and guards marker).
+	markerMu sync.Mutex
+
 	mu       sync.Mutex
+	loaded   bool   // Load succeeded: snap and runs describe every stored record
 	maxEpoch uint32 // the highest epoch of a record Load read
 	snap     *SnapshotUsage
 	runs     []EntryRange
@@ -112,28 +122,75 @@ var (
 
 // startEpoch records, durably, the epoch of this process's nonces before
 // their first use: one more than the marker's epoch and than any epoch a
-// loaded record used. It also adds the active key to the marker's keys.
+// loaded record used. It also adds the active key to the marker's keys
+// (and, after a Load, drops the keys no stored record uses).
 func (s *Storage) startEpoch() (uint32, error) {
 	if s.marker == nil {
 		return 1, nil // a salt of this process's own: no nonce was ever used with these data keys
 	}
+	s.markerMu.Lock()
+	defer s.markerMu.Unlock()
 	s.mu.Lock()
 	ep := max(s.marker.Epoch, s.maxEpoch)
+	keys := s.keysInUse(s.marker.Keys)
 	s.mu.Unlock()
 	if ep == math.MaxUint32 {
 		return 0, errors.New("encrypt: nonce epochs exhausted in this data directory; rotate the key into a fresh directory")
 	}
 	m := *s.marker
 	m.Epoch = ep + 1
-	m.Keys = slices.Clone(m.Keys)
+	m.Keys = keys
 	if id := s.opts.Key.id.String(); !slices.Contains(m.Keys, id) {
 		m.Keys = append(m.Keys, id)
 	}
 	if err := writeMarker(s.opts.Dir, &m, s.opts.NoSync); err != nil {
 		return 0, err
 	}
-	s.marker = &m
+	s.setMarker(&m)
 	return m.Epoch, nil
+}
+
+// keysInUse returns the keys of listed that a stored record may use: all
+// of them before a Load, else those some record uses and the active key.
+// s.mu is held.
+func (s *Storage) keysInUse(listed []string) []string {
+	if !s.loaded {
+		return slices.Clone(listed)
+	}
+	active := s.kr.active.String()
+	var out []string
+	for _, k := range listed {
+		used := k == active || (s.snap != nil && s.snap.Key == k) ||
+			slices.ContainsFunc(s.runs, func(r EntryRange) bool { return r.Key == k })
+		if used {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// retireKeys rewrites the marker without the keys no stored record uses
+// any more, once the Save that dropped their last record is durable. A
+// failure leaves them listed, which is safe: the next open asks for them,
+// and the first write after it lists only the keys in use.
+func (s *Storage) retireKeys() {
+	s.markerMu.Lock()
+	defer s.markerMu.Unlock()
+	s.mu.Lock()
+	keys := s.keysInUse(s.marker.Keys)
+	s.mu.Unlock()
+	if len(keys) == len(s.marker.Keys) {
+		return
+	}
+	m := *s.marker
+	m.Keys = keys
+	if err := writeMarker(s.opts.Dir, &m, s.opts.NoSync); err != nil {
+		s.opts.Logger.Warn("encrypt: cannot drop keys no longer in use from the marker file; the next start asks for them",
+			"dir", s.opts.Dir, "err", err)
+		return
+	}
+	s.setMarker(&m)
+	s.opts.Logger.Info("encrypt: keys no longer in use", "dir", s.opts.Dir, "keys_in_use", strings.Join(keys, ", "))
 }
 
 // Close closes the backend if it is an io.Closer.
@@ -195,7 +252,7 @@ func (s *Storage) Load() (core.Persisted, error) {
 		runs = addRun(runs, e.Index, e.Index, id.String())
 	}
 	s.mu.Lock()
-	s.maxEpoch, s.snap, s.runs = max(s.maxEpoch, maxEp), snap, runs
+	s.maxEpoch, s.snap, s.runs, s.loaded = max(s.maxEpoch, maxEp), snap, runs, true
 	s.mu.Unlock()
 	return out, nil
 }
@@ -230,8 +287,8 @@ func (s *Storage) Save(u *node.Update, done func(error)) {
 		return
 	}
 	s.inner.Save(eu, func(err error) {
-		if err == nil {
-			s.track(u)
+		if err == nil && s.track(u) {
+			s.retireKeys()
 		}
 		done(err)
 	})
@@ -286,11 +343,17 @@ func (s *Storage) seal(u *node.Update) (*node.Update, error) {
 }
 
 // track follows a completed update in the key usage, as
-// node.MemoryStorage applies it.
-func (s *Storage) track(u *node.Update) {
+// node.MemoryStorage applies it, and reports whether the marker lists a
+// key no stored record uses any more.
+func (s *Storage) track(u *node.Update) (retire bool) {
 	key := s.kr.active.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		if s.marker != nil && (u.Snapshot != nil || u.LocalSnapshot != nil || len(u.Entries) > 0) {
+			retire = len(s.keysInUse(s.markerKeys())) < len(s.markerKeys())
+		}
+	}()
 	if sn := u.Snapshot; sn != nil {
 		s.snap = &SnapshotUsage{Index: sn.Meta.Index, Term: sn.Meta.Term, Key: key}
 		s.runs = nil
@@ -319,6 +382,20 @@ func (s *Storage) track(u *node.Update) {
 		}
 		s.runs = addRun(runs, first, last, key)
 	}
+	return false // set by the deferred check
+}
+
+// markerKeys returns the marker's keys. s.mu is held (marker is replaced
+// under both markerMu and mu, never changed in place).
+func (s *Storage) markerKeys() []string {
+	return s.marker.Keys
+}
+
+// setMarker replaces the marker; markerMu is held.
+func (s *Storage) setMarker(m *marker) {
+	s.mu.Lock()
+	s.marker = m
+	s.mu.Unlock()
 }
 
 // Usage says which keys the stored records use.
