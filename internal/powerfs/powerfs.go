@@ -247,14 +247,14 @@ func (f *FS) drop(tear bool, rng *rand.Rand) (CutReport, error) {
 		tornAt := -1
 		if tear && len(l.undo) > 0 {
 			keep = rng.IntN(len(l.undo))
-			if r := l.undo[keep]; r.write && r.n >= 2 {
+			if r := l.undo[keep]; r.write && tearPoint(r.off, r.n, rng) > 0 {
 				tornAt = keep
 			}
 		}
 		for i := len(l.undo) - 1; i >= keep; i-- {
 			r := l.undo[i]
 			if i == tornAt {
-				p := 1 + rng.Int64N(r.n-1) // bytes of the write that land
+				p := tearPoint(r.off, r.n, rng) // bytes of the write that land
 				if int64(len(r.old)) > p {
 					if _, err := syscall.Pwrite(l.fd, r.old[p:], r.off+p); err != nil {
 						errs = append(errs, fmt.Errorf("powerfs: tear inode %d: %w", k.ino, err))
@@ -294,6 +294,24 @@ func (f *FS) drop(tear bool, rng *rand.Rand) (CutReport, error) {
 	f.stats.TornWrites += rep.TornWrites
 	f.stats.RevertedEntries += rep.RevertedEntries
 	return rep, errors.Join(errs...)
+}
+
+// SectorSize is the unit of a torn write: a write spanning several
+// sectors may land in part, a whole number of its sectors; a sector is
+// written whole or not at all, as disks guarantee (and as adapters/wal's
+// torn-write rule assumes).
+const SectorSize = 512
+
+// tearPoint returns how many bytes of a write of n bytes at off land
+// when it is torn: up to a sector boundary strictly inside the write
+// (chosen with rng), or 0 if it lies within one sector.
+func tearPoint(off, n int64, rng *rand.Rand) int64 {
+	first := (off/SectorSize + 1) * SectorSize // the first boundary after off
+	last := (off + n - 1) / SectorSize * SectorSize
+	if first > last {
+		return 0
+	}
+	return first + rng.Int64N((last-first)/SectorSize+1)*SectorSize - off
 }
 
 // Close unmounts the file system, keeping the current content (synced or

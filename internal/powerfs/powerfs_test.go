@@ -210,7 +210,7 @@ func TestTear(t *testing.T) {
 	p := filepath.Join(f.Dir(), "wal")
 	write(t, p, "head:", true)
 	syncDir(t, f.Dir())
-	data := bytes.Repeat([]byte("0123456789"), 10)
+	data := bytes.Repeat([]byte("0123456789"), 200) // spans four sector boundaries
 	write(t, p, string(data), false)
 	r := cut(t, f, true)
 	got, _ := content(t, p)
@@ -219,5 +219,16 @@ func TestTear(t *testing.T) {
 	}
 	if want := "head:" + string(data[:len(got)-5]); got != want {
 		t.Fatalf("torn content %q is not a prefix of the write", got)
+	}
+	if len(got)%SectorSize != 0 {
+		t.Fatalf("torn at %d bytes: not a sector boundary", len(got))
+	}
+	// A write within one sector is never torn: it lands whole or not at all.
+	write(t, p, "tail", false)
+	if r := cut(t, f, true); r.TornWrites != 0 {
+		t.Fatalf("report %+v: a write within a sector was torn", r)
+	}
+	if got2, _ := content(t, p); got2 != got {
+		t.Fatalf("after the second cut %q, want %q", got2, got)
 	}
 }
