@@ -36,9 +36,11 @@ func RequirePowerFS(t testing.TB) {
 // tearing writes (a random prefix of each file's unsynced writes lands,
 // the last of them in part). After each cut the store is reopened: it
 // must hold every acknowledged update and exactly the updates of a prefix
-// of what was saved, or refuse with the backend's corruption error
-// (IsCorrupt), which names the damage; a refusal starts the next round on
-// an empty store. Rounds are counted by verdict and logged.
+// of what was saved, or, after a cut that tore writes only, refuse with
+// the backend's corruption error (IsCorrupt), which names the damage (a
+// refusal starts the next round on an empty store). A refusal after a cut
+// that tore nothing fails: the fsynced state is intact, so refusing it
+// means something acknowledged was never fsynced. Rounds are counted by verdict and logged.
 //
 // A backend runs it with one line in a test file:
 //
@@ -119,6 +121,11 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 		if err != nil {
 			if b.IsCorrupt == nil || !b.IsCorrupt(err) {
 				t.Fatalf("%s: reopen fails, and not as a refusal of damaged data: %v", what, err)
+			}
+			if !tear {
+				// Nothing was damaged: what was fsynced is intact and only
+				// unsynced changes are gone, which a store must accept.
+				t.Fatalf("%s: reopen refuses after a cut that tore nothing (a durability bug: something acknowledged was not fsynced): %v", what, err)
 			}
 			refused++
 			refusals = append(refusals, fmt.Sprintf("%s: %v", what, err))
