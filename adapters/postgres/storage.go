@@ -237,6 +237,15 @@ func Open(o Options) (*Storage, error) {
 	return s, nil
 }
 
+// CheckDSN returns an error saying why dsn is not a connection string pgx
+// parses, without its password, or nil.
+func CheckDSN(dsn string) error {
+	if _, err := pgx.ParseConfig(dsn); err != nil {
+		return fmt.Errorf("the DSN does not parse: %w", redact(err, dsn))
+	}
+	return nil
+}
+
 // redact removes the DSN's password from err's message, in case a driver
 // error quotes the DSN.
 func redact(err error, dsn string) error {
