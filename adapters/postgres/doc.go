@@ -53,9 +53,11 @@
 //
 // # Ownership
 //
-// Open writes a new random owner token into meta (waiting, by the row
-// lock, for any transaction of a previous owner to end) before it reads
-// and verifies the schema. Every write transaction checks the token under
+// Open locks the meta row (waiting for any write transaction of a previous
+// owner, such as a killed process's, to end), reads and verifies the whole
+// schema and only then, in the same transaction, writes a new random owner
+// token into meta: nothing changes in a schema that fails verification.
+// Every write transaction checks the token under
 // the same row lock and fails if another process has opened the schema
 // since: two processes never write one schema, and a transaction of a
 // killed process can never commit after its successor has loaded the

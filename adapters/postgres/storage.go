@@ -38,6 +38,8 @@ const (
 	defaultBatchBytes   = 4 << 20
 	// formatVersion is the version of the layout written in meta.
 	formatVersion = 1
+	// readTimeout bounds Open and Load, which read the whole log.
+	readTimeout = 10 * time.Minute
 )
 
 // Options configures a Storage.
@@ -208,7 +210,7 @@ func Open(o Options) (*Storage, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "consensus"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -391,7 +393,7 @@ func (s *Storage) Load() (core.Persisted, error) {
 		return core.Persisted{}, fmt.Errorf("postgres storage: load: %w", ErrClosed)
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	var p core.Persisted
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
