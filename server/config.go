@@ -190,7 +190,7 @@ type TransportConfig struct {
 
 // StorageConfig chooses and tunes storage.
 type StorageConfig struct {
-	Type       string `yaml:"type"` // wal (default), pebble or memory
+	Type       string `yaml:"type"` // wal (default), pebble, postgres (experimental) or memory
 	Path       string `yaml:"path"`
 	SyncWrites *bool  `yaml:"sync_writes"` // default true; false is unsafe
 	// MaxBatchSize caps the bytes one group commit merges (wal; 0: 4 MiB).
@@ -205,6 +205,21 @@ type StorageConfig struct {
 	// SegmentSize is the size of the wal's preallocated segment files
 	// (0: 64 MiB; 4 KiB to 1 GiB).
 	SegmentSize int64 `yaml:"segment_size"`
+	// Postgres configures the experimental postgres storage.
+	Postgres PostgresConfig `yaml:"postgres"`
+}
+
+// PostgresConfig configures the experimental postgres storage: the node's
+// log in a schema of its own in a PostgreSQL database.
+type PostgresConfig struct {
+	// DSN is the connection string (URL or key=value). Write it as
+	// ${VAR} to keep its password out of the file; it is never logged.
+	DSN string `yaml:"dsn"`
+	// PoolSize is the most connections the node opens (0: 4; at most 100).
+	PoolSize int `yaml:"pool_size"`
+	// Schema overrides the schema name, derived from cluster_id and
+	// node_id by default (see pgstore.SchemaName).
+	Schema string `yaml:"schema"`
 }
 
 // ClusterHash is the cluster ID the wal storage writes into its segment
@@ -582,8 +597,12 @@ func (c *Config) Validate() error {
 			return bad("storage.path", "required for %s storage", c.Storage.Type)
 		}
 	case "memory":
+	case "postgres":
+		if err := c.Storage.Postgres.validate(*c.Storage.SyncWrites, bad); err != nil {
+			return err
+		}
 	default:
-		return bad("storage.type", "%q is not pebble, wal or memory", c.Storage.Type)
+		return bad("storage.type", "%q is not wal, pebble, postgres or memory", c.Storage.Type)
 	}
 	switch st := c.Storage; {
 	case st.MaxBatchSize < 0:
