@@ -328,3 +328,96 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// metric reads the first sample of s's metrics (admin API) whose line
+// starts with series.
+func metric(t *testing.T, s *server.Server, series string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.APIAddr()+"/consensus/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+backupToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, series) {
+			var f float64
+			fmt.Sscan(l[strings.LastIndex(l, " ")+1:], &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// TestRestoredClusterRefusesOldNodes: a node restored into a new cluster
+// at the address of an old member (same node ID, same raft port) refuses
+// the old cluster's leader, which keeps dialing it: its transport rejects
+// every connection (another cluster_id), its term and state stay its own,
+// and the old cluster's later writes never reach it.
+func TestRestoredClusterRefusesOldNodes(t *testing.T) {
+	dir := t.TempDir()
+	oldPaths := writeConfigs(t, filepath.Join(dir, "old"), 3, "old-cluster", "wal")
+	old := startNodes(t, oldPaths)
+	lead := servertest.Leader(t, old)
+	for i := range 10 {
+		put(t, lead, fmt.Sprintf("k%d", i), "old")
+	}
+	file := filepath.Join(dir, "b.fcb")
+	download(t, lead, file)
+	// Stop a follower; a new cluster's node takes its ID and address.
+	var gone int
+	for i, s := range old {
+		if s != lead {
+			gone = i
+		}
+	}
+	if err := old[gone].Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(oldPaths[gone])
+	cfg, err := server.LoadConfig(oldPaths[gone])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var self string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.Contains(l, fmt.Sprintf("{id: %d,", cfg.NodeID.ID())) {
+			self = l
+		}
+	}
+	newCfg := strings.NewReplacer("cluster_id: old-cluster", "cluster_id: new-cluster",
+		cfg.Storage.Path, filepath.Join(dir, "new-data")).Replace(string(raw))
+	// Its peers: itself alone.
+	start, _ := strings.CutPrefix(newCfg[strings.Index(newCfg, "peers:\n"):], "peers:\n")
+	end := strings.Index(start, "raft:")
+	newCfg = strings.Replace(newCfg, start[:end], self+"\n", 1)
+	newPath := filepath.Join(dir, "new.yaml")
+	os.WriteFile(newPath, []byte(newCfg), 0o600)
+	if code, _, stderr := runD("restore", "-from", file, "-config", newPath, "-new-cluster-id", "new-cluster"); code != 0 {
+		t.Fatalf("restore: %d: %s\n%s", code, stderr, newCfg)
+	}
+	fresh := startNodes(t, []string{newPath})
+	servertest.Leader(t, fresh)
+	term := fresh[0].Runner().Status().Term
+
+	const rejected = `forge_consensus_transport_errors_total{kind="rejected"`
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; metric(t, fresh[0], rejected) < 3; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the old leader's connections were not refused; new node %+v", fresh[0].Runner().Status())
+		}
+		put(t, lead, fmt.Sprintf("late%d", i), "old")
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := fresh[0].Runner().Status(); got.Term != term || got.Lead != cfg.NodeID.ID() {
+		t.Errorf("the new node moved: term %d (was %d), leader %d", got.Term, term, got.Lead)
+	}
+	if _, ok := get(t, fresh[0], "late0"); ok {
+		t.Error("an old-cluster write reached the new cluster")
+	}
+	if v, ok := get(t, fresh[0], "k3"); !ok || v != "old" {
+		t.Errorf("restored key k3: %q %v", v, ok)
+	}
+}
