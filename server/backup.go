@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/forge-consensus/consensus/admin"
@@ -249,6 +251,27 @@ func checkEmptyStorage(cfg Config) error {
 	return nil
 }
 
+// ErrRunning is wrapped by the error of MigrateStorage for a node that
+// seems to be running.
+var ErrRunning = errors.New("the node is running")
+
+// checkStopped refuses a node whose raft or API address is taken, most
+// likely by the node itself: the wal storage takes no lock, and a copy of
+// a running node's storage would mix moments.
+func checkStopped(cfg Config) error {
+	for _, a := range []struct{ key, addr string }{
+		{"bind_port", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort))},
+		{"api.addr", cfg.API.Addr},
+	} {
+		ln, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			return fmt.Errorf("%w: its %s %s is in use (%v); stop it first", ErrRunning, a.key, a.addr, err)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
 // MigrateResult is what MigrateStorage copied and verified.
 type MigrateResult struct {
 	HardState core.HardState
@@ -264,7 +287,8 @@ type MigrateResult struct {
 // migrateBatch is the number of log entries written per storage write.
 const migrateBatch = 1024
 
-// MigrateStorage copies a stopped node's storage, as from describes it, to
+// MigrateStorage copies a stopped node's storage (a node whose raft or API
+// address is in use is refused as running), as from describes it, to
 // the storage to describes (its storage.type and storage.path; every other
 // key as in from), which must be empty: the hard state, the snapshot and
 // the log after it. Then it verifies the copy: it opens both again, reads
@@ -284,6 +308,9 @@ func MigrateStorage(from, to Config, log *slog.Logger) (MigrateResult, error) {
 	}
 	if err := to.Validate(); err != nil {
 		return res, fmt.Errorf("target: %w", err)
+	}
+	if err := checkStopped(from); err != nil {
+		return res, err
 	}
 	if err := checkEmptyStorage(to); err != nil {
 		return res, fmt.Errorf("target: %w", err)
@@ -460,10 +487,11 @@ func stateHash(p core.Persisted) (uint64, error) {
 		if e.Index > p.HardState.Commit {
 			break
 		}
-		if e.Type != core.EntryNormal || len(e.Data) == 0 || e.Data[0] == appCommandTag {
+		cmd, ok := node.EntryCommand(e)
+		if !ok || len(cmd) == 0 || cmd[0] == appCommandTag {
 			continue
 		}
-		store.Apply(e.Index, e.Data)
+		store.Apply(e.Index, cmd)
 	}
 	return store.Hash(), nil
 }

@@ -124,7 +124,8 @@ be equal. The source is left as it was. Afterwards set storage.type and
 storage.path in FILE to the new storage and start the node.
 
 Exit status: 0 copied and verified, 1 failed, 2 usage error, 3 refused (a
-target that is not empty).
+target that is not empty, a node that is running: its bind_port or
+api.addr is in use).
 
 flags:
 `
@@ -163,7 +164,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "consensusd migrate-storage: %v\n", err)
 		switch {
-		case errors.Is(err, server.ErrNotEmpty):
+		case errors.Is(err, server.ErrNotEmpty), errors.Is(err, server.ErrRunning):
 			return exitBackupRefused
 		case errors.Is(err, server.ErrInvalidConfig):
 			return exitUsage

@@ -282,6 +282,11 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 	for i := range keys {
 		put(t, lead, fmt.Sprintf("m%02d", i), fmt.Sprintf("v%d", i))
 	}
+	// A running node is refused.
+	if code, _, stderr := runD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path",
+		filepath.Join(dir, "running")); code != exitBackupRefused || !strings.Contains(stderr, "the node is running") {
+		t.Errorf("running node: exit %d: %s", code, stderr)
+	}
 	if err := srvs[0].Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +313,14 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 	}
 	if h1, h2 := hash(out1), hash(out2); h1 != h2 {
 		t.Errorf("state hash %s after wal -> pebble, %s after pebble -> wal", h1, h2)
+	}
+	// The state hash is the node's: that of a store holding the same keys.
+	want := kv.New(kv.Config{})
+	for i := range keys {
+		want.Apply(uint64(i+1), kv.EncodeCommand(kv.Command{Op: kv.OpSet, Key: fmt.Sprintf("m%02d", i), Value: []byte(fmt.Sprintf("v%d", i))}))
+	}
+	if h := hash(out1); h != fmt.Sprintf("%016x", want.Hash()) {
+		t.Errorf("state hash %s, want %016x (the keys written)", h, want.Hash())
 	}
 	if !strings.Contains(out1, "snapshot at ") || strings.Contains(out1, "snapshot at 0,") {
 		t.Errorf("the source held no snapshot: %s", out1)
