@@ -25,7 +25,7 @@ const backupToken = "backup-op-7f3a91c2"
 
 // writeConfigs writes the configuration files of an n-node loopback
 // cluster under dir and returns their paths.
-func writeConfigs(t *testing.T, dir string, n int, clusterID, storage string) []string {
+func bkWriteConfigs(t *testing.T, dir string, n int, clusterID, storage string) []string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ security:
 
 // startNodes starts a node for each configuration file; the test's
 // cleanup closes them.
-func startNodes(t *testing.T, paths []string) []*server.Server {
+func bkStartNodes(t *testing.T, paths []string) []*server.Server {
 	t.Helper()
 	var srvs []*server.Server
 	for _, p := range paths {
@@ -87,7 +87,7 @@ func startNodes(t *testing.T, paths []string) []*server.Server {
 	return srvs
 }
 
-func put(t *testing.T, s *server.Server, key, value string) {
+func bkPut(t *testing.T, s *server.Server, key, value string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -96,7 +96,7 @@ func put(t *testing.T, s *server.Server, key, value string) {
 	}
 }
 
-func get(t *testing.T, s *server.Server, key string) (string, bool) {
+func bkGet(t *testing.T, s *server.Server, key string) (string, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -109,7 +109,7 @@ func get(t *testing.T, s *server.Server, key string) (string, bool) {
 }
 
 // download fetches a backup from s's admin API into file.
-func download(t *testing.T, s *server.Server, file string) backup.Info {
+func bkDownload(t *testing.T, s *server.Server, file string) backup.Info {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+s.APIAddr()+"/consensus/snapshot/download", nil)
 	req.Header.Set("Authorization", "Bearer "+backupToken)
@@ -132,7 +132,7 @@ func download(t *testing.T, s *server.Server, file string) backup.Info {
 	return info
 }
 
-func runD(args ...string) (int, string, string) {
+func bkRunD(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	code := run(args, &out, &errb)
 	return code, out.String(), errb.String()
@@ -145,11 +145,11 @@ func runD(args ...string) (int, string, string) {
 // empty and the old cluster's ID are refused, writing nothing.
 func TestBackupRestoreNewCluster(t *testing.T) {
 	dir := t.TempDir()
-	old := startNodes(t, writeConfigs(t, filepath.Join(dir, "old"), 3, "old-cluster", "wal"))
+	old := bkStartNodes(t, bkWriteConfigs(t, filepath.Join(dir, "old"), 3, "old-cluster", "wal"))
 	lead := servertest.Leader(t, old)
 	const keys = 50
 	for i := range keys {
-		put(t, lead, fmt.Sprintf("k%02d", i), fmt.Sprintf("v%d", i))
+		bkPut(t, lead, fmt.Sprintf("k%02d", i), fmt.Sprintf("v%d", i))
 	}
 	// From a follower: the backup still holds every write committed
 	// before the request.
@@ -161,15 +161,15 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 	}
 	commit := lead.Runner().Status().Commit
 	file := filepath.Join(dir, "backup.fcb")
-	info := download(t, follower, file)
+	info := bkDownload(t, follower, file)
 	if info.ClusterID != "old-cluster" || info.Index < commit || info.Term == 0 || len(info.Voters) != 3 {
 		t.Fatalf("backup header %+v; want cluster old-cluster, index >= %d, 3 voters", info.Header, commit)
 	}
 	t.Logf("backup: %+v size %d sha256 %s", info.Header, info.Size, info.SHA256)
 	// A write after the backup is not in it.
-	put(t, lead, "after", "backup")
+	bkPut(t, lead, "after", "backup")
 
-	newPaths := writeConfigs(t, filepath.Join(dir, "new"), 3, "new-cluster", "pebble")
+	newPaths := bkWriteConfigs(t, filepath.Join(dir, "new"), 3, "new-cluster", "pebble")
 	data1 := filepath.Join(dir, "new", "data1")
 	raw, _ := os.ReadFile(file)
 
@@ -200,7 +200,7 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 	} {
 		f := filepath.Join(dir, "case.fcb")
 		os.WriteFile(f, tc.data, 0o600)
-		code, _, stderr := runD("restore", "-from", f, "-config", tc.config, "-new-cluster-id", tc.id)
+		code, _, stderr := bkRunD("restore", "-from", f, "-config", tc.config, "-new-cluster-id", tc.id)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tc.name, code, stderr, tc.code, tc.want)
 		}
@@ -213,7 +213,7 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 	}
 
 	for _, p := range newPaths {
-		code, stdout, stderr := runD("restore", "-from", file, "-config", p, "-new-cluster-id", "new-cluster")
+		code, stdout, stderr := bkRunD("restore", "-from", file, "-config", p, "-new-cluster-id", "new-cluster")
 		if code != 0 {
 			t.Fatalf("restore %s: exit %d: %s", p, code, stderr)
 		}
@@ -222,22 +222,22 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 		}
 	}
 	// Once restored, the storage is not empty: a second restore is refused.
-	if code, _, stderr := runD("restore", "-from", file, "-config", newPaths[0], "-new-cluster-id", "new-cluster"); code != exitBackupRefused {
+	if code, _, stderr := bkRunD("restore", "-from", file, "-config", newPaths[0], "-new-cluster-id", "new-cluster"); code != exitBackupRefused {
 		t.Errorf("second restore: exit %d: %s", code, stderr)
 	}
 
-	fresh := startNodes(t, newPaths)
+	fresh := bkStartNodes(t, newPaths)
 	nl := servertest.Leader(t, fresh)
 	for i := range keys {
-		if v, ok := get(t, nl, fmt.Sprintf("k%02d", i)); !ok || v != fmt.Sprintf("v%d", i) {
+		if v, ok := bkGet(t, nl, fmt.Sprintf("k%02d", i)); !ok || v != fmt.Sprintf("v%d", i) {
 			t.Errorf("k%02d: %q, %v", i, v, ok)
 		}
 	}
-	if _, ok := get(t, nl, "after"); ok {
+	if _, ok := bkGet(t, nl, "after"); ok {
 		t.Error("a key written after the backup is in the restored cluster")
 	}
-	put(t, nl, "new", "write")
-	if v, ok := get(t, nl, "new"); !ok || v != "write" {
+	bkPut(t, nl, "new", "write")
+	if v, ok := bkGet(t, nl, "new"); !ok || v != "write" {
 		t.Errorf("new write: %q %v", v, ok)
 	}
 	// Every node of the new cluster holds the same state: its voters
@@ -255,11 +255,11 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 		for s.Runner().Status().Applied < nl.Runner().Status().Commit && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if v, ok := get(t, s, "k07"); !ok || v != "v7" {
+		if v, ok := bkGet(t, s, "k07"); !ok || v != "v7" {
 			t.Errorf("node %d: k07 = %q, %v", s.Runner().ID(), v, ok)
 		}
 	}
-	if again := download(t, nl, filepath.Join(dir, "again.fcb")); again.ClusterID != "new-cluster" || again.Index <= info.Index {
+	if again := bkDownload(t, nl, filepath.Join(dir, "again.fcb")); again.ClusterID != "new-cluster" || again.Index <= info.Index {
 		t.Errorf("backup of the new cluster: %+v", again.Header)
 	}
 	_ = core.Leader
@@ -271,19 +271,19 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 // that is not empty is refused.
 func TestMigrateStorageRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	paths := writeConfigs(t, dir, 1, "mig", "wal")
+	paths := bkWriteConfigs(t, dir, 1, "mig", "wal")
 	// A snapshot every 20 entries: the storage holds a snapshot and a log.
 	raw, _ := os.ReadFile(paths[0])
 	raw = bytes.Replace(raw, []byte("raft:\n"), []byte("raft:\n  snapshot_threshold: 20\n  trailing_logs: 5\n"), 1)
 	os.WriteFile(paths[0], raw, 0o600)
-	srvs := startNodes(t, paths)
+	srvs := bkStartNodes(t, paths)
 	lead := servertest.Leader(t, srvs)
 	const keys = 45
 	for i := range keys {
-		put(t, lead, fmt.Sprintf("m%02d", i), fmt.Sprintf("v%d", i))
+		bkPut(t, lead, fmt.Sprintf("m%02d", i), fmt.Sprintf("v%d", i))
 	}
 	// A running node is refused.
-	if code, _, stderr := runD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path",
+	if code, _, stderr := bkRunD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path",
 		filepath.Join(dir, "running")); code != exitBackupRefused || !strings.Contains(stderr, "the node is running") {
 		t.Errorf("running node: exit %d: %s", code, stderr)
 	}
@@ -298,7 +298,7 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 		}
 		return strings.Fields(after)[0]
 	}
-	code, out1, stderr := runD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path", pebbleDir)
+	code, out1, stderr := bkRunD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path", pebbleDir)
 	if code != 0 {
 		t.Fatalf("wal -> pebble: exit %d: %s", code, stderr)
 	}
@@ -307,7 +307,7 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 	pebbleCfg := filepath.Join(dir, "pebble.yaml")
 	os.WriteFile(pebbleCfg, bytes.Replace(bytes.Replace(raw, []byte("type: wal"), []byte("type: pebble"), 1),
 		[]byte(filepath.Join(dir, "data1")), []byte(pebbleDir), 1), 0o600)
-	code, out2, stderr := runD("migrate-storage", "-config", pebbleCfg, "-to-type", "wal", "-to-path", walDir)
+	code, out2, stderr := bkRunD("migrate-storage", "-config", pebbleCfg, "-to-type", "wal", "-to-path", walDir)
 	if code != 0 {
 		t.Fatalf("pebble -> wal: exit %d: %s", code, stderr)
 	}
@@ -326,17 +326,17 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 		t.Errorf("the source held no snapshot: %s", out1)
 	}
 	// A target that is not empty is refused.
-	if code, _, stderr := runD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path", pebbleDir); code != exitBackupRefused ||
+	if code, _, stderr := bkRunD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path", pebbleDir); code != exitBackupRefused ||
 		!strings.Contains(stderr, "must be empty") {
 		t.Errorf("non-empty target: exit %d: %s", code, stderr)
 	}
 	// The node starts from the round-tripped copy with every key.
 	walCfg := filepath.Join(dir, "wal2.yaml")
 	os.WriteFile(walCfg, bytes.Replace(raw, []byte(filepath.Join(dir, "data1")), []byte(walDir), 1), 0o600)
-	again := startNodes(t, []string{walCfg})
+	again := bkStartNodes(t, []string{walCfg})
 	l := servertest.Leader(t, again)
 	for i := range keys {
-		if v, ok := get(t, l, fmt.Sprintf("m%02d", i)); !ok || v != fmt.Sprintf("v%d", i) {
+		if v, ok := bkGet(t, l, fmt.Sprintf("m%02d", i)); !ok || v != fmt.Sprintf("v%d", i) {
 			t.Errorf("m%02d: %q %v", i, v, ok)
 		}
 	}
@@ -344,7 +344,7 @@ func TestMigrateStorageRoundTrip(t *testing.T) {
 
 // metric reads the first sample of s's metrics (admin API) whose line
 // starts with series.
-func metric(t *testing.T, s *server.Server, series string) float64 {
+func bkMetric(t *testing.T, s *server.Server, series string) float64 {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+s.APIAddr()+"/consensus/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+backupToken)
@@ -371,14 +371,14 @@ func metric(t *testing.T, s *server.Server, series string) float64 {
 // and the old cluster's later writes never reach it.
 func TestRestoredClusterRefusesOldNodes(t *testing.T) {
 	dir := t.TempDir()
-	oldPaths := writeConfigs(t, filepath.Join(dir, "old"), 3, "old-cluster", "wal")
-	old := startNodes(t, oldPaths)
+	oldPaths := bkWriteConfigs(t, filepath.Join(dir, "old"), 3, "old-cluster", "wal")
+	old := bkStartNodes(t, oldPaths)
 	lead := servertest.Leader(t, old)
 	for i := range 10 {
-		put(t, lead, fmt.Sprintf("k%d", i), "old")
+		bkPut(t, lead, fmt.Sprintf("k%d", i), "old")
 	}
 	file := filepath.Join(dir, "b.fcb")
-	download(t, lead, file)
+	bkDownload(t, lead, file)
 	// Stop a follower; a new cluster's node takes its ID and address.
 	var gone int
 	for i, s := range old {
@@ -408,29 +408,29 @@ func TestRestoredClusterRefusesOldNodes(t *testing.T) {
 	newCfg = strings.Replace(newCfg, start[:end], self+"\n", 1)
 	newPath := filepath.Join(dir, "new.yaml")
 	os.WriteFile(newPath, []byte(newCfg), 0o600)
-	if code, _, stderr := runD("restore", "-from", file, "-config", newPath, "-new-cluster-id", "new-cluster"); code != 0 {
+	if code, _, stderr := bkRunD("restore", "-from", file, "-config", newPath, "-new-cluster-id", "new-cluster"); code != 0 {
 		t.Fatalf("restore: %d: %s\n%s", code, stderr, newCfg)
 	}
-	fresh := startNodes(t, []string{newPath})
+	fresh := bkStartNodes(t, []string{newPath})
 	servertest.Leader(t, fresh)
 	term := fresh[0].Runner().Status().Term
 
 	const rejected = `forge_consensus_transport_errors_total{kind="rejected"`
 	deadline := time.Now().Add(20 * time.Second)
-	for i := 0; metric(t, fresh[0], rejected) < 3; i++ {
+	for i := 0; bkMetric(t, fresh[0], rejected) < 3; i++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("the old leader's connections were not refused; new node %+v", fresh[0].Runner().Status())
 		}
-		put(t, lead, fmt.Sprintf("late%d", i), "old")
+		bkPut(t, lead, fmt.Sprintf("late%d", i), "old")
 		time.Sleep(20 * time.Millisecond)
 	}
 	if got := fresh[0].Runner().Status(); got.Term != term || got.Lead != cfg.NodeID.ID() {
 		t.Errorf("the new node moved: term %d (was %d), leader %d", got.Term, term, got.Lead)
 	}
-	if _, ok := get(t, fresh[0], "late0"); ok {
+	if _, ok := bkGet(t, fresh[0], "late0"); ok {
 		t.Error("an old-cluster write reached the new cluster")
 	}
-	if v, ok := get(t, fresh[0], "k3"); !ok || v != "old" {
+	if v, ok := bkGet(t, fresh[0], "k3"); !ok || v != "old" {
 		t.Errorf("restored key k3: %q %v", v, ok)
 	}
 }
