@@ -16,6 +16,11 @@ import (
 // fails verification.
 var ErrCorrupt = errors.New("corrupt data")
 
+// ErrNeedsRecovery is wrapped by an engine's read-only open that cannot
+// proceed before a read-write open recovers the engine (cuts its log after
+// a crash); Open then skips its read-only verification pass.
+var ErrNeedsRecovery = errors.New("the database needs recovery by a read-write open")
+
 // ErrClosed is wrapped by the errors of operations on a closed Storage.
 var ErrClosed = errors.New("storage closed")
 

@@ -194,6 +194,13 @@ func Open(cfg Config) (s *Storage, err error) {
 // and closes it.
 func (s *Storage) verifyReadOnly(check func(*state) error) error {
 	eng, err := s.openEngine(true)
+	if errors.Is(err, ErrNeedsRecovery) {
+		// A crash left the engine's log to be cut (Badger's preallocated
+		// write-ahead log): only the read-write open can, and the checks
+		// after it (the guard's included) still run.
+		s.log.Info(s.cfg.Name+": the database needs recovery; verifying it after the read-write open", "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -228,7 +235,7 @@ func (s *Storage) guarded(op string, fn func() error) (err error) {
 		}
 	}()
 	err = fn()
-	if err == nil || errors.Is(err, ErrCorrupt) {
+	if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNeedsRecovery) {
 		return err
 	}
 	corrupt := !environmental(err)
