@@ -37,8 +37,10 @@ func openStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) 
 			return nil, nil, err
 		}
 		return ps, ps, nil
+	case "bolt", "badger":
+		return openKVStorage(cfg, log)
 	}
-	return nil, nil, fmt.Errorf("%w: storage.type: %q is not wal, pebble or memory", ErrInvalidConfig, cfg.Storage.Type)
+	return nil, nil, fmt.Errorf("%w: storage.type: %q is not wal, pebble, bolt, badger or memory", ErrInvalidConfig, cfg.Storage.Type)
 }
 
 // CheckStorage opens the node's storage as New does, which reads back and
