@@ -33,22 +33,27 @@ var backends = []backend{
 // entryBytes is the size of each benchmark entry's data.
 const entryBytes = 128
 
-// entryData returns entryBytes of incompressible (pseudo-random) data, so
-// that engines that compress (Pebble, Badger) are not flattered.
+// entryData returns 1 MiB of incompressible (pseudo-random) bytes; the
+// entry of index i takes the 128 bytes at (i * 128) mod (1 MiB - 128), so
+// that consecutive entries differ and engines that compress (Pebble,
+// Badger) are not flattered.
 func entryData() []byte {
 	rng := rand.New(rand.NewPCG(1, 2))
-	b := make([]byte, entryBytes)
+	b := make([]byte, 1<<20)
 	for i := range b {
 		b[i] = byte(rng.Uint32())
 	}
 	return b
 }
 
-// update returns a synced update appending n entries from index first.
+// update returns a synced update appending n entries from index first,
+// with data from entryData.
 func update(first uint64, n int, data []byte) *node.Update {
 	es := make([]core.Entry, n)
 	for i := range es {
-		es[i] = core.Entry{Index: first + uint64(i), Term: 1, Data: data}
+		index := first + uint64(i)
+		off := index * entryBytes % uint64(len(data)-entryBytes)
+		es[i] = core.Entry{Index: index, Term: 1, Data: data[off : off+entryBytes : off+entryBytes]}
 	}
 	return &node.Update{Entries: es, HardState: core.HardState{Term: 1, Vote: 1, Commit: first - 1}, Sync: true}
 }
