@@ -121,8 +121,11 @@ type engine struct {
 // openEngine opens the database file at path.
 func openEngine(path string, readOnly, noSync bool, ft bolt.FreelistType) (*engine, error) {
 	if readOnly {
-		if _, err := statFile(path); err != nil {
-			return &engine{path: path}, nil // nothing stored yet
+		// Nothing stored yet, or a crash while Bolt created the file
+		// (before anything could be acknowledged): the read-write open
+		// initialises it.
+		if fi, err := statFile(path); err != nil || fi.Size() == 0 {
+			return &engine{path: path}, nil
 		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{

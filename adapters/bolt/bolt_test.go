@@ -92,3 +92,59 @@ func TestFreelistMap(t *testing.T) {
 		t.Fatalf("unknown freelist type: %v", err)
 	}
 }
+
+// boltKeys returns the entry indexes stored in the database in dir.
+func boltKeys(t *testing.T, dir string) []uint64 {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var out []uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketName).ForEach(func(k, _ []byte) error {
+			if len(k) == 9 && k[0] == 'e' {
+				out = append(out, binary.BigEndian.Uint64(k[1:]))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestGarbageDeleted: entries compacted away or cut by an overwrite are
+// not read, and are deleted a few hundred per commit, including those a
+// restart finds.
+func TestGarbageDeleted(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1, 1500, 1), Sync: true})
+	storagetest.MustSave(t, s, &node.Update{LocalSnapshot: storagetest.SnapshotWith(1400, 1, "snap"), CompactTo: 1400, Sync: true})
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(1451, 1460, 2), Sync: true}) // cuts 1461..1500
+	storagetest.MustClose(t, s)
+	if n := len(boltKeys(t, dir)); n <= 60 {
+		t.Fatalf("%d keys: garbage deleted faster than expected, the test proves nothing", n)
+	}
+	s, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		storagetest.MustSave(t, s, &node.Update{HardState: core.HardState{Term: 2, Vote: 1, Commit: uint64(1401 + i)}, Sync: true})
+	}
+	p := storagetest.MustLoad(t, s)
+	storagetest.MustClose(t, s)
+	if len(p.Entries) != 60 || p.Entries[0].Index != 1401 || p.Entries[59].Index != 1460 || p.Entries[59].Term != 2 {
+		t.Fatalf("log %s", storagetest.Span(p.Entries))
+	}
+	if keys := boltKeys(t, dir); len(keys) != 60 || keys[0] != 1401 || keys[59] != 1460 {
+		t.Fatalf("%d entry keys stored (%v..%v), want exactly 1401..1460", len(keys), keys[0], keys[len(keys)-1])
+	}
+}
