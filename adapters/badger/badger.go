@@ -18,7 +18,10 @@
 // file is what notices the lost commits. Open first opens the database
 // read-only, without compactions, reads everything back and runs Badger's
 // table checksum verification (DB.VerifyChecksum), then reopens it for
-// writing. After a crash Badger must cut its preallocated write-ahead log
+// writing. Before the read-only open every table is opened and verified
+// on the caller's goroutine (checkTables): Badger opens tables on its own
+// goroutines, where a damaged block can crash the process, and it skips a
+// table whose checksum fails with only a log line. After a crash Badger must cut its preallocated write-ahead log
 // at the end of the valid records, which a read-only open cannot do: Open
 // then skips the read-only pass, and the checks after the read-write open
 // (the guard's included) decide; a refusal then stays a refusal, since the
@@ -170,6 +173,9 @@ func openEngine(dir string, readOnly bool, o Options, logger *slog.Logger) (*eng
 	if readOnly {
 		if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); errors.Is(err, os.ErrNotExist) {
 			return &engine{dir: dir}, nil // nothing stored yet
+		}
+		if err := checkTables(dir); err != nil {
+			return nil, err
 		}
 	}
 	opts := badger.DefaultOptions(dir).
