@@ -122,7 +122,7 @@ func WithTransportType(t string) Option {
 	return func(c *Config) error { c.Transport.Type = t; return nil }
 }
 
-// WithStorageType sets storage.type: "wal" (the default), "pebble" or "memory"
+// WithStorageType sets storage.type: "wal" (the default), "pebble", "bolt", "badger" or "memory"
 // (tests only: nothing survives a restart).
 func WithStorageType(t string) Option {
 	return func(c *Config) error { c.Storage.Type = t; return nil }
