@@ -123,8 +123,9 @@ func WithTransportType(t string) Option {
 }
 
 // WithStorageType sets storage.type: "wal" (the default), "pebble",
-// "postgres" (experimental; its keys under storage.postgres) or "memory"
-// (tests only: nothing survives a restart). See docs/configuration.md.
+// "bolt", "badger", "postgres" (experimental; its keys under
+// storage.postgres) or "memory" (tests only: nothing survives a restart).
+// See docs/configuration.md.
 func WithStorageType(t string) Option {
 	return func(c *Config) error { c.Storage.Type = t; return nil }
 }

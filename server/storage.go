@@ -48,8 +48,10 @@ func openStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) 
 			return nil, nil, err
 		}
 		return ps, ps, nil
+	case "bolt", "badger":
+		return openKVStorage(cfg, log)
 	}
-	return nil, nil, fmt.Errorf("%w: storage.type: %q is not wal, pebble, postgres or memory", ErrInvalidConfig, cfg.Storage.Type)
+	return nil, nil, fmt.Errorf("%w: storage.type: %q is not wal, pebble, bolt, badger, postgres or memory", ErrInvalidConfig, cfg.Storage.Type)
 }
 
 // schemaFor returns the schema of the node of cfg: storage.postgres.schema,
