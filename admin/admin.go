@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -62,6 +63,27 @@ type Promoter interface {
 	// the learner is behind or not heard from, ErrUnknownNode if id is no
 	// member.
 	PromoteMember(ctx context.Context, id uint64) error
+}
+
+// Backup is a backup file (package backup) ready to be streamed.
+type Backup struct {
+	// ClusterID, Node, Index and Term describe it (the answer's headers).
+	ClusterID   string
+	Node, Index uint64
+	Term        uint64
+	// Size is the number of bytes WriteTo writes.
+	Size int64
+	// WriteTo writes the backup file to w. An error after the first byte
+	// leaves the answer short of Size bytes, which the client detects.
+	WriteTo func(w io.Writer) error
+}
+
+// Backuper is implemented by a Cluster that can stream a backup of its
+// state (GET /snapshot/download). Without it, the endpoint answers 501.
+type Backuper interface {
+	// Backup prepares a backup that holds every write committed before
+	// the call.
+	Backup(ctx context.Context) (*Backup, error)
 }
 
 // Stages of a member, as add-node and promote answer them.

@@ -27,6 +27,9 @@
 //	POST /remove-node          {"node_id":N}                           -> 200 {"ok":true,"node_id":N}
 //	POST /transfer-leadership  {"target_node_id":N}                    -> 200 {"ok":true,"target_node_id":N}
 //	POST /snapshot             empty or {}                             -> 200 {"ok":true,"index":I}
+//	GET  /snapshot/download    200 application/octet-stream: a backup file (package backup) holding every
+//	                           write committed before the request, with Content-Length and the headers
+//	                           X-Consensus-Cluster-Id, -Node, -Index and -Term (needs a Backuper, else 501)
 //
 // A node ID in a request is the node's name, a JSON string ("node-4",
 // "us-east-1a", "3"; package nodename says which names are valid and the
@@ -74,14 +77,15 @@
 // Tokens come from "Authorization: Bearer <token>" and map to roles in
 // Config.Tokens; all configured tokens are compared in constant time.
 //
-//	viewer    every GET
-//	operator  viewer, plus POST /snapshot and /transfer-leadership
+//	viewer    every GET but /snapshot/download
+//	operator  viewer, plus GET /snapshot/download (a backup holds every key
+//	          and value), POST /snapshot and /transfer-leadership
 //	admin     everything, including POST /add-node, /promote and /remove-node
 //
 // /health, /health/live and /health/ready are always open, since probes
 // carry no tokens. /metrics needs a viewer token when tokens are configured,
 // unless Config.OpenMetrics is set. With no tokens configured, GETs are open
-// and mutating requests are refused with 403 unless
+// (but /snapshot/download) and mutating requests and backups are refused with 403 unless
 // Config.AllowUnauthenticated is set, which is for loopback development
 // only. Cross-origin browser POSTs are always refused
 // (http.CrossOriginProtection).

@@ -122,8 +122,10 @@ func WithTransportType(t string) Option {
 	return func(c *Config) error { c.Transport.Type = t; return nil }
 }
 
-// WithStorageType sets storage.type: "wal" (the default), "pebble" or "memory"
-// (tests only: nothing survives a restart).
+// WithStorageType sets storage.type: "wal" (the default), "pebble",
+// "bolt", "badger", "postgres" (experimental; its keys under
+// storage.postgres) or "memory" (tests only: nothing survives a restart).
+// See docs/configuration.md.
 func WithStorageType(t string) Option {
 	return func(c *Config) error { c.Storage.Type = t; return nil }
 }

@@ -35,7 +35,7 @@ func TestAddAndRemoveAForgeAppThroughTheAdminAPI(t *testing.T) {
 		forgeext.WithBindAddress("127.0.0.1", ports[0]),
 		forgeext.WithStoragePath(t.TempDir()),
 		func(c *forgeext.Config) error {
-			c.Peers, c.Join = peers, true
+			c.Peers, c.Join, c.ClusterID = peers, true, "test" // the cluster_id of newNodes
 			c.API.Addr, c.API.ClientAddr = addr(ports[1]), addr(ports[2])
 			c.Raft.HeartbeatInterval, c.Raft.ElectionTimeoutMin = 20*time.Millisecond, 200*time.Millisecond
 			return nil

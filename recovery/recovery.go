@@ -527,6 +527,12 @@ func (r *run) checkStorage() (lost bool, why string, err error) {
 		return true, "memory storage: the node's state went with its process", nil
 	}
 	path := cfg.Storage.Path
+	if cfg.Storage.Type == "postgres" {
+		// No directory to look at: the database answers. A schema that
+		// opens cleanly is not replaced without -force.
+		path = "storage.postgres"
+		return r.openStorage(path)
+	}
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -541,7 +547,12 @@ func (r *run) checkStorage() (lost bool, why string, err error) {
 	} else if len(ents) == 0 {
 		return true, fmt.Sprintf("%s is empty: the node's state is lost", path), nil
 	}
-	err = server.CheckStorage(cfg, nil)
+	return r.openStorage(path)
+}
+
+// openStorage opens the node's storage to tell whether it is damaged.
+func (r *run) openStorage(what string) (lost bool, why string, err error) {
+	err = server.CheckStorage(r.cfg, nil)
 	switch {
 	case err == nil:
 		return false, "", nil
@@ -549,7 +560,7 @@ func (r *run) checkStorage() (lost bool, why string, err error) {
 		return false, err.Error(), nil
 	}
 	return false, "", refused("storage %s cannot be opened, and not because its data is damaged: %v "+
-		"(is the node still running?)", path, err)
+		"(is the node still running?)", what, err)
 }
 
 // checkOwnStorage checks, once the new ID is a member, that its storage
@@ -724,6 +735,15 @@ func (r *run) moveAside(lost bool) error {
 	path := r.cfg.Storage.Path
 	if r.cfg.Storage.Type == "memory" {
 		r.step(4, "move the damaged data aside: nothing to move (memory storage)")
+		return nil
+	}
+	if r.cfg.Storage.Type == "postgres" {
+		if r.cfg.Storage.Postgres.Schema != "" {
+			return refused("storage.postgres.schema is set (%q): under its new ID the node would reuse that schema; "+
+				"remove the key (each ID then has its own schema) or name a new, empty schema", r.cfg.Storage.Postgres.Schema)
+		}
+		r.step(4, "move the damaged data aside: nothing to move: under its new ID the node has a schema of its own; "+
+			"the old one is left in the database for you to inspect or drop")
 		return nil
 	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {

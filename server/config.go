@@ -190,7 +190,7 @@ type TransportConfig struct {
 
 // StorageConfig chooses and tunes storage.
 type StorageConfig struct {
-	Type       string `yaml:"type"` // wal (default), pebble or memory
+	Type       string `yaml:"type"` // wal (default), pebble, bolt, badger, postgres (experimental) or memory
 	Path       string `yaml:"path"`
 	SyncWrites *bool  `yaml:"sync_writes"` // default true; false is unsafe
 	// MaxBatchSize caps the bytes one group commit merges (wal; 0: 4 MiB).
@@ -205,6 +205,46 @@ type StorageConfig struct {
 	// SegmentSize is the size of the wal's preallocated segment files
 	// (0: 64 MiB; 4 KiB to 1 GiB).
 	SegmentSize int64 `yaml:"segment_size"`
+	// Postgres configures the experimental postgres storage.
+	Postgres PostgresConfig `yaml:"postgres"`
+	// Bolt tunes storage.type bolt.
+	Bolt BoltStorageConfig `yaml:"bolt"`
+	// Badger tunes storage.type badger.
+	Badger BadgerStorageConfig `yaml:"badger"`
+}
+
+// BoltStorageConfig tunes the bolt storage (adapters/bolt).
+type BoltStorageConfig struct {
+	// FreelistType is how Bolt keeps its free pages: array (default) or
+	// map (faster allocation in a large, fragmented file; more memory).
+	FreelistType string `yaml:"freelist_type"`
+}
+
+// BadgerStorageConfig tunes the badger storage (adapters/badger). Zero
+// values take the adapter's defaults.
+type BadgerStorageConfig struct {
+	// ValueLogFileSize is the size of each value-log file (1 MiB to
+	// 2 GiB - 1; default 64 MiB).
+	ValueLogFileSize int64 `yaml:"value_log_file_size"`
+	// ValueThreshold: values of at least this many bytes go to the value
+	// log (default and most: 1 MiB, or 15% of mem_table_size if smaller).
+	ValueThreshold int64 `yaml:"value_threshold"`
+	// MemTableSize is the size of each memtable (at least 1 MiB; default
+	// 64 MiB); one write holds at most 15% of it.
+	MemTableSize int64 `yaml:"mem_table_size"`
+}
+
+// PostgresConfig configures the experimental postgres storage: the node's
+// log in a schema of its own in a PostgreSQL database.
+type PostgresConfig struct {
+	// DSN is the connection string (URL or key=value). Write it as
+	// ${VAR} to keep its password out of the file; it is never logged.
+	DSN string `yaml:"dsn"`
+	// PoolSize is the most connections the node opens (0: 4; at most 100).
+	PoolSize int `yaml:"pool_size"`
+	// Schema overrides the schema name, derived from cluster_id and
+	// node_id by default (see pgstore.SchemaName).
+	Schema string `yaml:"schema"`
 }
 
 // ClusterHash is the cluster ID the wal storage writes into its segment
@@ -588,13 +628,20 @@ func (c *Config) Validate() error {
 		return bad("transport.idle_timeout", "%v is negative (0 is the default, 2m)", tr.IdleTimeout)
 	}
 	switch c.Storage.Type {
-	case "pebble", "wal":
+	case "pebble", "wal", "bolt", "badger":
 		if c.Storage.Path == "" {
 			return bad("storage.path", "required for %s storage", c.Storage.Type)
 		}
 	case "memory":
+	case "postgres":
+		if err := c.Storage.Postgres.validate(*c.Storage.SyncWrites, bad); err != nil {
+			return err
+		}
 	default:
-		return bad("storage.type", "%q is not pebble, wal or memory", c.Storage.Type)
+		return bad("storage.type", "%q is not wal, pebble, bolt, badger, postgres or memory", c.Storage.Type)
+	}
+	if err := checkKVStorage(c.Storage); err != nil {
+		return err
 	}
 	switch st := c.Storage; {
 	case st.MaxBatchSize < 0:

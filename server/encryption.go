@@ -178,7 +178,8 @@ func keyError(cfgKey string, err error) error {
 
 // EncryptionStatus opens the node's storage as New does, loads it
 // (decrypting every record) and returns which keys the stored records
-// use; the node must be stopped. An error for a node without
+// use; the node must be stopped (a node whose raft or API address is in
+// use is refused as running). An error for a node without
 // security.enable_encryption.
 func EncryptionStatus(cfg Config, log *slog.Logger) (encrypt.Usage, error) {
 	if log == nil {
@@ -186,6 +187,9 @@ func EncryptionStatus(cfg Config, log *slog.Logger) (encrypt.Usage, error) {
 	}
 	if !cfg.Security.EnableEncryption {
 		return encrypt.Usage{}, fmt.Errorf("%w: security.enable_encryption: off: this node's storage is not encrypted", ErrInvalidConfig)
+	}
+	if err := checkStopped(cfg); err != nil {
+		return encrypt.Usage{}, err
 	}
 	st, c, err := openNodeStorage(cfg, log)
 	if err != nil {

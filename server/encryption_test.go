@@ -37,13 +37,14 @@ func encKeyID(t *testing.T, b byte) string {
 }
 
 // TestEncryptionAtRestNoPlaintext runs a 3-node cluster with
-// security.enable_encryption on wal and on pebble, with snapshots taken and
+// security.enable_encryption on wal, pebble, bolt and badger (postgres keeps
+// its data in the server, not in files), with snapshots taken and
 // shipped to a lagging follower, writes distinctive keys and values, stops
 // it, and scans every byte of every file in every node's data directory:
 // no key, value or encryption key appears. The nodes then restart from
 // their encrypted directories and serve every value.
 func TestEncryptionAtRestNoPlaintext(t *testing.T) {
-	for _, storage := range []string{"wal", "pebble"} {
+	for _, storage := range []string{"wal", "pebble", "bolt", "badger"} {
 		t.Run(storage, func(t *testing.T) { testNoPlaintext(t, storage) })
 	}
 }

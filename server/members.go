@@ -352,6 +352,50 @@ var errBadSnapshot = errors.New("server: malformed membership in snapshot")
 // without the directory (written before it existed) restores the store
 // alone.
 func (m *machine) Restore(data []byte) error {
+	ms, err := decodeMachineSnapshot(data)
+	if err != nil {
+		return err
+	}
+	if ms.legacy {
+		if err := m.kv.Restore(data); err != nil {
+			return err
+		}
+		return m.restoreApp(nil)
+	}
+	// The store checks its own checksum; restore it into a new store
+	// first, so that a bad snapshot changes nothing, then keep that store
+	// (restoring twice would hold the state twice for a while).
+	restored := newStore()
+	if err := restored.Restore(ms.store); err != nil {
+		return err
+	}
+	if err := m.restoreApp(ms.app); err != nil {
+		return err
+	}
+	m.kv = restored
+	m.dir.mu.Lock()
+	m.dir.added, m.dir.removed = ms.added, ms.removed
+	m.dir.mu.Unlock()
+	if m.restored != nil {
+		m.restored()
+	}
+	return nil
+}
+
+// machineSnapshot is a machine snapshot, decoded.
+type machineSnapshot struct {
+	// legacy marks the key-value store's snapshot alone (no directory);
+	// store is then the whole data.
+	legacy  bool
+	added   map[uint64]Member
+	removed map[uint64]bool
+	app     []byte // the application's state (nil: none)
+	store   []byte // the key-value store's snapshot
+}
+
+// decodeMachineSnapshot decodes what Snapshot returns; it does not check
+// the store's part (kv.Store.Restore does).
+func decodeMachineSnapshot(data []byte) (machineSnapshot, error) {
 	var version int
 	switch {
 	case len(data) >= len(machineMagic) && string(data[:len(machineMagic)]) == machineMagic:
@@ -363,10 +407,7 @@ func (m *machine) Restore(data []byte) error {
 	case len(data) >= len(machineMagic1) && string(data[:len(machineMagic1)]) == machineMagic1:
 		version = 1
 	default:
-		if err := m.kv.Restore(data); err != nil {
-			return err
-		}
-		return m.restoreApp(nil)
+		return machineSnapshot{legacy: true, store: data}, nil
 	}
 	rest := data[len(machineMagic):]
 	next := func() (uint64, error) {
@@ -386,7 +427,7 @@ func (m *machine) Restore(data []byte) error {
 	}
 	n, err := next()
 	if err != nil || n > uint64(len(rest)) {
-		return fmt.Errorf("%w: member count", errBadSnapshot)
+		return machineSnapshot{}, fmt.Errorf("%w: member count", errBadSnapshot)
 	}
 	added := map[uint64]Member{}
 	for range n {
@@ -400,7 +441,7 @@ func (m *machine) Restore(data []byte) error {
 			if err == nil {
 				mem.Name, rest = string(rest[:l]), rest[l:]
 				if id, nerr := nodename.ID(mem.Name); mem.Name != "" && (nerr != nil || id != mem.ID) {
-					return fmt.Errorf("%w: member %d named %q", errBadSnapshot, mem.ID, mem.Name)
+					return machineSnapshot{}, fmt.Errorf("%w: member %d named %q", errBadSnapshot, mem.ID, mem.Name)
 				}
 			}
 		}
@@ -408,7 +449,7 @@ func (m *machine) Restore(data []byte) error {
 			l, err = next()
 		}
 		if err != nil || l > uint64(len(rest)) {
-			return fmt.Errorf("%w: member", errBadSnapshot)
+			return machineSnapshot{}, fmt.Errorf("%w: member", errBadSnapshot)
 		}
 		mem.Address, rest = string(rest[:l]), rest[l:]
 		if mem.Port, err = port(); err == nil {
@@ -417,12 +458,12 @@ func (m *machine) Restore(data []byte) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("%w: member %d ports", errBadSnapshot, mem.ID)
+			return machineSnapshot{}, fmt.Errorf("%w: member %d ports", errBadSnapshot, mem.ID)
 		}
 		if version >= 4 {
 			flags, err := next()
 			if err != nil || flags&^memberPromote != 0 {
-				return fmt.Errorf("%w: member %d flags", errBadSnapshot, mem.ID)
+				return machineSnapshot{}, fmt.Errorf("%w: member %d flags", errBadSnapshot, mem.ID)
 			}
 			mem.Promote = flags&memberPromote != 0
 		}
@@ -430,13 +471,13 @@ func (m *machine) Restore(data []byte) error {
 	}
 	n, err = next()
 	if err != nil || n > uint64(len(rest)) {
-		return fmt.Errorf("%w: removed count", errBadSnapshot)
+		return machineSnapshot{}, fmt.Errorf("%w: removed count", errBadSnapshot)
 	}
 	removed := map[uint64]bool{}
 	for range n {
 		id, err := next()
 		if err != nil {
-			return fmt.Errorf("%w: removed node", errBadSnapshot)
+			return machineSnapshot{}, fmt.Errorf("%w: removed node", errBadSnapshot)
 		}
 		removed[id] = true
 	}
@@ -444,28 +485,11 @@ func (m *machine) Restore(data []byte) error {
 	if version >= 2 {
 		n, err := next()
 		if err != nil || n > uint64(len(rest)) {
-			return fmt.Errorf("%w: application state length", errBadSnapshot)
+			return machineSnapshot{}, fmt.Errorf("%w: application state length", errBadSnapshot)
 		}
 		app, rest = rest[:n], rest[n:]
 	}
-	// The store checks its own checksum; restore it into a new store
-	// first, so that a bad snapshot changes nothing, then keep that store
-	// (restoring twice would hold the state twice for a while).
-	restored := newStore()
-	if err := restored.Restore(rest); err != nil {
-		return err
-	}
-	if err := m.restoreApp(app); err != nil {
-		return err
-	}
-	m.kv = restored
-	m.dir.mu.Lock()
-	m.dir.added, m.dir.removed = added, removed
-	m.dir.mu.Unlock()
-	if m.restored != nil {
-		m.restored()
-	}
-	return nil
+	return machineSnapshot{added: added, removed: removed, app: app, store: rest}, nil
 }
 
 // restoreApp restores the application's state (nil data: empty).

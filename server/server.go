@@ -125,7 +125,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	// start: messages that arrive in between are dropped (Raft retries).
 	var run atomic.Pointer[runner.Runner]
 	tc := transport.Config{
-		ID: id, ListenAddr: net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)),
+		ID: id, ClusterID: cfg.ClusterHash(), ListenAddr: net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)),
 		Deliver: func(m core.Message) {
 			if r := run.Load(); r != nil {
 				r.Deliver(m)

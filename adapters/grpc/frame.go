@@ -24,15 +24,18 @@ const (
 // errFrame marks a malformed frame.
 var errFrame = errors.New("malformed frame")
 
-// hello is the first frame of a stream: who sends, and to whom.
+// hello is the first frame of a stream: who sends, to whom, and the
+// sender's cluster (transport.Config.ClusterID; absent in a hello of an
+// earlier build, read as 0: not checked).
 type hello struct {
-	from, to uint64
+	from, to, cluster uint64
 }
 
 func appendHello(b []byte, h hello) []byte {
 	b = append(b, frameHello, wireVersion)
 	b = binary.AppendUvarint(b, h.from)
-	return binary.AppendUvarint(b, h.to)
+	b = binary.AppendUvarint(b, h.to)
+	return binary.AppendUvarint(b, h.cluster)
 }
 
 func parseHello(f []byte) (hello, error) {
@@ -44,6 +47,9 @@ func parseHello(f []byte) (hello, error) {
 		return hello{}, fmt.Errorf("%w: hello has version %d, want %d", errFrame, v, wireVersion)
 	}
 	h := hello{from: r.uvarint(), to: r.uvarint()}
+	if r.err == nil && len(r.b) > 0 {
+		h.cluster = r.uvarint()
+	}
 	if err := r.done("hello"); err != nil {
 		return hello{}, err
 	}

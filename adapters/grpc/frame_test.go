@@ -22,10 +22,14 @@ import (
 )
 
 func TestHelloRoundTrip(t *testing.T) {
-	h := hello{from: 1 << 40, to: 3}
+	h := hello{from: 1 << 40, to: 3, cluster: 1<<64 - 1}
 	got, err := parseHello(appendHello(nil, h))
 	if err != nil || got != h {
 		t.Fatalf("parseHello = %+v, %v; want %+v", got, err, h)
+	}
+	// A hello of an earlier build has no cluster: read as 0, not checked.
+	if got, err := parseHello([]byte{frameHello, wireVersion, 1, 2}); err != nil || got != (hello{from: 1, to: 2}) {
+		t.Fatalf("hello without a cluster: %+v, %v", got, err)
 	}
 	id, err := parseHelloAck(appendHelloAck(nil, 9))
 	if err != nil || id != 9 {
@@ -36,7 +40,8 @@ func TestHelloRoundTrip(t *testing.T) {
 		{frameHello},
 		{frameHello, wireVersion + 1, 1, 2},
 		{frameHello, wireVersion, 1},
-		{frameHello, wireVersion, 1, 2, 0},
+		{frameHello, wireVersion, 1, 2, 0, 0},
+		{frameHello, wireVersion, 1, 2, 0x80},
 		{frameBatch, wireVersion, 1, 2},
 		{frameHello, wireVersion, 0x80, 0x80},
 	} {

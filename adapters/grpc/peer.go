@@ -255,7 +255,7 @@ func (t *Transport) openStream(p *peer) (*outStream, error) {
 	if err != nil {
 		return fail("open stream", err)
 	}
-	if err := cs.SendMsg(appendHello(nil, hello{from: t.cfg.ID, to: p.id})); err != nil {
+	if err := cs.SendMsg(appendHello(nil, hello{from: t.cfg.ID, to: p.id, cluster: t.cfg.ClusterID})); err != nil {
 		return fail("send hello", err)
 	}
 	var ack []byte

@@ -41,7 +41,7 @@ func (t *Transport) serveStream(ss grpc.ServerStream) error {
 		t.counters.Rejected.Add(1)
 		t.log.Warn("grpc transport: refused stream", "remote", remote, "claimed", h.from, "err", err)
 		code := codes.PermissionDenied
-		if errors.Is(err, transport.ErrWrongRecipient) {
+		if errors.Is(err, transport.ErrWrongRecipient) || errors.Is(err, transport.ErrWrongCluster) {
 			code = codes.FailedPrecondition
 		}
 		return status.Error(code, err.Error())
@@ -161,6 +161,9 @@ func (t *Transport) authenticate(h hello, info credentials.AuthInfo) error {
 		return fmt.Errorf("%w: stream for node %d reached node %d", transport.ErrWrongRecipient, h.to, t.cfg.ID)
 	case h.from == core.None || h.from == t.cfg.ID:
 		return fmt.Errorf("%w: hello claims node %d", ErrUnauthenticated, h.from)
+	case h.cluster != 0 && t.cfg.ClusterID != 0 && h.cluster != t.cfg.ClusterID:
+		return fmt.Errorf("%w: node %d is of cluster %016x, this node of %016x (cluster_id)",
+			transport.ErrWrongCluster, h.from, h.cluster, t.cfg.ClusterID)
 	}
 	if t.tls == nil || !t.tls.mutual {
 		return nil // the claim is trusted: use mutual TLS in production

@@ -265,7 +265,7 @@ func flipByte(path string, off int64, mask byte) error {
 
 // trial opens and loads the store in dir, whose file rel has one flipped
 // byte, and says how that ended.
-func trial(t *testing.T, b Backend, dir, rel string, names []string, st *stopped) (o outcome, detail string) {
+func trial(t *testing.T, b Backend, dir, rel string, also, names []string, st *stopped) (o outcome, detail string) {
 	defer func() {
 		if r := recover(); r != nil {
 			o, detail = panicked, fmt.Sprint(r)
@@ -282,7 +282,7 @@ func trial(t *testing.T, b Backend, dir, rel string, names []string, st *stopped
 		switch {
 		case !b.IsCorrupt(err):
 			return otherError, msg
-		case strings.Contains(msg, filepath.Base(rel)):
+		case strings.Contains(msg, filepath.Base(rel)) || slices.ContainsFunc(also, func(n string) bool { return strings.Contains(msg, n) }):
 			return refusedNamingFile, msg
 		case strings.Contains(msg, dir) || slices.ContainsFunc(names, func(n string) bool { return strings.Contains(msg, n) }):
 			return refusedNamingOther, msg
@@ -303,13 +303,24 @@ func Corruption(t *testing.T, b Backend) {
 	base := t.TempDir()
 	src := filepath.Join(base, "node")
 	st := buildNode(t, b, src)
-	files := listFiles(t, src)
+	var files []dirFile
+	if b.Damage != nil {
+		for _, u := range b.Damage.Units(t, src) {
+			files = append(files, dirFile{rel: u.Name, size: u.Size})
+		}
+	} else {
+		files = listFiles(t, src)
+	}
 	names := make([]string, len(files))
 	for i, f := range files {
 		names[i] = filepath.Base(f.rel)
 	}
 	// The undamaged directory opens with everything.
-	if o, d := trial(t, b, copyOf(t, src, filepath.Join(base, "intact")), "", names, &st); o != intact {
+	intactDir := src // a Damager's store is damaged in place and repaired
+	if b.Damage == nil {
+		intactDir = copyOf(t, src, filepath.Join(base, "intact"))
+	}
+	if o, d := trial(t, b, intactDir, "", nil, names, &st); o != intact {
 		t.Fatalf("the undamaged directory: %s: %s", outcomeNames[o], d)
 	}
 
@@ -318,18 +329,30 @@ func Corruption(t *testing.T, b Backend) {
 	var failures []string
 	for k, f := range plan {
 		file := files[f.file]
-		dir := copyOf(t, src, filepath.Join(base, "trial-"+strconv.Itoa(k)))
-		if err := flipByte(filepath.Join(dir, filepath.FromSlash(file.rel)), f.off, f.mask); err != nil {
-			t.Fatal(err)
+		var (
+			dir  string
+			also []string
+			undo func()
+		)
+		if b.Damage != nil {
+			dir = src
+			also, undo = b.Damage.Flip(t, dir, file.rel, f.off, f.mask)
+		} else {
+			dir = copyOf(t, src, filepath.Join(base, "trial-"+strconv.Itoa(k)))
+			if err := flipByte(filepath.Join(dir, filepath.FromSlash(file.rel)), f.off, f.mask); err != nil {
+				t.Fatal(err)
+			}
 		}
-		o, detail := trial(t, b, dir, file.rel, names, &st)
+		o, detail := trial(t, b, dir, file.rel, also, names, &st)
 		counts[f.file][o]++
 		if o.bad() {
 			failures = append(failures, fmt.Sprintf("flip %d: %s byte %d ^ %#02x: %s: %s", k, file.rel, f.off, f.mask, outcomeNames[o], detail))
 		} else if testing.Verbose() && o != intact && k < 40 {
 			t.Logf("flip %d: %s byte %d ^ %#02x: %s: %s", k, file.rel, f.off, f.mask, outcomeNames[o], detail)
 		}
-		if err := os.RemoveAll(dir); err != nil {
+		if undo != nil {
+			undo()
+		} else if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}
 	}

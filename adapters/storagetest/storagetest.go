@@ -37,7 +37,10 @@
 //     loaded. The outcome must be a refusal (IsCorrupt, naming a file) or a
 //     state holding everything acknowledged. Outcomes are counted per file
 //     and per kind of file and logged as a table. N is 120 by default,
-//     STORAGE_FLIPS overrides it (and STORAGE_FLIPS_SEED the seed).
+//     STORAGE_FLIPS overrides it (and STORAGE_FLIPS_SEED the seed). A
+//     backend whose store is not files (a database) gives a Damager: the
+//     flips then go to its units (rows), in place, each one repaired after
+//     its trial, and a refusal must name the damaged row.
 package storagetest
 
 import (
@@ -75,6 +78,33 @@ type Backend struct {
 	// path relative to the directory, with forward slashes), for the
 	// corruption campaign's summary. Nil uses the file's extension.
 	Kind func(rel string) string
+	// Damage, when set, runs the corruption campaign over the backend's
+	// own units of storage (the rows of a database) instead of the files
+	// of the data directory; dir is then a name the backend maps to its
+	// store. Nil: the campaign flips bytes of files.
+	Damage Damager
+}
+
+// Damager is how the corruption campaign damages a store that is not
+// files in a directory (a database), one unit (row) at a time, in place.
+type Damager interface {
+	// Units lists the units of the store of dir that the campaign may
+	// damage, each with its name (which a refusal contains to name it)
+	// and its size in bytes.
+	Units(t testing.TB, dir string) []Unit
+	// Flip xors the byte at off of the unit named name in the store of
+	// dir with mask. It returns other names the damaged unit goes by
+	// afterwards (a row whose key was damaged is found under the new
+	// key; a refusal naming one of them names the damaged unit), and a
+	// function that puts the unit back as it was, which the campaign
+	// calls once it has opened and loaded the damaged store.
+	Flip(t testing.TB, dir, name string, off int64, mask byte) (also []string, undo func())
+}
+
+// Unit is a unit of a store that a Damager damages.
+type Unit struct {
+	Name string
+	Size int64
 }
 
 // Run runs the whole suite against b, each test as a subtest.

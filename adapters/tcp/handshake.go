@@ -12,13 +12,15 @@ import (
 // frame back from the listener, the ack; after that only the dialer writes
 // (message frames) and the listener only reads. Payloads:
 //
-//	hello: magic "FCTP", version, kindHello, From (uvarint), To (uvarint)
+//	hello: magic "FCTP", version, kindHello, From (uvarint), To (uvarint),
+//	       Cluster (uvarint)
 //	ack:   magic "FCTP", version, kindAck, status, ID (uvarint)
 //
 // From is the dialer's node ID, which every message on the connection must
 // carry; To is the node the dialer means to reach, which the listener
 // checks against its own ID (an address may have been reused by another
-// node). The ack carries the listener's ID and a status; on any status but
+// node); Cluster is the dialer's transport.Config.ClusterID, which the
+// listener checks against its own (0 on either side: not checked). The ack carries the listener's ID and a status; on any status but
 // statusOK the listener closes the connection. Under mutual TLS the
 // listener also checks From against the client certificate
 // (statusUnauthenticated). With TLS the handshake runs inside the TLS
@@ -28,12 +30,13 @@ const (
 	magic = "FCTP"
 	// ProtocolVersion is the version of the wire protocol this package
 	// speaks; a listener refuses a hello of any other version.
-	ProtocolVersion byte = 1
+	// Version 2 added the hello's Cluster.
+	ProtocolVersion byte = 2
 
 	kindHello byte = 1
 	kindAck   byte = 2
 
-	// maxHandshakeBytes bounds handshake frames (the largest is 26 bytes).
+	// maxHandshakeBytes bounds handshake frames (the largest is 36 bytes).
 	maxHandshakeBytes = 64
 )
 
@@ -46,6 +49,8 @@ const (
 	// statusUnauthenticated: under mutual TLS, the client certificate
 	// does not name From (transport.NodeIdentity).
 	statusUnauthenticated byte = 4
+	// statusWrongCluster: the hello's Cluster is not the listener's.
+	statusWrongCluster byte = 5
 )
 
 // errHandshake is matched by every handshake error.
@@ -57,8 +62,8 @@ var errHandshake = errors.New("tcp: handshake failed")
 var errUnauthenticated = errors.New("tcp: peer not authenticated")
 
 type hello struct {
-	version  byte
-	from, to uint64
+	version           byte
+	from, to, cluster uint64
 }
 
 type ack struct {
@@ -71,7 +76,8 @@ func appendHello(b []byte, h hello) []byte {
 	b = append(b, magic...)
 	b = append(b, h.version, kindHello)
 	b = binary.AppendUvarint(b, h.from)
-	return binary.AppendUvarint(b, h.to)
+	b = binary.AppendUvarint(b, h.to)
+	return binary.AppendUvarint(b, h.cluster)
 }
 
 func appendAck(b []byte, a ack) []byte {
@@ -144,6 +150,7 @@ func parseHello(p []byte) (hello, error) {
 	h.version = r.header(kindHello)
 	h.from = r.uvarint("from")
 	h.to = r.uvarint("to")
+	h.cluster = r.uvarint("cluster")
 	if err := r.finish(); err != nil {
 		return hello{}, err
 	}
@@ -175,6 +182,8 @@ func statusText(s byte) string {
 		return "invalid sender ID"
 	case statusUnauthenticated:
 		return "the certificate does not name the sender"
+	case statusWrongCluster:
+		return "the listener belongs to another cluster (cluster_id)"
 	}
 	return fmt.Sprintf("unknown status %d", s)
 }

@@ -172,6 +172,8 @@ func (t *Transport) acceptHandshake(c net.Conn, br *bufio.Reader, cert *x509.Cer
 	switch {
 	case h.version != ProtocolVersion:
 		status = statusBadVersion
+	case h.cluster != 0 && t.cfg.ClusterID != 0 && h.cluster != t.cfg.ClusterID:
+		status = statusWrongCluster
 	case h.to != t.cfg.ID:
 		status = statusWrongNode
 	case h.from == 0 || h.from == t.cfg.ID:

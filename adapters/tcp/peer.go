@@ -389,7 +389,8 @@ func (p *peer) handshake(ctx context.Context, c net.Conn) error {
 	// transport closing); the deadline covers the timeout.
 	stop := context.AfterFunc(p.ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	frame := transport.AppendFrame(nil, appendHello(nil, hello{version: ProtocolVersion, from: p.t.cfg.ID, to: p.id}))
+	frame := transport.AppendFrame(nil, appendHello(nil, hello{version: ProtocolVersion, from: p.t.cfg.ID, to: p.id,
+		cluster: p.t.cfg.ClusterID}))
 	if _, err := c.Write(frame); err != nil {
 		return fmt.Errorf("write hello: %w", err)
 	}

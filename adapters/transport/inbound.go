@@ -14,6 +14,9 @@ var (
 	ErrMessageTooLarge = errors.New("transport: message too large")
 	// ErrWrongRecipient means a message is not addressed to this node.
 	ErrWrongRecipient = errors.New("transport: message not addressed to this node")
+	// ErrWrongCluster means a peer belongs to another cluster: its
+	// Config.ClusterID differs from this node's.
+	ErrWrongCluster = errors.New("transport: peer of another cluster")
 	// ErrWrongSender means a message's From is not the peer its connection
 	// authenticated as.
 	ErrWrongSender = errors.New("transport: message sender does not match the connection's peer")

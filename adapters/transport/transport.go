@@ -114,6 +114,13 @@ const MaxFrameLimit = 1 << 30
 type Config struct {
 	// ID is this node's ID (required, not 0).
 	ID uint64
+	// ClusterID identifies the cluster (a hash of its cluster_id; 0: none).
+	// It travels in each connection's handshake, and a listener refuses a
+	// peer whose ClusterID differs from its own (when both are set), so
+	// that nodes of two clusters never exchange messages, even with the
+	// same node IDs at reused addresses (a cluster restored from a backup
+	// beside the old one, say).
+	ClusterID uint64
 	// ListenAddr is the address to listen on, e.g. "127.0.0.1:0"
 	// (required).
 	ListenAddr string

@@ -99,7 +99,7 @@ func (s *Storage) commit(group []request) {
 			failWith(err, files)
 			return
 		}
-		need := 0
+		need := writeEndSize
 		for _, r := range recs {
 			need += recordSize(len(r.p))
 		}
@@ -176,7 +176,7 @@ func (s *Storage) deferHardState(group []request, errs []error, act *segment) bo
 	}
 	// The record must fit the active segment beside the seal; otherwise
 	// the group is written now, which rotates the segment.
-	if act.used+int64(recordSize(maxHSRecord)+sealReserve) > act.size {
+	if act.used+int64(recordSize(maxHSRecord)+writeEndSize+sealReserve) > act.size {
 		return false
 	}
 	w := s.st.clone()
@@ -451,6 +451,13 @@ func (s *Storage) flush(act *segment, chain uint32, w logState) error {
 		s.setState(w)
 		return nil
 	}
+	// The write ends with a write-end record: recovery applies a write's
+	// records only when it finds its end, so a power cut that tears the
+	// write at a record boundary (leaving zeros that look like the end of
+	// the log) cannot leave a part of it, an update applied in part.
+	var start int
+	s.buf, start = beginRecord(s.buf)
+	s.buf, chain = endRecord(s.buf, start, recWriteEnd, uint32(act.used), chain)
 	if _, err := act.f.WriteAt(s.buf, act.used); err != nil {
 		return fmt.Errorf("wal: write %s at offset %d: %w", act.name, act.used, err)
 	}

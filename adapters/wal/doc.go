@@ -37,7 +37,7 @@
 // segment and fsynced, and only then does the new segment receive records.
 //
 // A segment starts with a 64-byte header (little-endian): magic
-// "FCWALSEG", format version (4 bytes), 4 zero bytes, cluster ID, node ID,
+// "FCWALSEG", format version (4 bytes: 2; 1 is still read), 4 zero bytes, cluster ID, node ID,
 // sequence number, first index (8 bytes each), the chain value it continues
 // (4 bytes), 4 zero bytes, the CRC-32C of the preceding 56 bytes, 4 zero
 // bytes. Records follow, 8-byte aligned:
@@ -69,6 +69,8 @@
 //	             entries that overwrite a conflicting suffix, so an index
 //	             going back is corruption unless a truncation says so
 //	6 seal       the segment ends; number and header CRC of the next one
+//	7 write end  no payload; ends every write (format version 2): the
+//	             records of a write apply only with it
 //
 // The committer keeps an in-memory index of the log (runs of entries of one
 // term in one segment), so truncation and release never scan. After a
@@ -112,6 +114,16 @@
 // the first Load after Open returns what Open read, later ones read the log
 // again.
 //
+//   - Write without its end (format version 2). The records of a write
+//     are applied only when its write-end record is read. In the last
+//     segment, records of a write without its end, before a torn write or
+//     the end of the log, are a write a power cut interrupted (nothing of
+//     it was acknowledged): they are zeroed with the tail, and a WARN says
+//     so. Elsewhere (before a seal, or a record of another write) it is
+//     corruption. State and seal records are writes of their own.
+//     Version 1 segments, which have no write-end records, are still read
+//     with each record standing alone, and records this version appends to
+//     them too.
 //   - Torn write. In the last segment, a damaged record with nothing
 //     valid after it, that runs into a never-written sector (the part of
 //     the record within some 512-byte aligned sector is all zero; a

@@ -24,12 +24,18 @@ func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // Format constants (see the package documentation).
 const (
-	segMagic      = "FCWALSEG"
-	formatVersion = 1
-	headerSize    = 64
-	frameSize     = 16
-	trailerSize   = 8
-	sectorSize    = 512
+	segMagic = "FCWALSEG"
+	// formatVersion is the version of the segments this package writes.
+	// Version 2 ends every write with a write-end record; version 1
+	// segments (which have none) are still read, each record standing
+	// alone.
+	formatVersion = 2
+	// minFormatVersion is the oldest version read.
+	minFormatVersion = 1
+	headerSize       = 64
+	frameSize        = 16
+	trailerSize      = 8
+	sectorSize       = 512
 	// sealReserve is the room kept at the end of every segment for its
 	// seal record.
 	sealReserve = 64
@@ -45,6 +51,7 @@ const (
 	recSnapshot  recType = 4 // a snapshot reference (leader snapshot or local compaction)
 	recTruncate  recType = 5 // drop the entries at and above an index
 	recSeal      recType = 6 // the segment ends; names the next one
+	recWriteEnd  recType = 7 // the write the records before it belong to is whole
 )
 
 func (t recType) String() string {
@@ -61,6 +68,8 @@ func (t recType) String() string {
 		return "truncation"
 	case recSeal:
 		return "seal"
+	case recWriteEnd:
+		return "write end"
 	}
 	return fmt.Sprintf("type %d", uint8(t))
 }
@@ -74,6 +83,9 @@ const (
 // pad8 rounds n up to a multiple of 8.
 func pad8(n int) int { return (n + 7) &^ 7 }
 
+// writeEndSize is the size on disk of a write-end record (no payload).
+const writeEndSize = frameSize + trailerSize
+
 // recordSize is the size on disk of a record with n payload bytes.
 func recordSize(n int) int { return frameSize + pad8(n) + trailerSize }
 
@@ -83,6 +95,7 @@ type segHeader struct {
 	seq           uint64
 	first         uint64 // index the segment's first appended entry would have
 	prevChain     uint32 // chain value of the previous segment before its seal
+	version       uint32 // format version (0 when encoding: formatVersion)
 }
 
 // encode returns the header bytes and the header CRC, which starts the
@@ -90,7 +103,11 @@ type segHeader struct {
 func (h *segHeader) encode() ([]byte, uint32) {
 	b := make([]byte, headerSize)
 	copy(b, segMagic)
-	binary.LittleEndian.PutUint32(b[8:], formatVersion)
+	v := h.version
+	if v == 0 {
+		v = formatVersion
+	}
+	binary.LittleEndian.PutUint32(b[8:], v)
 	binary.LittleEndian.PutUint64(b[16:], h.cluster)
 	binary.LittleEndian.PutUint64(b[24:], h.node)
 	binary.LittleEndian.PutUint64(b[32:], h.seq)
@@ -114,8 +131,9 @@ func decodeHeader(b []byte) (segHeader, uint32, error) {
 	if stored := binary.LittleEndian.Uint32(b[56:]); c != stored {
 		return h, 0, fmt.Errorf("segment header checksum %08x, stored %08x", c, stored)
 	}
-	if v := binary.LittleEndian.Uint32(b[8:]); v != formatVersion {
-		return h, 0, fmt.Errorf("unknown format version %d", v)
+	h.version = binary.LittleEndian.Uint32(b[8:])
+	if h.version < minFormatVersion || h.version > formatVersion {
+		return h, 0, fmt.Errorf("unknown format version %d", h.version)
 	}
 	if binary.LittleEndian.Uint32(b[12:]) != 0 || binary.LittleEndian.Uint32(b[52:]) != 0 ||
 		binary.LittleEndian.Uint32(b[60:]) != 0 {
@@ -542,6 +560,10 @@ func decodePayload(t recType, p []byte) error {
 		_, err = decodeTruncate(p)
 	case recSeal:
 		_, _, err = decodeSeal(p)
+	case recWriteEnd:
+		if len(p) != 0 {
+			err = fmt.Errorf("write-end record with a %d-byte payload", len(p))
+		}
 	default:
 		err = fmt.Errorf("unknown record type %d", uint8(t))
 	}

@@ -56,8 +56,12 @@ type scanned struct {
 	sealEnd   int
 	records   int
 	bad       badKind // first bad record at end, if any (badZero: clean end)
-	badEnd    int
-	badWhy    string
+	badOff    int     // where that bad record (or the clean end) is
+	// incomplete is how many bytes of valid records of a write without
+	// its end precede badOff: a torn write, cut off from end.
+	incomplete int
+	badEnd     int
+	badWhy     string
 }
 
 // corruptf returns an error wrapping ErrCorrupt naming a file and offset.
@@ -219,6 +223,20 @@ func (s *Storage) scan(sf segFile, data []byte, first bool, prev *scanned, out *
 			return nil, s.corruptf(sf.name, 0, "continues chain %08x, the previous segment ends at %08x", h.prevChain, prev.chain)
 		}
 	}
+	// From format version 2 every write ends with a write-end record; the
+	// records of a write wait in pending until it comes, and are applied
+	// only then. A write without its end is a write a power cut tore (at a
+	// record boundary its missing part reads as zeros, like the end of the
+	// log): none of it was acknowledged, and none of it is applied.
+	// Segment state and seal records are writes of their own, whole when
+	// they are valid.
+	whole := h.version < 2
+	type pendingRecord struct {
+		off int
+		r   rawRecord
+	}
+	var pending []pendingRecord
+	pendOff, pendChain := 0, uint32(0) // where the pending write starts
 	off, chain := headerSize, hc
 	for {
 		r, kind, end, why := readRecord(data, off, chain)
@@ -229,16 +247,60 @@ func (s *Storage) scan(sf segFile, data []byte, first bool, prev *scanned, out *
 			}
 			break
 		}
-		if err := s.apply(sf, h, off, sc.records, r, first, out, keep); err != nil {
-			return nil, err
+		switch {
+		case r.typ == recWriteEnd && whole:
+			// A version 1 segment this version went on writing: its
+			// records stand alone, as they always did.
+		case r.typ == recWriteEnd:
+			if len(pending) == 0 || int(r.batchStart) != pendOff {
+				return nil, s.corruptf(sf.name, int64(off), "write end of the write at offset %d, with no record of that write before it", r.batchStart)
+			}
+			for _, p := range pending {
+				if err := s.apply(sf, h, p.off, sc.records, p.r, first, out, keep); err != nil {
+					return nil, err
+				}
+				sc.records++
+			}
+			pending = pending[:0]
+		case whole || r.typ == recState || r.typ == recSeal:
+			if len(pending) > 0 {
+				return nil, s.corruptf(sf.name, int64(off), "%s record after the write at offset %d, which has no end", r.typ, pendOff)
+			}
+			if err := s.apply(sf, h, off, sc.records, r, first, out, keep); err != nil {
+				return nil, err
+			}
+			sc.records++
+		default:
+			if len(pending) == 0 {
+				pendOff, pendChain = off, chain
+				if int(r.batchStart) != off {
+					return nil, s.corruptf(sf.name, int64(off), "%s record of the write at offset %d starts a write", r.typ, r.batchStart)
+				}
+			} else if int(r.batchStart) != pendOff {
+				return nil, s.corruptf(sf.name, int64(off), "%s record of the write at offset %d within the write at offset %d, which has no end",
+					r.typ, r.batchStart, pendOff)
+			}
+			pending = append(pending, pendingRecord{off, r})
 		}
-		sc.records++
 		if r.typ == recSeal {
 			sc.end, sc.chain, sc.sealed, sc.sealEnd = off, chain, true, end
 			sc.sealSeq, sc.sealCRC, _ = decodeSeal(r.payload)
 			break
 		}
 		off, chain = end, r.chain
+	}
+	if len(pending) > 0 {
+		// The log ends within a write: the torn write's records are cut
+		// off with the tail (classifyTail), from where the write starts.
+		// The damage itself, if any, is judged where it is.
+		sc.incomplete = sc.end - pendOff
+		sc.badOff = sc.end
+		sc.end, sc.chain = pendOff, pendChain
+		if sc.bad == badZero && sc.badWhy == "" {
+			sc.badWhy = fmt.Sprintf("the write at offset %d has no end (torn)", pendOff)
+		}
+	} else {
+		sc.badOff = sc.end
 	}
 	if sc.records == 0 {
 		return nil, s.corruptf(sf.name, int64(headerSize), "no state record after the header (%s)", orWhy(sc.badWhy, "empty segment"))
@@ -392,18 +454,20 @@ func (s *Storage) classifyTail(name string, data []byte, sc *scanned) (int, erro
 		return lastNonZero + 1, nil
 	}
 	// A damaged record at the very end: torn if it runs into a sector
-	// that was never written (or past the end of the file).
+	// that was never written (or past the end of the file). (Valid records
+	// of its write may precede it, from p: they go with it.)
+	b := sc.badOff
 	end := sc.badEnd
 	if sc.bad == badFrame {
-		end = p + frameSize
+		end = b + frameSize
 	}
 	torn := end > len(data)
-	for sec := p / sectorSize * sectorSize; !torn && sec < min(end, len(data)); sec += sectorSize {
-		lo, hi := max(p, sec), min(end, sec+sectorSize, len(data))
+	for sec := b / sectorSize * sectorSize; !torn && sec < min(end, len(data)); sec += sectorSize {
+		lo, hi := max(b, sec), min(end, sec+sectorSize, len(data))
 		torn = lo < hi && allZero(data[lo:hi])
 	}
 	if !torn {
-		return 0, s.corruptf(name, int64(p), "%s in a complete record: not a torn write", sc.badWhy)
+		return 0, s.corruptf(name, int64(b), "%s in a complete record: not a torn write", sc.badWhy)
 	}
 	return lastNonZero + 1, nil
 }

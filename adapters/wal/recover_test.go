@@ -380,3 +380,119 @@ func rotOpts(dir string) Options {
 	o.SegmentSize = minSegmentSize
 	return o
 }
+
+// Rule: a write's records are applied only with its write-end record. A
+// power cut that tears the last write at a record boundary leaves zeros
+// that read like the end of the log; without the end record none of that
+// write applies. Before format version 2 the truncation record of a
+// conflicting suffix applied alone, removing acknowledged entries while
+// the entries replacing them and the hard state were lost.
+func TestRecoverWriteWithoutItsEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep int // records of the last write that reached the disk
+	}{
+		{"truncation only", 1},
+		{"truncation and entries", 2},
+		{"everything but the write end", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			o := testOpts(dir)
+			want := fill(t, o, 10)
+			path, used := lastSeg(t, o)
+			s := openT(t, o)
+			// A new leader's entries overwrite 8..10: truncation record,
+			// entries, hard state, write end, in one write.
+			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(8, 9, 2),
+				HardState: core.HardState{Term: 2, Vote: 2, Commit: 7}})
+			storagetest.MustClose(t, s)
+			var last []int
+			for _, off := range recordOffsets(t, path) {
+				if off >= int(used) {
+					last = append(last, off)
+				}
+			}
+			if len(last) < 4 {
+				t.Fatalf("the conflicting write has %d records, want truncation, entries, hard state, write end", len(last))
+			}
+			keep := tc.keep
+			if keep < 0 {
+				keep = len(last) - 1
+			}
+			end := last[len(last)-1] + writeEndSize
+			editFile(t, path, func(d []byte) []byte { clear(d[last[keep]:end]); return d })
+			var logs logBuffer
+			o.Logger = logs.logger()
+			if d := storagetest.DiffPersisted(reopenLoad(t, o), want); d != "" {
+				t.Fatalf("a write without its end applied (in part): %s", d)
+			}
+			if !strings.Contains(logs.String(), "has no end") {
+				t.Fatalf("no WARN of the torn write: %s", logs.String())
+			}
+			// The tail was zeroed: the store appends after it and reopens.
+			s = openT(t, testOpts(dir))
+			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(11, 12, 1)})
+			storagetest.MustClose(t, s)
+			if p := reopenLoad(t, testOpts(dir)); len(p.Entries) != 12 {
+				t.Fatalf("after the cut: %s", storagetest.Span(p.Entries))
+			}
+		})
+	}
+}
+
+// downgrade rewrites a segment file as format version 1 wrote it: the
+// same records, re-chained, without write-end records.
+func downgrade(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, chain, err := decodeHeader(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.version = 1
+	out, nc := h.encode()
+	for off := headerSize; ; {
+		r, kind, end, _ := readRecord(data, off, chain)
+		if kind != badNone {
+			break
+		}
+		if r.typ != recWriteEnd {
+			var start int
+			out, start = beginRecord(out)
+			out = append(out, r.payload...)
+			out, nc = endRecord(out, start, r.typ, r.batchStart, nc)
+		}
+		off, chain = end, r.chain
+	}
+	if len(out) > len(data) {
+		t.Fatal("the downgraded segment is longer")
+	}
+	copy(data, out)
+	clear(data[len(out):])
+	if err := os.WriteFile(path, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A store written by format version 1 (no write-end records) opens, and
+// this version goes on writing to its last segment.
+func TestOpenFormatVersion1(t *testing.T) {
+	dir := t.TempDir()
+	o := testOpts(dir)
+	want := fill(t, o, 10)
+	path, _ := lastSeg(t, o)
+	downgrade(t, path)
+	if d := storagetest.DiffPersisted(reopenLoad(t, o), want); d != "" {
+		t.Fatal(d)
+	}
+	s := openT(t, o)
+	storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(11, 12, 1), HardState: core.HardState{Term: 1, Vote: 1, Commit: 12}})
+	storagetest.MustClose(t, s)
+	if p := reopenLoad(t, o); len(p.Entries) != 12 || p.HardState.Commit != 12 {
+		t.Fatalf("after writing to a version 1 segment: %s, %+v", storagetest.Span(p.Entries), p.HardState)
+	}
+}

@@ -48,10 +48,7 @@ func (c *cli) dispatch(cmd string, args []string) error {
 		return c.mutate("/transfer-leadership", admin.TransferLeadershipRequest{Target: id},
 			fmt.Sprintf("leadership transferred to node %s", id), false)
 	case "snapshot":
-		if err := wantArgs(args, 0, "snapshot"); err != nil {
-			return err
-		}
-		return c.mutate("/snapshot", nil, "snapshot taken at index", true)
+		return c.snapshot(args)
 	case "kv":
 		return c.kv(args)
 	case "help":

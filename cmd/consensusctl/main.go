@@ -24,6 +24,10 @@
 //	remove-node <id>             remove a node (admin token)
 //	transfer-leadership <id>     hand leadership to a node (operator token)
 //	snapshot                     take a snapshot (operator token)
+//	snapshot save <file> [--node ID]
+//	                             download a backup (operator token) from the
+//	                             leader (or node ID) into file, verified
+//	snapshot status <file>       verify a backup file and describe it
 //	kv get <key> [--consistency linearizable|lease|stale]
 //	kv put <key> <value>         a value of "-" is read from standard input
 //	kv delete <key>
@@ -97,6 +101,10 @@ commands:
   remove-node <id>             remove a node (admin token)
   transfer-leadership <id>     hand leadership to a node (operator token)
   snapshot                     take a snapshot (operator token)
+  snapshot save <file> [--node ID]
+                               download a backup (operator token) from the leader
+                               among --endpoints (or node ID) into file, verified
+  snapshot status <file>       verify a backup file and describe it
   kv get <key> [--consistency linearizable|lease|stale]
   kv put <key> <value>         a value of "-" is read from standard input
   kv delete <key>

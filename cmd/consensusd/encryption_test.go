@@ -92,3 +92,61 @@ func TestEncryptionStatus(t *testing.T) {
 		t.Fatalf("plain start on an encrypted directory: exit %d: %s", code, errb.String())
 	}
 }
+
+// TestMigrateEncryptedStorage migrates an encrypted wal node to pebble: the
+// copy is encrypted (its own ENCRYPTION file, no plaintext key or value in
+// any file), and the node starts from it with every key.
+func TestMigrateEncryptedStorage(t *testing.T) {
+	dir := t.TempDir()
+	paths := bkWriteConfigs(t, dir, 1, "encmig", "wal")
+	raw, _ := os.ReadFile(paths[0])
+	key := hex.EncodeToString(bytes.Repeat([]byte{0x24}, 32))
+	raw = bytes.Replace(raw, []byte("security:\n"), []byte("security:\n  enable_encryption: true\n  encryption_key: "+key+"\n"), 1)
+	raw = bytes.Replace(raw, []byte("raft:\n"), []byte("raft:\n  snapshot_threshold: 20\n  trailing_logs: 5\n"), 1)
+	if err := os.WriteFile(paths[0], raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srvs := bkStartNodes(t, paths)
+	lead := servertest.Leader(t, srvs)
+	const keys = 30
+	for i := range keys {
+		bkPut(t, lead, fmt.Sprintf("MIGSECRET%02d", i), fmt.Sprintf("MIGVALUE%d", i))
+	}
+	if err := srvs[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	pebbleDir := filepath.Join(dir, "pebble")
+	if code, out, stderr := bkRunD("migrate-storage", "-config", paths[0], "-to-type", "pebble", "-to-path", pebbleDir); code != 0 {
+		t.Fatalf("wal -> pebble: exit %d: %s%s", code, out, stderr)
+	}
+	if _, ok, err := encrypt.MarkerKeys(pebbleDir); !ok || err != nil {
+		t.Fatalf("the copy has no %s file: %v", encrypt.MarkerName, err)
+	}
+	files := 0
+	err := filepath.WalkDir(pebbleDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		files++
+		for _, n := range []string{"MIGSECRET", "MIGVALUE", key} {
+			if bytes.Contains(b, []byte(n)) {
+				t.Errorf("%s holds %q in plaintext", path, n)
+			}
+		}
+		return err
+	})
+	if err != nil || files < 3 {
+		t.Fatalf("scan of %s: %d files, %v", pebbleDir, files, err)
+	}
+	pebbleCfg := filepath.Join(dir, "pebble.yaml")
+	os.WriteFile(pebbleCfg, bytes.Replace(bytes.Replace(raw, []byte("type: wal"), []byte("type: pebble"), 1),
+		[]byte(filepath.Join(dir, "data1")), []byte(pebbleDir), 1), 0o600)
+	again := bkStartNodes(t, []string{pebbleCfg})
+	l := servertest.Leader(t, again)
+	for i := range keys {
+		if v, ok := bkGet(t, l, fmt.Sprintf("MIGSECRET%02d", i)); !ok || v != fmt.Sprintf("MIGVALUE%d", i) {
+			t.Errorf("MIGSECRET%02d: %q %v", i, v, ok)
+		}
+	}
+}

@@ -11,6 +11,12 @@
 //	consensusd recover -config node2.yaml -new-id 4
 //	                                     bring back a node whose storage is
 //	                                     damaged, under a new ID (package recovery)
+//	consensusd restore -from FILE -config node1.yaml -new-cluster-id ID
+//	                                     seed a node of a new cluster from a
+//	                                     backup (consensusctl snapshot save)
+//	consensusd migrate-storage -config node1.yaml -to-type pebble -to-path DIR
+//	                                     copy a stopped node's storage to
+//	                                     another type, verified
 //	consensusd encryption-status -config node1.yaml
 //	                                     list the encryption key IDs the stopped
 //	                                     node's stored records still use
@@ -46,6 +52,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "recover" {
 		return recoverCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "restore" {
+		return restoreCmd(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "migrate-storage" {
+		return migrateCmd(args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "encryption-status" {
 		return encryptionStatusCmd(args[1:], stdout, stderr)
 	}
@@ -67,7 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster, consensusd recover, consensusd encryption-status)")
+		fmt.Fprintln(stderr, "consensusd: -config is required (or: consensusd local-cluster, consensusd recover, "+
+			"consensusd restore, consensusd migrate-storage, consensusd encryption-status)")
 		fs.Usage()
 		return exitConfig
 	}

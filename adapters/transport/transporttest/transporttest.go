@@ -63,6 +63,7 @@ func Run(t *testing.T, newTransport func(t *testing.T, cfg transport.Config) tra
 	t.Run("BlockAll", s.testBlockAll)
 	t.Run("RemoveAndRedirect", s.testRemoveAndRedirect)
 	t.Run("Authentication", s.testAuthentication)
+	t.Run("ClusterID", s.testClusterID)
 	t.Run("Close", s.testClose)
 	t.Run("Concurrent", s.testConcurrent)
 	t.Run("RawGarbage", func(t *testing.T) {
@@ -485,6 +486,43 @@ func (s *suite) testAuthentication(t *testing.T) {
 	a.tr.SetPeer(c.id, c.tr.Addr())
 	s.flowing(t, a, c, "after correcting the address")
 	s.flowing(t, a, b, "after misaddressed messages")
+}
+
+// testClusterID: a node refuses every connection from a node of another
+// cluster (Config.ClusterID), even one with a valid node ID, and counts it
+// in Stats.Rejected; nodes of one cluster talk, and a ClusterID of 0 on
+// either side is not checked.
+func (s *suite) testClusterID(t *testing.T) {
+	const clusterA, clusterB = 0xA1, 0xB2
+	in := func(c uint64) func(*transport.Config) { return func(cfg *transport.Config) { cfg.ClusterID = c } }
+	a := s.start(t, 1, in(clusterA))
+	b := s.start(t, 2, in(clusterB))
+	a3 := s.start(t, 3, in(clusterA))
+	none := s.start(t, 4, in(0))
+	for _, from := range []*member{a, b, a3, none} {
+		for _, to := range []*member{a, b, a3, none} {
+			if from != to {
+				from.tr.SetPeer(to.id, to.tr.Addr())
+			}
+		}
+	}
+	s.flowing(t, a, a3, "within cluster A")
+	s.flowing(t, none, b, "from a node without a cluster ID")
+	s.flowing(t, b, none, "to a node without a cluster ID")
+	for _, c := range []struct{ from, to *member }{{a, b}, {b, a}, {b, a3}} {
+		rejected := c.to.tr.Stats().Rejected
+		eventually(t, s.timeout(), func() bool {
+			c.from.tr.Send([]core.Message{heartbeat(c.from.id, c.to.id, 1)})
+			return c.to.tr.Stats().Rejected > rejected
+		}, "node %d of another cluster not refused by node %d", c.from.id, c.to.id)
+	}
+	settle()
+	for _, c := range []struct{ from, to *member }{{a, b}, {b, a}, {b, a3}} {
+		if got := c.to.in.count(c.from.id); got != 0 {
+			t.Errorf("node %d delivered %d messages of node %d, of another cluster", c.to.id, got, c.from.id)
+		}
+	}
+	s.flowing(t, a, a3, "after the refusals")
 }
 
 // testClose: Close is idempotent, stops delivery, and every method is safe

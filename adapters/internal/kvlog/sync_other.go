@@ -1,0 +1,9 @@
+//go:build !linux
+
+package kvlog
+
+import "os"
+
+// fdatasync flushes f to stable storage (fsync where fdatasync is not
+// available).
+func fdatasync(f *os.File) error { return f.Sync() }

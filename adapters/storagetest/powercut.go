@@ -1,0 +1,170 @@
+package storagetest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/forge-consensus/consensus/core"
+	"github.com/forge-consensus/consensus/internal/powerfs"
+)
+
+// RequirePowerFS skips t where the power-loss file system (package
+// internal/powerfs: FUSE, root) cannot be mounted, and fails it instead
+// under CI (CI=true), where it must run.
+func RequirePowerFS(t testing.TB) {
+	t.Helper()
+	if err := powerfs.Check(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI runs the power-cut tests: %v", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// PowerCut is Crash with the power cut as well: the store lives on a
+// powerfs mount (a FUSE file system that keeps apart what no fsync
+// covered), a child process saves updates and prints each
+// acknowledgement, and at a random moment it is killed with SIGKILL and
+// the file system loses everything not yet fsynced (file data, and
+// directory entries whose directory was not fsynced), in half the rounds
+// tearing writes (a random prefix of each file's unsynced writes lands,
+// the last of them in part). After each cut the store is reopened: it
+// must hold every acknowledged update and exactly the updates of a prefix
+// of what was saved, or, after a cut that tore writes only, refuse with
+// the backend's corruption error (IsCorrupt), which names the damage (a
+// refusal starts the next round on an empty store). A refusal after a cut
+// that tore nothing fails: the fsynced state is intact, so refusing it
+// means something acknowledged was never fsynced. Rounds are counted by verdict and logged.
+//
+// A backend runs it with one line in a test file:
+//
+//	func TestPowerCut(t *testing.T) { storagetest.PowerCut(t, backend) }
+//
+// It runs 20 rounds within 15 seconds by default (5 within 4 seconds with
+// -short); STORAGE_POWERCUTS sets the number of rounds.
+func PowerCut(t *testing.T, b Backend) { PowerCutWith(t, b, PowerCutOptions{Tear: true}) }
+
+// PowerCutOptions adjusts PowerCutWith.
+type PowerCutOptions struct {
+	// Tear tears writes in half the rounds (else no round tears).
+	Tear bool
+}
+
+// PowerCutWith is PowerCut with options.
+func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
+	if dir := os.Getenv(envCrashDir); dir != "" {
+		crashChild(t, b, dir)
+		return
+	}
+	RequirePowerFS(t)
+	rounds, budget := 20, 15*time.Second
+	if testing.Short() {
+		rounds, budget = 5, 4*time.Second
+	}
+	if v := os.Getenv("STORAGE_POWERCUTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("STORAGE_POWERCUTS=%q: want a positive number of rounds", v)
+		}
+		rounds, budget = n, time.Duration(n)*time.Second
+	}
+	mnt := t.TempDir()
+	fsys, err := powerfs.Mount(mnt, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := fsys.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	dir := filepath.Join(mnt, "store")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	var model core.Persisted
+	start := time.Now()
+	var acks, extra, lost, refused, torn int
+	var refusals []string
+	var dropped powerfs.CutReport
+	round := 0
+	for ; round < rounds && time.Since(start) < budget; round++ {
+		seed := rng.Uint64()
+		killAfter := rng.IntN(200)
+		tear := o.Tear && rng.IntN(2) == 0
+		specs, acked := crashRound(t, dir, seed, killAfter) // the child is dead when it returns
+		rep, err := fsys.Cut(tear, rng)
+		if err != nil {
+			t.Fatalf("round %d: cut: %v", round, err)
+		}
+		dropped.Files += rep.Files
+		dropped.DroppedWrites += rep.DroppedWrites
+		dropped.DroppedBytes += rep.DroppedBytes
+		dropped.TornWrites += rep.TornWrites
+		dropped.RevertedEntries += rep.RevertedEntries
+		if tear {
+			torn++
+		}
+		what := fmt.Sprintf("round %d (seed %d, tear %t, %d saved, %d acknowledged; cut: %v)", round, seed, tear, len(specs), acked, rep)
+		s, err := b.Open(t, dir)
+		var p core.Persisted
+		if err == nil {
+			p, err = s.Load()
+			if cerr := s.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			if b.IsCorrupt == nil || !b.IsCorrupt(err) {
+				t.Fatalf("%s: reopen fails, and not as a refusal of damaged data: %v", what, err)
+			}
+			if !tear {
+				// Nothing was damaged: what was fsynced is intact and only
+				// unsynced changes are gone, which a store must accept.
+				t.Fatalf("%s: reopen refuses after a cut that tore nothing (a durability bug: something acknowledged was not fsynced): %v", what, err)
+			}
+			refused++
+			refusals = append(refusals, fmt.Sprintf("%s: %v", what, err))
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			model = core.Persisted{}
+			continue
+		}
+		checkCrashState(t, p)
+		matched := -1
+		var diffs []string
+		for k := acked; k <= len(specs); k++ {
+			d := DiffPersisted(p, replay(t, model, specs[:k]))
+			if d == "" {
+				matched = k
+				break
+			}
+			diffs = append(diffs, fmt.Sprintf("with %d updates: %s", k, d))
+		}
+		if matched < 0 {
+			var tail []string
+			for _, c := range specs[max(acked-2, 0):] {
+				tail = append(tail, c.String())
+			}
+			t.Fatalf("%s: the store holds none of the allowed states (every acknowledged update, then a prefix of the rest):\n%s\nthe last updates (I seq snap snapIndex snapTerm compactTo from to term hs.Term hs.Vote hs.Commit):\n%s",
+				what, strings.Join(diffs, "\n"), strings.Join(tail, "\n"))
+		}
+		model = p
+		acks += acked
+		extra += matched - acked
+		lost += len(specs) - matched
+	}
+	t.Logf("%s: %d power cuts (%d tearing) in %v: %d updates acknowledged, all kept; of the unacknowledged ones %d kept, %d lost; %d refusals; the cuts dropped %v; log %s",
+		b.Name, round, torn, time.Since(start).Round(time.Millisecond), acks, extra, lost, refused, dropped, Span(model.Entries))
+	for _, r := range refusals {
+		t.Logf("refusal: %s", r)
+	}
+	if round < 3 {
+		t.Fatalf("only %d rounds", round)
+	}
+}
