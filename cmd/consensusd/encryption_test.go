@@ -93,10 +93,11 @@ func TestEncryptionStatus(t *testing.T) {
 	}
 }
 
-// TestMigrateEncryptedStorage migrates an encrypted wal node to pebble: the
-// copy is encrypted (its own ENCRYPTION file, no plaintext key or value in
-// any file), and the node starts from it with every key.
-func TestMigrateEncryptedStorage(t *testing.T) {
+// TestMigrateAndRestoreEncrypted migrates an encrypted wal node to pebble,
+// and restores a backup of it into a new encrypted cluster: each copy is
+// encrypted (its own ENCRYPTION file, no plaintext key or value in any
+// file), and a node starts from it with every key.
+func TestMigrateAndRestoreEncrypted(t *testing.T) {
 	dir := t.TempDir()
 	paths := bkWriteConfigs(t, dir, 1, "encmig", "wal")
 	raw, _ := os.ReadFile(paths[0])
@@ -112,6 +113,8 @@ func TestMigrateEncryptedStorage(t *testing.T) {
 	for i := range keys {
 		bkPut(t, lead, fmt.Sprintf("MIGSECRET%02d", i), fmt.Sprintf("MIGVALUE%d", i))
 	}
+	backupFile := filepath.Join(dir, "backup.fcb")
+	bkDownload(t, lead, backupFile)
 	if err := srvs[0].Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -122,23 +125,47 @@ func TestMigrateEncryptedStorage(t *testing.T) {
 	if _, ok, err := encrypt.MarkerKeys(pebbleDir); !ok || err != nil {
 		t.Fatalf("the copy has no %s file: %v", encrypt.MarkerName, err)
 	}
-	files := 0
-	err := filepath.WalkDir(pebbleDir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		files++
-		for _, n := range []string{"MIGSECRET", "MIGVALUE", key} {
-			if bytes.Contains(b, []byte(n)) {
-				t.Errorf("%s holds %q in plaintext", path, n)
+	scan := func(dir string) {
+		t.Helper()
+		files := 0
+		err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
 			}
+			b, err := os.ReadFile(path)
+			files++
+			for _, n := range []string{"MIGSECRET", "MIGVALUE", key} {
+				if bytes.Contains(b, []byte(n)) {
+					t.Errorf("%s holds %q in plaintext", path, n)
+				}
+			}
+			return err
+		})
+		if err != nil || files < 2 {
+			t.Fatalf("scan of %s: %d files, %v", dir, files, err)
 		}
-		return err
-	})
-	if err != nil || files < 3 {
-		t.Fatalf("scan of %s: %d files, %v", pebbleDir, files, err)
 	}
+	scan(pebbleDir)
+	// Restore the backup into a new encrypted cluster: its storage is
+	// encrypted too.
+	newPaths := bkWriteConfigs(t, filepath.Join(dir, "new"), 1, "encnew", "wal")
+	newRaw, _ := os.ReadFile(newPaths[0])
+	newRaw = bytes.Replace(newRaw, []byte("security:\n"), []byte("security:\n  enable_encryption: true\n  encryption_key: "+key+"\n"), 1)
+	os.WriteFile(newPaths[0], newRaw, 0o600)
+	if code, out, stderr := bkRunD("restore", "-from", backupFile, "-config", newPaths[0], "-new-cluster-id", "encnew"); code != 0 {
+		t.Fatalf("restore: exit %d: %s%s", code, out, stderr)
+	}
+	restoredDir := filepath.Join(dir, "new", "data1")
+	if _, ok, err := encrypt.MarkerKeys(restoredDir); !ok || err != nil {
+		t.Fatalf("the restored storage has no %s file: %v", encrypt.MarkerName, err)
+	}
+	scan(restoredDir)
+	restored := bkStartNodes(t, newPaths)
+	rl := servertest.Leader(t, restored)
+	if v, ok := bkGet(t, rl, "MIGSECRET07"); !ok || v != "MIGVALUE7" {
+		t.Errorf("restored MIGSECRET07: %q %v", v, ok)
+	}
+
 	pebbleCfg := filepath.Join(dir, "pebble.yaml")
 	os.WriteFile(pebbleCfg, bytes.Replace(bytes.Replace(raw, []byte("type: wal"), []byte("type: pebble"), 1),
 		[]byte(filepath.Join(dir, "data1")), []byte(pebbleDir), 1), 0o600)
