@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/internal/guard"
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -46,7 +47,7 @@ type completion struct {
 	// committed nothing); synced, whether Pebble fsynced it.
 	seq    uint64
 	synced bool
-	state  guardState // the state after the batch, when seq > 0
+	state  guard.State // the state after the batch, when seq > 0
 }
 
 // complete is the completer goroutine. For the completions the committer
@@ -72,7 +73,7 @@ func (s *Storage) complete() {
 			}
 		}
 		var (
-			toGuard guardState
+			toGuard guard.State
 			guardIt bool
 		)
 		for i := range batch {
@@ -87,12 +88,12 @@ func (s *Storage) complete() {
 		if guardIt && s.guard != nil {
 			if err := s.failure(); err != nil {
 				guardErr = err
-			} else if err := s.guard.write(toGuard); err != nil {
+			} else if err := s.writeGuard(toGuard); err != nil {
 				guardErr = err
 				s.setFailed(err)
 				s.log.Error("pebble storage: guard write failed; failing this and every later write", "err", err)
 			} else {
-				s.guarded = toGuard.seq
+				s.guarded = toGuard.Seq
 				s.guardWrites.Add(1)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
+	"github.com/forge-consensus/consensus/adapters/internal/guard"
 	"github.com/forge-consensus/consensus/adapters/storagetest"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -148,20 +149,20 @@ func TestGuardSlots(t *testing.T) {
 		refuse  bool
 	}{
 		{"slot 0 body", []int64{20}, false},
-		{"slot 1 crc", []int64{guardSlotSize + guardBodySize}, false},
-		{"slot 1 padding", []int64{2*guardSlotSize - 1}, false},
-		{"both", []int64{9, guardSlotSize + 9}, true},
+		{"slot 1 crc", []int64{guard.SlotSize + guard.BodySize}, false},
+		{"slot 1 padding", []int64{2*guard.SlotSize - 1}, false},
+		{"both", []int64{9, guard.SlotSize + 9}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			want := fillWAL(t, dir)
 			for _, off := range tc.offsets {
-				flipAt(t, filepath.Join(dir, guardName), off, 0x01)
+				flipAt(t, filepath.Join(dir, guard.Name), off, 0x01)
 			}
 			var logs lockedBuffer
 			s, err := Open(Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			if tc.refuse {
-				wantCorrupt(t, "Open", err, guardName)
+				wantCorrupt(t, "Open", err, guard.Name)
 				if !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("error %v is not ErrCorrupt", err)
 				}
@@ -180,8 +181,8 @@ func TestGuardSlots(t *testing.T) {
 			// The next write repairs the damaged slot.
 			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(401, 401, 1), Sync: true})
 			storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(402, 402, 1), Sync: true})
-			gr, ok, err := readGuard(filepath.Join(dir, guardName))
-			if err != nil || !ok || gr.damaged != "" {
+			gr, ok, err := guard.Read(filepath.Join(dir, guard.Name), ErrCorrupt)
+			if err != nil || !ok || gr.Damaged != "" {
 				t.Fatalf("guard after two writes: %+v %v %v", gr, ok, err)
 			}
 		})
@@ -194,11 +195,11 @@ func TestGuardMissingOrAhead(t *testing.T) {
 	t.Run("guard missing", func(t *testing.T) {
 		dir := t.TempDir()
 		fillStore(t, dir)
-		if err := os.Remove(filepath.Join(dir, guardName)); err != nil {
+		if err := os.Remove(filepath.Join(dir, guard.Name)); err != nil {
 			t.Fatal(err)
 		}
 		_, err := Open(Options{Dir: dir})
-		wantCorrupt(t, "Open", err, guardName, "is missing")
+		wantCorrupt(t, "Open", err, guard.Name, "is missing")
 	})
 	t.Run("database missing", func(t *testing.T) {
 		dir := t.TempDir()
@@ -236,14 +237,14 @@ func TestGuardMissingOrAhead(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		if err := os.Remove(filepath.Join(dir, guardName)); err != nil {
+		if err := os.Remove(filepath.Join(dir, guard.Name)); err != nil {
 			t.Fatal(err)
 		}
 		s := openT(t, Options{Dir: dir})
 		storagetest.MustSave(t, s, &node.Update{Entries: storagetest.NamedEntries(21, 21, 1), Sync: true})
 		storagetest.MustClose(t, s)
-		gr, ok, err := readGuard(filepath.Join(dir, guardName))
-		if err != nil || !ok || gr.state.seq != 1 || gr.state.last != 21 {
+		gr, ok, err := guard.Read(filepath.Join(dir, guard.Name), ErrCorrupt)
+		if err != nil || !ok || gr.State.Seq != 1 || gr.State.Last != 21 {
 			t.Fatalf("guard after upgrade: %+v %v %v", gr, ok, err)
 		}
 		s = openT(t, Options{Dir: dir})
@@ -256,7 +257,7 @@ func TestGuardMissingOrAhead(t *testing.T) {
 func TestCrashBetweenCommitAndGuard(t *testing.T) {
 	dir := t.TempDir()
 	fillStore(t, dir)
-	gpath := filepath.Join(dir, guardName)
+	gpath := filepath.Join(dir, guard.Name)
 	old, err := os.ReadFile(gpath)
 	if err != nil {
 		t.Fatal(err)
@@ -272,21 +273,4 @@ func TestCrashBetweenCommitAndGuard(t *testing.T) {
 	if p := storagetest.MustLoad(t, s); p.Entries[len(p.Entries)-1].Index != 25 {
 		t.Fatalf("loaded %s", storagetest.Span(p.Entries))
 	}
-}
-
-// FuzzDecodeGuardSlot: any bytes either fail to decode or decode to the
-// state whose encoding they are.
-func FuzzDecodeGuardSlot(f *testing.F) {
-	f.Add(guardState{}.encode())
-	f.Add(guardState{seq: 7, first: 3, last: 9, lastTerm: 2, hs: core.HardState{Term: 2, Vote: 1, Commit: 8}, snapIndex: 5, snapTerm: 1}.encode())
-	f.Add([]byte("FCGUARD1"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		g, err := decodeGuardSlot(b)
-		if err != nil {
-			return
-		}
-		if !bytes.Equal(g.encode(), b) {
-			t.Fatalf("decoded %v from bytes that are not its encoding", g)
-		}
-	})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/internal/durable"
 	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
+	"github.com/forge-consensus/consensus/adapters/internal/guard"
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -82,7 +83,7 @@ type Storage struct {
 	opts  Options
 	log   *slog.Logger
 	db    *pebble.DB
-	guard *guard
+	guard *guard.File
 	// queue holds the Saves waiting for the committer; Close closes it and
 	// the committer drains it and stops.
 	queue *groupcommit.Queue[request]
@@ -119,8 +120,8 @@ type Storage struct {
 	scratch []byte
 
 	// Owned by the completer goroutine (and by Close after it stops).
-	guarded   uint64     // the sequence number the guard file holds
-	committed guardState // the state after the latest commit
+	guarded   uint64      // the sequence number the guard file holds
+	committed guard.State // the state after the latest commit
 
 	commits, syncs, updates, bytes, guardWrites atomic.Uint64
 	space                                       *spaceWatch // see SpaceErr
@@ -155,13 +156,25 @@ type logState struct {
 }
 
 // summary returns the guard state describing st.
-func (st *logState) summary() guardState {
-	g := guardState{seq: st.seq, hs: st.hs}
+func (st *logState) summary() guard.State {
+	g := guard.State{Seq: st.seq, HardState: st.hs}
 	if st.hasEntries {
-		g.first, g.last, g.lastTerm = st.first, st.last, st.lastTerm
+		g.First, g.Last, g.LastTerm = st.first, st.last, st.lastTerm
 	}
 	if st.hasSnap {
-		g.snapIndex, g.snapTerm = st.snapIndex, st.snapTerm
+		g.SnapIndex, g.SnapTerm = st.snapIndex, st.snapTerm
+	}
+	return g
+}
+
+// summary returns the guard state of p at commit seq.
+func summary(seq uint64, p *core.Persisted) guard.State {
+	g := guard.State{Seq: seq, HardState: p.HardState}
+	if n := len(p.Entries); n > 0 {
+		g.First, g.Last, g.LastTerm = p.Entries[0].Index, p.Entries[n-1].Index, p.Entries[n-1].Term
+	}
+	if p.Snapshot != nil {
+		g.SnapIndex, g.SnapTerm = p.Snapshot.Meta.Index, p.Snapshot.Meta.Term
 	}
 	return g
 }
@@ -195,14 +208,14 @@ func Open(o Options) (*Storage, error) {
 		return nil, fmt.Errorf("pebble storage: create data directory: %w", err)
 	}
 	dbDir := filepath.Join(o.Dir, dbSubdir)
-	guardPath := filepath.Join(o.Dir, guardName)
-	gr, hasGuard, err := readGuard(guardPath)
+	guardPath := filepath.Join(o.Dir, guard.Name)
+	gr, hasGuard, err := guard.Read(guardPath, ErrCorrupt)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pebble storage: %w", err)
 	}
-	if hasGuard && gr.damaged != "" {
+	if hasGuard && gr.Damaged != "" {
 		logger.Warn("pebble storage: one slot of the guard file is damaged (a crash while writing it?); using the other",
-			"file", guardPath, "damage", gr.damaged, "using", gr.state.String())
+			"file", guardPath, "damage", gr.Damaged, "using", gr.State.String())
 	}
 	if !o.noGuard {
 		// Check what the database holds before Pebble may change anything
@@ -212,9 +225,9 @@ func Open(o Options) (*Storage, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !exists && hasGuard && gr.state.seq > 0 {
+		if !exists && hasGuard && gr.State.Seq > 0 {
 			return nil, fmt.Errorf("pebble storage: %w: the database %s is missing, but guard file %s says commit %d was acknowledged (%s)",
-				ErrCorrupt, dbDir, guardPath, gr.state.seq, gr.state)
+				ErrCorrupt, dbDir, guardPath, gr.State.Seq, gr.State)
 		}
 	}
 	space := &spaceWatch{dir: o.Dir, log: logger}
@@ -258,15 +271,15 @@ func Open(o Options) (*Storage, error) {
 	}
 	if !o.noGuard {
 		if hasGuard {
-			s.guarded = gr.state.seq
-			s.guard, err = openGuard(guardPath, 1-gr.slot, o.NoSync)
+			s.guarded = gr.State.Seq
+			s.guard, err = guard.Open(guardPath, 1-gr.Slot, o.NoSync)
 		} else {
 			// A new store, or one written before the guard existed.
 			s.guarded = seq
-			s.guard, err = createGuard(guardPath, s.committed, o.NoSync)
+			s.guard, err = guard.Create(guardPath, s.committed, o.NoSync)
 		}
 		if err != nil {
-			return nil, errors.Join(err, closeDB(db))
+			return nil, errors.Join(fmt.Errorf("pebble storage: %w", err), closeDB(db))
 		}
 	}
 	if err := s.removeRedundant(); err != nil {
@@ -279,7 +292,7 @@ func Open(o Options) (*Storage, error) {
 // verifyReadOnly opens the database in dir read-only, if it exists, and
 // checks everything it holds against the guard file. It reports whether
 // the database exists.
-func verifyReadOnly(dir string, logger *slog.Logger, gr guardRead, hasGuard bool) (exists bool, err error) {
+func verifyReadOnly(dir string, logger *slog.Logger, gr guard.Found, hasGuard bool) (exists bool, err error) {
 	dbDir := filepath.Join(dir, dbSubdir)
 	if _, err := os.Stat(dbDir); errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -304,9 +317,9 @@ func verifyReadOnly(dir string, logger *slog.Logger, gr guardRead, hasGuard bool
 
 // checkGuard checks the state p, read from a database at commit seq,
 // against the guard file.
-func checkGuard(dir string, seq uint64, p *core.Persisted, gr guardRead, hasGuard bool) error {
+func checkGuard(dir string, seq uint64, p *core.Persisted, gr guard.Found, hasGuard bool) error {
 	dbDir := filepath.Join(dir, dbSubdir)
-	guardPath := filepath.Join(dir, guardName)
+	guardPath := filepath.Join(dir, guard.Name)
 	got := summary(seq, p)
 	if !hasGuard {
 		if seq > 0 {
@@ -315,15 +328,15 @@ func checkGuard(dir string, seq uint64, p *core.Persisted, gr guardRead, hasGuar
 		}
 		return nil
 	}
-	want := gr.state
+	want := gr.State
 	switch {
-	case seq < want.seq:
+	case seq < want.Seq:
 		return fmt.Errorf("pebble storage: %w: the database %s replayed to commit %d (last index %d, hard state commit %d), "+
 			"but the guard file %s says commit %d was acknowledged (last index %d, hard state commit %d): "+
 			"Pebble cut its write-ahead log or MANIFEST short; one of these files is damaged: %s (database: %s; guard: %s)",
-			ErrCorrupt, dbDir, seq, got.last, got.hs.Commit, guardPath, want.seq, want.last, want.hs.Commit,
+			ErrCorrupt, dbDir, seq, got.Last, got.HardState.Commit, guardPath, want.Seq, want.Last, want.HardState.Commit,
 			strings.Join(pebbleLogFiles(dbDir), ", "), got, want)
-	case seq == want.seq && got != want:
+	case seq == want.Seq && got != want:
 		return fmt.Errorf("pebble storage: %w: the database %s at commit %d holds %s, but the guard file %s says it held %s "+
 			"(files that may be damaged: %s)",
 			ErrCorrupt, dbDir, seq, got, guardPath, want, strings.Join(pebbleLogFiles(dbDir), ", "))
@@ -488,7 +501,7 @@ func (s *Storage) removeRedundant() error {
 	}
 	for _, de := range names {
 		name := de.Name()
-		if name == guardName+durable.TempSuffix {
+		if name == guard.Name+durable.TempSuffix {
 			if err := os.Remove(filepath.Join(s.opts.Dir, name)); err != nil {
 				return fmt.Errorf("pebble storage: remove temporary file: %w", err)
 			}
@@ -760,15 +773,15 @@ func (s *Storage) Close() error {
 		if err == nil && s.failure() == nil {
 			// Closing the database synced its log: every commit is
 			// durable, and the snapshot files they replaced can go.
-			if s.guard != nil && s.committed.seq > s.guarded {
-				err = s.guard.write(s.committed)
+			if s.guard != nil && s.committed.Seq > s.guarded {
+				err = s.writeGuard(s.committed)
 				if err == nil {
-					s.guarded = s.committed.seq
+					s.guarded = s.committed.Seq
 					s.guardWrites.Add(1)
 				}
 			}
 			if err == nil {
-				s.deleteObsolete(s.committed.seq)
+				s.deleteObsolete(s.committed.Seq)
 			}
 		}
 		s.closeErr = errors.Join(err, s.closeGuard())
@@ -781,7 +794,18 @@ func (s *Storage) closeGuard() error {
 	if s.guard == nil {
 		return nil
 	}
-	return s.guard.close()
+	if err := s.guard.Close(); err != nil {
+		return fmt.Errorf("pebble storage: %w", err)
+	}
+	return nil
+}
+
+// writeGuard records g in the guard file (which must be open).
+func (s *Storage) writeGuard(g guard.State) error {
+	if err := s.guard.Write(g); err != nil {
+		return fmt.Errorf("pebble storage: %w", err)
+	}
+	return nil
 }
 
 // failure returns the first write failure, or nil.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forge-consensus/consensus/adapters/internal/guard"
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/adapters/storagetest"
 )
@@ -39,7 +40,7 @@ func fileKind(rel string) string {
 		return "pebble LOCK"
 	case strings.HasPrefix(name, snapfile.Prefix):
 		return "snapshot file"
-	case name == guardName:
+	case name == guard.Name:
 		return "guard file"
 	}
 	return name

@@ -117,7 +117,7 @@ func (s *Storage) commit(group []request) (errs []error) {
 		// Open decides.
 		return fail(fmt.Errorf("%s: commit %d: %w", s.cfg.Name, st.seq, err))
 	}
-	if err := s.guard.write(st.summary()); err != nil {
+	if err := s.guard.Write(st.summary()); err != nil {
 		return fail(fmt.Errorf("%s: commit %d not recorded in the guard file: %w", s.cfg.Name, st.seq, err))
 	}
 	s.commits.Add(1)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/internal/durable"
 	"github.com/forge-consensus/consensus/adapters/internal/groupcommit"
+	"github.com/forge-consensus/consensus/adapters/internal/guard"
 	"github.com/forge-consensus/consensus/adapters/snapfile"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
@@ -76,7 +77,7 @@ type Storage struct {
 	cfg    Config
 	log    *slog.Logger
 	eng    Engine
-	guard  *guard
+	guard  *guard.File
 	queue  *groupcommit.Queue[request]
 	served snapfile.Served
 
@@ -135,14 +136,14 @@ func Open(cfg Config) (s *Storage, err error) {
 		return nil, fmt.Errorf("%s: create data directory: %w", cfg.Name, err)
 	}
 	s = &Storage{cfg: cfg, log: logger, stopped: make(chan struct{})}
-	guardPath := filepath.Join(cfg.Dir, guardName)
-	gr, hasGuard, err := readGuard(cfg.Name, guardPath)
+	guardPath := filepath.Join(cfg.Dir, guard.Name)
+	gr, hasGuard, err := guard.Read(guardPath, ErrCorrupt)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", cfg.Name, err)
 	}
-	if hasGuard && gr.damaged != "" {
+	if hasGuard && gr.Damaged != "" {
 		logger.Warn(cfg.Name+": one slot of the guard file is damaged (a crash while writing it?); using the other",
-			"file", guardPath, "damage", gr.damaged, "using", gr.state.String())
+			"file", guardPath, "damage", gr.Damaged, "using", gr.State.String())
 	}
 	check := func(st *state) error { return s.checkGuard(st, gr, hasGuard) }
 
@@ -171,15 +172,15 @@ func Open(cfg Config) (s *Storage, err error) {
 		}
 	}
 	if hasGuard {
-		s.guard, err = openGuard(guardPath, 1-gr.slot, cfg.NoSync)
+		s.guard, err = guard.Open(guardPath, 1-gr.Slot, cfg.NoSync)
 	} else {
-		s.guard, err = createGuard(guardPath, st.summary(), cfg.NoSync)
+		s.guard, err = guard.Create(guardPath, st.summary(), cfg.NoSync)
 	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("%s: %w", cfg.Name, err), eng.Close())
 	}
 	if err := s.removeRedundant(); err != nil {
-		return nil, errors.Join(err, s.guard.close(), eng.Close())
+		return nil, errors.Join(err, s.guard.Close(), eng.Close())
 	}
 	if st.hasSnap {
 		r := st.ref
@@ -266,8 +267,8 @@ func environmental(err error) bool {
 }
 
 // checkGuard checks the state st read from the engine against the guard.
-func (s *Storage) checkGuard(st *state, gr guardRead, hasGuard bool) error {
-	guardPath := filepath.Join(s.cfg.Dir, guardName)
+func (s *Storage) checkGuard(st *state, gr guard.Found, hasGuard bool) error {
+	guardPath := filepath.Join(s.cfg.Dir, guard.Name)
 	got := st.summary()
 	if !hasGuard {
 		if st.seq > 0 {
@@ -276,17 +277,17 @@ func (s *Storage) checkGuard(st *state, gr guardRead, hasGuard bool) error {
 		}
 		return nil
 	}
-	want := gr.state
+	want := gr.State
 	switch {
-	case got.seq < want.seq:
+	case got.Seq < want.Seq:
 		return fmt.Errorf("%s: %w: the database holds commit %d (last index %d, hard state commit %d), "+
 			"but the guard file %s says commit %d was acknowledged (last index %d, hard state commit %d): "+
 			"the database lost acknowledged writes; one of these files is damaged: %s (database: %s; guard: %s)",
-			s.cfg.Name, ErrCorrupt, got.seq, got.last, got.hs.Commit, guardPath, want.seq, want.last, want.hs.Commit,
+			s.cfg.Name, ErrCorrupt, got.Seq, got.Last, got.HardState.Commit, guardPath, want.Seq, want.Last, want.HardState.Commit,
 			strings.Join(s.files(), ", "), got, want)
-	case got.seq == want.seq && got != want:
+	case got.Seq == want.Seq && got != want:
 		return fmt.Errorf("%s: %w: the database at commit %d holds %s, but the guard file %s says it held %s (files: %s)",
-			s.cfg.Name, ErrCorrupt, got.seq, got, guardPath, want, strings.Join(s.files(), ", "))
+			s.cfg.Name, ErrCorrupt, got.Seq, got, guardPath, want, strings.Join(s.files(), ", "))
 	}
 	return nil
 }
@@ -472,7 +473,7 @@ func (s *Storage) removeRedundant() error {
 	}
 	for _, de := range des {
 		name := de.Name()
-		if name == guardName+durable.TempSuffix {
+		if name == guard.Name+durable.TempSuffix {
 			if err := os.Remove(filepath.Join(s.cfg.Dir, name)); err != nil {
 				return fmt.Errorf("%s: remove temporary file: %w", s.cfg.Name, err)
 			}
@@ -557,7 +558,7 @@ func (s *Storage) Close() error {
 		s.engClosed = true
 		err := s.guarded("close the database", s.eng.Close)
 		s.readMu.Unlock()
-		s.closeErr = errors.Join(err, s.guard.close())
+		s.closeErr = errors.Join(err, s.guard.Close())
 	})
 	return s.closeErr
 }

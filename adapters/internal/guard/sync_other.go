@@ -1,6 +1,6 @@
 //go:build !linux
 
-package kvlog
+package guard
 
 import "os"
 

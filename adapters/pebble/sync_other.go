@@ -1,9 +1,0 @@
-//go:build !linux
-
-package pebblestore
-
-import "os"
-
-// fdatasync flushes f to stable storage (fsync where fdatasync is not
-// available).
-func fdatasync(f *os.File) error { return f.Sync() }
