@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/ristretto/v2/z"
@@ -23,17 +24,58 @@ import (
 // table whose checksum does not match. Here the same damage is an error
 // wrapping ErrCorrupt that names the table. Tables are written with the
 // options this package always uses (Snappy, 4 KiB blocks, no encryption).
+//
+// Only the tables the MANIFEST refers to are checked: a table Badger was
+// writing when the process died (a file of any length, even empty) is not
+// in the MANIFEST yet, and Badger deletes it when it opens.
 func checkTables(dir string) error {
+	live, err := liveTables(dir)
+	if err != nil {
+		return err
+	}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if err != nil {
 		return fmt.Errorf("list the tables of %s: %w", dir, err)
 	}
 	for _, p := range paths {
+		if id, ok := table.ParseFileID(filepath.Base(p)); ok && !live[id] {
+			continue
+		}
 		if err := checkTable(p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// liveTables returns the IDs of the tables the MANIFEST in dir refers to
+// (none when there is no MANIFEST yet).
+func liveTables(dir string) (live map[uint64]bool, err error) {
+	path := filepath.Join(dir, badger.ManifestFilename)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("badger manifest %s: %w", path, err)
+	}
+	defer f.Close()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			msg, _, _ := strings.Cut(fmt.Sprint(r), "\n")
+			err = fmt.Errorf("badger manifest %s: %w: reading it panicked: %s", path, kvlog.ErrCorrupt, msg)
+		}
+	}()
+	m, _, err := badger.ReplayManifestFile(f, 0, badger.DefaultOptions(dir))
+	if err != nil {
+		return nil, fmt.Errorf("badger manifest %s: %w: %w", path, kvlog.ErrCorrupt, err)
+	}
+	live = make(map[uint64]bool, len(m.Tables))
+	for id := range m.Tables {
+		live[id] = true
+	}
+	return live, nil
 }
 
 // checkTable opens the table at path read-only and verifies every
