@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,6 +216,10 @@ func runPattern(name string) string {
 	return strings.Join(parts, "/")
 }
 
+// crashRoundTimeout bounds a crash round: the child stops by itself
+// after a minute if never killed.
+const crashRoundTimeout = 2 * time.Minute
+
 // crashRound runs the child until it has acknowledged killAfter updates,
 // kills it with SIGKILL and returns the updates it printed and how many
 // were acknowledged.
@@ -241,6 +246,14 @@ func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []s
 		}
 	}
 	defer kill()
+	// The child stops by itself after a minute; one still running well
+	// after that has hung (on a file system, most likely).
+	var hung atomic.Bool
+	watchdog := time.AfterFunc(crashRoundTimeout, func() {
+		hung.Store(true)
+		_ = cmd.Process.Kill()
+	})
+	defer watchdog.Stop()
 	r := bufio.NewReader(out)
 	for {
 		line, err := r.ReadString('\n')
@@ -273,6 +286,10 @@ func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []s
 		}
 	}
 	err = cmd.Wait()
+	if hung.Load() {
+		t.Fatalf("the crash child did not finish within %v (killed; hung?), %d updates saved, %d acknowledged: %s",
+			crashRoundTimeout, len(specs), acked, stderr.String())
+	}
 	if !killed {
 		t.Fatalf("child exited by itself (%v): %s", err, stderr.String())
 	}

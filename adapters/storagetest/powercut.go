@@ -1,9 +1,13 @@
 package storagetest
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -46,6 +50,13 @@ func RequirePowerFS(t testing.TB) {
 //
 //	func TestPowerCut(t *testing.T) { storagetest.PowerCut(t, backend) }
 //
+// The store is reopened in a child process (the test binary run again on
+// the same test), never in the test process: that process serves the FUSE
+// mount, and a store that reads through mmap (bolt, badger) would fault
+// on the mount from a thread the Go runtime must stop for a garbage
+// collection, while the goroutines that answer the fault are stopped:
+// a deadlock. The child writes what it loaded, or the error, to a file.
+//
 // It runs 20 rounds within 15 seconds by default (5 within 4 seconds with
 // -short); STORAGE_POWERCUTS sets the number of rounds.
 func PowerCut(t *testing.T, b Backend) { PowerCutWith(t, b, PowerCutOptions{Tear: true}) }
@@ -60,6 +71,10 @@ type PowerCutOptions struct {
 func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 	if dir := os.Getenv(envCrashDir); dir != "" {
 		crashChild(t, b, dir)
+		return
+	}
+	if dir := os.Getenv(envVerifyDir); dir != "" {
+		verifyChild(t, b, dir, os.Getenv(envVerifyOut))
 		return
 	}
 	RequirePowerFS(t)
@@ -110,26 +125,25 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 			torn++
 		}
 		what := fmt.Sprintf("round %d (seed %d, tear %t, %d saved, %d acknowledged; cut: %v)", round, seed, tear, len(specs), acked, rep)
-		s, err := b.Open(t, dir)
-		var p core.Persisted
-		if err == nil {
-			p, err = s.Load()
-			if cerr := s.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
-			if b.IsCorrupt == nil || !b.IsCorrupt(err) {
-				t.Fatalf("%s: reopen fails, and not as a refusal of damaged data: %v", what, err)
+		v := verifyRound(t, what, dir)
+		p := v.Persisted
+		if v.Err != "" {
+			if !v.Corrupt {
+				t.Fatalf("%s: reopen fails, and not as a refusal of damaged data: %s", what, v.Err)
 			}
 			if !tear {
 				// Nothing was damaged: what was fsynced is intact and only
 				// unsynced changes are gone, which a store must accept.
-				t.Fatalf("%s: reopen refuses after a cut that tore nothing (a durability bug: something acknowledged was not fsynced): %v", what, err)
+				t.Fatalf("%s: reopen refuses after a cut that tore nothing (a durability bug: something acknowledged was not fsynced): %s", what, v.Err)
 			}
 			refused++
-			refusals = append(refusals, fmt.Sprintf("%s: %v", what, err))
+			refusals = append(refusals, fmt.Sprintf("%s: %s", what, v.Err))
 			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			// Make the removal durable, or the next cut would bring
+			// the refused store back.
+			if err := syncDir(mnt); err != nil {
 				t.Fatal(err)
 			}
 			model = core.Persisted{}
@@ -167,4 +181,92 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 	if round < 3 {
 		t.Fatalf("only %d rounds", round)
 	}
+}
+
+// Environment of the verifying child process.
+const (
+	envVerifyDir = "STORAGETEST_VERIFY_DIR" // the store to open and load
+	envVerifyOut = "STORAGETEST_VERIFY_OUT" // where to write the verdict
+)
+
+// verifyTimeout bounds a verifying child: open and Load take well under
+// a second; a child past this has hung (on the mount, most likely).
+const verifyTimeout = time.Minute
+
+// verdict is what a verifying child found: the loaded state, or the
+// error of Open, Load or Close and whether the backend's IsCorrupt says
+// it is a refusal of damaged data.
+type verdict struct {
+	Persisted core.Persisted
+	Err       string
+	Corrupt   bool
+}
+
+// verifyChild is the child process of verifyRound: it opens the store in
+// dir, loads it, closes it and writes the verdict to out as JSON.
+func verifyChild(t *testing.T, b Backend, dir, out string) {
+	var v verdict
+	s, err := b.Open(t, dir)
+	if err == nil {
+		v.Persisted, err = s.Load()
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		v.Persisted = core.Persisted{}
+		v.Err = err.Error()
+		v.Corrupt = b.IsCorrupt != nil && b.IsCorrupt(err)
+	}
+	data, err := json.Marshal(v)
+	if err == nil {
+		err = os.WriteFile(out, data, 0o644)
+	}
+	if err != nil {
+		t.Fatalf("verifying child: %v", err)
+	}
+}
+
+// verifyRound opens and loads the store in dir in a child process and
+// returns its verdict; what names the round in failures. The child is
+// killed, and the test fails, if it takes longer than verifyTimeout.
+func verifyRound(t *testing.T, what, dir string) verdict {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "verdict.json")
+	ctx, cancel := context.WithTimeout(context.Background(), verifyTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run="+runPattern(t.Name()), "-test.count=1")
+	cmd.Env = append(os.Environ(), envVerifyDir+"="+dir, envVerifyOut+"="+out)
+	cmd.WaitDelay = 10 * time.Second
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s: the child reopening the store did not finish within %v (killed; hung on the mount?): %s", what, verifyTimeout, output.String())
+	}
+	if err != nil {
+		t.Fatalf("%s: the child reopening the store failed: %v: %s", what, err, output.String())
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("%s: the child reopening the store wrote no verdict: %v: %s", what, err, output.String())
+	}
+	var v verdict
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("%s: the child's verdict: %v", what, err)
+	}
+	return v
+}
+
+// syncDir fsyncs the directory dir.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return d.Close()
 }
