@@ -25,10 +25,15 @@
 // last one kept torn (only a prefix of its bytes lands), as a disk that
 // wrote part of its cache would leave it.
 //
-// What is not modelled: mmap writes (a shared writable mapping of a FUSE
-// file writes back through the page cache, which this file system does
-// not see as separate writes; neither adapters/wal nor adapters/pebble
-// map files), O_DIRECT (refused by the FUSE mount's open in practice, and
+// Writes through a shared writable mapping are modelled as the kernel
+// delivers them: dirty pages come as page-sized writes when written back
+// (at msync, at close, at the latest at a cut's unmount), and msync is an
+// fsync (TestMmapWrite). Never touch a mapped file of the mount from the
+// process serving it: a page fault blocks a thread the Go runtime must
+// stop for a garbage collection while the goroutines that would answer
+// the fault are stopped, a deadlock; map files from another process.
+//
+// What is not modelled: O_DIRECT (refused by the FUSE mount's open in practice, and
 // used by neither), copy_file_range and O_TMPFILE (refused with ENOTSUP),
 // metadata other than size (modes, times, xattrs pass through and are
 // kept), and reordering within what was synced (a synced write is
