@@ -93,10 +93,30 @@ func procStat(pid int) (stat, bool) {
 	return stat{state: f[0][0], ppid: ppid}, true
 }
 
-// alive reports whether pid is a running (not exited, not zombie) process.
+// alive reports whether any thread of pid still runs. The thread-group
+// leader shows as a zombie as soon as it has exited, while other threads
+// may still be exiting and holding the process's files (its listening
+// sockets), so every task in /proc/PID/task is checked.
 func alive(pid int) bool {
-	st, ok := procStat(pid)
-	return ok && st.state != 'Z' && st.state != 'X'
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, e := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+2 >= len(s) {
+			continue
+		}
+		if st := s[i+2]; st != 'Z' && st != 'X' {
+			return true
+		}
+	}
+	return false
 }
 
 // TestLocalClusterDiesWithParent: killing a backgrounded local-cluster
@@ -176,12 +196,20 @@ func TestLocalClusterDiesWithParent(t *testing.T) {
 	for i := range 3 {
 		for _, off := range []int{0, 100, 200} {
 			addr := "127.0.0.1:" + strconv.Itoa(port+off+i)
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				t.Errorf("port %s still held after the cluster stopped: %v", addr, err)
-				continue
+			// The kernel releases a dead process's sockets as its last
+			// thread exits; allow that moment until the deadline.
+			for {
+				ln, err := net.Listen("tcp", addr)
+				if err == nil {
+					ln.Close()
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("port %s still held after the cluster stopped: %v", addr, err)
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			ln.Close()
 		}
 	}
 }
