@@ -123,14 +123,18 @@ func (d *DNS) Kind() string { return "dns" }
 //
 // Without SRV, each address of the name is a candidate without a name
 // at the configured port. With SRV, each target is a candidate named
-// by its first label ("web-0" for "web-0.web.default.svc.cluster.local."),
+// by its first label ("web-0" for "web-0.web.default.svc.cluster.local.",
+// a StatefulSet's pod behind a headless Service),
 // at the record's port and at one address of the target: its lowest
 // IPv4 address, or its lowest IPv6 address when it has no IPv4 one, so
 // each node has one address and every node picks the same. A target
-// whose first label is not a valid node name gives a candidate without
-// a name; a target without addresses (not published yet) and the "."
+// whose first label is not a valid node name, or is an address written
+// with dashes ("10-1-0-5", Kubernetes' name for a pod without a
+// hostname), gives a candidate without a name; a target without addresses (not published yet) and the "."
 // target (RFC 2782: no service) give none. SRV priorities and weights
-// are ignored: every target is a candidate.
+// are ignored: every target is a candidate. An answer with a target
+// that is not a domain name (an address: "10.1.0.5.") is an error, as
+// Go's resolver has it.
 func (d *DNS) Lookup(ctx context.Context) ([]Candidate, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
@@ -259,16 +263,29 @@ func (d *DNS) lookupSRV(ctx context.Context) ([]Candidate, error) {
 }
 
 // targetName returns the node name an SRV target stands for: its first
-// label when that is a valid node name, else "".
+// label when that is a valid node name and not an address written with
+// dashes, else "".
 func targetName(target string) string {
-	label, _, _ := strings.Cut(strings.TrimSuffix(target, "."), ".")
-	if _, err := netip.ParseAddr(strings.TrimSuffix(target, ".")); err == nil {
-		return "" // an address, though RFC 2782 wants a name
+	label, _, _ := strings.Cut(target, ".")
+	if dashedAddr(label) {
+		return ""
 	}
 	if _, err := nodename.ID(label); err != nil {
 		return ""
 	}
 	return label
+}
+
+// dashedAddr reports whether label is an IP address with its dots or
+// colons written as dashes ("10-1-0-5", "fd00--5"): the name Kubernetes
+// DNS gives a headless Service's endpoint whose pod sets no hostname (a
+// Deployment's pod, unlike a StatefulSet's), which names no node.
+func dashedAddr(label string) bool {
+	if _, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ".")); err == nil {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
+	return err == nil && a.Is6()
 }
 
 // named returns err naming the configured server, if any, as the one

@@ -278,9 +278,22 @@ func TestDNSSRVRecords(t *testing.T) {
 		srv+" 30 IN SRV 0 50 7000 web-3.web.default.svc.cluster.local.",
 		srv+" 30 IN SRV 0 50 7000 _x.web.default.svc.cluster.local.", // not a node name
 		"_x.web.default.svc.cluster.local. 30 IN A 10.1.0.99",
+		// Kubernetes' names for pods without a hostname: no node names.
+		srv+" 30 IN SRV 0 50 7000 10-1-0-98.web.default.svc.cluster.local.",
+		"10-1-0-98.web.default.svc.cluster.local. 30 IN A 10.1.0.98",
+		srv+" 30 IN SRV 0 50 7000 fd00--98.web.default.svc.cluster.local.",
+		"fd00--98.web.default.svc.cluster.local. 30 IN AAAA fd00::98",
 	)
 	expect(t, "targets removed", lookup(t, d),
-		"10.1.0.99:7000", "web-0@10.1.0.5:7000", "web-3@[fd00::3]:7000")
+		"10.1.0.98:7000", "10.1.0.99:7000", "[fd00::98]:7000", "web-0@10.1.0.5:7000", "web-3@[fd00::3]:7000")
+
+	z.set(t,
+		srv+" 30 IN SRV 0 50 7000 web-0.web.default.svc.cluster.local.",
+		srv+" 30 IN SRV 0 50 7000 10.1.0.97.", // RFC 2782 wants a name
+	)
+	if cs, err := d.Lookup(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid names") {
+		t.Fatalf("an address as an SRV target: Lookup = %v, %v; want Go's error for invalid names", cs, err)
+	}
 
 	z.set(t, srv+" 30 IN SRV 0 0 0 .")
 	expect(t, "no service (the \".\" target)", lookup(t, d))
