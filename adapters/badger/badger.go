@@ -166,6 +166,9 @@ type engine struct {
 	dir  string
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// dirs fsyncs dir after a commit that created files (nil with NoSync
+	// or read-only).
+	dirs *dirSyncer
 }
 
 // openEngine opens the database in dir.
@@ -175,6 +178,11 @@ func openEngine(dir string, readOnly bool, o Options, logger *slog.Logger) (*eng
 			return &engine{dir: dir}, nil // nothing stored yet
 		}
 		if err := checkTables(dir); err != nil {
+			return nil, err
+		}
+	}
+	if !o.NoSync {
+		if err := repairCut(dir, readOnly, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -199,6 +207,14 @@ func openEngine(dir string, readOnly bool, o Options, logger *slog.Logger) (*eng
 		return nil, fmt.Errorf("open badger database %s: %w", dir, err)
 	}
 	e := &engine{db: db, dir: dir, stop: make(chan struct{})}
+	if !readOnly && !o.NoSync {
+		// The memtable WAL and value-log file Badger created as it opened
+		// are not all in a synced directory yet.
+		e.dirs = &dirSyncer{dir: dir}
+		if err := e.dirs.sync(); err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+	}
 	if !readOnly {
 		e.wg.Add(1)
 		go e.gc()
@@ -244,7 +260,14 @@ func (e *engine) Commit(w *kvlog.Write) error {
 			return err
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	if e.dirs != nil {
+		// A commit that filled the memtable went to a new WAL file.
+		return e.dirs.sync()
+	}
+	return nil
 }
 
 // Check verifies the checksums of every table.
