@@ -28,6 +28,13 @@
 // guard file still records the lost commits. Values are read with their value-log checksums verified, and
 // table blocks are verified as they are read.
 //
+// Badger does not fsync the directory when it creates a file (see
+// dirsync.go): the store fsyncs it after a commit that created files, and
+// Open repairs what a power cut leaves of an unsynced creation (an empty
+// memtable WAL or value-log file, removed; a level-0 table the MANIFEST
+// names whose file is gone, dropped from the MANIFEST so that its
+// memtable WAL is replayed again), logging a warning for each.
+//
 // A transaction holds at most 15% of Options.MemTableSize (Badger's
 // limit): groups are capped below that, and a single update larger than
 // the cap fails (and with it the store).
