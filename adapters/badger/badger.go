@@ -28,6 +28,13 @@
 // guard file still records the lost commits. Values are read with their value-log checksums verified, and
 // table blocks are verified as they are read.
 //
+// Badger does not fsync the directory when it creates a file (see
+// dirsync.go): the store fsyncs it after a commit that created files, and
+// Open repairs what a power cut leaves of an unsynced creation (an empty
+// memtable WAL or value-log file, removed; a level-0 table the MANIFEST
+// names whose file is gone, dropped from the MANIFEST so that its
+// memtable WAL is replayed again), logging a warning for each.
+//
 // A transaction holds at most 15% of Options.MemTableSize (Badger's
 // limit): groups are capped below that, and a single update larger than
 // the cap fails (and with it the store).
@@ -166,6 +173,9 @@ type engine struct {
 	dir  string
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// dirs fsyncs dir after a commit that created files (nil with NoSync
+	// or read-only).
+	dirs *dirSyncer
 }
 
 // openEngine opens the database in dir.
@@ -175,6 +185,11 @@ func openEngine(dir string, readOnly bool, o Options, logger *slog.Logger) (*eng
 			return &engine{dir: dir}, nil // nothing stored yet
 		}
 		if err := checkTables(dir); err != nil {
+			return nil, err
+		}
+	}
+	if !o.NoSync {
+		if err := repairCut(dir, readOnly, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -199,6 +214,14 @@ func openEngine(dir string, readOnly bool, o Options, logger *slog.Logger) (*eng
 		return nil, fmt.Errorf("open badger database %s: %w", dir, err)
 	}
 	e := &engine{db: db, dir: dir, stop: make(chan struct{})}
+	if !readOnly && !o.NoSync {
+		// The memtable WAL and value-log file Badger created as it opened
+		// are not all in a synced directory yet.
+		e.dirs = &dirSyncer{dir: dir}
+		if err := e.dirs.sync(); err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+	}
 	if !readOnly {
 		e.wg.Add(1)
 		go e.gc()
@@ -244,7 +267,14 @@ func (e *engine) Commit(w *kvlog.Write) error {
 			return err
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	if e.dirs != nil {
+		// A commit that filled the memtable went to a new WAL file.
+		return e.dirs.sync()
+	}
+	return nil
 }
 
 // Check verifies the checksums of every table.
