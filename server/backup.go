@@ -16,7 +16,10 @@ import (
 	"strings"
 	"time"
 
+	badgerstore "github.com/forge-consensus/consensus/adapters/badger"
+	boltstore "github.com/forge-consensus/consensus/adapters/bolt"
 	"github.com/forge-consensus/consensus/adapters/encrypt"
+	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
 	pgstore "github.com/forge-consensus/consensus/adapters/postgres"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/backup"
@@ -323,9 +326,11 @@ const migrateBatch = 1024
 // node_id: a migration moves a node's storage, it does not change whose
 // it is (RestoreBackup founds a new cluster).
 //
-// The source is only read: a postgres schema through pgstore.Read (no
-// ownership taken: nothing written), an encrypted directory only if its
-// marker file lists from's keys, a directory only if it exists. A wrong or
+// The source is only read, never changed: pebble, bolt and badger through
+// a read-only open of their database, a postgres schema through
+// pgstore.Read (no ownership taken: nothing written), an encrypted
+// directory only if its marker file lists from's keys, a directory only
+// if it exists. The target is read back the same way. A wrong or
 // missing source key is refused (an ErrInvalidConfig error naming the
 // key) before the target is created.
 func MigrateStorage(from, to Config, log *slog.Logger) (MigrateResult, error) {
@@ -441,9 +446,8 @@ func checkSource(cfg Config) error {
 	return nil
 }
 
-// loadStorage reads cfg's storage, opening it as the node does (and
-// closing it) except postgres, which is read without being taken over
-// (pgstore.Read: nothing written).
+// loadStorage reads cfg's storage without changing it (openReadOnly),
+// decrypting it with cfg's keys if it is encrypted.
 func loadStorage(cfg Config, log *slog.Logger) (core.Persisted, error) {
 	st, closer, err := openNodeStorageWith(cfg, log, openReadOnly)
 	if err != nil {
@@ -462,15 +466,31 @@ func loadStorage(cfg Config, log *slog.Logger) (core.Persisted, error) {
 	return p, nil
 }
 
-// openReadOnly opens cfg's storage as openStorage does, except postgres:
-// its schema is read at once with pgstore.Read, which writes nothing, and
-// served by a storage that refuses every write.
+// openReadOnly opens cfg's storage for reading only: pebble, bolt and
+// badger through a read-only open of their database, postgres through
+// pgstore.Read (a read-only transaction; the schema is not taken over),
+// each read at once and served by a storage that refuses every write.
+// Nothing of theirs is changed or created. The wal is opened as the node
+// opens it: it writes nothing when opened and loaded (a torn tail left by
+// a crash is cut, as a node start would).
 func openReadOnly(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) {
-	if cfg.Storage.Type != "postgres" {
+	var p core.Persisted
+	var err error
+	st := cfg.Storage
+	switch st.Type {
+	case "pebble":
+		p, err = pebblestore.Read(st.Path, log)
+	case "bolt":
+		p, err = boltstore.Read(boltstore.Options{Dir: st.Path, FreelistType: st.Bolt.FreelistType, Logger: log})
+	case "badger":
+		p, err = badgerstore.Read(badgerstore.Options{Dir: st.Path, ValueLogFileSize: st.Badger.ValueLogFileSize,
+			ValueThreshold: st.Badger.ValueThreshold, MemTableSize: st.Badger.MemTableSize, Logger: log})
+	case "postgres":
+		pc := st.Postgres
+		p, err = pgstore.Read(pgstore.Options{DSN: pc.DSN, Schema: pc.schemaFor(cfg), Identity: cfg.ClusterID + "/" + string(cfg.NodeID)})
+	default:
 		return openStorage(cfg, log)
 	}
-	pc := cfg.Storage.Postgres
-	p, err := pgstore.Read(pgstore.Options{DSN: pc.DSN, Schema: pc.schemaFor(cfg), Identity: cfg.ClusterID + "/" + string(cfg.NodeID)})
 	if err != nil {
 		return nil, nil, err
 	}
