@@ -10,10 +10,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	badgerstore "github.com/forge-consensus/consensus/adapters/badger"
+	boltstore "github.com/forge-consensus/consensus/adapters/bolt"
+	"github.com/forge-consensus/consensus/adapters/encrypt"
+	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
+	pgstore "github.com/forge-consensus/consensus/adapters/postgres"
 	"github.com/forge-consensus/consensus/admin"
 	"github.com/forge-consensus/consensus/backup"
 	"github.com/forge-consensus/consensus/core"
@@ -230,12 +237,30 @@ func save(st node.Storage, u *node.Update) error {
 	return <-done
 }
 
-// checkEmptyStorage refuses a storage path that holds anything, and
-// memory storage (nothing to seed: it keeps nothing across a restart).
+// checkEmptyStorage refuses a storage that holds anything: a storage path
+// that is not empty, a postgres schema that holds any table (its
+// storage.path, where an encrypted one keeps its marker file, must be
+// empty too if set); and memory storage (nothing to seed: it keeps
+// nothing across a restart).
 func checkEmptyStorage(cfg Config) error {
-	if cfg.Storage.Type == "memory" {
+	switch cfg.Storage.Type {
+	case "memory":
 		return fmt.Errorf("%w: storage.type: memory keeps nothing across a restart; use a durable storage",
 			ErrInvalidConfig)
+	case "postgres":
+		schema := cfg.Storage.Postgres.schemaFor(cfg)
+		_, tables, err := pgstore.SchemaTables(cfg.Storage.Postgres.DSN, schema)
+		if err != nil {
+			return fmt.Errorf("postgres schema %s: %w", schema, err)
+		}
+		if len(tables) > 0 {
+			return fmt.Errorf("%w: postgres schema %s holds %d tables (%s): it must be empty or absent "+
+				"(if it is a leftover: DROP SCHEMA %s CASCADE)", ErrNotEmpty, schema, len(tables),
+				strings.Join(tables, ", "), schema)
+		}
+		if cfg.Storage.Path == "" {
+			return nil
+		}
 	}
 	ents, err := os.ReadDir(cfg.Storage.Path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -288,13 +313,26 @@ type MigrateResult struct {
 const migrateBatch = 1024
 
 // MigrateStorage copies a stopped node's storage (a node whose raft or API
-// address is in use is refused as running), as from describes it, to
-// the storage to describes (its storage.type and storage.path; every other
-// key as in from), which must be empty: the hard state, the snapshot and
-// the log after it. Then it verifies the copy: it opens both again, reads
-// everything back and compares it exactly, and compares the state hashes
-// reached by applying each log to its snapshot up to the commit index.
-// Any storage type the server opens works, both ways.
+// address is in use is refused as running), as from describes it (its
+// storage.* and security.*encryption* keys), to the storage to describes
+// (likewise), which must be empty: an absent or empty directory, an absent
+// or empty postgres schema. It copies the hard state, the snapshot and the
+// log after it. Then it verifies the copy: it reads both again, compares
+// them exactly, and compares the state hashes reached by applying each log
+// to its snapshot up to the commit index. Any storage type the server
+// opens works, both ways, encrypted or not on either side, with the same
+// key or another: the source is decrypted with from's keys and the target
+// encrypted with to's. from and to must name the same cluster_id and
+// node_id: a migration moves a node's storage, it does not change whose
+// it is (RestoreBackup founds a new cluster).
+//
+// The source is only read, never changed: pebble, bolt and badger through
+// a read-only open of their database, a postgres schema through
+// pgstore.Read (no ownership taken: nothing written), an encrypted
+// directory only if its marker file lists from's keys, a directory only
+// if it exists. The target is read back the same way. A wrong or
+// missing source key is refused (an ErrInvalidConfig error naming the
+// key) before the target is created.
 func MigrateStorage(from, to Config, log *slog.Logger) (MigrateResult, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -303,14 +341,31 @@ func MigrateStorage(from, to Config, log *slog.Logger) (MigrateResult, error) {
 	if from.Storage.Type == "memory" {
 		return res, fmt.Errorf("%w: storage.type: memory holds nothing once the node stopped", ErrInvalidConfig)
 	}
-	if from.Storage.Type == to.Storage.Type && from.Storage.Path == to.Storage.Path {
-		return res, fmt.Errorf("%w: the target is the source (%s at %s)", ErrInvalidConfig, to.Storage.Type, to.Storage.Path)
-	}
 	if err := to.Validate(); err != nil {
 		return res, fmt.Errorf("target: %w", err)
 	}
+	// The keys (and key files) of both sides, before anything is opened.
+	if _, err := encryptionOptions(from); err != nil {
+		return res, fmt.Errorf("source: %w", err)
+	}
+	if _, err := encryptionOptions(to); err != nil {
+		return res, fmt.Errorf("target: %w", err)
+	}
+	switch {
+	case from.ClusterID != to.ClusterID:
+		return res, fmt.Errorf("%w: target: cluster_id %q is not the source's %q: a migration keeps the node's identity "+
+			"(consensusd restore founds a new cluster)", ErrInvalidConfig, to.ClusterID, from.ClusterID)
+	case from.NodeID != to.NodeID:
+		return res, fmt.Errorf("%w: target: node_id %q is not the source's %q: a migration keeps the node's identity",
+			ErrInvalidConfig, to.NodeID, from.NodeID)
+	case sameStorage(from, to):
+		return res, fmt.Errorf("%w: the target is the source (%s %s)", ErrInvalidConfig, to.Storage.Type, storageName(to))
+	}
 	if err := checkStopped(from); err != nil {
 		return res, err
+	}
+	if err := checkSource(from); err != nil {
+		return res, fmt.Errorf("source: %w", err)
 	}
 	if err := checkEmptyStorage(to); err != nil {
 		return res, fmt.Errorf("target: %w", err)
@@ -320,7 +375,7 @@ func MigrateStorage(from, to Config, log *slog.Logger) (MigrateResult, error) {
 		return res, fmt.Errorf("source: %w", err)
 	}
 	if src.IsEmpty() {
-		return res, fmt.Errorf("source: storage %s %s holds nothing", from.Storage.Type, from.Storage.Path)
+		return res, fmt.Errorf("source: storage %s %s holds nothing", from.Storage.Type, storageName(from))
 	}
 	if err := writeStorage(to, src, log); err != nil {
 		return res, fmt.Errorf("target: %w", err)
@@ -356,11 +411,47 @@ func MigrateStorage(from, to Config, log *slog.Logger) (MigrateResult, error) {
 	return res, nil
 }
 
-// loadStorage opens cfg's storage, loads it and closes it.
-func loadStorage(cfg Config, log *slog.Logger) (core.Persisted, error) {
-	st, closer, err := openNodeStorage(cfg, log)
+// sameStorage reports whether a and b name the same storage: the same
+// directory, or the same postgres schema through the same DSN.
+func sameStorage(a, b Config) bool {
+	if a.Storage.Type == "postgres" || b.Storage.Type == "postgres" {
+		return a.Storage.Type == b.Storage.Type && a.Storage.Postgres.DSN == b.Storage.Postgres.DSN &&
+			a.Storage.Postgres.schemaFor(a) == b.Storage.Postgres.schemaFor(b)
+	}
+	return filepath.Clean(a.Storage.Path) == filepath.Clean(b.Storage.Path)
+}
+
+// checkSource refuses, before anything is opened, a source that opening
+// would change: a storage directory that does not exist (the backends
+// would create it), an encrypted one without a marker file (encryption
+// would write a new one).
+func checkSource(cfg Config) error {
+	if cfg.Storage.Type != "postgres" {
+		if _, err := os.Stat(cfg.Storage.Path); err != nil {
+			return fmt.Errorf("%w: storage.path %s: %w", ErrInvalidConfig, cfg.Storage.Path, err)
+		}
+	}
+	if !cfg.Security.EnableEncryption || cfg.Storage.Path == "" {
+		return nil // a postgres source without storage.path: encryptionOptions refuses it
+	}
+	_, ok, err := encrypt.MarkerKeys(cfg.Storage.Path)
 	if err != nil {
-		return core.Persisted{}, fmt.Errorf("storage %s %s: %w", cfg.Storage.Type, cfg.Storage.Path, err)
+		return fmt.Errorf("storage.path %s: %w", cfg.Storage.Path, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: security.enable_encryption: on, but storage.path %s has no %s file: the source is not "+
+			"encrypted (turn security.enable_encryption off in its configuration) or this is not its directory; "+
+			"nothing was read or written", ErrInvalidConfig, cfg.Storage.Path, encrypt.MarkerName)
+	}
+	return nil
+}
+
+// loadStorage reads cfg's storage without changing it (openReadOnly),
+// decrypting it with cfg's keys if it is encrypted.
+func loadStorage(cfg Config, log *slog.Logger) (core.Persisted, error) {
+	st, closer, err := openNodeStorageWith(cfg, log, openReadOnly)
+	if err != nil {
+		return core.Persisted{}, fmt.Errorf("storage %s %s: %w", cfg.Storage.Type, storageName(cfg), err)
 	}
 	p, err := st.Load()
 	if closer != nil {
@@ -369,9 +460,54 @@ func loadStorage(cfg Config, log *slog.Logger) (core.Persisted, error) {
 		}
 	}
 	if err != nil {
-		return core.Persisted{}, fmt.Errorf("storage %s %s: %w", cfg.Storage.Type, cfg.Storage.Path, err)
+		return core.Persisted{}, fmt.Errorf("storage %s %s: %w", cfg.Storage.Type, storageName(cfg),
+			keyError("security.encryption_old_keys", err))
 	}
 	return p, nil
+}
+
+// openReadOnly opens cfg's storage for reading only: pebble, bolt and
+// badger through a read-only open of their database, postgres through
+// pgstore.Read (a read-only transaction; the schema is not taken over),
+// each read at once and served by a storage that refuses every write.
+// Nothing of theirs is changed or created. The wal is opened as the node
+// opens it: it writes nothing when opened and loaded (a torn tail left by
+// a crash is cut, as a node start would).
+func openReadOnly(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) {
+	var p core.Persisted
+	var err error
+	st := cfg.Storage
+	switch st.Type {
+	case "pebble":
+		p, err = pebblestore.Read(st.Path, log)
+	case "bolt":
+		p, err = boltstore.Read(boltstore.Options{Dir: st.Path, FreelistType: st.Bolt.FreelistType, Logger: log})
+	case "badger":
+		p, err = badgerstore.Read(badgerstore.Options{Dir: st.Path, ValueLogFileSize: st.Badger.ValueLogFileSize,
+			ValueThreshold: st.Badger.ValueThreshold, MemTableSize: st.Badger.MemTableSize, Logger: log})
+	case "postgres":
+		pc := st.Postgres
+		p, err = pgstore.Read(pgstore.Options{DSN: pc.DSN, Schema: pc.schemaFor(cfg), Identity: cfg.ClusterID + "/" + string(cfg.NodeID)})
+	default:
+		return openStorage(cfg, log)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return readOnlyStorage{p}, nil, nil
+}
+
+// readOnlyStorage serves a storage's state read beforehand; it refuses
+// every write.
+type readOnlyStorage struct{ p core.Persisted }
+
+func (r readOnlyStorage) Load() (core.Persisted, error) { return r.p, nil }
+
+func (r readOnlyStorage) Save(u *node.Update, done func(error)) {
+	if u.LocalSnapshotFile != nil {
+		u.LocalSnapshotFile.Abort()
+	}
+	done(errors.New("storage opened read-only"))
 }
 
 // logAfterSnapshot returns p's entries after its snapshot.

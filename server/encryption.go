@@ -135,6 +135,11 @@ func encryptionOptions(cfg Config) (*encrypt.Options, error) {
 // ErrInvalidConfig (consensusd exits 2); a record that does not
 // authenticate is reported by Load as corrupt.
 func openNodeStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, error) {
+	return openNodeStorageWith(cfg, log, openStorage)
+}
+
+// openNodeStorageWith is openNodeStorage opening the backend with open.
+func openNodeStorageWith(cfg Config, log *slog.Logger, open func(Config, *slog.Logger) (node.Storage, io.Closer, error)) (node.Storage, io.Closer, error) {
 	opts, err := encryptionOptions(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -145,12 +150,12 @@ func openNodeStorage(cfg Config, log *slog.Logger) (node.Storage, io.Closer, err
 				return nil, nil, keyError("security.enable_encryption", err)
 			}
 		}
-		return openStorage(cfg, log)
+		return open(cfg, log)
 	}
 	var closer io.Closer
 	opts.Logger = log
 	st, err := encrypt.Open(*opts, func() (node.Storage, error) {
-		st, c, err := openStorage(cfg, log)
+		st, c, err := open(cfg, log)
 		closer = c
 		return st, err
 	})

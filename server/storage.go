@@ -85,8 +85,11 @@ func (pc PostgresConfig) validate(syncWrites bool, bad func(key, format string, 
 	return nil
 }
 
-// storageName names the storage of cfg in messages: its directory, or its
+// StorageName names the storage of cfg in messages: its directory, or its
 // schema for postgres (never the DSN).
+func StorageName(cfg Config) string { return storageName(cfg) }
+
+// storageName is StorageName.
 func storageName(cfg Config) string {
 	if cfg.Storage.Type == "postgres" {
 		return "postgres schema " + cfg.Storage.Postgres.schemaFor(cfg)

@@ -55,6 +55,7 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 
 	"github.com/forge-consensus/consensus/adapters/internal/kvlog"
+	"github.com/forge-consensus/consensus/core"
 )
 
 // ErrCorrupt is wrapped by the errors of Open and Load when stored data
@@ -112,6 +113,29 @@ type Storage = kvlog.Storage
 // Open opens the store in o.Dir, creating it if missing, and verifies
 // everything stored (see the package documentation).
 func Open(o Options) (*Storage, error) {
+	cfg, err := kvConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	return kvlog.Open(cfg)
+}
+
+// Read reads and verifies what the store in o.Dir holds, as Open does,
+// through a read-only open: nothing on disk is changed or created (only
+// o.Dir, the sizes and o.Logger are used). A database that a crash left
+// to be recovered by a read-write open is refused (kvlog.ErrNeedsRecovery):
+// start the node on it once first.
+func Read(o Options) (core.Persisted, error) {
+	cfg, err := kvConfig(o)
+	if err != nil {
+		return core.Persisted{}, err
+	}
+	return kvlog.Read(cfg)
+}
+
+// kvConfig checks o, fills its defaults and returns the store's kvlog
+// configuration.
+func kvConfig(o Options) (kvlog.Config, error) {
 	if o.ValueLogFileSize == 0 {
 		o.ValueLogFileSize = DefaultValueLogFileSize
 	}
@@ -123,11 +147,11 @@ func Open(o Options) (*Storage, error) {
 	}
 	switch {
 	case o.ValueLogFileSize < 1<<20 || o.ValueLogFileSize >= 2<<30:
-		return nil, fmt.Errorf("badger storage: value log file size %d out of range [1 MiB, 2 GiB)", o.ValueLogFileSize)
+		return kvlog.Config{}, fmt.Errorf("badger storage: value log file size %d out of range [1 MiB, 2 GiB)", o.ValueLogFileSize)
 	case o.MemTableSize < 1<<20:
-		return nil, fmt.Errorf("badger storage: memtable size %d below 1 MiB", o.MemTableSize)
+		return kvlog.Config{}, fmt.Errorf("badger storage: memtable size %d below 1 MiB", o.MemTableSize)
 	case o.ValueThreshold < 0 || o.ValueThreshold > DefaultValueThreshold || o.ValueThreshold > o.MemTableSize*15/100:
-		return nil, fmt.Errorf("badger storage: value threshold %d out of range (0, min(1 MiB, 15%% of the memtable size)]", o.ValueThreshold)
+		return kvlog.Config{}, fmt.Errorf("badger storage: value threshold %d out of range (0, min(1 MiB, 15%% of the memtable size)]", o.ValueThreshold)
 	}
 	if o.BatchBytes == 0 {
 		o.BatchBytes = int(min(4<<20, o.MemTableSize*15/100/4))
@@ -137,7 +161,7 @@ func Open(o Options) (*Storage, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	dbDir := filepath.Join(o.Dir, DBSubdir)
-	return kvlog.Open(kvlog.Config{
+	return kvlog.Config{
 		Name:       "badger storage",
 		Dir:        o.Dir,
 		NoSync:     o.NoSync,
@@ -148,7 +172,7 @@ func Open(o Options) (*Storage, error) {
 		OpenEngine: func(readOnly bool) (kvlog.Engine, error) {
 			return openEngine(dbDir, readOnly, o, logger)
 		},
-	})
+	}, nil
 }
 
 // dbFiles lists the files of the database directory.

@@ -31,6 +31,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/forge-consensus/consensus/adapters/internal/kvlog"
+	"github.com/forge-consensus/consensus/core"
 )
 
 // ErrCorrupt is wrapped by the errors of Open and Load when stored data
@@ -82,6 +83,25 @@ type Storage = kvlog.Storage
 // Open opens the store in o.Dir, creating it if missing, and verifies
 // everything stored (see the package documentation).
 func Open(o Options) (*Storage, error) {
+	cfg, err := kvConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	return kvlog.Open(cfg)
+}
+
+// Read reads and verifies what the store in o.Dir holds, as Open does,
+// through a read-only open: nothing on disk is changed or created.
+func Read(o Options) (core.Persisted, error) {
+	cfg, err := kvConfig(o)
+	if err != nil {
+		return core.Persisted{}, err
+	}
+	return kvlog.Read(cfg)
+}
+
+// kvConfig checks o and returns the store's kvlog configuration.
+func kvConfig(o Options) (kvlog.Config, error) {
 	var ft bolt.FreelistType
 	switch o.FreelistType {
 	case "", FreelistArray:
@@ -89,10 +109,10 @@ func Open(o Options) (*Storage, error) {
 	case FreelistMap:
 		ft = bolt.FreelistMapType
 	default:
-		return nil, fmt.Errorf("bolt storage: unknown freelist type %q (want %s or %s)", o.FreelistType, FreelistArray, FreelistMap)
+		return kvlog.Config{}, fmt.Errorf("bolt storage: unknown freelist type %q (want %s or %s)", o.FreelistType, FreelistArray, FreelistMap)
 	}
 	path := filepath.Join(o.Dir, FileName)
-	return kvlog.Open(kvlog.Config{
+	return kvlog.Config{
 		Name:       "bolt storage",
 		Dir:        o.Dir,
 		NoSync:     o.NoSync,
@@ -104,7 +124,7 @@ func Open(o Options) (*Storage, error) {
 			return openEngine(path, readOnly, o.NoSync, ft)
 		},
 		IsCorrupt: isCorrupt,
-	})
+	}, nil
 }
 
 // isCorrupt reports whether an error of Bolt's is damage of the file.

@@ -843,3 +843,29 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	p.l.Error(err.Error(), "component", "pebble")
 	panic(fatalError{err})
 }
+
+// Read reads and verifies what the store in dir holds, as Open does
+// (against the guard file too), through a read-only open of the database:
+// it changes nothing on disk (a read-write open rewrites the MANIFEST),
+// and creates nothing. A directory without a database is an error.
+// Another process must not have the store open for writing.
+func Read(dir string, logger *slog.Logger) (core.Persisted, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dbDir := filepath.Join(dir, dbSubdir)
+	gr, hasGuard, err := guard.Read(filepath.Join(dir, guard.Name), ErrCorrupt)
+	if err != nil {
+		return core.Persisted{}, fmt.Errorf("pebble storage: %w", err)
+	}
+	if _, err := os.Stat(dbDir); err != nil {
+		return core.Persisted{}, fmt.Errorf("pebble storage: no database: %w", err)
+	}
+	db, err := openDB(dbDir, logger, true, nil)
+	if err != nil {
+		return core.Persisted{}, err
+	}
+	ro := &Storage{opts: Options{Dir: dir}, db: db, log: logger}
+	p, _, _, err := ro.load(func(seq uint64, p *core.Persisted) error { return checkGuard(dir, seq, p, gr, hasGuard) })
+	return p, errors.Join(err, closeDB(db))
+}

@@ -113,19 +113,43 @@ func restoreCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-const migrateUsage = `usage: consensusd migrate-storage -config FILE -to-type TYPE -to-path DIR
+const migrateUsage = `usage: consensusd migrate-storage -config FILE -to-config NEWFILE
+       consensusd migrate-storage -config FILE -to-type TYPE [-to-path DIR]
 
-Copies a STOPPED node's storage (storage.type and storage.path of FILE) to
-another storage, of any type the node opens (wal, pebble, ...): the hard
-state, the snapshot and the log. DIR must be empty or absent. Then it
-verifies the copy: both storages are read back and compared exactly, and
-the state hashes reached by applying each log up to the commit index must
-be equal. The source is left as it was. Afterwards set storage.type and
-storage.path in FILE to the new storage and start the node.
+Copies a STOPPED node's storage, as FILE describes it, to an empty storage
+of any type the node opens (wal, pebble, bolt, badger, postgres), plain or
+encrypted either side: the hard state, the snapshot and the log.
 
-Exit status: 0 copied and verified, 1 failed, 2 usage error, 3 refused (a
-target that is not empty, a node that is running: its bind_port or
-api.addr is in use).
+The target is described by:
+  -to-config NEWFILE  the node's configuration after the migration: its
+                      storage section (type, path, postgres.dsn, ...) and
+                      its security.enable_encryption, encryption_key(_file)
+                      and encryption_old_keys describe the target. Its
+                      cluster_id and node_id must be FILE's. This is how to
+                      migrate to postgres (a DSN), into or out of
+                      encryption, or to another key. Afterwards start the
+                      node with: consensusd -config NEWFILE
+  -to-type, -to-path  shorthand: FILE with storage.type and storage.path
+                      replaced (the same encryption settings and keys;
+                      for postgres, FILE's storage.postgres section, and
+                      -to-path only for an encrypted target's key marker).
+                      Afterwards set them in FILE and start the node.
+
+The target must be empty: a directory empty or absent, a postgres schema
+(storage.postgres.schema, or the one derived from cluster_id and node_id)
+absent or holding no table. The source is only read: it is never changed
+(a postgres source is read in a read-only transaction, without taking
+the schema over). A wrong or missing key for an encrypted source is
+refused before the target is created.
+
+Then it verifies the copy: both storages are read back and compared
+exactly, and the state hashes reached by applying each log up to the
+commit index must be equal (printed as "state hash").
+
+Exit status: 0 copied and verified, 1 failed, 2 usage or configuration
+error (a wrong or missing encryption key included), 3 refused (a target
+that is not empty, a node that is running: its bind_port or api.addr is
+in use).
 
 flags:
 `
@@ -139,16 +163,26 @@ func migrateCmd(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	path := fs.String("config", "", "the stopped node's configuration file (its storage is the source)")
-	toType := fs.String("to-type", "", "the target's storage type (as storage.type)")
-	toPath := fs.String("to-path", "", "the target's directory (as storage.path): empty or absent")
+	toConfig := fs.String("to-config", "", "a configuration file whose storage and security sections describe the target")
+	toType := fs.String("to-type", "", "shorthand: the target's storage type (as storage.type)")
+	toPath := fs.String("to-path", "", "shorthand: the target's directory (as storage.path): empty or absent")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if *path == "" || *toType == "" || *toPath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "consensusd migrate-storage: -config, -to-type and -to-path are required, and nothing else")
+	shorthand := *toType != "" || *toPath != ""
+	switch {
+	case *path == "" || fs.NArg() > 0:
+		fmt.Fprintln(stderr, "consensusd migrate-storage: -config is required, with -to-config or -to-type (and -to-path), and nothing else")
+		fs.Usage()
+		return exitUsage
+	case *toConfig != "" && shorthand:
+		fmt.Fprintln(stderr, "consensusd migrate-storage: give -to-config, or -to-type and -to-path, not both")
+		return exitUsage
+	case *toConfig == "" && (*toType == "" || (*toPath == "" && strings.TrimSpace(*toType) != "postgres")):
+		fmt.Fprintln(stderr, "consensusd migrate-storage: the target is missing: give -to-config NEWFILE, or -to-type and -to-path")
 		fs.Usage()
 		return exitUsage
 	}
@@ -157,8 +191,15 @@ func migrateCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consensusd migrate-storage: %s: %v\n", *path, err)
 		return exitUsage
 	}
-	to := from
-	to.Storage.Type, to.Storage.Path = strings.TrimSpace(*toType), *toPath
+	to, target := from, ""
+	if *toConfig != "" {
+		if to, err = server.LoadConfig(*toConfig); err != nil {
+			fmt.Fprintf(stderr, "consensusd migrate-storage: %s: %v\n", *toConfig, err)
+			return exitUsage
+		}
+	} else {
+		to.Storage.Type, to.Storage.Path = strings.TrimSpace(*toType), *toPath
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	res, err := server.MigrateStorage(from, to, log)
 	if err != nil {
@@ -171,10 +212,23 @@ func migrateCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitBackupFailed
 	}
-	fmt.Fprintf(stdout, "copied %s %s to %s %s: hard state term %d vote %d commit %d, snapshot at %d, %d log entries\n",
-		from.Storage.Type, from.Storage.Path, to.Storage.Type, to.Storage.Path,
+	fmt.Fprintf(stdout, "copied %s %s%s to %s %s%s: hard state term %d vote %d commit %d, snapshot at %d, %d log entries\n",
+		from.Storage.Type, server.StorageName(from), encryptedNote(from), to.Storage.Type, server.StorageName(to), encryptedNote(to),
 		res.HardState.Term, res.HardState.Vote, res.HardState.Commit, res.SnapshotIndex, res.Entries)
 	fmt.Fprintf(stdout, "verified: contents equal, state hash %016x in both\n", res.StateHash)
-	fmt.Fprintf(stdout, "now set storage.type: %s and storage.path: %s in %s, and start the node\n", to.Storage.Type, to.Storage.Path, *path)
+	if *toConfig != "" {
+		target = fmt.Sprintf("start the node with: consensusd -config %s", *toConfig)
+	} else {
+		target = fmt.Sprintf("now set storage.type: %s and storage.path: %s in %s, and start the node", to.Storage.Type, to.Storage.Path, *path)
+	}
+	fmt.Fprintln(stdout, target)
 	return exitOK
+}
+
+// encryptedNote marks an encrypted storage in messages.
+func encryptedNote(cfg server.Config) string {
+	if cfg.Security.EnableEncryption {
+		return " (encrypted)"
+	}
+	return ""
 }

@@ -142,7 +142,9 @@ func bkRunD(args ...string) (int, string, string) {
 // cluster (wal storage) seeds a new 3-node cluster (pebble storage) under
 // a new cluster ID, which serves exactly the backed-up keys and takes
 // writes; damaged, truncated and foreign files, a storage that is not
-// empty and the old cluster's ID are refused, writing nothing.
+// empty and the old cluster's ID are refused, writing nothing. Then the
+// new cluster is stopped, every node's storage migrated to bolt, and the
+// cluster started on the copies serves every key.
 func TestBackupRestoreNewCluster(t *testing.T) {
 	dir := t.TempDir()
 	old := bkStartNodes(t, bkWriteConfigs(t, filepath.Join(dir, "old"), 3, "old-cluster", "wal"))
@@ -261,6 +263,38 @@ func TestBackupRestoreNewCluster(t *testing.T) {
 	}
 	if again := bkDownload(t, nl, filepath.Join(dir, "again.fcb")); again.ClusterID != "new-cluster" || again.Index <= info.Index {
 		t.Errorf("backup of the new cluster: %+v", again.Header)
+	}
+
+	// The same after migrating storage: the restored cluster stopped,
+	// every node's pebble storage migrated to bolt, the cluster started
+	// on the copies serves every key.
+	for _, s := range fresh {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var migrated []string
+	for i, p := range newPaths {
+		boltDir := filepath.Join(dir, "new", fmt.Sprintf("bolt%d", i+1))
+		if code, out, stderr := bkRunD("migrate-storage", "-config", p, "-to-type", "bolt", "-to-path", boltDir); code != 0 {
+			t.Fatalf("migrate %s: exit %d: %s%s", p, code, out, stderr)
+		}
+		raw, _ := os.ReadFile(p)
+		raw = bytes.Replace(raw, []byte("type: pebble"), []byte("type: bolt"), 1)
+		raw = bytes.Replace(raw, []byte(filepath.Join(dir, "new", fmt.Sprintf("data%d", i+1))), []byte(boltDir), 1)
+		mp := filepath.Join(dir, "new", fmt.Sprintf("bolt%d.yaml", i+1))
+		os.WriteFile(mp, raw, 0o600)
+		migrated = append(migrated, mp)
+	}
+	moved := bkStartNodes(t, migrated)
+	ml := servertest.Leader(t, moved)
+	for i := range keys {
+		if v, ok := bkGet(t, ml, fmt.Sprintf("k%02d", i)); !ok || v != fmt.Sprintf("v%d", i) {
+			t.Errorf("after migration: k%02d: %q, %v", i, v, ok)
+		}
+	}
+	if v, ok := bkGet(t, ml, "new"); !ok || v != "write" {
+		t.Errorf("after migration: new: %q %v", v, ok)
 	}
 	_ = core.Leader
 }

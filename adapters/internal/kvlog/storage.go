@@ -578,3 +578,31 @@ func (s *Storage) setFailed(err error) {
 		s.failed = err
 	}
 }
+
+// Read reads and verifies what the store of cfg holds, as Open does
+// (against the guard file too), through a read-only open of the engine:
+// it changes nothing on disk and creates nothing. A database that needs
+// the recovery only a read-write open does (a crash cut Badger's log) is
+// refused with an error wrapping ErrNeedsRecovery. Another process must
+// not have the store open for writing.
+func Read(cfg Config) (core.Persisted, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := os.Stat(cfg.Dir); err != nil {
+		return core.Persisted{}, fmt.Errorf("%s: %w", cfg.Name, err)
+	}
+	gr, hasGuard, err := guard.Read(filepath.Join(cfg.Dir, guard.Name), ErrCorrupt)
+	if err != nil {
+		return core.Persisted{}, fmt.Errorf("%s: %w", cfg.Name, err)
+	}
+	s := &Storage{cfg: cfg, log: logger}
+	eng, err := s.openEngine(true)
+	if err != nil {
+		return core.Persisted{}, err
+	}
+	ro := &Storage{cfg: cfg, log: logger, eng: eng}
+	_, p, _, err := ro.read(func(st *state) error { return s.checkGuard(st, gr, hasGuard) }, true, false)
+	return p, errors.Join(err, eng.Close())
+}
