@@ -221,9 +221,10 @@ func runPattern(name string) string {
 const crashRoundTimeout = 2 * time.Minute
 
 // crashRound runs the child until it has acknowledged killAfter updates,
-// kills it with SIGKILL and returns the updates it printed and how many
-// were acknowledged.
-func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []spec, acked int) {
+// kills it with SIGKILL (and then calls onKill, if set, to kill the rest
+// of what a power cut stops) and returns the updates it printed and how
+// many were acknowledged.
+func crashRound(t *testing.T, dir string, seed uint64, killAfter int, onKill func()) (specs []spec, acked int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run="+runPattern(t.Name()), "-test.count=1")
 	cmd.Env = append(os.Environ(), envCrashDir+"="+dir, envCrashSeed+"="+strconv.FormatUint(seed, 10))
@@ -242,6 +243,9 @@ func crashRound(t *testing.T, dir string, seed uint64, killAfter int) (specs []s
 			killed = true
 			if err := cmd.Process.Kill(); err != nil {
 				t.Errorf("kill: %v", err)
+			}
+			if onKill != nil {
+				onKill()
 			}
 		}
 	}
@@ -371,7 +375,7 @@ func Crash(t *testing.T, b Backend) {
 	for ; round < rounds && time.Since(start) < budget; round++ {
 		seed := rng.Uint64()
 		killAfter := rng.IntN(200)
-		specs, acked := crashRound(t, dir, seed, killAfter)
+		specs, acked := crashRound(t, dir, seed, killAfter, nil)
 
 		s, err := b.Open(t, dir)
 		if err != nil {

@@ -65,6 +65,43 @@ func PowerCut(t *testing.T, b Backend) { PowerCutWith(t, b, PowerCutOptions{Tear
 type PowerCutOptions struct {
 	// Tear tears writes in half the rounds (else no round tears).
 	Tear bool
+	// Server, if set, is a server keeping the store with its files on
+	// the mount (a database server): see PowerCutServer.
+	Server PowerCutServer
+	// Mount is how the file system is mounted (AllowOther for a server
+	// of another user; the mount point is then made reachable by every
+	// user too).
+	Mount powerfs.MountOptions
+	// Rounds and Budget, if positive, replace the default number of
+	// rounds and its time budget (20 within 15 s; 5 within 4 s with
+	// -short).
+	Rounds int
+	Budget time.Duration
+	// RoundsEnv names the environment variable setting the number of
+	// rounds (STORAGE_POWERCUTS if empty); the budget then grows in
+	// proportion (with the defaults, a second a round).
+	RoundsEnv string
+}
+
+// PowerCutServer is a server that keeps the store (a database server)
+// with its files on the power-cut mount. PowerCutWith starts it once
+// mounted, kills it with the writing child at each cut (a power cut
+// stops every process at once) and starts it again after the cut, so
+// that it recovers from the cut before the store is reopened. The
+// Backend reaches it (through an address both know) rather than files
+// under the store's directory, which then only names the store.
+type PowerCutServer interface {
+	// Start starts the server with its files on fsys (creating them at
+	// the first call) and returns once it serves. An error means the
+	// server refuses to start: the test fails, saying whether the cut
+	// before tore writes.
+	Start(t *testing.T, fsys *powerfs.FS) error
+	// Kill kills every process of the server with SIGKILL and returns
+	// once none is left. It does nothing if the server is not running.
+	Kill(t *testing.T)
+	// Remove deletes the store of dir durably, after the store refused
+	// itself as damaged, so that the next round starts on an empty store.
+	Remove(t *testing.T, dir string)
 }
 
 // PowerCutWith is PowerCut with options.
@@ -82,15 +119,33 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 	if testing.Short() {
 		rounds, budget = 5, 4*time.Second
 	}
-	if v := os.Getenv("STORAGE_POWERCUTS"); v != "" {
+	if o.Rounds > 0 {
+		rounds = o.Rounds
+	}
+	if o.Budget > 0 {
+		budget = o.Budget
+	}
+	env := o.RoundsEnv
+	if env == "" {
+		env = "STORAGE_POWERCUTS"
+	}
+	if v := os.Getenv(env); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			t.Fatalf("STORAGE_POWERCUTS=%q: want a positive number of rounds", v)
+			t.Fatalf("%s=%q: want a positive number of rounds", env, v)
 		}
-		rounds, budget = n, time.Duration(n)*time.Second
+		rounds, budget = n, budget*time.Duration(n)/time.Duration(rounds)
 	}
 	mnt := t.TempDir()
-	fsys, err := powerfs.Mount(mnt, t.TempDir())
+	if o.Mount.AllowOther {
+		// t.TempDir's directories are for root only.
+		for _, d := range []string{filepath.Dir(mnt), mnt} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fsys, err := powerfs.MountWith(mnt, t.TempDir(), o.Mount)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +154,16 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 			t.Error(err)
 		}
 	})
+	var onKill func()
+	starts := 0
+	if srv := o.Server; srv != nil {
+		t.Cleanup(func() { srv.Kill(t) }) // before the unmount
+		if err := srv.Start(t, fsys); err != nil {
+			t.Fatalf("the server does not start: %v", err)
+		}
+		starts++
+		onKill = func() { srv.Kill(t) }
+	}
 	dir := filepath.Join(mnt, "store")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	var model core.Persisted
@@ -111,10 +176,19 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 		seed := rng.Uint64()
 		killAfter := rng.IntN(200)
 		tear := o.Tear && rng.IntN(2) == 0
-		specs, acked := crashRound(t, dir, seed, killAfter) // the child is dead when it returns
+		specs, acked := crashRound(t, dir, seed, killAfter, onKill) // the child (and the server) are dead when it returns
 		rep, err := fsys.Cut(tear, rng)
 		if err != nil {
 			t.Fatalf("round %d: cut: %v", round, err)
+		}
+		if o.Server != nil {
+			if err := o.Server.Start(t, fsys); err != nil {
+				if tear {
+					t.Fatalf("round %d (seed %d, %d saved, %d acknowledged; cut: %v): the server refuses to start after a cut that tore writes (a server must survive the torn tail of what it never fsynced): %v", round, seed, len(specs), acked, rep, err)
+				}
+				t.Fatalf("round %d (seed %d, %d saved, %d acknowledged; cut: %v): the server refuses to start after a cut that tore nothing (what it fsynced is intact): %v", round, seed, len(specs), acked, rep, err)
+			}
+			starts++
 		}
 		dropped.Files += rep.Files
 		dropped.DroppedWrites += rep.DroppedWrites
@@ -138,6 +212,11 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 			}
 			refused++
 			refusals = append(refusals, fmt.Sprintf("%s: %s", what, v.Err))
+			if o.Server != nil {
+				o.Server.Remove(t, dir)
+				model = core.Persisted{}
+				continue
+			}
 			if err := os.RemoveAll(dir); err != nil {
 				t.Fatal(err)
 			}
@@ -175,6 +254,9 @@ func PowerCutWith(t *testing.T, b Backend, o PowerCutOptions) {
 	}
 	t.Logf("%s: %d power cuts (%d tearing) in %v: %d updates acknowledged, all kept; of the unacknowledged ones %d kept, %d lost; %d refusals; the cuts dropped %v; log %s",
 		b.Name, round, torn, time.Since(start).Round(time.Millisecond), acks, extra, lost, refused, dropped, Span(model.Entries))
+	if o.Server != nil {
+		t.Logf("%s: the server started %d times (once at first, then after every cut), every time", b.Name, starts)
+	}
 	for _, r := range refusals {
 		t.Logf("refusal: %s", r)
 	}

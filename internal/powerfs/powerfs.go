@@ -58,6 +58,7 @@ import (
 
 // FS is a mounted power-loss file system.
 type FS struct {
+	opts  MountOptions
 	mnt   string // the mount point
 	data  string // the backing directory: the "disk"
 	trash string // removed entries an unsynced journal may put back
@@ -133,9 +134,25 @@ type nsOp struct {
 
 // Mount creates state (if needed) with the backing directory state/data
 // and the trash state/trash, and mounts the file system at mnt (which must
-// exist). The content of state/data, if any, counts as synced.
-func Mount(mnt, state string) (*FS, error) {
-	f := &FS{mnt: mnt, data: filepath.Join(state, "data"), trash: filepath.Join(state, "trash"), files: map[fileKey]*fileLog{}}
+// exist). The content of state/data, if any, counts as synced. Only the
+// user who mounts it (root) can use it: see MountWith.
+func Mount(mnt, state string) (*FS, error) { return MountWith(mnt, state, MountOptions{}) }
+
+// MountOptions adjusts MountWith.
+type MountOptions struct {
+	// AllowOther lets every user use the mount (FUSE's allow_other; as
+	// root, /etc/fuse.conf need not say user_allow_other), for a process
+	// of another user, such as a database server, keeping its files there.
+	// The kernel then checks file modes and owners (default_permissions),
+	// as on a disk: the file system itself runs as root and would
+	// otherwise let any user do anything. New files and directories
+	// belong to the user and group of the process that makes them.
+	AllowOther bool
+}
+
+// MountWith is Mount with options; they hold for the remounts of Cut too.
+func MountWith(mnt, state string, o MountOptions) (*FS, error) {
+	f := &FS{opts: o, mnt: mnt, data: filepath.Join(state, "data"), trash: filepath.Join(state, "trash"), files: map[fileKey]*fileLog{}}
 	for _, d := range []string{f.data, f.trash} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("powerfs: %w", err)
@@ -181,6 +198,10 @@ func (f *FS) mount() error {
 		// caching keeps what the kernel believes equal to the backing
 		// directory in between too.
 		EntryTimeout: &zero, AttrTimeout: &zero, NegativeTimeout: &zero,
+	}
+	if f.opts.AllowOther {
+		opts.AllowOther = true
+		opts.Options = append(opts.Options, "default_permissions")
 	}
 	srv, err := fs.Mount(f.mnt, root.RootNode, opts)
 	if err != nil {
