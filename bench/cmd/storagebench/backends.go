@@ -188,6 +188,26 @@ func (p *pgBackend) remove(loc string) error {
 	return err
 }
 
+// removeAll drops every schema whose name starts with prefix.
+func (p *pgBackend) removeAll(prefix string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgTimeout)
+	defer cancel()
+	rows, err := p.admin.Query(ctx, "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix)
+	if err != nil {
+		return fmt.Errorf("list schemas %s*: %w", prefix, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list schemas %s*: %w", prefix, err)
+	}
+	for _, n := range names {
+		if err := p.remove(n); err != nil {
+			return fmt.Errorf("drop schema %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
 // walSyncs returns the server's count of WAL flushes (pg_stat_wal.wal_sync:
 // fsync or fdatasync calls on WAL files, every process of the server).
 func (p *pgBackend) walSyncs() (int64, error) {

@@ -382,12 +382,22 @@ func run(cfg config) error {
 	// The WAL flushes of opening and closing an empty postgres store.
 	var pgBase int64
 	if pg, ok := cfg.backends["postgres"].(*pgBackend); ok {
+		// Whatever a failed run leaves of this run's schemas.
+		defer func() {
+			if err := pg.removeAll(pg.loc(id + "_")); err != nil {
+				fmt.Fprintf(os.Stderr, "storagebench: postgres: %v\n", err)
+			}
+		}()
 		var err error
-		if pgBase, err = pgSyncs(pg, pg.loc(id+"_empty"), func(loc string) error {
+		loc := pg.loc(id + "_empty")
+		if pgBase, err = pgSyncs(pg, loc, func(loc string) error {
 			_, err := appendN(pg, loc, 1, 0, cfg.size)
 			return err
 		}); err != nil {
 			return fmt.Errorf("postgres: empty open and close: %w", err)
+		}
+		if err := pg.remove(loc); err != nil {
+			return fmt.Errorf("postgres: remove %s: %w", loc, err)
 		}
 	}
 	for r := 1; r <= cfg.rounds; r++ {
