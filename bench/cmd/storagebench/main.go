@@ -55,6 +55,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -275,7 +276,9 @@ type loadResult struct {
 }
 
 func openLoad(b backend, loc string, want int) (loadResult, error) {
-	runtime.GC()
+	// Return the heap's free pages first: VmHWM restarts from the current
+	// RSS, which would otherwise hold every earlier pass's garbage.
+	debug.FreeOSMemory()
 	rssErr := resetPeakRSS()
 	cpu0 := cpuTime()
 	t := time.Now()
