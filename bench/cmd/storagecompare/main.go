@@ -301,7 +301,7 @@ func compare(o options) error {
 	for i := range results {
 		results[i] = make([][]sample, len(o.clients))
 	}
-	begin := time.Now()
+	begin, load0 := time.Now(), loadAvg()
 	for r := 1; r <= o.rounds; r++ {
 		for ci, c := range o.clients {
 			for si, s := range systems {
@@ -314,7 +314,8 @@ func compare(o options) error {
 			}
 		}
 	}
-	fmt.Printf("\nmeasured from %s to %s UTC\n", begin.UTC().Format("15:04"), time.Now().UTC().Format("15:04"))
+	fmt.Printf("\nmeasured from %s to %s UTC, load average %s before and %s after\n", begin.UTC().Format("2006-01-02 15:04"),
+		time.Now().UTC().Format("15:04"), load0, loadAvg())
 	printTable(o, systems, results)
 	printMemory(o, systems, results)
 	if len(o.rssKeys) > 0 {
@@ -873,6 +874,19 @@ func newestSnapshot(dir string) int64 {
 // its value: the index, term and type, the command's header, session and
 // key (about 10 bytes here), rounded up.
 const entryOverhead = 48
+
+// loadAvg returns the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
 
 // children returns the PIDs of pid's child processes.
 func children(pid int) []int {
