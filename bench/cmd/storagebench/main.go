@@ -8,8 +8,9 @@
 //   - appends: Saves of batches of 1, 64 and 1,024 entries of 128 random
 //     bytes, each fsynced and waited for before the next (a node never has
 //     more than one Save outstanding): entries/s, p50 and p99 of a Save;
-//   - fsyncs: for the file-based backends, the fsync and fdatasync system
-//     calls of a separate pass of the same appends under strace (-c,
+//   - fsyncs: for the file-based backends, the fsync, fdatasync, msync and
+//     sync_file_range system calls (Badger syncs its memory-mapped
+//     write-ahead log with msync) of a separate pass of the same appends under strace (-c,
 //     seccomp-bpf: only those calls are stopped), less those of opening
 //     and closing an empty store, per Save; fsyncs/s is that count times
 //     the timed pass's Saves/s. For postgres, the server's WAL flushes
@@ -440,12 +441,12 @@ func run(cfg config) error {
 				if fileTypes[t] == nil {
 					continue
 				}
-				n, err := countFsyncs(cfg, t, b, min(cfg.saves[i], 500))
+				n, by, err := countFsyncs(cfg, t, b, min(cfg.saves[i], 500))
 				if err != nil {
 					return fmt.Errorf("%s, %d-entry Saves: count fsyncs: %w", t, b, err)
 				}
 				cells[t][i].fsyncsPerSave = n
-				fmt.Printf("%-8s %5d entries/Save: %.2f fsyncs/Save (strace)\n", t, b, n)
+				fmt.Printf("%-8s %5d entries/Save: %.2f fsyncs/Save (strace: %s)\n", t, b, n, by)
 			}
 		}
 	}
@@ -578,36 +579,48 @@ func loadAvg() string {
 
 // countFsyncs runs saves Saves of batch entries in a child process under
 // strace, and an empty open and close, and returns the difference in
-// fsync and fdatasync calls per Save.
-func countFsyncs(cfg config, t string, batch, saves int) (float64, error) {
-	count := func(n int) (int, error) {
+// sync calls (syncCalls) per Save, and the same per call in words.
+func countFsyncs(cfg config, t string, batch, saves int) (float64, string, error) {
+	count := func(n int) (map[string]int, error) {
 		dir, err := os.MkdirTemp(cfg.dir, "fsyncs-")
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		defer os.RemoveAll(dir)
 		self, err := os.Executable()
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		out := filepath.Join(dir, "strace.out")
-		cmd := exec.Command("strace", "-f", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync", "-o", out,
+		cmd := exec.Command("strace", "-f", "--seccomp-bpf", "-c", "-e", "trace="+strings.Join(syncCalls, ","), "-o", out,
 			self, "-size", fmt.Sprint(cfg.size), "-child", fmt.Sprintf("%s,%d,%d,%s", t, batch, n, filepath.Join(dir, "store")))
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("%w: %s", err, b)
+			return nil, fmt.Errorf("%w: %s", err, b)
 		}
 		return syscallCount(out)
 	}
 	base, err := count(0)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	total, err := count(saves)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return float64(total-base) / float64(saves), nil
+	var sum int
+	var by []string
+	for _, c := range syncCalls {
+		d := total[c] - base[c]
+		sum += d
+		if d != 0 {
+			by = append(by, fmt.Sprintf("%.2f %s", float64(d)/float64(saves), c))
+		}
+	}
+	return float64(sum) / float64(saves), strings.Join(by, ", "), nil
 }
+
+// syncCalls are the system calls counted as fsyncs.
+var syncCalls = []string{"fsync", "fdatasync", "msync", "sync_file_range"}
 
 func runChild(spec string, size int) error {
 	f := strings.Split(spec, ",")
@@ -660,25 +673,26 @@ func rss(b int64) string {
 	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
 }
 
-// syscallCount sums the calls column of strace -c's summary.
-func syscallCount(path string) (int, error) {
+// syscallCount reads the calls column of strace -c's summary, by system
+// call (those of syncCalls).
+func syscallCount(path string) (map[string]int, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
-	total := 0
+	calls := map[string]int{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fl := strings.Fields(sc.Text())
-		if len(fl) < 5 || (fl[len(fl)-1] != "fsync" && fl[len(fl)-1] != "fdatasync") {
+		if len(fl) < 5 || !slices.Contains(syncCalls, fl[len(fl)-1]) {
 			continue
 		}
 		n, err := strconv.Atoi(fl[3])
 		if err != nil {
-			return 0, fmt.Errorf("strace summary line %q", sc.Text())
+			return nil, fmt.Errorf("strace summary line %q", sc.Text())
 		}
-		total += n
+		calls[fl[len(fl)-1]] += n
 	}
-	return total, sc.Err()
+	return calls, sc.Err()
 }
