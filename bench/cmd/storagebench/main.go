@@ -1,29 +1,43 @@
 //go:build linux
 
-// Command storagebench measures the storage adapters of a node (package
-// adapters/pebble and adapters/wal) through node.Storage, in one run so
-// that their figures are comparable:
+// Command storagebench measures every durable storage backend of a node
+// (storage.type wal, pebble, bolt, badger and postgres) through
+// node.Storage in one run, interleaved, so that their figures are
+// comparable:
 //
-//   - appends: Saves of batches of 1, 64 and 1,024 entries of 128 bytes,
-//     each fsynced and waited for before the next (a node never has more
-//     than one Save outstanding): entries/s, Saves/s, p50 and p99 of a
-//     Save;
-//   - fsyncs per Save: the fsync and fdatasync system calls of a separate
-//     pass of the same appends under strace (-c, seccomp-bpf: only those
-//     calls are stopped), less those of opening and closing an empty store;
-//   - read back: Open and Load of the store the 1,024-entry appends wrote;
-//   - recovery: Open and Load of a log holding -recover-bytes of entry data
-//     (1 GiB by default), written in 1,024-entry Saves: its time, the
-//     process's CPU time meanwhile (a figure less disturbed by other work
-//     on the machine), and the peak resident set size (VmHWM, reset just
-//     before the Open) until Load returns;
-//   - disk bytes per entry: the blocks the store's directory holds after
-//     Close, divided by the entries in it.
+//   - appends: Saves of batches of 1, 64 and 1,024 entries of 128 random
+//     bytes, each fsynced and waited for before the next (a node never has
+//     more than one Save outstanding): entries/s, p50 and p99 of a Save;
+//   - fsyncs: for the file-based backends, the fsync, fdatasync, msync and
+//     sync_file_range system calls (Badger syncs its memory-mapped
+//     write-ahead log with msync) of a separate pass of the same appends under strace (-c,
+//     seccomp-bpf: only those calls are stopped), less those of opening
+//     and closing an empty store, per Save; fsyncs/s is that count times
+//     the timed pass's Saves/s. For postgres, the server's WAL flushes
+//     (pg_stat_wal.wal_sync, every server process) during the timed pass,
+//     less those of opening and closing an empty schema, per second of
+//     it: PostgreSQL fsyncs in its own processes, and pg_stat_wal counts
+//     the whole server, so other clients of the same server add to it;
+//   - recovery: Open and Load of a log of 100,000 entries (-recover-entries),
+//     written in 1,024-entry Saves: its time, the process's CPU time
+//     meanwhile and the peak resident set size (VmHWM, reset just before
+//     the Open) until Load returns;
+//   - disk bytes per entry: that log's allocated blocks after Close,
+//     divided by its entries (postgres: pg_total_relation_size of the
+//     schema's tables, its WAL not counted).
+//
+// Each round runs every backend once per batch size, the backends one
+// after the other within a batch size (wal, pebble, ..., then the next
+// batch size), so that a slow minute of the shared disk hurts them alike;
+// the table gives medians of the rounds. postgres needs
+// CONSENSUS_TEST_POSTGRES_DSN (a database the run may create schemas in,
+// as the tests use); without it postgres is skipped, saying so.
 //
 // From bench/:
 //
-//	go run ./cmd/storagebench                         # both, 1 GiB recovery
-//	go run ./cmd/storagebench -recover-bytes 64MiB    # a quick look
+//	go run ./cmd/storagebench                               # all five, 3 rounds
+//	go run ./cmd/storagebench -rounds 1 -saves 200,100,30   # a quick look
+//	go run ./cmd/storagebench -types wal,pebble -recover-bytes 1GiB
 //
 // To compare builds on the same files, give each run -dir DIR
 // -recover-keep: the first writes the recovery log and keeps it, the later
@@ -32,17 +46,17 @@ package main
 
 import (
 	"bufio"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"io/fs"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -50,43 +64,27 @@ import (
 	"syscall"
 	"time"
 
-	pebblestore "github.com/forge-consensus/consensus/adapters/pebble"
-	walstore "github.com/forge-consensus/consensus/adapters/wal"
 	"github.com/forge-consensus/consensus/core"
 	"github.com/forge-consensus/consensus/node"
 )
 
-// store is a node.Storage that can be closed.
-type store interface {
-	node.Storage
-	io.Closer
-}
-
-// opener opens the store of one type in dir.
-type opener func(dir string) (store, error)
-
-// openers are the storage types measured, by storage.type name.
-var openers = map[string]opener{
-	"wal": func(dir string) (store, error) {
-		return walstore.Open(walstore.Options{Dir: dir, ClusterID: 1, NodeID: 1, Logger: slog.New(slog.DiscardHandler)})
-	},
-	"pebble": func(dir string) (store, error) {
-		return pebblestore.Open(pebblestore.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
-	},
-}
+// allTypes are the storage types measured by default, in table order.
+const allTypes = "wal,pebble,bolt,badger,postgres"
 
 func main() {
 	var (
-		types        = flag.String("types", "wal,pebble", "storage types, in the order measured")
-		batches      = flag.String("batch", "1,64,1024", "entries per Save")
-		count        = flag.String("saves", "2000,1000,300", "Saves timed per batch size")
-		size         = flag.Int("size", 128, "bytes per entry")
-		recoverBytes = flag.String("recover-bytes", "1GiB", "entry data in the log whose recovery is timed (0: skip)")
-		work         = flag.String("dir", "", "directory for the stores (default: a new temporary one, removed after)")
-		noStrace     = flag.Bool("no-strace", false, "do not count fsyncs (needs strace)")
-		profile      = flag.String("recover-profile", "", "write a CPU profile of each recovery's Open and Load to PREFIX-TYPE.pprof")
-		keep         = flag.Bool("recover-keep", false, "keep the recovery logs under -dir and reuse those already there (to time several builds on the same files)")
-		child        = flag.String("child", "", "internal: TYPE,BATCH,SAVES,DIR: appends only, for the fsync count")
+		types          = flag.String("types", allTypes, "storage types, in the order measured")
+		batches        = flag.String("batch", "1,64,1024", "entries per Save")
+		count          = flag.String("saves", "2000,1000,300", "Saves timed per batch size")
+		rounds         = flag.Int("rounds", 3, "rounds (the table gives medians)")
+		size           = flag.Int("size", 128, "bytes per entry")
+		recoverEntries = flag.Int("recover-entries", 100_000, "entries in the log whose recovery is timed (0: skip)")
+		recoverBytes   = flag.String("recover-bytes", "", "entry data in that log instead (e.g. 1GiB; overrides -recover-entries)")
+		work           = flag.String("dir", "", "directory for the stores (default: a new temporary one, removed after)")
+		noStrace       = flag.Bool("no-strace", false, "do not count fsyncs (needs strace)")
+		profile        = flag.String("recover-profile", "", "write a CPU profile of each recovery's first Open and Load to PREFIX-TYPE.pprof")
+		keep           = flag.Bool("recover-keep", false, "keep the recovery logs under -dir (postgres: schemas) and reuse those already there (to time several builds on the same files)")
+		child          = flag.String("child", "", "internal: TYPE,BATCH,SAVES,DIR: appends only, for the fsync count")
 	)
 	flag.Parse()
 	if *child != "" {
@@ -96,7 +94,8 @@ func main() {
 		}
 		return
 	}
-	cfg := config{size: *size, strace: !*noStrace, profile: *profile, keep: *keep}
+	cfg := config{size: *size, rounds: *rounds, strace: !*noStrace, profile: *profile, keep: *keep,
+		recoverEntries: *recoverEntries}
 	var err error
 	if cfg.batches, err = ints(*batches); err != nil {
 		fail(fmt.Errorf("-batch: %w", err))
@@ -104,14 +103,15 @@ func main() {
 	if cfg.saves, err = ints(*count); err != nil || len(cfg.saves) != len(cfg.batches) {
 		fail(fmt.Errorf("-saves: one positive count per batch size (%v)", err))
 	}
-	if cfg.recoverBytes, err = parseBytes(*recoverBytes); err != nil {
-		fail(fmt.Errorf("-recover-bytes: %w", err))
+	if cfg.rounds < 1 {
+		fail(errors.New("-rounds: at least 1"))
 	}
-	for _, t := range strings.Split(*types, ",") {
-		if openers[t] == nil {
-			fail(fmt.Errorf("-types: unknown storage type %q (have %v)", t, names()))
+	if *recoverBytes != "" {
+		b, err := parseBytes(*recoverBytes)
+		if err != nil {
+			fail(fmt.Errorf("-recover-bytes: %w", err))
 		}
-		cfg.types = append(cfg.types, t)
+		cfg.recoverEntries = int((b + int64(cfg.size) - 1) / int64(cfg.size))
 	}
 	cfg.dir = *work
 	if cfg.keep && cfg.dir == "" {
@@ -123,6 +123,31 @@ func main() {
 		}
 		defer os.RemoveAll(cfg.dir)
 	}
+	cfg.backends = map[string]backend{}
+	for _, t := range strings.Split(*types, ",") {
+		switch {
+		case t == "postgres":
+			dsn := os.Getenv(envDSN)
+			if dsn == "" {
+				fmt.Printf("postgres: skipped: %s is not set (a PostgreSQL database the run may create schemas in)\n", envDSN)
+				continue
+			}
+			pg, err := newPGBackend(dsn)
+			if err != nil {
+				fail(fmt.Errorf("postgres: %w", err))
+			}
+			defer pg.close()
+			cfg.backends[t] = pg
+		case fileTypes[t] != nil:
+			cfg.backends[t] = fileBackend{dir: cfg.dir, opener: fileTypes[t]}
+		default:
+			fail(fmt.Errorf("-types: unknown storage type %q (have %s)", t, allTypes))
+		}
+		cfg.types = append(cfg.types, t)
+	}
+	if len(cfg.types) == 0 {
+		fail(errors.New("no storage type to measure"))
+	}
 	if err := run(cfg); err != nil {
 		fail(err)
 	}
@@ -133,25 +158,18 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func names() []string {
-	var n []string
-	for k := range openers {
-		n = append(n, k)
-	}
-	slices.Sort(n)
-	return n
-}
-
 type config struct {
-	types        []string
-	batches      []int
-	saves        []int
-	size         int
-	recoverBytes int64
-	dir          string
-	strace       bool
-	profile      string
-	keep         bool
+	types          []string
+	backends       map[string]backend
+	batches        []int
+	saves          []int
+	rounds         int
+	size           int
+	recoverEntries int
+	dir            string
+	strace         bool
+	profile        string
+	keep           bool
 }
 
 func ints(s string) ([]int, error) {
@@ -184,12 +202,11 @@ func parseBytes(s string) (int64, error) {
 	return v * mult, nil
 }
 
-// appendResult is one batch size's appends.
+// appendResult is one timed pass of Saves of one batch size.
 type appendResult struct {
 	entries  int
 	elapsed  time.Duration
 	lat      []time.Duration // sorted
-	fsyncs   float64         // per Save, -1 if not counted
 	diskUsed int64
 }
 
@@ -197,9 +214,13 @@ func (a appendResult) q(p float64) time.Duration {
 	return a.lat[min(len(a.lat)-1, int(p*float64(len(a.lat))))]
 }
 
-// appendN opens a store in dir and Saves n batches of batch entries.
-func appendN(open opener, dir string, batch, n, size int) (appendResult, error) {
-	s, err := open(dir)
+func (a appendResult) rate() float64 { return float64(a.entries) / a.elapsed.Seconds() }
+
+func (a appendResult) saveRate() float64 { return float64(len(a.lat)) / a.elapsed.Seconds() }
+
+// appendN opens the store at loc and Saves n batches of batch entries.
+func appendN(b backend, loc string, batch, n, size int) (appendResult, error) {
+	s, err := b.open(loc)
 	if err != nil {
 		return appendResult{}, fmt.Errorf("open: %w", err)
 	}
@@ -210,7 +231,9 @@ func appendN(open opener, dir string, batch, n, size int) (appendResult, error) 
 	if err != nil {
 		return res, err
 	}
-	res.diskUsed = diskUsed(dir)
+	if res.diskUsed, err = b.used(loc); err != nil {
+		return res, fmt.Errorf("size: %w", err)
+	}
 	return res, nil
 }
 
@@ -224,7 +247,7 @@ func appendTo(s store, last uint64, batch, n, size int) (appendResult, error) {
 	}
 	entries := make([]core.Entry, batch)
 	done := make(chan error, 1)
-	res := appendResult{entries: batch * n, lat: make([]time.Duration, 0, n), fsyncs: -1}
+	res := appendResult{entries: batch * n, lat: make([]time.Duration, 0, n)}
 	start := time.Now()
 	for range n {
 		for k := range entries {
@@ -245,38 +268,22 @@ func appendTo(s store, last uint64, batch, n, size int) (appendResult, error) {
 	return res, nil
 }
 
-// diskUsed is the space the files under dir take on disk.
-func diskUsed(dir string) int64 {
-	var used int64
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				used += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return used
-}
-
 // loadResult is the time to open and load a store.
 type loadResult struct {
 	entries    int
 	open, load time.Duration
-	diskUsed   int64
 	peakRSS    int64         // bytes; -1 if unknown
 	cpu        time.Duration // user + system CPU time of the process during Open and Load
 }
 
-func openLoad(open opener, dir string, want int) (loadResult, error) {
-	runtime.GC()
+func openLoad(b backend, loc string, want int) (loadResult, error) {
+	// Return the heap's free pages first: VmHWM restarts from the current
+	// RSS, which would otherwise hold every earlier pass's garbage.
+	debug.FreeOSMemory()
 	rssErr := resetPeakRSS()
 	cpu0 := cpuTime()
 	t := time.Now()
-	s, err := open(dir)
+	s, err := b.open(loc)
 	if err != nil {
 		return loadResult{}, fmt.Errorf("open: %w", err)
 	}
@@ -298,136 +305,252 @@ func openLoad(open opener, dir string, want int) (loadResult, error) {
 	if r.entries != want {
 		return r, fmt.Errorf("load: %d entries, want %d", r.entries, want)
 	}
-	r.diskUsed = diskUsed(dir)
 	return r, nil
 }
 
+// cell is one storage type at one batch size: its timed passes, one a
+// round, and its fsyncs.
+type cell struct {
+	runs []appendResult
+	// fsyncsPerSave is the strace count per Save (file types), -1 if not
+	// counted.
+	fsyncsPerSave float64
+	// walSyncs is, for postgres, the server's WAL flushes in each timed
+	// pass (less those of an empty open and close).
+	walSyncs []int64
+}
+
+// fsyncRate returns the cell's fsyncs per second and per Save (medians of
+// the rounds), ok false if they were not counted.
+func (c *cell) fsyncRate() (perSec, perSave float64, ok bool) {
+	if len(c.walSyncs) > 0 {
+		var ps, pv []float64
+		for i, r := range c.runs {
+			ps = append(ps, float64(c.walSyncs[i])/r.elapsed.Seconds())
+			pv = append(pv, float64(c.walSyncs[i])/float64(len(r.lat)))
+		}
+		return median(ps), median(pv), true
+	}
+	if c.fsyncsPerSave < 0 {
+		return 0, 0, false
+	}
+	return c.fsyncsPerSave * c.med(appendResult.saveRate), c.fsyncsPerSave, true
+}
+
+func (c *cell) med(f func(appendResult) float64) float64 {
+	var v []float64
+	for _, r := range c.runs {
+		v = append(v, f(r))
+	}
+	return median(v)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// recovery is one storage type's recovery log and its timed reopenings.
+type recovery struct {
+	loc      string
+	diskUsed int64
+	runs     []loadResult
+}
+
+// newID returns a random name for this run's stores.
+func newID() string {
+	b := make([]byte, 4)
+	_, _ = crand.Read(b)
+	return "r" + hex.EncodeToString(b)
+}
+
 func run(cfg config) error {
-	fmt.Printf("storagebench: %d-byte entries, every Save fsynced and waited for; stores under %s\n\n", cfg.size, cfg.dir)
-	appends := map[string][]appendResult{}
-	loads := map[string]loadResult{}
-	recovers := map[string]loadResult{}
+	id := newID()
+	fmt.Printf("storagebench: %s, %d-byte entries, every Save fsynced and waited for; %d rounds, stores under %s\n",
+		strings.Join(cfg.types, ", "), cfg.size, cfg.rounds, cfg.dir)
+	start := time.Now()
+	load0 := loadAvg()
+	cells := map[string][]*cell{}
 	for _, t := range cfg.types {
-		for i, b := range cfg.batches {
-			dir := filepath.Join(cfg.dir, fmt.Sprintf("%s-b%d", t, b))
-			res, err := appendN(openers[t], dir, b, cfg.saves[i], cfg.size)
-			if err != nil {
-				return fmt.Errorf("%s, %d-entry Saves: %w", t, b, err)
+		for range cfg.batches {
+			cells[t] = append(cells[t], &cell{fsyncsPerSave: -1})
+		}
+	}
+	// The WAL flushes of opening and closing an empty postgres store.
+	var pgBase int64
+	if pg, ok := cfg.backends["postgres"].(*pgBackend); ok {
+		// Whatever a failed run leaves of this run's schemas.
+		defer func() {
+			if err := pg.removeAll(pg.loc(id + "_")); err != nil {
+				fmt.Fprintf(os.Stderr, "storagebench: postgres: %v\n", err)
 			}
-			if cfg.strace {
-				if res.fsyncs, err = countFsyncs(cfg, t, b, min(cfg.saves[i], 500)); err != nil {
+		}()
+		var err error
+		loc := pg.loc(id + "_empty")
+		if pgBase, err = pgSyncs(pg, loc, func(loc string) error {
+			_, err := appendN(pg, loc, 1, 0, cfg.size)
+			return err
+		}); err != nil {
+			return fmt.Errorf("postgres: empty open and close: %w", err)
+		}
+		if err := pg.remove(loc); err != nil {
+			return fmt.Errorf("postgres: remove %s: %w", loc, err)
+		}
+	}
+	for r := 1; r <= cfg.rounds; r++ {
+		for i, b := range cfg.batches {
+			for _, t := range cfg.types {
+				be := cfg.backends[t]
+				loc := be.loc(fmt.Sprintf("%s_%s_b%d_%d", id, t, b, r))
+				var res appendResult
+				do := func(loc string) error {
+					var err error
+					res, err = appendN(be, loc, b, cfg.saves[i], cfg.size)
+					return err
+				}
+				c := cells[t][i]
+				if pg, ok := be.(*pgBackend); ok {
+					n, err := pgSyncs(pg, loc, do)
+					if err != nil {
+						return fmt.Errorf("round %d, %s, %d-entry Saves: %w", r, t, b, err)
+					}
+					c.walSyncs = append(c.walSyncs, max(0, n-pgBase))
+				} else if err := do(loc); err != nil {
+					return fmt.Errorf("round %d, %s, %d-entry Saves: %w", r, t, b, err)
+				}
+				if err := be.remove(loc); err != nil {
+					return fmt.Errorf("%s: remove %s: %w", t, loc, err)
+				}
+				c.runs = append(c.runs, res)
+				fmt.Printf("round %d  %-8s %5d entries/Save: %9.0f entries/s  %6.0f Saves/s  p50 %v  p99 %v  [%s]\n", r, t, b,
+					res.rate(), res.saveRate(), res.q(0.5).Round(time.Microsecond), res.q(0.99).Round(time.Microsecond),
+					time.Now().UTC().Format("15:04:05"))
+			}
+		}
+	}
+	if cfg.strace {
+		for i, b := range cfg.batches {
+			for _, t := range cfg.types {
+				if fileTypes[t] == nil {
+					continue
+				}
+				n, by, err := countFsyncs(cfg, t, b, min(cfg.saves[i], 500))
+				if err != nil {
 					return fmt.Errorf("%s, %d-entry Saves: count fsyncs: %w", t, b, err)
 				}
+				cells[t][i].fsyncsPerSave = n
+				fmt.Printf("%-8s %5d entries/Save: %.2f fsyncs/Save (strace: %s)\n", t, b, n, by)
 			}
-			appends[t] = append(appends[t], res)
-			fmt.Printf("%-7s %5d entries/Save: %9.0f entries/s  %6.0f Saves/s  p50 %v  p99 %v  fsyncs/Save %.2f\n", t, b,
-				float64(res.entries)/res.elapsed.Seconds(), float64(len(res.lat))/res.elapsed.Seconds(),
-				res.q(0.5).Round(time.Microsecond), res.q(0.99).Round(time.Microsecond), res.fsyncs)
-		}
-		last := len(cfg.batches) - 1
-		dir := filepath.Join(cfg.dir, fmt.Sprintf("%s-b%d", t, cfg.batches[last]))
-		lr, err := openLoad(openers[t], dir, appends[t][last].entries)
-		if err != nil {
-			return fmt.Errorf("%s: read back: %w", t, err)
-		}
-		loads[t] = lr
-		fmt.Printf("%-7s read back %d entries: open %v, load %v\n", t, lr.entries, lr.open.Round(time.Millisecond),
-			lr.load.Round(time.Millisecond))
-		if cfg.recoverBytes > 0 {
-			rr, err := recoverLog(cfg, t)
-			if err != nil {
-				return fmt.Errorf("%s: recovery: %w", t, err)
-			}
-			recovers[t] = rr
-			fmt.Printf("%-7s recovery of %d entries (%s of entry data): open %v, load %v, CPU %v, peak RSS %s, %.0f disk bytes/entry\n", t,
-				rr.entries, size(int64(rr.entries)*int64(cfg.size)), rr.open.Round(time.Millisecond),
-				rr.load.Round(time.Millisecond), rr.cpu.Round(time.Millisecond), rss(rr.peakRSS), float64(rr.diskUsed)/float64(rr.entries))
 		}
 	}
-	fmt.Println()
-	hdr := "| | " + strings.Join(cfg.types, " | ") + " |"
-	fmt.Println(hdr)
-	fmt.Println("|---|" + strings.Repeat("---:|", len(cfg.types)))
-	row := func(name string, f func(t string) string) {
-		r := "| " + name + " |"
+	recovers := map[string]*recovery{}
+	if cfg.recoverEntries > 0 {
 		for _, t := range cfg.types {
-			r += " " + f(t) + " |"
-		}
-		fmt.Println(r)
-	}
-	for i, b := range cfg.batches {
-		row(fmt.Sprintf("appends/s, %d-entry Saves", b), func(t string) string {
-			a := appends[t][i]
-			return fmt.Sprintf("%.0f", float64(a.entries)/a.elapsed.Seconds())
-		})
-		row(fmt.Sprintf("p50 / p99 Save, %d entries", b), func(t string) string {
-			a := appends[t][i]
-			return fmt.Sprintf("%s / %s", ms(a.q(0.5)), ms(a.q(0.99)))
-		})
-		row(fmt.Sprintf("fsyncs per Save, %d entries", b), func(t string) string {
-			if appends[t][i].fsyncs < 0 {
-				return "–"
+			rec, err := writeRecoveryLog(cfg, id, t)
+			if err != nil {
+				return fmt.Errorf("%s: recovery log: %w", t, err)
 			}
-			return fmt.Sprintf("%.2f", appends[t][i].fsyncs)
-		})
+			recovers[t] = rec
+		}
+		for r := 1; r <= cfg.rounds; r++ {
+			for _, t := range cfg.types {
+				rec := recovers[t]
+				lr, err := timeRecovery(cfg, t, rec, r == 1)
+				if err != nil {
+					return fmt.Errorf("round %d, %s: recovery: %w", r, t, err)
+				}
+				rec.runs = append(rec.runs, lr)
+				fmt.Printf("round %d  %-8s recovery of %d entries: open %v, load %v, CPU %v, peak RSS %s\n", r, t,
+					lr.entries, lr.open.Round(time.Millisecond), lr.load.Round(time.Millisecond),
+					lr.cpu.Round(time.Millisecond), rss(lr.peakRSS))
+			}
+		}
+		if !cfg.keep {
+			for _, t := range cfg.types {
+				if err := cfg.backends[t].remove(recovers[t].loc); err != nil {
+					return fmt.Errorf("%s: remove %s: %w", t, recovers[t].loc, err)
+				}
+			}
+		}
 	}
-	row("disk bytes/entry, 1,024-entry Saves", func(t string) string {
-		a := appends[t][len(cfg.batches)-1]
-		return fmt.Sprintf("%.0f", float64(a.diskUsed)/float64(a.entries))
-	})
-	row(fmt.Sprintf("read back %d entries: open + load", loads[cfg.types[0]].entries), func(t string) string {
-		return fmt.Sprintf("%s + %s", ms(loads[t].open), ms(loads[t].load))
-	})
-	if cfg.recoverBytes > 0 {
-		row(fmt.Sprintf("recovery of %s of entries: open + load", size(cfg.recoverBytes)), func(t string) string {
-			return fmt.Sprintf("%s + %s", ms(recovers[t].open), ms(recovers[t].load))
-		})
-		row("CPU time of that Open + Load (user + system)", func(t string) string { return ms(recovers[t].cpu) })
-		row("peak RSS during that Open + Load", func(t string) string { return rss(recovers[t].peakRSS) })
-		row("disk bytes/entry, that log", func(t string) string {
-			return fmt.Sprintf("%.0f", float64(recovers[t].diskUsed)/float64(recovers[t].entries))
-		})
-	}
+	fmt.Printf("\nmeasured %s to %s UTC, load average %s before and %s after\n\n", start.UTC().Format("2006-01-02 15:04"),
+		time.Now().UTC().Format("15:04"), load0, loadAvg())
+	printTable(os.Stdout, cfg, cells, recovers)
 	return nil
 }
 
-func ms(d time.Duration) string {
-	switch {
-	case d >= time.Second:
-		return fmt.Sprintf("%.2f s", d.Seconds())
-	case d >= 10*time.Millisecond:
-		return fmt.Sprintf("%.0f ms", float64(d)/1e6)
-	default:
-		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+// pgSyncs returns the WAL flushes of the server while do runs on the
+// schema loc, counted once the store's connections are gone.
+func pgSyncs(pg *pgBackend, loc string, do func(loc string) error) (int64, error) {
+	before, err := pg.walSyncs()
+	if err != nil {
+		return 0, err
 	}
+	if err := do(loc); err != nil {
+		return 0, err
+	}
+	if err := pg.settle(loc); err != nil {
+		return 0, err
+	}
+	after, err := pg.walSyncs()
+	if err != nil {
+		return 0, err
+	}
+	return after - before, nil
 }
 
-func size(b int64) string {
-	if b >= 1<<30 && b%(1<<30) == 0 {
-		return fmt.Sprintf("%d GiB", b>>30)
-	}
-	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
-}
-
-// recoverLog writes cfg.recoverBytes of entries in 1,024-entry Saves,
-// closes the store and times its Open and Load. With cfg.keep the log is
-// kept, and one already written (by an earlier run) is reused.
-func recoverLog(cfg config, t string) (loadResult, error) {
+// writeRecoveryLog writes cfg.recoverEntries entries in 1,024-entry Saves
+// and closes the store. With cfg.keep the log is kept, and one already
+// written (by an earlier run) is reused.
+func writeRecoveryLog(cfg config, id, t string) (*recovery, error) {
 	const batch = 1024
-	n := int((cfg.recoverBytes + int64(batch*cfg.size) - 1) / int64(batch*cfg.size))
-	dir := filepath.Join(cfg.dir, t+"-recover")
+	be := cfg.backends[t]
+	name := fmt.Sprintf("%s_%s_recover", id, t)
 	if cfg.keep {
-		dir = filepath.Join(cfg.dir, fmt.Sprintf("%s-recover-%d-%d", t, n*batch, cfg.size))
+		name = fmt.Sprintf("%s_recover_%d_%d", t, cfg.recoverEntries, cfg.size)
 	}
-	if _, err := os.Stat(dir); !cfg.keep || err != nil {
-		if err := os.RemoveAll(dir); err != nil {
-			return loadResult{}, err
+	rec := &recovery{loc: be.loc(name)}
+	if !cfg.keep || !be.exists(rec.loc) {
+		if err := be.remove(rec.loc); err != nil {
+			return nil, err
 		}
-		if _, err := appendN(openers[t], dir, batch, n, cfg.size); err != nil {
-			return loadResult{}, fmt.Errorf("write: %w", err)
+		s, err := be.open(rec.loc)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		var last uint64
+		for left := cfg.recoverEntries; left > 0; left -= batch {
+			n := min(batch, left)
+			if _, err = appendTo(s, last, n, 1, cfg.size); err != nil {
+				break
+			}
+			last += uint64(n)
+		}
+		if cerr := s.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close: %w", cerr)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("write: %w", err)
 		}
 	}
-	if cfg.profile != "" {
+	var err error
+	if rec.diskUsed, err = be.used(rec.loc); err != nil {
+		return nil, fmt.Errorf("size: %w", err)
+	}
+	return rec, nil
+}
+
+// timeRecovery times one Open and Load of the recovery log, with a CPU
+// profile if asked (first round only).
+func timeRecovery(cfg config, t string, rec *recovery, first bool) (loadResult, error) {
+	if cfg.profile != "" && first {
 		f, err := os.Create(fmt.Sprintf("%s-%s.pprof", cfg.profile, t))
 		if err != nil {
 			return loadResult{}, err
@@ -438,11 +561,79 @@ func recoverLog(cfg config, t string) (loadResult, error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r, err := openLoad(openers[t], dir, n*batch)
-	if err != nil || cfg.keep {
-		return r, err
+	return openLoad(cfg.backends[t], rec.loc, cfg.recoverEntries)
+}
+
+// loadAvg returns the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
 	}
-	return r, os.RemoveAll(dir)
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// countFsyncs runs saves Saves of batch entries in a child process under
+// strace, and an empty open and close, and returns the difference in
+// sync calls (syncCalls) per Save, and the same per call in words.
+func countFsyncs(cfg config, t string, batch, saves int) (float64, string, error) {
+	count := func(n int) (map[string]int, error) {
+		dir, err := os.MkdirTemp(cfg.dir, "fsyncs-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		out := filepath.Join(dir, "strace.out")
+		cmd := exec.Command("strace", "-f", "--seccomp-bpf", "-c", "-e", "trace="+strings.Join(syncCalls, ","), "-o", out,
+			self, "-size", fmt.Sprint(cfg.size), "-child", fmt.Sprintf("%s,%d,%d,%s", t, batch, n, filepath.Join(dir, "store")))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("%w: %s", err, b)
+		}
+		return syscallCount(out)
+	}
+	base, err := count(0)
+	if err != nil {
+		return 0, "", err
+	}
+	total, err := count(saves)
+	if err != nil {
+		return 0, "", err
+	}
+	var sum int
+	var by []string
+	for _, c := range syncCalls {
+		d := total[c] - base[c]
+		sum += d
+		if d != 0 {
+			by = append(by, fmt.Sprintf("%.2f %s", float64(d)/float64(saves), c))
+		}
+	}
+	return float64(sum) / float64(saves), strings.Join(by, ", "), nil
+}
+
+// syncCalls are the system calls counted as fsyncs.
+var syncCalls = []string{"fsync", "fdatasync", "msync", "sync_file_range"}
+
+func runChild(spec string, size int) error {
+	f := strings.Split(spec, ",")
+	if len(f) != 4 || fileTypes[f[0]] == nil {
+		return errors.New("-child: TYPE,BATCH,SAVES,DIR (TYPE a file-based storage type)")
+	}
+	batch, err1 := strconv.Atoi(f[1])
+	n, err2 := strconv.Atoi(f[2])
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("-child: %w", err)
+	}
+	_, err := appendN(fileBackend{opener: fileTypes[f[0]]}, f[3], batch, n, size)
+	return err
 }
 
 // cpuTime returns the user and system CPU time the process has used.
@@ -482,72 +673,26 @@ func rss(b int64) string {
 	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
 }
 
-// countFsyncs runs saves Saves of batch entries in a child process under
-// strace, and an empty open and close, and returns the difference in
-// fsync and fdatasync calls per Save.
-func countFsyncs(cfg config, t string, batch, saves int) (float64, error) {
-	count := func(n int) (int, error) {
-		dir, err := os.MkdirTemp(cfg.dir, "fsyncs-")
-		if err != nil {
-			return 0, err
-		}
-		defer os.RemoveAll(dir)
-		self, err := os.Executable()
-		if err != nil {
-			return 0, err
-		}
-		out := filepath.Join(dir, "strace.out")
-		cmd := exec.Command("strace", "-f", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync", "-o", out,
-			self, "-size", fmt.Sprint(cfg.size), "-child", fmt.Sprintf("%s,%d,%d,%s", t, batch, n, filepath.Join(dir, "store")))
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("%w: %s", err, b)
-		}
-		return syscallCount(out)
-	}
-	base, err := count(0)
-	if err != nil {
-		return 0, err
-	}
-	total, err := count(saves)
-	if err != nil {
-		return 0, err
-	}
-	return float64(total-base) / float64(saves), nil
-}
-
-// syscallCount sums the calls column of strace -c's summary.
-func syscallCount(path string) (int, error) {
+// syscallCount reads the calls column of strace -c's summary, by system
+// call (those of syncCalls).
+func syscallCount(path string) (map[string]int, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
-	total := 0
+	calls := map[string]int{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fl := strings.Fields(sc.Text())
-		if len(fl) < 5 || (fl[len(fl)-1] != "fsync" && fl[len(fl)-1] != "fdatasync") {
+		if len(fl) < 5 || !slices.Contains(syncCalls, fl[len(fl)-1]) {
 			continue
 		}
 		n, err := strconv.Atoi(fl[3])
 		if err != nil {
-			return 0, fmt.Errorf("strace summary line %q", sc.Text())
+			return nil, fmt.Errorf("strace summary line %q", sc.Text())
 		}
-		total += n
+		calls[fl[len(fl)-1]] += n
 	}
-	return total, sc.Err()
-}
-
-func runChild(spec string, size int) error {
-	f := strings.Split(spec, ",")
-	if len(f) != 4 || openers[f[0]] == nil {
-		return errors.New("-child: TYPE,BATCH,SAVES,DIR")
-	}
-	batch, err1 := strconv.Atoi(f[1])
-	n, err2 := strconv.Atoi(f[2])
-	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("-child: %w", err)
-	}
-	_, err := appendN(openers[f[0]], f[3], batch, n, size)
-	return err
+	return calls, sc.Err()
 }

@@ -3,8 +3,11 @@
 // Command storagecompare measures our cluster beside the machine's commit
 // floor in one interleaved run: for each client count and each round it
 // runs the floor (bench/cmd/commitfloor), then our cluster with each
-// storage type (consensusd with storage.type wal, pebble), one after the
-// other, and reports medians.
+// storage type (consensusd with storage.type wal, pebble, bolt, badger or
+// postgres), one after the other, and reports medians. A postgres cluster
+// keeps each node in a schema of its own, created for the run and dropped
+// after it, in the database CONSENSUS_TEST_POSTGRES_DSN names (as the
+// tests use); without that variable postgres is skipped, saying so.
 //
 // Every system is three processes on loopback with fsync on, driven by a
 // separate client process (commitfloor -drive for the floor, loadgen over
@@ -26,6 +29,7 @@
 //	go run ./cmd/storagecompare                              # the full run
 //	go run ./cmd/storagecompare -rounds 1 -scale 0.1         # a quick look
 //	go run ./cmd/storagecompare -systems floor,pebble -profile 1,100
+//	go run ./cmd/storagecompare -systems floor,wal,pebble,bolt,badger,postgres -scale 0.3
 package main
 
 import (
@@ -76,7 +80,7 @@ func run() error {
 	var (
 		o       options
 		systems = flag.String("systems", "floor,wal,pebble", "systems in the order each round runs them: floor, floor+apply (commitfloor -apply), and"+
-			" storage types of our cluster (wal, pebble), each optionally with +TRANSPORT (default +grpc; +tcp)")
+			" storage types of our cluster (wal, pebble, bolt, badger, postgres), each optionally with +TRANSPORT (default +grpc; +tcp)")
 		clients = flag.String("clients", "1,100,1000", "client counts")
 		ns      = flag.String("n", "3000,50000,100000", "writes timed per run, one per client count")
 		scale   = flag.Float64("scale", 1, "multiply every -n and -warmup by this (a quick look: 0.1)")
@@ -243,6 +247,7 @@ func compare(o options) error {
 			s.stop()
 		}
 	}()
+	runID := newRunID()
 	for k, name := range o.systems {
 		var s system
 		switch name {
@@ -256,8 +261,18 @@ func compare(o options) error {
 			if transport == "" {
 				transport = "grpc"
 			}
-			s = &cluster{bins: b, storage: storage, transport: transport, label: name, base: o.port + 100 + 10*k,
+			cl := &cluster{bins: b, storage: storage, transport: transport, label: name, base: o.port + 100 + 10*k,
 				dir: filepath.Join(o.work, "ours-"+name), size: o.size, env: o.serverEnv, memoryLimit: o.memoryLimit}
+			if storage == "postgres" {
+				dsn := os.Getenv(envDSN)
+				if dsn == "" {
+					fmt.Printf("%s: skipped: %s is not set (a PostgreSQL database the run may create schemas in)\n",
+						cl.name(), envDSN)
+					continue
+				}
+				cl.pg = &pgSchemas{dsn: dsn, prefix: schemaPrefix(runID, name)}
+			}
+			s = cl
 		}
 		fmt.Printf("starting %s\n", s.name())
 		if err := s.start(); err != nil {
@@ -286,7 +301,7 @@ func compare(o options) error {
 	for i := range results {
 		results[i] = make([][]sample, len(o.clients))
 	}
-	begin := time.Now()
+	begin, load0 := time.Now(), loadAvg()
 	for r := 1; r <= o.rounds; r++ {
 		for ci, c := range o.clients {
 			for si, s := range systems {
@@ -299,7 +314,8 @@ func compare(o options) error {
 			}
 		}
 	}
-	fmt.Printf("\nmeasured from %s to %s UTC\n", begin.UTC().Format("15:04"), time.Now().UTC().Format("15:04"))
+	fmt.Printf("\nmeasured from %s to %s UTC, load average %s before and %s after\n", begin.UTC().Format("2006-01-02 15:04"),
+		time.Now().UTC().Format("15:04"), load0, loadAvg())
 	printTable(o, systems, results)
 	printMemory(o, systems, results)
 	if len(o.rssKeys) > 0 {
@@ -565,6 +581,8 @@ type cluster struct {
 	size      int
 	procs     []*exec.Cmd
 	emptyRSS  int64 // the leader's VmRSS once started, before any write
+	// pg is set for storage type postgres: the nodes' schemas.
+	pg *pgSchemas
 	// memoryLimit is the nodes' memory_limit (0: none).
 	memoryLimit int64
 }
@@ -590,6 +608,11 @@ func (c *cluster) config(id int) string {
 	for i := 1; i <= 3; i++ {
 		fmt.Fprintf(&peers, "  - {id: %d, address: 127.0.0.1, port: %d}\n", i, c.base+i-1)
 	}
+	storage := fmt.Sprintf("  path: %s\n", filepath.Join(c.dir, fmt.Sprintf("node%d", id)))
+	if c.pg != nil {
+		// The DSN stays in the environment, not in the file.
+		storage = fmt.Sprintf("  postgres:\n    dsn: ${%s}\n    schema: %s\n", envDSN, c.pg.schema(id))
+	}
 	return fmt.Sprintf(`node_id: %d
 cluster_id: bench
 bind_addr: 127.0.0.1
@@ -603,14 +626,13 @@ transport:
   type: %s
 storage:
   type: %s
-  path: %s
-api:
+%sapi:
   addr: %s
   client_addr: 127.0.0.1:%d
 admin_api:
   allow_unauthenticated: true
 memory_limit: %d
-`, id, c.base+id-1, peers.String(), c.transport, c.storage, filepath.Join(c.dir, fmt.Sprintf("node%d", id)), c.apiAddr(id),
+`, id, c.base+id-1, peers.String(), c.transport, c.storage, storage, c.apiAddr(id),
 		c.base+200+id-1, c.memoryLimit)
 }
 
@@ -853,6 +875,19 @@ func newestSnapshot(dir string) int64 {
 // key (about 10 bytes here), rounded up.
 const entryOverhead = 48
 
+// loadAvg returns the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // children returns the PIDs of pid's child processes.
 func children(pid int) []int {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
@@ -973,6 +1008,11 @@ func (c *cluster) stop() {
 		case <-time.After(10 * time.Second):
 			_ = p.Process.Kill()
 			<-done
+		}
+	}
+	if c.pg != nil {
+		if err := c.pg.drop(); err != nil {
+			fmt.Fprintf(os.Stderr, "storagecompare: %s: drop its schemas: %v\n", c.name(), err)
 		}
 	}
 }

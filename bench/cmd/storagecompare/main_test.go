@@ -3,8 +3,11 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	pgstore "github.com/forge-consensus/consensus/adapters/postgres"
 )
 
 // TestParse reads the result lines of loadgen and commitfloor -drive.
@@ -39,5 +42,39 @@ func TestMedian(t *testing.T) {
 	}
 	if m := median([]sample{{ops: 4}, {ops: 1}}, ops); m != 2.5 {
 		t.Errorf("median of 4, 1 = %v", m)
+	}
+}
+
+// TestClusterConfig checks the storage section a cluster writes for each
+// storage type: a directory per node, or for postgres a schema of its own
+// per node (one pgstore accepts) with the DSN left to the environment.
+// (That consensusd accepts the whole file, a run of storagecompare shows.)
+func TestClusterConfig(t *testing.T) {
+	for _, storage := range []string{"wal", "pebble", "bolt", "badger", "postgres"} {
+		c := &cluster{storage: storage, transport: "grpc", label: storage, base: 30000, dir: t.TempDir(), size: 128}
+		if storage == "postgres" {
+			c.pg = &pgSchemas{dsn: "postgres://u:secret@h/db", prefix: schemaPrefix(newRunID(), "postgres+tcp")}
+		}
+		schemas := map[string]bool{}
+		for id := 1; id <= 3; id++ {
+			raw := c.config(id)
+			if !strings.Contains(raw, "storage:\n  type: "+storage+"\n") {
+				t.Errorf("%s, node %d: no storage.type %s:\n%s", storage, id, storage, raw)
+			}
+			if storage != "postgres" {
+				if !strings.Contains(raw, "  path: "+c.dir) {
+					t.Errorf("%s, node %d: no storage.path under %s:\n%s", storage, id, c.dir, raw)
+				}
+				continue
+			}
+			if !strings.Contains(raw, "    dsn: ${"+envDSN+"}\n") || strings.Contains(raw, "secret") || strings.Contains(raw, "path:") {
+				t.Errorf("node %d: the DSN is not left to the environment, or a path is set:\n%s", id, raw)
+			}
+			schema := c.pg.schema(id)
+			if err := pgstore.ValidSchema(schema); err != nil || schemas[schema] || !strings.Contains(raw, "    schema: "+schema+"\n") {
+				t.Errorf("node %d: schema %q (%v) not its own:\n%s", id, schema, err, raw)
+			}
+			schemas[schema] = true
+		}
 	}
 }
