@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"reflect"
 	"strconv"
 
 	"go.opentelemetry.io/otel/trace"
@@ -23,7 +24,6 @@ const ConfigKey = "consensus"
 type Config struct {
 	server.Config `yaml:",inline"`
 	Observability ObservabilityConfig `yaml:"observability"`
-	Discovery     DiscoveryConfig     `yaml:"discovery"`
 	// AppURLs maps node IDs ("3" or "node-3") to the base URL of that
 	// node's app (e.g. "http://10.0.0.3:8080"). Redirects to the leader
 	// and not-leader hints use it; without an entry they name the leader's
@@ -43,13 +43,6 @@ type ObservabilityConfig struct {
 	// LogRaftDetails logs protocol-level detail at Debug: every Ready's
 	// outline (entries, commits, messages, term and vote changes).
 	LogRaftDetails bool `yaml:"log_raft_details"`
-}
-
-// DiscoveryConfig is discovery.*: how a node finds its peers. Only
-// "static" (the peers list) is supported; DNS, Consul, Kubernetes and etcd
-// discovery are not built yet and are refused.
-type DiscoveryConfig struct {
-	Type string `yaml:"type"`
 }
 
 // WithAppURLs sets app_urls: each node's app base URL, by node ID, for
@@ -202,13 +195,6 @@ func resolve(yamlCfg Config, opts []Option) (Config, error) {
 				server.ErrInvalidConfig, ConfigKey, id, u)
 		}
 	}
-	switch c.Discovery.Type {
-	case "", "static":
-		c.Discovery.Type = "static"
-	default:
-		return Config{}, fmt.Errorf("%w: extensions.%s: discovery.type: %q is not supported (only static: the peers list)",
-			server.ErrInvalidConfig, ConfigKey, c.Discovery.Type)
-	}
 	return c, nil
 }
 
@@ -288,7 +274,9 @@ func overlay(c, o *Config) {
 	ad.AllowUnauthenticated = ad.AllowUnauthenticated || oad.AllowUnauthenticated
 	c.Join = c.Join || o.Join
 	c.Observability.LogRaftDetails = c.Observability.LogRaftDetails || o.Observability.LogRaftDetails
-	setString(&c.Discovery.Type, o.Discovery.Type)
+	if !reflect.DeepEqual(o.Discovery, server.DiscoveryConfig{}) {
+		c.Discovery = o.Discovery // set in code: the whole section
+	}
 	if o.AppURLs != nil {
 		c.AppURLs = o.AppURLs
 	}

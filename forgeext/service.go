@@ -253,6 +253,12 @@ func (s *Service) Start(ctx context.Context) error {
 	if !s.cfg.Observability.LogRaftDetails {
 		nodeLog = slog.New(levelFilter{min: slog.LevelInfo, h: s.log.Handler()})
 	}
+	// With discovery, wait (as long as ctx allows) to form or join a
+	// cluster.
+	sc, err := server.Discover(ctx, sc, nodeLog)
+	if err != nil {
+		return fmt.Errorf("consensus: start: %w", err)
+	}
 	srv, err := server.New(sc, nodeLog)
 	if err != nil {
 		return fmt.Errorf("consensus: start: %w", err)

@@ -188,6 +188,9 @@ func (s *Server) Health(ctx context.Context) admin.HealthStatus {
 	}
 	space := s.spaceCheck()
 	checks = append(checks, space)
+	if dc, ok := s.discoveryCheck(); ok {
+		checks = append(checks, dc)
+	}
 	h := admin.HealthStatus{Leader: info.Leader, LeaderName: info.LeaderName, HasQuorum: info.HasQuorum, ActiveNodes: info.ActiveNodes,
 		TotalNodes: info.TotalNodes, ActiveFrom: info.ActiveFrom, Checks: checks,
 		Healthy: running && info.Leader != 0 && info.HasQuorum && space.Healthy && len(alarms) == 0}

@@ -51,6 +51,9 @@ type Config struct {
 	Security  SecurityConfig  `yaml:"security"`
 	API       APIConfig       `yaml:"api"`
 	AdminAPI  AdminAPIConfig  `yaml:"admin_api"`
+	// Discovery finds the cluster's nodes by DNS, etcd, Consul or
+	// Kubernetes instead of the peers list (see DiscoveryConfig).
+	Discovery DiscoveryConfig `yaml:"discovery"`
 	// MemoryLimit, in bytes, is a soft limit on the whole process's memory
 	// given to Go's runtime (runtime/debug.SetMemoryLimit): as the heap
 	// nears it the garbage collector runs more often instead of letting
@@ -80,6 +83,9 @@ type Config struct {
 	// falls back to the node's HTTP API. The Forge extension points it at
 	// the node's app. Set in code.
 	HintURL func(id uint64) string `yaml:"-"`
+
+	// discovered is what Discover found (nil: not run yet).
+	discovered *discovered
 }
 
 // NodeID is a node's numeric ID, as the Raft core knows it.
@@ -518,6 +524,7 @@ func (c *Config) ApplyDefaults() {
 	if c.AdminAPI.PathPrefix == "" {
 		c.AdminAPI.PathPrefix = "/consensus"
 	}
+	c.Discovery.applyDefaults(c)
 	for i := range c.Peers {
 		if c.Peers[i].APIPort == 0 && c.Peers[i].Port != 0 {
 			c.Peers[i].APIPort = c.Peers[i].Port + 100
@@ -590,6 +597,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Peers) > 0 && !self {
 		return bad("peers", "node_id %s is not among the peers", c.NodeID)
+	}
+	if err := c.Discovery.validate(c); err != nil {
+		return err
 	}
 	r := c.Raft
 	switch {

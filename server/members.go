@@ -67,11 +67,16 @@ type directory struct {
 	// names keeps the names of members added and later removed, so that
 	// what refers to them still shows their name (not replicated).
 	names map[uint64]string
+	// found holds the addresses discovery found members at, where they
+	// differ from the configured or replicated ones (a member that came
+	// back at a new address); not replicated, and never a member by
+	// itself.
+	found map[uint64]Member
 }
 
 func newDirectory(peers []PeerConfig) *directory {
 	d := &directory{static: map[uint64]Member{}, added: map[uint64]Member{}, removed: map[uint64]bool{},
-		names: map[uint64]string{}}
+		names: map[uint64]string{}, found: map[uint64]Member{}}
 	for _, p := range peers {
 		d.static[p.ID.ID()] = memberOf(p.ID.ID(), string(p.ID), p.Address, p.Port, p.APIPort, p.ClientPort)
 	}
@@ -85,11 +90,42 @@ func (d *directory) get(id uint64) (Member, bool) {
 	if d.removed[id] {
 		return Member{}, false
 	}
-	if m, ok := d.added[id]; ok {
-		return m, true
+	m, ok := d.added[id]
+	if !ok {
+		m, ok = d.static[id]
 	}
-	m, ok := d.static[id]
+	if ok {
+		m = d.moved(m)
+	}
 	return m, ok
+}
+
+// moved returns m at the address discovery found it at, if any (d.mu
+// held).
+func (d *directory) moved(m Member) Member {
+	if f, ok := d.found[m.ID]; ok {
+		m.Address, m.Port, m.APIPort, m.ClientPort = f.Address, f.Port, f.APIPort, f.ClientPort
+	}
+	return m
+}
+
+// setFound records the address discovery found member m.ID at, and
+// reports whether it changed what get returns.
+func (d *directory) setFound(m Member) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old, ok := d.added[m.ID]
+	if !ok {
+		if old, ok = d.static[m.ID]; !ok {
+			return false
+		}
+	}
+	old = d.moved(old)
+	if old.Address == m.Address && old.Port == m.Port && old.APIPort == m.APIPort && old.ClientPort == m.ClientPort {
+		return false
+	}
+	d.found[m.ID] = m
+	return true
 }
 
 // name returns how to show member id: its recorded name (a member added
@@ -120,12 +156,12 @@ func (d *directory) all() []Member {
 	var ms []Member
 	for id, m := range d.static {
 		if _, ok := d.added[id]; !ok && !d.removed[id] {
-			ms = append(ms, m)
+			ms = append(ms, d.moved(m))
 		}
 	}
 	for id, m := range d.added {
 		if !d.removed[id] {
-			ms = append(ms, m)
+			ms = append(ms, d.moved(m))
 		}
 	}
 	slices.SortFunc(ms, func(a, b Member) int { return cmpU64(a.ID, b.ID) })
@@ -149,6 +185,7 @@ func (d *directory) add(m Member) {
 	defer d.mu.Unlock()
 	d.added[m.ID] = m
 	delete(d.removed, m.ID)
+	delete(d.found, m.ID) // the replicated address is the newest word
 }
 
 func (d *directory) remove(id uint64) {
@@ -158,6 +195,7 @@ func (d *directory) remove(id uint64) {
 		d.names[id] = m.Name
 	}
 	delete(d.added, id)
+	delete(d.found, id)
 	d.removed[id] = true
 }
 

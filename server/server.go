@@ -61,6 +61,9 @@ type Server struct {
 	// promoteStop ends promoteLearners, which closes promoteDone.
 	promoteStop context.CancelFunc
 	promoteDone chan struct{}
+	// discStop ends discoveryLoop, which closes discDone.
+	discStop context.CancelFunc
+	discDone chan struct{}
 
 	// prevMemoryLimit is the runtime's memory limit before New set
 	// memory_limit (-1: New did not set it); Close puts it back.
@@ -75,12 +78,24 @@ type Server struct {
 // requests).
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	cfg.API.APILimits.applyDefaults() // a Config built in code gets the defaults too
+	if cfg.Discovery.RefreshInterval == 0 {
+		cfg.Discovery.applyDefaults(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Discovery.Enabled() && cfg.discovered == nil {
+		// A program that did not run Discover: run it here, waiting as
+		// long as it takes.
+		var err error
+		if cfg, err = Discover(context.Background(), cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	joining := cfg.Join || (cfg.discovered != nil && cfg.discovered.join)
 	id := cfg.NodeID.ID()
 	dir := newDirectory(cfg.Peers)
 	// Logs name nodes: the transports, runner and node log numeric IDs
@@ -168,7 +183,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("server: node %d: transport: %w", id, err)
 	}
 	var voters []uint64
-	if !cfg.Join {
+	if !joining {
 		for _, p := range cfg.Peers {
 			voters = append(voters, p.ID.ID())
 		}
@@ -206,7 +221,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.run = r
 	run.Store(r)
-	if !cfg.Join {
+	if !joining {
 		s.warnIfIdle(log)
 	}
 
@@ -232,6 +247,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		api.Encryption = func() any { return es.Usage() }
 	}
 	mux.Handle("/", api)
+	if d := cfg.discovered; d != nil {
+		mux.Handle(helloPath, d.serveHello(cfg.ClusterID, cfg.Security.Tokens))
+	}
 	if cfg.API.FaultSwitch {
 		mux.HandleFunc("/admin/block", func(w http.ResponseWriter, r *http.Request) {
 			if auth.authorizeHTTP(w, r, accessWrite) {
@@ -241,6 +259,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.startWatch()
 	s.startPromoter()
+	s.startDiscovery()
 	if cfg.AdminAPI.Enabled == nil || *cfg.AdminAPI.Enabled {
 		h, err := s.adminHandler(s.metrics.Handler())
 		if err != nil {
@@ -348,6 +367,7 @@ func (s *Server) Close() error {
 			s.promoteStop()
 			<-s.promoteDone
 		}
+		s.stopDiscovery()
 		if s.run != nil {
 			s.run.Stop()
 		}

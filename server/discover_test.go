@@ -1,0 +1,319 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/forge-consensus/consensus/nodename"
+	"github.com/forge-consensus/consensus/server"
+	"github.com/forge-consensus/consensus/server/servertest"
+)
+
+// zone is a DNS server's one name: its A records, changed by the test.
+type zone struct {
+	mu   sync.Mutex
+	name string
+	ips  []string
+}
+
+func (z *zone) set(ips ...string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.ips = slices.Clone(ips)
+}
+
+func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	z.mu.Lock()
+	if len(req.Question) == 1 && strings.EqualFold(req.Question[0].Name, z.name) {
+		if req.Question[0].Qtype == dns.TypeA {
+			for _, ip := range z.ips {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: z.name, Rrtype: dns.TypeA,
+					Class: dns.ClassINET, Ttl: 0}, A: net.ParseIP(ip)})
+			}
+		}
+	} else {
+		m.Rcode = dns.RcodeNameError
+	}
+	z.mu.Unlock()
+	_ = w.WriteMsg(m)
+}
+
+// serveZone runs a DNS server for z on loopback, UDP and TCP, until the
+// test ends.
+func serveZone(t *testing.T, z *zone) string {
+	t.Helper()
+	var (
+		pc  net.PacketConn
+		l   net.Listener
+		err error
+	)
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: z}, {Listener: l, Handler: z}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		done := make(chan error, 1)
+		go func() { done <- srv.ActivateAndServe() }()
+		select {
+		case <-started:
+		case err := <-done:
+			t.Fatalf("DNS server: %v", err)
+		}
+		t.Cleanup(func() { _ = srv.Shutdown(); <-done })
+	}
+	return pc.LocalAddr().String()
+}
+
+// discoveryNode is a node configured by DNS discovery alone: the same
+// configuration for every node but its name, address and directory.
+func discoveryConfig(t *testing.T, name, ip string, port int, dnsAddr, dir string, expect int) server.Config {
+	t.Helper()
+	raw := fmt.Sprintf(`node_id: %s
+bind_addr: %s
+bind_port: %d
+raft: {heartbeat_interval: 20ms, election_timeout_min: 200ms}
+storage: {type: wal, path: %s}
+security:
+  tokens: [{token: discovery-test-admin-token, role: admin}]
+api:
+  addr: %s:%d
+  client_addr: %s:%d
+discovery:
+  type: dns
+  dns_name: nodes.consensus.test.
+  dns_server: %s
+  bootstrap_expect: %d
+  refresh_interval: 200ms
+`, name, ip, port, dir, ip, port+100, ip, port+200, dnsAddr, expect)
+	cfg, err := server.ParseConfig([]byte(raw), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// start runs Discover and New for cfg.
+func startDiscovered(ctx context.Context, cfg server.Config) (*server.Server, error) {
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("DISCOVERY_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("test_node", string(cfg.NodeID))
+	}
+	cfg, err := server.Discover(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s, err := server.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = s.Serve() }()
+	return s, nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %s", what, d, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func votersOf(s *server.Server) ([]uint64, uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := s.Runner().CoreStatus(ctx)
+	if err != nil {
+		return nil, 0
+	}
+	return slices.Sorted(slices.Values(st.Config.Voters)), st.Lead
+}
+
+func tryHTTP(method, url, body string) (int, string, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// TestDiscoveryDNS: three nodes that find each other through a real DNS
+// server (A records of one name), started at once with the same
+// configuration and bootstrap_expect 3, form exactly one cluster; a
+// fourth joins it by discovery alone and becomes a voter; a member
+// restarted at a new address is followed there, and the cluster goes on
+// committing through it.
+func TestDiscoveryDNS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four nodes")
+	}
+	port := servertest.FreePorts(t, 1)[0] // on each node's own loopback address, with + 100 and + 200
+	ips := []string{"127.0.50.1", "127.0.50.2", "127.0.50.3", "127.0.50.4", "127.0.50.5"}
+	z := &zone{name: "nodes.consensus.test."}
+	dnsAddr := serveZone(t, z)
+	base := t.TempDir()
+	names := []string{"alpha", "bravo", "charlie", "delta"}
+	dirs := map[string]string{}
+	for _, n := range names {
+		dirs[n] = filepath.Join(base, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// The first three, in DNS one after another as they start.
+	srvs := map[string]*server.Server{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for i, n := range names[:3] {
+		cfg := discoveryConfig(t, n, ips[i], port, dnsAddr, dirs[n], 3)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := startDiscovered(ctx, cfg)
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", n, err)
+				return
+			}
+			mu.Lock()
+			srvs[n] = s
+			mu.Unlock()
+		}()
+		z.set(ips[:i+1]...)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, s := range srvs {
+			s.Close()
+		}
+	})
+	want := []uint64{}
+	for _, n := range names[:3] {
+		id, _ := nodename.ID(n)
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	waitUntil(t, "one cluster of the three with one leader", 15*time.Second, func() (bool, string) {
+		var lead uint64
+		for _, n := range names[:3] {
+			v, l := votersOf(srvs[n])
+			if !slices.Equal(v, want) {
+				return false, fmt.Sprintf("%s has voters %v, want %v", n, v, want)
+			}
+			if l == 0 || (lead != 0 && l != lead) {
+				return false, fmt.Sprintf("%s follows %d, another %d", n, l, lead)
+			}
+			lead = l
+		}
+		return true, ""
+	})
+	for _, n := range names[:3] {
+		if _, err := os.Stat(filepath.Join(dirs[n], server.PromiseFile)); err != nil {
+			t.Errorf("%s kept no promise: %v", n, err)
+		}
+	}
+	put := func(via, key, value string) {
+		t.Helper()
+		url := "http://" + srvs[via].APIAddr() + "/kv/" + key
+		waitUntil(t, "PUT "+key+" via "+via, 15*time.Second, func() (bool, string) {
+			code, body, err := tryHTTP(http.MethodPut, url, value)
+			return err == nil && code/100 == 2, fmt.Sprint(code, " ", body, " ", err)
+		})
+	}
+	put("alpha", "k1", "v1")
+
+	// A fourth node, same configuration, joins by discovery alone.
+	z.set(ips[:4]...)
+	s4, err := startDiscovered(ctx, discoveryConfig(t, "delta", ips[3], port, dnsAddr, dirs["delta"], 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvs["delta"] = s4
+	d, _ := nodename.ID("delta")
+	want4 := slices.Sorted(slices.Values(append(slices.Clone(want), d)))
+	waitUntil(t, "delta a voter", 30*time.Second, func() (bool, string) {
+		v, _ := votersOf(srvs["alpha"])
+		return slices.Equal(v, want4), fmt.Sprintf("voters %v, want %v", v, want4)
+	})
+	if _, err := os.Stat(filepath.Join(dirs["delta"], server.PromiseFile)); err == nil {
+		t.Error("delta, which joined, kept a promise")
+	}
+	waitUntil(t, "delta reads k1", 15*time.Second, func() (bool, string) {
+		code, body, err := tryHTTP(http.MethodGet, "http://"+s4.APIAddr()+"/kv/k1", "")
+		return err == nil && code == 200 && strings.Contains(body, "v1"), fmt.Sprint(code, " ", body, " ", err)
+	})
+
+	// bravo restarts at a new address; DNS says so; the others follow it.
+	srvs["bravo"].Close()
+	delete(srvs, "bravo")
+	z.set(ips[0], ips[4], ips[2], ips[3])
+	sb, err := startDiscovered(ctx, discoveryConfig(t, "bravo", ips[4], port, dnsAddr, dirs["bravo"], 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvs["bravo"] = sb
+	put("bravo", "k2", "v2")
+	b, _ := nodename.ID("bravo")
+	waitUntil(t, "bravo caught up", 15*time.Second, func() (bool, string) {
+		code, body, err := tryHTTP(http.MethodGet, "http://"+sb.APIAddr()+"/kv/k2", "")
+		return err == nil && code == 200 && strings.Contains(body, "v2"), fmt.Sprint(code, " ", body, " ", err)
+	})
+	for _, n := range []string{"alpha", "charlie", "delta"} {
+		waitUntil(t, n+" has bravo's new address", 15*time.Second, func() (bool, string) {
+			u := srvs[n].APIURL(b)
+			return strings.Contains(u, ips[4]), "bravo at " + u
+		})
+	}
+	// With charlie stopped, alpha, bravo and delta (three of four
+	// voters) commit only if the links to bravo's new address work.
+	srvs["charlie"].Close()
+	delete(srvs, "charlie")
+	put("delta", "k3", "v3")
+	waitUntil(t, "bravo reads k3", 15*time.Second, func() (bool, string) {
+		code, body, err := tryHTTP(http.MethodGet, "http://"+sb.APIAddr()+"/kv/k3", "")
+		return err == nil && code == 200 && strings.Contains(body, "v3"), fmt.Sprint(code, " ", body, " ", err)
+	})
+}
