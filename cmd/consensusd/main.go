@@ -99,6 +99,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consensusd: %s: %v\n", *path, err)
 		return exitConfig
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// With discovery.type other than static, find the cluster first: form
+	// it (bootstrap_expect) or join it; SIGTERM stops the wait.
+	cfg, err = server.Discover(ctx, cfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("shutting down before the node found its cluster")
+			return exitOK
+		}
+		code := startExitCode(err)
+		log.Error("node failed to start", "exit_code", code, "dir", cfg.Storage.Path, "err", err)
+		return code
+	}
 	s, err := server.New(cfg, log)
 	if err != nil {
 		code := startExitCode(err)
@@ -117,8 +131,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		go func() { _ = http.Serve(ln, profileMux()) }()
 		log.Info("serving runtime profiles", "addr", ln.Addr().String()+"/debug/pprof/")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve() }()
 	select {
