@@ -133,7 +133,7 @@ discovery: {type: dns, dns_name: nothing.invalid., dns_server: 127.0.0.1:1, boot
 	}
 	noPromise("malformed asks")
 	for _, notForUs := range []string{
-		`{"From":"n2","ClusterID":"other","Propose":["n1","n2","n3"]}`, // another cluster
+		`{"From":"n2","ClusterID":"other","Propose":["n1","n2","n3"]}`,   // another cluster
 		`{"From":"n2","ClusterID":"default","Propose":["n2","n3","n4"]}`, // without n1
 		`{"From":"n2","ClusterID":"default","Propose":["n1","n2"]}`,      // not bootstrap_expect
 		`{"From":"n2","ClusterID":"default","Propose":["n2","n1","n3"]}`, // not sorted
