@@ -233,7 +233,9 @@ func TestChanges(t *testing.T) {
 
 	// The watch blocks at the service's index, and does not fire when
 	// the query returns without a change (wait elapsed).
-	parked := func(n int) { a.waitFor(fmt.Sprintf("%d blocking queries", n), func() bool { return len(a.parked) >= n }) }
+	parked := func(n int) {
+		a.waitFor(fmt.Sprintf("%d blocking queries", n), func() bool { return len(a.parked) >= n })
+	}
 	parked(1)
 	nothing(t, ch, "nothing changed")
 	a.kick()
