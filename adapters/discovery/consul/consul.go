@@ -63,21 +63,30 @@ import (
 	"github.com/forge-consensus/consensus/nodename"
 )
 
-// Defaults of Config.
+// Defaults and limits of Config.
 const (
-	DefaultAddress      = "127.0.0.1:8500"
-	DefaultServiceName  = "forge-consensus"
-	DefaultCheckTTL     = 10 * time.Second
-	DefaultDeregister   = time.Minute
-	DefaultTimeout      = 10 * time.Second
-	DefaultWatchWait    = 5 * time.Minute
-	MinCheckTTL         = time.Second
-	MinDeregisterAfter  = time.Minute
-	MaxWatchWait        = 10 * time.Minute
-	metaNodeName        = "node_name"
-	keepAliveBackoff    = 250 * time.Millisecond
-	watchBackoff        = 250 * time.Millisecond
-	watchBackoffMax     = 30 * time.Second
+	DefaultAddress     = "127.0.0.1:8500"
+	DefaultServiceName = "forge-consensus"
+	DefaultCheckTTL    = 10 * time.Second
+	DefaultDeregister  = time.Minute
+	DefaultTimeout     = 10 * time.Second
+	DefaultWatchWait   = 5 * time.Minute
+	MinCheckTTL        = time.Second
+	MinDeregisterAfter = time.Minute
+	MaxWatchWait       = 10 * time.Minute
+)
+
+const (
+	// metaNodeName is the instance metadata key holding the node's name.
+	metaNodeName = "node_name"
+	// keepAliveBackoff is the first retry delay of a failed keep-alive.
+	keepAliveBackoff = 250 * time.Millisecond
+	// watchBackoff and watchBackoffMax bound the retry delay of a failed
+	// blocking query.
+	watchBackoff    = 250 * time.Millisecond
+	watchBackoffMax = 30 * time.Second
+	// watchMinQueryPeriod is the least time between two blocking queries'
+	// starts, so a query that returns at once cannot spin.
 	watchMinQueryPeriod = 100 * time.Millisecond
 )
 
