@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/forge-consensus/consensus/adapters/discovery"
+	"github.com/forge-consensus/consensus/adapters/discovery/consul"
 )
 
 // DefaultRefreshInterval is discovery.refresh_interval when unset.
@@ -82,6 +83,20 @@ type DiscoveryConfig struct {
 	// ConsulDatacenter is the datacenter asked (consul; default the
 	// agent's).
 	ConsulDatacenter string `yaml:"consul_datacenter"`
+	// ConsulScheme is http or https (consul; default the address's, else
+	// http).
+	ConsulScheme string `yaml:"consul_scheme"`
+	// ConsulTLS are the files of TLS to the agent (consul).
+	ConsulTLS DiscoveryTLS `yaml:"consul_tls"`
+	// ConsulTag is a tag registered and required on lookup, so that two
+	// clusters sharing a service name stay apart (consul; default none).
+	ConsulTag string `yaml:"consul_tag"`
+	// ConsulCheckTTL is the TTL of the node's health check, passed every
+	// third of it (consul; default 10s).
+	ConsulCheckTTL time.Duration `yaml:"consul_check_ttl"`
+	// ConsulDeregisterAfter is how long a node's check may stay critical
+	// before Consul removes it (consul; default and minimum 1m).
+	ConsulDeregisterAfter time.Duration `yaml:"consul_deregister_after"`
 
 	// ServiceName is the Consul service (consul) or the Kubernetes
 	// Service (kubernetes) the nodes are found through.
@@ -102,6 +117,9 @@ type DiscoveryTLS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the server's certificate must carry (default
+	// the host of the address).
+	ServerName string `yaml:"server_name"`
 }
 
 // Enabled reports whether the node finds its cluster by discovery rather
@@ -209,6 +227,17 @@ func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
 			return nil, fmt.Errorf("%w: discovery.dns_name: required with discovery.type dns", ErrInvalidConfig)
 		}
 		s, err := discovery.NewDNS(discovery.DNSConfig{Name: d.DNSName, SRV: d.SRV, Port: d.Port, Server: d.DNSServer})
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return s, nil
+	case "consul":
+		s, err := consul.New(consul.Config{
+			Address: d.ConsulAddress, Scheme: d.ConsulScheme, Token: d.ConsulToken, Datacenter: d.ConsulDatacenter,
+			ServiceName: d.ServiceName, Tag: d.ConsulTag, CheckTTL: d.ConsulCheckTTL, DeregisterAfter: d.ConsulDeregisterAfter,
+			TLS: consul.TLSConfig{CAFile: d.ConsulTLS.CAFile, CertFile: d.ConsulTLS.CertFile, KeyFile: d.ConsulTLS.KeyFile,
+				ServerName: d.ConsulTLS.ServerName},
+		})
 		if err != nil {
 			return nil, wrap(err)
 		}
