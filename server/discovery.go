@@ -110,6 +110,11 @@ type DiscoveryConfig struct {
 	// Kubeconfig is a kubeconfig file (kubernetes; default the in-cluster
 	// configuration).
 	Kubeconfig string `yaml:"kubeconfig"`
+
+	// Source, set in code, is the mechanism to use instead of the one
+	// Type names: a program's own, or one built with options YAML does
+	// not have. Type then defaults to its Kind.
+	Source discovery.Source `yaml:"-"`
 }
 
 // DiscoveryTLS names the files of a TLS client configuration.
@@ -127,6 +132,9 @@ type DiscoveryTLS struct {
 func (d DiscoveryConfig) Enabled() bool { return d.Type != "" && d.Type != "static" }
 
 func (d *DiscoveryConfig) applyDefaults(c *Config) {
+	if d.Type == "" && d.Source != nil {
+		d.Type = d.Source.Kind()
+	}
 	if d.Type == "" {
 		d.Type = "static"
 	}
@@ -150,14 +158,17 @@ func (d DiscoveryConfig) validate(c *Config) error {
 	bad := func(key, format string, args ...any) error {
 		return fmt.Errorf("%w: discovery.%s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
 	}
-	switch d.Type {
-	case "static":
+	switch {
+	case d.Source != nil && d.Type == "static":
+		return bad("type", "static with a Source set in code")
+	case d.Source != nil:
+	case d.Type == "static":
 		if d.BootstrapExpect != 0 {
 			return bad("bootstrap_expect", "applies to discovery.type dns, etcd, consul and kubernetes; "+
 				"with static the peers list is the initial cluster")
 		}
 		return nil
-	case "dns", "etcd", "consul", "kubernetes":
+	case slices.Contains([]string{"dns", "etcd", "consul", "kubernetes"}, d.Type):
 	default:
 		return bad("type", "%q is not static, dns, etcd, consul or kubernetes", d.Type)
 	}
@@ -221,6 +232,9 @@ func (c *Config) discoveryPorts() (api, client int, err error) {
 // source builds the discovery mechanism the configuration names.
 func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
 	wrap := func(err error) error { return fmt.Errorf("%w: %v", ErrInvalidConfig, err) }
+	if d.Source != nil {
+		return d.Source, nil
+	}
 	switch d.Type {
 	case "dns":
 		if d.DNSName == "" {
