@@ -196,11 +196,8 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 	d := &discovered{
 		cfg: cfg.Discovery, cluster: cfg.ClusterID, src: src, apiOff: apiOff, cliOff: cliOff, client: client, scheme: "http", log: log,
 		self: discovery.Candidate{Name: string(cfg.NodeID), Host: cfg.Discovery.AdvertiseAddr, Port: cfg.BindPort},
-		lookups: prometheus.NewCounter(prometheus.CounterOpts{Name: "consensus_discovery_lookups_total",
-			Help: "Lookups of the discovery source.", ConstLabels: prometheus.Labels{"source": src.Kind()}}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "consensus_discovery_lookup_failures_total",
-			Help: "Lookups of the discovery source that failed.", ConstLabels: prometheus.Labels{"source": src.Kind()}}),
 	}
+	d.lookups, d.failures = discoveryCounters(src.Kind())
 	if apiTLS != nil {
 		d.scheme = "https"
 	}
@@ -656,6 +653,13 @@ func writeDurable(path string, b []byte) error {
 func (s *Server) startDiscovery() {
 	d := s.cfg.discovered
 	if d == nil {
+		// Served at zero, so that dashboards find the series on every node.
+		l, f := discoveryCounters(s.cfg.Discovery.Type)
+		for _, c := range []prometheus.Collector{l, f} {
+			if err := s.metrics.Registry().Register(c); err != nil {
+				s.log.Warn("discovery: metrics not registered", "err", err)
+			}
+		}
 		return
 	}
 	for _, c := range []prometheus.Collector{d.lookups, d.failures} {
@@ -855,4 +859,13 @@ func (s *Server) discoveryCheck() (admin.Check, bool) {
 			time.Since(d.lastLookup).Round(time.Second))
 	}
 	return c, true
+}
+
+// discoveryCounters returns the counters of lookups and failed lookups of
+// a discovery source of the kind named.
+func discoveryCounters(kind string) (lookups, failures prometheus.Counter) {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: "forge_consensus_discovery_lookups_total",
+			Help: "Lookups of the discovery source.", ConstLabels: prometheus.Labels{"source": kind}}),
+		prometheus.NewCounter(prometheus.CounterOpts{Name: "forge_consensus_discovery_lookup_failures_total",
+			Help: "Lookups of the discovery source that failed.", ConstLabels: prometheus.Labels{"source": kind}})
 }
