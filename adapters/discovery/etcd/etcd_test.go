@@ -96,7 +96,7 @@ func TestStopWithdrawsAtOnce(t *testing.T) {
 
 func TestRegisterEndsWithContext(t *testing.T) {
 	srv := startEtcd(t, false)
-	src := newSource(t, srv.config(0))
+	src := newSource(t, srv.config(time.Minute)) // longer than wait: only a revoke removes the key in time
 	ctx, cancel := context.WithCancel(context.Background())
 	stop, err := src.Register(ctx, discovery.Candidate{Name: "a", Host: "10.0.0.1", Port: 7000})
 	if err != nil {
