@@ -157,8 +157,9 @@ type Source struct {
 	wg      sync.WaitGroup // registration loops and watches
 	once    sync.Once
 
-	mu   sync.Mutex
-	regs map[*registration]struct{}
+	mu     sync.Mutex
+	closed bool // Close was called: no new goroutines
+	regs   map[*registration]struct{}
 
 	malformed atomic.Int64
 }
@@ -359,6 +360,9 @@ func (s *Source) Prefix() string { return s.prefix }
 func (s *Source) Close() error {
 	var err error
 	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
 		s.close()
 		s.wg.Wait()
 		err = s.client.Close()
@@ -404,15 +408,15 @@ func (s *Source) Lookup(ctx context.Context) ([]discovery.Candidate, error) {
 		}
 		out = append(out, c)
 	}
-	s.malformed.Store(int64(len(bad)))
-	if len(bad) > 0 {
+	if prev := s.malformed.Swap(int64(len(bad))); len(bad) > 0 && int64(len(bad)) != prev {
 		s.log.Warn("discovery: etcd: skipped malformed registrations", "prefix", s.prefix, "count", len(bad), "first", bad[0])
 	}
 	return discovery.Sort(out), nil
 }
 
 // Malformed returns how many records under the cluster's prefix the
-// last Lookup skipped as malformed.
+// last Lookup skipped as malformed. Lookup logs them (a warning naming
+// the first) when their number changes.
 func (s *Source) Malformed() int { return int(s.malformed.Load()) }
 
 // decode returns the candidate the record under name (the key without
@@ -448,6 +452,12 @@ func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 // changes is Changes watching from revision rev (0: the current one).
 func (s *Source) changes(ctx context.Context, rev int64) <-chan struct{} {
 	out := make(chan struct{}, 1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		close(out)
+		return out
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.closing, cancel)
 	s.wg.Add(1)

@@ -17,13 +17,11 @@ import (
 
 // registration is one Register call's state.
 type registration struct {
-	self  discovery.Candidate
 	key   string
 	value string
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	done chan struct{}
+	once sync.Once
 
 	mu  sync.Mutex
 	err error // why the registration is lost now; nil while it holds
@@ -67,22 +65,25 @@ func (s *Source) Register(ctx context.Context, self discovery.Candidate) (stop f
 	if err != nil {
 		return nil, fmt.Errorf("discovery: etcd: register %s: %w", self.Name, err)
 	}
-	if err := s.closing.Err(); err != nil {
-		return nil, fmt.Errorf("discovery: etcd: register %s: source closed", self.Name)
-	}
-	r := &registration{self: self, key: s.prefix + self.Name, value: string(value), done: make(chan struct{})}
+	r := &registration{key: s.prefix + self.Name, value: string(value), done: make(chan struct{})}
 	lease, err := s.put(ctx, r)
 	if err != nil {
+		if lease != 0 {
+			s.revoke(context.WithoutCancel(ctx), lease) // the put may have taken effect
+		}
 		return nil, err
 	}
 	s.log.Info("discovery: etcd: registered", "key", r.key, "addr", self.Addr(), "lease", fmt.Sprintf("%x", int64(lease)), "ttl_s", s.ttl)
 
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		// The lease expires on its own, as Close leaves registrations.
+		return nil, fmt.Errorf("discovery: etcd: register %s: the source is closed", r.key)
+	}
 	loopCtx, cancel := context.WithCancel(ctx)
 	stopAfter := context.AfterFunc(s.closing, cancel)
-	r.cancel = cancel
-	s.mu.Lock()
 	s.regs[r] = struct{}{}
-	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
