@@ -162,6 +162,7 @@ type Source struct {
 	regs   map[*registration]struct{}
 
 	malformed atomic.Int64
+	lookedUp  atomic.Int64 // the etcd revision of the latest Lookup
 }
 
 var (
@@ -395,6 +396,12 @@ func (s *Source) Lookup(ctx context.Context) ([]discovery.Candidate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery: etcd: get %s: %w", s.prefix, err)
 	}
+	for rev := resp.Header.Revision; ; {
+		prev := s.lookedUp.Load()
+		if rev <= prev || s.lookedUp.CompareAndSwap(prev, rev) {
+			break
+		}
+	}
 	if err := s.RegistrationErr(); err != nil {
 		return nil, err
 	}
@@ -443,10 +450,20 @@ func decode(name string, value []byte) (discovery.Candidate, error) {
 // Changes watches the cluster's prefix: the channel receives a value
 // (coalesced: at most one waits) after any change, and after the watch
 // lost events to a compaction. It is closed when ctx ends or the Source
-// is closed. Changes made before the watch started are not signalled:
-// Lookup after calling Changes, not before.
+// is closed.
+//
+// The watch starts after the revision the latest Lookup of this Source
+// read, so a change made after that Lookup is signalled even if it
+// comes before the watch is set up (which takes a round trip, and an
+// authentication with a user name); without a Lookup before, it starts
+// when etcd sets it up. Call Lookup, then Changes, then Lookup again at
+// each signal.
 func (s *Source) Changes(ctx context.Context) <-chan struct{} {
-	return s.changes(ctx, 0)
+	var from int64
+	if rev := s.lookedUp.Load(); rev > 0 {
+		from = rev + 1
+	}
+	return s.changes(ctx, from)
 }
 
 // changes is Changes watching from revision rev (0: the current one).
@@ -483,7 +500,7 @@ func (s *Source) watch(ctx context.Context, next int64, out chan<- struct{}) {
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
 		if next > 0 {
 			opts = append(opts, clientv3.WithRev(next))
 		}

@@ -149,6 +149,7 @@ func TestChanges(t *testing.T) {
 	srv := startEtcd(t, false)
 	src := newSource(t, srv.config(0))
 	watcher := newSource(t, srv.config(0))
+	lookup(t, watcher) // Changes signals what changed after it
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := watcher.Changes(ctx)
@@ -206,6 +207,7 @@ func TestEtcdRestart(t *testing.T) {
 	srv := startEtcd(t, false)
 	src := newSource(t, srv.config(MinTTL))
 	watcher := newSource(t, srv.config(MinTTL))
+	lookup(t, watcher) // Changes signals what changed after it
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := watcher.Changes(ctx)
@@ -435,4 +437,68 @@ func TestCompactedWatchSignalsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, "a put after the compaction", ch, wait)
+}
+
+func TestAuth(t *testing.T) {
+	srv := startEtcd(t, false)
+	ctx := context.Background()
+	c := srv.client()
+	defer c.Close()
+	prefix := "/forge-consensus/test/"
+	for _, step := range []func() error{
+		func() error { _, err := c.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := c.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := c.RoleAdd(ctx, "node"); return err },
+		func() error {
+			_, err := c.RoleGrantPermission(ctx, "node", prefix, clientv3.GetPrefixRangeEnd(prefix), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := c.UserAdd(ctx, "node", "secret"); return err },
+		func() error { _, err := c.UserGrantRole(ctx, "node", "node"); return err },
+		func() error { _, err := c.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("set up etcd auth: %v", err)
+		}
+	}
+
+	cfg := srv.config(0)
+	cfg.Username, cfg.Password = "node", "secret"
+	src := newSource(t, cfg)
+	// With a user name the watch is set up only after an authentication
+	// (bcrypt on etcd's side): Changes must still signal a change made
+	// right after it returns, which came after the Lookup.
+	lookup(t, src)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := src.Changes(wctx)
+	stop := register(t, src, discovery.Candidate{Name: "a", Host: "10.0.0.1", Port: 7000})
+	receive(t, "register with auth", ch, wait)
+	if got := lookup(t, src); len(got) != 1 {
+		t.Fatalf("Lookup with auth = %v, want a", got)
+	}
+	stop()
+	if got := lookup(t, src); len(got) != 0 {
+		t.Fatalf("Lookup after stop with auth = %v, want none", got)
+	}
+
+	for _, tc := range []struct{ name, user, password string }{
+		{"no credentials", "", ""},
+		{"wrong password", "node", "wrong"},
+	} {
+		cfg := srv.config(0)
+		cfg.Username, cfg.Password = tc.user, tc.password
+		cfg.DialTimeout = 2 * time.Second
+		src, err := New(cfg)
+		if err != nil {
+			continue // refused at once: fine
+		}
+		t.Cleanup(func() { _ = src.Close() })
+		if got, err := src.Lookup(ctx); err == nil {
+			t.Errorf("%s: Lookup = %v, no error", tc.name, got)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
 }
