@@ -611,7 +611,8 @@ func (d *discovered) peerOf(c discovery.Candidate) PeerConfig {
 	return PeerConfig{ID: NodeName(c.Name), Address: c.Host, Port: c.Port, APIPort: c.Port + d.apiOff, ClientPort: c.Port + d.cliOff}
 }
 
-// close withdraws the registration, if any.
+// close withdraws the registration, if any, and closes the source if
+// discovery built it.
 func (d *discovered) close() {
 	d.mu.Lock()
 	stop := d.stopReg
@@ -619,6 +620,11 @@ func (d *discovered) close() {
 	d.mu.Unlock()
 	if stop != nil {
 		stop()
+	}
+	if cl, ok := d.src.(io.Closer); ok && d.cfg.Source == nil {
+		if err := cl.Close(); err != nil {
+			d.log.Warn("discovery: closing the source", "err", err)
+		}
 	}
 }
 

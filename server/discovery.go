@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/discovery"
 	"github.com/forge-consensus/consensus/adapters/discovery/consul"
+	"github.com/forge-consensus/consensus/adapters/discovery/etcd"
 )
 
 // DefaultRefreshInterval is discovery.refresh_interval when unset.
@@ -75,6 +77,11 @@ type DiscoveryConfig struct {
 	// EtcdUsername and EtcdPassword authenticate to etcd (etcd).
 	EtcdUsername string `yaml:"etcd_username"`
 	EtcdPassword string `yaml:"etcd_password"`
+	// EtcdTTL is the lease TTL of the node's registration (etcd; default
+	// 10s, at least 2s, whole seconds).
+	EtcdTTL time.Duration `yaml:"etcd_ttl"`
+	// EtcdDialTimeout bounds each request to etcd (etcd; default 5s).
+	EtcdDialTimeout time.Duration `yaml:"etcd_dial_timeout"`
 
 	// ConsulAddress is the Consul agent's host:port (consul).
 	ConsulAddress string `yaml:"consul_address"`
@@ -87,7 +94,7 @@ type DiscoveryConfig struct {
 	// http).
 	ConsulScheme string `yaml:"consul_scheme"`
 	// ConsulTLS are the files of TLS to the agent (consul).
-	ConsulTLS DiscoveryTLS `yaml:"consul_tls"`
+	ConsulTLS ConsulTLS `yaml:"consul_tls"`
 	// ConsulTag is a tag registered and required on lookup, so that two
 	// clusters sharing a service name stay apart (consul; default none).
 	ConsulTag string `yaml:"consul_tag"`
@@ -122,9 +129,13 @@ type DiscoveryTLS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
-	// ServerName is the name the server's certificate must carry (default
-	// the host of the address).
-	ServerName string `yaml:"server_name"`
+}
+
+// ConsulTLS is DiscoveryTLS with the name the agent's certificate must
+// carry (default the host of the address).
+type ConsulTLS struct {
+	DiscoveryTLS `yaml:",inline"`
+	ServerName   string `yaml:"server_name"`
 }
 
 // Enabled reports whether the node finds its cluster by discovery rather
@@ -198,8 +209,12 @@ func (d DiscoveryConfig) validate(c *Config) error {
 	if _, _, err := c.discoveryPorts(); err != nil {
 		return err
 	}
-	if _, err := d.source(c); err != nil {
+	src, err := d.source(c)
+	if err != nil {
 		return err
+	}
+	if cl, ok := src.(io.Closer); ok && d.Source == nil {
+		_ = cl.Close() // built only to check the keys (etcd's client connects lazily)
 	}
 	return nil
 }
@@ -241,6 +256,16 @@ func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
 			return nil, fmt.Errorf("%w: discovery.dns_name: required with discovery.type dns", ErrInvalidConfig)
 		}
 		s, err := discovery.NewDNS(discovery.DNSConfig{Name: d.DNSName, SRV: d.SRV, Port: d.Port, Server: d.DNSServer})
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return s, nil
+	case "etcd":
+		s, err := etcd.New(etcd.Config{
+			Endpoints: d.EtcdEndpoints, Prefix: d.Prefix, ClusterID: c.ClusterID, DialTimeout: d.EtcdDialTimeout,
+			TTL: d.EtcdTTL, CAFile: d.EtcdTLS.CAFile, CertFile: d.EtcdTLS.CertFile, KeyFile: d.EtcdTLS.KeyFile,
+			Username: d.EtcdUsername, Password: d.EtcdPassword,
+		})
 		if err != nil {
 			return nil, wrap(err)
 		}
