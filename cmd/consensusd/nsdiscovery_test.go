@@ -451,13 +451,15 @@ func TestDiscoveryNetns(t *testing.T) {
 		forming.Match(log) {
 		t.Fatalf("%s did not join the existing cluster by discovery (see its log)", names[joiner])
 	}
+	joined := time.Since(t0) - formed
 	put(joiner, "k2", "v2")
 
 	// 3. A node stops, comes back in another namespace at a new address,
 	// and DNS says so.
-	moved := rng.IntN(first)
+	moved := rng.IntN(nodes)
 	oldIP, newIP := nw.ips[home[moved]], nw.ips[nodes]
 	t.Logf("%s moves from %s to %s", names[moved], oldIP, newIP)
+	movedAt := time.Now()
 	c.terminate(moved, 15*time.Second)
 	put((moved+1+rng.IntN(nodes-1))%nodes, "k3", "v3")
 	home[moved] = nodes
@@ -484,6 +486,7 @@ func TestDiscoveryNetns(t *testing.T) {
 			return false, names[moved] + " is not listed"
 		})
 	}
+	followed := time.Since(movedAt)
 	// With two other nodes stopped, four of the six voters remain: a
 	// quorum only with the moved node, reached at its new address.
 	others := slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == moved })
@@ -506,7 +509,8 @@ func TestDiscoveryNetns(t *testing.T) {
 	for _, i := range all {
 		c.waitWhy(names[i]+" reads every key", 15*time.Second, func() (bool, string) { return reads(i) })
 	}
-	t.Logf("discovery netns: seed %d, %s; one cluster of 5 formed in %v; %s joined; %s moved %s -> %s; %d keys read on %d nodes; %v in all",
-		seed, transportType, formed.Round(time.Millisecond), names[joiner], names[moved], oldIP, newIP, len(written), nodes,
-		time.Since(began).Round(time.Millisecond))
+	t.Logf("discovery netns: seed %d, %s; one cluster of 5 formed %v after the first start or record; %s a voter %v later; "+
+		"%s moved %s -> %s and followed by all %v after its SIGTERM; %d keys read on %d nodes; %v in all",
+		seed, transportType, formed.Round(time.Millisecond), names[joiner], joined.Round(time.Millisecond),
+		names[moved], oldIP, newIP, followed.Round(time.Millisecond), len(written), nodes, time.Since(began).Round(time.Millisecond))
 }
