@@ -693,14 +693,17 @@ func (s *Server) stopDiscovery() {
 }
 
 // isMember reports whether this node is in the cluster's configuration.
-func (s *Server) isMember() bool {
+func (s *Server) isMember() bool { return s.inConfig(s.cfg.NodeID.ID()) }
+
+// inConfig reports whether node id is in the cluster's configuration, as
+// this node knows it.
+func (s *Server) inConfig(id uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	st, err := s.run.CoreStatus(ctx)
 	if err != nil {
 		return false
 	}
-	id := s.cfg.NodeID.ID()
 	c := st.Config
 	return slices.Contains(c.Voters, id) || slices.Contains(c.Learners, id) || slices.Contains(c.VotersOutgoing, id)
 }
@@ -767,6 +770,14 @@ func (s *Server) followMoves(d *discovered, found map[string]discovery.Candidate
 		if s.dir.setFound(m) {
 			s.tr.SetPeer(id, m.raftAddr())
 			s.log.Info("discovery: a member is at a new address", "member", id, "addr", m.raftAddr())
+			continue
+		}
+		// A member this node has no address for: one that was away when
+		// this node restarted and looked its peers up (the peers list of
+		// a node that formed or joined by discovery is that lookup's).
+		if _, known := s.dir.get(id); !known && s.inConfig(id) && s.dir.learn(m) {
+			s.tr.SetPeer(id, m.raftAddr())
+			s.log.Info("discovery: found a member this node had no address for", "member", id, "addr", m.raftAddr())
 		}
 	}
 }
