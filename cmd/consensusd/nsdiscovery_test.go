@@ -305,6 +305,9 @@ func TestDiscoveryNetns(t *testing.T) {
 		c.api = append(c.api, apiOf(i))
 	}
 	c.stopAtCleanup()
+	t.Cleanup(func() {
+		exec.Command("sh", "-c", fmt.Sprintf("mkdir -p /tmp/nsd/%d && cp %s/*.log /tmp/nsd/%d/", seed, dir, seed)).Run()
+	})
 
 	// viewOf reads the admin status of the nodes given, and says whether
 	// each has voters want and all follow one leader.
@@ -488,23 +491,48 @@ func TestDiscoveryNetns(t *testing.T) {
 	}
 	followed := time.Since(movedAt)
 	// With two other nodes stopped, four of the six voters remain: a
-	// quorum only with the moved node, reached at its new address.
-	others := slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == moved })
+	// quorum only with the moved node, reached at its new address. The
+	// two are among the five that formed the cluster, whose addresses
+	// every node knows only from its lookups (the sixth's address is
+	// replicated, from its add-node).
+	others := slices.DeleteFunc(slices.Clone(firstFive), func(i int) bool { return i == moved })
 	rng.Shuffle(len(others), func(a, b int) { others[a], others[b] = others[b], others[a] })
-	stopped, up := others[:2], append([]int{moved}, others[2:]...)
+	stopped, up := others[:2], slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == others[0] || i == others[1] })
 	t.Logf("stopping %s and %s: the quorum needs %s", names[stopped[0]], names[stopped[1]], names[moved])
 	for _, i := range stopped {
 		c.terminate(i, 15*time.Second)
 	}
-	put(up[1+rng.IntN(len(up)-1)], "k5", "v5")
+	put(up[rng.IntN(len(up))], "k5", "v5")
 	c.waitWhy(names[moved]+" reads every key", 15*time.Second, func() (bool, string) { return reads(moved) })
+	// One comes back while the other is still away (its lookup at start
+	// misses the other), then the other.
 	for _, i := range stopped {
 		c.start(i)
+		c.waitWhy(names[i]+" serves again", 15*time.Second, func() (bool, string) {
+			_, err := c.status(i)
+			return err == nil, fmt.Sprint(err)
+		})
 	}
 
-	// 4. Every node reads every key, and all agree on the six voters.
+	// 4. All agree on the six voters, every node knows every member at
+	// its address, and every node reads every key.
 	c.waitWhy("six voters and one leader on every node", 30*time.Second, func() (bool, string) {
 		return agreeOn(all, want6)
+	})
+	c.waitWhy("every node knows every member's address", 15*time.Second, func() (bool, string) {
+		for _, i := range all {
+			ci, err := c.adminStatus(i)
+			if err != nil {
+				return false, fmt.Sprintf("%s: %v", names[i], err)
+			}
+			for _, n := range ci.Nodes {
+				j := slices.Index(ids, n.ID)
+				if host, _, _ := net.SplitHostPort(n.Address); j < 0 || host != nw.ips[home[j]] {
+					return false, fmt.Sprintf("%s has %s (%d) at %q", names[i], n.Name, n.ID, n.Address)
+				}
+			}
+		}
+		return true, ""
 	})
 	for _, i := range all {
 		c.waitWhy(names[i]+" reads every key", 15*time.Second, func() (bool, string) { return reads(i) })
