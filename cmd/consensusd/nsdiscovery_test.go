@@ -305,11 +305,8 @@ func TestDiscoveryNetns(t *testing.T) {
 		c.api = append(c.api, apiOf(i))
 	}
 	c.stopAtCleanup()
-	t.Cleanup(func() {
-		exec.Command("sh", "-c", fmt.Sprintf("mkdir -p /tmp/nsd/%d && cp %s/*.log /tmp/nsd/%d/", seed, dir, seed)).Run()
-	})
 
-	// viewOf reads the admin status of the nodes given, and says whether
+	// agreeOn reads the admin status of the nodes given, and says whether
 	// each has voters want and all follow one leader.
 	agreeOn := func(on []int, want []uint64) (bool, string) {
 		var lead uint64
