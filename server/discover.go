@@ -718,6 +718,7 @@ func (s *Server) discoveryLoop(ctx context.Context, d *discovered) {
 	wait := d.cfg.RefreshInterval
 	for {
 		answers, found, err := d.round(ctx)
+		s.followSelf(d)
 		if err == nil {
 			s.followMoves(d, found)
 		}
@@ -750,6 +751,17 @@ func (s *Server) discoveryLoop(ctx context.Context, d *discovered) {
 		case <-changes:
 			t.Stop()
 		}
+	}
+}
+
+// followSelf records this node at the address it advertises now: the
+// replicated address of a node added by add-node is where it was when it
+// joined, and it may have come back elsewhere. Each round, since applying
+// the add again (a restart replays the log) puts the old address back.
+func (s *Server) followSelf(d *discovered) {
+	self := memberOf(s.cfg.NodeID.ID(), d.self.Name, d.self.Host, d.self.Port, d.self.Port+d.apiOff, d.self.Port+d.cliOff)
+	if s.dir.setFound(self) {
+		s.log.Info("discovery: this node is at a new address", "addr", self.raftAddr())
 	}
 }
 
