@@ -241,8 +241,10 @@ func (c *cluster) terminate(i int, d time.Duration) {
 // voter. A node stopped with SIGTERM and restarted in another namespace
 // at a new address, with DNS saying so, is followed there: the others'
 // admin status shows its new address, a write through it commits, and
-// with two other nodes stopped the cluster commits only with it. At the
-// end every node reads every key written (linearizable reads).
+// with two other nodes stopped the cluster commits only with it. The two
+// come back one after the other. At the end every node knows every
+// member at its current address and reads every key written
+// (linearizable reads).
 // CONSENSUSD_NSDISC_SEED replays a seed's schedule.
 func TestDiscoveryNetns(t *testing.T) {
 	if testing.Short() {
