@@ -703,14 +703,17 @@ func (s *Server) stopDiscovery() {
 }
 
 // isMember reports whether this node is in the cluster's configuration.
-func (s *Server) isMember() bool {
+func (s *Server) isMember() bool { return s.inConfig(s.cfg.NodeID.ID()) }
+
+// inConfig reports whether node id is in the cluster's configuration, as
+// this node knows it.
+func (s *Server) inConfig(id uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	st, err := s.run.CoreStatus(ctx)
 	if err != nil {
 		return false
 	}
-	id := s.cfg.NodeID.ID()
 	c := st.Config
 	return slices.Contains(c.Voters, id) || slices.Contains(c.Learners, id) || slices.Contains(c.VotersOutgoing, id)
 }
@@ -725,6 +728,7 @@ func (s *Server) discoveryLoop(ctx context.Context, d *discovered) {
 	wait := d.cfg.RefreshInterval
 	for {
 		answers, found, err := d.round(ctx)
+		s.followSelf(d)
 		if err == nil {
 			s.followMoves(d, found)
 		}
@@ -760,6 +764,17 @@ func (s *Server) discoveryLoop(ctx context.Context, d *discovered) {
 	}
 }
 
+// followSelf records this node at the address it advertises now: the
+// replicated address of a node added by add-node is where it was when it
+// joined, and it may have come back elsewhere. Each round, since applying
+// the add again (a restart replays the log) puts the old address back.
+func (s *Server) followSelf(d *discovered) {
+	self := memberOf(s.cfg.NodeID.ID(), d.self.Name, d.self.Host, d.self.Port, d.self.Port+d.apiOff, d.self.Port+d.cliOff)
+	if s.dir.setFound(self) {
+		s.log.Info("discovery: this node is at a new address", "addr", self.raftAddr())
+	}
+}
+
 // followMoves points the transport at members found at a new address.
 func (s *Server) followMoves(d *discovered, found map[string]discovery.Candidate) {
 	names := make([]string, 0, len(found))
@@ -777,6 +792,14 @@ func (s *Server) followMoves(d *discovered, found map[string]discovery.Candidate
 		if s.dir.setFound(m) {
 			s.tr.SetPeer(id, m.raftAddr())
 			s.log.Info("discovery: a member is at a new address", "member", id, "addr", m.raftAddr())
+			continue
+		}
+		// A member this node has no address for: one that was away when
+		// this node restarted and looked its peers up (the peers list of
+		// a node that formed or joined by discovery is that lookup's).
+		if _, known := s.dir.get(id); !known && s.inConfig(id) && s.dir.learn(m) {
+			s.tr.SetPeer(id, m.raftAddr())
+			s.log.Info("discovery: found a member this node had no address for", "member", id, "addr", m.raftAddr())
 		}
 	}
 }

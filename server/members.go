@@ -128,6 +128,22 @@ func (d *directory) setFound(m Member) bool {
 	return true
 }
 
+// learn records the address discovery found member m.ID at when the
+// directory has none for it: a member of the configuration that was away
+// when this node looked its peers up at start. It reports whether it
+// recorded it (not for a known or removed member).
+func (d *directory) learn(m Member) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, added := d.added[m.ID]
+	_, static := d.static[m.ID]
+	if added || static || d.removed[m.ID] {
+		return false
+	}
+	d.static[m.ID] = m
+	return true
+}
+
 // name returns how to show member id: its recorded name (a member added
 // with one, or a configured peer), else its ID in decimal. A removed
 // member keeps its name.

@@ -269,3 +269,26 @@ func TestDirectoryNames(t *testing.T) {
 		t.Fatal("a snapshot naming a member with another ID's name was restored")
 	}
 }
+
+// TestDirectoryLearn: discovery records the address of a member the
+// directory has none for (one away when the node looked its peers up),
+// and never overrides a known or removed member that way.
+func TestDirectoryLearn(t *testing.T) {
+	d := newDirectory([]PeerConfig{{ID: "node-1", Address: "10.0.0.1", Port: 7001}})
+	if !d.learn(memberOf(2, "node-2", "10.0.0.2", 7002, 0, 0)) {
+		t.Fatal("an unknown member was not learnt")
+	}
+	if m, ok := d.get(2); !ok || m.Address != "10.0.0.2" || d.name(2) != "node-2" {
+		t.Fatalf("get(2) = %+v, %v; name %q", m, ok, d.name(2))
+	}
+	if d.learn(memberOf(1, "node-1", "10.0.0.9", 7001, 0, 0)) {
+		t.Fatal("a configured member was overridden by learn")
+	}
+	d.remove(2)
+	if d.learn(memberOf(2, "node-2", "10.0.0.2", 7002, 0, 0)) {
+		t.Fatal("a removed member was learnt again")
+	}
+	if m, _ := d.get(1); m.Address != "10.0.0.1" {
+		t.Fatalf("node-1 at %s", m.Address)
+	}
+}

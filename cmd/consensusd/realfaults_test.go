@@ -70,6 +70,9 @@ func (c *cluster) stopAtCleanup() {
 		}
 		if t.Failed() {
 			for i, f := range c.logs {
+				if f == nil { // never started
+					continue
+				}
 				b, _ := os.ReadFile(f.Name())
 				t.Logf("--- node %d log (tail) ---\n%s", i+1, tail(string(b), 3000))
 			}
