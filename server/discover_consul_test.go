@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -256,4 +257,64 @@ func TestDiscoveryConsul(t *testing.T) {
 	// And the cluster still commits through what discovery found.
 	consulPut("delta", "k3", "v3")
 	consulReads("bravo", "k3", "v3")
+}
+
+// consulLogBuffer collects a logger's JSON lines.
+type consulLogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *consulLogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines returns the lines that contain every one of parts.
+func (l *consulLogBuffer) lines(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestDiscoveryConsulLogs: the Consul mechanism logs to the logger the
+// node was given, naming the node (not to slog's default logger).
+func TestDiscoveryConsulLogs(t *testing.T) {
+	for _, k := range []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_NAMESPACE", "CONSUL_PARTITION"} {
+		t.Setenv(k, "")
+	}
+	agent := consultest.NewAgent(t, consulTestToken)
+	port := servertest.FreePorts(t, 1)[0]
+	cfg := consulNodeConfig(t, "solo", "127.0.51.9", port, agent.Addr(), t.TempDir())
+	cfg.Discovery.BootstrapExpect = 1
+	var buf consulLogBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := server.Discover(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, msg := range []string{"registered", "deregistered"} {
+		lines := buf.lines(`"msg":"`+msg+`"`, `"id":"`+consulInstanceID("solo")+`"`)
+		if len(lines) != 1 {
+			t.Errorf("%d %q lines of the Consul mechanism in the node's log, want 1: %q", len(lines), msg, lines)
+			continue
+		}
+		if !strings.Contains(lines[0], `"node":"solo"`) || strings.Count(lines[0], `"discovery":`) != 1 {
+			t.Errorf("%q: not naming the node, or discovery twice: %s", msg, lines[0])
+		}
+	}
 }

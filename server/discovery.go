@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -198,7 +199,7 @@ func (d DiscoveryConfig) validate(c *Config) error {
 	if _, _, err := c.discoveryPorts(); err != nil {
 		return err
 	}
-	if _, err := d.source(c); err != nil {
+	if _, err := d.source(c, nil); err != nil {
 		return err
 	}
 	return nil
@@ -229,8 +230,9 @@ func (c *Config) discoveryPorts() (api, client int, err error) {
 	return a - c.BindPort, cl - c.BindPort, nil
 }
 
-// source builds the discovery mechanism the configuration names.
-func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
+// source builds the discovery mechanism the configuration names; log
+// receives the logs of a mechanism that has its own (nil: slog.Default()).
+func (d DiscoveryConfig) source(c *Config, log *slog.Logger) (discovery.Source, error) {
 	wrap := func(err error) error { return fmt.Errorf("%w: %v", ErrInvalidConfig, err) }
 	if d.Source != nil {
 		return d.Source, nil
@@ -251,6 +253,7 @@ func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
 			ServiceName: d.ServiceName, Tag: d.ConsulTag, CheckTTL: d.ConsulCheckTTL, DeregisterAfter: d.ConsulDeregisterAfter,
 			TLS: consul.TLSConfig{CAFile: d.ConsulTLS.CAFile, CertFile: d.ConsulTLS.CertFile, KeyFile: d.ConsulTLS.KeyFile,
 				ServerName: d.ConsulTLS.ServerName},
+			Logger: log,
 		})
 		if err != nil {
 			return nil, wrap(err)
