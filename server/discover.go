@@ -110,11 +110,12 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("node", string(cfg.NodeID), "discovery", cfg.Discovery.Type)
+	log = log.With("node", string(cfg.NodeID))
 	d, err := newDiscovered(cfg, log)
 	if err != nil {
 		return cfg, err
 	}
+	log = d.log
 	st, closer, err := openNodeStorage(cfg, log)
 	if err != nil {
 		return cfg, fmt.Errorf("server: node %s: %w", cfg.NodeID, err)
@@ -176,8 +177,10 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 	return cfg, nil
 }
 
+// newDiscovered builds a node's discovery state; log is the node's
+// logger, which the mechanism logs to as well (it names itself).
 func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
-	src, err := cfg.Discovery.source(&cfg)
+	src, err := cfg.Discovery.source(&cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +197,8 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 		return nil, fmt.Errorf("server: node %s: %w", cfg.NodeID, err)
 	}
 	d := &discovered{
-		cfg: cfg.Discovery, cluster: cfg.ClusterID, src: src, apiOff: apiOff, cliOff: cliOff, client: client, scheme: "http", log: log,
+		cfg: cfg.Discovery, cluster: cfg.ClusterID, src: src, apiOff: apiOff, cliOff: cliOff, client: client, scheme: "http",
+		log:  log.With("discovery", cfg.Discovery.Type),
 		self: discovery.Candidate{Name: string(cfg.NodeID), Host: cfg.Discovery.AdvertiseAddr, Port: cfg.BindPort},
 	}
 	d.lookups, d.failures = discoveryCounters(src.Kind())

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -209,7 +210,7 @@ func (d DiscoveryConfig) validate(c *Config) error {
 	if _, _, err := c.discoveryPorts(); err != nil {
 		return err
 	}
-	src, err := d.source(c)
+	src, err := d.source(c, nil)
 	if err != nil {
 		return err
 	}
@@ -244,8 +245,9 @@ func (c *Config) discoveryPorts() (api, client int, err error) {
 	return a - c.BindPort, cl - c.BindPort, nil
 }
 
-// source builds the discovery mechanism the configuration names.
-func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
+// source builds the discovery mechanism the configuration names; log
+// receives the logs of a mechanism that has its own (nil: slog.Default()).
+func (d DiscoveryConfig) source(c *Config, log *slog.Logger) (discovery.Source, error) {
 	wrap := func(err error) error { return fmt.Errorf("%w: %v", ErrInvalidConfig, err) }
 	if d.Source != nil {
 		return d.Source, nil
@@ -264,7 +266,7 @@ func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
 		s, err := etcd.New(etcd.Config{
 			Endpoints: d.EtcdEndpoints, Prefix: d.Prefix, ClusterID: c.ClusterID, DialTimeout: d.EtcdDialTimeout,
 			TTL: d.EtcdTTL, CAFile: d.EtcdTLS.CAFile, CertFile: d.EtcdTLS.CertFile, KeyFile: d.EtcdTLS.KeyFile,
-			Username: d.EtcdUsername, Password: d.EtcdPassword,
+			Username: d.EtcdUsername, Password: d.EtcdPassword, Logger: log,
 		})
 		if err != nil {
 			return nil, wrap(err)
@@ -276,6 +278,7 @@ func (d DiscoveryConfig) source(c *Config) (discovery.Source, error) {
 			ServiceName: d.ServiceName, Tag: d.ConsulTag, CheckTTL: d.ConsulCheckTTL, DeregisterAfter: d.ConsulDeregisterAfter,
 			TLS: consul.TLSConfig{CAFile: d.ConsulTLS.CAFile, CertFile: d.ConsulTLS.CertFile, KeyFile: d.ConsulTLS.KeyFile,
 				ServerName: d.ConsulTLS.ServerName},
+			Logger: log,
 		})
 		if err != nil {
 			return nil, wrap(err)

@@ -1,7 +1,6 @@
 package consul_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/forge-consensus/consensus/adapters/discovery"
 	"github.com/forge-consensus/consensus/adapters/discovery/consul"
+	"github.com/forge-consensus/consensus/adapters/discovery/consul/consultest"
 )
 
 // noConsulEnv clears the environment Consul's client reads, so that a
@@ -31,9 +31,9 @@ func noConsulEnv(t *testing.T) {
 // would otherwise clutter the output.
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func newSource(t *testing.T, a *agent, cfg consul.Config) *consul.Source {
+func newSource(t *testing.T, a *consultest.Agent, cfg consul.Config) *consul.Source {
 	t.Helper()
-	cfg.Address = a.addr()
+	cfg.Address = a.Addr()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet()
 	}
@@ -110,7 +110,7 @@ var (
 
 func TestRegisterAndLookup(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "")
+	a := consultest.NewAgent(t, "")
 	s := newSource(t, a, consul.Config{})
 	expect(t, "nothing registered", lookup(t, s))
 	register(t, s, context.Background(), n2)
@@ -118,9 +118,9 @@ func TestRegisterAndLookup(t *testing.T) {
 	expect(t, "two registered", lookup(t, s), "n1@10.0.0.1:7001", "n2@10.0.0.2:7002")
 
 	// What the agent holds, as the package documents it.
-	reg, ok := a.instance("forge-consensus-n1")
+	reg, ok := a.Instance("forge-consensus-n1")
 	if !ok {
-		t.Fatalf("no instance forge-consensus-n1; requests: %q", a.requestLog())
+		t.Fatalf("no instance forge-consensus-n1; requests: %q", a.Requests())
 	}
 	if reg.Name != "forge-consensus" || reg.Address != "10.0.0.1" || reg.Port != 7001 || reg.Meta["node_name"] != "n1" || len(reg.Tags) != 0 {
 		t.Errorf("registration %+v", reg)
@@ -128,22 +128,22 @@ func TestRegisterAndLookup(t *testing.T) {
 	if c := reg.Check; c.CheckID != "service:forge-consensus-n1" || c.TTL != "10s" || c.DeregisterCriticalServiceAfter != "1m0s" || c.Status != "passing" {
 		t.Errorf("check %+v", *c)
 	}
-	if n := a.count("PUT /v1/agent/service/register?replace-existing-checks=true"); n != 2 {
-		t.Errorf("%d registrations replacing existing checks, want 2; requests %q", n, a.requestLog())
+	if n := a.Count("PUT /v1/agent/service/register?replace-existing-checks=true"); n != 2 {
+		t.Errorf("%d registrations replacing existing checks, want 2; requests %q", n, a.Requests())
 	}
 
 	// An instance registered by other means: no node_name, no address
 	// (the Consul node's is used). Critical instances are left out.
-	a.add(registration{ID: "by-hand", Name: "forge-consensus", Port: 7009, Check: &check{CheckID: "service:by-hand"}}, "passing")
-	a.add(registration{ID: "sick", Name: "forge-consensus", Address: "10.0.0.8", Port: 7008, Meta: map[string]string{"node_name": "sick"}, Check: &check{CheckID: "service:sick"}}, "critical")
-	a.add(registration{ID: "other", Name: "other-service", Address: "10.0.0.7", Port: 7007, Check: &check{CheckID: "service:other"}}, "passing")
+	a.Add(consultest.Registration{ID: "by-hand", Name: "forge-consensus", Port: 7009, Check: &consultest.Check{CheckID: "service:by-hand"}}, "passing")
+	a.Add(consultest.Registration{ID: "sick", Name: "forge-consensus", Address: "10.0.0.8", Port: 7008, Meta: map[string]string{"node_name": "sick"}, Check: &consultest.Check{CheckID: "service:sick"}}, "critical")
+	a.Add(consultest.Registration{ID: "other", Name: "other-service", Address: "10.0.0.7", Port: 7007, Check: &consultest.Check{CheckID: "service:other"}}, "passing")
 	expect(t, "with instances registered by hand", lookup(t, s), "10.9.0.1:7009", "n1@10.0.0.1:7001", "n2@10.0.0.2:7002")
 
 	// A tag keeps clusters sharing a service name apart.
 	tagged := newSource(t, a, consul.Config{Tag: "cluster-b"})
 	register(t, tagged, context.Background(), n3)
-	if _, ok := a.instance("forge-consensus-cluster-b-node-3"); !ok {
-		t.Fatalf("no instance forge-consensus-cluster-b-node-3; requests: %q", a.requestLog())
+	if _, ok := a.Instance("forge-consensus-cluster-b-node-3"); !ok {
+		t.Fatalf("no instance forge-consensus-cluster-b-node-3; requests: %q", a.Requests())
 	}
 	expect(t, "tagged", lookup(t, tagged), "node-3@db3.example.com:7003")
 	expect(t, "untagged sees all", lookup(t, s), "10.9.0.1:7009", "n1@10.0.0.1:7001", "n2@10.0.0.2:7002", "node-3@db3.example.com:7003")
@@ -165,7 +165,7 @@ func TestRegisterAndLookup(t *testing.T) {
 
 func TestTTLLapses(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "")
+	a := consultest.NewAgent(t, "")
 	short := newSource(t, a, consul.Config{CheckTTL: time.Second})
 	long := newSource(t, a, consul.Config{})
 	register(t, long, context.Background(), n2)
@@ -173,41 +173,40 @@ func TestTTLLapses(t *testing.T) {
 	register(t, short, ctx, n1)
 
 	// The keep-alive passes the check (and keeps doing so past its TTL).
-	a.waitFor("n1's check passed twice", func() bool { return a.updates["service:forge-consensus-n1"] >= 2 })
-	if st := a.status("forge-consensus-n1"); st != "passing" {
+	a.WaitFor("n1's check passed twice", func() bool { return a.Updates("service:forge-consensus-n1") >= 2 })
+	if st := a.Status("forge-consensus-n1"); st != "passing" {
 		t.Fatalf("n1 is %q while kept alive", st)
 	}
 	expect(t, "both kept", lookup(t, long), "n1@10.0.0.1:7001", "n2@10.0.0.2:7002")
 
 	// The node goes away without deregistering: its check lapses.
 	cancel()
-	a.waitFor("n1's check to turn critical", func() bool {
-		in := a.instances["forge-consensus-n1"]
-		return in != nil && in.status == "critical"
+	a.WaitFor("n1's check to turn critical", func() bool {
+		return a.Status("forge-consensus-n1") == "critical"
 	})
 	expect(t, "n1 lapsed", lookup(t, long), "n2@10.0.0.2:7002")
-	if n := a.count("PUT /v1/agent/service/deregister/"); n != 0 {
+	if n := a.Count("PUT /v1/agent/service/deregister/"); n != 0 {
 		t.Errorf("%d deregistrations after the context ended, want 0 (the registration lapses)", n)
 	}
-	if _, ok := a.instance("forge-consensus-n1"); !ok {
+	if _, ok := a.Instance("forge-consensus-n1"); !ok {
 		t.Error("n1's instance is gone; it should only be critical")
 	}
 }
 
 func TestStopDeregisters(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "")
+	a := consultest.NewAgent(t, "")
 	s := newSource(t, a, consul.Config{})
 	stop := register(t, s, context.Background(), n1)
 	register(t, s, context.Background(), n2)
 	expect(t, "both", lookup(t, s), "n1@10.0.0.1:7001", "n2@10.0.0.2:7002")
 	stop()
-	if _, ok := a.instance("forge-consensus-n1"); ok {
+	if _, ok := a.Instance("forge-consensus-n1"); ok {
 		t.Fatal("n1 still registered after stop")
 	}
 	expect(t, "after stop", lookup(t, s), "n2@10.0.0.2:7002")
 	stop()
-	if n := a.count("PUT /v1/agent/service/deregister/forge-consensus-n1"); n != 1 {
+	if n := a.Count("PUT /v1/agent/service/deregister/forge-consensus-n1"); n != 1 {
 		t.Errorf("%d deregistrations of n1, want 1", n)
 	}
 
@@ -216,14 +215,14 @@ func TestStopDeregisters(t *testing.T) {
 	stop3 := register(t, s, ctx, n3)
 	cancel()
 	stop3()
-	if _, ok := a.instance("forge-consensus-node-3"); ok {
+	if _, ok := a.Instance("forge-consensus-node-3"); ok {
 		t.Fatal("node-3 still registered after stop")
 	}
 }
 
 func TestChanges(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "")
+	a := consultest.NewAgent(t, "")
 	s := newSource(t, a, consul.Config{})
 	watcher := newSource(t, a, consul.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -234,11 +233,11 @@ func TestChanges(t *testing.T) {
 	// The watch blocks at the service's index, and does not fire when
 	// the query returns without a change (wait elapsed).
 	parked := func(n int) {
-		a.waitFor(fmt.Sprintf("%d blocking queries", n), func() bool { return len(a.parked) >= n })
+		a.WaitFor(fmt.Sprintf("%d blocking queries", n), func() bool { return len(a.Parked()) >= n })
 	}
 	parked(1)
 	nothing(t, ch, "nothing changed")
-	a.kick()
+	a.Kick()
 	parked(2)
 	nothing(t, ch, "woken without a change")
 
@@ -250,16 +249,16 @@ func TestChanges(t *testing.T) {
 	// An index that goes backwards restarts the watch from index 0,
 	// which does not block, then blocks at the new index.
 	parked(3)
-	before := len(a.requestLog())
-	a.restore(3)
-	a.waitFor("a query without an index after the restore", func() bool {
-		return slices.ContainsFunc(a.requests[before:], func(r string) bool {
+	before := len(a.Requests())
+	a.Restore(3)
+	a.WaitFor("a query without an index after the restore", func() bool {
+		return slices.ContainsFunc(a.Requests()[before:], func(r string) bool {
 			return strings.HasPrefix(r, "GET /v1/health/service/forge-consensus?") && !strings.Contains(r, "index=")
 		})
 	})
 	parked(4)
-	if got := a.parked[len(a.parked)-1]; got != 3 {
-		t.Fatalf("parked at index %d after the restore, want 3", got)
+	if p := a.Parked(); p[len(p)-1] != 3 {
+		t.Fatalf("parked at index %d after the restore, want 3", p[len(p)-1])
 	}
 	nothing(t, ch, "restored without a change of candidates")
 	register(t, s, context.Background(), n2)
@@ -281,14 +280,14 @@ func TestChanges(t *testing.T) {
 
 func TestChangesRetriesErrors(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "")
-	a.setFailHealth(2)
+	a := consultest.NewAgent(t, "")
+	a.SetFailHealth(2)
 	s := newSource(t, a, consul.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := s.Changes(ctx)
 	receive(t, ch, "the first answer after two failures")
-	if n := a.count("GET /v1/health/service/"); n < 3 {
+	if n := a.Count("GET /v1/health/service/"); n < 3 {
 		t.Fatalf("%d health queries, want at least 3", n)
 	}
 	register(t, s, context.Background(), n1)
@@ -297,14 +296,13 @@ func TestChangesRetriesErrors(t *testing.T) {
 
 func TestAgentRestart(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "")
+	a := consultest.NewAgent(t, "")
 	s := newSource(t, a, consul.Config{CheckTTL: time.Second})
 	register(t, s, context.Background(), n1)
-	a.restart()
+	a.Restart()
 	expect(t, "forgotten by the agent", lookup(t, s))
-	a.waitFor("n1 registered again", func() bool {
-		in := a.instances["forge-consensus-n1"]
-		return a.registers["forge-consensus-n1"] == 2 && in != nil && in.status == "passing"
+	a.WaitFor("n1 registered again", func() bool {
+		return a.Registers("forge-consensus-n1") == 2 && a.Status("forge-consensus-n1") == "passing"
 	})
 	expect(t, "registered again", lookup(t, s), "n1@10.0.0.1:7001")
 	if err := s.LastError(); err != nil {
@@ -313,9 +311,9 @@ func TestAgentRestart(t *testing.T) {
 
 	// The agent forgets it again and refuses registrations for a while:
 	// the keep-alive's error surfaces through LastError and Lookup.
-	a.setFailRegister(http.StatusInternalServerError)
-	a.restart()
-	a.waitFor("two failed registrations", func() bool { return a.registers["forge-consensus-n1"] >= 4 })
+	a.SetFailRegister(http.StatusInternalServerError)
+	a.Restart()
+	a.WaitFor("two failed registrations", func() bool { return a.Registers("forge-consensus-n1") >= 4 })
 	err := s.LastError()
 	if err == nil || !strings.Contains(err.Error(), "keeping the registration forge-consensus-n1") || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("LastError while registrations fail: %v", err)
@@ -323,19 +321,14 @@ func TestAgentRestart(t *testing.T) {
 	if _, lerr := s.Lookup(context.Background()); lerr == nil || !strings.Contains(lerr.Error(), "keeping the registration forge-consensus-n1") {
 		t.Fatalf("Lookup while registrations fail: %v", lerr)
 	}
-	a.setFailRegister(0)
-	a.waitFor("n1 registered and passed again", func() bool {
-		in := a.instances["forge-consensus-n1"]
-		return in != nil && a.updates["service:forge-consensus-n1"] > 0 && in.status == "passing"
+	a.SetFailRegister(0)
+	a.WaitFor("n1 registered and passed again", func() bool {
+		return a.Updates("service:forge-consensus-n1") > 0 && a.Status("forge-consensus-n1") == "passing"
 	})
 	// The keep-alive cleared its error before its next pass; wait for a
 	// pass after the registration that succeeded.
-	passes := func() int {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.updates["service:forge-consensus-n1"]
-	}()
-	a.waitFor("another pass", func() bool { return a.updates["service:forge-consensus-n1"] > passes })
+	passes := a.Updates("service:forge-consensus-n1")
+	a.WaitFor("another pass", func() bool { return a.Updates("service:forge-consensus-n1") > passes })
 	if err := s.LastError(); err != nil {
 		t.Fatalf("LastError after recovering: %v", err)
 	}
@@ -344,7 +337,7 @@ func TestAgentRestart(t *testing.T) {
 
 func TestToken(t *testing.T) {
 	noConsulEnv(t)
-	a := newAgent(t, "s3cret")
+	a := consultest.NewAgent(t, "s3cret")
 
 	none := newSource(t, a, consul.Config{})
 	_, err := none.Lookup(context.Background())
@@ -432,56 +425,6 @@ func writeFile(t *testing.T, dir, name, text string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// TestStandInIsStrict checks the stand-in refuses what Consul refuses,
-// so the tests above would notice a client that sends it.
-func TestStandInIsStrict(t *testing.T) {
-	a := newAgent(t, "")
-	for _, tc := range []struct {
-		method, path, body string
-		code               int
-	}{
-		{"PUT", "/v1/agent/service/register", `{"Name":"x","Check":{"TTL":"10s"},"Bogus":1}`, 400},
-		{"PUT", "/v1/agent/service/register", `{"ID":"x","Check":{"TTL":"10s"}}`, 400},
-		{"PUT", "/v1/agent/service/register", `{"Name":"x","Check":{"TTL":"soon"}}`, 400},
-		{"PUT", "/v1/agent/service/register", `{"Name":"x","Check":{"TTL":"10s","Status":"ok"}}`, 400},
-		{"PUT", "/v1/agent/service/register", `{"Name":"x","Meta":{"consul-x":"1"},"Check":{"TTL":"10s"}}`, 400},
-		{"PUT", "/v1/agent/service/register?dc=dc1", `{"Name":"x","Check":{"TTL":"10s"}}`, 400},
-		{"POST", "/v1/agent/service/register", `{"Name":"x","Check":{"TTL":"10s"}}`, 405},
-		{"PUT", "/v1/agent/service/register", `{"Name":"x","Check":{"TTL":"10s"}}`, 200},
-		{"PUT", "/v1/agent/check/update/service:x", `{"Status":"pass"}`, 400},
-		{"PUT", "/v1/agent/check/update/service:x", `{"Status":"passing","Note":"x"}`, 400},
-		{"PUT", "/v1/agent/check/update/service:y", `{"Status":"passing"}`, 404},
-		{"PUT", "/v1/agent/check/update/service:x", `{"Status":"passing","Output":"ok"}`, 200},
-		{"GET", "/v1/health/service/x?passing=1&near=_agent", ``, 400},
-		{"GET", "/v1/health/service/x?passing=1", ``, 200},
-		{"PUT", "/v1/agent/service/deregister/y", ``, 404},
-		{"PUT", "/v1/agent/service/deregister/x", ``, 200},
-	} {
-		req, err := http.NewRequest(tc.method, a.srv.URL+tc.path, bytes.NewBufferString(tc.body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.code {
-			t.Errorf("%s %s %s: %d, want %d", tc.method, tc.path, tc.body, resp.StatusCode, tc.code)
-		}
-	}
-	// A check registered without a status starts critical, as in Consul.
-	req, _ := http.NewRequest("PUT", a.srv.URL+"/v1/agent/service/register", bytes.NewBufferString(`{"Name":"w","Port":1,"Check":{"TTL":"10s"}}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if st := a.status("w"); st != "critical" {
-		t.Errorf("a check registered without a status is %q, want critical", st)
-	}
 }
 
 // TestRealAgent runs against a real Consul agent when CONSUL_HTTP_ADDR

@@ -1,4 +1,19 @@
-package consul_test
+// Package consultest is a stand-in of the Consul agent's HTTP API, for
+// tests of the Consul discovery mechanism (package consul) and of nodes
+// that find each other through it. It is not Consul: it implements, in
+// one process and without a cluster of Consul servers behind it, only
+// the endpoints the mechanism uses, as Consul's documentation of the
+// agent API describes them, and it is stricter than Consul about what
+// it accepts, so that a client misusing the API fails a test:
+//
+//	PUT /v1/agent/service/register[?replace-existing-checks=true]
+//	PUT /v1/agent/service/deregister/:service_id
+//	PUT /v1/agent/check/update/:check_id
+//	GET /v1/health/service/:service[?passing&tag&dc&index&wait]
+//
+// A test checking the mechanism against a real Consul agent is still
+// worth running where one is at hand (see package consul's TestRealAgent).
+package consultest
 
 import (
 	"bytes"
@@ -17,26 +32,25 @@ import (
 	"time"
 )
 
-// agent is a stand-in for a Consul agent (and its servers' catalog),
-// implementing exactly the HTTP API endpoints the package uses, as
-// Consul's API documentation describes them:
+// Agent is a stand-in of a Consul agent (and of its servers' catalog),
+// serving the endpoints listed in the package documentation over HTTP
+// on a loopback address until the test that made it ends.
 //
-//	PUT /v1/agent/service/register[?replace-existing-checks=true]
-//	PUT /v1/agent/service/deregister/:service_id
-//	PUT /v1/agent/check/update/:check_id
-//	GET /v1/health/service/:service[?passing&tag&dc&index&wait]
+// It is strict about request shapes: unknown query parameters and
+// unknown JSON fields are refused with 400 (Consul itself ignores
+// unknown query parameters), only TTL checks are supported, and
+// required fields are checked. TTL checks turn critical when not passed
+// in time (real timers), and a check registered without a status starts
+// critical, as in Consul. Blocking queries block until the service's
+// index moves past the one asked, the wait elapses, or the test kicks
+// them (Kick, Restore: they then return the same index, as after a wait
+// elapsing or an idempotent write). With a token, every request must
+// carry it in X-Consul-Token (403 otherwise, as with ACLs on and a
+// default policy of deny).
 //
-// It is strict about request shapes, so a misuse of the client fails a
-// test: unknown query parameters and unknown JSON fields are refused
-// with 400 (Consul itself ignores unknown query parameters), only TTL
-// checks are supported, and required fields are checked. TTL checks
-// turn critical when not passed in time (real timers), and a check
-// registered without a status starts critical, as in Consul. Blocking
-// queries block until the service's index moves past the one asked,
-// the wait elapses, or the test kicks them (a wait elapsing or an
-// idempotent write, which return the same index).
-type agent struct {
-	t        *testing.T
+// Its methods are safe for concurrent use.
+type Agent struct {
+	t        testing.TB
 	srv      *httptest.Server
 	token    string // required ACL token; "" means ACLs off
 	dc       string
@@ -49,7 +63,7 @@ type agent struct {
 	instances map[string]*instance
 	kicks     uint64        // how often blocked queries were kicked
 	wake      chan struct{} // closed on every state change and kick: blocked queries re-check
-	note      chan struct{} // closed on anything at all: the test's waitFor re-checks
+	note      chan struct{} // closed on anything at all: WaitFor re-checks
 	closed    chan struct{}
 	requests  []string // "METHOD path?query", in order
 	parked    []uint64 // the index each blocking query parked at, in order
@@ -60,7 +74,7 @@ type agent struct {
 }
 
 type instance struct {
-	reg     registration
+	reg     Registration
 	ttl     time.Duration
 	status  string
 	gen     uint64 // changes with each registration and pass: a timer of an older one is void
@@ -69,9 +83,9 @@ type instance struct {
 	changed uint64
 }
 
-// registration is the body of PUT /v1/agent/service/register, with the
+// Registration is the body of PUT /v1/agent/service/register, with the
 // fields Consul documents; any other field is refused.
-type registration struct {
+type Registration struct {
 	Kind              string                     `json:",omitempty"`
 	ID                string                     `json:",omitempty"`
 	Name              string                     `json:",omitempty"`
@@ -83,8 +97,8 @@ type registration struct {
 	SocketPath        string                     `json:",omitempty"`
 	EnableTagOverride bool                       `json:",omitempty"`
 	Weights           json.RawMessage            `json:",omitempty"`
-	Check             *check
-	Checks            []*check
+	Check             *Check
+	Checks            []*Check
 	Proxy             json.RawMessage `json:",omitempty"`
 	Connect           json.RawMessage `json:",omitempty"`
 	Namespace         string          `json:",omitempty"`
@@ -92,7 +106,9 @@ type registration struct {
 	Locality          json.RawMessage `json:",omitempty"`
 }
 
-type check struct {
+// Check is a service's check in a Registration. Only TTL checks are
+// accepted.
+type Check struct {
 	CheckID                        string `json:",omitempty"`
 	Name                           string `json:",omitempty"`
 	Notes                          string `json:",omitempty"`
@@ -112,9 +128,11 @@ type check struct {
 
 var metaKey = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
 
-func newAgent(t *testing.T, token string) *agent {
+// NewAgent starts a stand-in agent on a loopback address, stopped when
+// the test ends. With a non-empty token every request must carry it.
+func NewAgent(t testing.TB, token string) *Agent {
 	t.Helper()
-	a := &agent{
+	a := &Agent{
 		t: t, token: token, dc: "dc1", node: "consul-agent-1", nodeAddr: "10.9.0.1",
 		index: 10, svcIndex: map[string]uint64{}, instances: map[string]*instance{},
 		wake: make(chan struct{}), note: make(chan struct{}), closed: make(chan struct{}),
@@ -135,12 +153,23 @@ func newAgent(t *testing.T, token string) *agent {
 	return a
 }
 
-// addr is the agent's address without a scheme.
-func (a *agent) addr() string { return strings.TrimPrefix(a.srv.URL, "http://") }
+// Addr is the agent's address without a scheme (host:port), as
+// discovery.consul_address takes it.
+func (a *Agent) Addr() string { return strings.TrimPrefix(a.srv.URL, "http://") }
+
+// URL is the agent's base URL, http://host:port.
+func (a *Agent) URL() string { return a.srv.URL }
+
+// Datacenter is the agent's datacenter, "dc1".
+func (a *Agent) Datacenter() string { return a.dc }
+
+// NodeAddress is the address of the agent's Consul node, which a
+// health query gives an instance registered without an address.
+func (a *Agent) NodeAddress() string { return a.nodeAddr }
 
 // changedLocked moves service name's index and wakes blocked queries.
 // a.mu is held.
-func (a *agent) changedLocked(name string) {
+func (a *Agent) changedLocked(name string) {
 	a.index++
 	a.svcIndex[name] = a.index
 	close(a.wake)
@@ -148,14 +177,14 @@ func (a *agent) changedLocked(name string) {
 	a.notedLocked()
 }
 
-func (a *agent) notedLocked() {
+func (a *Agent) notedLocked() {
 	close(a.note)
 	a.note = make(chan struct{})
 }
 
-// kick makes every blocked query return with the unchanged index, as
+// Kick makes every blocked query return with the unchanged index, as
 // when its wait elapses.
-func (a *agent) kick() {
+func (a *Agent) Kick() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.kicks++
@@ -164,9 +193,10 @@ func (a *agent) kick() {
 	a.notedLocked()
 }
 
-// restart drops every registration, as an agent that restarted without
-// them in its configuration does.
-func (a *agent) restart() {
+// Restart drops every registration, as an agent that restarted without
+// them in its configuration does (the catalog's index goes on, as it
+// lives on Consul's servers). Clients' connections are kept.
+func (a *Agent) Restart() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, in := range a.instances {
@@ -178,9 +208,9 @@ func (a *agent) restart() {
 	}
 }
 
-// restore sets every index back to index (a snapshot restore) and
+// Restore sets every index back to index (a snapshot restore) and
 // makes blocked queries return with it.
-func (a *agent) restore(index uint64) {
+func (a *Agent) Restore(index uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.index = index
@@ -196,58 +226,73 @@ func (a *agent) restore(index uint64) {
 	a.notedLocked()
 }
 
-func (a *agent) setFailRegister(status int) {
+// SetFailRegister makes registrations answer status (after counting
+// them, see Registers); 0 makes them succeed again.
+func (a *Agent) SetFailRegister(status int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.failReg = status
 }
 
-func (a *agent) setFailHealth(n int) {
+// SetFailHealth makes the next n health queries answer 500, as when the
+// agent's servers have no leader.
+func (a *Agent) SetFailHealth(n int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.failHlth = n
 }
 
-// add registers an instance directly, as an operator's service
-// definition would.
-func (a *agent) add(reg registration, status string) {
+// Add registers an instance directly, with its check in status, as an
+// operator's service definition would. reg.Check must be set.
+func (a *Agent) Add(reg Registration, status string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.instances[reg.ID] = &instance{reg: reg, status: status, created: a.index + 1, changed: a.index + 1}
 	a.changedLocked(reg.Name)
 }
 
-// waitFor waits until cond (called with a.mu held) holds, failing the
-// test if it does not within a generous bound: a guard against a hang,
-// not a timing assertion.
-func (a *agent) waitFor(what string, cond func() bool) {
+// WaitFor waits until cond holds, failing the test if it does not
+// within a generous bound (30s): a guard against a hang, not a timing
+// assertion. cond is called at first and again after every request
+// and change the agent sees; it reads the agent through its methods
+// (it is called without the agent's lock held).
+func (a *Agent) WaitFor(what string, cond func() bool) {
 	a.t.Helper()
 	deadline := time.NewTimer(30 * time.Second)
 	defer deadline.Stop()
 	for {
 		a.mu.Lock()
-		ok := cond()
-		ch := a.note
+		ch := a.note // taken before cond reads: a change after it closes ch
 		a.mu.Unlock()
-		if ok {
+		if cond() {
 			return
 		}
 		select {
 		case <-ch:
 		case <-deadline.C:
-			a.t.Fatalf("stand-in agent: gave up waiting for %s; requests: %s", what, strings.Join(a.requestLog(), ", "))
+			a.t.Fatalf("stand-in agent: gave up waiting for %s; requests: %s", what, strings.Join(a.Requests(), ", "))
 		}
 	}
 }
 
-func (a *agent) requestLog() []string {
+// Requests returns the requests served so far, in order, each as
+// "METHOD path?query".
+func (a *Agent) Requests() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return slices.Clone(a.requests)
 }
 
-// status returns the status of id's check, "" if id is not registered.
-func (a *agent) status(id string) string {
+// Parked returns the index each blocking query parked at, in order.
+func (a *Agent) Parked() []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.parked)
+}
+
+// Status returns the status of instance id's check, "" if id is not
+// registered.
+func (a *Agent) Status(id string) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if in, ok := a.instances[id]; ok {
@@ -256,17 +301,53 @@ func (a *agent) status(id string) string {
 	return ""
 }
 
-func (a *agent) instance(id string) (registration, bool) {
+// Instance returns the registration of instance id, as the agent holds
+// it (its single check in Check).
+func (a *Agent) Instance(id string) (Registration, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	in, ok := a.instances[id]
 	if !ok {
-		return registration{}, false
+		return Registration{}, false
 	}
-	return in.reg, true
+	reg := in.reg
+	if reg.Check != nil {
+		c := *reg.Check
+		reg.Check = &c
+	}
+	return reg, true
 }
 
-func (a *agent) count(prefix string) int {
+// Instances returns the IDs of the instances registered, sorted.
+func (a *Agent) Instances() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]string, 0, len(a.instances))
+	for id := range a.instances {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Registers returns how many registrations of instance id were asked,
+// failed ones included.
+func (a *Agent) Registers(id string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.registers[id]
+}
+
+// Updates returns how many updates of check checkID succeeded.
+func (a *Agent) Updates(checkID string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.updates[checkID]
+}
+
+// Count returns how many requests served began with prefix ("METHOD
+// path?query").
+func (a *Agent) Count(prefix string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := 0
@@ -284,7 +365,7 @@ func fail(w http.ResponseWriter, code int, format string, args ...any) {
 	fmt.Fprintf(w, format, args...)
 }
 
-func (a *agent) serve(w http.ResponseWriter, r *http.Request) {
+func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.requests = append(a.requests, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
 	a.notedLocked()
@@ -347,7 +428,7 @@ func decodeStrict(r *http.Request, v any) error {
 	return nil
 }
 
-func (a *agent) register(w http.ResponseWriter, r *http.Request) {
+func (a *Agent) register(w http.ResponseWriter, r *http.Request) {
 	q, ok := params(w, r, http.MethodPut, "replace-existing-checks")
 	if !ok {
 		return
@@ -356,7 +437,7 @@ func (a *agent) register(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "invalid replace-existing-checks %q", v)
 		return
 	}
-	var reg registration
+	var reg Registration
 	if err := decodeStrict(r, &reg); err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
@@ -446,7 +527,7 @@ func (a *agent) register(w http.ResponseWriter, r *http.Request) {
 
 // armLocked (re)starts the TTL timer of in: unless passed again, its
 // check turns critical after its TTL.
-func (a *agent) armLocked(id string, in *instance) {
+func (a *Agent) armLocked(id string, in *instance) {
 	in.gen++
 	gen := in.gen
 	in.timer = time.AfterFunc(in.ttl, func() {
@@ -461,7 +542,7 @@ func (a *agent) armLocked(id string, in *instance) {
 	})
 }
 
-func (a *agent) deregister(w http.ResponseWriter, r *http.Request, id string) {
+func (a *Agent) deregister(w http.ResponseWriter, r *http.Request, id string) {
 	if _, ok := params(w, r, http.MethodPut); !ok {
 		return
 	}
@@ -480,7 +561,7 @@ func (a *agent) deregister(w http.ResponseWriter, r *http.Request, id string) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (a *agent) update(w http.ResponseWriter, r *http.Request, checkID string) {
+func (a *Agent) update(w http.ResponseWriter, r *http.Request, checkID string) {
 	if _, ok := params(w, r, http.MethodPut); !ok {
 		return
 	}
@@ -573,7 +654,7 @@ type entryJSON struct {
 	Checks  []checkJSON
 }
 
-func (a *agent) health(w http.ResponseWriter, r *http.Request, name string) {
+func (a *Agent) health(w http.ResponseWriter, r *http.Request, name string) {
 	q, ok := params(w, r, http.MethodGet, "passing", "tag", "dc", "index", "wait")
 	if !ok {
 		return
