@@ -264,9 +264,20 @@ func (k *Kubernetes) Lookup(ctx context.Context) ([]discovery.Candidate, error) 
 	defer cancel()
 	list, err := k.client.DiscoveryV1().EndpointSlices(k.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: k.selector()})
 	if err != nil {
-		return nil, fmt.Errorf("discovery: kubernetes: list endpointslices of service %s/%s: %w", k.cfg.Namespace, k.cfg.ServiceName, err)
+		return nil, k.listError(err)
 	}
 	return k.candidates(list.Items)
+}
+
+// listError wraps an error of listing the slices, with a hint when the
+// pod lacks the permission.
+func (k *Kubernetes) listError(err error) error {
+	hint := ""
+	if apierrors.IsForbidden(err) {
+		hint = " (the pod's service account needs get, list and watch on endpointslices, API group discovery.k8s.io, " +
+			"in namespace " + k.cfg.Namespace + ": a Role and RoleBinding as in deploy/kubernetes/rbac.yaml)"
+	}
+	return fmt.Errorf("discovery: kubernetes: list endpointslices of service %s/%s: %w%s", k.cfg.Namespace, k.cfg.ServiceName, err, hint)
 }
 
 // candidates turns slices into candidates (see Lookup).
@@ -449,7 +460,7 @@ func (k *Kubernetes) watchOnce(ctx context.Context, fire func(), again bool) err
 	list, err := slicesAPI.List(lctx, metav1.ListOptions{LabelSelector: k.selector()})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("discovery: kubernetes: list endpointslices of service %s/%s: %w", k.cfg.Namespace, k.cfg.ServiceName, err)
+		return k.listError(err)
 	}
 	w, err := slicesAPI.Watch(ctx, metav1.ListOptions{
 		LabelSelector:   k.selector(),

@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,8 +15,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -232,16 +235,22 @@ func TestLookupError(t *testing.T) {
 		return true, nil, errForbidden
 	})
 	_, err := newTest(t, client).Lookup(t.Context())
-	if err == nil || !strings.Contains(err.Error(), "forbidden") || !strings.Contains(err.Error(), testNS+"/"+testSvc) {
-		t.Fatalf("Lookup err = %v, want the API's error naming the service", err)
+	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), testNS+"/"+testSvc) ||
+		!strings.Contains(err.Error(), "needs get, list and watch on endpointslices") {
+		t.Fatalf("Lookup err = %v, want the API's error naming the service, with the permission it needs", err)
+	}
+	client = fake.NewClientset()
+	client.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("etcd is down")
+	})
+	if _, err := newTest(t, client).Lookup(t.Context()); err == nil || !strings.Contains(err.Error(), "etcd is down") ||
+		strings.Contains(err.Error(), "needs get") {
+		t.Fatalf("Lookup err = %v, want the API's error without a permission hint", err)
 	}
 }
 
-var errForbidden = &apiStatusError{"endpointslices.discovery.k8s.io is forbidden: User cannot list resource"}
-
-type apiStatusError struct{ msg string }
-
-func (e *apiStatusError) Error() string { return e.msg }
+var errForbidden = apierrors.NewForbidden(schema.GroupResource{Group: "discovery.k8s.io", Resource: "endpointslices"}, "",
+	errors.New(`User "system:serviceaccount:prod:default" cannot list resource "endpointslices"`))
 
 // watchServer hands out the fake watchers of a clientset's watches, one
 // at a time: the watch call waits in the reactor until the test called
