@@ -309,6 +309,13 @@ func check(m *manifests) error {
 			bad("%s %q: on loopback the kubelet's probes and the Services cannot reach it", a.key, a.host)
 		}
 	}
+	// Discovery gives a node's Raft port only: members found that way
+	// are reached on its default API and client ports (server.Member:
+	// port + 100 and + 200) to forward writes and name the leader.
+	if apiPort != int32(cfg.BindPort+100) || clientPort != int32(cfg.BindPort+200) {
+		bad("api.addr port %d and api.client_addr port %d are not bind_port + 100 and + 200 (%d, %d), where "+
+			"the other members look for them", apiPort, clientPort, cfg.BindPort+100, cfg.BindPort+200)
+	}
 	for _, svc := range []*corev1.Service{m.client, m.headless} {
 		for _, want := range []struct {
 			name string
@@ -662,6 +669,7 @@ func TestManifestChecks(t *testing.T) {
 		{"env missing", func(m *manifests) { ctr(m).Env = ctr(m).Env[1:] }, "${POD_NAME}, which the container's env does not set"},
 		{"api on loopback", setConfig("addr: 0.0.0.0:7100", "addr: 127.0.0.1:7100"), "api.addr"},
 		{"api port", setConfig("addr: 0.0.0.0:7100", "addr: 0.0.0.0:7300"), "admin API is on api.addr's port 7300"},
+		{"client port", setConfig("client_addr: 0.0.0.0:7200", "client_addr: 0.0.0.0:7201"), "are not bind_port + 100 and + 200"},
 		{"readiness path", func(m *manifests) { ctr(m).ReadinessProbe.HTTPGet.Path = "/consensus/health" }, "readinessProbe: path"},
 		{"liveness path", func(m *manifests) { ctr(m).LivenessProbe.HTTPGet.Path = "/health/live" }, "livenessProbe: path"},
 		{"probe port", func(m *manifests) { ctr(m).ReadinessProbe.HTTPGet.Port = intstr.FromString("client") }, "readinessProbe: port"},
