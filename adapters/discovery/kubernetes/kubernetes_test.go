@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -34,6 +35,9 @@ const (
 	testNS  = "prod"
 	testSvc = "consensus"
 )
+
+// quiet drops the watch's logs.
+var quiet = slog.New(slog.DiscardHandler)
 
 func ptr[T any](v T) *T { return &v }
 
@@ -72,15 +76,21 @@ func slice(ns, svc, name string, at discoveryv1.AddressType, eps ...discoveryv1.
 
 func newTest(t *testing.T, client *fake.Clientset, mod ...func(*Config)) *Kubernetes {
 	t.Helper()
-	cfg := Config{Namespace: testNS, ServiceName: testSvc, MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond}
+	cfg := Config{Namespace: testNS, ServiceName: testSvc, MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
+		Logger: quiet}
 	for _, m := range mod {
 		m(&cfg)
 	}
-	k, err := NewWithClient(cfg, client)
+	k, err := NewWithClient(cfg, clientOf(client))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// clientOf is the EndpointSlices API of a clientset.
+func clientOf(client *fake.Clientset) func(string) EndpointSlices {
+	return func(ns string) EndpointSlices { return client.DiscoveryV1().EndpointSlices(ns) }
 }
 
 func lookup(t *testing.T, k *Kubernetes) []discovery.Candidate {
@@ -514,6 +524,17 @@ func TestConfig(t *testing.T) {
 	if _, err := NewWithClient(Config{ServiceName: "consensus"}, nil); err == nil {
 		t.Error("NewWithClient accepted a nil client")
 	}
+	if _, err := NewWithClient(Config{ServiceName: "consensus"}, func(string) EndpointSlices { return nil }); err == nil {
+		t.Error("NewWithClient accepted a nil EndpointSlices")
+	}
+	var asked string
+	k, err := NewWithClient(Config{ServiceName: "consensus"}, func(ns string) EndpointSlices {
+		asked = ns
+		return fake.NewClientset().DiscoveryV1().EndpointSlices(ns)
+	})
+	if err != nil || asked != k.Namespace() || asked == "" {
+		t.Errorf("NewWithClient asked for namespace %q, defaulted to %q (%v)", asked, k.Namespace(), err)
+	}
 }
 
 func TestNewKubeconfig(t *testing.T) {
@@ -529,23 +550,90 @@ func TestNewKubeconfig(t *testing.T) {
 	}
 }
 
-// Through a real client and a kubeconfig, against an HTTP server standing
-// in for the API: the request asks for the Service's slices by label in
-// the namespace, and the answer is decoded.
-func TestLookupThroughKubeconfig(t *testing.T) {
-	list := discoveryv1.EndpointSliceList{
-		TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSliceList"},
-		ListMeta: metav1.ListMeta{ResourceVersion: "5"},
-		Items: []discoveryv1.EndpointSlice{*slice(testNS, testSvc, "s", discoveryv1.AddressTypeIPv4,
-			readyEP("consensus-1", "10.0.0.11"), ep("consensus-0", "10.0.0.10", ptr(false), false))},
+// apiServer stands in for the Kubernetes API over HTTP: it answers lists
+// of the namespace's EndpointSlices with list (or status, if not 200),
+// and each watch with the events of the next value of watches: it writes
+// them, then ends the watch if close is set, else holds it open until the
+// client goes.
+type apiServer struct {
+	t       *testing.T
+	list    discoveryv1.EndpointSliceList
+	status  int
+	watches chan watchScript
+	asked   chan *http.Request
+}
+
+type watchScript struct {
+	events []metav1.WatchEvent
+	close  bool
+}
+
+func (a *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case a.asked <- r:
+	default:
 	}
-	var gotPath, gotSelector string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotPath, gotSelector = r.URL.Path, r.URL.Query().Get("labelSelector")
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(list)
-	}))
-	defer srv.Close()
+	w.Header().Set("Content-Type", "application/json")
+	if r.URL.Path != "/apis/discovery.k8s.io/v1/namespaces/"+testNS+"/endpointslices" {
+		w.WriteHeader(http.StatusNotFound)
+		_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+			Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound, Message: "no " + r.URL.Path})
+		return
+	}
+	if r.URL.Query().Get("watch") == "" {
+		if a.status != 0 && a.status != http.StatusOK {
+			w.WriteHeader(a.status)
+			_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+				Status: metav1.StatusFailure, Code: int32(a.status), Reason: metav1.StatusReasonForbidden,
+				Message: `endpointslices.discovery.k8s.io is forbidden: User "system:serviceaccount:prod:default" cannot list resource`})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(a.list)
+		return
+	}
+	var script watchScript
+	select {
+	case script = <-a.watches:
+	case <-r.Context().Done():
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	for _, ev := range script.events {
+		_ = json.NewEncoder(w).Encode(ev)
+	}
+	w.(http.Flusher).Flush()
+	if !script.close {
+		<-r.Context().Done()
+	}
+}
+
+// serveWatch hands script to the next watch asked.
+func (a *apiServer) serveWatch(t *testing.T, script watchScript) {
+	t.Helper()
+	select {
+	case a.watches <- script:
+	case <-time.After(waitLimit):
+		t.Fatal("no watch was asked")
+	}
+}
+
+func rawSlice(t *testing.T, s *discoveryv1.EndpointSlice) runtime.RawExtension {
+	t.Helper()
+	s = s.DeepCopy()
+	s.APIVersion, s.Kind = "discovery.k8s.io/v1", "EndpointSlice"
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runtime.RawExtension{Raw: b}
+}
+
+// newThroughKubeconfig returns a Source made by New with a kubeconfig
+// that points at a.
+func newThroughKubeconfig(t *testing.T, a *apiServer) *Kubernetes {
+	t.Helper()
+	srv := httptest.NewServer(a)
+	t.Cleanup(srv.Close)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	raw := `apiVersion: v1
 kind: Config
@@ -557,12 +645,73 @@ current-context: test
 	if err := os.WriteFile(kubeconfig, []byte(raw), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k, err := New(Config{ServiceName: testSvc, Namespace: testNS, Kubeconfig: kubeconfig})
+	k, err := New(Config{ServiceName: testSvc, Namespace: testNS, Kubeconfig: kubeconfig,
+		MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return k
+}
+
+func newAPIServer(t *testing.T) *apiServer {
+	return &apiServer{
+		t:       t,
+		watches: make(chan watchScript),
+		asked:   make(chan *http.Request, 100),
+		list: discoveryv1.EndpointSliceList{
+			TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSliceList"},
+			ListMeta: metav1.ListMeta{ResourceVersion: "5"},
+			Items: []discoveryv1.EndpointSlice{*slice(testNS, testSvc, "s", discoveryv1.AddressTypeIPv4,
+				readyEP("consensus-1", "10.0.0.11"), ep("consensus-0", "10.0.0.10", ptr(false), false))},
+		},
+	}
+}
+
+// Through New's REST client and a kubeconfig, against an HTTP server
+// standing in for the API: the request asks for the Service's slices by
+// label in the namespace, the answer is decoded, and so is an error.
+func TestLookupThroughKubeconfig(t *testing.T) {
+	a := newAPIServer(t)
+	k := newThroughKubeconfig(t, a)
 	want(t, lookup(t, k), c("consensus-0", "10.0.0.10"), c("consensus-1", "10.0.0.11"))
-	if gotPath != "/apis/discovery.k8s.io/v1/namespaces/"+testNS+"/endpointslices" || gotSelector != "kubernetes.io/service-name="+testSvc {
-		t.Fatalf("asked %s with labelSelector %q", gotPath, gotSelector)
+	r := <-a.asked
+	if got := r.URL.Query().Get("labelSelector"); got != "kubernetes.io/service-name="+testSvc {
+		t.Fatalf("asked with labelSelector %q", got)
+	}
+
+	a.status = http.StatusForbidden
+	_, err := k.Lookup(t.Context())
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "needs get, list and watch") {
+		t.Fatalf("Lookup err = %v, want a forbidden error with the permission it needs", err)
+	}
+}
+
+// Changes through New's REST client: watch events are decoded, and a
+// watch the server ends is established again.
+func TestChangesThroughKubeconfig(t *testing.T) {
+	a := newAPIServer(t)
+	k := newThroughKubeconfig(t, a)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch := k.Changes(ctx)
+
+	moved := slice(testNS, testSvc, "s", discoveryv1.AddressTypeIPv4, readyEP("consensus-1", "10.0.3.7"))
+	a.serveWatch(t, watchScript{events: []metav1.WatchEvent{{Type: string(watch.Modified), Object: rawSlice(t, moved)}}, close: true})
+	recv(t, ch, "watch event")
+	// The server ended that watch: a new one, which fires.
+	a.serveWatch(t, watchScript{})
+	recv(t, ch, "watch established again")
+	var watchesAsked int
+	for len(a.asked) > 0 {
+		r := <-a.asked
+		if r.URL.Query().Get("watch") != "" {
+			watchesAsked++
+			if rv := r.URL.Query().Get("resourceVersion"); rv != "5" {
+				t.Errorf("watch from resource version %q, want the list's, 5", rv)
+			}
+		}
+	}
+	if watchesAsked != 2 {
+		t.Fatalf("%d watches asked, want 2", watchesAsked)
 	}
 }
