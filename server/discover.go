@@ -81,6 +81,9 @@ type discovered struct {
 	stopReg    func()
 	// joinFailures counts failed asks to be added, for the back-off.
 	joinFailures int
+	// waiting says why the node has not started yet (health, before it
+	// starts).
+	waiting string
 
 	lookups, failures prometheus.Counter
 }
@@ -180,7 +183,7 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 // newDiscovered builds a node's discovery state; log is the node's
 // logger, which the mechanism logs to as well (it names itself).
 func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
-	src, err := cfg.Discovery.source(&cfg, log)
+	src, err := cfg.Discovery.source(&cfg, log, false)
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +218,7 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 		d.promise = filepath.Join(cfg.Storage.Path, PromiseFile)
 	}
 	d.member = func() bool { return false }
+	d.waiting = "no lookup yet"
 	return d, nil
 }
 
@@ -489,6 +493,24 @@ func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []stri
 	}
 	mux := http.NewServeMux()
 	mux.Handle(helloPath, d.serveHello(cfg.ClusterID, cfg.Security.Tokens))
+	// The health probes answer meanwhile: alive, not ready (a Kubernetes
+	// liveness probe must not restart a node that waits for its peers).
+	prefix := cfg.AdminAPI.PathPrefix
+	mux.HandleFunc(prefix+"/health/live", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"alive","discovery":"looking for the cluster"}`+"\n")
+	})
+	notReady := func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		why := d.waiting
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "unhealthy", "healthy": false,
+			"checks": []admin.Check{{Name: "discovery", Healthy: false, Message: d.src.Kind() + ": " + why}}})
+	}
+	mux.HandleFunc(prefix+"/health/ready", notReady)
+	mux.HandleFunc(prefix+"/health", notReady)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
@@ -510,6 +532,9 @@ func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []stri
 				d.log.Warn("discovery: lookup failed; trying again", "err", lerr)
 				lastReason = lerr.Error()
 			}
+			d.mu.Lock()
+			d.waiting = "the lookup failed: " + lerr.Error()
+			d.mu.Unlock()
 		} else {
 			dec, err := d.decideOnce(answers)
 			if err != nil {
@@ -532,6 +557,9 @@ func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []stri
 				d.log.Info("discovery: waiting: " + dec.Reason)
 				lastReason = dec.Reason
 			}
+			d.mu.Lock()
+			d.waiting = "waiting: " + dec.Reason
+			d.mu.Unlock()
 		}
 		t := time.NewTimer(d.cfg.RefreshInterval)
 		select {

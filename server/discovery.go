@@ -12,6 +12,7 @@ import (
 	"github.com/forge-consensus/consensus/adapters/discovery"
 	"github.com/forge-consensus/consensus/adapters/discovery/consul"
 	"github.com/forge-consensus/consensus/adapters/discovery/etcd"
+	"github.com/forge-consensus/consensus/adapters/discovery/kubernetes"
 )
 
 // DefaultRefreshInterval is discovery.refresh_interval when unset.
@@ -210,7 +211,7 @@ func (d DiscoveryConfig) validate(c *Config) error {
 	if _, _, err := c.discoveryPorts(); err != nil {
 		return err
 	}
-	src, err := d.source(c, nil)
+	src, err := d.source(c, nil, true)
 	if err != nil {
 		return err
 	}
@@ -247,7 +248,11 @@ func (c *Config) discoveryPorts() (api, client int, err error) {
 
 // source builds the discovery mechanism the configuration names; log
 // receives the logs of a mechanism that has its own (nil: slog.Default()).
-func (d DiscoveryConfig) source(c *Config, log *slog.Logger) (discovery.Source, error) {
+//
+// With check, the source is built only to check the keys: for
+// Kubernetes there is none then (nil), since outside a pod there is no
+// in-cluster configuration to build a client from.
+func (d DiscoveryConfig) source(c *Config, log *slog.Logger, check bool) (discovery.Source, error) {
 	wrap := func(err error) error { return fmt.Errorf("%w: %v", ErrInvalidConfig, err) }
 	if d.Source != nil {
 		return d.Source, nil
@@ -280,6 +285,20 @@ func (d DiscoveryConfig) source(c *Config, log *slog.Logger) (discovery.Source, 
 				ServerName: d.ConsulTLS.ServerName},
 			Logger: log,
 		})
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return s, nil
+	case "kubernetes":
+		kc := kubernetes.Config{Namespace: d.Namespace, ServiceName: d.ServiceName, PortName: d.PortName,
+			Kubeconfig: d.Kubeconfig, Logger: log}
+		if check {
+			if err := kc.Check(); err != nil {
+				return nil, wrap(err)
+			}
+			return nil, nil
+		}
+		s, err := kubernetes.New(kc)
 		if err != nil {
 			return nil, wrap(err)
 		}

@@ -110,6 +110,15 @@ discovery: {type: dns, dns_name: nothing.invalid., dns_server: 127.0.0.1:1, boot
 			return resp.StatusCode, m
 		}
 	}
+	post("", "{}") // wait until it serves
+	base := fmt.Sprintf("http://127.0.0.1:%d/consensus/health", port+100)
+	if code, body, err := tryHTTP(http.MethodGet, base+"/live", ""); err != nil || code != http.StatusOK {
+		t.Fatalf("liveness while discovering: %d %s %v", code, body, err)
+	}
+	if code, body, err := tryHTTP(http.MethodGet, base+"/ready", ""); err != nil || code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "discovery") {
+		t.Fatalf("readiness while discovering: %d %s %v", code, body, err)
+	}
 	promise := filepath.Join(dir, server.PromiseFile)
 	noPromise := func(after string) {
 		t.Helper()
