@@ -123,6 +123,13 @@ func WithStorageType(t string) Option {
 	return func(c *Config) error { c.Storage.Type = t; return nil }
 }
 
+// WithDiscovery sets discovery.*: how the node finds its cluster (DNS,
+// etcd, Consul, Kubernetes, or a Source of the program's own) instead of
+// the peers list.
+func WithDiscovery(d server.DiscoveryConfig) Option {
+	return func(c *Config) error { c.Discovery = d; return nil }
+}
+
 // WithStoragePath sets storage.path, the node's data directory.
 func WithStoragePath(p string) Option {
 	return func(c *Config) error { c.Storage.Path = p; return nil }
