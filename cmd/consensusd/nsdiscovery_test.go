@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -251,7 +252,11 @@ func (c *cluster) terminate(i int, d time.Duration) {
 //     lease, 2 s). It also checks the registrations: exactly the running
 //     nodes, each at its current address (the moved node's key holds its
 //     new one), and a node stopped with SIGTERM has withdrawn its key by
-//     the time it has exited, not a lease later.
+//     the time it has exited, not a lease later. And the latest
+//     registration wins: a node killed with SIGKILL, whose key the test
+//     keeps alive, comes back at another address and registers there in
+//     the old record's place; the old lease's end leaves the new record,
+//     and the others follow the node there.
 //
 // CONSENSUSD_NSDISC_SEED replays a seed's schedules (one seed for both
 // subtests; its parity picks dns's transport, etcd has the other one).
@@ -303,6 +308,7 @@ func discoveryNetns(t *testing.T, bin string, seed uint64, rng *rand.Rand, mech,
 	var (
 		zone       *nsZone
 		registered func() (map[string]string, error)
+		endpoint   string // etcd: its client URL
 		keys       string // etcd: the prefix of the nodes' keys
 		disc       string // the mechanism's own discovery keys
 	)
@@ -311,7 +317,7 @@ func discoveryNetns(t *testing.T, bin string, seed uint64, rng *rand.Rand, mech,
 		zone = &nsZone{}
 		disc = fmt.Sprintf("  type: dns\n  dns_name: %s\n  dns_server: %s\n", nsDNSName, serveNsZone(t, zone, nw.gw))
 	case "etcd":
-		endpoint := runNsEtcd(t, nw.gw, dir)
+		endpoint = runNsEtcd(t, nw.gw, dir)
 		// discovery.prefix unset: the default, then the cluster_id.
 		keys = "/forge-consensus/nsdisc/"
 		registered = func() (map[string]string, error) { return nsEtcdRegistrations(endpoint, keys) }
@@ -603,7 +609,53 @@ func discoveryNetns(t *testing.T, bin string, seed uint64, rng *rand.Rand, mech,
 		})
 	}
 
-	// 4. All agree on the six voters, every node knows every member at
+	// 4. With etcd, the latest registration wins: a node killed with
+	// SIGKILL leaves its key, held by its lease, which the test keeps
+	// alive meanwhile; restarted in the namespace the moved node left,
+	// the node registers its new address in its place, and the old
+	// lease's end (revoked here, as its expiry would) leaves the new
+	// record. Its new address is checked with the others' below.
+	replaced := ""
+	if registered != nil {
+		j := rng.IntN(nodes)
+		free := -1 // the one namespace no node is at
+		for k := range nw.ns {
+			if !slices.Contains(home, k) {
+				free = k
+			}
+		}
+		cli := nsEtcdClient(t, endpoint)
+		key := keys + names[j]
+		oldAddr, oldLease, err := nsEtcdRecord(cli, key)
+		if err != nil || oldLease == 0 {
+			t.Fatalf("%s's registration: %q, lease %x, %v", names[j], oldAddr, int64(oldLease), err)
+		}
+		keep := nsKeepLease(cli, oldLease)
+		c.kill(j, syscall.SIGKILL)
+		home[j] = free
+		c.api[j] = apiOf(j)
+		newAddr := net.JoinHostPort(nw.ips[free], strconv.Itoa(nsRaftPort))
+		t.Logf("%s killed (SIGKILL), restarted at %s; its old registration, %s, held alive meanwhile", names[j], newAddr, oldAddr)
+		c.start(j)
+		c.waitWhy(names[j]+" registered at its new address in its old registration's place", 15*time.Second, func() (bool, string) {
+			addr, lease, err := nsEtcdRecord(cli, key)
+			return err == nil && addr == newAddr && lease != oldLease, fmt.Sprintf("%s at %q, lease %x, %v", key, addr, int64(lease), err)
+		})
+		if err := keep(); err != nil {
+			t.Fatalf("%s's old lease did not live until the new registration: %v", names[j], err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = cli.Revoke(ctx, oldLease)
+		cancel()
+		if err != nil {
+			t.Fatalf("revoke %s's old lease: %v", names[j], err)
+		}
+		mustBeRegistered(names[j]+"'s old lease ended", all...)
+		put(j, "k6", "v6")
+		replaced = fmt.Sprintf("; %s killed and registered again at %s over its live registration at %s", names[j], newAddr, oldAddr)
+	}
+
+	// 5. All agree on the six voters, every node knows every member at
 	// its address, and every node reads every key.
 	c.waitWhy("six voters and one leader on every node", 30*time.Second, func() (bool, string) {
 		return agreeOn(all, want6)
@@ -628,7 +680,7 @@ func discoveryNetns(t *testing.T, bin string, seed uint64, rng *rand.Rand, mech,
 	}
 	mustBeRegistered("every node back", all...)
 	t.Logf("discovery netns (%s): seed %d, %s; one cluster of 5 formed %v after the first event; %s a voter %v later; "+
-		"%s moved %s -> %s and followed by all %v after its SIGTERM; %d keys read on %d nodes; %v in all",
+		"%s moved %s -> %s and followed by all %v after its SIGTERM%s; %d keys read on %d nodes; %v in all",
 		mech, seed, transportType, formed.Round(time.Millisecond), names[joiner], joined.Round(time.Millisecond),
-		names[moved], oldIP, newIP, followed.Round(time.Millisecond), len(written), nodes, time.Since(began).Round(time.Millisecond))
+		names[moved], oldIP, newIP, followed.Round(time.Millisecond), replaced, len(written), nodes, time.Since(began).Round(time.Millisecond))
 }

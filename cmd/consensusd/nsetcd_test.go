@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // nsEtcdBin is Debian's etcd (package etcd-server), which .ci/run installs.
@@ -147,4 +151,68 @@ func nsEtcdRegistrations(client, prefix string) (map[string]string, error) {
 		regs[name] = net.JoinHostPort(rec.Host, strconv.Itoa(rec.Port))
 	}
 	return regs, nil
+}
+
+// nsEtcdClient returns an etcd client of the test, closed when it ends.
+func nsEtcdClient(t *testing.T, endpoint string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+// nsEtcdRecord returns the host:port of the record at key and the lease
+// that holds it ("" and 0 when there is none).
+func nsEtcdRecord(cli *clientv3.Client, key string) (string, clientv3.LeaseID, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return "", 0, fmt.Errorf("etcd get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, nil
+	}
+	var rec struct {
+		Host string `json:"host"`
+		Port int    `json:"port"`
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return "", 0, fmt.Errorf("etcd key %s: %w: %q", key, err, resp.Kvs[0].Value)
+	}
+	return net.JoinHostPort(rec.Host, strconv.Itoa(rec.Port)), clientv3.LeaseID(resp.Kvs[0].Lease), nil
+}
+
+// nsKeepLease keeps lease alive, renewing it every 300 ms (its TTL is
+// 2 s), until the returned function is called; that returns the first
+// renewal that failed (the lease had ended), if any.
+func nsKeepLease(cli *clientv3.Client, lease clientv3.LeaseID) (stop func() error) {
+	done := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := cli.KeepAliveOnce(ctx, lease)
+			cancel()
+			if err != nil {
+				result <- fmt.Errorf("renew lease %x: %w", int64(lease), err)
+				return
+			}
+			select {
+			case <-done:
+				result <- nil
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		return <-result
+	}
 }
