@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -111,8 +112,9 @@ func serveNsZone(t *testing.T, z *nsZone, host string) string {
 // nsDiscoveryConfig is every node's configuration, the same text for all:
 // the node's name, address and directory come from the environment.
 // Every listener is on the wildcard address and the node advertises its
-// namespace's address, as a pod does with ${POD_IP}.
-func nsDiscoveryConfig(dnsServer, transportType string) string {
+// namespace's address, as a pod does with ${POD_IP}. discovery is the
+// mechanism's own keys, each line indented under discovery:.
+func nsDiscoveryConfig(transportType, discovery string) string {
 	return fmt.Sprintf(`node_id: ${NODE_NAME}
 cluster_id: nsdisc
 bind_addr: 0.0.0.0
@@ -139,13 +141,10 @@ security:
   allow_insecure_transport: true
   tokens: [{token: %s, role: admin}]
 discovery:
-  type: dns
-  dns_name: %s
-  dns_server: %s
-  advertise_addr: ${NODE_IP}
+%s  advertise_addr: ${NODE_IP}
   bootstrap_expect: 5
   refresh_interval: 300ms
-`, nsRaftPort, transportType, nsAPIPort, nsClientPort, nsAdminToken, nsDNSName, dnsServer)
+`, nsRaftPort, transportType, nsAPIPort, nsClientPort, nsAdminToken, discovery)
 }
 
 // nsClusterInfo is the part of the admin status (GET /consensus/status)
@@ -233,19 +232,34 @@ func (c *cluster) terminate(i int, d time.Duration) {
 // TestDiscoveryNetns: five consensusd processes, each in its own network
 // namespace with its own address on a bridge, all with the same
 // configuration (the node's name, address and directory from the
-// environment) and DNS discovery through a real DNS server on the bridge,
-// started at random moments while their A records appear in random
-// order, form exactly one cluster of the five (every node promised the
+// environment), find each other by discovery and, started at random
+// moments, form exactly one cluster of the five (every node promised the
 // same five voters, every node sees them and one leader). A sixth node
 // with the same configuration joins by discovery alone and becomes a
 // voter. A node stopped with SIGTERM and restarted in another namespace
-// at a new address, with DNS saying so, is followed there: the others'
-// admin status shows its new address, a write through it commits, and
-// with two other nodes stopped the cluster commits only with it. The two
-// come back one after the other. At the end every node knows every
-// member at its current address and reads every key written
-// (linearizable reads).
-// CONSENSUSD_NSDISC_SEED replays a seed's schedule.
+// at a new address is followed there: the others' admin status shows its
+// new address, a write through it commits, and with two other nodes
+// stopped the cluster commits only with it. The two come back one after
+// the other. At the end every node knows every member at its current
+// address and reads every key written (linearizable reads).
+//
+// The subtests run this scenario with two mechanisms:
+//   - dns: a DNS server of the test on the bridge, whose A records the
+//     test publishes at other random moments, in random order, and
+//     changes when the node moves;
+//   - etcd: a real etcd (Debian's etcd-server) in the root namespace on
+//     the bridge's address, where the nodes register themselves (a short
+//     lease, 2 s). It also checks the registrations: exactly the running
+//     nodes, each at its current address (the moved node's key holds its
+//     new one), and a node stopped with SIGTERM has withdrawn its key by
+//     the time it has exited, not a lease later. And the latest
+//     registration wins: a node killed with SIGKILL, whose key the test
+//     keeps alive, comes back at another address and registers there in
+//     the old record's place; the old lease's end leaves the new record,
+//     and the others follow the node there.
+//
+// CONSENSUSD_NSDISC_SEED replays a seed's schedules (one seed for both
+// subtests; its parity picks dns's transport, etcd has the other one).
 func TestDiscoveryNetns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes in network namespaces")
@@ -256,7 +270,6 @@ func TestDiscoveryNetns(t *testing.T) {
 		}
 		t.Skip(why)
 	}
-	began := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("CONSENSUSD_NSDISC_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -265,18 +278,54 @@ func TestDiscoveryNetns(t *testing.T) {
 		}
 		seed = v
 	}
-	rng := rand.New(rand.NewPCG(seed, 0x6e73646973))
-	transportType := []string{"grpc", "tcp"}[seed%2]
-	t.Logf("seed %d (CONSENSUSD_NSDISC_SEED=%d replays the schedule), transport %s", seed, seed, transportType)
+	t.Logf("seed %d (CONSENSUSD_NSDISC_SEED=%d replays the schedules)", seed, seed)
+	bin := buildDaemon(t)
+	t.Run("dns", func(t *testing.T) {
+		// The stream and the transport are those the test had before it
+		// had subtests: an older seed replays the same schedule.
+		rng := rand.New(rand.NewPCG(seed, 0x6e73646973))
+		discoveryNetns(t, bin, seed, rng, "dns", []string{"grpc", "tcp"}[seed%2])
+	})
+	t.Run("etcd", func(t *testing.T) {
+		nsEtcdPrereq(t)
+		rng := rand.New(rand.NewPCG(seed, 0x6e7365746364))
+		discoveryNetns(t, bin, seed, rng, "etcd", []string{"tcp", "grpc"}[seed%2])
+	})
+}
 
+// discoveryNetns runs TestDiscoveryNetns's scenario with the discovery
+// mechanism named (dns or etcd).
+func discoveryNetns(t *testing.T, bin string, seed uint64, rng *rand.Rand, mech, transportType string) {
+	began := time.Now()
+	t.Logf("seed %d, %s discovery, transport %s", seed, mech, transportType)
 	const first, nodes = 5, 6
 	// Namespaces 0..5 are the nodes' first homes, 6 the new home of the
 	// node that moves.
 	nw := newNsNet(t, nodes+1, rng)
-	z := &nsZone{}
-	dnsServer := serveNsZone(t, z, nw.gw)
 	dir := t.TempDir()
-	text := nsDiscoveryConfig(dnsServer, transportType)
+	// zone (dns) holds the A records the test publishes; registered
+	// (etcd) reads the nodes' own registrations, by name.
+	var (
+		zone       *nsZone
+		registered func() (map[string]string, error)
+		endpoint   string // etcd: its client URL
+		keys       string // etcd: the prefix of the nodes' keys
+		disc       string // the mechanism's own discovery keys
+	)
+	switch mech {
+	case "dns":
+		zone = &nsZone{}
+		disc = fmt.Sprintf("  type: dns\n  dns_name: %s\n  dns_server: %s\n", nsDNSName, serveNsZone(t, zone, nw.gw))
+	case "etcd":
+		endpoint = runNsEtcd(t, nw.gw, dir)
+		// discovery.prefix unset: the default, then the cluster_id.
+		keys = "/forge-consensus/nsdisc/"
+		registered = func() (map[string]string, error) { return nsEtcdRegistrations(endpoint, keys) }
+		disc = fmt.Sprintf("  type: etcd\n  etcd_endpoints: [%s]\n  etcd_ttl: 2s\n", endpoint)
+	default:
+		t.Fatalf("no discovery mechanism %q", mech)
+	}
+	text := nsDiscoveryConfig(transportType, disc)
 	names := make([]string, nodes)
 	ids := make([]uint64, nodes)
 	paths := make([]string, nodes)
@@ -297,7 +346,7 @@ func TestDiscoveryNetns(t *testing.T) {
 		home[i] = i
 	}
 	nodeDir := func(i int) string { return filepath.Join(dir, names[i]) }
-	c := &cluster{t: t, bin: buildDaemon(t), paths: paths, procs: make([]*exec.Cmd, nodes), logs: make([]*os.File, nodes),
+	c := &cluster{t: t, bin: bin, paths: paths, procs: make([]*exec.Cmd, nodes), logs: make([]*os.File, nodes),
 		wrap: func(i int) []string {
 			return []string{"ip", "netns", "exec", nw.ns[home[i]], "env",
 				"NODE_NAME=" + names[i], "NODE_IP=" + nw.ips[home[i]], "NODE_DIR=" + nodeDir(i)}
@@ -362,9 +411,43 @@ func TestDiscoveryNetns(t *testing.T) {
 		}
 		return true, ""
 	}
+	// registeredAre says whether exactly the nodes given are registered
+	// (etcd), each at its current address; with dns, nothing to check.
+	registeredAre := func(on ...int) (bool, string) {
+		if registered == nil {
+			return true, ""
+		}
+		got, err := registered()
+		if err != nil {
+			return false, err.Error()
+		}
+		want := map[string]string{}
+		for _, i := range on {
+			want[names[i]] = net.JoinHostPort(nw.ips[home[i]], strconv.Itoa(nsRaftPort))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) { // maps print sorted by key
+			return false, fmt.Sprintf("registered under %s: %v, want %v", keys, got, want)
+		}
+		return true, ""
+	}
+	// mustBeRegistered checks the registrations now, without waiting.
+	mustBeRegistered := func(what string, on ...int) {
+		t.Helper()
+		if ok, why := registeredAre(on...); !ok {
+			t.Fatalf("%s: %s", what, why)
+		}
+	}
+	// stop stops node i with SIGTERM: once it has exited, its
+	// registration (etcd) must be gone, not left to expire with its lease.
+	stop := func(i int, stillUp ...int) {
+		t.Helper()
+		c.terminate(i, 15*time.Second)
+		mustBeRegistered(names[i]+" exited after SIGTERM and must have withdrawn its registration", stillUp...)
+	}
 
-	// 1. The first five start at random moments within 3 s, their A
-	// records appearing at other random moments, in random order.
+	// 1. The first five start at random moments within 3 s; with dns,
+	// their A records appear at other random moments, in random order
+	// (with etcd each node registers itself when it starts).
 	type event struct {
 		at    time.Duration
 		node  int
@@ -372,8 +455,10 @@ func TestDiscoveryNetns(t *testing.T) {
 	}
 	var events []event
 	for i := range first {
-		events = append(events, event{time.Duration(rng.Int64N(int64(3 * time.Second))), i, true},
-			event{time.Duration(rng.Int64N(int64(3 * time.Second))), i, false})
+		events = append(events, event{time.Duration(rng.Int64N(int64(3 * time.Second))), i, true})
+		if zone != nil {
+			events = append(events, event{time.Duration(rng.Int64N(int64(3 * time.Second))), i, false})
+		}
 	}
 	slices.SortFunc(events, func(a, b event) int { return int(a.at - b.at) })
 	var plan []string
@@ -391,7 +476,7 @@ func TestDiscoveryNetns(t *testing.T) {
 		if e.start {
 			c.start(e.node)
 		} else {
-			z.add(nw.ips[home[e.node]])
+			zone.add(nw.ips[home[e.node]])
 		}
 	}
 	firstFive := []int{0, 1, 2, 3, 4}
@@ -428,18 +513,22 @@ func TestDiscoveryNetns(t *testing.T) {
 		}
 	}
 	t.Logf("one cluster of five formed %v after the first event", formed.Round(time.Millisecond))
+	mustBeRegistered("the five formed a cluster", firstFive...)
 	put(rng.IntN(first), "k1", "v1")
 
 	// 2. A sixth node, same configuration, fresh directory, joins by
 	// discovery alone and becomes a voter.
 	joiner := first
-	if rng.IntN(2) == 0 {
-		z.add(nw.ips[home[joiner]])
+	switch {
+	case zone == nil:
 		c.start(joiner)
-	} else {
+	case rng.IntN(2) == 0:
+		zone.add(nw.ips[home[joiner]])
+		c.start(joiner)
+	default:
 		c.start(joiner)
 		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
-		z.add(nw.ips[home[joiner]])
+		zone.add(nw.ips[home[joiner]])
 	}
 	all := []int{0, 1, 2, 3, 4, 5}
 	want6 := slices.Sorted(slices.Values(ids))
@@ -454,22 +543,27 @@ func TestDiscoveryNetns(t *testing.T) {
 		t.Fatalf("%s did not join the existing cluster by discovery (see its log)", names[joiner])
 	}
 	joined := time.Since(t0) - formed
+	mustBeRegistered(names[joiner]+" joined", all...)
 	put(joiner, "k2", "v2")
 
 	// 3. A node stops, comes back in another namespace at a new address,
-	// and DNS says so.
+	// and DNS says so (with etcd, the node registers its new address).
 	moved := rng.IntN(nodes)
 	oldIP, newIP := nw.ips[home[moved]], nw.ips[nodes]
 	t.Logf("%s moves from %s to %s", names[moved], oldIP, newIP)
 	movedAt := time.Now()
-	c.terminate(moved, 15*time.Second)
+	stop(moved, slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == moved })...)
 	put((moved+1+rng.IntN(nodes-1))%nodes, "k3", "v3")
 	home[moved] = nodes
 	c.api[moved] = apiOf(moved)
 	c.start(moved)
-	time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
-	z.replace(oldIP, newIP)
+	if zone != nil {
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+		zone.replace(oldIP, newIP)
+	}
 	put(moved, "k4", "v4")
+	// It registered before it served: its key holds its new address.
+	mustBeRegistered(names[moved]+" serves at its new address", all...)
 	for _, i := range all {
 		if i == moved {
 			continue
@@ -498,8 +592,10 @@ func TestDiscoveryNetns(t *testing.T) {
 	rng.Shuffle(len(others), func(a, b int) { others[a], others[b] = others[b], others[a] })
 	stopped, up := others[:2], slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == others[0] || i == others[1] })
 	t.Logf("stopping %s and %s: the quorum needs %s", names[stopped[0]], names[stopped[1]], names[moved])
+	stillUp := slices.Clone(all)
 	for _, i := range stopped {
-		c.terminate(i, 15*time.Second)
+		stillUp = slices.DeleteFunc(stillUp, func(j int) bool { return j == i })
+		stop(i, stillUp...)
 	}
 	put(up[rng.IntN(len(up))], "k5", "v5")
 	c.waitWhy(names[moved]+" reads every key", 15*time.Second, func() (bool, string) { return reads(moved) })
@@ -513,7 +609,53 @@ func TestDiscoveryNetns(t *testing.T) {
 		})
 	}
 
-	// 4. All agree on the six voters, every node knows every member at
+	// 4. With etcd, the latest registration wins: a node killed with
+	// SIGKILL leaves its key, held by its lease, which the test keeps
+	// alive meanwhile; restarted in the namespace the moved node left,
+	// the node registers its new address in its place, and the old
+	// lease's end (revoked here, as its expiry would) leaves the new
+	// record. Its new address is checked with the others' below.
+	replaced := ""
+	if registered != nil {
+		j := rng.IntN(nodes)
+		free := -1 // the one namespace no node is at
+		for k := range nw.ns {
+			if !slices.Contains(home, k) {
+				free = k
+			}
+		}
+		cli := nsEtcdClient(t, endpoint)
+		key := keys + names[j]
+		oldAddr, oldLease, err := nsEtcdRecord(cli, key)
+		if err != nil || oldLease == 0 {
+			t.Fatalf("%s's registration: %q, lease %x, %v", names[j], oldAddr, int64(oldLease), err)
+		}
+		keep := nsKeepLease(cli, oldLease)
+		c.kill(j, syscall.SIGKILL)
+		home[j] = free
+		c.api[j] = apiOf(j)
+		newAddr := net.JoinHostPort(nw.ips[free], strconv.Itoa(nsRaftPort))
+		t.Logf("%s killed (SIGKILL), restarted at %s; its old registration, %s, held alive meanwhile", names[j], newAddr, oldAddr)
+		c.start(j)
+		c.waitWhy(names[j]+" registered at its new address in its old registration's place", 15*time.Second, func() (bool, string) {
+			addr, lease, err := nsEtcdRecord(cli, key)
+			return err == nil && addr == newAddr && lease != oldLease, fmt.Sprintf("%s at %q, lease %x, %v", key, addr, int64(lease), err)
+		})
+		if err := keep(); err != nil {
+			t.Fatalf("%s's old lease did not live until the new registration: %v", names[j], err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = cli.Revoke(ctx, oldLease)
+		cancel()
+		if err != nil {
+			t.Fatalf("revoke %s's old lease: %v", names[j], err)
+		}
+		mustBeRegistered(names[j]+"'s old lease ended", all...)
+		put(j, "k6", "v6")
+		replaced = fmt.Sprintf("; %s killed and registered again at %s over its live registration at %s", names[j], newAddr, oldAddr)
+	}
+
+	// 5. All agree on the six voters, every node knows every member at
 	// its address, and every node reads every key.
 	c.waitWhy("six voters and one leader on every node", 30*time.Second, func() (bool, string) {
 		return agreeOn(all, want6)
@@ -536,8 +678,9 @@ func TestDiscoveryNetns(t *testing.T) {
 	for _, i := range all {
 		c.waitWhy(names[i]+" reads every key", 15*time.Second, func() (bool, string) { return reads(i) })
 	}
-	t.Logf("discovery netns: seed %d, %s; one cluster of 5 formed %v after the first start or record; %s a voter %v later; "+
-		"%s moved %s -> %s and followed by all %v after its SIGTERM; %d keys read on %d nodes; %v in all",
-		seed, transportType, formed.Round(time.Millisecond), names[joiner], joined.Round(time.Millisecond),
-		names[moved], oldIP, newIP, followed.Round(time.Millisecond), len(written), nodes, time.Since(began).Round(time.Millisecond))
+	mustBeRegistered("every node back", all...)
+	t.Logf("discovery netns (%s): seed %d, %s; one cluster of 5 formed %v after the first event; %s a voter %v later; "+
+		"%s moved %s -> %s and followed by all %v after its SIGTERM%s; %d keys read on %d nodes; %v in all",
+		mech, seed, transportType, formed.Round(time.Millisecond), names[joiner], joined.Round(time.Millisecond),
+		names[moved], oldIP, newIP, followed.Round(time.Millisecond), replaced, len(written), nodes, time.Since(began).Round(time.Millisecond))
 }
