@@ -245,7 +245,7 @@ func TestRealFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	c := startCluster(t, 3, 17101)
+	c := startCluster(t, 3, localPortBase(t, 3)) // free ports: a fixed base collided with another run of the package
 	c.waitFor("a leader", 20*time.Second, func() bool { return c.leader() >= 0 })
 
 	rec := linearizability.NewRecorder()
