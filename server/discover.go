@@ -119,6 +119,12 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 		return cfg, err
 	}
 	log = d.log
+	started := false
+	defer func() {
+		if !started {
+			d.close() // withdraw a registration, close the source's client
+		}
+	}()
 	st, closer, err := openNodeStorage(cfg, log)
 	if err != nil {
 		return cfg, fmt.Errorf("server: node %s: %w", cfg.NodeID, err)
@@ -152,6 +158,7 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 		cancel()
 		cfg.Peers = d.peers(found, nil)
 		cfg.discovered = d
+		started = true
 		log.Info("discovery: this node is a member (its storage holds state); peers found", "peers", len(cfg.Peers))
 		return cfg, nil
 	}
@@ -165,7 +172,6 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 	}
 	voters, via, found, err := d.decide(ctx, cfg)
 	if err != nil {
-		d.close()
 		return cfg, err
 	}
 	if voters != nil {
@@ -177,16 +183,13 @@ func Discover(ctx context.Context, cfg Config, log *slog.Logger) (Config, error)
 		log.Info("discovery: joining the existing cluster", "via", strings.Join(via, ","))
 	}
 	cfg.discovered = d
+	started = true
 	return cfg, nil
 }
 
 // newDiscovered builds a node's discovery state; log is the node's
 // logger, which the mechanism logs to as well (it names itself).
 func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
-	src, err := cfg.Discovery.source(&cfg, log, false)
-	if err != nil {
-		return nil, err
-	}
 	apiOff, cliOff, err := cfg.discoveryPorts()
 	if err != nil {
 		return nil, err
@@ -198,6 +201,10 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 	client, err := peerClient(cfg, apiTLS, askTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("server: node %s: %w", cfg.NodeID, err)
+	}
+	src, err := cfg.Discovery.source(&cfg, log, false) // last: nothing fails after it
+	if err != nil {
+		return nil, err
 	}
 	d := &discovered{
 		cfg: cfg.Discovery, cluster: cfg.ClusterID, src: src, apiOff: apiOff, cliOff: cliOff, client: client, scheme: "http",

@@ -110,6 +110,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	m, err := metrics.New(nil, metricsSource{s}, metrics.Options{Logger: log})
 	if err != nil {
+		if cfg.discovered != nil {
+			cfg.discovered.close()
+		}
 		return nil, fmt.Errorf("server: node %d: metrics: %w", id, err)
 	}
 	s.metrics = m
