@@ -84,6 +84,9 @@ type discovered struct {
 	// waiting says why the node has not started yet (health, before it
 	// starts).
 	waiting string
+	// apiLn is api.addr's listener, bound while the node looked for its
+	// cluster, for New to serve on (nil once taken).
+	apiLn net.Listener
 
 	lookups, failures prometheus.Counter
 }
@@ -486,15 +489,16 @@ var errSelf = errors.New("this node")
 // decide runs rounds until the node may bootstrap (voters) or join (via).
 func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []string, found map[string]discovery.Candidate, err error) {
 	// Answer the others' asks on api.addr meanwhile.
-	ln, err := net.Listen("tcp", cfg.API.Addr)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("server: node %s: api.addr: %w", cfg.NodeID, err)
+	raw, lerr := net.Listen("tcp", cfg.API.Addr)
+	if lerr != nil {
+		return nil, nil, nil, fmt.Errorf("server: node %s: api.addr: %w", cfg.NodeID, lerr)
 	}
-	apiTLS, err := apiTLSConfig(cfg)
-	if err != nil {
-		ln.Close()
-		return nil, nil, nil, fmt.Errorf("server: node %s: %w", cfg.NodeID, err)
+	apiTLS, terr := apiTLSConfig(cfg)
+	if terr != nil {
+		raw.Close()
+		return nil, nil, nil, fmt.Errorf("server: node %s: %w", cfg.NodeID, terr)
 	}
+	var ln net.Listener = keepOpen{raw}
 	if apiTLS != nil {
 		ln = tls.NewListener(ln, apiTLS)
 	}
@@ -519,8 +523,35 @@ func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []stri
 	mux.HandleFunc(prefix+"/health/ready", notReady)
 	mux.HandleFunc(prefix+"/health", notReady)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln)
+	}()
+	defer func() {
+		// Stop answering here, and hand the listening socket to New: asks
+		// that arrive until the node serves wait in its backlog rather
+		// than being refused.
+		// The deadline ends the Accept that Serve waits in (closing the
+		// socket would too, but it is kept); Close then waits for Serve
+		// to return.
+		tl, _ := raw.(*net.TCPListener)
+		if tl != nil {
+			_ = tl.SetDeadline(time.Now())
+		}
+		_ = srv.Close()
+		<-served
+		if tl != nil {
+			_ = tl.SetDeadline(time.Time{})
+		}
+		if err == nil {
+			d.mu.Lock()
+			d.apiLn = raw
+			d.mu.Unlock()
+		} else {
+			raw.Close()
+		}
+	}()
 
 	var changes <-chan struct{}
 	wctx, cancelWatch := context.WithCancel(ctx)
@@ -650,13 +681,18 @@ func (d *discovered) peerOf(c discovery.Candidate) PeerConfig {
 	return PeerConfig{ID: NodeName(c.Name), Address: c.Host, Port: c.Port, APIPort: c.Port + d.apiOff, ClientPort: c.Port + d.cliOff}
 }
 
-// close withdraws the registration, if any, and closes the source if
-// discovery built it.
+// close withdraws the registration, if any, closes the source if
+// discovery built it, and closes a listener New did not take.
 func (d *discovered) close() {
 	d.mu.Lock()
 	stop := d.stopReg
 	d.stopReg = nil
+	ln := d.apiLn
+	d.apiLn = nil
 	d.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
 	if stop != nil {
 		stop()
 	}
@@ -936,4 +972,20 @@ func discoveryCounters(kind string) (lookups, failures prometheus.Counter) {
 			Help: "Lookups of the discovery source.", ConstLabels: prometheus.Labels{"source": kind}}),
 		prometheus.NewCounter(prometheus.CounterOpts{Name: "forge_consensus_discovery_lookup_failures_total",
 			Help: "Lookups of the discovery source that failed.", ConstLabels: prometheus.Labels{"source": kind}})
+}
+
+// keepOpen is a listener whose Close does nothing: the socket outlives
+// the server that used it.
+type keepOpen struct{ net.Listener }
+
+func (keepOpen) Close() error { return nil }
+
+// takeListener returns api.addr's listener bound by Discover, if any; the
+// caller owns it.
+func (d *discovered) takeListener() net.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ln := d.apiLn
+	d.apiLn = nil
+	return ln
 }

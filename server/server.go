@@ -274,9 +274,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		mux.Handle(prefix+"/", h)
 	}
-	ln, err := net.Listen("tcp", cfg.API.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("server: node %d: api.addr: %w", id, err)
+	var ln net.Listener
+	if d := cfg.discovered; d != nil {
+		ln = d.takeListener() // bound while discovery ran
+	}
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.API.Addr); err != nil {
+			return nil, fmt.Errorf("server: node %d: api.addr: %w", id, err)
+		}
 	}
 	s.ln = limitListener(ln, cfg.API.APILimits, "http api", log)
 	wln, err := net.Listen("tcp", cfg.API.ClientAddr)
