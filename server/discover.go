@@ -42,6 +42,10 @@ const helloPath = "/discovery/hello"
 // askTimeout bounds one ask of one candidate.
 const askTimeout = 2 * time.Second
 
+// promisedRetry is how soon a node that promised a set asks again when
+// the set is not complete yet (at most the refresh interval).
+const promisedRetry = 500 * time.Millisecond
+
 // maxHelloBody bounds an ask's and an answer's body.
 const maxHelloBody = 64 << 10
 
@@ -84,6 +88,13 @@ type discovered struct {
 	// waiting says why the node has not started yet (health, before it
 	// starts).
 	waiting string
+	// unanswered is how many candidates of the last round did not
+	// answer (a pod whose address is listed before it serves, a node
+	// restarting).
+	unanswered int
+	// wake is signalled when an answer made this node promise a set, so
+	// that it looks again at once rather than after the refresh interval.
+	wake chan struct{}
 	// apiLn is api.addr's listener, bound while the node looked for its
 	// cluster, for New to serve on (nil once taken).
 	apiLn net.Listener
@@ -229,6 +240,7 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 	}
 	d.member = func() bool { return false }
 	d.waiting = "no lookup yet"
+	d.wake = make(chan struct{}, 1)
 	return d, nil
 }
 
@@ -323,6 +335,10 @@ func (d *discovered) answer(a bootstrap.Ask, clusterID string) (hello, error) {
 			return hello{}, err
 		}
 		d.log.Info("discovery: promised a voter set", "asked_by", a.From, "voters", strings.Join(a.Propose, ","))
+		select { // look again now: the set may be complete
+		case d.wake <- struct{}{}:
+		default:
+		}
 	}
 	return h, nil
 }
@@ -469,9 +485,11 @@ func (d *discovered) round(ctx context.Context) ([]hello, map[string]discovery.C
 	wg.Wait()
 	var answers []hello
 	found := map[string]discovery.Candidate{}
+	missing := 0
 	for _, r := range results {
 		if r.e != nil {
 			if r.e != errSelf {
+				missing++
 				d.log.Debug("discovery: a candidate did not answer", "candidate", r.c.String(), "err", r.e)
 			}
 			continue
@@ -481,6 +499,9 @@ func (d *discovered) round(ctx context.Context) ([]hello, map[string]discovery.C
 		c.Name = r.h.Name
 		found[c.Name] = c
 	}
+	d.mu.Lock()
+	d.unanswered = missing
+	d.mu.Unlock()
 	return answers, found, nil
 }
 
@@ -599,13 +620,23 @@ func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []stri
 			d.waiting = "waiting: " + dec.Reason
 			d.mu.Unlock()
 		}
-		t := time.NewTimer(d.cfg.RefreshInterval)
+		wait := d.cfg.RefreshInterval
+		d.mu.Lock()
+		if d.promised != nil {
+			// Mid-protocol: the nodes of the set are starting too, or
+			// just started and will answer in a moment; ask again soon.
+			wait = min(wait, promisedRetry)
+		}
+		d.mu.Unlock()
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, nil, nil, fmt.Errorf("server: node %s: discovery: %w", cfg.NodeID, ctx.Err())
 		case <-t.C:
 		case <-changes:
+			t.Stop()
+		case <-d.wake:
 			t.Stop()
 		}
 	}
@@ -801,6 +832,7 @@ func (s *Server) discoveryLoop(ctx context.Context, d *discovered) {
 		changes = w.Changes(ctx)
 	}
 	wait := d.cfg.RefreshInterval
+	var retry time.Duration // the back-off while candidates do not answer
 	for {
 		answers, found, err := d.round(ctx)
 		s.followSelf(d)
@@ -820,6 +852,18 @@ func (s *Server) discoveryLoop(ctx context.Context, d *discovered) {
 			}
 		}
 		wait = d.cfg.RefreshInterval
+		d.mu.Lock()
+		unanswered := d.unanswered
+		d.mu.Unlock()
+		if err == nil && unanswered > 0 {
+			// A candidate that does not answer yet may be a member at a
+			// new address that is still starting: look again soon,
+			// backing off to the refresh interval.
+			retry = min(max(2*retry, promisedRetry/2), d.cfg.RefreshInterval)
+			wait = retry
+		} else {
+			retry = 0
+		}
 		if d.join && !s.isMember() && err == nil {
 			if jerr := s.askToJoin(ctx, d, answers, found); jerr != nil {
 				d.joinFailures++
