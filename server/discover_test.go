@@ -90,7 +90,7 @@ func serveZone(t *testing.T, z *zone) string {
 	return pc.LocalAddr().String()
 }
 
-// discoveryNode is a node configured by DNS discovery alone: the same
+// discoveryConfig is a node configured by DNS discovery alone: the same
 // configuration for every node but its name, address and directory.
 func discoveryConfig(t *testing.T, name, ip string, port int, dnsAddr, dir string, expect int) server.Config {
 	t.Helper()
@@ -118,7 +118,7 @@ discovery:
 	return cfg
 }
 
-// start runs Discover and New for cfg.
+// startDiscovered runs Discover and New for cfg, and serves.
 func startDiscovered(ctx context.Context, cfg server.Config) (*server.Server, error) {
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("DISCOVERY_TEST_LOG") != "" {
@@ -136,7 +136,7 @@ func startDiscovered(ctx context.Context, cfg server.Config) (*server.Server, er
 	return s, nil
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitUntil polls cond until it holds or the deadline passes.
 func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -152,6 +152,7 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() (bool, st
 	}
 }
 
+// votersOf returns a node's voters, sorted, and the leader it follows.
 func votersOf(s *server.Server) ([]uint64, uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -162,6 +163,7 @@ func votersOf(s *server.Server) ([]uint64, uint64) {
 	return slices.Sorted(slices.Values(st.Config.Voters)), st.Lead
 }
 
+// tryHTTP sends one request and returns its status and body.
 func tryHTTP(method, url, body string) (int, string, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
