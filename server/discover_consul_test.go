@@ -106,51 +106,10 @@ func TestDiscoveryConsul(t *testing.T) {
 	defer cancel()
 
 	// The first three, started at once: nothing orders them but Consul.
-	srvs := map[string]*server.Server{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i, n := range names[:3] {
-		cfg := consulNodeConfig(t, n, ips[i], port, agent.Addr(), dirs[n])
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := startDiscovered(ctx, cfg)
-			if err != nil {
-				errs <- fmt.Errorf("%s: %w", n, err)
-				return
-			}
-			mu.Lock()
-			srvs[n] = s
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	t.Cleanup(func() {
-		for _, s := range srvs {
-			s.Close()
-		}
-	})
-	for err := range errs {
-		t.Fatal(err)
-	}
-	want := []uint64{ids["alpha"], ids["bravo"], ids["charlie"]}
-	slices.Sort(want)
-	waitUntil(t, "one cluster of the three with one leader", 15*time.Second, func() (bool, string) {
-		var lead uint64
-		for _, n := range names[:3] {
-			v, l := votersOf(srvs[n])
-			if !slices.Equal(v, want) {
-				return false, fmt.Sprintf("%s has voters %v, want %v", n, v, want)
-			}
-			if l == 0 || (lead != 0 && l != lead) {
-				return false, fmt.Sprintf("%s follows %d, another %d", n, l, lead)
-			}
-			lead = l
-		}
-		return true, ""
-	})
+	srvs := startAll(t, ctx, names[:3], func(i int, n string) server.Config {
+		return consulNodeConfig(t, n, ips[i], port, agent.Addr(), dirs[n])
+	}, nil)
+	waitOneCluster(t, srvs, names[:3])
 	for i, n := range names[:3] {
 		if _, err := os.Stat(filepath.Join(dirs[n], server.PromiseFile)); err != nil {
 			t.Errorf("%s kept no promise: %v", n, err)
@@ -184,7 +143,7 @@ func TestDiscoveryConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 	srvs["delta"] = s4
-	want4 := slices.Sorted(slices.Values(append(slices.Clone(want), ids["delta"])))
+	want4 := idsOf(names...)
 	waitUntil(t, "delta a voter", 30*time.Second, func() (bool, string) {
 		v, _ := votersOf(srvs["alpha"])
 		return slices.Equal(v, want4), fmt.Sprintf("voters %v, want %v", v, want4)

@@ -11,12 +11,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/forge-consensus/consensus/nodename"
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
 )
@@ -116,71 +114,24 @@ func TestDiscoveryEtcd(t *testing.T) {
 	ips := []string{"127.0.52.1", "127.0.52.2", "127.0.52.3", "127.0.52.4", "127.0.52.5"}
 	names := []string{"etcd-a", "etcd-b", "etcd-c", "etcd-d"}
 	base := t.TempDir()
+	cfgAt := func(n, ip string) server.Config {
+		return etcdConfig(t, n, ip, port, endpoint, filepath.Join(base, n), 3)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srvs := map[string]*server.Server{}
-	var mu sync.Mutex
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range srvs {
-			s.Close()
-		}
-	})
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i, n := range names[:3] {
-		cfg := etcdConfig(t, n, ips[i], port, endpoint, filepath.Join(base, n), 3)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			time.Sleep(time.Duration(i) * 300 * time.Millisecond) // started one after another
-			s, err := startDiscovered(ctx, cfg)
-			if err != nil {
-				errs <- fmt.Errorf("%s: %w", n, err)
-				return
-			}
-			mu.Lock()
-			srvs[n] = s
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	var want []uint64
-	for _, n := range names[:3] {
-		id, _ := nodename.ID(n)
-		want = append(want, id)
-	}
-	slices.Sort(want)
-	waitUntil(t, "one cluster of the three", 15*time.Second, func() (bool, string) {
-		var lead uint64
-		for _, n := range names[:3] {
-			v, l := votersOf(srvs[n])
-			if !slices.Equal(v, want) || l == 0 || (lead != 0 && l != lead) {
-				return false, fmt.Sprintf("%s: voters %v leader %d", n, v, l)
-			}
-			lead = l
-		}
-		return true, ""
-	})
+	srvs := startAll(t, ctx, names[:3], func(i int, n string) server.Config { return cfgAt(n, ips[i]) }, nil)
+	waitOneCluster(t, srvs, names[:3])
 	prefix := "/forge-consensus/default/"
 	if keys := etcdKeys(t, endpoint, prefix); !slices.Equal(keys, []string{prefix + "etcd-a", prefix + "etcd-b", prefix + "etcd-c"}) {
 		t.Fatalf("registrations %v", keys)
 	}
 
-	s4, err := startDiscovered(ctx, etcdConfig(t, "etcd-d", ips[3], port, endpoint, filepath.Join(base, "etcd-d"), 3))
+	s4, err := startDiscovered(ctx, cfgAt("etcd-d", ips[3]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
 	srvs["etcd-d"] = s4
-	mu.Unlock()
-	d, _ := nodename.ID("etcd-d")
-	want4 := slices.Sorted(slices.Values(append(slices.Clone(want), d)))
+	want4 := idsOf(names...)
 	waitUntil(t, "etcd-d a voter", 30*time.Second, func() (bool, string) {
 		v, _ := votersOf(srvs["etcd-a"])
 		return slices.Equal(v, want4), fmt.Sprintf("voters %v", v)
@@ -188,35 +139,26 @@ func TestDiscoveryEtcd(t *testing.T) {
 
 	// etcd-b stops cleanly: its registration goes at once (not after the
 	// lease); it comes back at a new address.
-	mu.Lock()
 	srvs["etcd-b"].Close()
 	delete(srvs, "etcd-b")
-	mu.Unlock()
 	if keys := etcdKeys(t, endpoint, prefix); slices.Contains(keys, prefix+"etcd-b") {
 		t.Fatalf("etcd-b stopped cleanly and is still registered: %v", keys)
 	}
-	sb, err := startDiscovered(ctx, etcdConfig(t, "etcd-b", ips[4], port, endpoint, filepath.Join(base, "etcd-b"), 3))
+	sb, err := startDiscovered(ctx, cfgAt("etcd-b", ips[4]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
 	srvs["etcd-b"] = sb
-	mu.Unlock()
-	b, _ := nodename.ID("etcd-b")
+	b := idsOf("etcd-b")[0]
 	for _, n := range []string{"etcd-a", "etcd-c", "etcd-d"} {
 		waitUntil(t, n+" follows etcd-b to its new address", 15*time.Second, func() (bool, string) {
 			u := srvs[n].APIURL(b)
 			return strings.Contains(u, ips[4]), u
 		})
 	}
-	mu.Lock()
 	srvs["etcd-c"].Close()
 	delete(srvs, "etcd-c")
-	mu.Unlock()
-	waitUntil(t, "a write through etcd-b with etcd-c down", 15*time.Second, func() (bool, string) {
-		code, body, err := tryHTTP(http.MethodPut, "http://"+sb.APIAddr()+"/kv/k", "v")
-		return err == nil && code/100 == 2, fmt.Sprint(code, body, err)
-	})
+	putThrough(t, sb, "k", "v")
 }
 
 func base64Encode(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

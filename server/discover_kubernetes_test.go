@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/forge-consensus/consensus/adapters/discovery/kubernetes"
-	"github.com/forge-consensus/consensus/nodename"
 	"github.com/forge-consensus/consensus/server"
 	"github.com/forge-consensus/consensus/server/servertest"
 )
@@ -120,100 +118,43 @@ func TestDiscoveryKubernetes(t *testing.T) {
 	ips := []string{"127.0.53.1", "127.0.53.2", "127.0.53.3", "127.0.53.4", "127.0.53.5"}
 	names := []string{"consensus-0", "consensus-1", "consensus-2", "consensus-3"}
 	base := t.TempDir()
+	cfgAt := func(n, ip string) server.Config {
+		p.set(n, ip) // the pod is scheduled: its endpoint appears
+		return kubernetesConfig(t, p, n, ip, port, filepath.Join(base, n))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srvs := map[string]*server.Server{}
-	var mu sync.Mutex
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range srvs {
-			s.Close()
-		}
-	})
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i, n := range names[:3] {
-		p.set(n, ips[i]) // the pod is scheduled: its endpoint appears
-		cfg := kubernetesConfig(t, p, n, ips[i], port, filepath.Join(base, n))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := startDiscovered(ctx, cfg)
-			if err != nil {
-				errs <- fmt.Errorf("%s: %w", n, err)
-				return
-			}
-			mu.Lock()
-			srvs[n] = s
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	var want []uint64
-	for _, n := range names[:3] {
-		id, _ := nodename.ID(n)
-		want = append(want, id)
-	}
-	slices.Sort(want)
-	waitUntil(t, "one cluster of the three pods", 15*time.Second, func() (bool, string) {
-		var lead uint64
-		for _, n := range names[:3] {
-			v, l := votersOf(srvs[n])
-			if !slices.Equal(v, want) || l == 0 || (lead != 0 && l != lead) {
-				return false, fmt.Sprintf("%s: voters %v leader %d", n, v, l)
-			}
-			lead = l
-		}
-		return true, ""
-	})
+	srvs := startAll(t, ctx, names[:3], func(i int, n string) server.Config { return cfgAt(n, ips[i]) }, nil)
+	waitOneCluster(t, srvs, names[:3])
 
 	// Scale to 4.
-	p.set("consensus-3", ips[3])
-	s4, err := startDiscovered(ctx, kubernetesConfig(t, p, "consensus-3", ips[3], port, filepath.Join(base, "consensus-3")))
+	s4, err := startDiscovered(ctx, cfgAt("consensus-3", ips[3]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
 	srvs["consensus-3"] = s4
-	mu.Unlock()
-	id3, _ := nodename.ID("consensus-3")
-	want4 := slices.Sorted(slices.Values(append(slices.Clone(want), id3)))
+	want4 := idsOf(names...)
 	waitUntil(t, "consensus-3 a voter", 30*time.Second, func() (bool, string) {
 		v, _ := votersOf(srvs["consensus-0"])
 		return slices.Equal(v, want4), fmt.Sprintf("voters %v", v)
 	})
 
 	// consensus-1 is rescheduled: same name and volume, a new IP.
-	mu.Lock()
 	srvs["consensus-1"].Close()
 	delete(srvs, "consensus-1")
-	mu.Unlock()
-	p.set("consensus-1", ips[4])
-	s1, err := startDiscovered(ctx, kubernetesConfig(t, p, "consensus-1", ips[4], port, filepath.Join(base, "consensus-1")))
+	s1, err := startDiscovered(ctx, cfgAt("consensus-1", ips[4]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
 	srvs["consensus-1"] = s1
-	mu.Unlock()
-	id1, _ := nodename.ID("consensus-1")
+	id1 := idsOf("consensus-1")[0]
 	for _, n := range []string{"consensus-0", "consensus-2", "consensus-3"} {
 		waitUntil(t, n+" follows consensus-1 to its new IP", 15*time.Second, func() (bool, string) {
 			u := srvs[n].APIURL(id1)
 			return strings.Contains(u, ips[4]), u
 		})
 	}
-	mu.Lock()
 	srvs["consensus-2"].Close()
 	delete(srvs, "consensus-2")
-	mu.Unlock()
-	waitUntil(t, "a write through consensus-1 with consensus-2 down", 15*time.Second, func() (bool, string) {
-		code, body, err := tryHTTP(http.MethodPut, "http://"+s1.APIAddr()+"/kv/k", "v")
-		return err == nil && code/100 == 2, fmt.Sprint(code, body, err)
-	})
+	putThrough(t, s1, "k", "v")
 }

@@ -194,20 +194,84 @@ func TestDiscoveryDNS(t *testing.T) {
 	dnsAddr := serveZone(t, z)
 	base := t.TempDir()
 	names := []string{"alpha", "bravo", "charlie", "delta"}
-	dirs := map[string]string{}
-	for _, n := range names {
-		dirs[n] = filepath.Join(base, n)
+	cfgAt := func(n, ip string) server.Config {
+		return discoveryConfig(t, n, ip, port, dnsAddr, filepath.Join(base, n), 3)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	// The first three, in DNS one after another as they start.
+	srvs := startAll(t, ctx, names[:3], func(i int, n string) server.Config { return cfgAt(n, ips[i]) },
+		func(i int) { z.set(ips[:i+1]...) })
+	waitOneCluster(t, srvs, names[:3])
+	for _, n := range names[:3] {
+		if _, err := os.Stat(filepath.Join(base, n, server.PromiseFile)); err != nil {
+			t.Errorf("%s kept no promise: %v", n, err)
+		}
+	}
+	putThrough(t, srvs["alpha"], "k1", "v1")
+
+	// A fourth node, same configuration, joins by discovery alone.
+	z.set(ips[:4]...)
+	s4, err := startDiscovered(ctx, cfgAt("delta", ips[3]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvs["delta"] = s4
+	want4 := idsOf(names...)
+	waitUntil(t, "delta a voter", 30*time.Second, func() (bool, string) {
+		v, _ := votersOf(srvs["alpha"])
+		return slices.Equal(v, want4), fmt.Sprintf("voters %v, want %v", v, want4)
+	})
+	if _, err := os.Stat(filepath.Join(base, "delta", server.PromiseFile)); err == nil {
+		t.Error("delta, which joined, kept a promise")
+	}
+	readsOn(t, s4, "k1", "v1")
+
+	// bravo restarts at a new address; DNS says so; the others follow it.
+	srvs["bravo"].Close()
+	delete(srvs, "bravo")
+	z.set(ips[0], ips[4], ips[2], ips[3])
+	sb, err := startDiscovered(ctx, cfgAt("bravo", ips[4]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvs["bravo"] = sb
+	putThrough(t, sb, "k2", "v2")
+	readsOn(t, sb, "k2", "v2")
+	b := idsOf("bravo")[0]
+	for _, n := range []string{"alpha", "charlie", "delta"} {
+		waitUntil(t, n+" has bravo's new address", 15*time.Second, func() (bool, string) {
+			u := srvs[n].APIURL(b)
+			return strings.Contains(u, ips[4]), "bravo at " + u
+		})
+	}
+	// With charlie stopped, alpha, bravo and delta (three of four
+	// voters) commit only if the links to bravo's new address work.
+	srvs["charlie"].Close()
+	delete(srvs, "charlie")
+	putThrough(t, s4, "k3", "v3")
+	readsOn(t, sb, "k3", "v3")
+}
+
+// startAll starts the named nodes at once (Discover, then New), cfgOf
+// giving each its configuration; after(i), if not nil, runs once node i's
+// start is under way (to publish it in DNS, say). The nodes are closed
+// when the test ends, as are those the test adds to the map later.
+func startAll(t *testing.T, ctx context.Context, names []string, cfgOf func(i int, name string) server.Config,
+	after func(i int)) map[string]*server.Server {
+	t.Helper()
 	srvs := map[string]*server.Server{}
+	t.Cleanup(func() {
+		for _, s := range srvs {
+			s.Close()
+		}
+	})
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i, n := range names[:3] {
-		cfg := discoveryConfig(t, n, ips[i], port, dnsAddr, dirs[n], 3)
+	errs := make(chan error, len(names))
+	for i, n := range names {
+		cfg := cfgOf(i, n)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -220,27 +284,37 @@ func TestDiscoveryDNS(t *testing.T) {
 			srvs[n] = s
 			mu.Unlock()
 		}()
-		z.set(ips[:i+1]...)
+		if after != nil {
+			after(i)
+		}
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		for _, s := range srvs {
-			s.Close()
-		}
-	})
-	want := []uint64{}
-	for _, n := range names[:3] {
+	return srvs
+}
+
+// idsOf returns the IDs of names, sorted.
+func idsOf(names ...string) []uint64 {
+	var ids []uint64
+	for _, n := range names {
 		id, _ := nodename.ID(n)
-		want = append(want, id)
+		ids = append(ids, id)
 	}
-	slices.Sort(want)
-	waitUntil(t, "one cluster of the three with one leader", 15*time.Second, func() (bool, string) {
+	slices.Sort(ids)
+	return ids
+}
+
+// waitOneCluster waits until the named nodes all have exactly those
+// voters and follow one leader: one cluster, not two.
+func waitOneCluster(t *testing.T, srvs map[string]*server.Server, names []string) {
+	t.Helper()
+	want := idsOf(names...)
+	waitUntil(t, "one cluster of "+strings.Join(names, ",")+" with one leader", 15*time.Second, func() (bool, string) {
 		var lead uint64
-		for _, n := range names[:3] {
+		for _, n := range names {
 			v, l := votersOf(srvs[n])
 			if !slices.Equal(v, want) {
 				return false, fmt.Sprintf("%s has voters %v, want %v", n, v, want)
@@ -252,70 +326,24 @@ func TestDiscoveryDNS(t *testing.T) {
 		}
 		return true, ""
 	})
-	for _, n := range names[:3] {
-		if _, err := os.Stat(filepath.Join(dirs[n], server.PromiseFile)); err != nil {
-			t.Errorf("%s kept no promise: %v", n, err)
-		}
-	}
-	put := func(via, key, value string) {
-		t.Helper()
-		url := "http://" + srvs[via].APIAddr() + "/kv/" + key
-		waitUntil(t, "PUT "+key+" via "+via, 15*time.Second, func() (bool, string) {
-			code, body, err := tryHTTP(http.MethodPut, url, value)
-			return err == nil && code/100 == 2, fmt.Sprint(code, " ", body, " ", err)
-		})
-	}
-	put("alpha", "k1", "v1")
+}
 
-	// A fourth node, same configuration, joins by discovery alone.
-	z.set(ips[:4]...)
-	s4, err := startDiscovered(ctx, discoveryConfig(t, "delta", ips[3], port, dnsAddr, dirs["delta"], 3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvs["delta"] = s4
-	d, _ := nodename.ID("delta")
-	want4 := slices.Sorted(slices.Values(append(slices.Clone(want), d)))
-	waitUntil(t, "delta a voter", 30*time.Second, func() (bool, string) {
-		v, _ := votersOf(srvs["alpha"])
-		return slices.Equal(v, want4), fmt.Sprintf("voters %v, want %v", v, want4)
+// putThrough writes key through node s's HTTP API, until it succeeds.
+func putThrough(t *testing.T, s *server.Server, key, value string) {
+	t.Helper()
+	url := "http://" + s.APIAddr() + "/kv/" + key
+	waitUntil(t, "PUT "+key+" through "+s.APIAddr(), 15*time.Second, func() (bool, string) {
+		code, body, err := tryHTTP(http.MethodPut, url, value)
+		return err == nil && code/100 == 2, fmt.Sprint(code, " ", body, " ", err)
 	})
-	if _, err := os.Stat(filepath.Join(dirs["delta"], server.PromiseFile)); err == nil {
-		t.Error("delta, which joined, kept a promise")
-	}
-	waitUntil(t, "delta reads k1", 15*time.Second, func() (bool, string) {
-		code, body, err := tryHTTP(http.MethodGet, "http://"+s4.APIAddr()+"/kv/k1", "")
-		return err == nil && code == 200 && strings.Contains(body, "v1"), fmt.Sprint(code, " ", body, " ", err)
-	})
+}
 
-	// bravo restarts at a new address; DNS says so; the others follow it.
-	srvs["bravo"].Close()
-	delete(srvs, "bravo")
-	z.set(ips[0], ips[4], ips[2], ips[3])
-	sb, err := startDiscovered(ctx, discoveryConfig(t, "bravo", ips[4], port, dnsAddr, dirs["bravo"], 3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvs["bravo"] = sb
-	put("bravo", "k2", "v2")
-	b, _ := nodename.ID("bravo")
-	waitUntil(t, "bravo caught up", 15*time.Second, func() (bool, string) {
-		code, body, err := tryHTTP(http.MethodGet, "http://"+sb.APIAddr()+"/kv/k2", "")
-		return err == nil && code == 200 && strings.Contains(body, "v2"), fmt.Sprint(code, " ", body, " ", err)
-	})
-	for _, n := range []string{"alpha", "charlie", "delta"} {
-		waitUntil(t, n+" has bravo's new address", 15*time.Second, func() (bool, string) {
-			u := srvs[n].APIURL(b)
-			return strings.Contains(u, ips[4]), "bravo at " + u
-		})
-	}
-	// With charlie stopped, alpha, bravo and delta (three of four
-	// voters) commit only if the links to bravo's new address work.
-	srvs["charlie"].Close()
-	delete(srvs, "charlie")
-	put("delta", "k3", "v3")
-	waitUntil(t, "bravo reads k3", 15*time.Second, func() (bool, string) {
-		code, body, err := tryHTTP(http.MethodGet, "http://"+sb.APIAddr()+"/kv/k3", "")
-		return err == nil && code == 200 && strings.Contains(body, "v3"), fmt.Sprint(code, " ", body, " ", err)
+// readsOn waits until node s reads value at key.
+func readsOn(t *testing.T, s *server.Server, key, value string) {
+	t.Helper()
+	url := "http://" + s.APIAddr() + "/kv/" + key
+	waitUntil(t, s.APIAddr()+" reads "+key, 15*time.Second, func() (bool, string) {
+		code, body, err := tryHTTP(http.MethodGet, url, "")
+		return err == nil && code == 200 && strings.Contains(body, value), fmt.Sprint(code, " ", body, " ", err)
 	})
 }
