@@ -59,7 +59,8 @@ type discovered struct {
 	cliOff  int
 	client  *http.Client
 	scheme  string
-	token   string // an admin token of the configuration, sent with asks and add-node ("" : none)
+	apiTLS  *tls.Config // api.addr's TLS (nil: plain HTTP)
+	token   string      // an admin token of the configuration, sent with asks and add-node ("" : none)
 	log     *slog.Logger
 	promise string // the promise file ("" for memory storage: kept in memory)
 	cluster string // cluster_id
@@ -228,6 +229,7 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 	d.lookups, d.failures = discoveryCounters(src.Kind())
 	if apiTLS != nil {
 		d.scheme = "https"
+		d.apiTLS = apiTLS
 	}
 	for _, t := range cfg.Security.Tokens {
 		if t.Role == string(admin.RoleAdmin) {
@@ -246,7 +248,8 @@ func newDiscovered(cfg Config, log *slog.Logger) (*discovered, error) {
 
 // peerClient returns a client for other nodes' HTTP APIs: over TLS when
 // this node's API is (api.tls, api.mtls), trusting security.ca_file (the
-// system's roots if none) and presenting this node's certificate.
+// system's roots if none) and presenting this node's certificate, which
+// a node with api.mtls asks for.
 func peerClient(cfg Config, apiTLS *tls.Config, timeout time.Duration) (*http.Client, error) {
 	c := &http.Client{Timeout: timeout}
 	if apiTLS == nil {
@@ -324,8 +327,8 @@ func (d *discovered) answer(a bootstrap.Ask, clusterID string) (hello, error) {
 	if d.broken != nil {
 		return hello{}, d.broken
 	}
-	if d.boot == nil || d.member() {
-		return hello{Name: d.self.Name, ClusterID: clusterID, Member: d.member(), Promise: slices.Clone(d.promised)}, nil
+	if member := d.member(); d.boot == nil || member {
+		return hello{Name: d.self.Name, ClusterID: clusterID, Member: member, Promise: slices.Clone(d.promised)}, nil
 	}
 	h, changed := d.boot.Answer(a)
 	if changed {
@@ -514,14 +517,9 @@ func (d *discovered) decide(ctx context.Context, cfg Config) (voters, via []stri
 	if lerr != nil {
 		return nil, nil, nil, fmt.Errorf("server: node %s: api.addr: %w", cfg.NodeID, lerr)
 	}
-	apiTLS, terr := apiTLSConfig(cfg)
-	if terr != nil {
-		raw.Close()
-		return nil, nil, nil, fmt.Errorf("server: node %s: %w", cfg.NodeID, terr)
-	}
 	var ln net.Listener = keepOpen{raw}
-	if apiTLS != nil {
-		ln = tls.NewListener(ln, apiTLS)
+	if d.apiTLS != nil {
+		ln = tls.NewListener(ln, d.apiTLS)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(helloPath, d.serveHello(cfg.ClusterID, cfg.Security.Tokens))

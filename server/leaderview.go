@@ -2,12 +2,9 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -102,28 +99,10 @@ func (s *Server) askLeader(ctx context.Context, leader, term uint64) (admin.Clus
 	return info, nil
 }
 
-// peerHTTPClient returns a client for another member's HTTP API: over
-// TLS when the API is (api.tls, api.mtls), trusting security.ca_file (the
-// system's roots if none) and presenting this node's certificate, which a
-// member with api.mtls asks for.
+// peerHTTPClient returns a client for another member's HTTP API (see
+// peerClient).
 func (s *Server) peerHTTPClient() (*http.Client, error) {
-	c := &http.Client{Timeout: leaderViewTimeout}
-	if s.apiTLS == nil {
-		return c, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: s.apiTLS.Certificates}
-	if f := s.cfg.Security.CAFile; f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("security.ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("security.ca_file %s: no PEM certificate in it", f)
-		}
-	}
-	c.Transport = &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: leaderViewTimeout}
-	return c, nil
+	return peerClient(s.cfg, s.apiTLS, leaderViewTimeout)
 }
 
 // viewerToken returns a configured admin token that may read /status, ""
